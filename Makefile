@@ -1,0 +1,40 @@
+# softlab: one entry point.
+#   make book     the main job: set up, fetch data, execute the notebooks (PARAMS=default), build the HTML book
+#   make test     the test suite (what CI runs): set up, fetch data, pytest (incl. smoke notebooks + nbval + book build)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PARAMS ?= default
+PYTEST_ARGS ?=
+
+.PHONY: book test setup system data notebooks html bench clean
+book: setup data notebooks html
+
+test: setup data
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed system
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e ".[book,annotate,test]"
+	$(PY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (softlab)" >/dev/null
+	touch $@
+
+system:
+	bash scripts/setup-system.sh
+
+data: setup
+	$(VENV)/bin/softlab data fetch
+
+notebooks: setup
+	$(VENV)/bin/softlab run --params $(PARAMS)
+
+html: setup
+	$(VENV)/bin/softlab book
+
+bench: setup
+	$(PY) benchmarks/bench_trainer.py --quick
+
+clean:
+	rm -rf _build book/*.ipynb book/failed-*.ipynb

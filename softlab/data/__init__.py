@@ -1,0 +1,32 @@
+"""Data layer: verified images, public human labels, annotation tables.
+
+>>> from softlab.data import load_images, load_human
+>>> test = load_images("fashion-mnist", "test")       # doctest: +SKIP
+>>> fmh = load_human("fashion-mnist-h")               # doctest: +SKIP
+"""
+
+from softlab.data.annotations import (
+    AnnotationError,
+    entropy,
+    fleiss_kappa,
+    from_counts,
+    human_mode,
+    majority,
+    mode_shifted,
+    read_annotations,
+    soft_labels,
+    summarise,
+    to_counts,
+    validate_annotations,
+    validate_counts,
+    votes_per_item,
+)
+from softlab.data.human import HumanLabels, load_human, load_mnist_cleanlab_probs
+from softlab.data.images import ChecksumError, DataError, ImageSet, fetch, load_images
+
+__all__ = [
+    "AnnotationError", "ChecksumError", "DataError", "HumanLabels", "ImageSet", "entropy", "fetch",
+    "fleiss_kappa", "from_counts", "human_mode", "load_human", "load_images", "load_mnist_cleanlab_probs",
+    "majority", "mode_shifted", "read_annotations", "soft_labels", "summarise", "to_counts",
+    "validate_annotations", "validate_counts", "votes_per_item",
+]

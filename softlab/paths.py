@@ -1,0 +1,46 @@
+"""Where softlab keeps things. Every location can be overridden by an environment variable.
+
+- ``SOFTLAB_DATA_DIR``: verified image files (default ``~/.cache/softlab/data``).
+- ``SOFTLAB_HUMAN_DIR``: a local folder with the public human-label files (checked before
+  the project's sibling ``../shared/data/human``).
+- ``SOFTLAB_CACHE_DIR``: cached expensive results: teachers, generators, training runs
+  (default ``~/.cache/softlab/cache``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _user_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "softlab"
+
+
+def data_dir() -> Path:
+    env = os.environ.get("SOFTLAB_DATA_DIR")
+    return Path(env).expanduser() if env else _user_cache() / "data"
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("SOFTLAB_CACHE_DIR")
+    return Path(env).expanduser() if env else _user_cache() / "cache"
+
+
+def human_dirs() -> list[Path]:
+    """Local folders searched for human-label files, in order."""
+    dirs: list[Path] = []
+    env = os.environ.get("SOFTLAB_HUMAN_DIR")
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(data_dir() / "human")
+    dirs.append(PROJECT_ROOT.parent / "shared" / "data" / "human")
+    return dirs
+
+
+def results_dir() -> Path:
+    env = os.environ.get("SOFTLAB_RESULTS_DIR")
+    return Path(env).expanduser() if env else PROJECT_ROOT / "results"

