@@ -35,8 +35,9 @@ class AnnotationError(ValueError):
 
 # --------------------------------------------------------------------------- counts
 
-def validate_counts(counts: np.ndarray, name: str = "counts") -> np.ndarray:
-    """Check a count matrix (items × classes): finite, non-negative, integer-valued, ≥1 vote per row.
+def validate_counts(counts: np.ndarray, name: str = "counts", integer: bool = True) -> np.ndarray:
+    """Check a count matrix (items × classes): finite, non-negative, ≥1 vote per row, and
+    integer-valued unless ``integer=False`` (mapping rules such as MTurk's *neither* spread votes).
 
     Returns it as float64. Errors name the first offending row and column.
     """
@@ -51,7 +52,7 @@ def validate_counts(counts: np.ndarray, name: str = "counts") -> np.ndarray:
     checks = (
         (~np.isfinite(arr), "is NaN or infinite"),
         (arr < 0, "is negative"),
-        (np.isfinite(arr) & (arr != np.round(arr)), "is not an integer count"),
+        (np.isfinite(arr) & (arr != np.round(arr)) & integer, "is not an integer count"),
     )
     for bad, what in checks:
         if bad.any():
@@ -273,7 +274,7 @@ def from_counts(counts: np.ndarray, items: Sequence[int] | np.ndarray | None = N
 
 def summarise(counts: np.ndarray, official: np.ndarray | None = None) -> pd.DataFrame:
     """Per-item table: votes, entropy (nats), human mode, mode-shift flag (if official given)."""
-    c = validate_counts(counts)
+    c = validate_counts(counts, integer=False)
     out = pd.DataFrame({"votes": votes_per_item(c), "entropy": entropy(soft_labels(c))})
     out["human_mode"] = human_mode(c, official)
     if official is not None:

@@ -144,7 +144,8 @@ def _from_cache(s: DatasetSpec, file: str) -> tuple[bytes, str]:
     path = raw_dir(s.name) / file
     if not path.exists():
         raise DataError(f"{path}: not cached")
-    return path.read_bytes(), str(path)
+    first = cached_origin(s.name, file)
+    return path.read_bytes(), f"cache {path}" + (f" (first fetched from {first})" if first else "")
 
 
 _NPM_CACHE: dict[str, dict[str, bytes]] = {}
