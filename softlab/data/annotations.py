@@ -96,8 +96,12 @@ def human_mode(counts: np.ndarray, official: np.ndarray | None = None) -> np.nda
     mode = c.argmax(axis=-1)
     if official is not None:
         off = np.asarray(official, dtype=np.int64)
-        if off.shape != mode.shape:
-            raise AnnotationError(f"official: expected shape {mode.shape}, got {off.shape}")
+        try:
+            off = np.broadcast_to(off, mode.shape)
+        except ValueError:
+            raise AnnotationError(f"official: expected shape {mode.shape} (or broadcastable), got {off.shape}") from None
+        if off.size and (off.min() < 0 or off.max() >= c.shape[-1]):
+            raise AnnotationError(f"official: labels must be in [0, {c.shape[-1] - 1}]")
         top = c.max(axis=-1)
         off_is_top = np.take_along_axis(c, off[..., None], axis=-1)[..., 0] == top
         mode = np.where(off_is_top, off, mode)
