@@ -1,0 +1,504 @@
+"""Label conditions: mode × shape training targets (DESIGN.md, "Label conditions: mode × shape").
+
+Notation: ``N`` items in the split, ``C`` classes, ``n`` annotated items. For an annotated item
+with official label ``y``, human distribution ``h`` and human mode ``m = argmax h`` (ties resolved
+towards ``y``, else the lowest class index — :func:`softlab.data.annotations.human_mode`):
+
+**Mode** axis (which label the target's argmax is):
+
+- ``original`` — the official label ``y``;
+- ``human`` — the human mode ``m``.
+
+**Shape** axis (how the probability mass is spread):
+
+- ``hard`` — one-hot.
+- ``smooth`` — label smoothing ``(1 − ε)·onehot + ε/C`` (uniform over all ``C`` classes). Its
+  off-mode mass is ``1 − max = ε(C − 1)/C``; ε is fitted so the *mean* off-mode mass over the
+  annotated items equals the human one::
+
+      ε = C/(C − 1) · mean_i (1 − max_c h_ic)          (always in [0, 1])
+
+- ``synthetic`` — a teacher's out-of-sample probabilities ``t`` tempered as
+  ``softmax(log(max(t, floor)) / T)`` with ``T`` fitted (bisection on ``log T``) so the mean
+  entropy over the annotated items equals the mean human entropy ``mean_i H(h_i)``. The mean
+  tempered entropy increases monotonically with ``T`` (``dH/d(1/T) = −Var_q(log t)/T ≤ 0``), so the
+  fit is unique. If the target is outside what ``T ∈ [e^-12, e^12]`` reaches (e.g. every human
+  label one-hot and teacher ties), ``T`` is clamped to the bound and the remaining gap is reported
+  in ``fitted["synthetic_entropy_gap"]``.
+- ``human-shuffled`` — the human distributions permuted (seeded, uniformly at random; items may
+  keep their own) among annotated items that share the same **human mode** ``m``. Grouping by the
+  human mode keeps the shuffled shape's argmax (ties towards ``m``) at the item's own ``m``, so the
+  same amount and kind of softness is placed, just not the item's own.
+- ``human`` — the item's own human distribution ``h``.
+
+**Placement** of a shape ``s`` on a required label ``r`` (``y`` or ``m``) swaps the probability at
+the shape's own argmax ``a`` with the probability at ``r`` (nothing else changes). The shape's own
+argmax breaks ties **towards the required label** ``r`` (if ``s_r`` equals the maximum, ``a = r`` and
+nothing changes), otherwise towards the lowest class index. Hence ``human/human`` is ``h`` itself,
+``human/human-shuffled`` is the permuted ``h`` unchanged, and ``original/human`` is ``h`` with its
+mode moved back to ``y``. Swapping changes neither entropy nor the maximum, so the fitted amounts of
+softness hold in both modes.
+
+Items without human labels keep ``original/hard`` (one-hot official) in every condition.
+All targets are float32 ``(N, C)``; computation is done in float64. Entropy is in nats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from softlab.data.annotations import entropy, human_mode, soft_labels, votes_per_item
+
+MODES: tuple[str, ...] = ("original", "human")
+SHAPES: tuple[str, ...] = ("hard", "smooth", "synthetic", "human-shuffled", "human")
+CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in SHAPES)
+
+#: Row sums of a probability input must be within this of 1.
+SUM_TOL: float = 1e-4
+#: Teacher probabilities are clipped below at this before taking the logarithm.
+TEACHER_FLOOR: float = 1e-12
+#: Bracket of ``log T`` searched by :func:`fit_temperature`.
+LOG_T_BOUNDS: tuple[float, float] = (-12.0, 12.0)
+
+HumanKind = Literal["auto", "counts", "distribution"]
+
+
+# --------------------------------------------------------------------------- names
+
+def parse_condition(name: str) -> tuple[str, str]:
+    """``"mode/shape"`` → ``(mode, shape)``; raises ValueError for names not in :data:`CONDITIONS`."""
+    if not isinstance(name, str) or name not in CONDITIONS:
+        raise ValueError(f"condition: unknown condition {name!r}; expected one of {list(CONDITIONS)} "
+                         f"(format 'mode/shape', mode in {list(MODES)}, shape in {list(SHAPES)})")
+    mode, shape = name.split("/", 1)
+    return mode, shape
+
+
+def _condition_list(conditions: str | Sequence[str]) -> tuple[str, ...]:
+    names = (conditions,) if isinstance(conditions, str) else tuple(conditions)
+    if not names:
+        raise ValueError("conditions: empty; expected at least one condition name")
+    for name in names:
+        parse_condition(name)
+    dup = [n for k, n in enumerate(names) if n in names[:k]]
+    if dup:
+        raise ValueError(f"conditions: {dup[0]!r} is listed more than once")
+    return names
+
+
+# --------------------------------------------------------------------------- building blocks
+
+def shape_argmax(shape: np.ndarray, prefer: np.ndarray) -> np.ndarray:
+    """Argmax of each row of ``shape`` (n, C), ties broken towards ``prefer`` (n,) when it is among
+    the tied maxima, otherwise towards the lowest class index."""
+    p = np.asarray(shape)
+    r = np.asarray(prefer, dtype=np.int64)
+    at_pref = np.take_along_axis(p, r[:, None], axis=1)[:, 0]
+    return np.where(at_pref == p.max(axis=1), r, p.argmax(axis=1)).astype(np.int64)
+
+
+def place_mode(shape: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Place each row's shape on ``label``: swap the entry at the shape's own argmax (ties towards
+    ``label``, see :func:`shape_argmax`) with the entry at ``label``. Returns a new array; at most
+    two entries per row change, and the multiset of entries of each row is unchanged."""
+    p = np.array(shape, copy=True)
+    r = np.asarray(label, dtype=np.int64)
+    own = shape_argmax(p, r)
+    rows = np.arange(len(p))
+    at_own, at_r = p[rows, own].copy(), p[rows, r].copy()
+    p[rows, own], p[rows, r] = at_r, at_own
+    return p
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n,) int → (n, C) float64 one-hot rows."""
+    out = np.zeros((len(labels), n_classes), dtype=np.float64)
+    out[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)] = 1.0
+    return out
+
+
+def off_mode_mass(p: np.ndarray) -> np.ndarray:
+    """``1 − max_c p_c`` per row: the probability not on the row's top label."""
+    return 1.0 - np.asarray(p, dtype=np.float64).max(axis=-1)
+
+
+def fit_smoothing_epsilon(human: np.ndarray) -> float:
+    """ε with mean off-mode mass of ``(1 − ε)·onehot + ε/C`` equal to the human one:
+    ``ε = C/(C − 1) · mean_i (1 − max_c h_ic)``."""
+    h = np.asarray(human, dtype=np.float64)
+    c = h.shape[1]
+    return float(min(1.0, max(0.0, c / (c - 1) * off_mode_mass(h).mean())))
+
+
+def smooth_shape(labels: np.ndarray, n_classes: int, epsilon: float) -> np.ndarray:
+    """``(1 − ε)·onehot(labels) + ε/C`` as float64 (n, C)."""
+    return (1.0 - epsilon) * one_hot(labels, n_classes) + epsilon / n_classes
+
+
+def temper(probs: np.ndarray, temperature: float, floor: float = TEACHER_FLOOR) -> np.ndarray:
+    """``softmax(log(max(p, floor)) / T)`` per row, float64."""
+    z = np.log(np.maximum(np.asarray(probs, dtype=np.float64), floor)) / temperature
+    z -= z.max(axis=-1, keepdims=True)
+    q = np.exp(z)
+    return q / q.sum(axis=-1, keepdims=True)
+
+
+def _mean_tempered_entropy(log_p: np.ndarray, log_t: float) -> float:
+    z = log_p / np.exp(log_t)
+    z = z - z.max(axis=-1, keepdims=True)
+    log_q = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return float(-(np.exp(log_q) * log_q).sum(axis=-1).mean())
+
+
+def fit_temperature(probs: np.ndarray, target_mean_entropy: float, tol: float = 1e-9,
+                    floor: float = TEACHER_FLOOR,
+                    log_t_bounds: tuple[float, float] = LOG_T_BOUNDS) -> tuple[float, float]:
+    """Temperature ``T`` with mean entropy (nats) of :func:`temper` ``(probs, T)`` equal to
+    ``target_mean_entropy``, by bisection on ``log T`` within ``log_t_bounds``.
+
+    Returns ``(T, gap)`` with ``gap = achieved mean entropy − target`` (``|gap| ≤ tol`` unless the
+    target is out of reach, in which case ``T`` is the nearer bound)."""
+    log_p = np.log(np.maximum(np.asarray(probs, dtype=np.float64), floor))
+    lo, hi = log_t_bounds
+    f_lo = _mean_tempered_entropy(log_p, lo) - target_mean_entropy
+    if f_lo >= 0:
+        return float(np.exp(lo)), f_lo
+    f_hi = _mean_tempered_entropy(log_p, hi) - target_mean_entropy
+    if f_hi <= 0:
+        return float(np.exp(hi)), f_hi
+    mid, f_mid = hi, f_hi
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        f_mid = _mean_tempered_entropy(log_p, mid) - target_mean_entropy
+        if abs(f_mid) <= tol or hi - lo < 1e-13:
+            break
+        lo, hi = (mid, hi) if f_mid < 0 else (lo, mid)
+    return float(np.exp(mid)), f_mid
+
+
+def shuffle_within_groups(dists: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Permute rows of ``dists`` (n, C) among rows sharing a ``groups`` value (n,).
+
+    One ``np.random.default_rng(seed)`` draws ``rng.permutation`` for each group in increasing group
+    order. Returns ``(shuffled, source)`` with ``shuffled = dists[source]`` and
+    ``groups[source] == groups``."""
+    g = np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    source = np.arange(len(g), dtype=np.int64)
+    for value in np.unique(g):
+        idx = np.flatnonzero(g == value)
+        source[idx] = idx[rng.permutation(len(idx))]
+    return np.asarray(dists)[source], source
+
+
+# --------------------------------------------------------------------------- validation
+
+def _int_array(x: object, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of class/item indices, got shape {arr.shape}")
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
+                                 or (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
+                                     and np.all(arr == np.round(arr)))):
+        raise ValueError(f"{name}: expected integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _check_rows(arr: np.ndarray, name: str, sum_tol: float) -> None:
+    bad = ~np.isfinite(arr) | (arr < 0)
+    if bad.any():
+        r, c = map(int, np.argwhere(bad)[0])
+        raise ValueError(f"{name}: row {r}, column {c}: {float(arr[r, c])!r} is not a finite non-negative probability")
+    if sum_tol is not None:
+        off = np.abs(arr.sum(axis=1) - 1.0) > sum_tol
+        if off.any():
+            r = int(np.flatnonzero(off)[0])
+            raise ValueError(f"{name}: row {r} sums to {arr[r].sum():.6g}; expected rows summing to 1 "
+                             f"(within {sum_tol:g})")
+
+
+def _human_distribution(human: object, n: int, kind: str, sum_tol: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate ``human`` and return (distribution float64 (n, C), votes or None)."""
+    if kind not in ("auto", "counts", "distribution"):
+        raise ValueError(f"human_kind: expected 'auto', 'counts' or 'distribution', got {kind!r}")
+    arr = np.asarray(human)
+    if arr.ndim != 2:
+        raise ValueError(f"human: expected a 2-D array (annotated items × classes), got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(f"human: has {arr.shape[0]} rows but annotated_items lists {n} items; "
+                         "expected one row per annotated item, in the same order")
+    if arr.shape[1] < 2:
+        raise ValueError(f"human: expected at least 2 classes (columns), got {arr.shape[1]}")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"human: expected numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    _check_rows(arr, "human", sum_tol=None)  # finite, non-negative
+    sums = arr.sum(axis=1)
+    if kind == "auto":
+        if np.all(np.abs(sums - 1.0) <= sum_tol):
+            kind = "distribution"
+        elif np.all(arr == np.round(arr)):
+            kind = "counts"
+        else:
+            r = int(np.flatnonzero(np.abs(sums - 1.0) > sum_tol)[0])
+            raise ValueError(f"human: row {r} sums to {sums[r]:.6g} and the values are not integer vote counts; "
+                             "expected rows summing to 1 (a distribution) or integer counts "
+                             "(pass human_kind='counts' for weighted/fractional counts)")
+    if kind == "distribution":
+        _check_rows(arr, "human", sum_tol)
+        return arr / sums[:, None], None
+    empty = sums <= 0
+    if empty.any():
+        raise ValueError(f"human: row {int(np.flatnonzero(empty)[0])} has no votes; every annotated item needs a vote")
+    return soft_labels(arr), votes_per_item(arr)
+
+
+# --------------------------------------------------------------------------- result
+
+@dataclass(frozen=True, eq=False)
+class LabelConditions:
+    """Training targets for every item under each requested condition, with their provenance.
+
+    - ``targets[name]``: float32 (N, C), read-only; unannotated rows are one-hot official.
+    - ``official`` (N,), ``annotated_items`` (n,), ``human`` (n, C) float64 distributions and
+      ``human_mode`` (n,) (ties towards official) in ``annotated_items`` order.
+    - ``items``: per-item table (N rows, index ``item``) — ``official``, ``annotated``, ``votes`` (only
+      when counts were given; NaN if unannotated), ``human_entropy`` (nats; NaN if unannotated),
+      ``human_mode`` (nullable Int64), ``mode_shifted`` (human mode ≠ official; False if unannotated),
+      ``shuffled_from`` (the item whose human distribution the ``human-shuffled`` shape gives this
+      item; nullable Int64) and ``target_entropy[<condition>]`` (nats) per condition.
+    - ``fitted``: ``smoothing_epsilon``, ``synthetic_temperature`` (NaN without a teacher),
+      ``synthetic_entropy_gap``, ``human_mean_entropy``, ``human_mean_off_mode_mass``,
+      ``human_frac_mode_shifted``, ``n_items``, ``n_annotated``, ``n_classes``, ``seed``.
+    """
+
+    conditions: tuple[str, ...]
+    targets: Mapping[str, np.ndarray]
+    official: np.ndarray
+    annotated_items: np.ndarray
+    human: np.ndarray
+    human_mode: np.ndarray
+    items: pd.DataFrame
+    fitted: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return int(len(self.official))
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.human.shape[1])
+
+    def target(self, name: str) -> np.ndarray:
+        """Targets (N, C) float32 for one condition."""
+        parse_condition(name)
+        if name not in self.targets:
+            raise ValueError(f"condition: {name!r} was not built; built: {list(self.conditions)}")
+        return self.targets[name]
+
+    def annotated(self, name: str) -> np.ndarray:
+        """Targets (n, C) float32 of the annotated items only, in ``annotated_items`` order."""
+        return self.target(name)[self.annotated_items]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per condition, over the annotated items:
+
+        - ``mean_entropy``: mean target entropy (nats);
+        - ``mean_off_mode_mass``: mean of ``1 − max_c p_c``;
+        - ``frac_argmax_official`` / ``frac_argmax_human_mode``: fraction of items whose target argmax
+          is that label, the argmax breaking ties towards the condition's required label (the
+          placement rule: ``y`` for ``original/…``, the human mode for ``human/…``);
+        - ``frac_mode_shifted``: ``1 − frac_argmax_official``;
+        - ``frac_top_tied``: fraction of items whose target maximum is shared by several classes
+          (where the argmax depends on the tie rule);
+        - ``mean_tv_to_human``: mean total variation ``½ Σ_c |p_c − h_c|`` to the item's human label;
+        - ``parameter``: ε for ``smooth``, T for ``synthetic``, NaN otherwise.
+        """
+        y = self.official[self.annotated_items]
+        rows = []
+        for name in self.conditions:
+            mode, shape = parse_condition(name)
+            p = self.annotated(name).astype(np.float64)
+            arg = shape_argmax(p, y if mode == "original" else self.human_mode)
+            top_tied = (p == p.max(axis=1, keepdims=True)).sum(axis=1) > 1
+            parameter = {"smooth": self.fitted.get("smoothing_epsilon", np.nan),
+                         "synthetic": self.fitted.get("synthetic_temperature", np.nan)}.get(shape, np.nan)
+            rows.append({
+                "condition": name, "mode": mode, "shape": shape,
+                "mean_entropy": float(entropy(p).mean()),
+                "mean_off_mode_mass": float(off_mode_mass(p).mean()),
+                "frac_argmax_official": float((arg == y).mean()),
+                "frac_argmax_human_mode": float((arg == self.human_mode).mean()),
+                "frac_mode_shifted": float((arg != y).mean()),
+                "frac_top_tied": float(top_tied.mean()),
+                "mean_tv_to_human": float(0.5 * np.abs(p - self.human).sum(axis=1).mean()),
+                "parameter": float(parameter),
+            })
+        return pd.DataFrame(rows).set_index("condition")
+
+
+# --------------------------------------------------------------------------- main entry
+
+def build_conditions(
+    official: np.ndarray,
+    annotated_items: np.ndarray,
+    human: np.ndarray,
+    teacher_probs: np.ndarray | None = None,
+    conditions: str | Sequence[str] = CONDITIONS,
+    seed: int = 0,
+    human_kind: HumanKind = "auto",
+    entropy_tol: float = 1e-9,
+    teacher_floor: float = TEACHER_FLOOR,
+    sum_tol: float = SUM_TOL,
+) -> LabelConditions:
+    """Build the training targets of the requested mode × shape conditions for every item.
+
+    Parameters
+    ----------
+    official : (N,) int — official labels of all items of the split, in ``[0, C)``.
+    annotated_items : (n,) int — distinct indices into ``official`` of the human-labelled items (n ≥ 1).
+    human : (n, C) — per annotated item (same order), a distribution (rows sum to 1) or vote counts.
+        ``human_kind="auto"`` reads a matrix whose every row sums to 1 (within ``sum_tol``) as
+        distributions, otherwise integer-valued matrices as counts; ``"counts"`` accepts weighted
+        (fractional) counts. Counts are normalised (:func:`softlab.data.annotations.soft_labels`) and
+        their row sums reported as ``votes``.
+    teacher_probs : (N, C) indexed by item, or (n, C) in ``annotated_items`` order (when ``N == n``
+        the (N, C) reading applies); out-of-sample teacher probabilities. Required for ``synthetic``.
+    conditions : condition names (default all 10, :data:`CONDITIONS`) or a single name.
+    seed : seeds the ``human-shuffled`` permutation (the only random choice).
+    entropy_tol : tolerance (nats) of the temperature fit on the mean entropy (float64).
+    teacher_floor : teacher probabilities are clipped below at this before the logarithm.
+    sum_tol : allowed deviation of probability row sums from 1.
+
+    ε and T are fitted on all annotated items (see the module docstring for the formulas).
+    """
+    names = _condition_list(conditions)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+
+    off = _int_array(official, "official")
+    n_items = len(off)
+    if n_items == 0:
+        raise ValueError("official: empty; expected one label per item of the split")
+    items = _int_array(annotated_items, "annotated_items")
+    if len(items) == 0:
+        raise ValueError("annotated_items: no annotated items; expected at least one human-labelled item")
+    bad = (items < 0) | (items >= n_items)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"annotated_items: entry {k} is {items[k]}, outside 0..{n_items - 1} (len(official) = {n_items})")
+    uniq, counts_per = np.unique(items, return_counts=True)
+    if (counts_per > 1).any():
+        raise ValueError(f"annotated_items: item {int(uniq[counts_per > 1][0])} is listed more than once")
+
+    h, votes = _human_distribution(human, len(items), human_kind, sum_tol)
+    n_classes = h.shape[1]
+    bad = (off < 0) | (off >= n_classes)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"official: item {k} has label {off[k]}, outside the class set 0..{n_classes - 1}")
+    y = off[items]
+    m = human_mode(h, y)
+
+    teacher: np.ndarray | None = None
+    if teacher_probs is not None:
+        t = np.asarray(teacher_probs)
+        if t.ndim != 2 or t.shape[1] != n_classes or t.shape[0] not in (n_items, len(items)):
+            raise ValueError(f"teacher_probs: expected shape ({n_items}, {n_classes}) (all items) or "
+                             f"({len(items)}, {n_classes}) (annotated items), got {t.shape}")
+        if t.dtype == bool or not np.issubdtype(t.dtype, np.number):
+            raise ValueError(f"teacher_probs: expected numbers, got dtype {t.dtype}")
+        t = t.astype(np.float64)
+        teacher = t[items] if t.shape[0] == n_items else t
+        where = "teacher_probs" if t.shape[0] != n_items else "teacher_probs (rows of annotated_items)"
+        _check_rows(teacher, where, sum_tol)
+    if teacher is None and any(parse_condition(n)[1] == "synthetic" for n in names):
+        raise ValueError("teacher_probs: required for the 'synthetic' shape "
+                         f"(requested {[n for n in names if n.endswith('/synthetic')]}); got None")
+
+    human_h = entropy(h)
+    epsilon = fit_smoothing_epsilon(h)
+    temperature, gap = (np.nan, np.nan)
+    if teacher is not None:
+        temperature, gap = fit_temperature(teacher, float(human_h.mean()), tol=entropy_tol, floor=teacher_floor)
+    shuffled, source = shuffle_within_groups(h, m, seed)
+
+    shapes: dict[str, np.ndarray] = {}
+
+    def shape_of(name: str) -> np.ndarray:
+        if name not in shapes:
+            if name == "hard":
+                shapes[name] = one_hot(y, n_classes)
+            elif name == "smooth":
+                shapes[name] = smooth_shape(y, n_classes, epsilon)
+            elif name == "synthetic":
+                shapes[name] = temper(teacher, temperature, teacher_floor)
+            elif name == "human-shuffled":
+                shapes[name] = shuffled
+            else:
+                shapes[name] = h
+        return shapes[name]
+
+    base = one_hot(off, n_classes).astype(np.float32)
+    targets: dict[str, np.ndarray] = {}
+    for name in names:
+        mode, shape = parse_condition(name)
+        placed = place_mode(shape_of(shape), y if mode == "original" else m)
+        full = base.copy()
+        full[items] = placed.astype(np.float32)
+        full.setflags(write=False)
+        targets[name] = full
+
+    table = pd.DataFrame({"official": off, "annotated": np.zeros(n_items, dtype=bool)})
+    table.index.name = "item"
+    table.loc[items, "annotated"] = True
+    if votes is not None:
+        col = np.full(n_items, np.nan)
+        col[items] = votes
+        table["votes"] = col
+    col = np.full(n_items, np.nan)
+    col[items] = human_h
+    table["human_entropy"] = col
+    table["human_mode"] = pd.array([pd.NA] * n_items, dtype="Int64")
+    table.loc[items, "human_mode"] = m
+    shifted = np.zeros(n_items, dtype=bool)
+    shifted[items] = m != y
+    table["mode_shifted"] = shifted
+    table["shuffled_from"] = pd.array([pd.NA] * n_items, dtype="Int64")
+    table.loc[items, "shuffled_from"] = items[source]
+    for name in names:
+        table[f"target_entropy[{name}]"] = entropy(targets[name]) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+    fitted = {
+        "smoothing_epsilon": epsilon,
+        "synthetic_temperature": float(temperature),
+        "synthetic_entropy_gap": float(gap),
+        "human_mean_entropy": float(human_h.mean()),
+        "human_mean_off_mode_mass": float(off_mode_mass(h).mean()),
+        "human_frac_mode_shifted": float((m != y).mean()),
+        "n_items": float(n_items),
+        "n_annotated": float(len(items)),
+        "n_classes": float(n_classes),
+        "seed": float(seed),
+    }
+    return LabelConditions(names, targets, off, items, h, m, table, fitted)
+
+
+def conditions_for_items(
+    official: np.ndarray,
+    annotated_items: np.ndarray,
+    human: np.ndarray,
+    teacher_probs: np.ndarray | None = None,
+    conditions: str | Sequence[str] = CONDITIONS,
+    seed: int = 0,
+    **kwargs: object,
+) -> dict[str, np.ndarray]:
+    """Like :func:`build_conditions`, but return only the annotated rows: name → (n, C) float32,
+    in ``annotated_items`` order."""
+    built = build_conditions(official, annotated_items, human, teacher_probs, conditions, seed, **kwargs)  # type: ignore[arg-type]
+    return {name: built.annotated(name) for name in built.conditions}
