@@ -1,0 +1,228 @@
+"""Collect new human labels in the browser: ``softlab annotate``.
+
+A *study* is a seeded subset of a dataset split (``stratified``, ``random``, most ``uncertain``
+under a teacher, or cartography-``ambiguous``), shown one image at a time to each annotator
+in an order seeded by (study seed, annotator id). Answers go to SQLite; ``softlab annotate
+export`` writes the long-format table (``item, annotator, label, weight, ...``) that
+:func:`softlab.data.annotations.validate_annotations` / ``to_counts`` read.
+
+Command line (wired into ``softlab`` as ``softlab annotate``)::
+
+    softlab annotate --dataset mnist --size 50 --strategy stratified --seed 0 --study-dir DIR
+    softlab annotate --images imgs.npy --labels labels.npy --size 20 --study-dir DIR --port 0
+    softlab annotate --study-dir DIR                       # resume serving an existing study
+    softlab annotate export --study-dir DIR --out answers.csv   (or .parquet)
+    softlab annotate report --study-dir DIR                # progress and attention checks
+
+Modules: :mod:`.study` (subset, order, study folder), :mod:`.db` (SQLite store),
+:mod:`.app` (FastAPI app, uvicorn server), :mod:`.export` (long table, attention report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from softlab.annotate.study import (
+    STRATEGIES,
+    Study,
+    StudyError,
+    StudySettings,
+    annotator_order,
+    create_study,
+    load_npy,
+    load_source,
+    open_study,
+    select_attention_items,
+    select_items,
+)
+
+__all__ = [
+    "STRATEGIES", "Study", "StudyError", "StudySettings", "annotator_order", "create_study", "open_study",
+    "select_items", "select_attention_items", "main_annotate", "create_app", "serve", "export_annotations",
+    "annotation_table", "attention_report",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the web app and the exporter only when used (keeps ``import softlab.annotate`` light)."""
+    if name in ("create_app", "serve"):
+        from softlab.annotate import app
+
+        return getattr(app, name)
+    if name in ("export_annotations", "annotation_table", "attention_report"):
+        from softlab.annotate import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'softlab.annotate' has no attribute {name!r}")
+
+
+def _confidence_scale(text: str) -> tuple[int | None, int | None]:
+    """``"1-5"`` → (1, 5); ``"none"`` → (None, None)."""
+    if text.strip().lower() == "none":
+        return None, None
+    try:
+        lo, hi = (int(x) for x in text.split("-", 1))
+    except ValueError:
+        raise StudyError(f"--confidence-scale: expected MIN-MAX (e.g. 1-5 or 50-100) or 'none', got {text!r}") from None
+    return lo, hi
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="softlab annotate",
+        description="Create (first time) and serve an annotation study in the browser. "
+                    "Subcommands: 'export' (write the answers table), 'report' (progress, attention checks).")
+    g = p.add_argument_group("study (only when creating; must match when the study exists)")
+    g.add_argument("--study-dir", required=True, type=Path, help="folder holding study.json, images and the answer database")
+    g.add_argument("--dataset", help="mnist, synthetic-mnist or fashion-mnist (via softlab.data.load_images); "
+                                     "with --images: a name for the user array (default 'user')")
+    g.add_argument("--split", default=None, help="dataset split (default test)")
+    g.add_argument("--images", type=Path, help="user images: .npy uint8 array (N, 28, 28); item = row index")
+    g.add_argument("--labels", type=Path, help="official labels for --images: .npy int array (N,), -1 = unknown")
+    g.add_argument("--classes", help="comma-separated class names (default: the dataset's, or 0..9)")
+    g.add_argument("--size", type=int, default=None, help="number of items to annotate (default 50)")
+    g.add_argument("--strategy", choices=STRATEGIES, default=None, help="subset choice (default stratified)")
+    g.add_argument("--seed", type=int, default=None, help="seed of the subset and of the annotator orders (default 0)")
+    g.add_argument("--probs", type=Path, help="teacher probabilities .npy (N, n_classes) for --strategy uncertain")
+    g.add_argument("--variability", type=Path, help="cartography variability .npy (N,) for --strategy ambiguous")
+    g.add_argument("--attention-checks", type=int, default=None, help="easy known-label items added for every annotator (default 0)")
+    g.add_argument("--confidence-scale", default=None, help="integer confidence scale MIN-MAX or 'none' (default 1-5)")
+    g.add_argument("--no-second-choice", action="store_true", default=None, help="do not offer a second-choice class")
+    g.add_argument("--allow-reannotation", action="store_true", default=None,
+                   help="let an annotator answer an item more than once (all answers are kept, numbered by 'attempt')")
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; any other needs the token)")
+    s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    s.add_argument("--require-token", action="store_true", help="demand the study token even on 127.0.0.1")
+    s.add_argument("--no-token", action="store_true", help="do not demand the token (refused on a non-loopback host)")
+    s.add_argument("--create-only", action="store_true", help="create the study and exit without serving")
+    s.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    return p
+
+
+def _check_matches(study: Study, args: argparse.Namespace) -> None:
+    """An existing study must agree with every study option given on the command line."""
+    given: dict[str, tuple[Any, Any]] = {}
+    st = study.settings
+    if args.dataset is not None:
+        given["--dataset"] = (args.dataset, study.dataset)
+    if args.split is not None:
+        given["--split"] = (args.split, study.split)
+    if args.size is not None:
+        given["--size"] = (args.size, study.size)
+    if args.strategy is not None:
+        given["--strategy"] = (args.strategy, study.strategy)
+    if args.seed is not None:
+        given["--seed"] = (args.seed, study.seed)
+    if args.attention_checks is not None:
+        given["--attention-checks"] = (args.attention_checks, st.attention_checks)
+    if args.confidence_scale is not None:
+        given["--confidence-scale"] = (_confidence_scale(args.confidence_scale), (st.confidence_min, st.confidence_max))
+    if args.no_second_choice:
+        given["--no-second-choice"] = (False, st.second_choice)
+    if args.allow_reannotation:
+        given["--allow-reannotation"] = (True, st.allow_reannotation)
+    if args.images is not None:
+        from softlab.io import sha256_file
+
+        given["--images"] = (sha256_file(args.images) if args.images.is_file() else str(args.images),
+                             study.source.get("images_sha256"))
+    bad = [f"{k} {v!r} (study has {s!r})" for k, (v, s) in given.items() if v != s]
+    if bad:
+        raise StudyError(f"--study-dir {study.study_dir} already holds a different study: " + "; ".join(bad)
+                         + ". Use a new --study-dir, or omit the study options to resume it.")
+
+
+def _create_or_open(args: argparse.Namespace) -> Study:
+    if (args.study_dir / "study.json").exists():
+        study = open_study(args.study_dir)
+        _check_matches(study, args)
+        return study
+    if args.dataset is None and args.images is None:
+        raise StudyError(f"--study-dir {args.study_dir} holds no study yet: give --dataset or --images to create one")
+    split = args.split or "test"
+    images, labels, classes, dataset, source = load_source(args.dataset, split, args.images, args.labels, args.classes)
+    probs = load_npy(args.probs, "--probs") if args.probs is not None else None
+    variability = load_npy(args.variability, "--variability") if args.variability is not None else None
+    lo, hi = _confidence_scale(args.confidence_scale or "1-5")
+    settings = StudySettings(confidence_min=lo, confidence_max=hi, second_choice=not args.no_second_choice,
+                             allow_reannotation=bool(args.allow_reannotation),
+                             attention_checks=args.attention_checks or 0)
+    if args.probs is not None:
+        source["probs"] = str(args.probs.resolve())
+    if args.variability is not None:
+        source["variability"] = str(args.variability.resolve())
+    study = create_study(args.study_dir, images=images, labels=labels, classes=classes, dataset=dataset, split=split,
+                         strategy=args.strategy or "stratified", size=50 if args.size is None else args.size,
+                         seed=0 if args.seed is None else args.seed, probs=probs, variability=variability,
+                         settings=settings, source=source)
+    print(f"softlab annotate: created study {study.study_id} in {study.study_dir}: {len(study.items)} items "
+          f"({study.strategy}, seed {study.seed}) + {len(study.attention_items)} attention checks", file=sys.stderr)
+    return study
+
+
+def _serve_main(argv: list[str]) -> int:
+    args = _serve_parser().parse_args(argv)
+    study = _create_or_open(args)
+    if args.create_only:
+        return 0
+    if args.require_token and args.no_token:
+        raise StudyError("--require-token and --no-token contradict each other")
+    require: bool | None = True if args.require_token else (False if args.no_token else None)
+    from softlab.annotate.app import serve
+
+    serve(study.study_dir, host=args.host, port=args.port, require_token=require, log_level=args.log_level)
+    return 0
+
+
+def _export_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="softlab annotate export",
+                                description="Write a study's answers as a long-format table (item, annotator, label, weight, ...).")
+    p.add_argument("--study-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="FILE.csv or FILE.parquet")
+    p.add_argument("--include-attention", action="store_true", help="keep attention-check answers in the main table")
+    args = p.parse_args(argv)
+    from softlab.annotate.export import annotation_table, export_annotations
+
+    out, report = export_annotations(args.study_dir, args.out, include_attention=args.include_attention)
+    n = len(annotation_table(args.study_dir, include_attention=args.include_attention))
+    print(f"softlab annotate: wrote {n} answers to {out}" + (f"; attention checks per annotator in {report}" if report else ""))
+    return 0
+
+
+def _report_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="softlab annotate report", description="Progress and attention checks per annotator.")
+    p.add_argument("--study-dir", required=True, type=Path)
+    args = p.parse_args(argv)
+    from softlab.annotate.export import attention_report
+
+    study = open_study(args.study_dir)
+    report = attention_report(args.study_dir)
+    print(f"study {study.study_id}: {study.dataset}/{study.split}, {len(study.items)} items "
+          f"({study.strategy}, seed {study.seed}), {len(study.attention_items)} attention checks")
+    if report.empty:
+        print("no answers yet")
+    else:
+        print(report.to_string(index=False))
+    return 0
+
+
+def main_annotate(argv: list[str] | None = None) -> int:
+    """``softlab annotate [serve] ...`` | ``softlab annotate export ...`` | ``softlab annotate report ...``.
+
+    Returns the exit status: 0 on success, 2 on a bad parameter or file (message on stderr).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in ("serve", "export", "report") else "serve"
+    rest = argv[1:] if argv and argv[0] == command else argv
+    handlers = {"serve": _serve_main, "export": _export_main, "report": _report_main}
+    try:
+        return handlers[command](rest)
+    except (StudyError, ValueError) as exc:
+        print(f"softlab annotate {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
