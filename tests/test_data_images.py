@@ -123,3 +123,18 @@ def test_cache_info_reports_status(tmp_path, monkeypatch):
     assert rows["t10k-labels-idx1-ubyte"]["origin"].startswith("npm")
     shutil.copy(tmp_path / "MNIST/raw/t10k-labels-idx1-ubyte", tmp_path / "MNIST/raw/t10k-images-idx3-ubyte")
     assert rows and images.cache_info("mnist")[2]["status"].startswith("MISMATCH")
+
+
+def test_synthetic_mnist_loads_through_the_same_api(monkeypatch):
+    from softlab.data import synthetic_mnist
+
+    seen = {}
+
+    def fake(split, cfg=None, **kw):
+        seen["split"] = split
+        return images.ImageSet("synthetic-mnist", split, np.zeros((2, 28, 28), np.uint8), np.zeros(2, np.int64), MNIST_CLASSES)
+
+    MNIST_CLASSES = tuple(str(d) for d in range(10))
+    monkeypatch.setattr(synthetic_mnist, "load_synthetic_mnist", fake)
+    out = load_images("synthetic-mnist", "test")
+    assert seen == {"split": "test"} and out.dataset == "synthetic-mnist"

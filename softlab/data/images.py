@@ -264,9 +264,14 @@ _MEMO: dict[tuple[str, str], ImageSet] = {}
 
 
 def load_images(dataset: str, split: str, sources: tuple[str, ...] = SOURCES) -> ImageSet:
-    """Load a verified split (``train`` or ``test``) of ``mnist`` or ``fashion-mnist``."""
+    """Load a verified split (``train`` or ``test``) of ``mnist`` or ``fashion-mnist``; for
+    ``synthetic-mnist`` (``all``, ``train`` or ``test``) the default generated set."""
     if dataset == "synthetic-mnist":
-        raise ValueError("dataset: synthetic-mnist is generated; use softlab.data.synthetic_mnist.load_synthetic_mnist")
+        # Generated (and cached) with the default generator; other configurations:
+        # softlab.data.synthetic_mnist.load_synthetic_mnist(split, cfg).
+        from softlab.data.synthetic_mnist import load_synthetic_mnist
+
+        return load_synthetic_mnist(split)
     s = spec(dataset)
     if split not in SPLIT_FILES:
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")

@@ -1,0 +1,358 @@
+"""Teachers: the models whose probabilities make the ``synthetic`` soft labels.
+
+A teacher is trained on data **disjoint from the human-labelled pool** — the dataset's 60,000
+image training split (optionally a seeded subsample of ``n_train`` items) — so its
+probabilities on the pool (the 10,000 test images) are out-of-sample. A teacher trained on
+MNIST also labels generated images (:func:`teacher_probs_on`, used for synthetic MNIST).
+
+Definitions
+-----------
+* logits ``f(x) ∈ ℝ^10``; probabilities ``p(x) = softmax(f(x))``, computed in float64 and
+  returned as float32 rows that sum to 1. Temperature is *not* applied here: the labels layer
+  fits it (``softmax(f / T)``), which is why :func:`teacher_logits` is exposed too.
+* Training: cross-entropy on the official labels, Adam (``lr``, ``weight_decay``), mini-batches
+  of ``batch_size`` in a seeded order, ``epochs`` passes; inputs are ``uint8 / 255`` in [0, 1].
+  Model initialisation, subsample and batch order all come from ``seed``.
+* Models (minimal, local; to be swapped for ``softlab.models``): ``"mlp"`` = 784 → ``hidden``
+  (ReLU) → 10; ``"cnn"`` = conv3×3(8) → ReLU → maxpool2 → conv3×3(16) → ReLU → maxpool2 →
+  ``hidden`` (ReLU) → 10. (The CNN is several times slower on CPU.)
+
+Sources of synthetic probabilities (:func:`synthetic_probs`):
+
+* ``"teacher"``: a teacher of this module (:class:`TeacherConfig`);
+* ``"cleanlab-cv"`` (MNIST test only): the published cross-validated out-of-sample
+  probabilities of Northcutt et al. (``softlab.data.load_mnist_cleanlab_probs``), checked to be
+  aligned with the MNIST test labels item by item.
+
+Caching: ``cache_dir()/teachers/<config_key>/`` holds ``weights.npz``, ``train_indices.npz``,
+``meta.json`` (written last: an entry without it is incomplete and is retrained) and
+``logits_<pool>.npz``; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from softlab.data import load_images, load_mnist_cleanlab_probs
+from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
+from softlab.paths import cache_dir
+
+__all__ = [
+    "TEACHER_VERSION",
+    "TEACHER_DATASETS",
+    "MODEL_KINDS",
+    "SYNTHETIC_SOURCES",
+    "TRAIN_SPLIT",
+    "TeacherConfig",
+    "Teacher",
+    "train_teacher",
+    "teacher_dir",
+    "teacher_logits",
+    "teacher_probs",
+    "teacher_probs_on",
+    "cleanlab_cv_probs",
+    "synthetic_probs",
+    "softmax",
+]
+
+#: Bumped whenever training or the models change (it enters every cache key).
+TEACHER_VERSION = 1
+TEACHER_DATASETS = ("mnist", "fashion-mnist")
+MODEL_KINDS = ("mlp", "cnn")
+SYNTHETIC_SOURCES = ("teacher", "cleanlab-cv")
+#: The split every teacher is trained on; the pool (``test``) is disjoint from it.
+TRAIN_SPLIT = "train"
+N_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """A teacher's full configuration (its cache key).
+
+    ``dataset`` (``"mnist"``/``"fashion-mnist"``), ``model`` (``"mlp"``/``"cnn"``), ``hidden``
+    (width of the last hidden layer), ``epochs``, ``batch_size``, ``lr`` and ``weight_decay``
+    (Adam), ``seed``, ``n_train`` (size of a seeded subsample of the training split; ``None`` =
+    all 60,000).
+    """
+
+    dataset: str = "mnist"
+    model: str = "mlp"
+    hidden: int = 256
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    n_train: int | None = None
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> ValueError:
+            return ValueError(f"TeacherConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+
+        if self.dataset not in TEACHER_DATASETS:
+            raise bad("dataset", f"one of {TEACHER_DATASETS}")
+        if self.model not in MODEL_KINDS:
+            raise bad("model", f"one of {MODEL_KINDS}")
+        if self.hidden < 1:
+            raise bad("hidden", "a positive layer width")
+        if self.epochs < 1:
+            raise bad("epochs", "a positive integer")
+        if self.batch_size < 1:
+            raise bad("batch_size", "a positive integer")
+        if not self.lr > 0:
+            raise bad("lr", "a positive learning rate")
+        if not self.weight_decay >= 0:
+            raise bad("weight_decay", "a non-negative number")
+        if self.n_train is not None and not 1 <= self.n_train <= 60000:
+            raise bad("n_train", "None or an integer in [1, 60000]")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> TeacherConfig:
+        """A seconds-scale configuration for tests: MLP(64) on 2,000 training images, 1 epoch of batch 32."""
+        base: dict[str, Any] = dict(hidden=64, epochs=1, batch_size=32, n_train=2000)
+        base.update(overrides)
+        return cls(**base)
+
+    def key_fields(self) -> dict[str, Any]:
+        return {"version": TEACHER_VERSION, "trainer": "plain", "train_split": TRAIN_SPLIT, **asdict(self)}
+
+    def key(self) -> str:
+        return config_key(self.key_fields())
+
+
+def _resolve(dataset: str | None, cfg: TeacherConfig | None) -> TeacherConfig:
+    """``cfg`` with its ``dataset`` set to ``dataset`` (the argument wins; None keeps ``cfg.dataset``)."""
+    cfg = cfg if cfg is not None else TeacherConfig()
+    if dataset is not None and dataset != cfg.dataset:
+        if dataset not in TEACHER_DATASETS:
+            raise ValueError(f"dataset: expected one of {TEACHER_DATASETS}, got {dataset!r}")
+        cfg = replace(cfg, dataset=dataset)
+    return cfg
+
+
+def teacher_dir(cfg: TeacherConfig) -> Path:
+    """``cache_dir()/teachers/<cfg.key()>``."""
+    return cache_dir() / "teachers" / cfg.key()
+
+
+# --------------------------------------------------------------------------- models and training
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run torch with ``n`` intra-op threads, then restore the previous setting.
+
+    Default: ``$SOFTLAB_TORCH_THREADS``, else 1 — on shared, oversubscribed cores one thread is
+    several times faster for these small models than two (measured: 2.8 s vs 11.8 s).
+    """
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, n if n is not None else int(os.environ.get("SOFTLAB_TORCH_THREADS", "1"))))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _make_model(cfg: TeacherConfig) -> nn.Module:
+    """The teacher network of ``cfg`` (input (n, 1, 28, 28) in [0, 1], output 10 logits)."""
+    if cfg.model == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, N_CLASSES))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 7 * 7, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, N_CLASSES))
+
+
+def _as_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, 28, 28) → float32 tensor (n, 1, 28, 28) in [0, 1]."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"images: expected uint8 images shaped (n, 28, 28), got {images.dtype} {images.shape}")
+    return torch.from_numpy(images[:, None].astype(np.float32) / 255.0)
+
+
+def _train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TeacherConfig,
+                 progress: bool = False) -> dict[str, Any]:
+    """Plain mini-batch training of ``model`` in place: cross-entropy, Adam, seeded batch order.
+
+    ``x`` float32 (n, 1, 28, 28) in [0, 1]; ``y`` int64 (n,). Returns the mean training loss
+    (nats) per epoch. A placeholder for the many-seed trainer (``softlab.train``).
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    model.train()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for start in range(0, len(x), cfg.batch_size):
+            b = perm[start:start + cfg.batch_size]
+            loss = nn.functional.cross_entropy(model(x[b]), y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        losses.append(total / len(x))
+        if progress:
+            print(f"[teacher {cfg.dataset}/{cfg.model}] epoch {epoch + 1}/{cfg.epochs}: train loss {losses[-1]:.4f}, "
+                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+    model.eval()
+    return {"train_loss_per_epoch": losses}
+
+
+@dataclass
+class Teacher:
+    """A trained teacher. ``train_indices`` are the items of ``config.dataset``/``train`` it saw."""
+
+    config: TeacherConfig
+    model: nn.Module
+    train_indices: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    from_cache: bool = False
+
+    def logits(self, images: np.ndarray, batch_size: int = 4096, num_threads: int | None = None) -> np.ndarray:
+        """Logits float32 (n, 10) of uint8 images (n, 28, 28)."""
+        x = _as_input(images)
+        out = np.empty((len(x), N_CLASSES), dtype=np.float32)
+        self.model.eval()
+        with _torch_threads(num_threads), torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                out[start:start + batch_size] = self.model(x[start:start + batch_size]).numpy()
+        return out
+
+    def predict_proba(self, images: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+        """``softmax(logits)`` float32 (n, 10)."""
+        return softmax(self.logits(images, num_threads=num_threads))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(logits / T)`` over the last axis, computed in float64, returned float32."""
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _load_teacher(cfg: TeacherConfig) -> Teacher | None:
+    folder = teacher_dir(cfg)
+    paths = [folder / "weights.npz", folder / "train_indices.npz", folder / "meta.json"]
+    if not all(p.exists() for p in paths):
+        return None
+    model = _make_model(cfg)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in load_npz(paths[0]).items()})
+    model.eval()
+    idx = load_npz(paths[1])["train_indices"]
+    return Teacher(cfg, model, idx, json.loads(paths[2].read_text()), from_cache=True)
+
+
+def train_teacher(dataset: str | None = "mnist", cfg: TeacherConfig | None = None, progress: bool = False,
+                  num_threads: int | None = None) -> Teacher:
+    """The teacher of ``cfg`` on ``dataset`` (which overrides ``cfg.dataset``; None keeps it):
+    loaded from :func:`teacher_dir` if cached, else trained on the ``train`` split and cached."""
+    cfg = _resolve(dataset, cfg)
+    cached = _load_teacher(cfg)
+    if cached is not None:
+        return cached
+    train = load_images(cfg.dataset, TRAIN_SPLIT)
+    if cfg.n_train is None:
+        idx = np.arange(len(train), dtype=np.int64)
+    else:
+        idx = np.sort(np.random.default_rng(cfg.seed).choice(len(train), size=cfg.n_train, replace=False)).astype(np.int64)
+    x = _as_input(train.images[idx])
+    y = torch.from_numpy(np.array(train.labels[idx], dtype=np.int64))
+    t0 = time.perf_counter()
+    with _torch_threads(num_threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = _make_model(cfg)
+        history = _train_plain(model, x, y, cfg, progress=progress)
+    model.eval()
+    meta = {"config": cfg.key_fields(), "dataset": cfg.dataset, "train_split": TRAIN_SPLIT, "n_train": int(len(idx)),
+            "train_seconds": time.perf_counter() - t0, "torch": torch.__version__, **history}
+    folder = teacher_dir(cfg)
+    atomic_save_npz(folder / "weights.npz", **{k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()})
+    atomic_save_npz(folder / "train_indices.npz", train_indices=idx)
+    atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2))  # written last: marks the entry complete
+    return Teacher(cfg, model, idx, meta, from_cache=False)
+
+
+# --------------------------------------------------------------------------- probabilities
+
+def _check_pool(pool: str) -> None:
+    if pool == TRAIN_SPLIT:
+        raise ValueError(f"pool: the teacher is trained on the {TRAIN_SPLIT!r} split, so its probabilities there are "
+                         "in-sample; expected 'test' (the human-labelled pool)")
+    if pool != "test":
+        raise ValueError(f"pool: expected 'test', got {pool!r}")
+
+
+def teacher_logits(dataset: str = "mnist", pool: str = "test", cfg: TeacherConfig | None = None,
+                   progress: bool = False) -> np.ndarray:
+    """Out-of-sample logits float32 (n_pool, 10) of the teacher on ``dataset``/``pool``, in item
+    order; cached as ``teacher_dir(cfg)/logits_<pool>.npz``."""
+    _check_pool(pool)
+    cfg = _resolve(dataset, cfg)
+    path = teacher_dir(cfg) / f"logits_{pool}.npz"
+    if path.exists() and (teacher_dir(cfg) / "meta.json").exists():
+        return load_npz(path)["logits"]
+    teacher = train_teacher(cfg.dataset, cfg, progress=progress)
+    logits = teacher.logits(load_images(cfg.dataset, pool).images)
+    atomic_save_npz(path, logits=logits)
+    return logits
+
+
+def teacher_probs(dataset: str = "mnist", pool: str = "test", cfg: TeacherConfig | None = None,
+                  progress: bool = False) -> np.ndarray:
+    """Out-of-sample probabilities ``softmax(teacher_logits)`` float32 (n_pool, 10)."""
+    return softmax(teacher_logits(dataset, pool, cfg, progress=progress))
+
+
+def teacher_probs_on(images: np.ndarray, cfg: TeacherConfig | None = None, progress: bool = False) -> np.ndarray:
+    """Probabilities float32 (n, 10) of the teacher of ``cfg`` (default: MNIST) on uint8 images
+    (n, 28, 28), e.g. generated synthetic-MNIST digits. Not cached (inference is cheap)."""
+    cfg = cfg if cfg is not None else TeacherConfig()
+    return train_teacher(cfg.dataset, cfg, progress=progress).predict_proba(images)
+
+
+def cleanlab_cv_probs(download: bool = True) -> np.ndarray:
+    """Northcutt et al.'s cross-validated probabilities float32 (10000, 10) on the MNIST test
+    split, after checking that their original labels equal the MNIST test labels item by item."""
+    probs, original = load_mnist_cleanlab_probs(download=download)
+    test = load_images("mnist", "test")
+    if probs.shape != (len(test), N_CLASSES) or original.shape != test.labels.shape:
+        raise ValueError(f"cleanlab-cv: expected probabilities ({len(test)}, {N_CLASSES}) and {len(test)} labels, got "
+                         f"{probs.shape} and {original.shape}")
+    mismatch = np.flatnonzero(original != test.labels)
+    if mismatch.size:
+        raise ValueError(f"cleanlab-cv: original labels are not aligned with the MNIST test labels "
+                         f"({mismatch.size} differ, first at item {int(mismatch[0])})")
+    return probs
+
+
+def synthetic_probs(dataset: str = "mnist", source: str = "teacher", pool: str = "test",
+                    cfg: TeacherConfig | None = None, progress: bool = False) -> np.ndarray:
+    """Synthetic (model) probabilities float32 (n_pool, 10) on ``dataset``/``pool``, in item order.
+
+    ``source``: ``"teacher"`` (:func:`teacher_probs` with ``cfg``) or ``"cleanlab-cv"`` (MNIST
+    test only; :func:`cleanlab_cv_probs`).
+    """
+    if source not in SYNTHETIC_SOURCES:
+        raise ValueError(f"source: expected one of {SYNTHETIC_SOURCES}, got {source!r}")
+    _check_pool(pool)
+    if source == "teacher":
+        return teacher_probs(dataset, pool, cfg, progress=progress)
+    if dataset != "mnist":
+        raise ValueError(f"dataset: source 'cleanlab-cv' exists for 'mnist' only, got {dataset!r}")
+    return cleanlab_cv_probs()
