@@ -1,0 +1,700 @@
+"""Many-member trainer: seeds × conditions × folds trained as ONE batched computation.
+
+A **member** is one model to train: ``Member(seed, targets, train_idx, name, meta)``.
+``train_members(x, members, cfg)`` stacks the members' parameters along a leading member
+axis and trains them together (``softlab.models.stacked_forward``: grouped convolutions and
+batched matrix products), with the optimizer written on the stacked tensors. Members whose
+training subsets have the same size are batched together (each gathers its own items every
+step); members with different subset sizes form separate groups.
+
+Definitions
+-----------
+* Loss (soft-target cross-entropy, nats): for a batch of b items with target rows t_i
+  (probabilities) and logits z_i, ``L = (1/b) Σ_i −Σ_c t_ic · log softmax(z_i)_c``.
+* Batch order (paired design): in epoch e, member positions ``0 … n−1`` (indices into its
+  ``train_idx``) are visited in the order ``batch_order(seed, e, n)`` — a permutation drawn
+  from ``numpy.random.default_rng(SeedSequence([seed, e]))``. Batches are consecutive slices
+  of ``batch_size`` (the last one may be smaller). Every member with the same seed and subset
+  size therefore sees the same batch order whatever its targets, and, through
+  ``softlab.models.init_params(cfg, seed)``, the same initial weights.
+* Optimizers (same semantics as ``torch.optim.Adam`` / ``torch.optim.SGD``, L2 weight decay
+  added to the gradient): Adam ``m ← β1 m + (1−β1) g``, ``v ← β2 v + (1−β2) g²``,
+  ``θ ← θ − lr_t/(1−β1^k) · m / (√v/√(1−β2^k) + ε)``; SGD with momentum μ:
+  ``buf ← μ buf + g`` (``buf = g`` at the first step), ``θ ← θ − lr_t · buf``.
+* Learning-rate schedule, with k = 0-based update index, K = total updates, e = epoch:
+  ``constant``: lr; ``cosine``: lr · ½(1 + cos(π k / K)); ``step``: lr · γ^(number of
+  milestones m with e ≥ round(m · epochs)).
+* Dynamics: after every epoch, in evaluation mode (no dropout), the class probabilities of
+  every training item of the member, in ``train_idx`` order: ``(epochs, n_items, C)``.
+* Divergence: a member whose batch loss is NaN/±inf is frozen from that step on (its updates
+  are zeroed; its working parameters are set to 0 so that nothing non-finite enters the
+  shared computation), flagged (``MemberResult.diverged``, ``.message`` naming its name, seed
+  and meta) and a ``DivergenceWarning`` is emitted; the other members go on unaffected. Its
+  outputs from the epoch of divergence on are NaN.
+
+``train_single_reference`` is the plain one-model loop (``nn.Module`` + ``torch.optim``) with
+the same initial weights and batches: the equivalence test's reference and the benchmark's
+naive baseline.
+
+CPU note: on glibc systems ``train_members`` raises malloc's mmap/trim thresholds once per
+process (``tune_cpu_allocator``): the batched activations are tens of MB, and without this
+every step would re-fault them from the kernel (measured ~10× slower allocation on this VM).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from softlab.models import (
+    ModelConfig,
+    dropout_layer_widths,
+    init_model,
+    init_params,
+    stack_params,
+    stacked_forward,
+)
+
+TRAINER_VERSION = "1"
+"""Bump whenever a change alters trained numbers: it is part of every cached run's key."""
+
+OptimizerName = Literal["adam", "sgd"]
+ScheduleName = Literal["constant", "cosine", "step"]
+
+
+USE_FUSED_OPTIMIZER = True
+"""Use PyTorch's fused optimizer kernels when present (False: plain tensor arithmetic)."""
+
+
+class DivergenceWarning(RuntimeWarning):
+    """A member's loss became NaN/inf; it was frozen and flagged."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters shared by all members of a call.
+
+    epochs: passes over each member's training items. batch_size: items per update.
+    lr: base learning rate. weight_decay: L2 coefficient added to the gradient (torch.optim
+    semantics). momentum: SGD momentum. betas, eps: Adam constants. schedule: see module doc;
+    step_gamma / step_milestones (fractions of ``epochs``) parameterise ``"step"``.
+    record_dynamics: keep per-epoch probabilities on training items (``dynamics_dtype``).
+    device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` …
+    max_members_per_batch: members per batched computation (None: 32 CNN / 128 MLP on CPU,
+    256 on GPU). Execution settings (device, max_members_per_batch) do not enter ``key_dict``.
+    """
+
+    model: ModelConfig
+    epochs: int
+    batch_size: int = 128
+    optimizer: OptimizerName = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: ScheduleName = "constant"
+    step_gamma: float = 0.1
+    step_milestones: tuple[float, ...] = (0.5, 0.75)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    record_dynamics: bool = True
+    dynamics_dtype: Literal["float16", "float32"] = "float16"
+    device: str = "auto"
+    max_members_per_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"TrainConfig.model: expected a ModelConfig, got {type(self.model).__name__}")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"TrainConfig.epochs: expected a positive int, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"TrainConfig.batch_size: expected a positive int, got {self.batch_size!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"TrainConfig.optimizer: expected 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine", "step"):
+            raise ValueError(f"TrainConfig.schedule: expected 'constant', 'cosine' or 'step', got {self.schedule!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"TrainConfig.lr: expected a finite positive float, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"TrainConfig.weight_decay: expected >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"TrainConfig.momentum: expected in [0, 1), got {self.momentum!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas: expected two floats in [0, 1), got {self.betas!r}")
+        if self.dynamics_dtype not in ("float16", "float32"):
+            raise ValueError(f"TrainConfig.dynamics_dtype: expected 'float16' or 'float32', got {self.dynamics_dtype!r}")
+        if self.max_members_per_batch is not None and self.max_members_per_batch < 1:
+            raise ValueError(f"TrainConfig.max_members_per_batch: expected None or >= 1, got {self.max_members_per_batch!r}")
+        object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    def key_dict(self) -> dict[str, Any]:
+        """Everything that determines the trained numbers (JSON-able): for cache keys."""
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        d["step_milestones"] = list(self.step_milestones)
+        d["betas"] = list(self.betas)
+        for execution_only in ("device", "max_members_per_batch"):
+            d.pop(execution_only)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d["model"] = ModelConfig.from_dict(d["model"]) if isinstance(d["model"], Mapping) else d["model"]
+        for k in ("step_milestones", "betas"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass
+class Member:
+    """One model to train.
+
+    seed: decides initial weights, batch order and dropout masks.
+    targets: (N, C) float32 probability rows, ONE ROW PER ROW OF ``x`` (rows outside
+      ``train_idx`` are ignored).
+    train_idx: int64 indices into ``x`` of the items this member trains on (e.g. K−1 folds).
+    name: label used in messages and results. meta: free JSON-able facts (condition, fold …).
+    lr: optional per-member learning rate overriding ``TrainConfig.lr``.
+    """
+
+    seed: int
+    targets: np.ndarray
+    train_idx: np.ndarray
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or int(self.seed) < 0:
+            raise ValueError(f"Member.seed: expected a non-negative int, got {self.seed!r}")
+        self.seed = int(self.seed)
+        self.targets = np.asarray(self.targets)
+        if self.targets.ndim != 2:
+            raise ValueError(f"Member {self.name!r}: targets must be 2-D (n_items, n_classes), got shape {self.targets.shape}")
+        idx = np.asarray(self.train_idx)
+        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"Member {self.name!r}: train_idx must be a non-empty 1-D integer array, got shape {idx.shape} dtype {idx.dtype}")
+        self.train_idx = idx.astype(np.int64, copy=False)
+        if not self.name:
+            self.name = f"seed{self.seed}"
+        if self.lr is not None and not (self.lr > 0):
+            raise ValueError(f"Member {self.name!r}: lr must be positive, got {self.lr!r}")
+
+    def describe(self) -> str:
+        return f"member {self.name!r} (seed={self.seed}, meta={self.meta})"
+
+
+@dataclass
+class MemberResult:
+    """Outputs of one trained member.
+
+    eval_probs[set]: (n_eval, C) float32 final class probabilities on each evaluation set.
+    dynamics: (epochs, n_train_items, C) probabilities on the member's training items (in
+      ``train_idx`` order) after every epoch, or None when not recorded.
+    train_loss: (epochs,) mean soft cross-entropy (nats) over each epoch's training batches.
+    diverged / diverged_epoch / message: divergence flag, the 0-based epoch it happened in
+      (None if not), and a human-readable message ("" if fine).
+    config: ``TrainConfig.key_dict()`` plus the member's effective ``lr``.
+    seconds / batch_members: wall time of the batched computation the member was part of and
+      how many members shared it.
+    """
+
+    name: str
+    seed: int
+    meta: dict[str, Any]
+    config: dict[str, Any]
+    train_idx: np.ndarray
+    eval_probs: dict[str, np.ndarray]
+    dynamics: np.ndarray | None
+    train_loss: np.ndarray
+    diverged: bool = False
+    diverged_epoch: int | None = None
+    message: str = ""
+    seconds: float = 0.0
+    batch_members: int = 1
+
+
+# ----------------------------------------------------------------------------- helpers
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Raise glibc malloc's mmap and trim thresholds (once per process); True if applied.
+
+    Large tensors are then served from the heap and reused instead of being mapped fresh
+    (and page-faulted) at every step. Memory is returned to the OS less eagerly.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1 and libc.mallopt(m_trim_threshold, (1 << 31) - 1) == 1
+    except (OSError, AttributeError):
+        ok = False
+    _ALLOCATOR_TUNED = ok
+    return ok
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` → ``cuda`` when available, else ``cpu``; anything else → ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda[:n]', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    return dev
+
+
+def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order (int64 permutation of 0 … n−1) in which positions are visited in ``epoch``."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
+    return rng.permutation(n).astype(np.int64)
+
+
+def steps_per_epoch(n_items: int, batch_size: int) -> int:
+    return -(-n_items // batch_size)
+
+
+def lr_factor(cfg: TrainConfig, update: int, epoch: int, total_updates: int) -> float:
+    """Multiplier of the base learning rate at 0-based ``update`` (in 0-based ``epoch``)."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * update / max(total_updates, 1)))
+    passed = sum(1 for m in cfg.step_milestones if epoch >= round(m * cfg.epochs))
+    return cfg.step_gamma**passed
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch axis (−2) of −Σ_c t_c log softmax(z)_c: (..., B, C) → (...)."""
+    return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean(-1)
+
+
+def _dropout_seed(seed: int) -> int:
+    return int(np.random.SeedSequence([int(seed), 0xD50]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _check_inputs(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
+                  eval_sets: Mapping[str, np.ndarray]) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise ValueError(f"x: expected float32 images, got dtype {x.dtype}")
+    if x.ndim != 4 or tuple(x.shape[1:]) != cfg.model.in_shape:
+        raise ValueError(f"x: expected shape (N, {', '.join(map(str, cfg.model.in_shape))}), got {x.shape}")
+    if not members:
+        raise ValueError("members: expected at least one Member")
+    n_classes = cfg.model.n_classes
+    for m in members:
+        if m.targets.shape != (len(x), n_classes):
+            raise ValueError(f"{m.describe()}: targets must have one row per row of x and {n_classes} classes, "
+                             f"i.e. shape ({len(x)}, {n_classes}); got {m.targets.shape}")
+        if m.train_idx.min() < 0 or m.train_idx.max() >= len(x):
+            raise ValueError(f"{m.describe()}: train_idx must lie in [0, {len(x)}), got range "
+                             f"[{m.train_idx.min()}, {m.train_idx.max()}]")
+        t = m.targets[m.train_idx]
+        bad = ~np.isfinite(t).all(1) | (t < 0).any(1) | (np.abs(t.sum(1) - 1.0) > 1e-3)
+        if bad.any():
+            row = int(m.train_idx[np.argmax(bad)])
+            raise ValueError(f"{m.describe()}: targets row {row} is not a probability row "
+                             f"(finite, >= 0, summing to 1 within 1e-3): {m.targets[row]}")
+    for name, xe in eval_sets.items():
+        xe = np.asarray(xe)
+        if xe.dtype != np.float32 or xe.ndim != 4 or tuple(xe.shape[1:]) != cfg.model.in_shape:
+            raise ValueError(f"eval_sets[{name!r}]: expected float32 of shape (n, {', '.join(map(str, cfg.model.in_shape))}), "
+                             f"got {xe.dtype} {xe.shape}")
+    return x
+
+
+# ----------------------------------------------------------------------------- batched trainer
+
+
+class _StackedOptimizer:
+    """Adam / SGD-momentum on stacked (M, ...) parameters with per-member learning rates.
+
+    Uses PyTorch's fused single-pass kernels (``torch._fused_adam_`` / ``torch._fused_sgd_``,
+    the ones behind ``torch.optim.Adam(fused=True)``) on the stacked tensors — one call per
+    distinct learning rate, on per-member views when members' rates differ — and falls back to
+    plain tensor arithmetic with the same formulas where they are unavailable.
+    """
+
+    def __init__(self, cfg: TrainConfig, params: dict[str, torch.Tensor], lr_values: list[float]) -> None:
+        self.cfg = cfg
+        self.params = params
+        device = next(iter(params.values())).device
+        self.base_lr = torch.tensor(lr_values, dtype=torch.float32, device=device)  # (M,)
+        self.k = 0
+        self.state: dict[str, list[torch.Tensor]] = {}
+        for name, p in params.items():
+            n_state = 2 if cfg.optimizer == "adam" else 1
+            self.state[name] = [torch.zeros_like(p) for _ in range(n_state)]
+        distinct = sorted(set(lr_values))
+        self.lr_groups: list[tuple[float, list[int] | None]] = (
+            [(distinct[0], None)] if len(distinct) == 1
+            else [(v, [i for i, u in enumerate(lr_values) if u == v]) for v in distinct])
+        self.fused = USE_FUSED_OPTIMIZER and hasattr(torch, "_fused_adam_" if cfg.optimizer == "adam" else "_fused_sgd_")
+
+    def _lists(self, members: list[int] | None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]]]:
+        params, grads = [], []
+        states: list[list[torch.Tensor]] = [[] for _ in range(2 if self.cfg.optimizer == "adam" else 1)]
+        for name, p in self.params.items():
+            assert p.grad is not None
+            for i in ([None] if members is None else members):
+                sel = (lambda t: t) if i is None else (lambda t, i=i: t[i])
+                params.append(sel(p.detach()))
+                grads.append(sel(p.grad))
+                for j, s in enumerate(self.state[name]):
+                    states[j].append(sel(s))
+        return params, grads, states
+
+    @torch.no_grad()
+    def step(self, factor: float) -> None:
+        self.k += 1
+        if self.fused:
+            try:
+                self._fused_step(factor)
+                return
+            except (RuntimeError, NotImplementedError):  # e.g. a device without fused kernels
+                self.fused = False
+        self._plain_step(factor)
+
+    def _fused_step(self, factor: float) -> None:
+        cfg = self.cfg
+        for lr_value, members in self.lr_groups:
+            params, grads, states = self._lists(members)
+            if cfg.optimizer == "adam":
+                step_t = torch.tensor(float(self.k), device=params[0].device)
+                torch._fused_adam_(params, grads, states[0], states[1], [], [step_t] * len(params),
+                                   amsgrad=False, lr=lr_value * factor, beta1=cfg.betas[0], beta2=cfg.betas[1],
+                                   weight_decay=cfg.weight_decay, eps=cfg.eps, maximize=False,
+                                   grad_scale=None, found_inf=None)
+            else:
+                torch._fused_sgd_(params, grads, states[0] if cfg.momentum != 0 else [],
+                                  weight_decay=cfg.weight_decay, momentum=cfg.momentum, lr=lr_value * factor,
+                                  dampening=0.0, nesterov=False, maximize=False, is_first_step=self.k == 1,
+                                  grad_scale=None, found_inf=None)
+
+    def _plain_step(self, factor: float) -> None:
+        cfg = self.cfg
+        lr = self.base_lr * factor
+        for name, p in self.params.items():
+            g = p.grad
+            assert g is not None
+            if cfg.weight_decay != 0:
+                g = g.add(p, alpha=cfg.weight_decay)
+            lr_b = lr.view(-1, *([1] * (p.dim() - 1)))
+            if cfg.optimizer == "adam":
+                b1, b2 = cfg.betas
+                exp_avg, exp_avg_sq = self.state[name]
+                exp_avg.lerp_(g, 1 - b1)
+                exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
+                bc1 = 1 - b1**self.k
+                bc2_sqrt = (1 - b2**self.k) ** 0.5
+                denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(cfg.eps)
+                p.sub_(exp_avg / denom * (lr_b / bc1))
+            else:
+                (buf,) = self.state[name]
+                if cfg.momentum != 0:
+                    if self.k == 1:
+                        buf.copy_(g)
+                    else:
+                        buf.mul_(cfg.momentum).add_(g)
+                    g = buf
+                p.sub_(g * lr_b)
+
+    @torch.no_grad()
+    def freeze(self, dead: torch.Tensor) -> None:
+        """Zero parameters, gradients and state of ``dead`` (M,) members."""
+        for name, p in self.params.items():
+            mask = dead.view(-1, *([1] * (p.dim() - 1)))
+            p.masked_fill_(mask, 0.0)
+            if p.grad is not None:
+                p.grad.masked_fill_(mask, 0.0)
+            for s in self.state[name]:
+                s.masked_fill_(mask, 0.0)
+
+
+def _default_max_members(cfg: TrainConfig, device: torch.device) -> int:
+    if cfg.max_members_per_batch is not None:
+        return cfg.max_members_per_batch
+    if device.type != "cpu":
+        return 256
+    return 32 if cfg.model.kind == "cnn" else 128
+
+
+def _eval_chunk(cfg: TrainConfig, n_members: int) -> int:
+    budget = 4096 if cfg.model.kind == "cnn" else 16384
+    return max(64, budget // n_members)
+
+
+def _gather_images(cfg: TrainConfig, x_dev: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Images ``x_dev[index]`` as (M, b, C, H, W); for the CNN gathered batch-major (a view of a
+    contiguous (b, M, ...) tensor), the layout its grouped convolution consumes without a copy."""
+    m, b = index.shape
+    if cfg.model.kind == "cnn":
+        return torch.index_select(x_dev, 0, index.T.reshape(-1)).view(b, m, *x_dev.shape[1:]).transpose(0, 1)
+    return torch.index_select(x_dev, 0, index.reshape(-1)).view(m, b, *x_dev.shape[1:])
+
+
+@torch.no_grad()
+def _predict(cfg: TrainConfig, params: dict[str, torch.Tensor], x_dev: torch.Tensor,
+             index: torch.Tensor | None, n: int, out: torch.Tensor) -> None:
+    """Softmax probabilities of every member on items ``index[:, i]`` (or shared ``x_dev[i]``).
+
+    Writes into ``out`` (M, n, C) (any dtype / device).
+    """
+    n_members = out.shape[0]
+    chunk = _eval_chunk(cfg, n_members)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        if index is not None:
+            xb = _gather_images(cfg, x_dev, index[:, a:b])
+        else:
+            xb = x_dev[a:b].unsqueeze(0).expand(n_members, *x_dev[a:b].shape)
+        probs = torch.softmax(stacked_forward(cfg.model, params, xb), dim=-1)
+        out[:, a:b] = probs.to(device=out.device, dtype=out.dtype)
+
+
+def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
+                 eval_dev: dict[str, torch.Tensor], device: torch.device, bar: Any) -> list[MemberResult]:
+    start = time.perf_counter()
+    n_members = len(members)
+    n = len(members[0].train_idx)
+    n_classes = cfg.model.n_classes
+    n_steps = steps_per_epoch(n, cfg.batch_size)
+    total_updates = n_steps * cfg.epochs
+
+    params = stack_params([init_params(cfg.model, m.seed) for m in members])
+    params = {k: v.to(device).requires_grad_(True) for k, v in params.items()}
+    lr = [float(m.lr) if m.lr is not None else float(cfg.lr) for m in members]
+    opt = _StackedOptimizer(cfg, params, lr)
+
+    train_idx = torch.from_numpy(np.stack([m.train_idx for m in members])).to(device)  # (M, n)
+    targets = torch.from_numpy(np.stack([m.targets[m.train_idx] for m in members]).astype(np.float32)).to(device)
+    member_axis = torch.arange(n_members, device=device).unsqueeze(1)
+
+    drop_widths = dropout_layer_widths(cfg.model)
+    keep = 1.0 - cfg.model.dropout
+    generators = []
+    if drop_widths:
+        generators = [torch.Generator(device=device).manual_seed(_dropout_seed(m.seed)) for m in members]
+
+    dyn_dtype = torch.float16 if cfg.dynamics_dtype == "float16" else torch.float32
+    dynamics = torch.empty((n_members, cfg.epochs, n, n_classes), dtype=dyn_dtype) if cfg.record_dynamics else None
+    loss_sum = torch.zeros((cfg.epochs, n_members), dtype=torch.float64, device=device)
+    alive = torch.ones(n_members, dtype=torch.bool, device=device)
+    any_dead = False
+    diverged_at: dict[int, tuple[int, int]] = {}
+
+    update = 0
+    for epoch in range(cfg.epochs):
+        order = torch.from_numpy(np.stack([batch_order(m.seed, epoch, n) for m in members])).to(device)
+        for s in range(n_steps):
+            pos = order[:, s * cfg.batch_size:(s + 1) * cfg.batch_size]  # (M, b)
+            b = pos.shape[1]
+            xb = _gather_images(cfg, x_dev, train_idx.gather(1, pos))
+            tb = targets[member_axis, pos]  # (M, b, n_classes)
+            masks = None
+            if drop_widths:
+                masks = [torch.stack([(torch.rand((b, w), generator=g, device=device) < keep).float() / keep
+                                      for g in generators]) for w in drop_widths]
+            logits = stacked_forward(cfg.model, params, xb, masks)
+            loss_m = soft_cross_entropy(logits, tb)  # (M,)
+            finite = torch.isfinite(loss_m)
+            all_finite = bool(finite.all())
+            if all_finite:
+                total = loss_m.sum()
+            else:
+                total = torch.where(finite, loss_m, torch.zeros_like(loss_m)).sum()
+            for p in params.values():
+                p.grad = None
+            total.backward()
+            loss_sum[epoch] += loss_m.detach().double() * b
+            if not all_finite:
+                newly = alive & ~finite
+                for i in torch.nonzero(newly).flatten().tolist():
+                    diverged_at[i] = (epoch, s)
+                alive &= finite
+                any_dead = True
+            if any_dead:
+                opt.freeze(~alive)
+            opt.step(lr_factor(cfg, update, epoch, total_updates))
+            update += 1
+            if bar is not None:
+                bar.update(1)
+        if dynamics is not None:
+            _predict(cfg, params, x_dev, train_idx, n, dynamics[:, epoch])
+
+    eval_probs: dict[str, torch.Tensor] = {}
+    for name, xe in eval_dev.items():
+        out = torch.empty((n_members, len(xe), n_classes), dtype=torch.float32)
+        _predict(cfg, params, xe, None, len(xe), out)
+        eval_probs[name] = out
+    seconds = time.perf_counter() - start
+
+    loss_np = (loss_sum / n).cpu().numpy().T  # (M, epochs)
+    results = []
+    key = cfg.key_dict()
+    for i, m in enumerate(members):
+        dyn = dynamics[i].numpy() if dynamics is not None else None
+        probs = {k: v[i].numpy() for k, v in eval_probs.items()}
+        diverged = i in diverged_at
+        message = ""
+        div_epoch = None
+        if diverged:
+            div_epoch, step = diverged_at[i]
+            message = (f"{m.describe()} diverged (non-finite loss) at epoch {div_epoch}, step {step}; "
+                       "its updates were frozen and its outputs from that epoch on are NaN")
+            warnings.warn(message, DivergenceWarning, stacklevel=3)
+            if dyn is not None:
+                dyn[div_epoch:] = np.nan
+            loss_np[i, div_epoch:] = np.nan
+            probs = {k: np.full_like(v, np.nan) for k, v in probs.items()}
+        results.append(MemberResult(
+            name=m.name, seed=m.seed, meta=dict(m.meta), config={**key, "lr": lr[i]},
+            train_idx=m.train_idx.copy(), eval_probs=probs, dynamics=dyn, train_loss=loss_np[i].copy(),
+            diverged=diverged, diverged_epoch=div_epoch, message=message, seconds=seconds,
+            batch_members=n_members))
+    return results
+
+
+def plan_batches(members: Sequence[Member], max_members: int) -> list[list[int]]:
+    """Member indices grouped by training-subset size, then cut into batches of ≤ max_members."""
+    by_size: dict[int, list[int]] = {}
+    for i, m in enumerate(members):
+        by_size.setdefault(len(m.train_idx), []).append(i)
+    batches = []
+    for idx in by_size.values():
+        for a in range(0, len(idx), max_members):
+            batches.append(idx[a:a + max_members])
+    return batches
+
+
+def train_members(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
+                  eval_sets: Mapping[str, np.ndarray] | None = None, progress: bool = True) -> list[MemberResult]:
+    """Train every member (batched) and return one ``MemberResult`` per member, in order.
+
+    x: (N, C, H, W) float32 images indexed by each member's ``train_idx`` / ``targets`` rows.
+    eval_sets: name → (n, C, H, W) float32 images to predict after training.
+    """
+    eval_sets = dict(eval_sets or {})
+    members = list(members)
+    x = _check_inputs(x, members, cfg, eval_sets)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    x_dev = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    eval_dev = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in eval_sets.items()}
+    batches = plan_batches(members, _default_max_members(cfg, device))
+    total_steps = sum(steps_per_epoch(len(members[b[0]].train_idx), cfg.batch_size) * cfg.epochs for b in batches)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, desc=f"train {len(members)} members", unit="step", leave=False)
+    results: list[MemberResult | None] = [None] * len(members)
+    try:
+        for batch in batches:
+            for i, r in zip(batch, _train_group(x_dev, [members[i] for i in batch], cfg, eval_dev, device, bar)):
+                results[i] = r
+    finally:
+        if bar is not None:
+            bar.close()
+    return [r for r in results if r is not None]
+
+
+# ----------------------------------------------------------------------------- plain reference
+
+
+def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
+                           eval_sets: Mapping[str, np.ndarray] | None = None) -> MemberResult:
+    """The plain loop: one ``nn.Module`` + ``torch.optim.Adam``/``SGD``, same init and batches.
+
+    Loss via ``F.cross_entropy`` with probability targets. With dropout > 0 the masks come from
+    the global RNG seeded with ``member.seed`` (inside ``torch.random.fork_rng``), so they
+    differ from ``train_members``'; without dropout both compute the same function.
+    """
+    eval_sets = dict(eval_sets or {})
+    x = _check_inputs(x, [member], cfg, eval_sets)
+    device = resolve_device(cfg.device)
+    start = time.perf_counter()
+    lr = member.lr if member.lr is not None else cfg.lr
+    n = len(member.train_idx)
+    n_classes = cfg.model.n_classes
+    n_steps = steps_per_epoch(n, cfg.batch_size)
+    total_updates = n_steps * cfg.epochs
+    x_t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    t_t = torch.from_numpy(np.ascontiguousarray(member.targets, dtype=np.float32)).to(device)
+    idx_t = torch.from_numpy(member.train_idx).to(device)
+    model = init_model(cfg.model, member.seed).to(device)
+    if cfg.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=cfg.betas, eps=cfg.eps,
+                                                      weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    dyn_dtype = np.float16 if cfg.dynamics_dtype == "float16" else np.float32
+    dynamics = np.empty((cfg.epochs, n, n_classes), dtype=dyn_dtype) if cfg.record_dynamics else None
+    train_loss = np.zeros(cfg.epochs)
+    diverged_at: tuple[int, int] | None = None
+
+    def predict(xs: torch.Tensor) -> np.ndarray:
+        model.eval()
+        with torch.no_grad():
+            out = [torch.softmax(model(xs[a:a + 1024]), -1).cpu() for a in range(0, len(xs), 1024)]
+        return torch.cat(out).numpy()
+
+    update = 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(member.seed)
+        for epoch in range(cfg.epochs):
+            order = batch_order(member.seed, epoch, n)
+            for s in range(n_steps):
+                gi = idx_t[torch.from_numpy(order[s * cfg.batch_size:(s + 1) * cfg.batch_size]).to(device)]
+                if diverged_at is None:
+                    model.train()
+                    loss = F.cross_entropy(model(x_t[gi]), t_t[gi])
+                    loss_value = loss.item()
+                    train_loss[epoch] += loss_value * len(gi)
+                    if not math.isfinite(loss_value):
+                        diverged_at = (epoch, s)
+                    else:
+                        for group in opt.param_groups:
+                            group["lr"] = lr * lr_factor(cfg, update, epoch, total_updates)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                update += 1
+            if dynamics is not None:
+                dynamics[epoch] = predict(x_t[idx_t])
+    train_loss /= n
+    probs = {k: predict(torch.from_numpy(np.ascontiguousarray(v)).to(device)).astype(np.float32) for k, v in eval_sets.items()}
+    message = ""
+    if diverged_at is not None:
+        message = (f"{member.describe()} diverged (non-finite loss) at epoch {diverged_at[0]}, step {diverged_at[1]}; "
+                   "its updates were frozen and its outputs from that epoch on are NaN")
+        warnings.warn(message, DivergenceWarning, stacklevel=2)
+        if dynamics is not None:
+            dynamics[diverged_at[0]:] = np.nan
+        train_loss[diverged_at[0]:] = np.nan
+        probs = {k: np.full_like(v, np.nan) for k, v in probs.items()}
+    return MemberResult(
+        name=member.name, seed=member.seed, meta=dict(member.meta), config={**cfg.key_dict(), "lr": float(lr)},
+        train_idx=member.train_idx.copy(), eval_probs=probs, dynamics=dynamics, train_loss=train_loss,
+        diverged=diverged_at is not None, diverged_epoch=None if diverged_at is None else diverged_at[0],
+        message=message, seconds=time.perf_counter() - start, batch_members=1)

@@ -1,0 +1,250 @@
+"""The batched trainer against the plain one-model loop, paired design, determinism,
+divergence handling, schedules and input validation."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import softlab.train as T
+from softlab.models import ModelConfig, init_params
+from softlab.train import (
+    DivergenceWarning,
+    Member,
+    TrainConfig,
+    batch_order,
+    lr_factor,
+    plan_batches,
+    train_members,
+    train_single_reference,
+)
+
+N_POOL = 600
+N_CLASSES = 10
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A learnable synthetic task: class-specific blobs plus noise, hard and soft targets."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, N_CLASSES, N_POOL)
+    protos = rng.random((N_CLASSES, 1, 28, 28)).astype(np.float32)
+    x = (0.6 * protos[y] + 0.4 * rng.random((N_POOL, 1, 28, 28))).astype(np.float32)
+    x[:, :, :5] = 0.0  # a constant band, as in real digits (max-pool ties)
+    hard = np.eye(N_CLASSES, dtype=np.float32)[y]
+    soft = rng.dirichlet(np.ones(N_CLASSES), N_POOL).astype(np.float32)
+    soft = (0.5 * soft + 0.5 * hard).astype(np.float32)
+    return {"x": x, "y": y, "hard": hard, "soft": soft, "eval": x[:40].copy()}
+
+
+def _members(data, n_train=512):
+    return [Member(0, data["hard"], np.arange(n_train), "hard-s0", {"condition": "hard"}),
+            Member(1, data["soft"], np.arange(N_POOL - n_train, N_POOL), "soft-s1", {"condition": "soft"}),
+            Member(0, data["soft"], np.arange(n_train), "soft-s0", {"condition": "soft"})]
+
+
+def _assert_matches_reference(data, cfg, members, atol_probs=1e-4):
+    batched = train_members(data["x"], members, cfg, {"eval": data["eval"]}, progress=False)
+    for m, r in zip(members, batched):
+        ref = train_single_reference(data["x"], m, cfg, {"eval": data["eval"]})
+        np.testing.assert_allclose(r.eval_probs["eval"], ref.eval_probs["eval"], atol=atol_probs, err_msg=m.name)
+        np.testing.assert_allclose(r.train_loss, ref.train_loss, rtol=1e-4, err_msg=m.name)
+        assert r.dynamics.dtype == np.float16 and r.dynamics.shape == (cfg.epochs, len(m.train_idx), N_CLASSES)
+        np.testing.assert_allclose(r.dynamics.astype(np.float32), ref.dynamics.astype(np.float32), atol=2e-3)
+    return batched
+
+
+def test_batched_reference_cnn_matches_plain_adam_loop(data):
+    """Stated tolerance: atol 1e-4 on final probabilities after 2 epochs on 512 items."""
+    cfg = TrainConfig(ModelConfig("cnn"), epochs=2, batch_size=64, optimizer="adam", lr=1e-3)
+    res = _assert_matches_reference(data, cfg, _members(data))
+    # and it learned something (the loss went down)
+    assert res[0].train_loss[1] < res[0].train_loss[0]
+
+
+@pytest.mark.parametrize("optimizer, schedule, weight_decay, lr", [
+    ("adam", "constant", 0.0, 1e-3), ("sgd", "cosine", 1e-3, 0.05), ("adam", "step", 1e-2, 2e-3)])
+def test_batched_mlp_matches_plain_loop(data, optimizer, schedule, weight_decay, lr):
+    cfg = TrainConfig(ModelConfig("mlp"), epochs=2, batch_size=64, optimizer=optimizer, schedule=schedule,
+                      weight_decay=weight_decay, lr=lr, step_milestones=(0.5,))
+    _assert_matches_reference(data, cfg, _members(data))
+
+
+def test_plain_optimizer_path_and_per_member_lr_match_reference(data, monkeypatch):
+    cfg = TrainConfig(ModelConfig("cnn", width=4, hidden=32), epochs=2, batch_size=64, optimizer="sgd",
+                      momentum=0.9, weight_decay=1e-3, lr=0.02, schedule="cosine")
+    members = _members(data, 256)
+    members[1].lr = 0.05
+    _assert_matches_reference(data, cfg, members)  # fused kernels, one call per distinct lr
+    monkeypatch.setattr(T, "USE_FUSED_OPTIMIZER", False)
+    _assert_matches_reference(data, cfg, members)  # plain tensor arithmetic
+    adam = TrainConfig(ModelConfig("mlp", hidden=32), epochs=2, batch_size=64, optimizer="adam", weight_decay=1e-2)
+    _assert_matches_reference(data, adam, members)
+
+
+def test_same_seed_gives_same_init_and_batches_whatever_the_targets(data):
+    cfg = TrainConfig(ModelConfig("mlp", hidden=16), epochs=1, batch_size=512)  # one batch: one update
+    idx = np.arange(512)
+    a, b, c = train_members(data["x"], [Member(5, data["hard"], idx, "a"), Member(5, data["hard"], idx, "b"),
+                                        Member(6, data["hard"], idx, "c")], cfg, {"e": data["eval"]}, progress=False)
+    np.testing.assert_array_equal(a.eval_probs["e"], b.eval_probs["e"])
+    assert not np.array_equal(a.eval_probs["e"], c.eval_probs["e"])
+    # the batch order of a seed is the same for every condition and differs between epochs/seeds
+    o = batch_order(5, 0, 100)
+    assert sorted(o) == list(range(100))
+    np.testing.assert_array_equal(o, batch_order(5, 0, 100))
+    assert not np.array_equal(o, batch_order(5, 1, 100))
+    assert not np.array_equal(o, batch_order(6, 0, 100))
+
+
+def test_a_members_result_does_not_depend_on_its_batch_companions(data):
+    cfg = TrainConfig(ModelConfig("cnn", width=4, hidden=16), epochs=2, batch_size=100)
+    members = _members(data, 300)
+    together = train_members(data["x"], members, cfg, {"e": data["eval"]}, progress=False)
+    alone = train_members(data["x"], [members[1]], cfg, {"e": data["eval"]}, progress=False)[0]
+    np.testing.assert_allclose(together[1].eval_probs["e"], alone.eval_probs["e"], atol=1e-6)
+    np.testing.assert_allclose(together[1].train_loss, alone.train_loss, rtol=1e-6)
+
+
+def test_training_is_deterministic_on_cpu(data):
+    cfg = TrainConfig(ModelConfig("cnn", width=4, hidden=16, dropout=0.3), epochs=2, batch_size=64, device="cpu")
+    members = _members(data, 256)
+    r1 = train_members(data["x"], members, cfg, {"e": data["eval"]}, progress=False)
+    r2 = train_members(data["x"], members, cfg, {"e": data["eval"]}, progress=False)
+    for a, b in zip(r1, r2):
+        np.testing.assert_array_equal(a.eval_probs["e"], b.eval_probs["e"])
+        np.testing.assert_array_equal(a.dynamics, b.dynamics)
+        np.testing.assert_array_equal(a.train_loss, b.train_loss)
+    # dropout masks are drawn per seed: a no-dropout run differs
+    plain = train_members(data["x"], members[:1], TrainConfig(ModelConfig("cnn", width=4, hidden=16), epochs=2,
+                                                               batch_size=64), {"e": data["eval"]}, progress=False)
+    assert not np.allclose(plain[0].eval_probs["e"], r1[0].eval_probs["e"])
+
+
+def test_divergent_member_is_frozen_flagged_and_others_go_on(data):
+    cfg = TrainConfig(ModelConfig("cnn", width=4, hidden=16), epochs=2, batch_size=128)
+    idx = np.arange(256)
+
+    def grid(bad_lr):
+        return [Member(0, data["hard"], idx, "ok0"), Member(1, data["soft"], idx, "boom", {"condition": "soft"}, lr=bad_lr),
+                Member(2, data["soft"], idx, "ok2")]
+
+    with pytest.warns(DivergenceWarning, match=r"'boom'.*seed=1.*'condition': 'soft'"):
+        res = train_members(data["x"], grid(1e30), cfg, {"e": data["eval"]}, progress=False)
+    control = train_members(data["x"], grid(2e-3), cfg, {"e": data["eval"]}, progress=False)
+    assert [r.diverged for r in res] == [False, True, False]
+    bad = res[1]
+    assert bad.diverged_epoch == 0 and "boom" in bad.message and "seed=1" in bad.message
+    assert np.isnan(bad.eval_probs["e"]).all() and np.isnan(bad.dynamics).all() and np.isnan(bad.train_loss).all()
+    for i in (0, 2):  # nothing leaked into the healthy members
+        assert not control[i].diverged
+        np.testing.assert_allclose(res[i].eval_probs["e"], control[i].eval_probs["e"], atol=1e-6)
+        np.testing.assert_allclose(res[i].dynamics.astype(np.float32), control[i].dynamics.astype(np.float32), atol=1e-3)
+    # the plain loop flags it the same way
+    with pytest.warns(DivergenceWarning, match="boom"):
+        ref = train_single_reference(data["x"], grid(1e30)[1], cfg)
+    assert ref.diverged and ref.diverged_epoch == 0
+
+
+def test_subsets_of_different_sizes_are_grouped_and_results_keep_input_order(data):
+    cfg = TrainConfig(ModelConfig("mlp", hidden=8), epochs=2, batch_size=50, max_members_per_batch=2)
+    sizes = [100, 60, 100, 100, 60]
+    members = [Member(i, data["soft"], np.arange(s) + i, f"m{i}") for i, s in enumerate(sizes)]
+    assert plan_batches(members, 2) == [[0, 2], [3], [1, 4]]
+    res = train_members(data["x"], members, cfg, {"e": data["eval"]}, progress=True)
+    assert [r.name for r in res] == [m.name for m in members]
+    for r, m, s in zip(res, members, sizes):
+        assert r.dynamics.shape == (2, s, N_CLASSES)
+        np.testing.assert_array_equal(r.train_idx, m.train_idx)
+        np.testing.assert_allclose(r.eval_probs["e"].sum(1), 1.0, atol=1e-5)
+        assert r.config["lr"] == cfg.lr and r.config["model"]["kind"] == "mlp"
+    assert [r.batch_members for r in res] == [2, 2, 2, 1, 2]
+
+
+def test_dynamics_are_eval_mode_probabilities_of_the_training_items(data):
+    cfg = TrainConfig(ModelConfig("mlp", hidden=16, dropout=0.5), epochs=3, batch_size=64, dynamics_dtype="float32")
+    idx = np.array([5, 3, 99, 42, 7, 8, 300, 301] * 8)
+    m = Member(3, data["soft"], idx, "m")
+    r = train_members(data["x"], [m], cfg, {"train_items": data["x"][idx]}, progress=False)[0]
+    assert r.dynamics.dtype == np.float32
+    # after the last epoch the recorded dynamics are the final model's eval-mode predictions
+    np.testing.assert_allclose(r.dynamics[-1], r.eval_probs["train_items"], atol=1e-6)
+    assert not np.allclose(r.dynamics[0], r.dynamics[-1])
+
+
+def test_no_dynamics_when_not_recorded(data):
+    cfg = TrainConfig(ModelConfig("mlp", hidden=8), epochs=1, record_dynamics=False)
+    r = train_members(data["x"], [Member(0, data["hard"], np.arange(64))], cfg, progress=False)[0]
+    assert r.dynamics is None and r.eval_probs == {} and r.name == "seed0"
+
+
+def test_lr_schedules():
+    base = TrainConfig(ModelConfig("mlp"), epochs=4)
+    assert lr_factor(base, 7, 2, 10) == 1.0
+    cos = TrainConfig(ModelConfig("mlp"), epochs=4, schedule="cosine")
+    assert lr_factor(cos, 0, 0, 10) == 1.0
+    assert lr_factor(cos, 5, 2, 10) == pytest.approx(0.5)
+    assert lr_factor(cos, 9, 3, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+    step = TrainConfig(ModelConfig("mlp"), epochs=4, schedule="step", step_gamma=0.1, step_milestones=(0.5, 0.75))
+    assert [lr_factor(step, 0, e, 10) for e in range(4)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_key_dict_excludes_execution_settings_and_round_trips():
+    cfg = TrainConfig(ModelConfig("cnn", width=8), epochs=3, device="cpu", max_members_per_batch=4)
+    d = cfg.key_dict()
+    assert "device" not in d and "max_members_per_batch" not in d and d["model"]["width"] == 8
+    again = TrainConfig.from_dict(d)
+    assert again.key_dict() == d
+
+
+def test_init_weights_come_from_the_seed(data):
+    """The batched trainer starts from init_params(cfg, seed): with lr→0 the model stays there."""
+    cfg = TrainConfig(ModelConfig("mlp", hidden=8), epochs=1, lr=1e-30)
+    r = train_members(data["x"], [Member(4, data["hard"], np.arange(32))], cfg, {"e": data["eval"]}, progress=False)[0]
+    p = init_params(cfg.model, 4)
+    h = torch.relu(torch.from_numpy(data["eval"]).flatten(1) @ p["fc1.weight"].T + p["fc1.bias"])
+    h = torch.relu(h @ p["fc2.weight"].T + p["fc2.bias"])
+    expected = torch.softmax(h @ p["out.weight"].T + p["out.bias"], -1).numpy()
+    np.testing.assert_allclose(r.eval_probs["e"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("change, word", [
+    (lambda d: {"x": d["x"].astype(np.float64)}, "float32"),
+    (lambda d: {"x": d["x"][:, 0]}, "shape"),
+    (lambda d: {"targets": d["hard"][:10]}, "one row per row of x"),
+    (lambda d: {"targets": d["hard"] * 2}, "row 0 is not a probability row"),
+    (lambda d: {"idx": np.array([0, N_POOL])}, "train_idx"),
+    (lambda d: {"eval": {"bad": d["x"][:3, :, :10]}}, "eval_sets"),
+])
+def test_bad_inputs_raise_clear_errors(data, change, word):
+    c = change(data)
+    m = Member(0, c.get("targets", data["hard"]), c.get("idx", np.arange(20)), "victim")
+    with pytest.raises(ValueError, match=word):
+        train_members(c.get("x", data["x"]), [m], TrainConfig(ModelConfig("mlp"), epochs=1), c.get("eval"),
+                      progress=False)
+
+
+def test_bad_config_and_member_values_are_rejected():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(ModelConfig("mlp"), epochs=0)
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(ModelConfig("mlp"), epochs=1, optimizer="rmsprop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(ModelConfig("mlp"), epochs=1, schedule="linear")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed"):
+        Member(-1, np.ones((3, 2)) / 2, np.arange(3))
+    with pytest.raises(ValueError, match="train_idx"):
+        Member(0, np.ones((3, 2)) / 2, np.array([]))
+    with pytest.raises(ValueError, match="device"):
+        T.resolve_device("tpu")
+
+
+def test_divergence_warning_is_a_runtime_warning():
+    assert issubclass(DivergenceWarning, RuntimeWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert T.tune_cpu_allocator() in (True, False)
