@@ -10,12 +10,13 @@ Definitions
 * logits ``f(x) ∈ ℝ^10``; probabilities ``p(x) = softmax(f(x))``, computed in float64 and
   returned as float32 rows that sum to 1. Temperature is *not* applied here: the labels layer
   fits it (``softmax(f / T)``), which is why :func:`teacher_logits` is exposed too.
-* Training: cross-entropy on the official labels, Adam (``lr``, ``weight_decay``), mini-batches
-  of ``batch_size`` in a seeded order, ``epochs`` passes; inputs are ``uint8 / 255`` in [0, 1].
-  Model initialisation, subsample and batch order all come from ``seed``.
-* Models (minimal, local; to be swapped for ``softlab.models``): ``"mlp"`` = 784 → ``hidden``
-  (ReLU) → 10; ``"cnn"`` = conv3×3(8) → ReLU → maxpool2 → conv3×3(16) → ReLU → maxpool2 →
-  ``hidden`` (ReLU) → 10. (The CNN is several times slower on CPU.)
+* Training: ``softlab.train.train_members`` with one member whose targets are the one-hot
+  official labels (so cross-entropy), Adam (``lr``, ``weight_decay``), mini-batches of
+  ``batch_size`` in the trainer's seeded order, ``epochs`` passes; inputs are ``uint8 / 255`` in
+  [0, 1]. Initial weights, subsample and batch order all come from ``seed``.
+* Models: ``softlab.models`` — ``"mlp"`` = 784 → ``hidden`` (ReLU) → 10 (one hidden layer);
+  ``"cnn"`` = the reference CNN (conv 1→16, conv 16→32, ``hidden``, 10). (The CNN is several
+  times slower on CPU.)
 
 Sources of synthetic probabilities (:func:`synthetic_probs`):
 
@@ -46,7 +47,9 @@ from torch import nn
 
 from softlab.data import load_images, load_mnist_cleanlab_probs
 from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
+from softlab.models import ModelConfig, build_model
 from softlab.paths import cache_dir
+from softlab.train import TRAINER_VERSION, Member, TrainConfig, train_members
 
 __all__ = [
     "TEACHER_VERSION",
@@ -67,7 +70,7 @@ __all__ = [
 ]
 
 #: Bumped whenever training or the models change (it enters every cache key).
-TEACHER_VERSION = 1
+TEACHER_VERSION = 2
 TEACHER_DATASETS = ("mnist", "fashion-mnist")
 MODEL_KINDS = ("mlp", "cnn")
 SYNTHETIC_SOURCES = ("teacher", "cleanlab-cv")
@@ -125,7 +128,8 @@ class TeacherConfig:
         return cls(**base)
 
     def key_fields(self) -> dict[str, Any]:
-        return {"version": TEACHER_VERSION, "trainer": "plain", "train_split": TRAIN_SPLIT, **asdict(self)}
+        return {"version": TEACHER_VERSION, "trainer": f"softlab.train/{TRAINER_VERSION}", "train_split": TRAIN_SPLIT,
+                **asdict(self)}
 
     def key(self) -> str:
         return config_key(self.key_fields())
@@ -163,14 +167,16 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def model_config(cfg: TeacherConfig) -> ModelConfig:
+    """The ``softlab.models`` architecture of a teacher."""
+    if cfg.model == "mlp":
+        return ModelConfig(kind="mlp", hidden=cfg.hidden, depth=1, n_classes=N_CLASSES)
+    return ModelConfig(kind="cnn", hidden=cfg.hidden, n_classes=N_CLASSES)
+
+
 def _make_model(cfg: TeacherConfig) -> nn.Module:
     """The teacher network of ``cfg`` (input (n, 1, 28, 28) in [0, 1], output 10 logits)."""
-    if cfg.model == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, N_CLASSES))
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 7 * 7, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, N_CLASSES))
+    return build_model(model_config(cfg))
 
 
 def _as_input(images: np.ndarray) -> torch.Tensor:
@@ -181,34 +187,21 @@ def _as_input(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images[:, None].astype(np.float32) / 255.0)
 
 
-def _train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TeacherConfig,
-                 progress: bool = False) -> dict[str, Any]:
-    """Plain mini-batch training of ``model`` in place: cross-entropy, Adam, seeded batch order.
+def _train(x: np.ndarray, y: np.ndarray, cfg: TeacherConfig, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train one teacher with the many-seed trainer (a single member, one-hot targets).
 
-    ``x`` float32 (n, 1, 28, 28) in [0, 1]; ``y`` int64 (n,). Returns the mean training loss
-    (nats) per epoch. A placeholder for the many-seed trainer (``softlab.train``).
+    ``x`` float32 (n, 1, 28, 28) in [0, 1]; ``y`` int64 (n,). Returns the trained weights and
+    the mean training loss (nats) per epoch.
     """
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    model.train()
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for start in range(0, len(x), cfg.batch_size):
-            b = perm[start:start + cfg.batch_size]
-            loss = nn.functional.cross_entropy(model(x[b]), y[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        losses.append(total / len(x))
-        if progress:
-            print(f"[teacher {cfg.dataset}/{cfg.model}] epoch {epoch + 1}/{cfg.epochs}: train loss {losses[-1]:.4f}, "
-                  f"{time.perf_counter() - t0:.1f} s", flush=True)
-    model.eval()
-    return {"train_loss_per_epoch": losses}
+    train_cfg = TrainConfig(model=model_config(cfg), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, record_dynamics=False)
+    targets = np.eye(N_CLASSES, dtype=np.float32)[y]
+    member = Member(seed=cfg.seed, targets=targets, train_idx=np.arange(len(y)), name=f"teacher-{cfg.dataset}")
+    (result,) = train_members(x, [member], train_cfg, progress=progress, keep_params=True)
+    if result.diverged:
+        raise RuntimeError(f"teacher training diverged: {result.message}")
+    assert result.params is not None
+    return result.params, {"train_loss_per_epoch": [float(v) for v in result.train_loss]}
 
 
 @dataclass
@@ -271,13 +264,13 @@ def train_teacher(dataset: str | None = "mnist", cfg: TeacherConfig | None = Non
         idx = np.arange(len(train), dtype=np.int64)
     else:
         idx = np.sort(np.random.default_rng(cfg.seed).choice(len(train), size=cfg.n_train, replace=False)).astype(np.int64)
-    x = _as_input(train.images[idx])
-    y = torch.from_numpy(np.array(train.labels[idx], dtype=np.int64))
+    x = _as_input(train.images[idx]).numpy()
+    y = np.array(train.labels[idx], dtype=np.int64)
     t0 = time.perf_counter()
-    with _torch_threads(num_threads), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = _make_model(cfg)
-        history = _train_plain(model, x, y, cfg, progress=progress)
+    with _torch_threads(num_threads):
+        weights, history = _train(x, y, cfg, progress=progress)
+    model = _make_model(cfg)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     model.eval()
     meta = {"config": cfg.key_fields(), "dataset": cfg.dataset, "train_split": TRAIN_SPLIT, "n_train": int(len(idx)),
             "train_seconds": time.perf_counter() - t0, "torch": torch.__version__, **history}

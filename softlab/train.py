@@ -208,6 +208,8 @@ class MemberResult:
     config: ``TrainConfig.key_dict()`` plus the member's effective ``lr``.
     seconds / batch_members: wall time of the batched computation the member was part of and
       how many members shared it.
+    params: the trained weights (names and shapes of ``build_model(cfg.model).state_dict()``),
+      only when ``train_members(..., keep_params=True)``; not stored by ``softlab.store``.
     """
 
     name: str
@@ -223,6 +225,7 @@ class MemberResult:
     message: str = ""
     seconds: float = 0.0
     batch_members: int = 1
+    params: dict[str, np.ndarray] | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -472,7 +475,8 @@ def _predict(cfg: TrainConfig, params: dict[str, torch.Tensor], x_dev: torch.Ten
 
 
 def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
-                 eval_dev: dict[str, torch.Tensor], device: torch.device, bar: Any) -> list[MemberResult]:
+                 eval_dev: dict[str, torch.Tensor], device: torch.device, bar: Any,
+                 keep_params: bool = False) -> list[MemberResult]:
     start = time.perf_counter()
     n_members = len(members)
     n = len(members[0].train_idx)
@@ -570,7 +574,8 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
             name=m.name, seed=m.seed, meta=dict(m.meta), config={**key, "lr": lr[i]},
             train_idx=m.train_idx.copy(), eval_probs=probs, dynamics=dyn, train_loss=loss_np[i].copy(),
             diverged=diverged, diverged_epoch=div_epoch, message=message, seconds=seconds,
-            batch_members=n_members))
+            batch_members=n_members,
+            params={k: v[i].detach().cpu().contiguous().numpy().copy() for k, v in params.items()} if keep_params else None))
     return results
 
 
@@ -587,8 +592,10 @@ def plan_batches(members: Sequence[Member], max_members: int) -> list[list[int]]
 
 
 def train_members(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
-                  eval_sets: Mapping[str, np.ndarray] | None = None, progress: bool = True) -> list[MemberResult]:
-    """Train every member (batched) and return one ``MemberResult`` per member, in order.
+                  eval_sets: Mapping[str, np.ndarray] | None = None, progress: bool = True,
+                  keep_params: bool = False) -> list[MemberResult]:
+    """Train every member (batched) and return one ``MemberResult`` per member, in order
+    (with its trained weights in ``.params`` when ``keep_params``).
 
     x: (N, C, H, W) float32 images indexed by each member's ``train_idx`` / ``targets`` rows.
     eval_sets: name → (n, C, H, W) float32 images to predict after training.
@@ -611,7 +618,7 @@ def train_members(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
     results: list[MemberResult | None] = [None] * len(members)
     try:
         for batch in batches:
-            for i, r in zip(batch, _train_group(x_dev, [members[i] for i in batch], cfg, eval_dev, device, bar)):
+            for i, r in zip(batch, _train_group(x_dev, [members[i] for i in batch], cfg, eval_dev, device, bar, keep_params)):
                 results[i] = r
     finally:
         if bar is not None:

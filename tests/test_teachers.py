@@ -34,15 +34,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     """A tiny MNIST teacher in a private cache, with a record of the data its training loop saw."""
     folder = tmp_path_factory.mktemp("teachers")
     seen: dict[str, torch.Tensor] = {}
-    real = teachers._train_plain
+    real = teachers._train
 
-    def spy(model, x, y, cfg, progress=False):
-        seen["x"], seen["y"] = x.clone(), y.clone()
-        return real(model, x, y, cfg, progress)
+    def spy(x, y, cfg, progress=False):
+        seen["x"], seen["y"] = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+        return real(x, y, cfg, progress)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOFTLAB_CACHE_DIR", str(folder))
-        mp.setattr(teachers, "_train_plain", spy)
+        mp.setattr(teachers, "_train", spy)
         teacher = train_teacher("mnist", TINY)
         probs = teacher_probs("mnist", "test", TINY)
     return folder, teacher, probs, seen
@@ -58,7 +58,7 @@ def use_cache(monkeypatch: pytest.MonkeyPatch):
 def _forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("the teacher was retrained although it is cached")
-    monkeypatch.setattr(teachers, "_train_plain", boom)
+    monkeypatch.setattr(teachers, "_train", boom)
 
 
 def test_probs_on_the_pool_are_distributions_in_item_order(trained) -> None:

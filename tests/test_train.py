@@ -248,3 +248,19 @@ def test_divergence_warning_is_a_runtime_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert T.tune_cpu_allocator() in (True, False)
+
+
+def test_kept_params_are_the_trained_model(data):
+    from softlab.models import build_model
+
+    cfg = TrainConfig(ModelConfig("cnn", hidden=16, width=4), epochs=1, batch_size=64, record_dynamics=False)
+    members = _members(data)[:2]
+    results = train_members(data["x"], members, cfg, {"eval": data["eval"]}, progress=False, keep_params=True)
+    for r in results:
+        model = build_model(cfg.model)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in r.params.items()})
+        model.eval()
+        with torch.no_grad():
+            probs = torch.softmax(model(torch.from_numpy(data["eval"])), -1).numpy()
+        np.testing.assert_allclose(probs, r.eval_probs["eval"], atol=1e-5)
+    assert train_members(data["x"], members, cfg, progress=False)[0].params is None
