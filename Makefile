@@ -7,11 +7,15 @@ PY     := $(VENV)/bin/python
 PARAMS ?= default
 PYTEST_ARGS ?=
 
-.PHONY: book test setup system data notebooks html bench clean
+.PHONY: book test setup system data notebooks html expected bench clean
 book: setup data notebooks html
 
+# nbval re-executes the smoke notebooks committed with their outputs (tests/expected/) and
+# compares outputs; regenerate them with `make expected` after editing a notebook.
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900
+
 test: setup data
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(NBVAL) $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed system
 
@@ -32,6 +36,9 @@ notebooks: setup
 
 html: setup
 	$(VENV)/bin/softlab book
+
+expected: setup data
+	$(PY) -c "from softlab.pipeline import run_notebooks; from pathlib import Path; run_notebooks('smoke', out_dir=Path('tests/expected'), progress=False)"
 
 bench: setup
 	$(PY) benchmarks/bench_trainer.py --quick

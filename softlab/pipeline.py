@@ -46,7 +46,7 @@ def run_notebooks(params: str | dict[str, Any], only: list[str] | None = None, o
     written = []
     for src in paths:
         dest = out_dir / src.name
-        tmp = out_dir / f".{src.name}.running"
+        tmp = out_dir / f".{src.stem}.running.ipynb"
         start = time.time()
         print(f"[softlab run] {src.name} with {per_notebook[src]}", flush=True)
         try:

@@ -269,7 +269,7 @@ def plot_metric_by_stratum(
             est_a, lo_a, hi_a = (np.asarray(v, dtype=np.float64) for v in (est, lo, hi))
             colour = condition_colour(str(hv)) if hue == "condition" else None
             ax.errorbar(
-                pos, est_a, yerr=np.vstack([est_a - lo_a, hi_a - est_a]), fmt="o", ms=4,
+                pos, est_a, yerr=np.clip(np.vstack([est_a - lo_a, hi_a - est_a]), 0.0, None), fmt="o", ms=4,
                 capsize=2, lw=1, color=colour, label=str(hv),
             )
         if estimate == "difference":

@@ -1,0 +1,48 @@
+"""The committed expected notebooks (tests/expected/, the smoke run with outputs) stay in sync
+with the sources, so nbval's comparison checks what the sources produce.
+
+nbval itself (`--nbval` in the README's test command) re-executes every notebook in
+tests/expected/ and compares its outputs, sanitised by tests/nbval_sanitize.cfg.
+Regenerate after editing a notebook: `make expected`.
+"""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from softlab.params import load_params, notebook_parameters
+from softlab.pipeline import notebook_paths
+from softlab.paths import PROJECT_ROOT
+
+EXPECTED = PROJECT_ROOT / "tests" / "expected"
+SOURCES = notebook_paths()
+
+
+def _code(nb) -> list[str]:
+    return [c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+def test_the_six_chapters_and_the_findings_have_expected_copies():
+    assert [p.name[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert sorted(p.name for p in EXPECTED.glob("*.ipynb")) == [p.name for p in SOURCES]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_sources_are_clean_and_parameterised(source):
+    nb = nbformat.read(source, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit sources without outputs"
+    assert notebook_parameters(source), "needs a cell tagged 'parameters'"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_expected_matches_source_and_smoke_parameters(source):
+    expected = nbformat.read(EXPECTED / source.name, as_version=4)
+    assert _code(expected) == _code(nbformat.read(source, as_version=4)), f"run `make expected` after editing {source.name}"
+    injected = [c for c in expected.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1
+    smoke = load_params("smoke")
+    namespace: dict = {}
+    exec(injected[0].source, namespace)  # noqa: S102 - papermill's own assignment cell
+    declared = notebook_parameters(source)
+    assert {k: namespace[k] for k in declared if k in namespace} == {k: v for k, v in smoke.items() if k in declared}
