@@ -33,10 +33,7 @@ Caching: ``cache_dir()/teachers/<config_key>/`` holds ``weights.npz``, ``train_i
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +46,7 @@ from softlab.data import load_images, load_mnist_cleanlab_probs
 from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
 from softlab.models import ModelConfig, build_model
 from softlab.paths import cache_dir
+from softlab.runtime import torch_threads
 from softlab.train import TRAINER_VERSION, Member, TrainConfig, train_members
 
 __all__ = [
@@ -152,19 +150,6 @@ def teacher_dir(cfg: TeacherConfig) -> Path:
 
 # --------------------------------------------------------------------------- models and training
 
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run torch with ``n`` intra-op threads, then restore the previous setting.
-
-    Default: ``$SOFTLAB_TORCH_THREADS``, else 1 — on shared, oversubscribed cores one thread is
-    several times faster for these small models than two (measured: 2.8 s vs 11.8 s).
-    """
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, n if n is not None else int(os.environ.get("SOFTLAB_TORCH_THREADS", "1"))))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def model_config(cfg: TeacherConfig) -> ModelConfig:
@@ -219,7 +204,7 @@ class Teacher:
         x = _as_input(images)
         out = np.empty((len(x), N_CLASSES), dtype=np.float32)
         self.model.eval()
-        with _torch_threads(num_threads), torch.no_grad():
+        with torch_threads(num_threads), torch.no_grad():
             for start in range(0, len(x), batch_size):
                 out[start:start + batch_size] = self.model(x[start:start + batch_size]).numpy()
         return out
@@ -267,7 +252,7 @@ def train_teacher(dataset: str | None = "mnist", cfg: TeacherConfig | None = Non
     x = _as_input(train.images[idx]).numpy()
     y = np.array(train.labels[idx], dtype=np.int64)
     t0 = time.perf_counter()
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         weights, history = _train(x, y, cfg, progress=progress)
     model = _make_model(cfg)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})

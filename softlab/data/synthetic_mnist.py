@@ -56,10 +56,8 @@ Caching (``softlab.paths.cache_dir()``, every file written atomically):
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +67,7 @@ import numpy as np
 from softlab.data.images import ImageSet, load_images
 from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
 from softlab.paths import cache_dir
+from softlab.runtime import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -289,21 +288,6 @@ def generator_teacher_agreement(soft_labels: np.ndarray, teacher_probs: np.ndarr
 
 # --------------------------------------------------------------------------- the VAE
 
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run torch with ``n`` intra-op threads, then restore the previous setting.
-
-    Default: ``$SOFTLAB_TORCH_THREADS``, else 1 — on shared, oversubscribed cores one thread is
-    several times faster for these small models than two (measured: 2.8 s vs 11.8 s).
-    """
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, n if n is not None else int(os.environ.get("SOFTLAB_TORCH_THREADS", "1"))))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _make_vae(latent_dim: int, hidden: Sequence[int]) -> torch.nn.Module:
@@ -404,7 +388,7 @@ class Generator:
 
         images = _check_images(images, "images")
         x = torch.from_numpy(images.reshape(len(images), 784).astype(np.float32) / 255.0)
-        with _torch_threads(num_threads), torch.no_grad():
+        with torch_threads(num_threads), torch.no_grad():
             mu, _ = self.model.encode(x)
         return mu.numpy().astype(np.float32)
 
@@ -415,7 +399,7 @@ class Generator:
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
             raise ValueError(f"z: expected shape (n, {self.config.latent_dim}), got {z.shape}")
-        with _torch_threads(num_threads), torch.no_grad():
+        with torch_threads(num_threads), torch.no_grad():
             out = torch.sigmoid(self.model.decoder(torch.from_numpy(z))).numpy()
         return np.rint(out * 255.0).clip(0, 255).astype(np.uint8).reshape(len(z), 28, 28)
 
@@ -457,7 +441,7 @@ def train_generator(cfg: SyntheticMnistConfig, progress: bool = True, num_thread
     cached = _load_generator(cfg)
     if cached is not None:
         return cached
-    with _torch_threads(num_threads):
+    with torch_threads(num_threads):
         state, meta = _train_vae(cfg, progress=progress)
     folder = generator_dir(cfg)
     atomic_save_npz(folder / "vae.npz", **state)
