@@ -114,3 +114,19 @@ def test_bad_arm_configuration_is_named():
 )
 def test_verdict(low, high, null, better, n, expected):
     assert verdict(low, high, null, better, n=n) == expected
+
+
+def test_findings_summary_quotes_every_test():
+    import pandas as pd
+
+    from softlab.report import CLAIMS, findings_summary
+
+    claims = pd.DataFrame([
+        {"claim": 1, "statement": CLAIMS[1], "dataset": "mnist", "test": "ECE", "estimate": -0.01234,
+         "ci_low": -0.02, "ci_high": -0.001, "relative": -0.1, "seeds": 5, "verdict": "confirmed"},
+        {"claim": 2, "statement": CLAIMS[2], "dataset": "mnist", "test": "variance", "estimate": 1.5,
+         "ci_low": 0.5, "ci_high": 3.0, "relative": float("nan"), "seeds": 5, "verdict": "inconclusive"},
+    ])
+    text = findings_summary(claims)
+    assert CLAIMS[1] in text and "ECE: -0.012 [-0.020, -0.001] (-10% relative) — *confirmed*" in text
+    assert "variance: +1.500 [+0.500, +3.000] — *inconclusive*" in text
