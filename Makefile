@@ -14,8 +14,13 @@ book: setup data notebooks html
 # compares outputs; regenerate them with `make expected` after editing a notebook.
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900
 
+# Tests and expected outputs compute from an empty results cache, so they never depend on what
+# an earlier run left in ~/.cache (cached teachers, generators and runs).
+TEST_CACHE := $(CURDIR)/.cache/test
+
 test: setup data
-	$(PY) -m pytest -n 2 --dist loadfile $(NBVAL) $(PYTEST_ARGS)
+	rm -rf $(TEST_CACHE)
+	SOFTLAB_CACHE_DIR=$(TEST_CACHE) $(PY) -m pytest -n 2 --dist loadfile $(NBVAL) $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed system
 
@@ -38,7 +43,8 @@ html: setup
 	$(VENV)/bin/softlab book
 
 expected: setup data
-	$(PY) -c "from softlab.pipeline import run_notebooks; from pathlib import Path; run_notebooks('smoke', out_dir=Path('tests/expected'), progress=False)"
+	rm -rf $(TEST_CACHE)
+	SOFTLAB_CACHE_DIR=$(TEST_CACHE) $(PY) -c "from softlab.pipeline import run_notebooks; from pathlib import Path; run_notebooks('smoke', out_dir=Path('tests/expected'), progress=False)"
 
 bench: setup
 	$(PY) benchmarks/bench_trainer.py --quick
