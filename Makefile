@@ -26,7 +26,7 @@ setup: $(VENV)/.installed system
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e ".[book,annotate,test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[book,annotate,test,dist,dev]"
 	$(PY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (softlab)" >/dev/null
 	touch $@
 
