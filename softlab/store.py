@@ -15,7 +15,8 @@ Folder layout (``root`` defaults to ``softlab.paths.cache_dir() / "runs"``)::
                              seconds, batch_members, array names and sizes
         arrays.npz           train_idx (int64), train_loss (float64, per epoch),
                              dynamics ((epochs, n_items, C), float16 unless configured),
-                             eval__<set> ((n_eval, C) float32) for every evaluation set
+                             eval__<set> ((n_eval, C) float32) for every evaluation set,
+                             watch_idx / watch_dynamics / watch_probs when the run watched items
         COMPLETE             marker, written last inside the temporary folder
       .tmp/<key>.<pid>.<random>/
                              a run being written: never read; a killed writer leaves it
@@ -168,6 +169,10 @@ class RunStore:
         }
         if result.dynamics is not None:
             arrays["dynamics"] = np.asarray(result.dynamics)
+        for name in ("watch_idx", "watch_dynamics", "watch_probs"):
+            value = getattr(result, name)
+            if value is not None:
+                arrays[name] = np.asarray(value)
         for name, probs in result.eval_probs.items():
             if not isinstance(name, str) or not name or "/" in name:
                 raise ValueError(f"result.eval_probs: set names must be non-empty strings without '/', got {name!r}")
@@ -226,7 +231,9 @@ class RunStore:
             train_idx=arrays["train_idx"], train_loss=arrays["train_loss"], dynamics=arrays.get("dynamics"),
             eval_probs={k[len(_EVAL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_EVAL_PREFIX)},
             diverged=summary["diverged"], diverged_epoch=summary["diverged_epoch"], message=summary["message"],
-            seconds=summary["seconds"], batch_members=summary["batch_members"])
+            seconds=summary["seconds"], batch_members=summary["batch_members"],
+            watch_idx=arrays.get("watch_idx"), watch_dynamics=arrays.get("watch_dynamics"),
+            watch_probs=arrays.get("watch_probs"))
 
     def load(self, config: Mapping[str, Any]) -> MemberResult:
         return self.load_key(self.key(config))

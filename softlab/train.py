@@ -26,6 +26,10 @@ Definitions
   milestones m with e ≥ round(m · epochs)).
 * Dynamics: after every epoch, in evaluation mode (no dropout), the class probabilities of
   every training item of the member, in ``train_idx`` order: ``(epochs, n_items, C)``.
+* Watched items: a member may name items it does *not* train on (``watch_idx``, e.g. its
+  held-out fold and a calibration split); their probabilities are recorded after every epoch
+  as well (``watch_dynamics``, same dtype as the dynamics) and once more at the end in float32
+  (``watch_probs``). Recording never changes the trained numbers.
 * Divergence: a member whose batch loss is NaN/±inf is frozen from that step on (its updates
   are zeroed; its working parameters are set to 0 so that nothing non-finite enters the
   shared computation), flagged (``MemberResult.diverged``, ``.message`` naming its name, seed
@@ -166,6 +170,9 @@ class Member:
     train_idx: int64 indices into ``x`` of the items this member trains on (e.g. K−1 folds).
     name: label used in messages and results. meta: free JSON-able facts (condition, fold …).
     lr: optional per-member learning rate overriding ``TrainConfig.lr``.
+    watch_idx: optional int64 indices into ``x`` of items whose probabilities are recorded after
+      every epoch and at the end (items the member does not train on: held-out fold, calibration
+      split). Members batched together must watch the same number of items.
     """
 
     seed: int
@@ -174,6 +181,7 @@ class Member:
     name: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     lr: float | None = None
+    watch_idx: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or int(self.seed) < 0:
@@ -190,6 +198,15 @@ class Member:
             self.name = f"seed{self.seed}"
         if self.lr is not None and not (self.lr > 0):
             raise ValueError(f"Member {self.name!r}: lr must be positive, got {self.lr!r}")
+        if self.watch_idx is not None:
+            w = np.asarray(self.watch_idx)
+            if w.ndim != 1 or not np.issubdtype(w.dtype, np.integer):
+                raise ValueError(f"Member {self.name!r}: watch_idx must be a 1-D integer array, got shape {w.shape} dtype {w.dtype}")
+            self.watch_idx = w.astype(np.int64, copy=False)
+
+    @property
+    def n_watch(self) -> int:
+        return 0 if self.watch_idx is None else len(self.watch_idx)
 
     def describe(self) -> str:
         return f"member {self.name!r} (seed={self.seed}, meta={self.meta})"
@@ -210,6 +227,9 @@ class MemberResult:
       how many members shared it.
     params: the trained weights (names and shapes of ``build_model(cfg.model).state_dict()``),
       only when ``train_members(..., keep_params=True)``; not stored by ``softlab.store``.
+    watch_idx / watch_dynamics / watch_probs: the member's watched items, their probabilities
+      after every epoch ((epochs, n_watch, C), dynamics dtype) and at the end ((n_watch, C)
+      float32); None when the member watched nothing.
     """
 
     name: str
@@ -226,6 +246,9 @@ class MemberResult:
     seconds: float = 0.0
     batch_members: int = 1
     params: dict[str, np.ndarray] | None = None
+    watch_idx: np.ndarray | None = None
+    watch_dynamics: np.ndarray | None = None
+    watch_probs: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -311,6 +334,9 @@ def _check_inputs(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
         if m.train_idx.min() < 0 or m.train_idx.max() >= len(x):
             raise ValueError(f"{m.describe()}: train_idx must lie in [0, {len(x)}), got range "
                              f"[{m.train_idx.min()}, {m.train_idx.max()}]")
+        if m.watch_idx is not None and m.watch_idx.size and (m.watch_idx.min() < 0 or m.watch_idx.max() >= len(x)):
+            raise ValueError(f"{m.describe()}: watch_idx must lie in [0, {len(x)}), got range "
+                             f"[{m.watch_idx.min()}, {m.watch_idx.max()}]")
         t = m.targets[m.train_idx]
         bad = ~np.isfinite(t).all(1) | (t < 0).any(1) | (np.abs(t.sum(1) - 1.0) > 1e-3)
         if bad.any():
@@ -501,6 +527,12 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
 
     dyn_dtype = torch.float16 if cfg.dynamics_dtype == "float16" else torch.float32
     dynamics = torch.empty((n_members, cfg.epochs, n, n_classes), dtype=dyn_dtype) if cfg.record_dynamics else None
+    n_watch = members[0].n_watch
+    if any(m.n_watch != n_watch for m in members):
+        raise ValueError("members batched together must watch the same number of items (plan_batches groups them)")
+    watch_idx = (torch.from_numpy(np.stack([m.watch_idx for m in members])).to(device)
+                 if n_watch else None)  # (M, n_watch)
+    watch_dyn = torch.empty((n_members, cfg.epochs, n_watch, n_classes), dtype=dyn_dtype) if n_watch else None
     loss_sum = torch.zeros((cfg.epochs, n_members), dtype=torch.float64, device=device)
     alive = torch.ones(n_members, dtype=torch.bool, device=device)
     any_dead = False
@@ -544,7 +576,13 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
                 bar.update(1)
         if dynamics is not None:
             _predict(cfg, params, x_dev, train_idx, n, dynamics[:, epoch])
+        if watch_dyn is not None:
+            _predict(cfg, params, x_dev, watch_idx, n_watch, watch_dyn[:, epoch])
 
+    watch_final = None
+    if watch_idx is not None:
+        watch_final = torch.empty((n_members, n_watch, n_classes), dtype=torch.float32)
+        _predict(cfg, params, x_dev, watch_idx, n_watch, watch_final)
     eval_probs: dict[str, torch.Tensor] = {}
     for name, xe in eval_dev.items():
         out = torch.empty((n_members, len(xe), n_classes), dtype=torch.float32)
@@ -558,6 +596,8 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
     for i, m in enumerate(members):
         dyn = dynamics[i].numpy() if dynamics is not None else None
         probs = {k: v[i].numpy() for k, v in eval_probs.items()}
+        w_dyn = watch_dyn[i].numpy() if watch_dyn is not None else None
+        w_probs = watch_final[i].numpy() if watch_final is not None else None
         diverged = i in diverged_at
         message = ""
         div_epoch = None
@@ -568,6 +608,10 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
             warnings.warn(message, DivergenceWarning, stacklevel=3)
             if dyn is not None:
                 dyn[div_epoch:] = np.nan
+            if w_dyn is not None:
+                w_dyn[div_epoch:] = np.nan
+            if w_probs is not None:
+                w_probs = np.full_like(w_probs, np.nan)
             loss_np[i, div_epoch:] = np.nan
             probs = {k: np.full_like(v, np.nan) for k, v in probs.items()}
         results.append(MemberResult(
@@ -575,15 +619,17 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
             train_idx=m.train_idx.copy(), eval_probs=probs, dynamics=dyn, train_loss=loss_np[i].copy(),
             diverged=diverged, diverged_epoch=div_epoch, message=message, seconds=seconds,
             batch_members=n_members,
-            params={k: v[i].detach().cpu().contiguous().numpy().copy() for k, v in params.items()} if keep_params else None))
+            params={k: v[i].detach().cpu().contiguous().numpy().copy() for k, v in params.items()} if keep_params else None,
+            watch_idx=None if m.watch_idx is None else m.watch_idx.copy(), watch_dynamics=w_dyn, watch_probs=w_probs))
     return results
 
 
 def plan_batches(members: Sequence[Member], max_members: int) -> list[list[int]]:
-    """Member indices grouped by training-subset size, then cut into batches of ≤ max_members."""
-    by_size: dict[int, list[int]] = {}
+    """Member indices grouped by (training-subset size, number of watched items), then cut into
+    batches of ≤ max_members (in first-appearance order)."""
+    by_size: dict[tuple[int, int], list[int]] = {}
     for i, m in enumerate(members):
-        by_size.setdefault(len(m.train_idx), []).append(i)
+        by_size.setdefault((len(m.train_idx), m.n_watch), []).append(i)
     batches = []
     for idx in by_size.values():
         for a in range(0, len(idx), max_members):

@@ -212,3 +212,16 @@ def test_sigkill_mid_run_leaves_only_complete_runs_and_resume_trains_the_rest(tm
     for r, ref in zip(results, reference):
         np.testing.assert_allclose(r.eval_probs["test"], ref.eval_probs["test"], atol=1e-6)
     assert store.clean_tmp(max_age_s=0) >= 1 and store.tmp_dirs() == []
+
+
+def test_watched_items_round_trip_through_the_store(tmp_path):
+    x, targets = _data()
+    member = Member(0, targets["soft"], np.arange(40), "watching", watch_idx=np.arange(40, 64))
+    result = train_members(x, [member], TRAIN, progress=False)[0]
+    store = RunStore(tmp_path)
+    config = _configs(seeds=(0,), conditions=("soft",))[0]
+    store.save(config, result)
+    back = store.load(config)
+    for name in ("watch_idx", "watch_dynamics", "watch_probs"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(result, name))
+    assert back.watch_dynamics.dtype == np.float16 and back.watch_probs.dtype == np.float32
