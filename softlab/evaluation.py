@@ -85,6 +85,9 @@ class RunPredictions:
     official: int array ``(items,)``, official labels.
     human: float array ``(items, classes)`` of human (reference) distributions — the evaluation
         reference, identical for every condition — or ``None`` where there are none.
+    strata: optional precomputed item masks ``{stratum: (items,) bool}`` (e.g. difficulty
+        tertiles fitted per fold on training items, :meth:`softlab.experiment.Arm.difficulty`);
+        when given they replace the tertiles computed from the records, and ``all`` is added.
     """
 
     dataset: str
@@ -96,6 +99,7 @@ class RunPredictions:
     item_ids: np.ndarray
     official: np.ndarray
     human: np.ndarray | None = None
+    strata: Mapping[str, np.ndarray] | None = None
     mode: str = field(init=False)
     shape: str = field(init=False)
 
@@ -124,6 +128,15 @@ class RunPredictions:
             if h.shape != (n_items, n_classes):
                 raise ValueError(f"{where}.human: expected shape ({n_items}, {n_classes}), got {h.shape}")
             object.__setattr__(self, "human", h)
+        if self.strata is not None:
+            masks = {}
+            for name, mask in self.strata.items():
+                m = np.asarray(mask)
+                if m.shape != (n_items,) or m.dtype != bool:
+                    raise ValueError(f"{where}.strata[{name!r}]: expected a boolean mask shaped ({n_items},), "
+                                     f"got {m.shape} {m.dtype}")
+                masks[str(name)] = m
+            object.__setattr__(self, "strata", masks)
 
     @property
     def where(self) -> str:
@@ -135,7 +148,9 @@ class RunPredictions:
 
 def _digest(rec: RunPredictions) -> str:
     h = hashlib.sha256()
-    for arr in (rec.item_ids, rec.official, rec.human):
+    strata = [] if rec.strata is None else [np.frombuffer(k.encode(), dtype=np.uint8) for k in sorted(rec.strata)] + [
+        rec.strata[k] for k in sorted(rec.strata)]
+    for arr in (rec.item_ids, rec.official, rec.human, *strata):
         if arr is None:
             h.update(b"none")
         else:
@@ -185,7 +200,9 @@ def _masks_for(
     thresholds: Mapping[tuple[str, str], tuple[float, float]],
     strata: Sequence[str],
 ) -> dict[str, np.ndarray]:
-    if rec.human is None:
+    if rec.strata is not None:
+        masks = {"all": np.ones(rec.probs.shape[0], dtype=bool), **rec.strata}
+    elif rec.human is None:
         masks = {"all": np.ones(rec.probs.shape[0], dtype=bool)}
     else:
         masks = stratum_masks(rec.human, rec.official, thresholds[(rec.dataset, rec.split)])

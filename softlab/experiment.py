@@ -1,53 +1,106 @@
-"""The protocol of DESIGN.md for one dataset arm: pool, folds, label conditions, paired grid.
+"""The research protocol (the book's "Protocol" section) for one dataset arm: pool, folds,
+calibration split, teachers, fold-clean label conditions, and the paired grid of runs.
 
 An **arm** is a dataset with a human-labelled (or generator-labelled) pool:
 
 - ``fashion-mnist``: the 10,000 test images, all labelled by Fashion-MNIST-H (optionally a
   stratified subsample, ``pool_size``); the disjoint split is the 60k training split.
-- ``mnist``: the 10,000 test images; only the 100 MNIST-MTurk items are human-labelled, so only
-  they change with the condition, and their held-out predictions are analysed on their own.
-- ``synthetic-mnist``: generated ambiguous digits; the generator's two-class soft label fills
-  the reference slot ``h`` (called "generator", never "human"); the official label is the class
-  the interpolation started from (``pairs[:, 0]``), so items whose weight on it is below ½
-  are "mode-shifted" by construction. The disjoint split is the MNIST test split.
+- ``mnist``: the MNIST test images (a stratified subsample of ``pool_size`` plus the 100
+  MNIST-MTurk items, which are always in); only those 100 are human-labelled, so only they change
+  with the condition, and only their held-out predictions are analysed.
+- ``synthetic-mnist``: generated ambiguous digits with known truth. The generator's two-class
+  soft label fills the reference slot ``h`` (called "generator", never "human"). The official
+  label is the generator mode except on a seeded share ``synthetic_mode_shift`` of items
+  (default 0.18, the Fashion-MNIST-H rate) where it is the pair's other class, chosen with
+  probability proportional to the generator's minority mass
+  (:func:`softlab.data.synthetic_mnist.official_with_mode_shifts`). The generator trains on, and
+  draws its anchors from, one half of the MNIST training split; the arm's teachers train on the
+  other half (:func:`softlab.data.synthetic_mnist.mnist_train_halves`). The disjoint split is
+  the MNIST test split.
 
-The pool is split into ``folds`` folds stratified by official label (seeded by ``pool_seed``);
-each (seed, fold, condition) member trains on the other folds with the condition's targets and
-is evaluated on its held-out fold and on a sample of the disjoint split. The same seed gives
-every condition the same initial weights and batch order (paired comparisons).
+Protocol of one arm
+-------------------
+* **Folds.** The pool is split into ``folds`` folds stratified by official label (seeded by
+  ``pool_seed``); mode-shifted annotated items are dealt first, then the other annotated items,
+  then the rest, so each of these groups spreads evenly over folds (±1) — which matters when
+  only some items are annotated (:func:`stratified_folds`).
+* **Calibration split.** For each fold ``k``, a seeded share ``calibration_fraction`` of the
+  training folds (stratified like the folds) is set apart: no model of fold ``k`` trains on it,
+  and it is never evaluated. It exists only to fit the post-hoc temperature of the ``+ts``
+  baselines (:mod:`softlab.posthoc`), against each item's reference distribution (its human
+  distribution where it has one, else its one-hot official label). We chose an inner split of
+  the training folds, not a slice of the disjoint split, because only the pool carries reference
+  distributions of the same kind as the evaluation (and, for synthetic MNIST, images of the same
+  kind: the disjoint split there is real MNIST).
+* **Teachers.** ``n_teachers`` teachers (seeds ``0 … n_teachers − 1``) are trained on the
+  disjoint split *minus the disjoint evaluation sample* (fashion-mnist, mnist) or on the
+  teacher half of MNIST (synthetic-mnist). Student seed ``s`` uses teacher ``s mod n_teachers``,
+  so teacher variance enters every interval.
+* **Fold-clean conditions.** The targets of fold ``k`` are built (:func:`softlab.labels.build_conditions`)
+  from the items a fold-``k`` model trains on *only*: ε of ``smooth``/``smooth-mass``, the
+  teacher temperature ``T`` and the ``human-shuffled`` permutations never see a held-out (or
+  calibration) item's label. The permutations are drawn per (seed, fold) from
+  ``SeedSequence([label_seed, seed, fold])``, so their randomness enters every interval.
+* **Grid.** One run per (seed, fold, condition): it trains on the fold's training items with the
+  condition's targets, watches its held-out fold and calibration items (probabilities after every
+  epoch and at the end, :class:`softlab.train.Member` ``watch_idx``) and is evaluated on a
+  sample of the disjoint split. The same seed gives every condition the same initial weights and
+  batch order (paired comparisons).
+* **Strata.** Difficulty tertiles of the reference entropy are fitted per fold on the training
+  items' entropies and applied to the held-out items (:meth:`Arm.difficulty`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from softlab.data import load_human, load_images
-from softlab.data.synthetic_mnist import SyntheticMnistConfig, generate_synthetic_mnist
-from softlab.labels import CONDITIONS, LabelConditions, build_conditions, parse_condition
+from softlab.data import entropy, load_human, load_images
+from softlab.data.synthetic_mnist import (
+    SyntheticMnistConfig,
+    generate_synthetic_mnist,
+    mnist_train_halves,
+    official_with_mode_shifts,
+)
+from softlab.labels import ALL_CONDITIONS, CONDITIONS, LabelConditions, build_conditions, parse_condition, temper
 
 ARMS = ("fashion-mnist", "mnist", "synthetic-mnist")
 REFERENCE_NAME = {"fashion-mnist": "human", "mnist": "human", "synthetic-mnist": "generator"}
+#: The conditions trained by default: the 10 canonical ones and mass-matched smoothing at the human mode.
+DEFAULT_CONDITIONS: tuple[str, ...] = CONDITIONS + ("human/smooth-mass",)
+#: Bumped whenever the protocol changes what a run trains on (it enters every run's cache key).
+PROTOCOL_VERSION = 2
+DIFFICULTY = ("easy", "medium", "hard")
 
 
 @dataclass(frozen=True)
 class ArmConfig:
-    """Everything that decides an arm's data and targets (not the training)."""
+    """Everything that decides an arm's data and targets (not the training).
+
+    ``disjoint_size``: size of the evaluation sample of the disjoint split (0 = all of it, which
+    is possible for synthetic-mnist only: elsewhere the teachers train on the rest of that split).
+    ``run_folds``: train only the first ``run_folds`` folds (0 = all; the ``stability`` set uses 1).
+    """
 
     dataset: str
-    pool_size: int = 0  # 0 = the whole pool (fashion-mnist, synthetic-mnist); stratified subsample otherwise
+    pool_size: int = 0  # 0 = the whole pool; stratified subsample otherwise
     folds: int = 5
     pool_seed: int = 0
     disjoint_size: int = 2000
-    conditions: tuple[str, ...] = CONDITIONS
+    conditions: tuple[str, ...] = DEFAULT_CONDITIONS
     label_seed: int = 0
-    teacher: dict[str, Any] = field(default_factory=dict)  # TeacherConfig fields
+    teacher: dict[str, Any] = field(default_factory=dict)  # TeacherConfig fields (not seed/exclude)
+    n_teachers: int = 3
     synthetic: dict[str, Any] = field(default_factory=dict)  # SyntheticMnistConfig fields
+    synthetic_mode_shift: float = 0.18
+    calibration_fraction: float = 0.1
     mturk_neither: str = "spread"
+    run_folds: int = 0
 
     def __post_init__(self) -> None:
         if self.dataset not in ARMS:
@@ -56,56 +109,62 @@ class ArmConfig:
             raise ValueError(f"folds: expected at least 2 folds, got {self.folds}")
         if self.pool_size < 0:
             raise ValueError(f"pool_size: expected 0 (all) or a positive size, got {self.pool_size}")
+        if self.disjoint_size < 0:
+            raise ValueError(f"disjoint_size: expected 0 (all) or a positive size, got {self.disjoint_size}")
+        if self.disjoint_size == 0 and self.dataset != "synthetic-mnist":
+            raise ValueError(f"disjoint_size: 0 (all) is not possible for the {self.dataset} arm, whose teachers train "
+                             "on the part of the disjoint split outside the evaluation sample; give a size")
+        if self.n_teachers < 1:
+            raise ValueError(f"n_teachers: expected at least 1, got {self.n_teachers}")
+        if not 0.0 <= self.synthetic_mode_shift <= 0.5:
+            raise ValueError(f"synthetic_mode_shift: expected a rate in [0, 0.5], got {self.synthetic_mode_shift}")
+        if not 0.0 < self.calibration_fraction < 0.5:
+            raise ValueError(f"calibration_fraction: expected a share in (0, 0.5), got {self.calibration_fraction}")
+        if not 0 <= self.run_folds <= self.folds:
+            raise ValueError(f"run_folds: expected 0 (all) or 1..{self.folds}, got {self.run_folds}")
+        if not self.conditions:
+            raise ValueError("conditions: expected at least one condition")
         for c in self.conditions:
             parse_condition(c)
 
+    def folds_to_run(self) -> list[int]:
+        return list(range(self.run_folds or self.folds))
 
-@dataclass(frozen=True)
-class Arm:
-    """Prepared data of one arm. Positions ``0..N-1`` index the pool."""
-
-    config: ArmConfig
-    images: np.ndarray          # (N, 1, 28, 28) float32 in [0, 1]
-    official: np.ndarray        # (N,) int64
-    item_ids: np.ndarray        # (N,) ids in the source split (test index, or generated index)
-    annotated: np.ndarray       # (n,) positions of the labelled items in the pool
-    reference: np.ndarray       # (n, C) human (or generator) distribution of those items
-    reference_name: str         # "human" or "generator"
-    labels: LabelConditions
-    folds: np.ndarray           # (N,) fold of each pool item
-    teacher_probs: np.ndarray   # (N, C) out-of-sample teacher probabilities on the pool
-    disjoint_images: np.ndarray
-    disjoint_labels: np.ndarray
-    classes: tuple[str, ...]
-
-    @property
-    def n_items(self) -> int:
-        return len(self.official)
-
-    def train_positions(self, fold: int) -> np.ndarray:
-        return np.flatnonzero(self.folds != fold)
-
-    def heldout_positions(self, fold: int) -> np.ndarray:
-        return np.flatnonzero(self.folds == fold)
-
-    def reference_full(self) -> np.ndarray:
-        """(N, C) reference distribution; NaN rows for unlabelled items."""
-        out = np.full((self.n_items, self.reference.shape[1]), np.nan)
-        out[self.annotated] = self.reference
-        return out
+    def key_dict(self) -> dict[str, Any]:
+        """The fields that decide a run's numbers (``conditions`` and ``run_folds`` only say
+        which runs exist, so they are left out)."""
+        d = asdict(self)
+        d.pop("conditions")
+        d.pop("run_folds")
+        if self.dataset != "synthetic-mnist":
+            d.pop("synthetic")
+            d.pop("synthetic_mode_shift")
+        if self.dataset != "mnist":
+            d.pop("mturk_neither")
+        return d
 
 
-def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+# ----------------------------------------------------------------------------- folds and samples
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
     """Assign each item a fold in ``0..k-1``: within each class, a seeded permutation dealt
-    round-robin (continuing across classes), so folds differ in size by at most one."""
+    round-robin (continuing across classes), so folds differ in size by at most one.
+
+    ``groups`` (non-negative ints): the items of group 0 are dealt first, then group 1, …, each
+    by the same rule, so every group, and every (group, class) cell, spreads evenly over folds
+    (±1) — the annotated items of a partly annotated pool, and among them the mode-shifted ones
+    (a class is then balanced to within ± the number of groups)."""
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     folds = np.empty(len(labels), dtype=np.int64)
+    g = np.zeros(len(labels), dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
     offset = 0
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        idx = idx[rng.permutation(len(idx))]
-        folds[idx] = (np.arange(len(idx)) + offset) % k
-        offset += len(idx)
+    for group in np.unique(g):
+        for c in np.unique(labels):
+            idx = np.flatnonzero((labels == c) & (g == group))
+            idx = idx[rng.permutation(len(idx))]
+            folds[idx] = (np.arange(len(idx)) + offset) % k
+            offset += len(idx)
     return folds
 
 
@@ -128,30 +187,215 @@ def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray
     return np.sort(order[:size])
 
 
-def _teacher(dataset: str, cfg: ArmConfig):
+def calibration_split(official: np.ndarray, annotated: np.ndarray, train_pos: np.ndarray, fraction: float,
+                      seed: int) -> np.ndarray:
+    """Sorted positions (a subset of ``train_pos``) set apart for post-hoc calibration: a seeded
+    ``fraction`` of the annotated and of the other training items, each stratified by official
+    label (:func:`stratified_subsample`)."""
+    is_ann = np.isin(train_pos, annotated)
+    out = []
+    for k, part in enumerate((train_pos[is_ann], train_pos[~is_ann])):
+        if len(part) == 0:
+            continue
+        size = max(1, int(round(fraction * len(part))))
+        seq = np.random.SeedSequence([int(seed), k])
+        out.append(part[stratified_subsample(official[part], size, int(seq.generate_state(1)[0]))])
+    return np.sort(np.concatenate(out)) if out else np.empty(0, dtype=np.int64)
+
+
+def disjoint_sample(n_split: int, size: int, seed: int) -> np.ndarray:
+    """Sorted positions of the disjoint evaluation sample (``size`` 0 = all)."""
+    if size == 0 or size >= n_split:
+        return np.arange(n_split, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n_split, size=size, replace=False)).astype(np.int64)
+
+
+def _sub_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------------------- the arm
+
+@dataclass(eq=False)
+class Arm:
+    """Prepared data of one arm. Positions ``0..N-1`` index the pool."""
+
+    config: ArmConfig
+    images: np.ndarray          # (N, 1, 28, 28) float32 in [0, 1]
+    official: np.ndarray        # (N,) int64
+    item_ids: np.ndarray        # (N,) ids in the source split (test index, or generated index)
+    annotated: np.ndarray       # (n,) sorted positions of the labelled items in the pool
+    reference: np.ndarray       # (n, C) human (or generator) distribution of those items
+    reference_name: str         # "human" or "generator"
+    folds: np.ndarray           # (N,) fold of each pool item
+    calibration: dict[int, np.ndarray]  # fold -> positions set apart for post-hoc calibration
+    teacher_probs: np.ndarray   # (n_teachers, N, C) out-of-sample teacher probabilities on the pool
+    teacher_info: pd.DataFrame  # one row per teacher: seed, training items, accuracy on the pool
+    disjoint_images: np.ndarray
+    disjoint_labels: np.ndarray
+    classes: tuple[str, ...]
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    # --------------------------------------------------------------- positions
+    @property
+    def name(self) -> str:
+        return self.config.dataset
+
+    @property
+    def n_items(self) -> int:
+        return len(self.official)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.reference.shape[1])
+
+    def heldout_positions(self, fold: int) -> np.ndarray:
+        return np.flatnonzero(self.folds == fold)
+
+    def calibration_positions(self, fold: int) -> np.ndarray:
+        return self.calibration[fold]
+
+    def train_positions(self, fold: int) -> np.ndarray:
+        """The items a fold-``fold`` model trains on: the other folds minus the calibration split."""
+        other = np.flatnonzero(self.folds != fold)
+        return np.setdiff1d(other, self.calibration[fold])
+
+    def watch_positions(self, fold: int) -> np.ndarray:
+        """Watched items of a fold-``fold`` run: its held-out fold, then its calibration split."""
+        return np.concatenate([self.heldout_positions(fold), self.calibration_positions(fold)])
+
+    def teacher_of(self, seed: int) -> int:
+        return int(seed) % self.config.n_teachers
+
+    def reference_full(self) -> np.ndarray:
+        """(N, C) reference distribution; NaN rows for unlabelled items."""
+        out = np.full((self.n_items, self.n_classes), np.nan)
+        out[self.annotated] = self.reference
+        return out
+
+    def target_reference(self, positions: np.ndarray) -> np.ndarray:
+        """Reference distribution of any pool items: the human (generator) one where annotated,
+        else the one-hot official label (what post-hoc calibration fits against)."""
+        out = np.eye(self.n_classes)[self.official[positions]]
+        ref = self.reference_full()[positions]
+        has = ~np.isnan(ref[:, 0])
+        out[has] = ref[has]
+        return out
+
+    # --------------------------------------------------------------- fold-clean conditions
+    def _fold_labels(self, fold: int, conditions: tuple[str, ...], teacher: int | None,
+                     shuffle_seed: int) -> LabelConditions:
+        key = ("labels", fold, conditions, teacher, shuffle_seed)
+        if key not in self._memo:
+            train = self.train_positions(fold)
+            ann_in_train = np.flatnonzero(np.isin(train, self.annotated))
+            ref = self.reference[np.searchsorted(self.annotated, train[ann_in_train])]
+            tprobs = None if teacher is None else self.teacher_probs[teacher][train]
+            self._memo[key] = build_conditions(self.official[train], ann_in_train, ref, teacher_probs=tprobs,
+                                               conditions=conditions, seed=shuffle_seed, human_kind="distribution")
+        return self._memo[key]
+
+    def fold_conditions(self, condition: str, seed: int, fold: int) -> LabelConditions:
+        """The :class:`LabelConditions` (over the fold's training items, in
+        :meth:`train_positions` order) that holds ``condition``'s targets for run (seed, fold).
+        Built from those items only; deterministic shapes are shared by all seeds of the fold."""
+        mode, shape = parse_condition(condition)
+        if shape == "human-shuffled":
+            return self._fold_labels(fold, (f"{mode}/human-shuffled",), None,
+                                     _sub_seed(self.config.label_seed, seed, fold))
+        if shape == "synthetic":
+            return self._fold_labels(fold, ("original/synthetic", "human/synthetic"), self.teacher_of(seed), 0)
+        return self._fold_labels(fold, ("original/hard", "human/hard", "original/smooth", "human/smooth",
+                                        "original/smooth-mass", "human/smooth-mass", "original/human",
+                                        "human/human"), None, 0)
+
+    def targets(self, condition: str, seed: int, fold: int) -> np.ndarray:
+        """(N, C) float32 targets of run (condition, seed, fold): the fold-clean targets on the
+        training items; every other row is the one-hot official label (never trained on)."""
+        key = ("targets", condition, fold) + ((seed,) if condition.endswith("human-shuffled") else ()) + (
+            (self.teacher_of(seed),) if condition.endswith("/synthetic") else ())
+        if key not in self._memo:
+            lc = self.fold_conditions(condition, seed, fold)
+            full = np.eye(self.n_classes, dtype=np.float32)[self.official]
+            full[self.train_positions(fold)] = lc.target(condition)
+            full.setflags(write=False)
+            self._memo[key] = full
+        return self._memo[key]
+
+    def fitted_table(self, seeds: Sequence[int] = (0,)) -> pd.DataFrame:
+        """Per fold (and teacher): the fitted ε (entropy- and mass-matched), T, and what they were
+        fitted on — every number from the fold's training items only."""
+        rows = []
+        for fold in self.config.folds_to_run():
+            base = self.fold_conditions("human/hard", 0, fold).fitted
+            for t in sorted({self.teacher_of(s) for s in seeds}):
+                syn = self.fold_conditions("human/synthetic", t, fold).fitted
+                rows.append({"arm": self.name, "fold": fold, "teacher": t,
+                             "training items": int(base["n_items"]),
+                             "labelled training items": int(base["n_annotated"]),
+                             "epsilon (entropy-matched)": base["smoothing_epsilon"],
+                             "epsilon (mass-matched)": base["smoothing_epsilon_mass"],
+                             "T (teacher)": syn["synthetic_temperature"],
+                             "mean reference entropy": base["human_mean_entropy"],
+                             "mode-shifted share": base["human_frac_mode_shifted"]})
+        return pd.DataFrame(rows)
+
+    # --------------------------------------------------------------- strata
+    def difficulty(self) -> np.ndarray:
+        """(n,) ``easy``/``medium``/``hard`` of each annotated item: tertiles of the reference
+        entropy fitted on the training items of the item's own fold, applied to the item."""
+        from softlab.stats import difficulty_strata, tertile_thresholds
+
+        key = ("difficulty",)
+        if key not in self._memo:
+            ent = entropy(self.reference)
+            fold_of = self.folds[self.annotated]
+            out = np.empty(len(self.annotated), dtype=object)
+            for fold in np.unique(fold_of):
+                train = np.isin(self.annotated, self.train_positions(int(fold)))
+                thresholds = tertile_thresholds(ent[train])
+                mine = fold_of == fold
+                out[mine] = difficulty_strata(ent[mine], thresholds)
+            self._memo[key] = out.astype(str)
+        return self._memo[key]
+
+    def mode_shifted(self) -> np.ndarray:
+        """(n,) bool: the reference mode (ties towards official) differs from the official label."""
+        from softlab.data import mode_shifted
+
+        return mode_shifted(self.reference, self.official[self.annotated])
+
+
+def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray):
     from softlab.teachers import TeacherConfig
 
     base = "mnist" if dataset == "synthetic-mnist" else dataset
-    return TeacherConfig(**{**cfg.teacher, "dataset": base})
+    fields = {k: v for k, v in cfg.teacher.items() if k not in ("seed", "exclude", "dataset")}
+    return TeacherConfig(**fields, dataset=base, seed=seed, exclude=tuple(int(i) for i in exclude))
 
 
 def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
-    """Load the pool, its reference labels, teacher probabilities, folds and the 10 conditions."""
-    from softlab.teachers import teacher_probs, teacher_probs_on
+    """Load the pool, its reference labels, teachers, folds and calibration splits."""
+    from softlab.teachers import teacher_probs, teacher_probs_on, train_teacher
 
     ds = cfg.dataset
-    rng = np.random.default_rng(cfg.pool_seed)
     if ds == "synthetic-mnist":
-        syn = generate_synthetic_mnist(SyntheticMnistConfig(**cfg.synthetic), progress=progress)
-        official_all = syn.pairs[:, 0].astype(np.int64)
+        syn_cfg = SyntheticMnistConfig(**{"mnist_part": "generator-half", **cfg.synthetic})
+        syn = generate_synthetic_mnist(syn_cfg, progress=progress)
+        official_all = official_with_mode_shifts(syn.pairs, syn.weights, cfg.synthetic_mode_shift,
+                                                 seed=_sub_seed(cfg.pool_seed, 18))
         pos = stratified_subsample(official_all, cfg.pool_size, cfg.pool_seed)
         images_u8 = syn.images[pos]
         official = official_all[pos]
         item_ids = syn.index[pos]
         annotated = np.arange(len(pos))
         reference = syn.soft_labels[pos].astype(np.float64)
-        tprobs = teacher_probs_on(images_u8, _teacher(ds, cfg))
         disjoint = load_images("mnist", "test")
+        dis = disjoint_sample(len(disjoint.labels), cfg.disjoint_size, cfg.pool_seed)
+        mnist_train = load_images("mnist", "train")
+        exclude = mnist_train_halves(mnist_train.labels)[0]  # the generator's half
+        teachers = [_teacher_config(ds, cfg, t, exclude) for t in range(cfg.n_teachers)]
+        tprobs = np.stack([teacher_probs_on(images_u8, t, progress=progress) for t in teachers])
         classes = disjoint.classes
     else:
         test = load_images(ds, "test")
@@ -165,21 +409,39 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
             keep = stratified_subsample(test.labels, cfg.pool_size, cfg.pool_seed)
             pos = np.union1d(keep, human.items)  # the human-labelled items are always in the pool
             annotated = np.searchsorted(pos, human.items)
-            counts = human.counts
+            order = np.argsort(annotated)
+            annotated, counts = annotated[order], human.counts[order]
         images_u8 = test.images[pos]
         official = test.labels[pos].astype(np.int64)
         item_ids = pos.astype(np.int64)
         reference = counts / counts.sum(axis=1, keepdims=True)
-        tprobs = teacher_probs(ds, "test", _teacher(ds, cfg))[pos]
         disjoint = load_images(ds, "train")
+        dis = disjoint_sample(len(disjoint.labels), cfg.disjoint_size, cfg.pool_seed)
+        teachers = [_teacher_config(ds, cfg, t, dis) for t in range(cfg.n_teachers)]
+        tprobs = np.stack([teacher_probs(ds, "test", t, progress=progress)[pos] for t in teachers])
         classes = test.classes
-    labels = build_conditions(official, annotated, reference, teacher_probs=tprobs[annotated],
-                              conditions=cfg.conditions, seed=cfg.label_seed, human_kind="distribution")
-    folds = stratified_folds(official, cfg.folds, cfg.pool_seed)
-    dis = np.sort(rng.choice(len(disjoint.labels), size=min(cfg.disjoint_size, len(disjoint.labels)), replace=False))
+    from softlab.data import mode_shifted
+
+    groups = np.full(len(official), 2, dtype=np.int64)  # 0: mode-shifted, 1: other annotated, 2: unannotated
+    groups[annotated] = np.where(mode_shifted(reference, official[annotated]), 0, 1)
+    folds = stratified_folds(official, cfg.folds, cfg.pool_seed, groups=groups)
+    calibration = {}
+    for fold in range(cfg.folds):
+        train_folds = np.flatnonzero(folds != fold)
+        calibration[fold] = calibration_split(official, annotated, train_folds, cfg.calibration_fraction,
+                                              _sub_seed(cfg.pool_seed, 77, fold))
+    info = []
+    for t, tcfg in enumerate(teachers):
+        teacher = train_teacher(tcfg.dataset, tcfg, progress=progress)
+        info.append({"arm": ds, "teacher": t, "seed": tcfg.seed, "training images": int(len(teacher.train_indices)),
+                     "excluded images": len(tcfg.exclude),
+                     "accuracy on the pool (official)": float((tprobs[t].argmax(1) == official).mean()),
+                     "accuracy on labelled items (reference mode)": float(
+                         (tprobs[t][annotated].argmax(1) == reference.argmax(1)).mean())})
     return Arm(cfg, (images_u8.astype(np.float32) / 255.0)[:, None], official, item_ids, annotated, reference,
-               REFERENCE_NAME[ds], labels, folds, tprobs.astype(np.float32),
-               (disjoint.images[dis].astype(np.float32) / 255.0)[:, None], disjoint.labels[dis].astype(np.int64), classes)
+               REFERENCE_NAME[ds], folds, calibration, tprobs.astype(np.float32), pd.DataFrame(info),
+               (disjoint.images[dis].astype(np.float32) / 255.0)[:, None], disjoint.labels[dis].astype(np.int64),
+               classes)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -201,13 +463,8 @@ def member_key(arm_cfg: ArmConfig, train_key: dict[str, Any], condition: str, se
     """The full configuration of one run (its cache key): data and label versions, the arm's
     protocol settings, condition, seed, fold, model and hyper-parameters. (The store adds the
     trainer version.)"""
-    arm = asdict(arm_cfg)
-    arm.pop("conditions")  # which other conditions run beside this one does not change it
-    return {"arm": arm, "data": data_versions(arm_cfg.dataset), "train": train_key, "condition": condition,
-            "seed": int(seed), "fold": int(fold), "protocol_version": PROTOCOL_VERSION}
-
-
-PROTOCOL_VERSION = 1
+    return {"arm": arm_cfg.key_dict(), "data": data_versions(arm_cfg.dataset), "train": train_key,
+            "condition": condition, "seed": int(seed), "fold": int(fold), "protocol_version": PROTOCOL_VERSION}
 
 
 @dataclass
@@ -219,35 +476,66 @@ class GridResults:
     runs: pd.DataFrame
     results: list[Any]
 
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(int(s) for s in self.runs["seed"].unique())
+
+    @property
+    def conditions(self) -> list[str]:
+        return list(dict.fromkeys(self.runs["condition"]))
+
+    def index(self, condition: str, seed: int, fold: int) -> int:
+        sel = (self.runs["condition"] == condition) & (self.runs["seed"] == seed) & (self.runs["fold"] == fold)
+        if sel.sum() != 1:
+            raise ValueError(f"no single run for condition={condition!r}, seed={seed}, fold={fold}")
+        return int(np.flatnonzero(sel.to_numpy())[0])
+
     def heldout(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool positions of the labelled items in run ``index``'s held-out fold, and the run's
-        probabilities on them."""
+        final probabilities on them."""
         fold = int(self.runs["fold"].iloc[index])
-        pos = self.arm.heldout_positions(fold)
-        pos = pos[np.isin(pos, self.arm.annotated)]
-        return pos, self.results[index].eval_probs["pool"][pos]
+        res = self.results[index]
+        n_held = len(self.arm.heldout_positions(fold))
+        pos = np.asarray(res.watch_idx[:n_held])
+        keep = np.isin(pos, self.arm.annotated)
+        return pos[keep], np.asarray(res.watch_probs[:n_held][keep])
+
+    def heldout_dynamics(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pool positions of the labelled held-out items of run ``index`` and the run's
+        probabilities on them after every epoch, (epochs, n, C) float32."""
+        fold = int(self.runs["fold"].iloc[index])
+        res = self.results[index]
+        n_held = len(self.arm.heldout_positions(fold))
+        pos = np.asarray(res.watch_idx[:n_held])
+        keep = np.isin(pos, self.arm.annotated)
+        return pos[keep], np.asarray(res.watch_dynamics[:, :n_held][:, keep], dtype=np.float32)
+
+    def calibration_probs(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pool positions of run ``index``'s calibration items and its final probabilities on them."""
+        fold = int(self.runs["fold"].iloc[index])
+        res = self.results[index]
+        n_held = len(self.arm.heldout_positions(fold))
+        return np.asarray(res.watch_idx[n_held:]), np.asarray(res.watch_probs[n_held:])
 
     def learning_curves(self) -> pd.DataFrame:
         rows = []
         for row, res in zip(self.runs.itertuples(index=False), self.results):
             for epoch, loss in enumerate(res.train_loss):
-                rows.append({"condition": row.condition, "mode": row.mode, "shape": row.shape, "seed": row.seed,
-                             "fold": row.fold, "epoch": epoch + 1, "train_loss": float(loss)})
+                rows.append({"dataset": row.dataset, "condition": row.condition, "mode": row.mode, "shape": row.shape,
+                             "seed": row.seed, "fold": row.fold, "epoch": epoch + 1, "train_loss": float(loss)})
         return pd.DataFrame(rows)
 
     def dynamics(self, condition: str, seed: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
         """(epochs, n, C) training dynamics of one member restricted to its *labelled* training
         items, and those items' pool positions."""
-        sel = (self.runs["condition"] == condition) & (self.runs["seed"] == seed) & (self.runs["fold"] == fold)
-        if sel.sum() != 1:
-            raise ValueError(f"no single run for condition={condition!r}, seed={seed}, fold={fold}")
-        res = self.results[int(np.flatnonzero(sel.to_numpy())[0])]
+        res = self.results[self.index(condition, seed, fold)]
         train_pos = self.arm.train_positions(fold)
         keep = np.isin(train_pos, self.arm.annotated)
         return res.dynamics[:, keep].astype(np.float32), train_pos[keep]
 
     def diverged(self) -> pd.DataFrame:
-        return pd.DataFrame([{"member": r.name, "message": r.message} for r in self.results if r.diverged])
+        return pd.DataFrame([{"member": r.name, "message": r.message} for r in self.results if r.diverged],
+                            columns=["member", "message"])
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -255,9 +543,11 @@ class GridResults:
 def configs_from_params(p: Mapping[str, Any]):
     """Turn a notebook parameter set into (arm configs by name, ``TrainConfig``, seeds).
 
-    Parameters used: ``arms, pool_size, mnist_pool_size, synthetic_items, folds, seeds, epochs,
-    model, hidden, batch_size, lr, teacher_epochs, teacher_train_items, generator_epochs,
-    generator_train_items, disjoint_size`` (0 means "all" for the sizes).
+    Parameters used: ``arms, pool_size, mnist_pool_size, synthetic_items, synthetic_mode_shift,
+    folds, run_folds, seeds, epochs, model, hidden, batch_size, lr, teacher_epochs,
+    teacher_train_items, n_teachers, generator_epochs, generator_train_items, disjoint_size,
+    calibration_fraction, conditions, record_dynamics`` (0 means "all" for the sizes; an empty
+    ``conditions`` list means the default 11).
     """
     from softlab.models import ModelConfig
     from softlab.train import TrainConfig
@@ -270,34 +560,42 @@ def configs_from_params(p: Mapping[str, Any]):
     unknown = [a for a in p["arms"] if a not in ARMS]
     if unknown:
         raise ValueError(f"arms: unknown arm(s) {unknown}; expected some of {ARMS}")
+    conditions = tuple(p.get("conditions") or DEFAULT_CONDITIONS)
     arms = {a: ArmConfig(a, pool_size=pools[a], folds=int(p["folds"]), disjoint_size=int(p["disjoint_size"]),
-                         teacher=teacher, synthetic=synthetic if a == "synthetic-mnist" else {})
+                         teacher=teacher, n_teachers=int(p.get("n_teachers", 3)),
+                         synthetic=synthetic if a == "synthetic-mnist" else {},
+                         synthetic_mode_shift=float(p.get("synthetic_mode_shift", 0.18)),
+                         calibration_fraction=float(p.get("calibration_fraction", 0.1)),
+                         conditions=conditions, run_folds=int(p.get("run_folds", 0)))
             for a in p["arms"]}
     train = TrainConfig(ModelConfig(kind=p["model"], hidden=int(p["hidden"])), epochs=int(p["epochs"]),
-                        batch_size=int(p["batch_size"]), lr=float(p["lr"]))
+                        batch_size=int(p["batch_size"]), lr=float(p["lr"]),
+                        record_dynamics=bool(p.get("record_dynamics", True)))
     return arms, train, list(range(int(p["seeds"])))
 
 
-def grid_members(arm: Arm, seeds: list[int]) -> tuple[pd.DataFrame, list[Any]]:
+def grid_members(arm: Arm, seeds: Sequence[int]) -> tuple[pd.DataFrame, list[Any]]:
     """The paired grid: one member per (seed, fold, condition). Members of the same seed share
     initial weights and batch order (the trainer derives both from the seed alone)."""
     from softlab.train import Member
 
     rows, members = [], []
     for seed in seeds:
-        for fold in range(arm.config.folds):
+        for fold in arm.config.folds_to_run():
             train_pos = arm.train_positions(fold)
+            watch = arm.watch_positions(fold)
             for cond in arm.config.conditions:
                 mode, shape = parse_condition(cond)
-                meta = {"dataset": arm.config.dataset, "condition": cond, "seed": seed, "fold": fold}
+                meta = {"dataset": arm.config.dataset, "condition": cond, "seed": int(seed), "fold": int(fold)}
                 rows.append({"dataset": arm.config.dataset, "condition": cond, "mode": mode, "shape": shape,
-                             "seed": seed, "fold": fold})
-                members.append(Member(seed=seed, targets=arm.labels.target(cond), train_idx=train_pos,
-                                      name=f"{arm.config.dataset}:{cond}:seed{seed}:fold{fold}", meta=meta))
+                             "seed": int(seed), "fold": int(fold)})
+                members.append(Member(seed=int(seed), targets=arm.targets(cond, seed, fold), train_idx=train_pos,
+                                      name=f"{arm.config.dataset}:{cond}:seed{seed}:fold{fold}", meta=meta,
+                                      watch_idx=watch))
     return pd.DataFrame(rows), members
 
 
-def run_arm(arm: Arm, train_cfg: Any, seeds: list[int], progress: bool = False, store: Any = None) -> GridResults:
+def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = False, store: Any = None) -> GridResults:
     """Train every member of the arm's paired grid in one batched call — or load it: each run
     is cached in ``store`` (default ``softlab.store.RunStore()``) under its full configuration,
     and only missing runs are trained."""
@@ -309,7 +607,7 @@ def run_arm(arm: Arm, train_cfg: Any, seeds: list[int], progress: bool = False, 
     train_key = train_cfg.key_dict()
     configs = [member_key(arm.config, train_key, r.condition, r.seed, r.fold) for r in runs.itertuples(index=False)]
     by_key = {store.key(c): m for c, m in zip(configs, members)}
-    eval_sets = {"pool": arm.images, "disjoint": arm.disjoint_images}
+    eval_sets = {"disjoint": arm.disjoint_images}
 
     def train(missing: list[dict[str, Any]]) -> list[Any]:
         todo = [by_key[store.key(c)] for c in missing]
@@ -322,8 +620,18 @@ def run_arm(arm: Arm, train_cfg: Any, seeds: list[int], progress: bool = False, 
     return GridResults(arm, runs, results)
 
 
-def run_arms(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: list[int], progress: bool = False,
+def run_arms(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], progress: bool = False,
              store: Any = None) -> dict[str, GridResults]:
     """Prepare and run every arm (cached runs are loaded, not retrained)."""
     return {name: run_arm(prepare_arm(cfg, progress=progress), train_cfg, seeds, progress=progress, store=store)
             for name, cfg in arm_configs.items()}
+
+
+def fingerprint(arrays: Sequence[np.ndarray]) -> str:
+    """SHA-256 of arrays (dtype, shape and bytes): a compact identity for tests and caches."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

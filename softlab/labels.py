@@ -12,12 +12,20 @@ towards ``y``, else the lowest class index — :func:`softlab.data.annotations.h
 **Shape** axis (how the probability mass is spread):
 
 - ``hard`` — one-hot.
-- ``smooth`` — label smoothing ``(1 − ε)·onehot + ε/C`` (uniform over all ``C`` classes). Its
-  off-mode mass is ``1 − max = ε(C − 1)/C``; ε is fitted so the *mean* off-mode mass over the
-  annotated items equals the human one::
+- ``smooth`` — label smoothing ``(1 − ε)·onehot + ε/C`` (uniform over all ``C`` classes), with ε
+  **entropy-matched**: every smoothed target has the same entropy, and ε is chosen (bisection) so
+  that it equals the *mean* human entropy ``mean_i H(h_i)`` over the annotated items — the same
+  amount of softness as the human labels, by the same measure as ``synthetic`` (the fair
+  competitor).
+- ``smooth-mass`` (an extra shape, not among the 10 canonical conditions) — label smoothing with
+  ε **mass-matched**: its off-mode mass ``1 − max = ε(C − 1)/C`` equals the mean human off-mode
+  mass::
 
       ε = C/(C − 1) · mean_i (1 − max_c h_ic)          (always in [0, 1])
 
+  Human labels put their off-mode mass on one or two classes, smoothing spreads it over all, so
+  mass matching gives far *more* entropy than the human labels (Fashion-MNIST-H: ≈ 1.2 against
+  ≈ 0.8 nats): an over-smoothed competitor, kept for comparison.
 - ``synthetic`` — a teacher's out-of-sample probabilities ``t`` tempered as
   ``softmax(log(max(t, floor)) / T)`` with ``T`` fitted (bisection on ``log T``) so the mean
   entropy over the annotated items equals the mean human entropy ``mean_i H(h_i)``. The mean
@@ -26,9 +34,11 @@ towards ``y``, else the lowest class index — :func:`softlab.data.annotations.h
   label one-hot and teacher ties), ``T`` is clamped to the bound and the remaining gap is reported
   in ``fitted["synthetic_entropy_gap"]``.
 - ``human-shuffled`` — the human distributions permuted (seeded, uniformly at random; items may
-  keep their own) among annotated items that share the same **human mode** ``m``. Grouping by the
-  human mode keeps the shuffled shape's argmax (ties towards ``m``) at the item's own ``m``, so the
-  same amount and kind of softness is placed, just not the item's own.
+  keep their own) among annotated items of the same **group**: for the ``original`` mode the
+  group is the official label ``y`` (grouping by the human mode there would leak the human mode
+  of mode-shifted items through the group), for the ``human`` mode it is the human mode ``m``
+  (so the shuffled shape's argmax is already ``m``). Same amount and kind of softness, not the
+  item's own. The two permutations are drawn independently from ``seed``.
 - ``human`` — the item's own human distribution ``h``.
 
 **Placement** of a shape ``s`` on a required label ``r`` (``y`` or ``m``) swaps the probability at
@@ -56,7 +66,12 @@ from softlab.data.annotations import entropy, human_mode, soft_labels, votes_per
 
 MODES: tuple[str, ...] = ("original", "human")
 SHAPES: tuple[str, ...] = ("hard", "smooth", "synthetic", "human-shuffled", "human")
+#: The 10 canonical mode × shape conditions.
 CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in SHAPES)
+#: Shapes outside the canonical grid (comparison only): mass-matched label smoothing.
+EXTRA_SHAPES: tuple[str, ...] = ("smooth-mass",)
+EXTRA_CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in EXTRA_SHAPES)
+ALL_CONDITIONS: tuple[str, ...] = CONDITIONS + EXTRA_CONDITIONS
 
 #: Row sums of a probability input must be within this of 1.
 SUM_TOL: float = 1e-4
@@ -71,10 +86,10 @@ HumanKind = Literal["auto", "counts", "distribution"]
 # --------------------------------------------------------------------------- names
 
 def parse_condition(name: str) -> tuple[str, str]:
-    """``"mode/shape"`` → ``(mode, shape)``; raises ValueError for names not in :data:`CONDITIONS`."""
-    if not isinstance(name, str) or name not in CONDITIONS:
-        raise ValueError(f"condition: unknown condition {name!r}; expected one of {list(CONDITIONS)} "
-                         f"(format 'mode/shape', mode in {list(MODES)}, shape in {list(SHAPES)})")
+    """``"mode/shape"`` → ``(mode, shape)``; raises ValueError for names not in :data:`ALL_CONDITIONS`."""
+    if not isinstance(name, str) or name not in ALL_CONDITIONS:
+        raise ValueError(f"condition: unknown condition {name!r}; expected one of {list(ALL_CONDITIONS)} "
+                         f"(format 'mode/shape', mode in {list(MODES)}, shape in {list(SHAPES + EXTRA_SHAPES)})")
     mode, shape = name.split("/", 1)
     return mode, shape
 
@@ -135,6 +150,40 @@ def fit_smoothing_epsilon(human: np.ndarray) -> float:
     return float(min(1.0, max(0.0, c / (c - 1) * off_mode_mass(h).mean())))
 
 
+def smoothing_entropy(epsilon: float, n_classes: int) -> float:
+    """Entropy (nats) of ``(1 − ε)·onehot + ε/C``: top ``1 − ε + ε/C``, ``C − 1`` entries ``ε/C``."""
+    c = n_classes
+    top, rest = 1.0 - epsilon + epsilon / c, epsilon / c
+    out = -top * np.log(top) if top > 0 else 0.0
+    if rest > 0:
+        out -= (c - 1) * rest * np.log(rest)
+    return float(out)
+
+
+def fit_smoothing_epsilon_entropy(human: np.ndarray, tol: float = 1e-12) -> float:
+    """ε with ``H((1 − ε)·onehot + ε/C)`` equal to the mean human entropy ``mean_i H(h_i)``.
+
+    The smoothed entropy rises strictly from 0 (ε = 0) to ``ln C`` (ε = 1), and a mean human
+    entropy lies in ``[0, ln C]``, so bisection on ``[0, 1]`` finds the unique ε."""
+    h = np.asarray(human, dtype=np.float64)
+    c = h.shape[1]
+    target = float(entropy(h).mean())
+    if target <= 0.0:
+        return 0.0
+    if target >= np.log(c):
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if smoothing_entropy(mid, c) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < tol:
+            break
+    return 0.5 * (lo + hi)
+
+
 def smooth_shape(labels: np.ndarray, n_classes: int, epsilon: float) -> np.ndarray:
     """``(1 − ε)·onehot(labels) + ε/C`` as float64 (n, C)."""
     return (1.0 - epsilon) * one_hot(labels, n_classes) + epsilon / n_classes
@@ -181,7 +230,8 @@ def fit_temperature(probs: np.ndarray, target_mean_entropy: float, tol: float = 
     return float(np.exp(mid)), f_mid
 
 
-def shuffle_within_groups(dists: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def shuffle_within_groups(dists: np.ndarray, groups: np.ndarray,
+                          seed: int | np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
     """Permute rows of ``dists`` (n, C) among rows sharing a ``groups`` value (n,).
 
     One ``np.random.default_rng(seed)`` draws ``rng.permutation`` for each group in increasing group
@@ -270,9 +320,11 @@ class LabelConditions:
     - ``items``: per-item table (N rows, index ``item``) — ``official``, ``annotated``, ``votes`` (only
       when counts were given; NaN if unannotated), ``human_entropy`` (nats; NaN if unannotated),
       ``human_mode`` (nullable Int64), ``mode_shifted`` (human mode ≠ official; False if unannotated),
-      ``shuffled_from`` (the item whose human distribution the ``human-shuffled`` shape gives this
-      item; nullable Int64) and ``target_entropy[<condition>]`` (nats) per condition.
-    - ``fitted``: ``smoothing_epsilon``, ``synthetic_temperature`` (NaN without a teacher),
+      ``shuffled_from`` (the item whose human distribution ``human/human-shuffled`` gives this
+      item; nullable Int64), ``shuffled_from_official_group`` (the same for
+      ``original/human-shuffled``) and ``target_entropy[<condition>]`` (nats) per condition.
+    - ``fitted``: ``smoothing_epsilon`` (entropy-matched), ``smoothing_epsilon_mass``
+      (mass-matched), ``synthetic_temperature`` (NaN without a teacher),
       ``synthetic_entropy_gap``, ``human_mean_entropy``, ``human_mean_off_mode_mass``,
       ``human_frac_mode_shifted``, ``n_items``, ``n_annotated``, ``n_classes``, ``seed``.
     """
@@ -317,7 +369,7 @@ class LabelConditions:
         - ``frac_top_tied``: fraction of items whose target maximum is shared by several classes
           (where the argmax depends on the tie rule);
         - ``mean_tv_to_human``: mean total variation ``½ Σ_c |p_c − h_c|`` to the item's human label;
-        - ``parameter``: ε for ``smooth``, T for ``synthetic``, NaN otherwise.
+        - ``parameter``: ε for ``smooth``/``smooth-mass``, T for ``synthetic``, NaN otherwise.
         """
         y = self.official[self.annotated_items]
         rows = []
@@ -327,6 +379,7 @@ class LabelConditions:
             arg = shape_argmax(p, y if mode == "original" else self.human_mode)
             top_tied = (p == p.max(axis=1, keepdims=True)).sum(axis=1) > 1
             parameter = {"smooth": self.fitted.get("smoothing_epsilon", np.nan),
+                         "smooth-mass": self.fitted.get("smoothing_epsilon_mass", np.nan),
                          "synthetic": self.fitted.get("synthetic_temperature", np.nan)}.get(shape, np.nan)
             rows.append({
                 "condition": name, "mode": mode, "shape": shape,
@@ -369,13 +422,16 @@ def build_conditions(
         their row sums reported as ``votes``.
     teacher_probs : (N, C) indexed by item, or (n, C) in ``annotated_items`` order (when ``N == n``
         the (N, C) reading applies); out-of-sample teacher probabilities. Required for ``synthetic``.
-    conditions : condition names (default all 10, :data:`CONDITIONS`) or a single name.
-    seed : seeds the ``human-shuffled`` permutation (the only random choice).
+    conditions : condition names (default the 10 of :data:`CONDITIONS`; :data:`EXTRA_CONDITIONS`
+        may be added) or a single name.
+    seed : seeds the two ``human-shuffled`` permutations (the only random choice).
     entropy_tol : tolerance (nats) of the temperature fit on the mean entropy (float64).
     teacher_floor : teacher probabilities are clipped below at this before the logarithm.
     sum_tol : allowed deviation of probability row sums from 1.
 
-    ε and T are fitted on all annotated items (see the module docstring for the formulas).
+    ε and T are fitted on the annotated items given (see the module docstring for the formulas).
+    To keep held-out labels out of training targets, pass the *training* items of a fold only
+    (``softlab.experiment`` does): nothing here looks at any other item.
     """
     names = _condition_list(conditions)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -422,33 +478,40 @@ def build_conditions(
                          f"(requested {[n for n in names if n.endswith('/synthetic')]}); got None")
 
     human_h = entropy(h)
-    epsilon = fit_smoothing_epsilon(h)
+    epsilon = fit_smoothing_epsilon_entropy(h)
+    epsilon_mass = fit_smoothing_epsilon(h)
     temperature, gap = (np.nan, np.nan)
     if teacher is not None:
         temperature, gap = fit_temperature(teacher, float(human_h.mean()), tol=entropy_tol, floor=teacher_floor)
-    shuffled, source = shuffle_within_groups(h, m, seed)
+    # two independent permutations: within official-label groups (original row), within
+    # human-mode groups (human row)
+    shuffled_y, source_y = shuffle_within_groups(h, y, np.random.SeedSequence([int(seed), 0]))
+    shuffled_m, source_m = shuffle_within_groups(h, m, np.random.SeedSequence([int(seed), 1]))
 
-    shapes: dict[str, np.ndarray] = {}
+    shapes: dict[tuple[str, str], np.ndarray] = {}
 
-    def shape_of(name: str) -> np.ndarray:
-        if name not in shapes:
-            if name == "hard":
-                shapes[name] = one_hot(y, n_classes)
-            elif name == "smooth":
-                shapes[name] = smooth_shape(y, n_classes, epsilon)
-            elif name == "synthetic":
-                shapes[name] = temper(teacher, temperature, teacher_floor)
-            elif name == "human-shuffled":
-                shapes[name] = shuffled
+    def shape_of(shape: str, mode: str) -> np.ndarray:
+        key = (shape, mode if shape == "human-shuffled" else "")
+        if key not in shapes:
+            if shape == "hard":
+                shapes[key] = one_hot(y, n_classes)
+            elif shape == "smooth":
+                shapes[key] = smooth_shape(y, n_classes, epsilon)
+            elif shape == "smooth-mass":
+                shapes[key] = smooth_shape(y, n_classes, epsilon_mass)
+            elif shape == "synthetic":
+                shapes[key] = temper(teacher, temperature, teacher_floor)
+            elif shape == "human-shuffled":
+                shapes[key] = shuffled_y if mode == "original" else shuffled_m
             else:
-                shapes[name] = h
-        return shapes[name]
+                shapes[key] = h
+        return shapes[key]
 
     base = one_hot(off, n_classes).astype(np.float32)
     targets: dict[str, np.ndarray] = {}
     for name in names:
         mode, shape = parse_condition(name)
-        placed = place_mode(shape_of(shape), y if mode == "original" else m)
+        placed = place_mode(shape_of(shape, mode), y if mode == "original" else m)
         full = base.copy()
         full[items] = placed.astype(np.float32)
         full.setflags(write=False)
@@ -470,12 +533,15 @@ def build_conditions(
     shifted[items] = m != y
     table["mode_shifted"] = shifted
     table["shuffled_from"] = pd.array([pd.NA] * n_items, dtype="Int64")
-    table.loc[items, "shuffled_from"] = items[source]
+    table.loc[items, "shuffled_from"] = items[source_m]
+    table["shuffled_from_official_group"] = pd.array([pd.NA] * n_items, dtype="Int64")
+    table.loc[items, "shuffled_from_official_group"] = items[source_y]
     for name in names:
         table[f"target_entropy[{name}]"] = entropy(targets[name]) + 0.0  # + 0.0 turns -0.0 into 0.0
 
     fitted = {
         "smoothing_epsilon": epsilon,
+        "smoothing_epsilon_mass": epsilon_mass,
         "synthetic_temperature": float(temperature),
         "synthetic_entropy_gap": float(gap),
         "human_mean_entropy": float(human_h.mean()),

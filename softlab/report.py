@@ -1,239 +1,496 @@
-"""From trained grids to the book's tables: evaluation records, the tidy metrics table and
-claim verdicts. Sits above the metrics layer (it calls ``softlab.evaluation``/``stats``) and
-below plots and notebooks.
+"""From trained grids to the book's results: out-of-fold predictions, post-hoc temperature
+scaling, the tidy metrics table, cartography tables and the verdict table — computed once per
+parameter set and cached.
+
+Sits above the metrics layer (``softlab.evaluation``, ``stats``, ``cartography``, ``posthoc``,
+``inference``) and below plots and notebooks.
+
+What is computed for each arm (``softlab.experiment`` defines the grid):
+
+* **Post-hoc temperatures** (:func:`run_temperatures`): per run, ``T`` fitted on the run's
+  calibration split (:mod:`softlab.posthoc`). Every condition ``c`` gets a ``c+ts`` twin: the
+  same runs with their probabilities rescaled by their own ``T``.
+* **Out-of-fold predictions** (:func:`arm_predictions`): per seed, every labelled pool item's
+  prediction by the one model of that seed that held it out (folds pooled: each item exactly
+  once per seed), for every condition and ``+ts`` twin; plus per-item statistics of the held-out
+  dynamics (confidence, variability and correctness of the reference mode over epochs).
+* **Metrics** (:func:`metrics_table`): the tidy table of :mod:`softlab.evaluation`. Held-out
+  rows are computed on each seed's pooled out-of-fold predictions (``split = "heldout"``,
+  ``fold = -1``), with difficulty strata fitted per fold on training items; disjoint-split rows
+  per run (``split = "disjoint"``, official labels only).
+* **Cartography** (:func:`heldout_cartography`, :func:`training_cartography`,
+  :func:`hard_label_cartography`, :func:`data_maps`): claim 3 is judged on held-out items
+  (pooled held-out dynamics); dynamics on training items — where a ``human/human`` model's
+  target *is* ``h`` — are description only.
+* **Verdicts** (:func:`softlab.inference.verdict_table` with ``params/claims.yml``).
+
+:func:`book_results` runs all of it for a parameter set, caches it under
+``cache_dir()/book/<key>/`` (the key covers the configuration, the claims file and the source
+code of the analysis modules) and writes ``results/<set>/metrics.parquet`` and
+``verdicts.parquet``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from softlab.cartography import CartographyStats, auroc, cartography_stats, human_ambiguous, human_uncertainty_relation
+from softlab.data import entropy, human_mode
 from softlab.evaluation import RunPredictions, evaluate_runs, write_metrics_table
-from softlab.experiment import GridResults
-from softlab.paths import results_dir
+from softlab.experiment import Arm, ArmConfig, GridResults
+from softlab.io import atomic_path, atomic_write_text, config_key
+from softlab.paths import cache_dir, results_dir
+from softlab.posthoc import apply_temperature, fit_temperature_scaling
 
-SPLITS = ("heldout", "disjoint")
+TS_SUFFIX = "+ts"
+STRATA_ORDER = ("all", "easy", "medium", "hard", "mode-shifted")
+#: Bumped when what is cached by :func:`book_results` changes shape.
+RESULTS_VERSION = 1
 
 
-def run_predictions(grid: GridResults, splits: tuple[str, ...] = SPLITS) -> list[RunPredictions]:
-    """One record per (run, split): ``heldout`` = the labelled items of the run's held-out fold,
-    scored against official labels and the reference distribution; ``disjoint`` = a sample of
-    the disjoint split, official labels only."""
+# ----------------------------------------------------------------------------- per run
+
+def run_temperatures(grid: GridResults) -> pd.DataFrame:
+    """Per run: the post-hoc temperature fitted on its calibration split (columns ``dataset,
+    condition, seed, fold, temperature, calibration_items``)."""
     arm = grid.arm
-    ref_full = arm.reference_full()
-    out = []
+    rows = []
     for i, row in enumerate(grid.runs.itertuples(index=False)):
-        for split in splits:
-            if split == "heldout":
-                pos, probs = grid.heldout(i)
-                ids, official, human = arm.item_ids[pos], arm.official[pos], ref_full[pos]
-            elif split == "disjoint":
-                probs = grid.results[i].eval_probs["disjoint"]
-                ids, official, human = np.arange(len(arm.disjoint_labels)), arm.disjoint_labels, None
-            else:
-                raise ValueError(f"splits: expected some of {SPLITS}, got {split!r}")
-            out.append(RunPredictions(dataset=arm.config.dataset, condition=row.condition, seed=int(row.seed),
-                                      fold=int(row.fold), split=split, probs=probs, item_ids=ids,
-                                      official=official, human=human))
+        pos, probs = grid.calibration_probs(i)
+        t = fit_temperature_scaling(probs, arm.target_reference(pos))
+        rows.append({"dataset": arm.name, "condition": row.condition, "seed": int(row.seed), "fold": int(row.fold),
+                     "temperature": t, "calibration_items": int(len(pos))})
+    return pd.DataFrame(rows)
+
+
+def _temperature_lookup(temperatures: pd.DataFrame) -> dict[tuple[str, int, int], float]:
+    return {(r.condition, int(r.seed), int(r.fold)): float(r.temperature) for r in temperatures.itertuples(index=False)}
+
+
+def evaluated_items(arm: Arm) -> np.ndarray:
+    """Positions (in ``arm.annotated`` order) of the labelled items whose fold was trained."""
+    return np.flatnonzero(np.isin(arm.folds[arm.annotated], arm.config.folds_to_run()))
+
+
+def arm_predictions(grid: GridResults, temperatures: pd.DataFrame):
+    """The arm's :class:`softlab.inference.ArmPredictions`: pooled out-of-fold predictions of
+    every condition and its ``+ts`` twin, with held-out dynamics statistics per item."""
+    from softlab.inference import ArmPredictions
+
+    arm = grid.arm
+    keep = evaluated_items(arm)
+    ann = arm.annotated[keep]
+    ref = arm.reference[keep]
+    official = arm.official[ann]
+    ref_mode = human_mode(ref, official)
+    seeds = grid.seeds
+    temps = _temperature_lookup(temperatures)
+    n, c = len(ann), arm.n_classes
+    probs: dict[str, np.ndarray] = {}
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for cond in grid.conditions:
+        raw = np.full((len(seeds), n, c), np.nan, dtype=np.float32)
+        scaled = np.full_like(raw, np.nan)
+        conf = np.full((len(seeds), n), np.nan)
+        var = np.full_like(conf, np.nan)
+        corr = np.full_like(conf, np.nan)
+        for si, seed in enumerate(seeds):
+            for fold in arm.config.folds_to_run():
+                i = grid.index(cond, seed, fold)
+                pos, p = grid.heldout(i)
+                where = np.searchsorted(ann, pos)
+                raw[si, where] = p
+                scaled[si, where] = apply_temperature(p, temps[(cond, seed, fold)])
+                _, dyn = grid.heldout_dynamics(i)
+                if np.isfinite(dyn).all():
+                    st = cartography_stats(dyn, ref_mode[where])
+                    conf[si, where], var[si, where], corr[si, where] = st.confidence, st.variability, st.correctness
+        probs[cond] = raw
+        probs[cond + TS_SUFFIX] = scaled
+        arrays[cond] = {"heldout_confidence": conf, "heldout_variability": var, "heldout_correctness": corr}
+    difficulty = arm.difficulty()[keep]
+    strata = {"all": np.ones(n, dtype=bool), **{d: difficulty == d for d in ("easy", "medium", "hard")},
+              "mode-shifted": arm.mode_shifted()[keep]}
+    design = "pooled" if len(arm.config.folds_to_run()) == arm.config.folds else "single-fold"
+    return ArmPredictions(arm=arm.name, reference_name=arm.reference_name, seeds=np.asarray(seeds),
+                          official=official, reference=ref, strata=strata, probs=probs, item_arrays=arrays,
+                          design=design)
+
+
+def _split_condition(condition: str) -> tuple[str, str]:
+    mode, shape = condition.split("/", 1)
+    return mode, shape
+
+
+def heldout_records(preds) -> list[RunPredictions]:
+    """One :class:`RunPredictions` per (condition, seed) of the pooled held-out predictions
+    (``fold = -1``), with the arm's per-fold difficulty strata."""
+    strata = {k: v for k, v in preds.strata.items() if k != "all"}
+    ids = np.arange(len(preds.official))
+    out = []
+    for cond, p in preds.probs.items():
+        for si, seed in enumerate(preds.seeds):
+            if not np.isfinite(p[si]).all():
+                continue  # a diverged run: its items have no prediction
+            out.append(RunPredictions(dataset=preds.arm, condition=cond, seed=int(seed), fold=-1, split="heldout",
+                                      probs=p[si], item_ids=ids, official=preds.official, human=preds.reference,
+                                      strata=strata))
     return out
 
 
-def metrics_table(grids: dict[str, GridResults], n_bins: int = 15) -> pd.DataFrame:
+def disjoint_records(grid: GridResults, temperatures: pd.DataFrame) -> list[RunPredictions]:
+    """Per run (and its ``+ts`` twin): predictions on the disjoint evaluation sample."""
+    arm = grid.arm
+    temps = _temperature_lookup(temperatures)
+    ids = np.arange(len(arm.disjoint_labels))
+    out = []
+    for i, row in enumerate(grid.runs.itertuples(index=False)):
+        p = grid.results[i].eval_probs["disjoint"]
+        if not np.isfinite(p).all():
+            continue
+        t = temps[(row.condition, int(row.seed), int(row.fold))]
+        for cond, probs in ((row.condition, p), (row.condition + TS_SUFFIX, apply_temperature(p, t))):
+            out.append(RunPredictions(dataset=arm.name, condition=cond, seed=int(row.seed), fold=int(row.fold),
+                                      split="disjoint", probs=probs, item_ids=ids, official=arm.disjoint_labels))
+    return out
+
+
+def metrics_table(records: Sequence[RunPredictions], n_bins: int = 15) -> pd.DataFrame:
     """The tidy table (``dataset, condition, mode, shape, seed, fold, split, stratum, metric,
-    value``) over every arm."""
-    frames = [evaluate_runs(run_predictions(g), n_bins=n_bins) for g in grids.values()]
-    return pd.concat(frames, ignore_index=True)
+    value``) of the given records (:func:`heldout_records`, :func:`disjoint_records`)."""
+    return evaluate_runs(records, n_bins=n_bins)
+
+
+# ----------------------------------------------------------------------------- cartography
+
+def _stats_of(preds, cond: str) -> CartographyStats:
+    a = preds.item_arrays[cond]
+    return CartographyStats(confidence=a["heldout_confidence"], variability=a["heldout_variability"],
+                            correctness=a["heldout_correctness"])
+
+
+def heldout_cartography(preds) -> pd.DataFrame:
+    """Claim 3 on held-out items: per (condition, seed), how the held-out dynamics (reference
+    mode over epochs) relate to the reference entropy — ``spearman_confidence_entropy``,
+    ``spearman_variability_entropy``, ``auroc_variability_ambiguous``. Tidy columns ``dataset,
+    condition, seed, items, metric, value``."""
+    rows = []
+    for cond in preds.item_arrays:
+        st = _stats_of(preds, cond)
+        ok = np.isfinite(st.confidence).all(axis=1)
+        if not ok.any():
+            continue
+        rel = human_uncertainty_relation(CartographyStats(st.confidence[ok], st.variability[ok], st.correctness[ok]),
+                                         preds.reference)
+        for metric in ("spearman_confidence_entropy", "spearman_variability_entropy", "auroc_variability_ambiguous"):
+            for seed, value in zip(np.asarray(preds.seeds)[ok], np.asarray(rel[metric]).ravel()):
+                rows.append({"dataset": preds.arm, "condition": cond, "seed": int(seed), "items": "held-out",
+                             "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows, columns=["dataset", "condition", "seed", "items", "metric", "value"])
+
+
+def training_cartography(grid: GridResults, reference: str = "human-mode") -> pd.DataFrame:
+    """Description only: per run, how its dynamics on its labelled *training* items relate to the
+    reference entropy (circular for ``human/human``, whose target there is ``h`` itself). Same
+    tidy columns as :func:`heldout_cartography` (``items = "training"``) plus ``fold``."""
+    arm = grid.arm
+    ref_full = arm.reference_full()
+    rows = []
+    for row in grid.runs.itertuples(index=False):
+        dyn, pos = grid.dynamics(row.condition, row.seed, row.fold)
+        if not np.isfinite(dyn).all() or len(pos) < 3:
+            continue
+        h = ref_full[pos]
+        target = {"official": arm.official[pos], "human-mode": human_mode(h, arm.official[pos]), "soft": h}[reference]
+        rel = human_uncertainty_relation(cartography_stats(dyn, target), h)
+        for metric in ("spearman_confidence_entropy", "spearman_variability_entropy", "auroc_variability_ambiguous"):
+            rows.append({"dataset": arm.name, "condition": row.condition, "seed": int(row.seed), "fold": int(row.fold),
+                         "items": "training", "metric": metric, "value": float(rel[metric])})
+    return pd.DataFrame(rows)
+
+
+def hard_label_cartography(grid: GridResults, condition: str = "original/hard") -> pd.DataFrame:
+    """The question cartography was made for (Swayamdipta et al. 2020): do the training
+    dynamics of a model trained on hard official labels single out the items people find
+    ambiguous (top tertile of reference entropy)? Per run of ``condition``: the AUROC of
+    variability and of ``1 − confidence`` (official reference) on its labelled training items,
+    against the AUROC of the plain predictive entropy of the final model on the same items; and
+    the same three on its held-out items. Columns ``dataset, seed, fold, items, score, auroc``."""
+    if condition not in grid.conditions:
+        return pd.DataFrame(columns=["dataset", "seed", "fold", "items", "score", "auroc"])
+    arm = grid.arm
+    ref_full = arm.reference_full()
+    rows = []
+    for i, row in enumerate(grid.runs.itertuples(index=False)):
+        if row.condition != condition:
+            continue
+        for items in ("training", "held-out"):
+            if items == "training":
+                dyn, pos = grid.dynamics(row.condition, row.seed, row.fold)
+            else:
+                pos, dyn = grid.heldout_dynamics(i)
+            if not np.isfinite(dyn).all() or len(pos) < 3:
+                continue
+            amb = human_ambiguous(entropy(ref_full[pos]))
+            st = cartography_stats(dyn, arm.official[pos])
+            scores = {"variability": st.variability, "1 - confidence": 1.0 - st.confidence,
+                      "predictive entropy (final model)": entropy(dyn[-1])}
+            for name, s in scores.items():
+                rows.append({"dataset": arm.name, "seed": int(row.seed), "fold": int(row.fold), "items": items,
+                             "score": name, "auroc": float(auroc(s, amb))})
+    return pd.DataFrame(rows)
+
+
+def data_maps(grid: GridResults, seed: int = 0, fold: int = 0, conditions: Sequence[str] | None = None) -> pd.DataFrame:
+    """Data-map tables (``softlab.cartography.data_map_table``) of one seed and fold per
+    condition, on its labelled *training* items (description), stacked with a ``condition`` column."""
+    from softlab.cartography import data_map_table
+
+    arm = grid.arm
+    ref_full = arm.reference_full()
+    frames = []
+    for cond in conditions or grid.conditions:
+        if cond not in grid.conditions:
+            continue
+        dyn, pos = grid.dynamics(cond, seed, fold)
+        if not np.isfinite(dyn).all():
+            continue
+        table = data_map_table(dyn, arm.official[pos], ref_full[pos], item_ids=arm.item_ids[pos])
+        frames.append(table.assign(condition=cond, dataset=arm.name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def churn_table(grid: GridResults, conditions: Sequence[str] | None = None, n_boot: int = 2000) -> pd.DataFrame:
+    """Per condition and fold: disagreement of argmax predictions between seeds on the disjoint
+    sample (churn, :func:`softlab.stats.churn_interval`)."""
+    from softlab.stats import churn_interval
+
+    rows = []
+    for cond in conditions or grid.conditions:
+        for fold in grid.arm.config.folds_to_run():
+            sel = grid.runs.index[(grid.runs["condition"] == cond) & (grid.runs["fold"] == fold)]
+            probs = [grid.results[i].eval_probs["disjoint"] for i in sel]
+            probs = [p for p in probs if np.isfinite(p).all()]
+            if len(probs) < 2:
+                continue
+            iv = churn_interval(np.stack(probs), n_boot=n_boot)
+            rows.append({"dataset": grid.arm.name, "condition": cond, "fold": int(fold), "runs": len(probs),
+                         "churn": iv.estimate, "ci_low": iv.low, "ci_high": iv.high})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- the whole book
+
+@dataclass
+class BookResults:
+    """Everything the chapters 4–7 show, for one parameter set (see the module docstring)."""
+
+    params_name: str
+    metrics: pd.DataFrame
+    verdicts: pd.DataFrame
+    heldout_cartography: pd.DataFrame
+    training_cartography: pd.DataFrame
+    hard_label_cartography: pd.DataFrame
+    data_maps: pd.DataFrame
+    churn: pd.DataFrame
+    temperatures: pd.DataFrame
+    fitted: pd.DataFrame
+    teachers: pd.DataFrame
+    learning_curves: pd.DataFrame
+    runs: pd.DataFrame
+    diverged: pd.DataFrame
+    predictions: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    TABLES = ("metrics", "verdicts", "heldout_cartography", "training_cartography", "hard_label_cartography",
+              "data_maps", "churn", "temperatures", "fitted", "teachers", "learning_curves", "runs", "diverged")
+
+
+DATA_MAP_CONDITIONS = ("original/hard", "human/hard", "human/synthetic", "human/human-shuffled", "human/human")
+
+
+def _analysis_fingerprint() -> str:
+    """SHA-256 of the source of every module whose code decides the cached analysis, and of
+    the claims file: editing any of them recomputes the book's tables (not its runs)."""
+    import softlab
+
+    root = Path(softlab.__file__).parent
+    h = hashlib.sha256()
+    for name in ("report", "inference", "metrics", "evaluation", "stats", "cartography", "posthoc", "experiment",
+                 "labels"):
+        path = root / f"{name}.py"
+        if path.exists():
+            h.update(path.read_bytes())
+    from softlab.paths import PROJECT_ROOT
+
+    claims = PROJECT_ROOT / "params" / "claims.yml"
+    if claims.exists():
+        h.update(claims.read_bytes())
+    return h.hexdigest()
+
+
+def book_key(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], n_boot: int) -> str:
+    from softlab.experiment import PROTOCOL_VERSION
+    from softlab.train import TRAINER_VERSION
+
+    return config_key({
+        "arms": {name: {**cfg.key_dict(), "conditions": list(cfg.conditions), "run_folds": cfg.run_folds}
+                 for name, cfg in arm_configs.items()},
+        "train": train_cfg.key_dict(), "seeds": [int(s) for s in seeds], "n_boot": int(n_boot),
+        "protocol": PROTOCOL_VERSION, "trainer": TRAINER_VERSION, "results_version": RESULTS_VERSION,
+        "analysis": _analysis_fingerprint()})
+
+
+def compute_book(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], n_boot: int = 2000,
+                 params_name: str = "custom", progress: bool = False, store: Any = None) -> BookResults:
+    """Train (or load) every arm's grid and compute every table, one arm at a time (so at most
+    one arm's runs are in memory)."""
+    from softlab.experiment import prepare_arm, run_arm
+    from softlab.inference import verdict_table
+
+    t0 = time.perf_counter()
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in BookResults.TABLES if name != "verdicts"}
+    predictions = {}
+    timing = {}
+    for name, cfg in arm_configs.items():
+        start = time.perf_counter()
+        arm = prepare_arm(cfg, progress=progress)
+        grid = run_arm(arm, train_cfg, seeds, progress=progress, store=store)
+        temps = run_temperatures(grid)
+        preds = arm_predictions(grid, temps)
+        predictions[name] = preds
+        parts["metrics"].append(metrics_table(heldout_records(preds) + disjoint_records(grid, temps)))
+        parts["heldout_cartography"].append(heldout_cartography(preds))
+        if train_cfg.record_dynamics:
+            parts["training_cartography"].append(training_cartography(grid))
+            parts["hard_label_cartography"].append(hard_label_cartography(grid))
+            first = arm.config.folds_to_run()[0]
+            parts["data_maps"].append(data_maps(grid, seed=int(seeds[0]), fold=first, conditions=DATA_MAP_CONDITIONS))
+        parts["churn"].append(churn_table(grid, n_boot=n_boot))
+        parts["temperatures"].append(temps)
+        parts["fitted"].append(arm.fitted_table(seeds))
+        parts["teachers"].append(arm.teacher_info)
+        parts["learning_curves"].append(grid.learning_curves())
+        parts["runs"].append(grid.runs.assign(diverged=[r.diverged for r in grid.results]))
+        parts["diverged"].append(grid.diverged().assign(dataset=name))
+        timing[name] = time.perf_counter() - start
+        del grid
+    tables = {k: (pd.concat([f for f in v if len(f)], ignore_index=True) if any(len(f) for f in v) else pd.DataFrame())
+              for k, v in parts.items()}
+    verdicts = verdict_table(predictions)
+    meta = {"params_name": params_name, "seeds": [int(s) for s in seeds], "seconds_by_arm": timing,
+            "seconds": time.perf_counter() - t0, "model": train_cfg.model.kind, "epochs": train_cfg.epochs,
+            "folds": {n: c.folds for n, c in arm_configs.items()},
+            "run_folds": {n: len(c.folds_to_run()) for n, c in arm_configs.items()}}
+    return BookResults(params_name=params_name, verdicts=verdicts, predictions=predictions, meta=meta, **tables)
+
+
+# ----------------------------------------------------------------------------- persistence
+
+def _save_predictions(preds, path: Path) -> None:
+    arrays: dict[str, np.ndarray] = {"seeds": np.asarray(preds.seeds), "official": preds.official,
+                                     "reference": preds.reference}
+    for k, v in preds.strata.items():
+        arrays[f"strata::{k}"] = v
+    for k, v in preds.probs.items():
+        arrays[f"probs::{k}"] = v
+    for cond, d in preds.item_arrays.items():
+        for k, v in d.items():
+            arrays[f"items::{cond}::{k}"] = v
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"arm": preds.arm, "reference_name": preds.reference_name,
+                                                             "design": preds.design}))
+
+
+def _load_predictions(path: Path):
+    from softlab.inference import ArmPredictions
+
+    info = json.loads(path.with_suffix(".json").read_text())
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    strata = {k.split("::", 1)[1]: v for k, v in arrays.items() if k.startswith("strata::")}
+    probs = {k.split("::", 1)[1]: v for k, v in arrays.items() if k.startswith("probs::")}
+    items: dict[str, dict[str, np.ndarray]] = {}
+    for k, v in arrays.items():
+        if k.startswith("items::"):
+            _, cond, name = k.split("::")
+            items.setdefault(cond, {})[name] = v
+    return ArmPredictions(arm=info["arm"], reference_name=info["reference_name"], seeds=arrays["seeds"],
+                          official=arrays["official"], reference=arrays["reference"], strata=strata, probs=probs,
+                          item_arrays=items, design=info["design"])
+
+
+def save_book(results: BookResults, folder: Path) -> None:
+    """Write ``results`` into ``folder`` atomically (a temporary folder renamed into place)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + f".tmp{int(time.time() * 1e6)}")
+    tmp.mkdir(parents=True)
+    try:
+        for name in BookResults.TABLES:
+            df = getattr(results, name)
+            df.reset_index(drop=True).to_parquet(tmp / f"{name}.parquet", index=False)
+        for arm, preds in results.predictions.items():
+            _save_predictions(preds, tmp / f"predictions__{arm}.npz")
+        (tmp / "meta.json").write_text(json.dumps({**results.meta, "arms": list(results.predictions)}, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_book(folder: Path) -> BookResults:
+    folder = Path(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    tables = {name: pd.read_parquet(folder / f"{name}.parquet") for name in BookResults.TABLES}
+    predictions = {arm: _load_predictions(folder / f"predictions__{arm}.npz") for arm in meta["arms"]}
+    return BookResults(params_name=meta["params_name"], predictions=predictions, meta=meta, **tables)
 
 
 def metrics_path(params_name: str) -> Path:
     return results_dir() / params_name / "metrics.parquet"
 
 
-def write_results(table: pd.DataFrame, params_name: str) -> Path:
-    """Write ``results/<params_name>/metrics.parquet`` atomically; returns the path."""
-    path = metrics_path(params_name)
-    write_metrics_table(table, path)
-    return path
+def verdicts_path(params_name: str) -> Path:
+    return results_dir() / params_name / "verdicts.parquet"
 
 
-MIN_SEEDS_FOR_VERDICT = 5
+def book_results(params: Mapping[str, Any], progress: bool = False, store: Any = None) -> BookResults:
+    """The :class:`BookResults` of a notebook parameter set (``params_name`` and the
+    parameters of :func:`softlab.experiment.configs_from_params`, plus ``n_boot``): loaded from
+    the cache when this configuration and analysis code were computed before, else computed
+    and cached. Also writes ``results/<params_name>/metrics.parquet`` and ``verdicts.parquet``."""
+    from softlab.experiment import configs_from_params
+    from softlab.inference import write_verdicts
+
+    arm_configs, train_cfg, seeds = configs_from_params(params)
+    n_boot = int(params.get("n_boot", 2000))
+    name = str(params.get("params_name", "custom"))
+    folder = cache_dir() / "book" / book_key(arm_configs, train_cfg, seeds, n_boot)
+    if (folder / "meta.json").exists():
+        results = load_book(folder)
+        results.params_name = name
+    else:
+        results = compute_book(arm_configs, train_cfg, seeds, n_boot, params_name=name, progress=progress,
+                               store=store)
+        save_book(results, folder)
+    write_metrics_table(results.metrics, metrics_path(name))
+    write_verdicts(results.verdicts, verdicts_path(name))
+    return results
 
 
-def verdict(ci_low: float, ci_high: float, null: float = 0.0, better: str = "lower",
-            n: int | None = None, min_n: int = MIN_SEEDS_FOR_VERDICT) -> str:
-    """``confirmed`` when the interval excludes ``null`` on the side the claim predicts,
-    ``refuted`` when it excludes it on the other side, else ``inconclusive`` (also for NaN).
-
-    A bootstrap over fewer than ``min_n`` independent units (seeds) cannot give a trustworthy
-    interval, so with ``n < min_n`` the verdict is ``inconclusive (n < min_n)`` whatever the
-    interval says.
-    """
-    if better not in ("lower", "higher"):
-        raise ValueError(f"better: expected 'lower' or 'higher', got {better!r}")
-    if n is not None and n < min_n:
-        return f"inconclusive (n={n} < {min_n})"
-    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
-        return "inconclusive"
-    below, above = ci_high < null, ci_low > null
-    if (better == "lower" and below) or (better == "higher" and above):
-        return "confirmed"
-    if (better == "lower" and above) or (better == "higher" and below):
-        return "refuted"
-    return "inconclusive"
-
-
-def cartography_relations(grid: GridResults, reference: str = "human-mode") -> pd.DataFrame:
-    """Per run: how its training dynamics on the labelled training items mirror the reference
-    uncertainty. Tidy columns ``dataset, condition, mode, shape, seed, fold, reference, metric,
-    value`` with metrics ``spearman_variability_entropy``, ``spearman_confidence_entropy``,
-    ``auroc_variability_ambiguous`` (see :mod:`softlab.cartography`)."""
-    from softlab.cartography import cartography_stats, human_uncertainty_relation
-    from softlab.data.annotations import human_mode
-
-    arm = grid.arm
-    ref_full = arm.reference_full()
-    rows = []
-    for row in grid.runs.itertuples(index=False):
-        dyn, pos = grid.dynamics(row.condition, row.seed, row.fold)
-        h = ref_full[pos]
-        target = {"official": arm.official[pos], "human-mode": human_mode(h, arm.official[pos]), "soft": h}[reference]
-        rel = human_uncertainty_relation(cartography_stats(dyn, target), h)
-        for metric in ("spearman_variability_entropy", "spearman_confidence_entropy", "auroc_variability_ambiguous"):
-            rows.append({"dataset": arm.config.dataset, "condition": row.condition, "mode": row.mode,
-                         "shape": row.shape, "seed": int(row.seed), "fold": int(row.fold), "reference": reference,
-                         "metric": metric, "value": float(rel[metric])})
-    return pd.DataFrame(rows)
-
-
-def data_maps(grid: GridResults, seed: int = 0, fold: int = 0, conditions: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Data-map tables (``softlab.cartography.data_map_table``) of one seed and fold per
-    condition, stacked with a ``condition`` column."""
-    from softlab.cartography import data_map_table
-
-    arm = grid.arm
-    ref_full = arm.reference_full()
-    frames = []
-    for cond in conditions or tuple(grid.runs["condition"].unique()):
-        dyn, pos = grid.dynamics(cond, seed, fold)
-        table = data_map_table(dyn, arm.official[pos], ref_full[pos], item_ids=arm.item_ids[pos])
-        frames.append(table.assign(condition=cond, dataset=arm.config.dataset))
-    return pd.concat(frames, ignore_index=True)
-
-
-# ----------------------------------------------------------------------------- claims
-
-def _verdict_rows(frame: pd.DataFrame, test: str, better: str, null: float = 0.0) -> list[dict]:
-    rows = []
-    for r in frame.itertuples(index=False):
-        rows.append({"dataset": r.dataset, "test": test, "condition": r.condition, "baseline": r.baseline,
-                     "mean_condition": r.mean_condition, "mean_baseline": r.mean_baseline,
-                     "difference": r.difference,
-                     "relative": r.difference / r.mean_baseline if r.mean_baseline else np.nan,
-                     "ci_low": r.ci_low, "ci_high": r.ci_high, "seeds": int(r.n_clusters),
-                     "verdict": verdict(r.ci_low, r.ci_high, null, better, n=int(r.n_clusters))})
-    return rows
-
-
-def claim_calibration(table: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
-    """Claim 1 — better calibration on difficult items (and some accuracy gain).
-
-    Paired differences over seeds × folds (bootstrap over seeds): ECE on the **hard** stratum of
-    the held-out items, ``human/human`` minus ``human/synthetic`` and minus ``human/smooth``
-    (lower is better); accuracy of ``human/human`` minus ``human/hard`` (higher is better).
-    """
-    from softlab.stats import paired_differences
-
-    held = table[table["split"] == "heldout"]
-    hard_ece = held[(held["stratum"] == "hard") & (held["metric"] == "ece")]
-    acc = held[(held["stratum"] == "all") & (held["metric"] == "accuracy")]
-    rows: list[dict] = []
-    for base in ("human/synthetic", "human/smooth"):
-        d = paired_differences(hard_ece, baseline=base, conditions=["human/human"], by=["dataset"], cluster="seed", n_boot=n_boot)
-        rows += _verdict_rows(d, f"ECE on hard items vs {base}", "lower")
-    d = paired_differences(acc, baseline="human/hard", conditions=["human/human"], by=["dataset"], cluster="seed", n_boot=n_boot)
-    rows += _verdict_rows(d, "accuracy vs human/hard", "higher")
-    return pd.DataFrame(rows)
-
-
-def claim_stability(table: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
-    """Claim 2 — more stable convergence across seeds.
-
-    Ratio of across-seed variances of held-out accuracy (folds averaged within a seed),
-    ``human/human`` over ``human/synthetic``, ``human/smooth`` and ``human/hard`` (below 1 = more
-    stable), with a paired bootstrap over seeds.
-    """
-    from softlab.stats import variance_ratio
-
-    acc = table[(table["split"] == "heldout") & (table["stratum"] == "all") & (table["metric"] == "accuracy")]
-    frames = [variance_ratio(acc, numerator="human/human", denominator=den, by=["dataset"], n_boot=n_boot)
-              for den in ("human/synthetic", "human/smooth", "human/hard")]
-    ratios = pd.concat(frames, ignore_index=True)
-    ratios["test"] = "variance of accuracy across seeds vs " + ratios["denominator"]
-    ratios["verdict"] = [verdict(lo, hi, 1.0, "lower", n=int(n))
-                         for lo, hi, n in zip(ratios["ci_low"], ratios["ci_high"], ratios["n_seeds"])]
-    return ratios[["dataset", "test", "numerator", "denominator", "n_seeds", "var_numerator", "var_denominator",
-                   "ratio", "ci_low", "ci_high", "verdict"]]
-
-
-def claim_cartography(relations: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
-    """Claim 3 — training dynamics mirror human uncertainty.
-
-    From :func:`cartography_relations`: paired differences of the Spearman correlation between
-    confidence and reference entropy, ``human/human`` minus ``human/synthetic`` and minus
-    ``human/human-shuffled`` (more negative = confidence follows human uncertainty more closely),
-    and of the AUROC with which variability ranks reference-ambiguous items (higher is better).
-    """
-    from softlab.stats import paired_differences
-
-    conf = relations[relations["metric"] == "spearman_confidence_entropy"]
-    auc = relations[relations["metric"] == "auroc_variability_ambiguous"]
-    rows: list[dict] = []
-    for label, frame, base, better in (("Spearman(confidence, H) vs human/synthetic", conf, "human/synthetic", "lower"),
-                                       ("Spearman(confidence, H) vs human/human-shuffled", conf, "human/human-shuffled", "lower"),
-                                       ("AUROC(variability, ambiguous) vs human/synthetic", auc, "human/synthetic", "higher")):
-        d = paired_differences(frame, baseline=base, conditions=["human/human"], by=["dataset"], cluster="seed", n_boot=n_boot)
-        rows += _verdict_rows(d, label, better)
-    return pd.DataFrame(rows)
-
-
-CLAIMS = {
-    1: "Human soft labels improve calibration on difficult items (and give some accuracy gain)",
-    2: "Human soft labels make training more stable across seeds",
-    3: "Training dynamics under human soft labels mirror human uncertainty",
-}
-
-
-def findings(table: pd.DataFrame, relations: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
-    """Every claim's tests in one table: ``claim, statement, dataset, test, estimate, ci_low,
-    ci_high, relative, seeds, verdict`` (estimate: a paired difference for claims 1 and 3, a
-    variance ratio for claim 2; relative: the difference over the baseline mean for claim 1,
-    ratio − 1 for claim 2 — the form of the summary's "~10% better calibration" and "~15% lower
-    variance")."""
-    c1 = claim_calibration(table, n_boot).rename(columns={"difference": "estimate"})
-    c2 = claim_stability(table, n_boot).rename(columns={"ratio": "estimate", "n_seeds": "seeds"})
-    c2["relative"] = c2["estimate"] - 1.0
-    c3 = claim_cartography(relations, n_boot).rename(columns={"difference": "estimate"})
-    c3["relative"] = np.nan
-    cols = ["dataset", "test", "estimate", "ci_low", "ci_high", "relative", "seeds", "verdict"]
-    out = pd.concat([c[cols].assign(claim=k) for k, c in ((1, c1), (2, c2), (3, c3))], ignore_index=True)
-    out["statement"] = out["claim"].map(CLAIMS)
-    return out[["claim", "statement", *cols]]
-
-
-def findings_summary(claims: pd.DataFrame, digits: int = 3) -> str:
-    """Markdown: for each claim its statement, then one line per dataset arm quoting each test's
-    estimate, 95% interval and verdict (from :func:`findings`)."""
-    lines = []
-    for claim, by_claim in claims.groupby("claim", sort=True):
-        lines.append(f"**Claim {claim}: {by_claim['statement'].iloc[0]}.**\n")
-        for dataset, part in by_claim.groupby("dataset", sort=True):
-            tests = "; ".join(
-                f"{r.test}: {r.estimate:+.{digits}f} [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}]"
-                + (f" ({r.relative:+.0%} relative)" if np.isfinite(getattr(r, "relative", np.nan)) else "")
-                + f" — *{r.verdict}*"
-                for r in part.itertuples(index=False))
-            lines.append(f"- `{dataset}`: {tests}")
-        lines.append("")
-    return "\n".join(lines)
+def field_names() -> list[str]:
+    return [f.name for f in fields(BookResults)]

@@ -1,8 +1,11 @@
 """Teachers: the models whose probabilities make the ``synthetic`` soft labels.
 
 A teacher is trained on data **disjoint from the human-labelled pool** — the dataset's 60,000
-image training split (optionally a seeded subsample of ``n_train`` items) — so its
-probabilities on the pool (the 10,000 test images) are out-of-sample. A teacher trained on
+image training split minus the items listed in ``exclude`` (the experiment excludes its
+disjoint evaluation sample, or, for synthetic MNIST, the half of MNIST the generator uses),
+optionally a seeded subsample of ``n_train`` of the rest — so its probabilities on the pool
+(the 10,000 test images) are out-of-sample, and the evaluation sample is out-of-sample for it
+too. Several teachers differ by ``seed`` (initial weights, batch order, subsample). A teacher trained on
 MNIST also labels generated images (:func:`teacher_probs_on`, used for synthetic MNIST).
 
 Definitions
@@ -32,6 +35,7 @@ Caching: ``cache_dir()/teachers/<config_key>/`` holds ``weights.npz``, ``train_i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -68,7 +72,7 @@ __all__ = [
 ]
 
 #: Bumped whenever training or the models change (it enters every cache key).
-TEACHER_VERSION = 2
+TEACHER_VERSION = 3
 TEACHER_DATASETS = ("mnist", "fashion-mnist")
 MODEL_KINDS = ("mlp", "cnn")
 SYNTHETIC_SOURCES = ("teacher", "cleanlab-cv")
@@ -83,8 +87,9 @@ class TeacherConfig:
 
     ``dataset`` (``"mnist"``/``"fashion-mnist"``), ``model`` (``"mlp"``/``"cnn"``), ``hidden``
     (width of the last hidden layer), ``epochs``, ``batch_size``, ``lr`` and ``weight_decay``
-    (Adam), ``seed``, ``n_train`` (size of a seeded subsample of the training split; ``None`` =
-    all 60,000).
+    (Adam), ``seed``, ``n_train`` (size of a seeded subsample of the remaining training items;
+    ``None`` = all of them), ``exclude`` (sorted positions in the training split the teacher must
+    never see; they enter the cache key as their count and SHA-256).
     """
 
     dataset: str = "mnist"
@@ -96,6 +101,7 @@ class TeacherConfig:
     weight_decay: float = 0.0
     seed: int = 0
     n_train: int | None = None
+    exclude: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -117,6 +123,10 @@ class TeacherConfig:
             raise bad("weight_decay", "a non-negative number")
         if self.n_train is not None and not 1 <= self.n_train <= 60000:
             raise bad("n_train", "None or an integer in [1, 60000]")
+        excl = tuple(sorted({int(i) for i in self.exclude}))
+        if excl and (excl[0] < 0 or excl[-1] >= 60000):
+            raise bad("exclude", "positions in [0, 60000) of the training split")
+        object.__setattr__(self, "exclude", excl)
 
     @classmethod
     def tiny(cls, **overrides: Any) -> TeacherConfig:
@@ -126,8 +136,21 @@ class TeacherConfig:
         return cls(**base)
 
     def key_fields(self) -> dict[str, Any]:
+        fields = asdict(self)
+        excl = np.asarray(self.exclude, dtype=np.int64)
+        fields["exclude"] = {"n": int(excl.size), "sha256": hashlib.sha256(excl.tobytes()).hexdigest()}
         return {"version": TEACHER_VERSION, "trainer": f"softlab.train/{TRAINER_VERSION}", "train_split": TRAIN_SPLIT,
-                **asdict(self)}
+                **fields}
+
+    def train_positions(self, n_split: int) -> np.ndarray:
+        """Sorted positions of the training split this teacher trains on."""
+        keep = np.setdiff1d(np.arange(n_split, dtype=np.int64), np.asarray(self.exclude, dtype=np.int64))
+        if self.n_train is None:
+            return keep
+        if self.n_train > len(keep):
+            raise ValueError(f"TeacherConfig.n_train: {self.n_train} exceeds the {len(keep)} training items left "
+                             f"after excluding {len(self.exclude)}")
+        return np.sort(np.random.default_rng(self.seed).choice(keep, size=self.n_train, replace=False)).astype(np.int64)
 
     def key(self) -> str:
         return config_key(self.key_fields())
@@ -245,10 +268,7 @@ def train_teacher(dataset: str | None = "mnist", cfg: TeacherConfig | None = Non
     if cached is not None:
         return cached
     train = load_images(cfg.dataset, TRAIN_SPLIT)
-    if cfg.n_train is None:
-        idx = np.arange(len(train), dtype=np.int64)
-    else:
-        idx = np.sort(np.random.default_rng(cfg.seed).choice(len(train), size=cfg.n_train, replace=False)).astype(np.int64)
+    idx = cfg.train_positions(len(train))
     x = _as_input(train.images[idx]).numpy()
     y = np.array(train.labels[idx], dtype=np.int64)
     t0 = time.perf_counter()

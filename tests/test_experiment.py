@@ -1,31 +1,53 @@
-"""The protocol: folds, pools, the paired grid, evaluation records, verdicts."""
+"""The protocol: folds, calibration splits, teachers, fold-clean conditions, the synthetic arm's
+mode shifts, the paired grid, pooled out-of-fold predictions and the tables built from them."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from softlab.experiment import ArmConfig, configs_from_params, grid_members, prepare_arm, run_arm, stratified_folds, stratified_subsample
-from softlab.labels import CONDITIONS
+from softlab.data import entropy, mode_shifted
+from softlab.experiment import (
+    DEFAULT_CONDITIONS,
+    ArmConfig,
+    configs_from_params,
+    grid_members,
+    member_key,
+    prepare_arm,
+    run_arm,
+    stratified_folds,
+    stratified_subsample,
+)
 from softlab.params import load_params
-from softlab.report import cartography_relations, metrics_table, run_predictions, verdict
 
 labels_strategy = st.lists(st.integers(0, 4), min_size=10, max_size=200).map(np.array)
 
 
 @settings(max_examples=50, deadline=None)
-@given(labels_strategy, st.integers(2, 6), st.integers(0, 10))
-def test_folds_are_balanced_within_each_class(labels, k, seed):
-    folds = stratified_folds(labels, k, seed)
-    assert set(np.unique(folds)) <= set(range(k))
-    sizes = np.bincount(folds, minlength=k)
-    assert sizes.max() - sizes.min() <= 1
-    for c in np.unique(labels):
-        per = np.bincount(folds[labels == c], minlength=k)
-        assert per.max() - per.min() <= 1
-    assert np.array_equal(folds, stratified_folds(labels, k, seed))
+@given(labels_strategy, st.integers(2, 6), st.integers(0, 10), st.data())
+def test_folds_are_balanced_within_each_class_and_each_group(labels, k, seed, data):
+    groups = np.array(data.draw(st.lists(st.integers(0, 2), min_size=len(labels), max_size=len(labels))))
+    for g in (None, groups):
+        folds = stratified_folds(labels, k, seed, groups=g)
+        assert set(np.unique(folds)) <= set(range(k))
+        sizes = np.bincount(folds, minlength=k)
+        assert sizes.max() - sizes.min() <= 1
+        n_groups = 1 if g is None else len(np.unique(g))
+        for c in np.unique(labels):  # each (class, group) cell is balanced, so a class within ±groups
+            per = np.bincount(folds[labels == c], minlength=k)
+            assert per.max() - per.min() <= n_groups
+        if g is not None:
+            for value in np.unique(g):
+                per = np.bincount(folds[g == value], minlength=k)
+                assert per.max() - per.min() <= 1
+                for c in np.unique(labels):
+                    cell = np.bincount(folds[(g == value) & (labels == c)], minlength=k)
+                    assert cell.max() - cell.min() <= 1
+        assert np.array_equal(folds, stratified_folds(labels, k, seed, groups=g))
 
 
 @settings(max_examples=50, deadline=None)
@@ -41,55 +63,149 @@ def test_subsample_is_proportional(labels, size, seed):
 
 @pytest.fixture(scope="module")
 def smoke():
-    arms, train, seeds = configs_from_params(load_params("smoke"))
-    return arms, train, seeds
+    return configs_from_params(load_params("smoke"))
 
 
 @pytest.fixture(scope="module")
-def mnist_grid(smoke):
-    arms, train, seeds = smoke
-    return run_arm(prepare_arm(arms["mnist"]), train, seeds)
+def fashion(smoke):
+    return prepare_arm(smoke[0]["fashion-mnist"])
 
 
-def test_mnist_pool_always_holds_the_100_human_items(smoke):
-    arm = prepare_arm(smoke[0]["mnist"])
-    assert len(arm.annotated) == 100
+@pytest.fixture(scope="module")
+def mnist_arm(smoke):
+    return prepare_arm(smoke[0]["mnist"])
+
+
+@pytest.fixture(scope="module")
+def synthetic(smoke):
+    return prepare_arm(smoke[0]["synthetic-mnist"])
+
+
+def _with_heldout_labels_changed(arm, fold: int, rng: np.random.Generator):
+    """A copy of ``arm`` whose annotated items in ``fold`` (held-out) and in the fold's
+    calibration split carry arbitrary other reference distributions."""
+    ref = arm.reference.copy()
+    hidden = np.isin(arm.annotated, np.concatenate([arm.heldout_positions(fold), arm.calibration_positions(fold)]))
+    ref[hidden] = rng.dirichlet(np.full(ref.shape[1], 0.3), hidden.sum())
+    return dataclasses.replace(arm, reference=ref, _memo={}), hidden
+
+
+@pytest.mark.parametrize("arm_name", ["fashion", "mnist_arm", "synthetic"])
+def test_heldout_labels_never_reach_training_targets(arm_name, request):
+    arm = request.getfixturevalue(arm_name)
+    rng = np.random.default_rng(0)
+    for fold in range(arm.config.folds):
+        changed, hidden = _with_heldout_labels_changed(arm, fold, rng)
+        assert hidden.any() and not np.array_equal(changed.reference, arm.reference)
+        train = arm.train_positions(fold)
+        for seed in (0, 1, 2):
+            for cond in DEFAULT_CONDITIONS:
+                a = arm.targets(cond, seed, fold)[train]
+                b = changed.targets(cond, seed, fold)[train]
+                assert np.array_equal(a, b), (cond, seed, fold)
+        # and the fold's fitted amounts of softness (ε, T) do not move either
+        pd_a, pd_b = arm.fitted_table([0, 1]), changed.fitted_table([0, 1])
+        num = pd_a.select_dtypes("number").columns
+        mine = pd_a["fold"] == fold
+        np.testing.assert_array_equal(pd_a.loc[mine, num].to_numpy(), pd_b.loc[mine, num].to_numpy())
+
+
+def test_training_calibration_and_heldout_items_are_disjoint(fashion, mnist_arm):
+    for arm in (fashion, mnist_arm):
+        for fold in range(arm.config.folds):
+            train, cal, held = arm.train_positions(fold), arm.calibration_positions(fold), arm.heldout_positions(fold)
+            assert not np.intersect1d(train, cal).size and not np.intersect1d(train, held).size
+            assert not np.intersect1d(cal, held).size
+            assert len(train) + len(cal) + len(held) == arm.n_items
+            frac = len(cal) / (len(cal) + len(train))
+            assert abs(frac - arm.config.calibration_fraction) < 0.02
+
+
+def test_shuffled_permutation_changes_with_seed_and_fold(fashion):
+    fold = 0
+    a, b = fashion.targets("human/human-shuffled", 0, fold), fashion.targets("human/human-shuffled", 1, fold)
+    assert not np.array_equal(a, b)
+    # deterministic conditions are shared by all seeds of a fold
+    assert fashion.targets("human/smooth", 0, fold) is fashion.targets("human/smooth", 5, fold)
+    # the teacher of seed s is s mod n_teachers
+    n = fashion.config.n_teachers
+    assert np.array_equal(fashion.targets("human/synthetic", 0, fold), fashion.targets("human/synthetic", n, fold))
+    assert not np.array_equal(fashion.targets("human/synthetic", 0, fold), fashion.targets("human/synthetic", 1, fold))
+
+
+def test_original_shuffled_targets_come_from_the_same_official_label(fashion):
+    fold = 0
+    train = fashion.train_positions(fold)
+    lc = fashion.fold_conditions("original/human-shuffled", 3, fold)
+    src = lc.items["shuffled_from_official_group"].to_numpy().astype(np.int64)
+    np.testing.assert_array_equal(fashion.official[train][src], fashion.official[train])
+
+
+def test_mnist_pool_spreads_the_100_human_items_evenly_over_folds(mnist_arm):
     from softlab.data import load_human
 
-    assert np.array_equal(arm.item_ids[arm.annotated], load_human("mnist-mturk").items)
-    # unlabelled items keep the official one-hot target in every condition
+    arm = mnist_arm
+    assert len(arm.annotated) == 100
+    np.testing.assert_array_equal(np.sort(arm.item_ids[arm.annotated]), np.sort(load_human("mnist-mturk").items))
+    per_fold = np.bincount(arm.folds[arm.annotated], minlength=arm.config.folds)
+    assert per_fold.max() - per_fold.min() <= 1
     unlabelled = np.setdiff1d(np.arange(arm.n_items), arm.annotated)
-    for cond in CONDITIONS:
-        t = arm.labels.target(cond)[unlabelled]
+    for cond in DEFAULT_CONDITIONS:
+        t = arm.targets(cond, 0, 0)[unlabelled]
         assert np.array_equal(t.argmax(1), arm.official[unlabelled]) and np.allclose(t.max(1), 1)
 
 
-def test_grid_is_paired(smoke):
-    arms, _, seeds = smoke
-    arm = prepare_arm(arms["fashion-mnist"])
-    runs, members = grid_members(arm, seeds)
-    assert len(members) == len(CONDITIONS) * len(seeds) * arm.config.folds
+def test_synthetic_arm_has_the_requested_mode_shift_rate_and_generator_reference(synthetic):
+    arm = synthetic
+    shifted = mode_shifted(arm.reference, arm.official[arm.annotated])
+    assert abs(shifted.mean() - arm.config.synthetic_mode_shift) <= 0.005
+    per_fold = [shifted[arm.folds[arm.annotated] == f].mean() for f in range(arm.config.folds)]
+    assert max(abs(r - arm.config.synthetic_mode_shift) for r in per_fold) <= 0.03
+    assert arm.reference_name == "generator"
+    # flipped items are the ambiguous ones more often than not
+    minority = 1 - arm.reference.max(axis=1)
+    assert minority[shifted].mean() > minority[~shifted].mean()
+
+
+def test_teachers_never_see_the_disjoint_evaluation_sample_or_the_generator_half(fashion, synthetic):
+    from softlab.data import load_images
+    from softlab.data.synthetic_mnist import mnist_train_halves
+    from softlab.experiment import _teacher_config, disjoint_sample
+    from softlab.teachers import train_teacher
+
+    cfg = fashion.config
+    dis = disjoint_sample(60000, cfg.disjoint_size, cfg.pool_seed)
+    for t in range(cfg.n_teachers):
+        teacher = train_teacher("fashion-mnist", _teacher_config("fashion-mnist", cfg, t, dis))
+        assert not np.isin(teacher.train_indices, dis).any()
+    gen_half, teacher_half = mnist_train_halves(load_images("mnist", "train").labels)
+    assert not np.intersect1d(gen_half, teacher_half).size and len(gen_half) + len(teacher_half) == 60000
+    teacher = train_teacher("mnist", _teacher_config("synthetic-mnist", synthetic.config, 0, gen_half))
+    assert np.isin(teacher.train_indices, teacher_half).all()
+    assert len(synthetic.teacher_info) == synthetic.config.n_teachers
+
+
+def test_grid_is_paired_and_watches_heldout_and_calibration_items(smoke, fashion):
+    _, _, seeds = smoke
+    runs, members = grid_members(fashion, seeds)
+    assert len(members) == len(DEFAULT_CONDITIONS) * len(seeds) * fashion.config.folds
     for (seed, fold), part in runs.groupby(["seed", "fold"]):
         idx = [members[i].train_idx for i in part.index]
         assert all(np.array_equal(idx[0], other) for other in idx[1:])
         assert {members[i].seed for i in part.index} == {seed}
-        assert not np.isin(arm.heldout_positions(fold), idx[0]).any()
+        assert not np.isin(fashion.heldout_positions(fold), idx[0]).any()
+        np.testing.assert_array_equal(members[part.index[0]].watch_idx, fashion.watch_positions(fold))
 
 
-def test_heldout_records_cover_each_labelled_item_once_per_seed_and_condition(mnist_grid):
-    records = [r for r in run_predictions(mnist_grid) if r.split == "heldout"]
-    for (cond, seed) in {(r.condition, r.seed) for r in records}:
-        ids = np.concatenate([r.item_ids for r in records if r.condition == cond and r.seed == seed])
-        assert np.array_equal(np.sort(ids), np.sort(mnist_grid.arm.item_ids[mnist_grid.arm.annotated]))
-    assert all(r.human is not None and np.isfinite(r.human).all() for r in records)
-
-
-def test_metrics_and_cartography_tables(mnist_grid):
-    table = metrics_table({"mnist": mnist_grid})
-    assert set(table.columns) >= {"dataset", "condition", "mode", "shape", "seed", "fold", "split", "stratum", "metric", "value"}
-    assert set(table["split"]) == {"heldout", "disjoint"}
-    rel = cartography_relations(mnist_grid)
-    assert len(rel) == 3 * len(mnist_grid.runs) and rel["value"].notna().any()
+def test_cache_keys_differ_by_protocol_and_ignore_which_runs_exist(smoke):
+    arms, train, _ = smoke
+    cfg = arms["fashion-mnist"]
+    a = member_key(cfg, train.key_dict(), "human/human", 0, 0)
+    b = member_key(dataclasses.replace(cfg, conditions=("human/human",), run_folds=1), train.key_dict(),
+                   "human/human", 0, 0)
+    assert a == b and a["protocol_version"] >= 2
+    c = member_key(dataclasses.replace(cfg, calibration_fraction=0.2), train.key_dict(), "human/human", 0, 0)
+    assert c != a
 
 
 def test_bad_arm_configuration_is_named():
@@ -97,36 +213,82 @@ def test_bad_arm_configuration_is_named():
         ArmConfig("cifar10")
     with pytest.raises(ValueError, match="folds"):
         ArmConfig("mnist", folds=1)
+    with pytest.raises(ValueError, match="synthetic_mode_shift"):
+        ArmConfig("synthetic-mnist", synthetic_mode_shift=0.7)
+    with pytest.raises(ValueError, match="disjoint_size"):
+        ArmConfig("fashion-mnist", disjoint_size=0)
     with pytest.raises(ValueError, match="arms"):
         configs_from_params({**load_params("smoke"), "arms": ["kmnist"]})
 
 
-@pytest.mark.parametrize(
-    "low, high, null, better, n, expected",
-    [
-        (-0.3, -0.1, 0.0, "lower", 5, "confirmed"),
-        (0.1, 0.3, 0.0, "lower", 5, "refuted"),
-        (-0.1, 0.1, 0.0, "lower", 5, "inconclusive"),
-        (1.1, 1.4, 1.0, "higher", 10, "confirmed"),
-        (-0.3, -0.1, 0.0, "lower", 3, "inconclusive (n=3 < 5)"),
-        (float("nan"), 0.1, 0.0, "lower", 5, "inconclusive"),
-    ],
-)
-def test_verdict(low, high, null, better, n, expected):
-    assert verdict(low, high, null, better, n=n) == expected
+# ----------------------------------------------------------------------------- from runs to tables
+
+@pytest.fixture(scope="module")
+def mnist_grid(smoke, mnist_arm):
+    _, train, seeds = smoke
+    return run_arm(mnist_arm, train, seeds)
 
 
-def test_findings_summary_quotes_every_test():
-    import pandas as pd
+def test_pooled_predictions_hold_each_labelled_item_once_per_seed(mnist_grid):
+    from softlab.report import arm_predictions, run_temperatures
 
-    from softlab.report import CLAIMS, findings_summary
+    temps = run_temperatures(mnist_grid)
+    assert len(temps) == len(mnist_grid.runs) and (temps["temperature"] > 0).all()
+    preds = arm_predictions(mnist_grid, temps)
+    arm = mnist_grid.arm
+    assert preds.official.shape == (100,) and set(preds.probs) >= {c + "+ts" for c in DEFAULT_CONDITIONS}
+    for cond, p in preds.probs.items():
+        assert p.shape == (len(mnist_grid.seeds), 100, 10) and np.isfinite(p).all()
+    # item i of seed s comes from the model of seed s whose held-out fold holds it
+    for seed_index, seed in enumerate(mnist_grid.seeds):
+        for fold in range(arm.config.folds):
+            pos, probs = mnist_grid.heldout(mnist_grid.index("human/human", seed, fold))
+            where = np.searchsorted(arm.annotated, pos)
+            np.testing.assert_array_equal(preds.probs["human/human"][seed_index, where], probs)
+    # +ts keeps every argmax
+    np.testing.assert_array_equal(preds.probs["human/hard+ts"].argmax(-1), preds.probs["human/hard"].argmax(-1))
+    assert preds.strata["hard"].sum() > 0 and preds.strata["mode-shifted"].sum() > 0
+    conf = preds.item_arrays["human/human"]["heldout_confidence"]
+    assert conf.shape == (len(mnist_grid.seeds), 100) and ((conf >= 0) & (conf <= 1)).all()
 
-    claims = pd.DataFrame([
-        {"claim": 1, "statement": CLAIMS[1], "dataset": "mnist", "test": "ECE", "estimate": -0.01234,
-         "ci_low": -0.02, "ci_high": -0.001, "relative": -0.1, "seeds": 5, "verdict": "confirmed"},
-        {"claim": 2, "statement": CLAIMS[2], "dataset": "mnist", "test": "variance", "estimate": 1.5,
-         "ci_low": 0.5, "ci_high": 3.0, "relative": float("nan"), "seeds": 5, "verdict": "inconclusive"},
-    ])
-    text = findings_summary(claims)
-    assert CLAIMS[1] in text and "ECE: -0.012 [-0.020, -0.001] (-10% relative) — *confirmed*" in text
-    assert "variance: +1.500 [+0.500, +3.000] — *inconclusive*" in text
+
+def test_difficulty_strata_use_training_fold_thresholds(mnist_grid):
+    from softlab.stats import tertile_thresholds
+
+    arm = mnist_grid.arm
+    strata = arm.difficulty()
+    ent = entropy(arm.reference)
+    for fold in range(arm.config.folds):
+        mine = arm.folds[arm.annotated] == fold
+        train = np.isin(arm.annotated, arm.train_positions(fold))
+        t1, t2 = tertile_thresholds(ent[train])
+        np.testing.assert_array_equal(strata[mine] == "hard", ent[mine] > t2)
+        np.testing.assert_array_equal(strata[mine] == "easy", ent[mine] <= t1)
+
+
+def test_metrics_and_cartography_tables(mnist_grid):
+    from softlab.report import (
+        arm_predictions,
+        disjoint_records,
+        hard_label_cartography,
+        heldout_cartography,
+        heldout_records,
+        metrics_table,
+        run_temperatures,
+    )
+
+    temps = run_temperatures(mnist_grid)
+    preds = arm_predictions(mnist_grid, temps)
+    table = metrics_table(heldout_records(preds) + disjoint_records(mnist_grid, temps))
+    assert set(table.columns) >= {"dataset", "condition", "mode", "shape", "seed", "fold", "split", "stratum", "metric",
+                                  "value"}
+    held = table[table["split"] == "heldout"]
+    assert set(held["fold"]) == {-1} and set(table[table["split"] == "disjoint"]["fold"]) == {0, 1}
+    n = held[(held["metric"] == "n_items") & (held["condition"] == "human/human") & (held["seed"] == 0)]
+    assert n.set_index("stratum")["value"]["all"] == 100
+    assert "human/hard+ts" in set(held["condition"])
+    rel = heldout_cartography(preds)
+    assert set(rel["items"]) == {"held-out"} and rel["value"].notna().any()
+    sway = hard_label_cartography(mnist_grid)
+    assert set(sway["score"]) == {"variability", "1 - confidence", "predictive entropy (final model)"}
+    assert sway["auroc"].between(0, 1).all()

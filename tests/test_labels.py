@@ -13,7 +13,14 @@ from scipy.special import softmax
 from scipy.stats import entropy as scipy_entropy
 
 from softlab import labels as L
-from softlab.labels import CONDITIONS, build_conditions, conditions_for_items, parse_condition, place_mode
+from softlab.labels import (
+    ALL_CONDITIONS,
+    CONDITIONS,
+    build_conditions,
+    conditions_for_items,
+    parse_condition,
+    place_mode,
+)
 
 F32_TOL = 1e-5  # float32 targets vs float64 references (sums, means of entropy / mass)
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -30,6 +37,8 @@ def test_condition_names():
     assert CONDITIONS[0] == "original/hard" and CONDITIONS[-1] == "human/human"
     assert {parse_condition(n) for n in CONDITIONS} == {(m, s) for m in L.MODES for s in L.SHAPES}
     assert parse_condition("human/human-shuffled") == ("human", "human-shuffled")
+    assert parse_condition("human/smooth-mass") == ("human", "smooth-mass")
+    assert set(ALL_CONDITIONS) - set(CONDITIONS) == {"original/smooth-mass", "human/smooth-mass"}
     for bad in ("human", "human/soft", "Human/human", "original/hard/x", ""):
         with pytest.raises(ValueError, match=r"condition: unknown condition"):
             parse_condition(bad)
@@ -41,21 +50,27 @@ def test_hand_computed_single_item():
     # C = 3, y = 1, h = (0.5, 0.3, 0.2): human mode m = 0 (mode-shifted).
     h = np.array([[0.5, 0.3, 0.2]])
     teacher = np.array([[0.1, 0.2, 0.7]])
-    lc = build_conditions(np.array([1]), np.array([0]), h, teacher)
-    t = {n: lc.target(n)[0].astype(np.float64) for n in CONDITIONS}
+    lc = build_conditions(np.array([1]), np.array([0]), h, teacher, conditions=ALL_CONDITIONS)
+    t = {n: lc.target(n)[0].astype(np.float64) for n in ALL_CONDITIONS}
     np.testing.assert_allclose(t["original/hard"], [0, 1, 0])
     np.testing.assert_allclose(t["human/hard"], [1, 0, 0])
-    # mean off-mode mass 0.5 -> eps = 3/2 * 0.5 = 0.75; smooth = 0.25 * onehot + 0.25
-    assert lc.fitted["smoothing_epsilon"] == pytest.approx(0.75)
-    np.testing.assert_allclose(t["original/smooth"], [0.25, 0.5, 0.25], atol=1e-7)
-    np.testing.assert_allclose(t["human/smooth"], [0.5, 0.25, 0.25], atol=1e-7)
+    # mass-matched: mean off-mode mass 0.5 -> eps = 3/2 * 0.5 = 0.75; smooth = 0.25 * onehot + 0.25
+    assert lc.fitted["smoothing_epsilon_mass"] == pytest.approx(0.75)
+    np.testing.assert_allclose(t["original/smooth-mass"], [0.25, 0.5, 0.25], atol=1e-7)
+    np.testing.assert_allclose(t["human/smooth-mass"], [0.5, 0.25, 0.25], atol=1e-7)
+    # entropy-matched: independent reference with scipy (brentq on eps)
+    target_h = scipy_entropy([0.5, 0.3, 0.2])
+    ref_eps = brentq(lambda e: scipy_entropy([1 - e + e / 3, e / 3, e / 3]) - target_h, 1e-9, 1 - 1e-9, xtol=1e-14)
+    assert lc.fitted["smoothing_epsilon"] == pytest.approx(ref_eps, rel=1e-9)
+    top, rest = 1 - ref_eps + ref_eps / 3, ref_eps / 3
+    np.testing.assert_allclose(t["original/smooth"], [rest, top, rest], atol=1e-7)
+    np.testing.assert_allclose(t["human/smooth"], [top, rest, rest], atol=1e-7)
     np.testing.assert_allclose(t["human/human"], [0.5, 0.3, 0.2], atol=1e-7)
     np.testing.assert_allclose(t["original/human"], [0.3, 0.5, 0.2], atol=1e-7)  # mode swapped back to y
     # single item: shuffling can only give the item its own distribution
     np.testing.assert_allclose(t["human/human-shuffled"], t["human/human"])
     np.testing.assert_allclose(t["original/human-shuffled"], t["original/human"])
     # synthetic: independent reference temperature with scipy (brentq on T, softmax of log p / T)
-    target_h = scipy_entropy([0.5, 0.3, 0.2])
     ref_t = brentq(lambda T: scipy_entropy(softmax(np.log(teacher[0]) / T)) - target_h, 1e-3, 1e3, xtol=1e-14)
     assert lc.fitted["synthetic_temperature"] == pytest.approx(ref_t, rel=1e-6)
     ref = softmax(np.log(teacher[0]) / ref_t)  # argmax 2
@@ -195,7 +210,7 @@ def test_targets_are_distributions_with_required_argmax(problem):
 @given(problems())
 def test_fixed_points_and_two_entry_placement(problem):
     official, items, counts, teacher, seed = problem
-    lc = build_conditions(official, items, counts, teacher, seed=seed)
+    lc = build_conditions(official, items, counts, teacher, seed=seed, conditions=ALL_CONDITIONS)
     c = counts.shape[1]
     h = (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
     y = official[items]
@@ -206,22 +221,25 @@ def test_fixed_points_and_two_entry_placement(problem):
     np.testing.assert_allclose(lc.annotated("human/human"), h, atol=1e-7)
     # placing a shape changes at most two entries of the unplaced shape and keeps each row's
     # multiset of entries (human/human and human/human-shuffled are unplaced shapes themselves)
+    pos = {int(i): k for k, i in enumerate(items)}
+    src_m = lc.items["shuffled_from"].to_numpy()[items].astype(np.int64)
+    src_y = lc.items["shuffled_from_official_group"].to_numpy()[items].astype(np.int64)
     raw = {
-        "human": lc.annotated("human/human"),
-        "human-shuffled": lc.annotated("human/human-shuffled"),
-        "synthetic": L.temper(teacher[items], lc.fitted["synthetic_temperature"]).astype(np.float32),
-        "smooth": L.smooth_shape(y, c, lc.fitted["smoothing_epsilon"]).astype(np.float32),
-        "hard": onehot(y, c),
+        "human": {m: lc.annotated("human/human") for m in L.MODES},
+        "human-shuffled": {"human": lc.annotated("human/human-shuffled"),
+                           "original": h[[pos[s] for s in src_y]]},
+        "synthetic": {m: L.temper(teacher[items], lc.fitted["synthetic_temperature"]).astype(np.float32) for m in L.MODES},
+        "smooth": {m: L.smooth_shape(y, c, lc.fitted["smoothing_epsilon"]).astype(np.float32) for m in L.MODES},
+        "smooth-mass": {m: L.smooth_shape(y, c, lc.fitted["smoothing_epsilon_mass"]).astype(np.float32) for m in L.MODES},
+        "hard": {m: onehot(y, c) for m in L.MODES},
     }
-    for shape, unplaced in raw.items():
-        for mode in L.MODES:
+    for shape, by_mode in raw.items():
+        for mode, unplaced in by_mode.items():
             placed = lc.annotated(f"{mode}/{shape}")
             assert ((placed != unplaced).sum(axis=1) <= 2).all(), (mode, shape)
             np.testing.assert_array_equal(np.sort(placed, axis=1), np.sort(unplaced, axis=1))
     # human/human-shuffled is the shuffled human shape itself (its argmax already is the mode)
-    src = lc.items["shuffled_from"].to_numpy()[items].astype(np.int64)
-    pos = {int(i): k for k, i in enumerate(items)}
-    np.testing.assert_allclose(lc.annotated("human/human-shuffled"), h[[pos[s] for s in src]], atol=1e-7)
+    np.testing.assert_allclose(lc.annotated("human/human-shuffled"), h[[pos[s] for s in src_m]], atol=1e-7)
 
 
 @SETTINGS
@@ -243,15 +261,18 @@ def test_place_mode_properties(shape, data):
 @given(problems())
 def test_softness_matching(problem):
     official, items, counts, teacher, seed = problem
-    lc = build_conditions(official, items, counts, teacher, seed=seed)
+    lc = build_conditions(official, items, counts, teacher, seed=seed, conditions=ALL_CONDITIONS)
     h = counts / counts.sum(axis=1, keepdims=True)
     human_mass = (1 - h.max(axis=1)).mean()
     human_entropy = scipy_entropy(h, axis=1).mean()
     assert lc.fitted["human_mean_entropy"] == pytest.approx(human_entropy, abs=1e-12)
     assert 0.0 <= lc.fitted["smoothing_epsilon"] <= 1.0
+    assert 0.0 <= lc.fitted["smoothing_epsilon_mass"] <= 1.0
     for mode in L.MODES:
+        smooth_mass = lc.annotated(f"{mode}/smooth-mass").astype(np.float64)
+        assert (1 - smooth_mass.max(axis=1)).mean() == pytest.approx(human_mass, abs=F32_TOL)
         smooth = lc.annotated(f"{mode}/smooth").astype(np.float64)
-        assert (1 - smooth.max(axis=1)).mean() == pytest.approx(human_mass, abs=F32_TOL)
+        assert scipy_entropy(smooth, axis=1).mean() == pytest.approx(human_entropy, abs=F32_TOL)
         synth = lc.annotated(f"{mode}/synthetic").astype(np.float64)
         achieved = scipy_entropy(synth, axis=1).mean()
         if fitted_within_bounds(lc):
@@ -265,13 +286,14 @@ def test_softness_matching(problem):
             assert scipy_entropy(q, axis=1).mean() == pytest.approx(human_entropy, abs=F32_TOL)
     s = lc.summary()
     assert s.loc["human/human", "mean_entropy"] == pytest.approx(human_entropy, abs=F32_TOL)
-    assert s.loc["human/smooth", "mean_off_mode_mass"] == pytest.approx(human_mass, abs=F32_TOL)
+    assert s.loc["human/smooth-mass", "mean_off_mode_mass"] == pytest.approx(human_mass, abs=F32_TOL)
+    assert s.loc["human/smooth", "mean_entropy"] == pytest.approx(human_entropy, abs=F32_TOL)
     assert s.loc["human/hard", "frac_mode_shifted"] == pytest.approx(lc.fitted["human_frac_mode_shifted"])
 
 
 @SETTINGS
 @given(problems())
-def test_shuffle_within_human_mode_groups_and_determinism(problem):
+def test_shuffle_within_human_mode_groups_and_official_label_groups_and_determinism(problem):
     official, items, counts, teacher, seed = problem
     lc = build_conditions(official, items, counts, teacher, seed=seed)
     h = (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -284,6 +306,13 @@ def test_shuffle_within_human_mode_groups_and_determinism(problem):
     src = lc.items["shuffled_from"].to_numpy()[items].astype(np.int64)
     mode_of = dict(zip(items.tolist(), lc.human_mode.tolist()))
     assert [mode_of[s] for s in src] == lc.human_mode.tolist()
+    # the original row draws from items with the same OFFICIAL label: the group cannot leak
+    # the human mode of a mode-shifted item
+    src_y = lc.items["shuffled_from_official_group"].to_numpy()[items].astype(np.int64)
+    np.testing.assert_array_equal(official[src_y], official[items])
+    pos = {int(i): k for k, i in enumerate(items)}
+    unplaced = h[[pos[s] for s in src_y]]
+    np.testing.assert_array_equal(np.sort(lc.annotated("original/human-shuffled"), axis=1), np.sort(unplaced, axis=1))
     again = build_conditions(official, items, counts, teacher, seed=seed)
     for name in CONDITIONS:
         np.testing.assert_array_equal(lc.target(name), again.target(name))
@@ -365,7 +394,7 @@ def test_fashion_mnist_h_all_conditions():
     # teacher stand-in: seeded Dirichlet noise mixed with the official one-hot (no ties)
     rng = np.random.default_rng(0)
     teacher = (0.5 * rng.dirichlet(np.full(10, 0.3), 10000) + 0.5 * np.eye(10)[official]).astype(np.float32)
-    lc = build_conditions(official, fmh.items, fmh.counts, teacher, seed=0)
+    lc = build_conditions(official, fmh.items, fmh.counts, teacher, seed=0, conditions=ALL_CONDITIONS)
     s = lc.summary()
     human_entropy = scipy_entropy(fmh.counts, axis=1).mean()
     human_mass = (1 - (fmh.counts / fmh.counts.sum(1, keepdims=True)).max(1)).mean()
@@ -375,7 +404,10 @@ def test_fashion_mnist_h_all_conditions():
     for mode in L.MODES:
         for shape in ("synthetic", "human-shuffled", "human"):
             assert s.loc[f"{mode}/{shape}", "mean_entropy"] == pytest.approx(human_entropy, abs=F32_TOL)
-        assert s.loc[f"{mode}/smooth", "mean_off_mode_mass"] == pytest.approx(human_mass, abs=F32_TOL)
+        assert s.loc[f"{mode}/smooth-mass", "mean_off_mode_mass"] == pytest.approx(human_mass, abs=F32_TOL)
+        assert s.loc[f"{mode}/smooth", "mean_entropy"] == pytest.approx(human_entropy, abs=F32_TOL)
+        # mass matching over-smooths: far more entropy than the human labels
+        assert s.loc[f"{mode}/smooth-mass", "mean_entropy"] > human_entropy + 0.3
         shifted = s.loc[[f"{mode}/{shape}" for shape in L.SHAPES], "frac_mode_shifted"]
         np.testing.assert_allclose(shifted, 0.1754 if mode == "human" else 0.0, atol=1e-4)
     assert s.loc["human/human", "mean_tv_to_human"] == pytest.approx(0.0, abs=1e-6)

@@ -34,6 +34,20 @@ The generator
    ``b`` (zero elsewhere): two non-zero classes, or one when ``w ∈ {0, 1}``. Its hard label is
    ``a`` when ``w ≥ 0.5`` and ``b`` otherwise (ties go to ``a``).
 
+**Disjoint from the teacher.** With ``mnist_part="generator-half"`` the VAE is trained on, and
+the anchors are drawn from, one half of the MNIST training split only
+(:func:`mnist_train_halves`: a seeded split stratified by class); the teacher that labels the
+generated items is trained on the other half, so no image the teacher saw is decoded into an
+item. ``"all"`` uses the whole training split (the generator on its own).
+
+**Official labels with a realistic mode-shift rate** (:func:`official_with_mode_shifts`): a
+generated item's official label is its generator mode, except on a seeded fraction ``rate`` of
+items (default in the experiment: 0.18, the Fashion-MNIST-H rate) where it is the pair's
+*other* class. Flipped items are drawn without replacement with probability proportional to the
+generator's minority mass ``min(w, 1 − w)``, so ambiguous blends are flipped far more often
+than clear ones (a 50/50 blend five times as often as a 90/10 one; unblended items never) —
+as with people, whose majority departs from the official label mostly on ambiguous images.
+
 All random draws of step 2 come from ``numpy.random.default_rng(seed)`` (independent of the
 generator's training seed), so the same configuration gives the same bytes on CPU with the
 same torch build. The label is a *design* label: the decoded blend need not look like ``w``
@@ -91,13 +105,20 @@ __all__ = [
     "plot_interpolation",
     "generator_dir",
     "dataset_path",
+    "MNIST_PARTS",
+    "mnist_train_halves",
+    "official_with_mode_shifts",
     "describe",
 ]
 
 DATASET_NAME = "synthetic-mnist"
 #: Bumped whenever the generator or the generation procedure changes (it enters every cache key).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 WEIGHT_DISTS = ("uniform", "beta", "fixed")
+#: Which part of the MNIST training split the generator trains on and draws anchors from.
+MNIST_PARTS = ("all", "generator-half")
+#: Seed of the generator/teacher split of the MNIST training split.
+HALVES_SEED = 0
 N_CLASSES = 10
 MNIST_CLASSES = tuple(str(d) for d in range(N_CLASSES))
 ALL_PAIRS: tuple[tuple[int, int], ...] = tuple((a, b) for a in range(N_CLASSES) for b in range(a + 1, N_CLASSES))
@@ -113,7 +134,8 @@ class SyntheticMnistConfig:
       ``latent_dim`` (d), ``hidden`` (widths of the encoder's hidden layers; the decoder mirrors
       them), ``epochs``, ``train_items`` (first-stage subsample of the MNIST training split,
       drawn with ``generator_seed``; ``None`` = all 60,000), ``batch_size``, ``lr`` (Adam),
-      ``beta`` (KL weight), ``generator_seed``.
+      ``beta`` (KL weight), ``generator_seed``, ``mnist_part`` (``"all"`` or ``"generator-half"``:
+      train and draw anchors on the half of :func:`mnist_train_halves` the teacher never sees).
 
     Generation fields: ``n_items``, ``seed``, ``class_pairs`` (``None`` = all 45 pairs),
     ``orient_randomly``, ``weight_dist`` (``"uniform"``, ``"beta"``, ``"fixed"``),
@@ -135,6 +157,7 @@ class SyntheticMnistConfig:
     lr: float = 1e-3
     beta: float = 1.0
     generator_seed: int = 0
+    mnist_part: str = "all"
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
@@ -144,6 +167,8 @@ class SyntheticMnistConfig:
             raise bad("n_items", "a positive integer")
         if self.weight_dist not in WEIGHT_DISTS:
             raise bad("weight_dist", f"one of {WEIGHT_DISTS}")
+        if self.mnist_part not in MNIST_PARTS:
+            raise bad("mnist_part", f"one of {MNIST_PARTS}")
         if not self.weight_concentration > 0:
             raise bad("weight_concentration", "a positive number")
         if not 0.0 <= self.weight_fixed <= 1.0:
@@ -191,7 +216,7 @@ class SyntheticMnistConfig:
         return {
             "version": GENERATOR_VERSION, "latent_dim": self.latent_dim, "hidden": list(self.hidden),
             "epochs": self.epochs, "train_items": self.train_items, "batch_size": self.batch_size,
-            "lr": self.lr, "beta": self.beta, "generator_seed": self.generator_seed,
+            "lr": self.lr, "beta": self.beta, "generator_seed": self.generator_seed, "mnist_part": self.mnist_part,
         }
 
     def generation_fields(self) -> dict[str, Any]:
@@ -221,6 +246,58 @@ def generator_dir(cfg: SyntheticMnistConfig) -> Path:
 def dataset_path(cfg: SyntheticMnistConfig) -> Path:
     """``cache_dir()/synthetic-mnist/<dataset_key>.npz``."""
     return cache_dir() / DATASET_NAME / f"{cfg.dataset_key()}.npz"
+
+
+# --------------------------------------------------------------------------- MNIST halves
+
+def mnist_train_halves(labels: np.ndarray, seed: int = HALVES_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Split the MNIST training split into a *generator* half and a *teacher* half (sorted int64
+    positions). Stratified by class: within each class a seeded permutation is dealt alternately
+    to the two halves (continuing across classes), so the halves differ in size by at most one
+    overall and within every class."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    side = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        side[idx] = (np.arange(len(idx)) + offset) % 2
+        offset += len(idx)
+    return np.flatnonzero(side == 0).astype(np.int64), np.flatnonzero(side == 1).astype(np.int64)
+
+
+def _mnist_pool(cfg: SyntheticMnistConfig, labels: np.ndarray) -> np.ndarray:
+    """Positions of the MNIST training split the generator may use."""
+    if cfg.mnist_part == "generator-half":
+        return mnist_train_halves(labels)[0]
+    return np.arange(len(labels), dtype=np.int64)
+
+
+def official_with_mode_shifts(pairs: np.ndarray, weights: np.ndarray, rate: float, seed: int = 0) -> np.ndarray:
+    """Official labels of generated items: the generator mode, except on ``round(rate · n)``
+    items where it is the pair's other class.
+
+    The flipped items are drawn without replacement (``numpy.random.default_rng(seed).choice``)
+    with probability proportional to ``min(w, 1 − w)``, the generator's minority mass; items with
+    ``w ∈ {0, 1}`` are never flipped. ``rate`` must be in ``[0, 0.5]`` and no larger than the
+    share of items that can be flipped."""
+    pairs = np.asarray(pairs)
+    weights = np.asarray(weights, dtype=np.float64)
+    if not 0.0 <= rate <= 0.5:
+        raise ValueError(f"rate: expected a mode-shift rate in [0, 0.5], got {rate!r}")
+    modes = generator_modes(pairs, weights)
+    other = np.where(modes == pairs[:, 0], pairs[:, 1], pairs[:, 0])
+    n_flip = int(round(rate * len(weights)))
+    minority = np.minimum(weights, 1.0 - weights)
+    eligible = int((minority > 0).sum())
+    if n_flip > eligible:
+        raise ValueError(f"rate: {rate} asks for {n_flip} mode shifts but only {eligible} items are blends")
+    official = modes.copy()
+    if n_flip:
+        flip = np.random.default_rng(seed).choice(len(weights), size=n_flip, replace=False, p=minority / minority.sum())
+        official[flip] = other[flip]
+    return official.astype(np.int64)
 
 
 # --------------------------------------------------------------------------- soft labels
@@ -334,10 +411,14 @@ def _train_vae(cfg: SyntheticMnistConfig, progress: bool = True) -> tuple[dict[s
 
     train = load_images("mnist", "train")
     rng = np.random.default_rng(cfg.generator_seed)
+    pool = _mnist_pool(cfg, train.labels)
     if cfg.train_items is None:
-        idx = np.arange(len(train), dtype=np.int64)
+        idx = pool
     else:
-        idx = np.sort(rng.choice(len(train), size=cfg.train_items, replace=False)).astype(np.int64)
+        if cfg.train_items > len(pool):
+            raise ValueError(f"SyntheticMnistConfig.train_items: {cfg.train_items} exceeds the {len(pool)} images of "
+                             f"mnist_part={cfg.mnist_part!r}")
+        idx = np.sort(rng.choice(pool, size=cfg.train_items, replace=False)).astype(np.int64)
     x = torch.from_numpy(train.images[idx].reshape(len(idx), 784).astype(np.float32) / 255.0)
     history: list[float] = []
     t0 = time.perf_counter()
@@ -499,7 +580,8 @@ _ARRAYS = ("images", "soft_labels", "labels", "pairs", "weights", "anchors", "in
 
 
 def _draw_items(cfg: SyntheticMnistConfig, train_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded draws: pairs (n, 2), anchors (n, 2) into the training split, weights (n,) float32."""
+    """Seeded draws: pairs (n, 2), anchors (n, 2) into the training split (within
+    ``cfg.mnist_part``), weights (n,) float32."""
     rng = np.random.default_rng(cfg.seed)
     n = cfg.n_items
     table = np.asarray(cfg.pairs(), dtype=np.int64)
@@ -507,7 +589,8 @@ def _draw_items(cfg: SyntheticMnistConfig, train_labels: np.ndarray) -> tuple[np
     if cfg.orient_randomly:
         flip = rng.random(n) < 0.5
         pairs = np.where(flip[:, None], pairs[:, ::-1], pairs)
-    by_class = [np.flatnonzero(train_labels == c) for c in range(N_CLASSES)]
+    allowed = _mnist_pool(cfg, train_labels)
+    by_class = [allowed[train_labels[allowed] == c] for c in range(N_CLASSES)]
     anchors = np.empty((n, 2), dtype=np.int64)
     for col in range(2):
         u = rng.random(n)
