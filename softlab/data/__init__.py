@@ -24,14 +24,17 @@ from softlab.data.annotations import (
 from softlab.data.cifar import DataUnavailable, load_cifar10, load_cifar10h
 from softlab.data.human import HumanLabels, load_human, load_mnist_cleanlab_probs
 from softlab.data.images import ChecksumError, DataError, ImageSet, fetch, load_images
+from softlab.data.votes import AgreementSummary, agreement, load_votes, read_votes
 
 __all__ = [
+    "AgreementSummary",
     "AnnotationError",
     "ChecksumError",
     "DataError",
     "DataUnavailable",
     "HumanLabels",
     "ImageSet",
+    "agreement",
     "entropy",
     "fetch",
     "fleiss_kappa",
@@ -42,9 +45,11 @@ __all__ = [
     "load_human",
     "load_images",
     "load_mnist_cleanlab_probs",
+    "load_votes",
     "majority",
     "mode_shifted",
     "read_annotations",
+    "read_votes",
     "soft_labels",
     "summarise",
     "to_counts",
