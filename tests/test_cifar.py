@@ -14,9 +14,14 @@ import numpy as np
 import pytest
 
 from softlab.cli import main
-from softlab.data import DataError, DataUnavailable, load_human, load_images
-from softlab.data import cifar
-from softlab.data.cifar import CIFAR10, fabricate_cifar10, load_cifar10, load_cifar10h, parse_batch
+from softlab.data import DataError, DataUnavailable, cifar, load_human, load_images
+from softlab.data.cifar import (
+    CIFAR10,
+    fabricate_cifar10,
+    load_cifar10,
+    load_cifar10h,
+    parse_batch,
+)
 from softlab.io import md5_bytes
 from softlab.models import ModelConfig
 from softlab.train import Member, TrainConfig, train_members, train_single_reference

@@ -436,12 +436,15 @@ def cache_info(spec: CifarSpec | None = None) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- fabricated data
 
 
-class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
+_PurePythonPickler: Any = pickle._Pickler  # type: ignore[attr-defined]  # the pure-Python pickler: its dispatch is overridable
+
+
+class _Py2Pickler(_PurePythonPickler):
     """Writes pickles as Python 2's cPickle did for the CIFAR files: protocol 2, every bytes
     and str object as a Python 2 ``str`` (SHORT_BINSTRING / BINSTRING), numpy globals under
     their Python 2 module names (``numpy.core.multiarray``)."""
 
-    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+    dispatch = _PurePythonPickler.dispatch.copy()
 
     def save_py2_str(self, obj: bytes | str) -> None:
         data = obj.encode("latin1") if isinstance(obj, str) else obj
