@@ -125,8 +125,10 @@ class ImageSet:
 
     def as_float(self) -> np.ndarray:
         """Float32 array (N, C, H, W) scaled to [0, 1]: (N, 1, 28, 28) for MNIST, (N, 3, 32, 32) for CIFAR-10."""
-        if self.images.ndim == 4:  # channels-last colour images -> channels-first
-            return np.ascontiguousarray((self.images.astype(np.float32) / 255.0).transpose(0, 3, 1, 2))
+        if self.images.ndim == 4:  # channels-last colour images -> channels-first, one float copy
+            x = self.images.transpose(0, 3, 1, 2).astype(np.float32, order="C")
+            x /= np.float32(255.0)
+            return x
         return (self.images.astype(np.float32) / 255.0)[:, None]
 
     def tensors(self):  # -> tuple[torch.Tensor, torch.Tensor]
