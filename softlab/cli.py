@@ -16,12 +16,20 @@ from collections.abc import Sequence
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from softlab.data import images
+    from softlab.data.cifar import DataUnavailable
     from softlab.data.human import HUMAN_FILES, fetch_human_file
 
     status = 0
-    for dataset in args.dataset:
+    for dataset in args.dataset or [*images.DATASETS, *images.OPTIONAL_DATASETS]:
         try:
             origins = images.fetch(dataset, sources=tuple(args.sources))
+        except DataUnavailable as exc:  # an optional set not asked for by name: one line, not a failure
+            if args.dataset:
+                print(f"FAILED {dataset}: {exc}\n" + "\n".join(exc.failures), file=sys.stderr)
+                status = 1
+            else:
+                print(f"skip {dataset}: {exc}")
+            continue
         except images.DataError as exc:
             print(f"FAILED {dataset}:\n{exc}", file=sys.stderr)
             status = 1
@@ -49,7 +57,7 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
 
     print(f"data dir  (SOFTLAB_DATA_DIR):  {data_dir()}")
     print(f"cache dir (SOFTLAB_CACHE_DIR): {cache_dir()}")
-    rows = [r for d in images.DATASETS for r in images.cache_info(d)] + human_cache_info()
+    rows = [r for d in (*images.DATASETS, *images.OPTIONAL_DATASETS) for r in images.cache_info(d)] + human_cache_info()
     df = pd.DataFrame(rows)[["dataset", "file", "status", "origin"]]
     widths = {c: max(len(c), int(df[c].str.len().max())) for c in ("dataset", "file", "status")}
     print("  ".join(c.ljust(widths.get(c, 0)) for c in df.columns))
@@ -73,7 +81,7 @@ def _cmd_book(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from softlab.data.images import DATASETS, SOURCES
+    from softlab.data.images import DATASETS, OPTIONAL_DATASETS, SOURCES
 
     parser = argparse.ArgumentParser(prog="softlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="fetch, verify and list data")
     dsub = data.add_subparsers(dest="data_command", required=True)
     fetch = dsub.add_parser("fetch", help="fetch and verify image files and human labels")
-    fetch.add_argument("--dataset", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    fetch.add_argument("--dataset", nargs="+", choices=[*DATASETS, *OPTIONAL_DATASETS],
+                       help=f"default: all; unavailable optional sets ({', '.join(OPTIONAL_DATASETS)}) are skipped with one line")
     fetch.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES),
                        help="image sources to try, in order")
     fetch.add_argument("--no-human", dest="human", action="store_false", help="skip the human-label files")

@@ -167,3 +167,59 @@ def test_dropout_masks_scale_hidden_units():
     zeros = [torch.zeros(2, 3, 6)]  # every hidden unit dropped: logits are the output bias
     out = stacked_forward(cfg, stacked, x, zeros)
     torch.testing.assert_close(out, stacked["out.bias"].unsqueeze(1).expand(2, 3, 10))
+
+
+# ------------------------------------------------------------------------------ input shapes
+
+CIFAR_SHAPE = (3, 32, 32)
+
+
+def test_default_input_shape_keeps_config_dicts_and_cache_keys():
+    """Golden values from before colour inputs existed: the default (1, 28, 28) must keep every
+    existing run's configuration dict and cache key (``softlab.store`` hashes ``key_dict()``)."""
+    from softlab.io import config_key
+    from softlab.train import TrainConfig
+
+    assert ModelConfig("mlp", hidden=64).to_dict() == {
+        "kind": "mlp", "hidden": 64, "width": 16, "depth": 2, "dropout": 0.0, "n_classes": 10, "in_shape": [1, 28, 28]}
+    smoke = TrainConfig(model=ModelConfig("mlp", hidden=64), epochs=3, batch_size=64, lr=0.002)
+    assert config_key(smoke.key_dict()) == "3fe887e9c07b7ea2"
+    paper = TrainConfig(model=REFERENCE_CNN, epochs=3, batch_size=64, lr=0.002)
+    assert config_key(paper.key_dict()) == "2e2824a78949e352"
+    assert ModelConfig("cnn", in_shape=CIFAR_SHAPE).to_dict()["in_shape"] == [3, 32, 32]
+    assert config_key(TrainConfig(model=ModelConfig("cnn", in_shape=CIFAR_SHAPE), epochs=3, batch_size=64,
+                                  lr=0.002).key_dict()) != "2e2824a78949e352"
+
+
+def test_reference_cnn_and_mlp_on_cifar_inputs():
+    cnn = ModelConfig("cnn", in_shape=CIFAR_SHAPE)
+    shapes = dict(param_shapes(cnn))
+    # 32 -> 16 -> 8 after two 2×2 pools: 32 channels · 8 · 8 = 2048 features
+    assert shapes["conv1.weight"] == (16, 3, 3, 3) and shapes["conv2.weight"] == (32, 16, 3, 3)
+    assert shapes["fc1.weight"] == (128, 2048) and flat_features(cnn) == 2048
+    assert count_params(cnn) == (16 * 27 + 16) + (32 * 144 + 32) + (2048 * 128 + 128) + (128 * 10 + 10)
+    assert init_model(cnn, 0)(torch.zeros(2, *CIFAR_SHAPE)).shape == (2, 10)
+    mlp = ModelConfig("mlp", in_shape=CIFAR_SHAPE)
+    assert dict(param_shapes(mlp))["fc1.weight"] == (128, 3072)
+    # fan-in of the first conv counts all three input channels: 3 · 3 · 3
+    assert init_params(cnn, 0)["conv1.weight"].abs().max() <= 1 / np.sqrt(27)
+
+
+def test_stacked_forward_matches_modules_on_cifar_inputs():
+    _compare_with_modules(ModelConfig("cnn", in_shape=CIFAR_SHAPE), 3, 4, 2)
+    _compare_with_modules(ModelConfig("mlp", in_shape=CIFAR_SHAPE, hidden=32), 3, 4, 3)
+
+
+@pytest.mark.parametrize("in_shape", [(1, 28, 28), CIFAR_SHAPE])
+def test_grouped_convolution_keeps_members_channels_apart(in_shape):
+    # members' input channels are stacked for one grouped convolution: with 3 channels a wrong
+    # grouping would mix member 0's blue plane into member 1
+    cfg = ModelConfig("cnn", width=4, hidden=16, in_shape=in_shape)
+    stacked = stack_params([init_params(cfg, s) for s in range(3)])
+    x = torch.rand(3, 4, *in_shape)
+    y = stacked_forward(cfg, stacked, x)
+    for c in range(in_shape[0]):
+        x2 = x.clone()
+        x2[1, :, c] = float("nan")
+        y2 = stacked_forward(cfg, stacked, x2)
+        assert torch.equal(y[0], y2[0]) and torch.equal(y[2], y2[2]) and torch.isnan(y2[1]).all()

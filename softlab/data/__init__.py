@@ -21,12 +21,39 @@ from softlab.data.annotations import (
     validate_counts,
     votes_per_item,
 )
+from softlab.data.cifar import DataUnavailable, load_cifar10, load_cifar10h
 from softlab.data.human import HumanLabels, load_human, load_mnist_cleanlab_probs
 from softlab.data.images import ChecksumError, DataError, ImageSet, fetch, load_images
+from softlab.data.votes import AgreementSummary, agreement, load_votes, read_votes
 
 __all__ = [
-    "AnnotationError", "ChecksumError", "DataError", "HumanLabels", "ImageSet", "entropy", "fetch",
-    "fleiss_kappa", "from_counts", "human_mode", "load_human", "load_images", "load_mnist_cleanlab_probs",
-    "majority", "mode_shifted", "read_annotations", "soft_labels", "summarise", "to_counts",
-    "validate_annotations", "validate_counts", "votes_per_item",
+    "AgreementSummary",
+    "AnnotationError",
+    "ChecksumError",
+    "DataError",
+    "DataUnavailable",
+    "HumanLabels",
+    "ImageSet",
+    "agreement",
+    "entropy",
+    "fetch",
+    "fleiss_kappa",
+    "from_counts",
+    "human_mode",
+    "load_cifar10",
+    "load_cifar10h",
+    "load_human",
+    "load_images",
+    "load_mnist_cleanlab_probs",
+    "load_votes",
+    "majority",
+    "mode_shifted",
+    "read_annotations",
+    "read_votes",
+    "soft_labels",
+    "summarise",
+    "to_counts",
+    "validate_annotations",
+    "validate_counts",
+    "votes_per_item",
 ]

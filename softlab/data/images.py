@@ -79,6 +79,9 @@ FASHION_MNIST = DatasetSpec(
 )
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (MNIST, FASHION_MNIST)}
+#: Image sets in their own modules (``load_images``/``fetch``/``cache_info`` delegate to them),
+#: not needed by the default book: ``softlab data fetch`` tries them and skips them with one line.
+OPTIONAL_DATASETS = ("cifar10",)  # softlab.data.cifar
 SOURCES = ("cache", "registry", "mirror")
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -97,7 +100,12 @@ class ChecksumError(DataError):
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images (N, 28, 28) uint8, labels (N,) int64, and class names."""
+    """Images uint8, labels (N,) int64, and class names.
+
+    ``images`` is (N, H, W) for grayscale sets (MNIST, Fashion-MNIST: (N, 28, 28)) and
+    (N, H, W, 3) channels-last for colour sets (CIFAR-10: (N, 32, 32, 3), as torchvision's
+    ``CIFAR10.data``). ``as_float`` always gives the models' (N, C, H, W).
+    """
 
     dataset: str
     split: str
@@ -108,12 +116,23 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image as the models take it (``ModelConfig.in_shape``)."""
+        if self.images.ndim == 4:
+            return (int(self.images.shape[3]), int(self.images.shape[1]), int(self.images.shape[2]))
+        return (1, int(self.images.shape[1]), int(self.images.shape[2]))
+
     def as_float(self) -> np.ndarray:
-        """Float32 array (N, 1, 28, 28) scaled to [0, 1]."""
+        """Float32 array (N, C, H, W) scaled to [0, 1]: (N, 1, 28, 28) for MNIST, (N, 3, 32, 32) for CIFAR-10."""
+        if self.images.ndim == 4:  # channels-last colour images -> channels-first, one float copy
+            x = self.images.transpose(0, 3, 1, 2).astype(np.float32, order="C")
+            x /= np.float32(255.0)
+            return x
         return (self.images.astype(np.float32) / 255.0)[:, None]
 
     def tensors(self):  # -> tuple[torch.Tensor, torch.Tensor]
-        """(float32 tensor (N, 1, 28, 28) in [0, 1], int64 label tensor)."""
+        """(float32 tensor (N, C, H, W) in [0, 1], int64 label tensor)."""
         import torch
 
         return torch.from_numpy(self.as_float()), torch.from_numpy(self.labels.copy())
@@ -242,6 +261,10 @@ def cached_origin(dataset: str, file: str) -> str | None:
 
 def fetch(dataset: str, sources: tuple[str, ...] = SOURCES) -> dict[str, str]:
     """Fetch and verify every file of a dataset; returns {file: origin}."""
+    if dataset == "cifar10":
+        from softlab.data import cifar
+
+        return cifar.fetch(None, sources)
     return {f: fetch_file(dataset, f, sources)[1] for f in spec(dataset).md5}
 
 
@@ -265,7 +288,12 @@ _MEMO: dict[tuple[str, str], ImageSet] = {}
 
 def load_images(dataset: str, split: str, sources: tuple[str, ...] = SOURCES) -> ImageSet:
     """Load a verified split (``train`` or ``test``) of ``mnist`` or ``fashion-mnist``; for
-    ``synthetic-mnist`` (``all``, ``train`` or ``test``) the default generated set."""
+    ``synthetic-mnist`` (``all``, ``train`` or ``test``) the default generated set; for ``cifar10``
+    (``train``/``test``) see :func:`softlab.data.cifar.load_cifar10` (raises ``DataUnavailable``)."""
+    if dataset == "cifar10":
+        from softlab.data.cifar import load_cifar10
+
+        return load_cifar10(split, sources)
     if dataset == "synthetic-mnist":
         # Generated (and cached) with the default generator; other configurations:
         # softlab.data.synthetic_mnist.load_synthetic_mnist(split, cfg).
@@ -302,6 +330,10 @@ def torchvision_dataset(dataset: str, split: str, **kwargs):
 
 def cache_info(dataset: str) -> list[dict[str, str]]:
     """One row per file: path, cached?, origin, checksum status — without fetching."""
+    if dataset == "cifar10":
+        from softlab.data import cifar
+
+        return cifar.cache_info()
     s = spec(dataset)
     rows = []
     for file, expected in s.md5.items():
