@@ -459,12 +459,14 @@ def data_versions(dataset: str) -> dict[str, Any]:
     return out
 
 
-def member_key(arm_cfg: ArmConfig, train_key: dict[str, Any], condition: str, seed: int, fold: int) -> dict[str, Any]:
+def member_key(arm_cfg: ArmConfig, train_key: dict[str, Any], condition: str, seed: int, fold: int,
+               training_dynamics: bool = True) -> dict[str, Any]:
     """The full configuration of one run (its cache key): data and label versions, the arm's
-    protocol settings, condition, seed, fold, model and hyper-parameters. (The store adds the
-    trainer version.)"""
+    protocol settings, condition, seed, fold, model and hyper-parameters, and whether its
+    training dynamics are stored. (The store adds the trainer version.)"""
     return {"arm": arm_cfg.key_dict(), "data": data_versions(arm_cfg.dataset), "train": train_key,
-            "condition": condition, "seed": int(seed), "fold": int(fold), "protocol_version": PROTOCOL_VERSION}
+            "condition": condition, "seed": int(seed), "fold": int(fold), "protocol_version": PROTOCOL_VERSION,
+            "training_dynamics": bool(training_dynamics and train_key.get("record_dynamics", True))}
 
 
 @dataclass
@@ -529,6 +531,8 @@ class GridResults:
         """(epochs, n, C) training dynamics of one member restricted to its *labelled* training
         items, and those items' pool positions."""
         res = self.results[self.index(condition, seed, fold)]
+        if res.dynamics is None:
+            raise ValueError(f"run {res.name} recorded no training dynamics (see records_training_dynamics)")
         train_pos = self.arm.train_positions(fold)
         keep = np.isin(train_pos, self.arm.annotated)
         return res.dynamics[:, keep].astype(np.float32), train_pos[keep]
@@ -574,6 +578,13 @@ def configs_from_params(p: Mapping[str, Any]):
     return arms, train, list(range(int(p["seeds"])))
 
 
+def records_training_dynamics(condition: str, seed: int, seeds: Sequence[int]) -> bool:
+    """Whether a run records its training-item dynamics: the first seed of every condition (the
+    data maps) and every seed of ``original/hard`` (the hard-label cartography question). Other
+    runs record only their held-out and calibration items, which claim 3 uses."""
+    return int(seed) == int(seeds[0]) or condition == "original/hard"
+
+
 def grid_members(arm: Arm, seeds: Sequence[int]) -> tuple[pd.DataFrame, list[Any]]:
     """The paired grid: one member per (seed, fold, condition). Members of the same seed share
     initial weights and batch order (the trainer derives both from the seed alone)."""
@@ -587,11 +598,12 @@ def grid_members(arm: Arm, seeds: Sequence[int]) -> tuple[pd.DataFrame, list[Any
             for cond in arm.config.conditions:
                 mode, shape = parse_condition(cond)
                 meta = {"dataset": arm.config.dataset, "condition": cond, "seed": int(seed), "fold": int(fold)}
+                record = records_training_dynamics(cond, seed, seeds)
                 rows.append({"dataset": arm.config.dataset, "condition": cond, "mode": mode, "shape": shape,
-                             "seed": int(seed), "fold": int(fold)})
+                             "seed": int(seed), "fold": int(fold), "training_dynamics": record})
                 members.append(Member(seed=int(seed), targets=arm.targets(cond, seed, fold), train_idx=train_pos,
                                       name=f"{arm.config.dataset}:{cond}:seed{seed}:fold{fold}", meta=meta,
-                                      watch_idx=watch))
+                                      watch_idx=watch, record_dynamics=record))
     return pd.DataFrame(rows), members
 
 
@@ -605,7 +617,8 @@ def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = Fal
     store = store if store is not None else RunStore()
     runs, members = grid_members(arm, seeds)
     train_key = train_cfg.key_dict()
-    configs = [member_key(arm.config, train_key, r.condition, r.seed, r.fold) for r in runs.itertuples(index=False)]
+    configs = [member_key(arm.config, train_key, r.condition, r.seed, r.fold, r.training_dynamics)
+               for r in runs.itertuples(index=False)]
     by_key = {store.key(c): m for c, m in zip(configs, members)}
     eval_sets = {"disjoint": arm.disjoint_images}
 

@@ -35,14 +35,23 @@ __all__ = [
     "plot_metric_by_stratum",
     "plot_seed_spread",
     "plot_intervals",
+    "plot_item_distributions",
+    "plot_verdicts",
+    "plot_image_grid",
+    "plot_condition_targets",
+    "COLUMN_WIDTH_IN",
 ]
 
-SHAPE_ORDER: tuple[str, ...] = ("hard", "smooth", "synthetic", "human-shuffled", "human")
+#: Width (inches) of a figure that fills the book's ~700 px content column at 100 dpi.
+COLUMN_WIDTH_IN: float = 7.0
+
+SHAPE_ORDER: tuple[str, ...] = ("hard", "smooth", "smooth-mass", "synthetic", "human-shuffled", "human")
 MODE_ORDER: tuple[str, ...] = ("original", "human")
 STRATUM_ORDER: tuple[str, ...] = ("all", "easy", "medium", "hard", "mode-shifted")
 SHAPE_COLOURS: dict[str, str] = {
     "hard": "#4d4d4d",
     "smooth": "#1f77b4",
+    "smooth-mass": "#17becf",
     "synthetic": "#ff7f0e",
     "human-shuffled": "#9467bd",
     "human": "#2ca02c",
@@ -53,14 +62,20 @@ _ORIGINAL_TINT = 0.45  # fraction of white mixed into the hue for the "original"
 
 
 def set_style() -> None:
-    """Apply the project's seaborn/matplotlib style (white grid, notebook context, 110 dpi)."""
+    """Apply the project's one style: seaborn white grid, 100 dpi, text ≥ 9 pt at the size the
+    book shows a :data:`COLUMN_WIDTH_IN`-wide figure."""
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.9)
     mpl.rcParams.update(
         {
-            "figure.dpi": 110,
-            "savefig.dpi": 110,
+            "figure.dpi": 100,
+            "savefig.dpi": 100,
             "savefig.bbox": "tight",
-            "axes.titlesize": "medium",
+            "font.size": 10,
+            "axes.titlesize": 10,
+            "axes.labelsize": 10,
+            "xtick.labelsize": 9,
+            "ytick.labelsize": 9,
+            "legend.fontsize": 9,
             "legend.frameon": False,
         }
     )
@@ -77,6 +92,7 @@ def condition_colour(condition: str) -> str:
     """Hex colour of ``"<mode>/<shape>"`` (or of a bare shape name). Deterministic for unknown
     shapes too (picked from a fixed fallback list by a stable checksum of the name)."""
     mode, shape = _split_condition(condition)
+    shape = shape.removesuffix("+ts")  # a temperature-scaled twin keeps its condition's colour
     if shape in SHAPE_COLOURS:
         base = SHAPE_COLOURS[shape]
     else:
@@ -93,9 +109,11 @@ def order_conditions(conditions: Sequence[str]) -> list[str]:
 
     def key(c: str) -> tuple:
         mode, shape = _split_condition(c)
+        ts = shape.endswith("+ts")
+        shape = shape.removesuffix("+ts")
         mi = MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
         si = SHAPE_ORDER.index(shape) if shape in SHAPE_ORDER else len(SHAPE_ORDER)
-        return (mi, si, mode, shape)
+        return (mi, si, ts, mode, shape)
 
     return sorted(dict.fromkeys(conditions), key=key)
 
@@ -366,4 +384,135 @@ def plot_intervals(
     ax.set_yticks(pos)
     ax.set_yticklabels(labels)
     ax.set_xlabel(xlabel or estimate)
+    return fig
+
+
+def plot_item_distributions(
+    images: np.ndarray,
+    distributions: np.ndarray,
+    class_names: Sequence[str],
+    titles: Sequence[str] | None = None,
+    highlight: np.ndarray | None = None,
+    ncols: int = 4,
+    label: str = "share of votes",
+) -> Figure:
+    """Each item as its image above a bar chart of its distribution over the classes.
+
+    ``images`` (n, H, W) or (n, H, W, 3); ``distributions`` (n, C); ``highlight`` (n,) class per
+    item drawn in red (e.g. the official label); at most ``ncols`` items per row so that class
+    names stay legible in the book's column.
+    """
+    images = np.asarray(images)
+    dists = np.asarray(distributions, dtype=np.float64)
+    n = len(images)
+    if dists.shape[0] != n:
+        raise ValueError(f"distributions: expected {n} rows like images, got {dists.shape[0]}")
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 3.2 * nrows), layout="constrained")
+    grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[1.0, 1.1] * nrows)
+    short = [str(c)[:9] for c in class_names]
+    for k in range(n):
+        r, c = divmod(k, ncols)
+        ax_img = fig.add_subplot(grid[2 * r, c])
+        ax_img.imshow(images[k], cmap=None if images[k].ndim == 3 else "gray_r", interpolation="nearest")
+        ax_img.set_xticks([])
+        ax_img.set_yticks([])
+        if titles is not None:
+            ax_img.set_title(str(titles[k]), fontsize=9)
+        ax = fig.add_subplot(grid[2 * r + 1, c])
+        colours = ["#4d4d4d"] * dists.shape[1]
+        if highlight is not None:
+            colours[int(highlight[k])] = "#d62728"
+        ax.bar(np.arange(dists.shape[1]), dists[k], color=colours)
+        ax.set_ylim(0, 1)
+        ax.set_xticks(np.arange(dists.shape[1]))
+        ax.set_xticklabels(short, rotation=90, fontsize=9)
+        if c == 0:
+            ax.set_ylabel(label)
+        else:
+            ax.set_yticklabels([])
+    return fig
+
+
+def plot_verdicts(verdicts: pd.DataFrame, label: str = "label") -> Figure:
+    """Forest plot of tests in units of their pre-registered margin: one row per test, the
+    estimate and 95% interval divided by the smallest effect size of interest (so ±1 marks
+    the equivalence margin on every row), coloured by verdict.
+
+    ``verdicts`` needs ``label``, ``scaled_estimate``, ``scaled_low``, ``scaled_high`` and
+    ``verdict`` columns (:func:`softlab.inference.scaled_effects` adds the scaled ones).
+    """
+    from softlab.present import VERDICT_COLOURS, verdict_word
+
+    _require(verdicts, [label, "scaled_estimate", "scaled_low", "scaled_high", "verdict"], "verdicts")
+    rows = verdicts.reset_index(drop=True)
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.42 * len(rows) + 1.3), layout="constrained")
+    ax = fig.add_subplot()
+    pos = np.arange(len(rows))[::-1]
+    ax.axvspan(-1, 1, color="#4575b4", alpha=0.08, lw=0)
+    ax.axvline(0.0, color="black", lw=0.8)
+    for p, row in zip(pos, rows.itertuples(index=False)):
+        colour = VERDICT_COLOURS.get(verdict_word(row.verdict), "#000000")
+        e, a, b = float(row.scaled_estimate), float(row.scaled_low), float(row.scaled_high)
+        if np.isfinite(e):
+            xerr = np.clip([[e - a], [b - e]], 0, None) if np.isfinite(a) and np.isfinite(b) else None
+            ax.errorbar([e], [p], xerr=xerr, fmt="o", color=colour, capsize=3, ms=6, lw=1.6)
+    ax.set_yticks(pos)
+    ax.set_yticklabels([str(v) for v in rows[label]])
+    ax.set_xlabel("effect in units of the pre-registered margin (shaded: within the margin)")
+    finite = rows[["scaled_low", "scaled_high", "scaled_estimate"]].to_numpy(dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    lim = max(2.0, float(np.abs(finite).max()) * 1.1) if finite.size else 2.0
+    ax.set_xlim(-min(lim, 12), min(lim, 12))
+    handles = [mpl.lines.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOURS.items()
+               if v in {verdict_word(x) for x in rows["verdict"]}]
+    ax.legend(handles=handles, loc="lower right", fontsize=9, frameon=True)
+    return fig
+
+
+def plot_image_grid(images: np.ndarray, titles: Sequence[str] | None = None, ncols: int = 8,
+                    cell: float | None = None) -> Figure:
+    """Images in a grid at most ``ncols`` wide (grey-scale (n, H, W) or colour (n, H, W, 3)),
+    each with an optional title; sized to the book's column."""
+    images = np.asarray(images)
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    cell = cell or COLUMN_WIDTH_IN / ncols
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, (cell + (0.45 if titles is not None else 0.0)) * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, ax in zip(range(n), axes.flat):
+        ax.imshow(images[k], cmap=None if images[k].ndim == 3 else "gray_r", interpolation="nearest")
+        if titles is not None:
+            ax.set_title(str(titles[k]), fontsize=9)
+    return fig
+
+
+def plot_condition_targets(targets: dict[str, np.ndarray], class_names: Sequence[str], title: str = "") -> Figure:
+    """One item's training target under every condition: a bar chart per condition, modes in
+    rows and shapes in columns (conditions in :func:`order_conditions` order)."""
+    conds = order_conditions(list(targets))
+    modes = [m for m in MODE_ORDER if any(c.startswith(m + "/") for c in conds)]
+    shapes = [s for s in SHAPE_ORDER if any(c.endswith("/" + s) for c in conds)]
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 2.2 * len(modes) + 0.6), layout="constrained")
+    axes = fig.subplots(len(modes), len(shapes), squeeze=False, sharey=True)
+    short = [str(c)[:3] for c in class_names]
+    for i, mode in enumerate(modes):
+        for j, shape in enumerate(shapes):
+            ax = axes[i, j]
+            name = f"{mode}/{shape}"
+            if name not in targets:
+                ax.axis("off")
+                continue
+            t = np.asarray(targets[name], dtype=np.float64)
+            ax.bar(np.arange(len(t)), t, color=condition_colour(name))
+            ax.set_ylim(0, 1)
+            ax.set_xticks(np.arange(len(t)))
+            ax.set_xticklabels(short, rotation=90, fontsize=8)
+            ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig

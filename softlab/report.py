@@ -207,6 +207,8 @@ def training_cartography(grid: GridResults, reference: str = "human-mode") -> pd
     ref_full = arm.reference_full()
     rows = []
     for row in grid.runs.itertuples(index=False):
+        if not row.training_dynamics:
+            continue
         dyn, pos = grid.dynamics(row.condition, row.seed, row.fold)
         if not np.isfinite(dyn).all() or len(pos) < 3:
             continue
@@ -235,6 +237,8 @@ def hard_label_cartography(grid: GridResults, condition: str = "original/hard") 
         if row.condition != condition:
             continue
         for items in ("training", "held-out"):
+            if items == "training" and not row.training_dynamics:
+                continue
             if items == "training":
                 dyn, pos = grid.dynamics(row.condition, row.seed, row.fold)
             else:

@@ -173,6 +173,9 @@ class Member:
     watch_idx: optional int64 indices into ``x`` of items whose probabilities are recorded after
       every epoch and at the end (items the member does not train on: held-out fold, calibration
       split). Members batched together must watch the same number of items.
+    record_dynamics: record this member's training dynamics (when ``TrainConfig.record_dynamics``
+      is on); predicting every training item after every epoch costs about half a training
+      epoch, so a grid records them only where it uses them.
     """
 
     seed: int
@@ -182,6 +185,7 @@ class Member:
     meta: dict[str, Any] = field(default_factory=dict)
     lr: float | None = None
     watch_idx: np.ndarray | None = None
+    record_dynamics: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or int(self.seed) < 0:
@@ -526,7 +530,10 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
         generators = [torch.Generator(device=device).manual_seed(_dropout_seed(m.seed)) for m in members]
 
     dyn_dtype = torch.float16 if cfg.dynamics_dtype == "float16" else torch.float32
-    dynamics = torch.empty((n_members, cfg.epochs, n, n_classes), dtype=dyn_dtype) if cfg.record_dynamics else None
+    if len({m.record_dynamics for m in members}) > 1:
+        raise ValueError("members batched together must agree on record_dynamics (plan_batches groups them)")
+    record = cfg.record_dynamics and members[0].record_dynamics
+    dynamics = torch.empty((n_members, cfg.epochs, n, n_classes), dtype=dyn_dtype) if record else None
     n_watch = members[0].n_watch
     if any(m.n_watch != n_watch for m in members):
         raise ValueError("members batched together must watch the same number of items (plan_batches groups them)")
@@ -625,11 +632,11 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
 
 
 def plan_batches(members: Sequence[Member], max_members: int) -> list[list[int]]:
-    """Member indices grouped by (training-subset size, number of watched items), then cut into
-    batches of ≤ max_members (in first-appearance order)."""
-    by_size: dict[tuple[int, int], list[int]] = {}
+    """Member indices grouped by (training-subset size, number of watched items, whether
+    dynamics are recorded), then cut into batches of ≤ max_members (in first-appearance order)."""
+    by_size: dict[tuple[int, int, bool], list[int]] = {}
     for i, m in enumerate(members):
-        by_size.setdefault((len(m.train_idx), m.n_watch), []).append(i)
+        by_size.setdefault((len(m.train_idx), m.n_watch, bool(m.record_dynamics)), []).append(i)
     batches = []
     for idx in by_size.values():
         for a in range(0, len(idx), max_members):

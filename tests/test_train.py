@@ -291,3 +291,14 @@ def test_members_watching_different_numbers_of_items_are_batched_apart(data):
                Member(1, data["soft"], np.arange(100), "b", watch_idx=np.arange(100, 120)),
                Member(2, data["soft"], np.arange(100), "c", watch_idx=np.arange(200, 210))]
     assert plan_batches(members, 8) == [[0, 2], [1]]
+
+
+def test_members_may_skip_training_dynamics_and_are_batched_apart(data):
+    cfg = TrainConfig(ModelConfig("mlp", hidden=8), epochs=2, batch_size=50)
+    members = [Member(0, data["soft"], np.arange(100), "keeps"),
+               Member(1, data["soft"], np.arange(100), "skips", record_dynamics=False)]
+    assert plan_batches(members, 8) == [[0], [1]]
+    keeps, skips = train_members(data["x"], members, cfg, progress=False)
+    assert keeps.dynamics.shape == (2, 100, N_CLASSES) and skips.dynamics is None
+    alone = train_members(data["x"], [Member(1, data["soft"], np.arange(100), "skips")], cfg, progress=False)[0]
+    np.testing.assert_allclose(skips.train_loss, alone.train_loss, rtol=1e-6)
