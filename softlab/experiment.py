@@ -17,6 +17,15 @@ An **arm** is a dataset with a human-labelled (or generator-labelled) pool:
   draws its anchors from, one half of the MNIST training split; the arm's teachers train on the
   other half (:func:`softlab.data.synthetic_mnist.mnist_train_halves`). The disjoint split is
   the MNIST test split.
+- ``cifar10``: the 10,000 CIFAR-10 test images, all labelled by CIFAR-10H (Peterson et al. 2019);
+  the disjoint split is the 50k training split. Needs the CIFAR-10 images (downloaded where
+  there is internet, or placed in ``SOFTLAB_DATA_DIR``); where they are missing the arm is
+  skipped with one line saying what to download (:class:`softlab.data.cifar.DataUnavailable`).
+- ``votes`` (any name): a long-format votes table (``item, annotator, label[, weight]``, e.g.
+  the annotation app's export) as the human reference of a known test split (``images``:
+  ``mnist``, ``fashion-mnist`` or ``cifar10``); like the mnist arm, the pool is the split (or a
+  ``pool_size`` subsample) with the voted items always in, and only they change with the
+  condition.
 
 Protocol of one arm
 -------------------
@@ -69,8 +78,12 @@ from softlab.data.synthetic_mnist import (
 )
 from softlab.labels import ALL_CONDITIONS, CONDITIONS, LabelConditions, build_conditions, parse_condition, temper
 
-ARMS = ("fashion-mnist", "mnist", "synthetic-mnist")
-REFERENCE_NAME = {"fashion-mnist": "human", "mnist": "human", "synthetic-mnist": "generator"}
+ARMS = ("fashion-mnist", "mnist", "synthetic-mnist", "cifar10")
+#: Arms whose reference comes from a votes table (``ArmConfig.votes``).
+VOTES = "votes"
+VOTES_IMAGES = ("mnist", "fashion-mnist", "cifar10")
+REFERENCE_NAME = {"fashion-mnist": "human", "mnist": "human", "synthetic-mnist": "generator", "cifar10": "human",
+                  VOTES: "human"}
 #: The conditions trained by default: the 10 canonical ones and mass-matched smoothing at the human mode.
 DEFAULT_CONDITIONS: tuple[str, ...] = CONDITIONS + ("human/smooth-mass",)
 #: Bumped whenever the protocol changes what a run trains on (it enters every run's cache key).
@@ -85,6 +98,9 @@ class ArmConfig:
     ``disjoint_size``: size of the evaluation sample of the disjoint split (0 = all of it, which
     is possible for synthetic-mnist only: elsewhere the teachers train on the rest of that split).
     ``run_folds``: train only the first ``run_folds`` folds (0 = all; the ``stability`` set uses 1).
+    ``name``: the arm's name in every table (default: ``dataset``). For ``dataset = "votes"``:
+    ``votes`` (path of the votes table) and ``images`` (the image data set whose test split it
+    labels) are required.
     """
 
     dataset: str
@@ -101,10 +117,21 @@ class ArmConfig:
     calibration_fraction: float = 0.1
     mturk_neither: str = "spread"
     run_folds: int = 0
+    name: str = ""
+    votes: str = ""
+    images: str = ""
 
     def __post_init__(self) -> None:
-        if self.dataset not in ARMS:
-            raise ValueError(f"dataset: expected one of {ARMS}, got {self.dataset!r}")
+        if self.dataset not in ARMS + (VOTES,):
+            raise ValueError(f"dataset: expected one of {ARMS + (VOTES,)}, got {self.dataset!r}")
+        if self.dataset == VOTES:
+            if not self.votes:
+                raise ValueError(f"votes: arm {self.name or VOTES!r} needs the path of a votes table")
+            if self.images not in VOTES_IMAGES:
+                raise ValueError(f"images: arm {self.name or VOTES!r}: expected one of {VOTES_IMAGES} (the data set "
+                                 f"whose test split the votes label), got {self.images!r}")
+            if not self.name:
+                raise ValueError("name: a votes arm needs a name")
         if self.folds < 2:
             raise ValueError(f"folds: expected at least 2 folds, got {self.folds}")
         if self.pool_size < 0:
@@ -130,12 +157,25 @@ class ArmConfig:
     def folds_to_run(self) -> list[int]:
         return list(range(self.run_folds or self.folds))
 
+    @property
+    def arm_name(self) -> str:
+        return self.name or self.dataset
+
+    @property
+    def image_dataset(self) -> str:
+        """The data set the pool's images come from."""
+        return {"synthetic-mnist": "mnist", VOTES: self.images}.get(self.dataset, self.dataset)
+
     def key_dict(self) -> dict[str, Any]:
         """The fields that decide a run's numbers (``conditions`` and ``run_folds`` only say
         which runs exist, so they are left out)."""
         d = asdict(self)
         d.pop("conditions")
         d.pop("run_folds")
+        d.pop("name")
+        for extra in ("votes", "images"):  # votes arms: the table's content enters data_versions
+            if not d[extra]:
+                d.pop(extra)
         if self.dataset != "synthetic-mnist":
             d.pop("synthetic")
             d.pop("synthetic_mode_shift")
@@ -221,7 +261,7 @@ class Arm:
     """Prepared data of one arm. Positions ``0..N-1`` index the pool."""
 
     config: ArmConfig
-    images: np.ndarray          # (N, 1, 28, 28) float32 in [0, 1]
+    images: np.ndarray          # (N, C, H, W) float32 in [0, 1]
     official: np.ndarray        # (N,) int64
     item_ids: np.ndarray        # (N,) ids in the source split (test index, or generated index)
     annotated: np.ndarray       # (n,) sorted positions of the labelled items in the pool
@@ -239,7 +279,7 @@ class Arm:
     # --------------------------------------------------------------- positions
     @property
     def name(self) -> str:
-        return self.config.dataset
+        return self.config.arm_name
 
     @property
     def n_items(self) -> int:
@@ -367,11 +407,30 @@ class Arm:
 
 
 def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray):
+    """The teacher of arm ``cfg`` with ``seed``, never trained on the ``exclude`` positions of its
+    training split. ``dataset`` is kept for callers; the image data set comes from ``cfg``."""
     from softlab.teachers import TeacherConfig
 
-    base = "mnist" if dataset == "synthetic-mnist" else dataset
+    base = cfg.image_dataset
     fields = {k: v for k, v in cfg.teacher.items() if k not in ("seed", "exclude", "dataset")}
+    if base == "cifar10":
+        fields["model"] = "cnn"  # an MLP throws away the spatial structure colour images need
     return TeacherConfig(**fields, dataset=base, seed=seed, exclude=tuple(int(i) for i in exclude))
+
+
+def _human_reference(cfg: ArmConfig):
+    """The human labels of a human-reference arm, as ``HumanLabels`` over the test split."""
+    if cfg.dataset == "fashion-mnist":
+        return load_human("fashion-mnist-h")
+    if cfg.dataset == "mnist":
+        return load_human("mnist-mturk", neither=cfg.mturk_neither)
+    if cfg.dataset == "cifar10":
+        from softlab.data.cifar import load_cifar10h
+
+        return load_cifar10h()
+    from softlab.data.votes import load_votes
+
+    return load_votes(cfg.votes, cfg.images, "test")
 
 
 def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
@@ -398,27 +457,28 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
         tprobs = np.stack([teacher_probs_on(images_u8, t, progress=progress) for t in teachers])
         classes = disjoint.classes
     else:
-        test = load_images(ds, "test")
-        if ds == "fashion-mnist":
-            human = load_human("fashion-mnist-h")
-            pos = stratified_subsample(test.labels, cfg.pool_size, cfg.pool_seed)
-            annotated = np.arange(len(pos))
-            counts = human.counts[pos]
-        else:
-            human = load_human("mnist-mturk", neither=cfg.mturk_neither)
-            keep = stratified_subsample(test.labels, cfg.pool_size, cfg.pool_seed)
-            pos = np.union1d(keep, human.items)  # the human-labelled items are always in the pool
-            annotated = np.searchsorted(pos, human.items)
+        image_ds = cfg.image_dataset
+        test = load_images(image_ds, "test")
+        human = _human_reference(cfg)
+        items = np.asarray(human.items, dtype=np.int64)
+        counts_all = np.asarray(human.counts, dtype=np.float64)
+        keep = stratified_subsample(test.labels, cfg.pool_size, cfg.pool_seed)
+        if len(items) == len(test.labels):  # every test image labelled: the pool is all annotated
+            order = np.argsort(items)
+            pos, annotated, counts = keep, np.arange(len(keep)), counts_all[order][keep]
+        else:  # a labelled subset: always in the pool; the rest trains with official labels
+            pos = np.union1d(keep, items)
+            annotated = np.searchsorted(pos, items)
             order = np.argsort(annotated)
-            annotated, counts = annotated[order], human.counts[order]
+            annotated, counts = annotated[order], counts_all[order]
         images_u8 = test.images[pos]
         official = test.labels[pos].astype(np.int64)
         item_ids = pos.astype(np.int64)
         reference = counts / counts.sum(axis=1, keepdims=True)
-        disjoint = load_images(ds, "train")
+        disjoint = load_images(image_ds, "train")
         dis = disjoint_sample(len(disjoint.labels), cfg.disjoint_size, cfg.pool_seed)
-        teachers = [_teacher_config(ds, cfg, t, dis) for t in range(cfg.n_teachers)]
-        tprobs = np.stack([teacher_probs(ds, "test", t, progress=progress)[pos] for t in teachers])
+        teachers = [_teacher_config(image_ds, cfg, t, dis) for t in range(cfg.n_teachers)]
+        tprobs = np.stack([teacher_probs(image_ds, "test", t, progress=progress)[pos] for t in teachers])
         classes = test.classes
     from softlab.data import mode_shifted
 
@@ -433,29 +493,61 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
     info = []
     for t, tcfg in enumerate(teachers):
         teacher = train_teacher(tcfg.dataset, tcfg, progress=progress)
-        info.append({"arm": ds, "teacher": t, "seed": tcfg.seed, "training images": int(len(teacher.train_indices)),
+        info.append({"arm": cfg.arm_name, "teacher": t, "seed": tcfg.seed, "training images": int(len(teacher.train_indices)),
                      "excluded images": len(tcfg.exclude),
                      "accuracy on the pool (official)": float((tprobs[t].argmax(1) == official).mean()),
                      "accuracy on labelled items (reference mode)": float(
                          (tprobs[t][annotated].argmax(1) == reference.argmax(1)).mean())})
-    return Arm(cfg, (images_u8.astype(np.float32) / 255.0)[:, None], official, item_ids, annotated, reference,
+    return Arm(cfg, _as_float(images_u8), official, item_ids, annotated, reference,
                REFERENCE_NAME[ds], folds, calibration, tprobs.astype(np.float32), pd.DataFrame(info),
-               (disjoint.images[dis].astype(np.float32) / 255.0)[:, None], disjoint.labels[dis].astype(np.int64),
-               classes)
+               _as_float(disjoint.images[dis]), disjoint.labels[dis].astype(np.int64), classes)
+
+
+def _as_float(images_u8: np.ndarray) -> np.ndarray:
+    """uint8 (n, H, W) → float32 (n, 1, H, W) in [0, 1]; colour (n, H, W, 3) → (n, 3, H, W)."""
+    x = np.asarray(images_u8)
+    if x.ndim == 4:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0
+    return (x.astype(np.float32) / 255.0)[:, None]
+
+
+def prepare_arms(arm_configs: Mapping[str, ArmConfig], progress: bool = False) -> tuple[dict[str, Arm], dict[str, str]]:
+    """Prepare every arm whose data is available: ``(arms by name, {name: one-line reason})``
+    — an arm whose images cannot be had here (CIFAR-10 offline) is skipped, never an error."""
+    from softlab.data.cifar import DataUnavailable
+
+    prepared, skipped = {}, {}
+    for name, cfg in arm_configs.items():
+        try:
+            prepared[name] = prepare_arm(cfg, progress=progress)
+        except DataUnavailable as exc:
+            skipped[name] = str(exc)
+    return prepared, skipped
 
 
 # ----------------------------------------------------------------------------- the grid
 
-def data_versions(dataset: str) -> dict[str, Any]:
-    """Checksums of the files an arm's numbers depend on (they enter every run's cache key)."""
+def data_versions(cfg: ArmConfig | str) -> dict[str, Any]:
+    """Checksums of the files an arm's numbers depend on (they enter every run's cache key):
+    the images, the human-label file, and for a votes arm the SHA-256 of the votes table."""
     from softlab.data.human import HUMAN_FILES
     from softlab.data.images import DATASETS
+    from softlab.io import sha256_file
 
-    images = "mnist" if dataset == "synthetic-mnist" else dataset
-    human = {"fashion-mnist": "fashion-mnist-h/fmh_counts.csv", "mnist": "mnist-label-errors/mnist_mturk.json"}
-    out: dict[str, Any] = {"images": DATASETS[images].md5}
-    if dataset in human:
-        out["human"] = HUMAN_FILES[human[dataset]].sha256
+    cfg = cfg if isinstance(cfg, ArmConfig) else ArmConfig(cfg)
+    images = cfg.image_dataset
+    if images == "cifar10":
+        from softlab.data.cifar import CIFAR10
+
+        out: dict[str, Any] = {"images": dict(CIFAR10.md5)}
+    else:
+        out = {"images": DATASETS[images].md5}
+    human = {"fashion-mnist": "fashion-mnist-h/fmh_counts.csv", "mnist": "mnist-label-errors/mnist_mturk.json",
+             "cifar10": "cifar-10h/cifar10h-counts.npy"}
+    if cfg.dataset in human:
+        out["human"] = HUMAN_FILES[human[cfg.dataset]].sha256
+    if cfg.dataset == VOTES:
+        out["votes_sha256"] = sha256_file(cfg.votes)
     return out
 
 
@@ -464,7 +556,7 @@ def member_key(arm_cfg: ArmConfig, train_key: dict[str, Any], condition: str, se
     """The full configuration of one run (its cache key): data and label versions, the arm's
     protocol settings, condition, seed, fold, model and hyper-parameters, and whether its
     training dynamics are stored. (The store adds the trainer version.)"""
-    return {"arm": arm_cfg.key_dict(), "data": data_versions(arm_cfg.dataset), "train": train_key,
+    return {"arm": arm_cfg.key_dict(), "data": data_versions(arm_cfg), "train": train_key,
             "condition": condition, "seed": int(seed), "fold": int(fold), "protocol_version": PROTOCOL_VERSION,
             "training_dynamics": bool(training_dynamics and train_key.get("record_dynamics", True))}
 
@@ -560,18 +652,22 @@ def configs_from_params(p: Mapping[str, Any]):
                "n_train": int(p["teacher_train_items"]) or None}
     synthetic = {"n_items": int(p["synthetic_items"]), "epochs": int(p["generator_epochs"]),
                  "train_items": int(p["generator_train_items"]) or None}
-    pools = {"fashion-mnist": int(p["pool_size"]), "mnist": int(p["mnist_pool_size"]), "synthetic-mnist": 0}
+    pools = {"fashion-mnist": int(p["pool_size"]), "mnist": int(p["mnist_pool_size"]), "synthetic-mnist": 0,
+             "cifar10": int(p["pool_size"])}
     unknown = [a for a in p["arms"] if a not in ARMS]
     if unknown:
-        raise ValueError(f"arms: unknown arm(s) {unknown}; expected some of {ARMS}")
+        raise ValueError(f"arms: unknown arm(s) {unknown}; expected some of {ARMS} (votes tables: the `votes` "
+                         "parameter)")
     conditions = tuple(p.get("conditions") or DEFAULT_CONDITIONS)
-    arms = {a: ArmConfig(a, pool_size=pools[a], folds=int(p["folds"]), disjoint_size=int(p["disjoint_size"]),
-                         teacher=teacher, n_teachers=int(p.get("n_teachers", 3)),
-                         synthetic=synthetic if a == "synthetic-mnist" else {},
-                         synthetic_mode_shift=float(p.get("synthetic_mode_shift", 0.18)),
-                         calibration_fraction=float(p.get("calibration_fraction", 0.1)),
-                         conditions=conditions, run_folds=int(p.get("run_folds", 0)))
+    common = dict(folds=int(p["folds"]), disjoint_size=int(p["disjoint_size"]), teacher=teacher,
+                  n_teachers=int(p.get("n_teachers", 3)),
+                  synthetic_mode_shift=float(p.get("synthetic_mode_shift", 0.18)),
+                  calibration_fraction=float(p.get("calibration_fraction", 0.1)),
+                  conditions=conditions, run_folds=int(p.get("run_folds", 0)))
+    arms = {a: ArmConfig(a, pool_size=pools[a], synthetic=synthetic if a == "synthetic-mnist" else {}, **common)
             for a in p["arms"]}
+    for name, spec in (p.get("votes") or {}).items():
+        arms[str(name)] = votes_arm_config(str(name), spec, common, pool_size=int(p["mnist_pool_size"]))
     train = TrainConfig(ModelConfig(kind=p["model"], hidden=int(p["hidden"])), epochs=int(p["epochs"]),
                         batch_size=int(p["batch_size"]), lr=float(p["lr"]),
                         record_dynamics=bool(p.get("record_dynamics", True)))
@@ -583,6 +679,32 @@ def records_training_dynamics(condition: str, seed: int, seeds: Sequence[int]) -
     data maps) and every seed of ``original/hard`` (the hard-label cartography question). Other
     runs record only their held-out and calibration items, which claim 3 uses."""
     return int(seed) == int(seeds[0]) or condition == "original/hard"
+
+
+def votes_arm_config(name: str, spec: Any, common: Mapping[str, Any], pool_size: int = 0) -> ArmConfig:
+    """The :class:`ArmConfig` of a votes arm from the ``votes`` parameter's entry ``name``:
+    either a path (the images default to MNIST) or a mapping with ``path`` and ``images``
+    (``dataset`` is accepted for ``images``), optionally ``pool_size``."""
+    from pathlib import Path
+
+    if name in ARMS:
+        raise ValueError(f"votes: arm name {name!r} is a built-in arm; choose another name")
+    if isinstance(spec, (str, Path)):
+        spec = {"path": str(spec)}
+    if not isinstance(spec, Mapping) or "path" not in spec:
+        raise ValueError(f"votes: entry {name!r}: expected a path or a mapping with 'path' and 'images', got {spec!r}")
+    unknown = set(spec) - {"path", "images", "dataset", "pool_size", "split"}
+    if unknown:
+        raise ValueError(f"votes: entry {name!r}: unknown key(s) {sorted(unknown)}; expected path, images, pool_size")
+    if spec.get("split", "test") != "test":
+        raise ValueError(f"votes: entry {name!r}: votes arms label the test split (the teachers train on the "
+                         f"training split), got split={spec['split']!r}")
+    path = Path(str(spec["path"])).expanduser()
+    if not path.is_file():
+        raise ValueError(f"votes: entry {name!r}: no votes table at {path}")
+    images = str(spec.get("images", spec.get("dataset", "mnist")))
+    return ArmConfig(VOTES, name=name, votes=str(path.resolve()), images=images,
+                     pool_size=int(spec.get("pool_size", pool_size)), **common)
 
 
 def grid_members(arm: Arm, seeds: Sequence[int]) -> tuple[pd.DataFrame, list[Any]]:
@@ -597,12 +719,12 @@ def grid_members(arm: Arm, seeds: Sequence[int]) -> tuple[pd.DataFrame, list[Any
             watch = arm.watch_positions(fold)
             for cond in arm.config.conditions:
                 mode, shape = parse_condition(cond)
-                meta = {"dataset": arm.config.dataset, "condition": cond, "seed": int(seed), "fold": int(fold)}
+                meta = {"dataset": arm.name, "condition": cond, "seed": int(seed), "fold": int(fold)}
                 record = records_training_dynamics(cond, seed, seeds)
-                rows.append({"dataset": arm.config.dataset, "condition": cond, "mode": mode, "shape": shape,
+                rows.append({"dataset": arm.name, "condition": cond, "mode": mode, "shape": shape,
                              "seed": int(seed), "fold": int(fold), "training_dynamics": record})
                 members.append(Member(seed=int(seed), targets=arm.targets(cond, seed, fold), train_idx=train_pos,
-                                      name=f"{arm.config.dataset}:{cond}:seed{seed}:fold{fold}", meta=meta,
+                                      name=f"{arm.name}:{cond}:seed{seed}:fold{fold}", meta=meta,
                                       watch_idx=watch, record_dynamics=record))
     return pd.DataFrame(rows), members
 
@@ -615,6 +737,7 @@ def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = Fal
     from softlab.train import train_members
 
     store = store if store is not None else RunStore()
+    train_cfg = for_images(train_cfg, arm.images.shape[1:])
     runs, members = grid_members(arm, seeds)
     train_key = train_cfg.key_dict()
     configs = [member_key(arm.config, train_key, r.condition, r.seed, r.fold, r.training_dynamics)
@@ -625,12 +748,23 @@ def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = Fal
     def train(missing: list[dict[str, Any]]) -> list[Any]:
         todo = [by_key[store.key(c)] for c in missing]
         if progress:
-            print(f"[{arm.config.dataset}] training {len(todo)} of {len(members)} runs "
+            print(f"[{arm.name}] training {len(todo)} of {len(members)} runs "
                   f"({len(members) - len(todo)} cached)", flush=True)
         return train_members(arm.images, todo, train_cfg, eval_sets=eval_sets, progress=progress)
 
     results = store.get_or_train(configs, train)
     return GridResults(arm, runs, results)
+
+
+def for_images(train_cfg: Any, in_shape: Sequence[int]) -> Any:
+    """``train_cfg`` with its model's input shape set to ``in_shape`` (unchanged when equal, so
+    grey-scale arms keep their cache keys)."""
+    from dataclasses import replace
+
+    shape = tuple(int(v) for v in in_shape)
+    if tuple(train_cfg.model.in_shape) == shape:
+        return train_cfg
+    return replace(train_cfg, model=replace(train_cfg.model, in_shape=shape))
 
 
 def run_arms(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], progress: bool = False,

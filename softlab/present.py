@@ -67,16 +67,22 @@ def table(df: pd.DataFrame, digits: int = 3, percent: Iterable[str] = (), uuid: 
     return styler.set_table_attributes('class="softlab-table"')
 
 
-def param_line(p: Mapping[str, Any]) -> str:
-    """One Markdown sentence saying which parameter set produced the page."""
+def param_line(p: Mapping[str, Any], skipped: Mapping[str, str] | None = None) -> str:
+    """One Markdown sentence saying which parameter set produced the page, and one line per
+    arm that was skipped because its data is not available here (with what to do)."""
     arms = ", ".join(f"`{a}`" for a in p.get("arms", []))
     model = {"mlp": f"an MLP ({p.get('hidden')} hidden units)", "cnn": "the reference CNN"}.get(p.get("model"),
                                                                                              str(p.get("model")))
     folds = int(p.get("folds", 0))
     run_folds = int(p.get("run_folds", 0)) or folds
     fold_text = f"{folds} folds" if run_folds == folds else f"{run_folds} of {folds} folds"
-    return (f"*Computed with the `{p.get('params_name')}` parameter set: arms {arms}; {model}, "
-            f"{p.get('epochs')} epochs, {p.get('seeds')} seeds × {fold_text}.*")
+    votes = ", ".join(f"`{v}`" for v in (p.get("votes") or {}))
+    text = (f"*Computed with the `{p.get('params_name')}` parameter set: arms {arms}"
+            + (f" and votes arms {votes}" if votes else "") +
+            f"; {model}, {p.get('epochs')} epochs, {p.get('seeds')} seeds × {fold_text}.*")
+    for arm, reason in (skipped or {}).items():
+        text += f"\n\n**The `{arm}` arm was skipped:** {reason}"
+    return text
 
 
 CLAIM_STATEMENTS: dict[int, str] = {

@@ -347,8 +347,11 @@ def book_key(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequen
     from softlab.experiment import PROTOCOL_VERSION
     from softlab.train import TRAINER_VERSION
 
+    from softlab.experiment import data_versions
+
     return config_key({
-        "arms": {name: {**cfg.key_dict(), "conditions": list(cfg.conditions), "run_folds": cfg.run_folds}
+        "arms": {name: {**cfg.key_dict(), "conditions": list(cfg.conditions), "run_folds": cfg.run_folds,
+                        "data": data_versions(cfg)}
                  for name, cfg in arm_configs.items()},
         "train": train_cfg.key_dict(), "seeds": [int(s) for s in seeds], "n_boot": int(n_boot),
         "protocol": PROTOCOL_VERSION, "trainer": TRAINER_VERSION, "results_version": RESULTS_VERSION,
@@ -359,6 +362,7 @@ def compute_book(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Se
                  params_name: str = "custom", progress: bool = False, store: Any = None) -> BookResults:
     """Train (or load) every arm's grid and compute every table, one arm at a time (so at most
     one arm's runs are in memory)."""
+    from softlab.data.cifar import DataUnavailable
     from softlab.experiment import prepare_arm, run_arm
     from softlab.inference import verdict_table
 
@@ -366,9 +370,14 @@ def compute_book(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Se
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in BookResults.TABLES if name != "verdicts"}
     predictions = {}
     timing = {}
+    skipped: dict[str, str] = {}
     for name, cfg in arm_configs.items():
         start = time.perf_counter()
-        arm = prepare_arm(cfg, progress=progress)
+        try:
+            arm = prepare_arm(cfg, progress=progress)
+        except DataUnavailable as exc:  # e.g. CIFAR-10 images on an offline machine: skip, say why
+            skipped[name] = str(exc)
+            continue
         grid = run_arm(arm, train_cfg, seeds, progress=progress, store=store)
         temps = run_temperatures(grid)
         preds = arm_predictions(grid, temps)
@@ -386,13 +395,14 @@ def compute_book(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Se
         parts["teachers"].append(arm.teacher_info)
         parts["learning_curves"].append(grid.learning_curves())
         parts["runs"].append(grid.runs.assign(diverged=[r.diverged for r in grid.results]))
-        parts["diverged"].append(grid.diverged().assign(dataset=name))
+        parts["diverged"].append(grid.diverged().assign(dataset=arm.name))
         timing[name] = time.perf_counter() - start
         del grid
     tables = {k: (pd.concat([f for f in v if len(f)], ignore_index=True) if any(len(f) for f in v) else pd.DataFrame())
               for k, v in parts.items()}
     verdicts = verdict_table(predictions)
     meta = {"params_name": params_name, "seeds": [int(s) for s in seeds], "seconds_by_arm": timing,
+            "skipped": skipped,
             "seconds": time.perf_counter() - t0, "model": train_cfg.model.kind, "epochs": train_cfg.epochs,
             "folds": {n: c.folds for n, c in arm_configs.items()},
             "run_folds": {n: len(c.folds_to_run()) for n, c in arm_configs.items()}}

@@ -73,7 +73,9 @@ __all__ = [
 
 #: Bumped whenever training or the models change (it enters every cache key).
 TEACHER_VERSION = 3
-TEACHER_DATASETS = ("mnist", "fashion-mnist")
+TEACHER_DATASETS = ("mnist", "fashion-mnist", "cifar10")
+#: Input shape (channels, height, width) of each teacher data set.
+INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 MODEL_KINDS = ("mlp", "cnn")
 SYNTHETIC_SOURCES = ("teacher", "cleanlab-cv")
 #: The split every teacher is trained on; the pool (``test``) is disjoint from it.
@@ -177,22 +179,27 @@ def teacher_dir(cfg: TeacherConfig) -> Path:
 
 def model_config(cfg: TeacherConfig) -> ModelConfig:
     """The ``softlab.models`` architecture of a teacher."""
+    shape = INPUT_SHAPES[cfg.dataset]
     if cfg.model == "mlp":
-        return ModelConfig(kind="mlp", hidden=cfg.hidden, depth=1, n_classes=N_CLASSES)
-    return ModelConfig(kind="cnn", hidden=cfg.hidden, n_classes=N_CLASSES)
+        return ModelConfig(kind="mlp", hidden=cfg.hidden, depth=1, n_classes=N_CLASSES, in_shape=shape)
+    return ModelConfig(kind="cnn", hidden=cfg.hidden, n_classes=N_CLASSES, in_shape=shape)
 
 
 def _make_model(cfg: TeacherConfig) -> nn.Module:
-    """The teacher network of ``cfg`` (input (n, 1, 28, 28) in [0, 1], output 10 logits)."""
+    """The teacher network of ``cfg`` (input (n, C, H, W) in [0, 1], output 10 logits)."""
     return build_model(model_config(cfg))
 
 
 def _as_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 (n, 28, 28) → float32 tensor (n, 1, 28, 28) in [0, 1]."""
+    """uint8 (n, 28, 28) → float32 tensor (n, 1, 28, 28) in [0, 1]; colour (n, 32, 32, 3) →
+    (n, 3, 32, 32)."""
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"images: expected uint8 images shaped (n, 28, 28), got {images.dtype} {images.shape}")
-    return torch.from_numpy(images[:, None].astype(np.float32) / 255.0)
+    if images.dtype == np.uint8 and images.ndim == 3 and images.shape[1:] == (28, 28):
+        return torch.from_numpy(images[:, None].astype(np.float32) / 255.0)
+    if images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (32, 32, 3):
+        return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0)
+    raise ValueError(f"images: expected uint8 images shaped (n, 28, 28) or (n, 32, 32, 3), got {images.dtype} "
+                     f"{images.shape}")
 
 
 def _train(x: np.ndarray, y: np.ndarray, cfg: TeacherConfig, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

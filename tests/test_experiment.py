@@ -292,3 +292,59 @@ def test_metrics_and_cartography_tables(mnist_grid):
     sway = hard_label_cartography(mnist_grid)
     assert set(sway["score"]) == {"variability", "1 - confidence", "predictive entropy (final model)"}
     assert sway["auroc"].between(0, 1).all()
+
+
+def _write_votes(path, items, n_annotators=5, seed=0):
+    """A simulated votes table (``item, annotator, label``) for MNIST test items."""
+    import pandas as pd
+
+    from softlab.data import load_images
+
+    labels = load_images("mnist", "test").labels
+    rng = np.random.default_rng(seed)
+    rows = []
+    for item in items:
+        soft = np.full(10, 0.02)
+        soft[labels[item]] += 0.6
+        soft[(labels[item] + 1) % 10] += 0.2
+        soft /= soft.sum()
+        for a in range(n_annotators):
+            rows.append({"item": int(item), "annotator": f"sim{a:02d}", "label": int(rng.choice(10, p=soft))})
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_a_votes_table_becomes_an_arm(tmp_path, smoke):
+    from softlab.data.votes import load_votes
+
+    path = tmp_path / "my-votes.csv"
+    items = np.arange(5, 305, 5)
+    _write_votes(path, items)
+    params = {**load_params("smoke"), "arms": [], "votes": {"my-study": {"path": str(path), "images": "mnist"}}}
+    arms, _, _ = configs_from_params(params)
+    cfg = arms["my-study"]
+    arm = prepare_arm(cfg)
+    assert arm.name == "my-study" and arm.reference_name == "human"
+    np.testing.assert_array_equal(np.sort(arm.item_ids[arm.annotated]), items)
+    expected = load_votes(path, "mnist", "test")
+    order = np.argsort(expected.items)
+    np.testing.assert_allclose(arm.reference, expected.soft()[order] if hasattr(expected, "soft") else
+                               expected.counts[order] / expected.counts[order].sum(1, keepdims=True))
+    key = member_key(cfg, {}, "human/human", 0, 0)
+    _write_votes(path, items, seed=1)  # other votes: another cache key
+    assert member_key(cfg, {}, "human/human", 0, 0) != key
+
+
+def test_votes_arm_errors_name_the_problem(tmp_path):
+    params = {**load_params("smoke"), "votes": {"x": {"path": str(tmp_path / "missing.csv")}}}
+    with pytest.raises(ValueError, match="no votes table"):
+        configs_from_params(params)
+    with pytest.raises(ValueError, match="built-in"):
+        configs_from_params({**load_params("smoke"), "votes": {"mnist": str(tmp_path)}})
+
+
+def test_cifar_arm_is_skipped_with_one_line_when_images_are_missing(smoke):
+    from softlab.experiment import prepare_arms
+
+    cfg = dataclasses.replace(smoke[0]["fashion-mnist"], dataset="cifar10")
+    prepared, skipped = prepare_arms({"cifar10": cfg})
+    assert prepared == {} and "\n" not in skipped["cifar10"] and "cifar-10-python.tar.gz" in skipped["cifar10"]
