@@ -289,11 +289,12 @@ def _cell_error(where: str, row: int, col: str, what: str) -> AnnotationError:
     return AnnotationError(f"{where}: row {row}, column '{col}': {what}")
 
 
-def _convert(values: pd.Series, col: str, where: str, to_value, required: bool) -> list[object]:
-    """Convert cell by cell; empty text and NA are missing (an error where ``required``)."""
+def _convert(values: pd.Series, col: str, where: str, to_value, required: bool, text: bool = False) -> list[object]:
+    """Convert cell by cell; NA, and empty text (unless ``text`` and not ``required``: then it
+    is the empty string), are missing: an error where ``required``."""
     out: list[object] = []
     for r, v in enumerate(values.to_numpy(dtype=object)):
-        if _is_missing(v) or (isinstance(v, str) and not v.strip()):
+        if _is_missing(v) or (isinstance(v, str) and not v.strip() and (required or not text)):
             if required:
                 raise _cell_error(where, r, col, "missing value (empty cell or NA)")
             out.append(None)
@@ -371,7 +372,7 @@ def text_column(values: pd.Series, col: str, where: str = "annotations", require
         raise _cell_error(where, r, col, f"{_show(values.iloc[r])} ({values.dtype}) is not text; ids are text "
                                          "(read files with read_annotations, which keeps every id exactly as written)")
     _reject_kind(values, col, where, "text")
-    converted = _convert(values, col, where, _text_value, required)
+    converted = _convert(values, col, where, _text_value, required, text=True)
     if unescape:
         converted = [unescape_csv_text(v) if isinstance(v, str) else v for v in converted]
     if any(v is None for v in converted):
