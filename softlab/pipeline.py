@@ -48,7 +48,10 @@ def resolve_parameters(params: str | dict[str, Any], overrides: dict[str, Any] |
     for k, v in (overrides or {}).items():
         values[k] = coerce_override(v, k) if isinstance(v, str) else v
     paths = notebook_paths(only, notebooks_dir)
-    return paths, validate(values, paths)
+    # names, types and ranges are checked against every notebook, so that `--only 01` accepts a
+    # set written for all of them (it used to call the other notebooks' parameters unknown)
+    per_notebook = validate(values, notebook_paths(None, notebooks_dir))
+    return paths, {p: per_notebook[p] for p in paths}
 
 
 def run_notebooks(params: str | dict[str, Any], only: list[str] | None = None, overrides: dict[str, Any] | None = None,

@@ -140,3 +140,13 @@ def test_disjoint_size_zero_means_all(monkeypatch):
     for size, expected in ((0, 30), (12, 12), (100, 30)):
         arm = experiment.prepare_arm(experiment.ArmConfig("fashion-mnist", folds=2, disjoint_size=size))
         assert len(arm.disjoint_labels) == expected and len(arm.disjoint_images) == expected
+
+
+def test_only_one_notebook_accepts_a_set_written_for_all(tmp_path):
+    from softlab.pipeline import resolve_parameters
+
+    paths, per_notebook = resolve_parameters("smoke", {"seeds": "3"}, only=["01"])
+    assert [p.name for p in paths] == ["01_data_annotation.ipynb"]
+    assert per_notebook[paths[0]] == {"params_name": "smoke"}
+    with pytest.raises(ParameterError, match="'seeds'"):
+        resolve_parameters("smoke", {"seeds": "0"}, only=["01"])  # still checked, though 01 does not read it

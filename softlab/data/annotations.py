@@ -317,14 +317,7 @@ def _reject_kind(values: pd.Series, col: str, where: str, expected: str) -> None
         raise _cell_error(where, 0, col, f"{values.iloc[0]!r} is a date/time ({dtype}); expected {expected}")
 
 
-def integer_column(values: pd.Series, col: str, where: str = "annotations", nullable: bool = False) -> np.ndarray | pd.arrays.IntegerArray:
-    """A column as exact 64-bit integers: int64 (or pandas ``Int64`` with NA when ``nullable``).
-
-    Accepts integer dtypes, floats holding whole numbers of magnitude ≤ 2**53, and text of
-    whole numbers (``"12"``, ``"12.0"``); integers are never passed through float64, so ids
-    above 2**53 survive. Booleans, dates and values outside ``[-2**63, 2**63)`` are errors
-    naming the row and column.
-    """
+def _integer_values(values: pd.Series, col: str, where: str, nullable: bool) -> np.ndarray | list[object]:
     _reject_kind(values, col, where, "an integer")
     dtype = values.dtype
     if pd.api.types.is_integer_dtype(dtype) and not values.isna().any():
@@ -332,17 +325,29 @@ def integer_column(values: pd.Series, col: str, where: str = "annotations", null
         if arr.dtype.kind == "u" and arr.dtype.itemsize >= 8 and (arr > np.uint64(INT64_MAX)).any():
             r = _first(arr > np.uint64(INT64_MAX))
             raise _cell_error(where, r, col, f"{int(arr[r])} is too large for a 64-bit integer (above 2**63 - 1)")
-        ints = arr.astype(np.int64)
-        return pd.array(ints, dtype="Int64") if nullable else ints
+        return arr.astype(np.int64)
     if pd.api.types.is_float_dtype(dtype) and not nullable:
-        f = values.to_numpy(dtype=np.float64)
-        na = np.isnan(f)
+        na = np.isnan(values.to_numpy(dtype=np.float64))
         if na.any():
             raise _cell_error(where, _first(na), col, "missing value (empty cell or NA)")
-    converted = _convert(values, col, where, _int_value, required=not nullable)
-    if nullable:
-        return pd.array(converted, dtype="Int64")
-    return np.array(converted, dtype=np.int64)
+    return _convert(values, col, where, _int_value, required=not nullable)
+
+
+def integer_column(values: pd.Series, col: str, where: str = "annotations") -> np.ndarray:
+    """A column as exact 64-bit integers (int64; a missing value is an error).
+
+    Accepts integer dtypes, floats holding whole numbers of magnitude ≤ 2**53, and text of
+    whole numbers (``"12"``, ``"12.0"``); integers are never passed through float64, so ids
+    above 2**53 survive. Booleans, dates and values outside ``[-2**63, 2**63)`` are errors
+    naming the row and column.
+    """
+    return np.asarray(_integer_values(values, col, where, nullable=False), dtype=np.int64)
+
+
+def nullable_integer_column(values: pd.Series, col: str, where: str = "annotations") -> pd.api.extensions.ExtensionArray:
+    """Like :func:`integer_column`, but missing values become ``<NA>`` (pandas ``Int64``)."""
+    ints = _integer_values(values, col, where, nullable=True)
+    return pd.array(list(ints) if isinstance(ints, list) else ints, dtype="Int64")  # type: ignore[call-overload]
 
 
 def float_column(values: pd.Series, col: str, where: str = "annotations", required: bool = True) -> np.ndarray:
@@ -356,7 +361,7 @@ def float_column(values: pd.Series, col: str, where: str = "annotations", requir
 
 def text_series(values: object) -> pd.Series:
     """Text values as the string column the app exports and ``read_annotations`` returns."""
-    return pd.Series(list(values), dtype=object).astype(str)  # type: ignore[call-overload]
+    return pd.Series(list(values), dtype=object).astype(str)  # type: ignore[arg-type,call-overload]
 
 
 def text_column(values: pd.Series, col: str, where: str = "annotations", required: bool = True,
@@ -376,7 +381,7 @@ def text_column(values: pd.Series, col: str, where: str = "annotations", require
     if unescape:
         converted = [unescape_csv_text(v) if isinstance(v, str) else v for v in converted]
     if any(v is None for v in converted):
-        return pd.Series(pd.array(converted, dtype=text_series([]).dtype))
+        return pd.Series(pd.array(converted, dtype=text_series([]).dtype))  # type: ignore[arg-type,call-overload]
     return text_series(converted)
 
 
@@ -463,7 +468,7 @@ def typed_table(raw: pd.DataFrame, where: str = "annotations", from_csv: bool = 
         if kind == "int64":
             out[col] = integer_column(s, col, where)
         elif kind == "Int64":
-            out[col] = integer_column(s, col, where, nullable=True)
+            out[col] = nullable_integer_column(s, col, where)
         elif kind == "float64":
             out[col] = float_column(s, col, where, required=required)
         elif kind == "bool":
@@ -529,7 +534,9 @@ def write_annotations(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
             for col in safe.columns:
                 if pd.api.types.is_string_dtype(safe[col].dtype) or safe[col].dtype == object:
                     safe[col] = safe[col].map(lambda v: escape_csv_text(v) if isinstance(v, str) else v)
-            safe.to_csv(tmp, index=False, lineterminator="\n")
+            # CRLF rows (RFC 4180): the csv writer then quotes any cell holding a CR or LF, so
+            # such text reads back exactly (with "\n" rows a bare CR would end the row)
+            safe.to_csv(tmp, index=False, lineterminator="\r\n")
         else:
             df.to_parquet(tmp, index=False)
     return path
@@ -598,7 +605,7 @@ def validate_annotations(
             raise AnnotationError(
                 f"{where}: rows {', '.join(map(str, rows))}: annotator {out['annotator'].iloc[r]!r} answered item "
                 f"{out['item'].iloc[r]} more than once (duplicates='reject'; use 'keep-first' or 'keep-last')")
-        out = out.drop_duplicates(subset=["annotator", "item"], keep=duplicates.split("-")[1])
+        out = out.drop_duplicates(subset=["annotator", "item"], keep="first" if duplicates == "keep-first" else "last")
     return out.reset_index(drop=True)
 
 
