@@ -176,7 +176,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
     labels = build_conditions(official, annotated, reference, teacher_probs=tprobs[annotated],
                               conditions=cfg.conditions, seed=cfg.label_seed, human_kind="distribution")
     folds = stratified_folds(official, cfg.folds, cfg.pool_seed)
-    dis = np.sort(rng.choice(len(disjoint.labels), size=min(cfg.disjoint_size or len(disjoint.labels), len(disjoint.labels)), replace=False))
+    dis = np.sort(rng.choice(len(disjoint.labels), size=min(cfg.disjoint_size, len(disjoint.labels)), replace=False))
     return Arm(cfg, (images_u8.astype(np.float32) / 255.0)[:, None], official, item_ids, annotated, reference,
                REFERENCE_NAME[ds], labels, folds, tprobs.astype(np.float32),
                (disjoint.images[dis].astype(np.float32) / 255.0)[:, None], disjoint.labels[dis].astype(np.int64), classes)

@@ -47,8 +47,9 @@ Choices = tuple[str, ...] | Callable[[], Sequence[str]]
 class Rule:
     """What one parameter's value must be.
 
-    ``kind``: ``int`` (not bool), ``float`` (int or float, finite), ``bool``, ``str`` or ``list``
-    (of strings). ``low``/``high``: bounds, inclusive unless ``low_open``/``high_open``.
+    ``kind``: ``int`` (not bool), ``float`` (int or float, finite), ``bool``, ``str``, ``list``
+    (of strings) or ``dict`` (a mapping; its contents are checked by the notebooks' own config
+    checks). ``low``/``high``: bounds, inclusive unless ``low_open``/``high_open``.
     ``choices``: the allowed values (for a list: the allowed items), or a function returning
     them (looked up when checked, so a new arm needs no edit here). ``non_empty``: a list or
     text needs at least one element. ``note``: what special values mean (``0 = all``).
@@ -70,7 +71,7 @@ class Rule:
     def describe(self) -> str:
         """The expectation in words: ``an integer >= 1``, ``a number in (0, 0.5)``, ..."""
         what = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "text",
-                "list": "a list"}[self.kind]
+                "list": "a list", "dict": "a mapping"}[self.kind]
         if self.low is not None and self.high is not None:
             what += (f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
                      f"{')' if self.high_open else ']'}")
@@ -87,6 +88,8 @@ class Rule:
     def problem(self, value: Any) -> str | None:
         """Why ``value`` breaks the rule, or None when it is fine."""
         kind = self.kind
+        if kind == "dict":
+            return None if isinstance(value, dict) else "not a mapping"
         if kind == "bool":
             return None if isinstance(value, bool) else "not true/false"
         if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
@@ -150,6 +153,12 @@ def _known_arms() -> tuple[str, ...]:
     return tuple(ARMS)
 
 
+def _known_conditions() -> tuple[str, ...]:
+    import softlab.labels
+
+    return tuple(getattr(softlab.labels, "ALL_CONDITIONS", softlab.labels.CONDITIONS))
+
+
 MODEL_KINDS = ("mlp", "cnn")  # softlab.models.ModelConfig.kind (not imported here: that would load torch)
 
 #: The range of every parameter that has one: name -> rule. One line per parameter; a
@@ -175,11 +184,13 @@ RULES: dict[str, Rule] = {
     "disjoint_size": integer(0, note="0 = the whole disjoint split"),
     "n_boot": integer(1),
     "progress": flag(),
-    # announced parameters (checked as soon as a notebook declares them)
     "synthetic_mode_shift": number(0, 0.5),
     "n_teachers": integer(1),
     "calibration_fraction": number(0, 0.5, low_open=True, high_open=True),
     "record_dynamics": flag(),
+    "run_folds": integer(0, note="0 = all folds; at most folds"),
+    "conditions": subset_of(_known_conditions, non_empty=False),
+    "votes": Rule("dict", note="arm name -> votes table"),
 }
 
 

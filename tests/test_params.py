@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 
 from softlab.params import ParameterError, available_sets, load_params, validate
@@ -74,9 +73,11 @@ def test_range_rules_are_one_extensible_table():
     for name in ("seeds", "folds", "arms", "disjoint_size", "epochs", "teacher_epochs", "lr", "pool_size"):
         assert isinstance(RULES[name], Rule)
     # announced parameters are already in the table, in their stated ranges
-    check_ranges({"synthetic_mode_shift": 0.5, "n_teachers": 1, "calibration_fraction": 0.25, "record_dynamics": True})
+    check_ranges({"synthetic_mode_shift": 0.5, "n_teachers": 1, "calibration_fraction": 0.25, "record_dynamics": True,
+                  "run_folds": 0, "conditions": [], "votes": {}})
     for bad in ({"synthetic_mode_shift": 0.6}, {"n_teachers": 0}, {"calibration_fraction": 0.5},
-                {"calibration_fraction": 0.0}, {"record_dynamics": 1}):
+                {"calibration_fraction": 0.0}, {"record_dynamics": 1}, {"run_folds": -1},
+                {"conditions": ["human/nonsense"]}, {"votes": ["a.csv"]}):
         with pytest.raises(ParameterError, match=next(iter(bad))):
             check_ranges(bad)
     # a parameter without a rule still gets the notebooks' type check
@@ -117,29 +118,6 @@ def test_yaml_errors_name_the_file_and_line(tmp_path):
         load_params(tmp_path / "list.yml")
     with pytest.raises(ParameterError, match=r"--set seeds=\[1,: invalid YAML value"):
         run_notebooks("smoke", overrides={"seeds": "[1,"}, out_dir=tmp_path / "out")
-
-
-def test_disjoint_size_zero_means_all(monkeypatch):
-    """``disjoint_size=0`` evaluates on the whole disjoint split, as the docstring of
-    configs_from_params says (it gave an empty evaluation set)."""
-    import softlab.teachers
-    from softlab import experiment
-    from softlab.data import HumanLabels, ImageSet
-
-    rng = np.random.default_rng(0)
-    labels = np.tile(np.arange(10), 4)
-    test = ImageSet("fashion-mnist", "test", rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), labels,
-                    tuple(map(str, range(10))))
-    train = ImageSet("fashion-mnist", "train", rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
-                     np.arange(30) % 10, test.classes)
-    counts = np.eye(10)[labels] * 5 + 1
-    human = HumanLabels("fashion-mnist-h", "fashion-mnist", "test", np.arange(40), counts, test.classes, labels)
-    monkeypatch.setattr(experiment, "load_images", lambda ds, split: test if split == "test" else train)
-    monkeypatch.setattr(experiment, "load_human", lambda *a, **k: human)
-    monkeypatch.setattr(softlab.teachers, "teacher_probs", lambda *a, **k: np.full((40, 10), 0.1, dtype=np.float32))
-    for size, expected in ((0, 30), (12, 12), (100, 30)):
-        arm = experiment.prepare_arm(experiment.ArmConfig("fashion-mnist", folds=2, disjoint_size=size))
-        assert len(arm.disjoint_labels) == expected and len(arm.disjoint_images) == expected
 
 
 def test_only_one_notebook_accepts_a_set_written_for_all(tmp_path):
