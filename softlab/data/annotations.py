@@ -234,7 +234,7 @@ def _int_value(v: object) -> int:
             except decimal.InvalidOperation:
                 raise _CellError(f"{v!r} is not an integer") from None
             if not d.is_finite() or d != d.to_integral_value():
-                raise _CellError(f"{v!r} is not an integer")
+                raise _CellError(f"{t if t == v else repr(v)} is not an integer")  # a number shown as such
             if d.adjusted() > 30:
                 raise _CellError(f"{v!r} is too large for a 64-bit integer (above 2**63 - 1)")
             n = int(d)
