@@ -22,15 +22,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from softlab.annotate import StudySettings, create_study
+from softlab.annotate import StudySettings, annotator_key, create_study
+from softlab.annotate.app import KEY_HEADER
 from softlab.annotate.testing import running_server
 
 
-def annotate(base: str, annotator: str, barrier: threading.Barrier) -> list[float]:
-    """Answer every item; return each POST's latency in seconds."""
+def annotate(base: str, annotator: str, key: str, barrier: threading.Barrier) -> list[float]:
+    """Answer every item as the holder of ``annotator``'s personal link (``key``); return each
+    POST's latency in seconds."""
     transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
     latencies = []
-    with httpx.Client(base_url=base, timeout=60.0, transport=transport) as client:
+    with httpx.Client(base_url=base, timeout=60.0, transport=transport, headers={KEY_HEADER: key}) as client:
         barrier.wait()
         p = client.get("/api/next", params={"annotator": annotator}).json()
         while not p["finished"]:
@@ -56,7 +58,8 @@ def main() -> None:
                              split="test", strategy="stratified", size=args.items, seed=0, settings=StudySettings())
         barrier = threading.Barrier(args.annotators + 1)
         with running_server(study.study_dir) as base, ThreadPoolExecutor(args.annotators) as pool:
-            futures = [pool.submit(annotate, base, f"a{k}", barrier) for k in range(args.annotators)]
+            futures = [pool.submit(annotate, base, f"a{k}", annotator_key(study, f"a{k}"), barrier)
+                       for k in range(args.annotators)]
             barrier.wait()
             t0 = time.perf_counter()
             latencies = np.concatenate([f.result() for f in futures])

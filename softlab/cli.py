@@ -1,17 +1,50 @@
 """The ``softlab`` command line.
 
-    softlab data fetch [--dataset mnist fashion-mnist] [--human]   fetch and verify data
+    softlab data fetch [--dataset mnist fashion-mnist] [--human] [--offline]   fetch and verify data
     softlab data info                                               what is cached, from where, checksums
-    softlab run --params smoke|default|paper [--only 01 ...]        execute the notebooks into book/
+    softlab run --params smoke|default|paper [--only 01 ...] [--set KEY=VALUE ...] [--offline]
+                                                                    validate, then execute the notebooks into book/
     softlab book                                                    build the HTML book (Jupyter Book 1.x)
     softlab annotate ...                                            the annotation app (see `softlab annotate -h`)
+
+Errors: a user error (bad option, parameter, file or data) is one line on stderr,
+``softlab <cmd>: error: ...``, exit status 2, no traceback; a notebook that fails while
+running is one line with exit status 1. ``SOFTLAB_DEBUG=1`` shows the traceback.
+Offline: ``--offline`` or ``SOFTLAB_OFFLINE=1`` forbids all network access (local data only).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+
+class CliError(Exception):
+    """A user error found by a command (printed as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``PROG: error: ...``, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
+
+def _go_offline(args: argparse.Namespace) -> None:
+    """``--offline``: no network for this process and the notebooks' kernels it starts."""
+    if getattr(args, "offline", False):
+        os.environ["SOFTLAB_OFFLINE"] = "1"
+
+
+def printable(text: object, limit: int = 300) -> str:
+    """``text`` safe for a terminal table: control characters (newlines, escape codes, ...)
+    shown as ``\\xNN`` escapes, cut to ``limit`` characters."""
+    out = "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+                  for c in str(text))
+    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -19,6 +52,7 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from softlab.data.cifar import DataUnavailable
     from softlab.data.human import HUMAN_FILES, fetch_human_file
 
+    _go_offline(args)
     status = 0
     for dataset in args.dataset or [*images.DATASETS, *images.OPTIONAL_DATASETS]:
         try:
@@ -35,7 +69,7 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
             status = 1
             continue
         for file, origin in origins.items():
-            print(f"ok  {dataset:<14} {file:<26} from {origin}")
+            print(f"ok  {dataset:<14} {file:<26} from {printable(origin)}")
     if args.human:
         for relpath in HUMAN_FILES:
             try:
@@ -44,7 +78,7 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
                 print(f"FAILED {relpath}:\n{exc}", file=sys.stderr)
                 status = 1
                 continue
-            print(f"ok  {'human':<14} {relpath:<52} from {origin}")
+            print(f"ok  {'human':<14} {relpath:<52} from {printable(origin)}")
     return status
 
 
@@ -55,10 +89,14 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     from softlab.data.human import human_cache_info
     from softlab.paths import cache_dir, data_dir
 
-    print(f"data dir  (SOFTLAB_DATA_DIR):  {data_dir()}")
-    print(f"cache dir (SOFTLAB_CACHE_DIR): {cache_dir()}")
+    print(f"data dir  (SOFTLAB_DATA_DIR):  {printable(data_dir())}")
+    print(f"cache dir (SOFTLAB_CACHE_DIR): {printable(cache_dir())}")
+    for name, path in (("SOFTLAB_DATA_DIR", data_dir()), ("SOFTLAB_CACHE_DIR", cache_dir())):
+        if path.exists() and not path.is_dir():
+            raise CliError(f"{name} {printable(path)} is a file, not a folder; point {name} at a folder "
+                           "(or remove the file)")
     rows = [r for d in (*images.DATASETS, *images.OPTIONAL_DATASETS) for r in images.cache_info(d)] + human_cache_info()
-    df = pd.DataFrame(rows)[["dataset", "file", "status", "origin"]]
+    df = pd.DataFrame(rows)[["dataset", "file", "status", "origin"]].map(printable)
     widths = {c: max(len(c), int(df[c].str.len().max())) for c in ("dataset", "file", "status")}
     print("  ".join(c.ljust(widths.get(c, 0)) for c in df.columns))
     for row in df.itertuples(index=False):
@@ -68,9 +106,17 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from softlab.params import split_override
     from softlab.pipeline import run_notebooks
 
-    run_notebooks(args.params, only=args.only, overrides=dict(kv.split("=", 1) for kv in args.set or []))
+    _go_offline(args)
+    overrides: dict[str, str] = {}
+    for text in args.set or []:
+        key, value = split_override(text)
+        if key in overrides:
+            raise CliError(f"--set {key}: given twice")
+        overrides[key] = value
+    run_notebooks(args.params, only=args.only, overrides=overrides)  # validates everything before papermill
     return 0
 
 
@@ -83,7 +129,7 @@ def _cmd_book(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from softlab.data.images import DATASETS, OPTIONAL_DATASETS, SOURCES
 
-    parser = argparse.ArgumentParser(prog="softlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="softlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="fetch, verify and list data")
@@ -94,15 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES),
                        help="image sources to try, in order")
     fetch.add_argument("--no-human", dest="human", action="store_false", help="skip the human-label files")
-    fetch.add_argument("--offline", action="store_true", help="do not try to download human labels")
+    fetch.add_argument("--offline", action="store_true",
+                       help="local sources only, no network (same as SOFTLAB_OFFLINE=1)")
     fetch.set_defaults(func=_cmd_data_fetch)
     info = dsub.add_parser("info", help="what is cached, from where, and each checksum's status")
     info.set_defaults(func=_cmd_data_info)
 
-    run = sub.add_parser("run", help="execute the notebooks with a named parameter set into book/")
+    run = sub.add_parser("run", help="validate a parameter set, then execute the notebooks into book/")
     run.add_argument("--params", default="default", help="parameter set name (params/<name>.yml) or a path")
     run.add_argument("--only", nargs="+", help="notebook prefixes to run, e.g. 01 04")
     run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
+    run.add_argument("--offline", action="store_true",
+                     help="no network access in the notebooks (same as SOFTLAB_OFFLINE=1)")
     run.set_defaults(func=_cmd_run)
 
     book = sub.add_parser("book", help="build the HTML book with Jupyter Book 1.x")
@@ -113,14 +162,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_name(args: argparse.Namespace) -> str:
+    """``softlab run``, ``softlab data info``, ...: the command words the user typed."""
+    words = [str(getattr(args, "command", "") or "")]
+    words += [str(v) for k, v in sorted(vars(args).items()) if k.endswith("_command") and k != "command" and v]
+    return " ".join(["softlab", *[w for w in words if w]])
+
+
+def _failure(exc: BaseException) -> int | None:
+    """Exit status for an exception that is not a bug: 2 for user errors, 1 for a failed
+    notebook; None for anything else (a bug: its traceback is kept)."""
+    import yaml
+
+    from softlab.data.human import HumanDataError
+    from softlab.data.images import DataError
+    from softlab.pipeline import PipelineError
+
+    if isinstance(exc, PipelineError):
+        return 1
+    if isinstance(exc, (CliError, ValueError, OSError, DataError, HumanDataError, yaml.YAMLError)):
+        return 2
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """An error message on one line (an OSError as ``FILE: reason``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit status (see the module docstring for errors)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "annotate":
         from softlab.annotate import main_annotate
 
         return main_annotate(argv[1:])
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # named after the subcommand, not the top-level parser
+        name = _command_name(args)
+        print(f"{name}: error: unrecognized arguments: {' '.join(unknown)} (see `{name} -h`)", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{_command_name(args)}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        status = _failure(exc)
+        if status is None or os.environ.get("SOFTLAB_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"{_command_name(args)}: error: {one_line(exc)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Execute the notebooks with papermill into ``book/`` and build the HTML book.
 
 ``run_notebooks("smoke")`` validates the parameter set against every notebook's ``parameters``
-cell *before* running anything, then executes ``notebooks/NN_*.ipynb`` in order into
+cell — names, types, ranges and the whole configuration (:func:`softlab.params.validate`) —
+*before* running anything, then executes ``notebooks/NN_*.ipynb`` in order into
 ``book/NN_*.ipynb`` (written atomically: a failed run leaves the previous copy untouched and
 the failed copy beside it as ``book/failed-NN_*.ipynb``). ``build_book()`` runs Jupyter Book 1.x
 with warnings as errors.
@@ -17,11 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from softlab.params import NOTEBOOKS_DIR, coerce_override, load_params, validate
+from softlab.params import NOTEBOOKS_DIR, ParameterError, coerce_override, load_params, validate
 from softlab.paths import PROJECT_ROOT
 
 BOOK_DIR = PROJECT_ROOT / "book"
 KERNEL = "python3"
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed while executing, or a tool the pipeline needs is missing."""
 
 
 def notebook_paths(only: list[str] | None = None, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -29,19 +34,36 @@ def notebook_paths(only: list[str] | None = None, notebooks_dir: Path = NOTEBOOK
     if only:
         paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
         if not paths:
-            raise ValueError(f"only: no notebook matches {only}")
+            available = [p.name[:2] for p in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))]
+            raise ParameterError(f"--only {' '.join(only)}: no notebook matches; expected prefixes among {available}")
     return paths
 
 
-def run_notebooks(params: str | dict[str, Any], only: list[str] | None = None, overrides: dict[str, str] | None = None,
+def resolve_parameters(params: str | dict[str, Any], overrides: dict[str, Any] | None = None,
+                       only: list[str] | None = None,
+                       notebooks_dir: Path = NOTEBOOKS_DIR) -> tuple[list[Path], dict[Path, dict[str, Any]]]:
+    """The notebooks to run and each one's validated parameters (nothing runs). ``overrides``
+    values given as text are parsed as YAML (``--set``); others are used as they are."""
+    values = dict(load_params(params)) if isinstance(params, (str, Path)) else dict(params)
+    for k, v in (overrides or {}).items():
+        values[k] = coerce_override(v, k) if isinstance(v, str) else v
+    paths = notebook_paths(only, notebooks_dir)
+    # names, types and ranges are checked against every notebook, so that `--only 01` accepts a
+    # set written for all of them (it used to call the other notebooks' parameters unknown)
+    per_notebook = validate(values, notebook_paths(None, notebooks_dir))
+    return paths, {p: per_notebook[p] for p in paths}
+
+
+def run_notebooks(params: str | dict[str, Any], only: list[str] | None = None, overrides: dict[str, Any] | None = None,
                   out_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True) -> list[Path]:
+    """Validate everything, then execute the notebooks in order (see the module docstring).
+
+    Raises :class:`softlab.params.ParameterError` before anything runs for a bad parameter,
+    and :class:`PipelineError` naming the notebook, cell and failed copy when a notebook fails.
+    """
+    paths, per_notebook = resolve_parameters(params, overrides, only, notebooks_dir)
     import papermill as pm
 
-    values = dict(load_params(params)) if isinstance(params, str) else dict(params)
-    for k, v in (overrides or {}).items():
-        values[k] = coerce_override(v)
-    paths = notebook_paths(only, notebooks_dir)
-    per_notebook = validate(values, paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for src in paths:
@@ -52,9 +74,14 @@ def run_notebooks(params: str | dict[str, Any], only: list[str] | None = None, o
         try:
             pm.execute_notebook(str(src), str(tmp), parameters=per_notebook[src], kernel_name=KERNEL,
                                 cwd=str(notebooks_dir), progress_bar=progress)
-        except Exception:
+        except Exception as exc:
+            failed = out_dir / f"failed-{src.name}"
             if tmp.exists():
-                os.replace(tmp, out_dir / f"failed-{src.name}")
+                os.replace(tmp, failed)
+            if isinstance(exc, pm.PapermillExecutionError):
+                raise PipelineError(f"{src.name} failed in cell {exc.exec_count}: {exc.ename}: "
+                                    f"{' '.join(str(exc.evalue).split())}; the executed copy with the traceback "
+                                    f"is {failed}") from exc
             raise
         os.replace(tmp, dest)
         print(f"[softlab run] {src.name} done in {time.time() - start:.1f} s", flush=True)
@@ -66,7 +93,7 @@ def build_book(strict: bool = True, root: Path = PROJECT_ROOT) -> int:
     """``jupyter-book build`` the project root (``_config.yml``/``_toc.yml``) into ``_build/html``."""
     exe = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
     if exe is None:
-        raise RuntimeError("jupyter-book is not installed; run `make setup`")
+        raise PipelineError("jupyter-book is not installed; run `make setup`")
     cmd = [exe, "build", str(root), "--path-output", str(root)]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]

@@ -35,10 +35,10 @@ from softlab.annotate import (  # noqa: E402
     select_attention_items,
     select_items,
 )
-from softlab.annotate.app import create_app, host_name, serve  # noqa: E402
+from softlab.annotate.app import KEY_HEADER, MAX_BODY_BYTES, create_app, host_name, serve  # noqa: E402
 from softlab.annotate.db import AnnotationDB, DatabaseMismatchError  # noqa: E402
 from softlab.annotate.export import annotation_table, attention_report, export_annotations  # noqa: E402
-from softlab.annotate.study import is_loopback  # noqa: E402
+from softlab.annotate.study import annotator_key, annotator_link, is_loopback  # noqa: E402
 from softlab.data.annotations import to_counts, validate_annotations  # noqa: E402
 
 N_IMAGES = 30
@@ -67,6 +67,35 @@ def answer(item: int, label: int = 3, annotator: str = "alice", **kw: object) ->
     return {"annotator": annotator, "item": item, "label": label, "response_ms": 1234.5, **kw}
 
 
+def sign_as_annotator(study):
+    """An httpx request hook playing the page opened from each annotator's personal link: it adds
+    the key of the annotator the request names (query ``annotator`` or JSON body), unless the
+    request already carries a key."""
+
+    def hook(request) -> None:
+        if KEY_HEADER.lower() in request.headers:
+            return
+        who = request.url.params.get("annotator")
+        if who is None and request.method == "POST":
+            try:
+                who = json.loads(request.content).get("annotator")
+            except (ValueError, AttributeError):
+                return
+        if isinstance(who, str):
+            try:
+                request.headers[KEY_HEADER] = annotator_key(study, who)
+            except StudyError:
+                pass  # not a valid id: the server says why
+
+    return hook
+
+
+def annotating_client(study, base_url: str = "http://testserver", **app_kw: object) -> TestClient:
+    client = TestClient(create_app(study.study_dir, **app_kw), base_url=base_url)  # type: ignore[arg-type]
+    client.event_hooks = {"request": [sign_as_annotator(study)], "response": []}
+    return client
+
+
 @pytest.fixture
 def study(tmp_path: Path):
     return make_study(tmp_path)
@@ -74,7 +103,7 @@ def study(tmp_path: Path):
 
 @pytest.fixture
 def client(study):
-    with TestClient(create_app(study.study_dir)) as c:
+    with annotating_client(study) as c:
         yield c
 
 
@@ -82,9 +111,10 @@ def client(study):
 
 def test_study_is_written_atomically_and_reopens_identically(study) -> None:
     d = study.study_dir
-    assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == ["images.npz", "study.json"]
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == ["annotator.key", "images.npz", "study.json"]
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
     assert stat.S_IMODE(os.stat(d / "study.json").st_mode) & 0o077 == 0  # token file not world-readable
+    assert stat.S_IMODE(os.stat(d / "annotator.key").st_mode) & 0o077 == 0  # the signing secret neither
     again = open_study(d)
     assert again == study
     meta = json.loads((d / "study.json").read_text())
@@ -222,10 +252,10 @@ def test_study_info_next_and_submit(client: TestClient, study) -> None:
 
 def test_progress_survives_restart_and_ends_finished(study) -> None:
     order = annotator_order(study, "bob")
-    with TestClient(create_app(study.study_dir)) as c:
+    with annotating_client(study) as c:
         for item in order[:3]:
             assert c.post("/api/answers", json=answer(item, annotator="bob")).status_code == 201
-    with TestClient(create_app(study.study_dir)) as c:  # a fresh app on the same folder
+    with annotating_client(study) as c:  # a fresh app on the same folder
         p = c.get("/api/next", params={"annotator": "bob"}).json()
         assert (p["done"], p["item"]) == (3, order[3])
         for item in order[3:]:
@@ -335,7 +365,7 @@ def test_database_enforces_unique_annotator_item(study) -> None:
 
 def test_reannotation_keeps_every_answer_numbered(tmp_path: Path) -> None:
     s = make_study(tmp_path, allow_reannotation=True)
-    with TestClient(create_app(s.study_dir)) as c:
+    with annotating_client(s) as c:
         item = s.items[0]
         assert c.post("/api/answers", json=answer(item, label=1)).status_code == 201
         r = c.post("/api/answers", json=answer(item, label=2))
@@ -358,7 +388,7 @@ def test_submission_id_makes_retries_idempotent(client: TestClient, study) -> No
 
 def test_study_without_confidence_or_second_choice_rejects_them(tmp_path: Path) -> None:
     s = make_study(tmp_path, confidence_min=None, confidence_max=None, second_choice=False)
-    with TestClient(create_app(s.study_dir)) as c:
+    with annotating_client(s) as c:
         assert c.get("/api/study").json()["confidence"] is None
         r1 = c.post("/api/answers", json=answer(s.items[0], confidence=3))
         r2 = c.post("/api/answers", json=answer(s.items[0], second_label=4))
@@ -370,7 +400,7 @@ def test_study_without_confidence_or_second_choice_rejects_them(tmp_path: Path) 
 # --------------------------------------------------------------------------- token and hosts
 
 def test_token_required_when_enforced(study) -> None:
-    with TestClient(create_app(study.study_dir, require_token=True)) as c:
+    with annotating_client(study, require_token=True) as c:
         assert c.get("/api/health").status_code == 200
         assert c.get("/api/study").status_code == 401
         no = c.post("/api/answers", json=answer(study.items[0]))
@@ -385,8 +415,7 @@ def test_token_required_when_enforced(study) -> None:
 
 
 def test_loopback_server_needs_no_token_and_rejects_foreign_hosts(study) -> None:
-    app = create_app(study.study_dir, allowed_hosts=["127.0.0.1", "localhost"])
-    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+    with annotating_client(study, allowed_hosts=["127.0.0.1", "localhost"], base_url="http://127.0.0.1:8765") as c:
         assert c.post("/api/answers", json=answer(study.items[0])).status_code == 201
         assert c.get("/api/study", headers={"host": "evil.example"}).status_code == 400
         assert c.get("/api/study", headers={"host": "evil.example:8765"}).status_code == 400
@@ -420,7 +449,7 @@ def test_attention_checks_flagged_excluded_and_reported(tmp_path: Path) -> None:
     assert len(s.attention_items) == 2 and not set(s.attention_items) & set(s.items)
     assert list(s.attention_labels) == [i % 10 for i in s.attention_items]
     a1, a2 = s.attention_items
-    with TestClient(create_app(s.study_dir)) as c:
+    with annotating_client(s) as c:
         assert c.get("/api/study").json()["total"] == 8
         for item in s.items[:3]:
             c.post("/api/answers", json=answer(item, label=item % 10, annotator="ann"))
@@ -446,7 +475,7 @@ def test_attention_checks_flagged_excluded_and_reported(tmp_path: Path) -> None:
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_export_is_the_long_table_softlab_data_reads(tmp_path: Path, study, suffix: str) -> None:
     votes = {("alice", study.items[0]): 3, ("bob", study.items[0]): 5, ("alice", study.items[1]): 3}
-    with TestClient(create_app(study.study_dir)) as c:
+    with annotating_client(study) as c:
         for (who, item), label in votes.items():
             c.post("/api/answers", json=answer(item, label=label, annotator=who, confidence=2))
     out = tmp_path / f"answers{suffix}"
@@ -531,3 +560,229 @@ def test_cli_uncertain_reads_probs_file(tmp_path: Path, capsys: pytest.CaptureFi
     assert open_study(tmp_path / "u").items == (2, 7, 19)
     assert main_annotate([*args, "--probs", str(tmp_path / "missing.npy"), "--study-dir", str(tmp_path / "v")]) == 2
     assert "--probs: file not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- hardening (issue 13)
+
+def _asgi_post(app, path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, list[int]]:
+    """POST straight through the ASGI interface; return (status, sizes of the body chunks the app read)."""
+    import asyncio
+
+    read: list[int] = []
+    pending = list(chunks)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if not pending:
+            return {"type": "http.disconnect"}
+        chunk = pending.pop(0)
+        read.append(len(chunk))
+        return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    asyncio.run(app(scope, receive, send))
+    return next(m["status"] for m in sent if m["type"] == "http.response.start"), read
+
+
+def test_token_checked_before_body_is_read(study) -> None:
+    app = create_app(study.study_dir, require_token=True)
+    body = b"{this is not json"
+    status, read = _asgi_post(app, "/api/answers", [body], [(b"content-length", str(len(body)).encode())])
+    assert status == 401 and read == []  # refused without reading one byte of the body
+    status, read = _asgi_post(app, "/api/answers", [body], [(b"x-softlab-token", b"wrong" * 8)])
+    assert status == 403 and read == []
+    with TestClient(create_app(study.study_dir, require_token=True)) as c:
+        r = c.post("/api/answers", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 401 and "token" in r.json()["detail"]  # not a JSON parse error
+        assert c.get("/api/health").status_code == 200  # health stays public
+    assert db_rows(study.study_dir) == []
+
+
+def test_body_above_limit_is_refused_with_413(client: TestClient, study) -> None:
+    assert MAX_BODY_BYTES == 16 * 1024
+    big = answer(study.items[0], submission_id="x" * 10) | {"padding": "x" * (MAX_BODY_BYTES + 1)}
+    r = client.post("/api/answers", json=big)
+    assert r.status_code == 413 and "16384 bytes" in r.json()["detail"]
+    # streamed without Content-Length (chunked): refused once the limit is passed, not buffered whole
+    app = create_app(study.study_dir)
+    status, read = _asgi_post(app, "/api/answers", [b" " * 4096] * 64, [])
+    assert status == 413 and sum(read) <= MAX_BODY_BYTES + 4096
+    assert db_rows(study.study_dir) == []
+    ok = client.post("/api/answers", json=answer(study.items[0]))  # a normal answer is far below the limit
+    assert ok.status_code == 201
+
+
+def test_annotator_cannot_answer_as_someone_else(study) -> None:
+    item = study.items[0]
+    with TestClient(create_app(study.study_dir)) as c:  # a client without anyone's link
+        bare = c.post("/api/answers", json=answer(item, annotator="alice"))
+        assert bare.status_code == 401 and "personal link" in bare.json()["detail"]
+        bobs_key = {KEY_HEADER: annotator_key(study, "bob")}
+        forged = c.post("/api/answers", json=answer(item, annotator="alice"), headers=bobs_key)
+        assert forged.status_code == 403 and "alice" in forged.json()["detail"]
+        assert db_rows(study.study_dir) == []  # bob could not take alice's place
+        own = c.post("/api/answers", json=answer(item, annotator="alice"),
+                     headers={KEY_HEADER: annotator_key(study, "alice")})
+        assert own.status_code == 201  # alice's first answer is hers, not a 409
+        trimmed = c.get("/api/next", params={"annotator": " alice "}, headers={KEY_HEADER: annotator_key(study, "alice")})
+        assert trimmed.json()["done"] == 1
+    other = make_study(study.study_dir.parent, name="other")
+    assert annotator_key(other, "alice") != annotator_key(study, "alice")  # a key is valid for one study only
+
+
+def test_progress_visible_only_to_its_annotator(client: TestClient, study) -> None:
+    assert client.post("/api/answers", json=answer(study.items[0], annotator="alice")).status_code == 201
+    for headers in ({KEY_HEADER: ""}, {KEY_HEADER: annotator_key(study, "bob")}, {KEY_HEADER: "0" * 32}):
+        r = client.get("/api/next", params={"annotator": "alice"}, headers=headers)
+        assert r.status_code in (401, 403) and set(r.json()) == {"detail"}, r.text
+    mine = client.get("/api/next", params={"annotator": "alice"})  # the hook adds alice's own key
+    assert mine.status_code == 200 and mine.json()["done"] == 1
+
+
+def test_links_command_prints_personal_links_the_server_accepts(study, capsys: pytest.CaptureFixture[str]) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    assert main_annotate(["links", "--study-dir", str(study.study_dir), "--annotator", "alice", "001",
+                          "--base-url", "http://10.0.0.5:9000"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["alice", "001"]
+    url = urlsplit(lines[1].split("\t")[1])
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert (url.scheme, url.netloc, url.path) == ("http", "10.0.0.5:9000", "/")
+    assert query == {"annotator": "001", "key": annotator_key(study, "001"), "token": study.token}
+    assert lines[1].split("\t")[1] == annotator_link(study, "001", "http://10.0.0.5:9000/")
+    with TestClient(create_app(study.study_dir, require_token=True)) as c:
+        headers = {KEY_HEADER: query["key"], "X-Softlab-Token": query["token"]}
+        assert c.get("/api/next", params={"annotator": "001"}, headers=headers).status_code == 200
+        assert c.get("/api/next", params={"annotator": "1"}, headers=headers).status_code == 403
+    assert main_annotate(["links", "--study-dir", str(study.study_dir), "--annotator", "<b>"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("softlab annotate links: error: annotator:")
+
+
+def test_annotations_sqlite_is_created_0600(client: TestClient, study) -> None:
+    assert client.post("/api/answers", json=answer(study.items[0])).status_code == 201
+    for name in ("annotations.sqlite", "annotations.sqlite-wal", "annotations.sqlite-shm"):
+        path = study.study_dir / name
+        if path.exists():
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, name
+    assert (study.study_dir / "annotations.sqlite").exists()
+
+
+def test_annotations_sqlite_of_an_older_study_is_tightened_to_0600(study) -> None:
+    path = study.db_path
+    AnnotationDB(path, study.study_id, allow_reannotation=False).close()
+    os.chmod(path, 0o644)
+    AnnotationDB(path, study.study_id, allow_reannotation=False).close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+TRICKY_IDS = ["001", "1", "NA", "null", "None", "nan", "TRUE", "0", "+49 170", "-1+2", "@here", "Zoë 李", "x"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_annotator_ids_keep_leading_zeros(tmp_path: Path, study, suffix: str) -> None:
+    """The app's export reads back to exactly the exported table: `001` and `1` stay two
+    annotators, `NA`/`null`/`None`/`nan`/`TRUE` stay text, formula-like ids stay as typed."""
+    from softlab.data import read_annotations
+
+    with annotating_client(study) as c:
+        for k, who in enumerate(TRICKY_IDS):
+            r = c.post("/api/answers", json=answer(study.items[k % 3], label=k % 10, annotator=who))
+            assert r.status_code == 201, (who, r.text)
+    out = tmp_path / f"answers{suffix}"
+    assert main_annotate(["export", "--study-dir", str(study.study_dir), "--out", str(out)]) == 0
+    back = read_annotations(out)
+    pd.testing.assert_frame_equal(back, annotation_table(study.study_dir))  # dtypes included
+    assert sorted(back["annotator"]) == sorted(TRICKY_IDS)
+    clean = validate_annotations(back, n_classes=10, items=list(study.items))  # duplicates='reject': none
+    assert len(clean) == len(TRICKY_IDS)
+
+
+def test_export_csv_escapes_formula_cells(tmp_path: Path, study) -> None:
+    with annotating_client(study) as c:
+        for k, who in enumerate(["+1+1", "-2-3", "@SUM A1", "a+b", "plain"]):
+            assert c.post("/api/answers", json=answer(study.items[k], annotator=who)).status_code == 201
+    out = tmp_path / "answers.csv"
+    export_annotations(study.study_dir, out)
+    import csv
+
+    with open(out, newline="", encoding="utf-8") as fh:
+        cells = [row[1] for row in csv.reader(fh)][1:]
+    assert all(not cell.startswith(("=", "+", "-", "@")) for cell in cells), cells
+    assert sorted(cells) == sorted(["'+1+1", "'-2-3", "'@SUM A1", "a+b", "plain"])
+
+
+def test_export_refuses_existing_target_unless_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s = make_study(tmp_path, size=6, attention=2)
+    with annotating_client(s) as c:
+        assert c.post("/api/answers", json=answer(s.items[0])).status_code == 201
+    out = tmp_path / "answers.csv"
+    report = tmp_path / "answers.attention.csv"
+    out.write_text("precious\n")
+    args = ["export", "--study-dir", str(s.study_dir), "--out", str(out)]
+    assert main_annotate(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists" in err and "--force" in err
+    assert out.read_text() == "precious\n" and not report.exists()
+    out.unlink()
+    report.write_text("precious report\n")  # the attention report beside it is protected too
+    assert main_annotate(args) == 2
+    assert "answers.attention.csv" in capsys.readouterr().err
+    assert not out.exists() and report.read_text() == "precious report\n"
+    assert main_annotate([*args, "--force"]) == 0
+    assert len(pd.read_csv(out)) == 1 and "n_attention" in report.read_text()
+
+
+def test_export_to_unwritable_target_is_one_line_error(tmp_path: Path, study, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("")
+    assert main_annotate(["export", "--study-dir", str(study.study_dir), "--out", str(tmp_path / "a-file" / "a.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("softlab annotate export: error: ") and "a-file" in err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # (root can write anywhere: then the case above suffices)
+            assert main_annotate(["export", "--study-dir", str(study.study_dir), "--out", str(locked / "a.csv")]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "Permission denied" in err and "Traceback" not in err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_annotate_offline_creates_study_from_local_data_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import urllib.request
+
+    from softlab.data import images as image_data
+
+    def no_network(*a: object, **k: object) -> None:
+        raise AssertionError("the network was used although offline")
+
+    npm_calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kw: object) -> object:  # npm may only read its local cache
+        npm_calls.append(list(cmd))
+        import subprocess
+
+        return subprocess.CompletedProcess(cmd, 1, "", "npm ERR! offline: not in the local cache")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(image_data.subprocess, "run", fake_run)
+    monkeypatch.setattr(image_data, "_NPM_CACHE", {})
+    monkeypatch.setattr(image_data, "_MEMO", {})
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(tmp_path / "empty-data"))
+    monkeypatch.setenv("SOFTLAB_OFFLINE", "0")  # restored after the test (the command sets it to 1)
+    argv = ["--dataset", "mnist", "--size", "5", "--study-dir", str(tmp_path / "s"), "--create-only", "--offline"]
+    assert main_annotate(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "offline" in err and "network" in err
+    assert not (tmp_path / "s" / "study.json").exists()
+    assert all("--offline" in cmd for cmd in npm_calls)

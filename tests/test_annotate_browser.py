@@ -1,7 +1,8 @@
 """The annotation page in a real browser (Playwright + Debian chromium).
 
-Open the page, enter an id, annotate items by clicking and by keyboard, reload mid-way
-(progress survives), finish, export, and check the exported rows.
+Open the page without a personal link (it asks for one), open alice's personal link, annotate
+items by clicking and by keyboard, reload mid-way (progress survives), finish, export, and
+check the exported rows.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("fastapi")
 
-from softlab.annotate import StudySettings, annotator_order, create_study, main_annotate  # noqa: E402
+from softlab.annotate import (  # noqa: E402
+    StudySettings,
+    annotator_link,
+    annotator_order,
+    create_study,
+    main_annotate,
+)
 from softlab.annotate.testing import running_server  # noqa: E402
 
 pytestmark = pytest.mark.browser
@@ -67,11 +74,12 @@ def test_annotate_in_browser_click_keyboard_reload_export(tmp_path: Path) -> Non
                 answered.append(item)
                 expect(page.locator("#progress")).to_have_text(f"{len(answered)} / {TOTAL}")
 
-            page.goto(url)
+            page.goto(url)  # the plain study address: no identity, so it asks for the personal link
             expect(page.locator("#login")).to_be_visible()
-            page.fill("#annotator-input", "alice")
-            page.click("#start-button")
+            expect(page.locator("#login")).to_contain_text("personal link")
+            page.goto(annotator_link(study, "alice", url))
             expect(page.locator("#progress")).to_have_text(f"0 / {TOTAL}")
+            expect(page.locator("#who")).to_have_text("annotator: alice")
             css = page.eval_on_selector("#image", "i => getComputedStyle(i).imageRendering")
             assert css == "pixelated"
             assert page.eval_on_selector("#image", "i => i.getBoundingClientRect().width") == 280

@@ -21,7 +21,8 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from softlab.annotate import StudySettings, annotator_order, create_study, main_annotate  # noqa: E402
+from softlab.annotate import StudySettings, annotator_key, annotator_order, create_study, main_annotate  # noqa: E402
+from softlab.annotate.app import KEY_HEADER  # noqa: E402
 from softlab.annotate.db import AnnotationDB  # noqa: E402
 from softlab.annotate.testing import running_server  # noqa: E402
 
@@ -36,7 +37,7 @@ def _transport() -> httpx.HTTPTransport:
     return httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
 
 
-def _annotate_all(base: str, annotator: str, seed: int, start: threading.Barrier) -> dict[str, object]:
+def _annotate_all(base: str, annotator: str, key: str, seed: int, start: threading.Barrier) -> dict[str, object]:
     """One simulated annotator: ask for the first item, answer it, answer the next one named in
     the response, until finished.
 
@@ -46,7 +47,7 @@ def _annotate_all(base: str, annotator: str, seed: int, start: threading.Barrier
     accepted: list[tuple[int, int]] = []
     shown: list[int] = []
     retried = refused = 0
-    with httpx.Client(base_url=base, timeout=60.0, transport=_transport()) as client:
+    with httpx.Client(base_url=base, timeout=60.0, transport=_transport(), headers={KEY_HEADER: key}) as client:
         start.wait(timeout=60)
         first = client.get("/api/next", params={"annotator": annotator})
         first.raise_for_status()
@@ -85,7 +86,8 @@ def test_concurrent_annotators_lose_nothing_and_survive_restart(tmp_path: Path) 
 
     with running_server(study.study_dir) as base:
         with ThreadPoolExecutor(max_workers=N_ANNOTATORS) as pool:
-            futures = [pool.submit(_annotate_all, base, a, k, start) for k, a in enumerate(annotators)]
+            futures = [pool.submit(_annotate_all, base, a, annotator_key(study, a), k, start)
+                       for k, a in enumerate(annotators)]
             start.wait(timeout=60)
             t0 = time.perf_counter()
             results = [f.result(timeout=240) for f in futures]
@@ -109,10 +111,11 @@ def test_concurrent_annotators_lose_nothing_and_survive_restart(tmp_path: Path) 
     with running_server(study.study_dir) as base:  # restart on the same folder
         with httpx.Client(base_url=base, timeout=30.0) as client:
             for a in annotators:
-                p = client.get("/api/next", params={"annotator": a}).json()
+                p = client.get("/api/next", params={"annotator": a}, headers={KEY_HEADER: annotator_key(study, a)}).json()
                 assert (p["done"], p["total"], p["finished"]) == (N_ITEMS, N_ITEMS, True)
             dup = client.post("/api/answers", json={"annotator": annotators[0], "item": study.items[0], "label": 1,
-                                                    "response_ms": 5.0})
+                                                    "response_ms": 5.0},
+                              headers={KEY_HEADER: annotator_key(study, annotators[0])})
             assert dup.status_code == 409
         after = tmp_path / "after.csv"
         assert main_annotate(["export", "--study-dir", str(study.study_dir), "--out", str(after)]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -103,3 +104,29 @@ def test_shared_copy_matches_sha256sums():
     pinned = {line.split()[1][2:]: line.split()[0] for line in sums if line.strip()}
     for relpath, f in human.HUMAN_FILES.items():
         assert pinned[relpath] == f.sha256
+
+
+def test_offline_switch_skips_the_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SOFTLAB_OFFLINE", "1")
+    calls = []
+    monkeypatch.setattr(human, "_download", lambda url, timeout=20.0: calls.append(url) or b"")
+    path, origin = human.fetch_human_file("mnist-label-errors/mnist_mturk.json")  # the local copy serves
+    assert calls == [] and path.is_relative_to(tmp_path)
+    monkeypatch.setattr(human, "human_dirs", lambda: [tmp_path / "nowhere"])
+    with pytest.raises(human.HumanDataError, match="skipped, offline") as err:
+        human.fetch_human_file("cifar-10h/cifar10h-counts.npy")
+    assert calls == [] and "needs the network" in str(err.value)
+
+
+def test_human_files_verified_in_SOFTLAB_HUMAN_DIR_are_present_not_missing(tmp_path, monkeypatch):
+    shared = PROJECT_ROOT.parent / "shared/data/human"
+    mine = tmp_path / "mine"
+    shutil.copytree(shared, mine)
+    (mine / "cifar-10h" / "cifar10h-counts.npy").write_bytes(b"not the real file")
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("SOFTLAB_HUMAN_DIR", str(mine))
+    rows = {r["file"]: r for r in human.human_cache_info()}
+    fmh = rows["fashion-mnist-h/fmh_counts.csv"]
+    assert fmh["status"] == "ok" and fmh["origin"].startswith("SOFTLAB_HUMAN_DIR") and str(mine) in fmh["path"]
+    assert rows["cifar-10h/cifar10h-counts.npy"]["status"] == "MISMATCH"  # checked, not assumed

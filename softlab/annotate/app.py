@@ -10,9 +10,18 @@ enforces it, sent as header ``X-Softlab-Token`` or query parameter ``token``):
 - ``GET /api/image/{item}.png``  the item's image enlarged ×10 (280 px) with nearest-neighbour pixels
 - ``POST /api/answers``          store one answer (JSON; see :class:`Submission`)
 
+Before any route runs, and before any request body is read, a middleware (:class:`_RequestGate`)
+checks the token and answers 413 to a body above ``MAX_BODY_BYTES`` (16 KiB; an answer is about
+200 bytes), whether announced by ``Content-Length`` or streamed in chunks.
+
+Identity: ``/api/next`` and ``/api/answers`` also need the annotator's key (header
+``X-Softlab-Annotator-Key``) from their personal link (:func:`softlab.annotate.study.annotator_key`,
+printed by ``softlab annotate links``): nobody can answer as another annotator or see their
+progress.
+
 Invalid requests get a 4xx JSON response ``{"detail": "<what was wrong>"}`` and change nothing:
-401/403 missing/wrong token, 404 unknown item image, 409 repeated answer (without re-annotation)
-or reused submission id, 422 invalid field.
+401/403 missing/wrong token or annotator key, 404 unknown item image, 409 repeated answer
+(without re-annotation) or reused submission id, 413 body too large, 422 invalid field.
 """
 
 from __future__ import annotations
@@ -29,9 +38,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -39,12 +49,26 @@ from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from softlab.annotate.db import AnnotationDB, Answer, DuplicateAnswerError, SubmissionConflictError
-from softlab.annotate.study import Study, StudyError, annotator_order, is_loopback, open_study
+from softlab.annotate.study import (
+    ANNOTATOR_MAX_LEN,
+    ANNOTATOR_PATTERN,
+    Study,
+    StudyError,
+    annotator_order,
+    check_annotator_id,
+    is_loopback,
+    key_matches,
+    open_study,
+    study_secret,
+)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TOKEN_HEADER = "X-Softlab-Token"
-ANNOTATOR_MAX_LEN = 64
-ANNOTATOR_PATTERN = re.compile(r"^[\w.@+\- ]+$")
+KEY_HEADER = "X-Softlab-Annotator-Key"
+MAX_BODY_BYTES = 16 * 1024
+PUBLIC_API = frozenset({"/api/health"})
+__all__ = ["ANNOTATOR_MAX_LEN", "ANNOTATOR_PATTERN", "KEY_HEADER", "MAX_BODY_BYTES", "TOKEN_HEADER", "clean_annotator",
+           "create_app", "host_name", "serve"]
 SUBMISSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 MAX_RESPONSE_MS = 24 * 3600 * 1000.0  # one day
 IMAGE_SCALE = 10  # 28 px → 280 px
@@ -87,16 +111,75 @@ def _reject(status: int, detail: str) -> HTTPException:
 
 def clean_annotator(raw: str | None) -> str:
     """The trimmed annotator id, or a 422 naming what is wrong with it."""
-    if raw is None:
-        raise _reject(422, "annotator: missing; enter an annotator id")
-    a = raw.strip()
-    if not a:
-        raise _reject(422, "annotator: empty; enter an annotator id")
-    if len(a) > ANNOTATOR_MAX_LEN:
-        raise _reject(422, f"annotator: longer than {ANNOTATOR_MAX_LEN} characters")
-    if not ANNOTATOR_PATTERN.match(a):
-        raise _reject(422, "annotator: use letters, digits, spaces and _ . @ + - only")
-    return a
+    try:
+        return check_annotator_id(raw)
+    except StudyError as exc:
+        raise _reject(422, str(exc)) from None
+
+
+class _RequestGate:
+    """Pure ASGI middleware run before any route and before any body byte is read:
+
+    - ``/api/*`` except ``/api/health``: the study token (header ``X-Softlab-Token`` or query
+      ``token``) when ``token`` is set: 401 missing, 403 wrong;
+    - every request: 413 when ``Content-Length`` exceeds ``max_body``, or when a body sent
+      without a length (chunked) grows beyond it while the route reads it.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.token = token.encode("utf-8") if token is not None else None
+        self.max_body = max_body
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+        headers = {"Connection": "close"} if status == 413 else None
+        await JSONResponse(status_code=status, content={"detail": detail}, headers=headers)(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if self.token is not None and (path == "/api" or path.startswith("/api/")) and path not in PUBLIC_API:
+            headers = dict(scope.get("headers", []))
+            given = headers.get(TOKEN_HEADER.lower().encode("latin-1"))
+            if given is None:
+                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                given = query["token"][0].encode("latin-1") if query.get("token") else None
+            if not given:
+                await self._answer(scope, receive, send, 401,
+                                   "token: this study needs its access token (open the link with ?token=...)")
+                return
+            if not secrets.compare_digest(given, self.token):
+                await self._answer(scope, receive, send, 403, "token: wrong access token for this study")
+                return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                n = -1
+            if n < 0:
+                await self._answer(scope, receive, send, 400, "content-length: not a byte count")
+                return
+            if n > self.max_body:
+                await self._answer(scope, receive, send, 413,
+                                   f"body: {n} bytes; this server accepts at most {self.max_body} bytes per request")
+                return
+        received = 0
+        limit = self.max_body
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # a streamed body without Content-Length
+                    raise HTTPException(413, f"body: more than {limit} bytes; this server accepts at most "
+                                             f"{limit} bytes per request")
+            return message
+
+        await self.app(scope, limited_receive, send)
 
 
 class _SecurityHeaders:
@@ -180,9 +263,11 @@ def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False
     app.state.db = db
     app.state.require_token = require_token
 
+    app.add_middleware(_RequestGate, token=study.token if require_token else None)
     if allowed_hosts is not None:
         app.add_middleware(_AllowedHosts, allowed_hosts=allowed_hosts)
     app.add_middleware(_SecurityHeaders)
+    secret = study_secret(study.study_dir)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -192,14 +277,13 @@ def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False
             parts.append(f"{loc or 'body (expected a JSON object)'}: {err.get('msg', 'invalid')}")
         return JSONResponse(status_code=422, content={"detail": "; ".join(parts) or "invalid request"})
 
-    def check_token(request: Request) -> None:
-        if not require_token:
-            return
-        given = request.headers.get(TOKEN_HEADER) or request.query_params.get("token")
-        if not given:
-            raise _reject(401, "token: this study needs its access token (open the link with ?token=...)")
-        if not secrets.compare_digest(given.encode("utf-8"), study.token.encode("utf-8")):
-            raise _reject(403, "token: wrong access token for this study")
+    def check_key(annotator: str, key: str | None) -> None:
+        """Only the holder of ``annotator``'s personal link may act as ``annotator``."""
+        if not key:
+            raise _reject(401, "annotator key: missing; open your personal link (the study owner prints it "
+                               "with `softlab annotate links`)")
+        if not key_matches(study, annotator, key, secret):
+            raise _reject(403, f"annotator key: not the key of annotator {annotator!r}; open your own personal link")
 
     def progress(annotator: str) -> dict[str, Any]:
         counts = db.answer_counts(annotator)
@@ -219,7 +303,7 @@ def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False
     def health() -> dict[str, Any]:
         return {"status": "ok", "study_id": study.study_id}
 
-    @app.get("/api/study", dependencies=[Depends(check_token)])
+    @app.get("/api/study")
     def study_info() -> dict[str, Any]:
         s = study.settings
         return {
@@ -234,11 +318,14 @@ def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False
             "token_required": require_token,
         }
 
-    @app.get("/api/next", dependencies=[Depends(check_token)])
-    def next_item(annotator: str | None = Query(default=None)) -> dict[str, Any]:
-        return progress(clean_annotator(annotator))
+    @app.get("/api/next")
+    def next_item(annotator: str | None = Query(default=None),
+                  key: str | None = Header(default=None, alias=KEY_HEADER)) -> dict[str, Any]:
+        a = clean_annotator(annotator)
+        check_key(a, key)
+        return progress(a)
 
-    @app.get("/api/image/{item}.png", dependencies=[Depends(check_token)])
+    @app.get("/api/image/{item}.png")
     def image(item: int) -> Response:
         if not study.has_item(item):
             raise _reject(404, f"item: {item} is not part of this study")
@@ -249,9 +336,10 @@ def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False
                 png_cache[item] = png
         return Response(content=png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
-    @app.post("/api/answers", dependencies=[Depends(check_token)])
-    def submit(sub: Submission) -> JSONResponse:
+    @app.post("/api/answers")
+    def submit(sub: Submission, key: str | None = Header(default=None, alias=KEY_HEADER)) -> JSONResponse:
         annotator = clean_annotator(sub.annotator)
+        check_key(annotator, key)
         if not study.has_item(sub.item):
             raise _reject(422, f"item: {sub.item} is not part of this study")
         n = study.n_classes
@@ -340,6 +428,9 @@ def serve(study_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int 
     if require_token:
         url += f"?token={study.token}"
     print(f"softlab annotate: serving study {study.study_id} ({len(study.all_items)} items) at {url}", flush=True)
+    print(f"softlab annotate: each annotator needs a personal link: softlab annotate links --study-dir "
+          f"{study.study_dir} --base-url http://{shown_host}:{actual_port}/ --annotator NAME ...",
+          file=sys.stderr, flush=True)
     if not loopback:
         print("softlab annotate: share this link (with its token) only with your annotators", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",

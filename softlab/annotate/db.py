@@ -13,6 +13,10 @@ One row per accepted answer::
 - ``submission_id``: an optional client-chosen id; sending the same submission again (e.g. a
   retry after a lost response) returns the stored row instead of storing it twice.
 
+Privacy: the database file is created with mode 0600 (SQLite gives its ``-wal``/``-shm``
+files the same mode), like the study's other files; an existing one readable by others is
+tightened to 0600 when opened.
+
 Safety: WAL journal, ``synchronous=FULL`` (a committed answer survives a crash or power loss),
 one ``BEGIN IMMEDIATE`` transaction per answer (the check and the insert are atomic), and a
 UNIQUE(annotator, item) constraint unless the study allows re-annotation.
@@ -179,8 +183,23 @@ class AnnotationDB:
             self._writer = None
             self._generation += 1
 
+    def _create_private(self) -> None:
+        """Create the database file with mode 0600 before SQLite opens it (SQLite would use 0644)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            mode = os.stat(self.path).st_mode & 0o777
+            if mode & 0o077:
+                try:
+                    os.chmod(self.path, mode & 0o700)
+                except PermissionError:  # not ours to change: leave it as it is
+                    pass
+            return
+        os.close(fd)
+
     def _init(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create_private()
         with self._write_lock:
             conn = self._writer_connection()
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

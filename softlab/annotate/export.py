@@ -11,6 +11,14 @@ Columns (one row per stored answer, sorted by item, annotator, attempt):
 
 Attention-check answers are left out of the main table unless ``include_attention`` and are
 summarised per annotator by :func:`attention_report`.
+
+Files are written with :func:`softlab.data.annotations.write_annotations`, so
+:func:`softlab.data.read_annotations` reads an export back to exactly the exported table
+(annotator ids such as ``001``, ``NA`` or ``TRUE`` stay text). In CSV, a text cell that starts
+with ``= + - @``, TAB, CR or ``'`` is written with one extra leading ``'`` (CSV injection: a
+spreadsheet then shows it as text instead of evaluating it); ``read_annotations`` removes
+exactly that quote. An existing file is never replaced unless ``overwrite=True``
+(``softlab annotate export --force``).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import pandas as pd
 
 from softlab.annotate.db import AnnotationDB
 from softlab.annotate.study import StudyError, open_study
-from softlab.io import atomic_path
+from softlab.data.annotations import text_series, write_annotations
 
 EXPORT_COLUMNS = ("item", "annotator", "label", "weight", "second_label", "confidence", "timestamp",
                   "response_ms", "is_attention_check", "attempt")
@@ -37,12 +45,12 @@ def all_answers(study_dir: str | os.PathLike[str]) -> pd.DataFrame:
         rows = db.answers()
     df = pd.DataFrame({
         "item": np.array([r.item for r in rows], dtype=np.int64),
-        "annotator": pd.Series([r.annotator for r in rows], dtype=object).astype(str),
+        "annotator": text_series(r.annotator for r in rows),
         "label": np.array([r.label for r in rows], dtype=np.int64),
         "weight": np.ones(len(rows), dtype=np.float64),
         "second_label": pd.array([r.second_label for r in rows], dtype="Int64"),
         "confidence": pd.array([r.confidence for r in rows], dtype="Int64"),
-        "timestamp": pd.Series([r.timestamp for r in rows], dtype=object).astype(str),
+        "timestamp": text_series(r.timestamp for r in rows),
         "response_ms": np.array([r.response_ms for r in rows], dtype=np.float64),
         "is_attention_check": np.array([r.is_attention_check for r in rows], dtype=bool),
         "attempt": np.array([r.attempt for r in rows], dtype=np.int64),
@@ -82,16 +90,14 @@ def attention_report(study_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=list(REPORT_COLUMNS))
 
 
-def _write_table(df: pd.DataFrame, out: Path) -> Path:
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
+def _check_out(out: Path) -> None:
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise StudyError(f"--out: expected a .csv or .parquet file name, got {out}")
-    with atomic_path(out) as tmp:
-        if suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
-    return out
+
+
+def _write_table(df: pd.DataFrame, out: Path) -> Path:
+    _check_out(out)
+    return write_annotations(df, out)
 
 
 def attention_report_path(out: str | os.PathLike[str]) -> Path:
@@ -101,15 +107,28 @@ def attention_report_path(out: str | os.PathLike[str]) -> Path:
 
 
 def export_annotations(study_dir: str | os.PathLike[str], out: str | os.PathLike[str],
-                       include_attention: bool = False) -> tuple[Path, Path | None]:
+                       include_attention: bool = False, overwrite: bool = False) -> tuple[Path, Path | None]:
     """Write the long-format table to ``out`` (.csv or .parquet, atomically); when the study has
     attention checks also write :func:`attention_report` to :func:`attention_report_path`.
-    Returns both paths (the second is None without attention checks)."""
+    Returns both paths (the second is None without attention checks).
+
+    Refuses (``StudyError``, nothing written) when ``out`` or the report file already exists,
+    unless ``overwrite``.
+    """
     out = Path(out)
+    _check_out(out)
     study = open_study(study_dir)
+    report_path = attention_report_path(out) if study.attention_items else None
+    if not overwrite:
+        existing = [str(p) for p in (out, report_path) if p is not None and (p.exists() or p.is_symlink())]
+        if existing:
+            raise StudyError(f"--out: {' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                             "choose another file name or pass --force to replace")
+    for p in (out, report_path):
+        if p is not None and p.is_dir():
+            raise StudyError(f"--out: {p} is a folder; expected a file name")
     table = annotation_table(study_dir, include_attention=include_attention)
     _write_table(table, out)
-    report_path = None
-    if study.attention_items:
-        report_path = _write_table(attention_report(study_dir), attention_report_path(out))
+    if report_path is not None:
+        _write_table(attention_report(study_dir), report_path)
     return out, report_path

@@ -5,7 +5,9 @@ A study lives in one folder (the *study dir*)::
     study.json           settings, item ids, classes, access token (written atomically, mode 0600)
     images.npz           the shown images only: ``items`` (int64 ids), ``images`` (uint8 n×28×28),
                          ``labels`` (int64 official labels, -1 where unknown) — written atomically
-    annotations.sqlite   the answers (see :mod:`softlab.annotate.db`)
+    annotator.key        the study secret that signs annotator links (mode 0600; never sent
+                         to a browser)
+    annotations.sqlite   the answers (see :mod:`softlab.annotate.db`; mode 0600)
 
 so serving and exporting never need the original dataset again.
 
@@ -22,6 +24,13 @@ Subset strategies (all seeded; ``size`` items, returned sorted):
 - ``ambiguous``: the ``size`` items of highest cartography variability (std over epochs of the
   probability of the reference label); ties broken by a seeded random order.
 
+Annotator identity: an annotator is whoever holds their **personal link**, which carries the
+annotator id and its key ``HMAC-SHA256(study secret, "softlab-annotator-v1" ‖ study id ‖ id)``
+(first 32 hex digits; :func:`annotator_key`). The study owner prints the links with
+``softlab annotate links`` and hands each one to its annotator; the server accepts an answer,
+or shows progress, only with the key of that annotator id. Knowing the access token or
+another annotator's link does not let anyone answer as, or see the progress of, someone else.
+
 Attention checks: ``k`` items drawn from outside the subset, with a known official label, chosen
 to be easy: with teacher probabilities, the lowest-entropy items whose teacher argmax equals the
 official label; else with variability, the lowest-variability items; else uniformly at random.
@@ -30,10 +39,13 @@ official label; else with variability, the lowest-variability items; else unifor
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import json
 import os
+import re
 import secrets
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -48,6 +60,10 @@ from softlab.io import atomic_path, atomic_write_text, config_key, load_npz
 STUDY_JSON = "study.json"
 IMAGES_NPZ = "images.npz"
 DB_FILE = "annotations.sqlite"
+SECRET_FILE = "annotator.key"
+ANNOTATOR_MAX_LEN = 64
+ANNOTATOR_PATTERN = re.compile(r"^[\w.@+\- ]+$")
+KEY_HEX_DIGITS = 32  # 128 bits of the HMAC
 SCHEMA_VERSION = 1
 STRATEGIES = ("stratified", "random", "uncertain", "ambiguous")
 USER_DATASET = "user"
@@ -372,6 +388,75 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# --------------------------------------------------------------------------- annotator identity
+
+def check_annotator_id(raw: str | None) -> str:
+    """The trimmed annotator id: 1–64 letters, digits, spaces or ``_ . @ + -`` (StudyError otherwise)."""
+    if raw is None:
+        raise StudyError("annotator: missing; enter an annotator id")
+    if not isinstance(raw, str):
+        raise StudyError(f"annotator: expected text, got {type(raw).__name__}")
+    a = raw.strip()
+    if not a:
+        raise StudyError("annotator: empty; enter an annotator id")
+    if len(a) > ANNOTATOR_MAX_LEN:
+        raise StudyError(f"annotator: longer than {ANNOTATOR_MAX_LEN} characters")
+    if not ANNOTATOR_PATTERN.match(a):
+        raise StudyError("annotator: use letters, digits, spaces and _ . @ + - only")
+    return a
+
+
+def study_secret(study_dir: str | os.PathLike[str]) -> bytes:
+    """The study's signing secret (``annotator.key``, 32 random bytes as hex, mode 0600).
+
+    Created by :func:`create_study`; a study made before annotator links existed gets one on
+    first use (created atomically: concurrent first uses agree on one secret).
+    """
+    path = Path(study_dir) / SECRET_FILE
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=f".{SECRET_FILE}.", suffix=".tmp", dir=path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)  # fails if another process created it first: theirs wins
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    text = path.read_text(encoding="ascii").strip()
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise StudyError(f"{path}: not a study secret (expected 64 hex digits)")
+    return bytes.fromhex(text)
+
+
+def annotator_key(study: Study, annotator: str, secret: bytes | None = None) -> str:
+    """The key in ``annotator``'s personal link: the first 32 hex digits of
+    ``HMAC-SHA256(secret, b"softlab-annotator-v1\\0" + study_id + b"\\0" + annotator)`` (UTF-8)."""
+    a = check_annotator_id(annotator)
+    secret = study_secret(study.study_dir) if secret is None else secret
+    msg = b"softlab-annotator-v1\0" + study.study_id.encode("ascii") + b"\0" + a.encode("utf-8")
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:KEY_HEX_DIGITS]
+
+
+def key_matches(study: Study, annotator: str, key: str | None, secret: bytes | None = None) -> bool:
+    """Whether ``key`` is ``annotator``'s key (constant-time comparison)."""
+    if not key:
+        return False
+    return hmac.compare_digest(key.encode("utf-8"), annotator_key(study, annotator, secret).encode("ascii"))
+
+
+def annotator_link(study: Study, annotator: str, base_url: str = "http://127.0.0.1:8765/") -> str:
+    """``annotator``'s personal link: ``base_url?annotator=ID&key=KEY&token=TOKEN``."""
+    from urllib.parse import urlencode
+
+    a = check_annotator_id(annotator)
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    return base + "?" + urlencode({"annotator": a, "key": annotator_key(study, a), "token": study.token})
+
+
 # --------------------------------------------------------------------------- create / open
 
 def _now() -> str:
@@ -442,6 +527,7 @@ def create_study(
     with atomic_path(study_dir / IMAGES_NPZ) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, items=shown, images=imgs[shown], labels=shown_labels.astype(np.int64))
+    study_secret(study_dir)
     atomic_write_text(study_dir / STUDY_JSON, json.dumps(study.to_json(), indent=2) + "\n")
     return study
 

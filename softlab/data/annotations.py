@@ -14,7 +14,13 @@ Entropy is in nats (natural logarithm) with ``0 · log 0 = 0``.
 
 from __future__ import annotations
 
+import csv
+import datetime
+import decimal
+import io
+import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,10 +77,26 @@ def votes_per_item(counts: np.ndarray) -> np.ndarray:
 
 
 def soft_labels(counts: np.ndarray, alpha: float = 0.0) -> np.ndarray:
-    """Normalised counts: ``(n_ic + alpha) / (n_i + C·alpha)``; ``alpha`` is additive smoothing."""
-    if alpha < 0:
-        raise AnnotationError(f"alpha: expected a non-negative smoothing constant, got {alpha}")
-    c = np.asarray(counts, dtype=np.float64) + alpha
+    """Normalised counts: ``(n_ic + alpha) / (n_i + C·alpha)``; ``alpha`` is additive smoothing.
+
+    ``counts`` are (weighted) vote counts along the last axis: finite and non-negative (a
+    negative or NaN "count" would give a vector that is not a distribution); every item needs
+    at least one vote unless ``alpha > 0``. Errors name the first offending row and column.
+    """
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(alpha) or alpha < 0:
+        raise AnnotationError(f"alpha: expected a finite non-negative smoothing constant, got {alpha!r}")
+    arr = np.asarray(counts)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise AnnotationError(f"soft_labels: expected numeric vote counts, got dtype {arr.dtype}")
+    c = arr.astype(np.float64)
+    for bad, what in ((~np.isfinite(c), "is NaN or infinite"), (c < 0, "is negative")):
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            at = f"row {pos[0]}, column {pos[1]}" if len(pos) == 2 else f"position {pos}"
+            raise AnnotationError(f"soft_labels: {at}: count {_show(c[pos])} {what}; expected non-negative "
+                                  "finite (weighted) vote counts")
+    c = c + alpha
     total = c.sum(axis=-1, keepdims=True)
     if np.any(total <= 0):
         raise AnnotationError("soft_labels: an item has no votes (and alpha = 0)")
@@ -150,22 +172,374 @@ def fleiss_kappa(counts: np.ndarray) -> float:
     return float((p_bar - p_e) / (1 - p_e))
 
 
+# --------------------------------------------------------------------------- exact cell types
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_EXACT_INT = 2**53  # every integer of at most this magnitude is exactly a float64
+DUPLICATE_POLICIES = ("reject", "keep-first", "keep-last")
+
+#: Column types of the long format (and of the annotation app's export). ``read_annotations``
+#: gives every column of these names exactly this type; other columns are read as text (CSV)
+#: or as stored (Parquet). ``text`` is pandas' string dtype (``Series.astype(str)``).
+COLUMN_TYPES: dict[str, str] = {
+    "item": "int64", "annotator": "text", "label": "int64", "weight": "float64",
+    "second_label": "Int64", "confidence": "Int64", "timestamp": "text", "response_ms": "float64",
+    "is_attention_check": "bool", "attempt": "int64",
+}
+#: Columns where every row needs a value when the column is present (an empty cell is an error).
+VALUE_REQUIRED = frozenset({"item", "annotator", "label", "weight", "is_attention_check", "attempt"})
+
+#: CSV injection: a text cell starting with one of these is written with one extra leading ``'``
+#: (spreadsheets then show it as text instead of evaluating it); see :func:`escape_csv_text`.
+CSV_ESCAPED_STARTS = frozenset("=+-@\t\r'")
+
+_INT_TEXT = re.compile(r"^[+-]?[0-9]{1,30}$")
+
+
+class _CellError(Exception):
+    """Why one cell does not have its column's type (turned into an AnnotationError naming the row)."""
+
+
+def _is_missing(v: object) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    return isinstance(v, (float, np.floating)) and bool(np.isnan(v))
+
+
+def _is_datetime(v: object) -> bool:
+    return isinstance(v, (datetime.date, datetime.time, datetime.timedelta, np.datetime64, np.timedelta64))
+
+
+def _int_value(v: object) -> int:
+    """One cell as an exact Python int (no float round trip), or :class:`_CellError`."""
+    if isinstance(v, (bool, np.bool_)):
+        raise _CellError(f"{_show(v)} is a boolean; expected an integer")
+    if isinstance(v, (int, np.integer)):
+        n = int(v)
+    elif isinstance(v, (float, np.floating)):
+        f = float(v)
+        if not math.isfinite(f) or f != math.floor(f):
+            raise _CellError(f"{_show(v)} is not an integer")
+        if abs(f) > FLOAT_EXACT_INT:
+            raise _CellError(f"{_show(v)} is a float above 2**53, where floats cannot hold every integer "
+                             "exactly; store the column as integers")
+        n = int(f)
+    elif isinstance(v, str):
+        t = v.strip()
+        if _INT_TEXT.match(t):
+            n = int(t)
+        else:
+            try:
+                d = decimal.Decimal(t)
+            except decimal.InvalidOperation:
+                raise _CellError(f"{v!r} is not an integer") from None
+            if not d.is_finite() or d != d.to_integral_value():
+                raise _CellError(f"{t if t == v else repr(v)} is not an integer")  # a number shown as such
+            if d.adjusted() > 30:
+                raise _CellError(f"{v!r} is too large for a 64-bit integer (above 2**63 - 1)")
+            n = int(d)
+    elif _is_datetime(v):
+        raise _CellError(f"{v!r} is a date/time; expected an integer")
+    else:
+        raise _CellError(f"{v!r} ({type(v).__name__}) is not an integer")
+    if n > INT64_MAX:
+        raise _CellError(f"{n} is too large for a 64-bit integer (above 2**63 - 1)")
+    if n < INT64_MIN:
+        raise _CellError(f"{n} is too small for a 64-bit integer (below -2**63)")
+    return n
+
+
+def _float_value(v: object) -> float:
+    if isinstance(v, (bool, np.bool_)):
+        raise _CellError(f"{_show(v)} is a boolean; expected a number")
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v.strip())
+        except ValueError:
+            raise _CellError(f"{v!r} is not a number") from None
+    if _is_datetime(v):
+        raise _CellError(f"{v!r} is a date/time; expected a number")
+    raise _CellError(f"{v!r} ({type(v).__name__}) is not a number")
+
+
+def _bool_value(v: object) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, str) and v.strip() in ("True", "False", "true", "false"):
+        return v.strip().lower() == "true"
+    raise _CellError(f"{_show(v)} is not True or False")
+
+
+def _text_value(v: object) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return str(int(v))
+    raise _CellError(f"{_show(v)} ({type(v).__name__}) is not text; ids are text (read files with "
+                     "read_annotations, which keeps every id exactly as written)")
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _cell_error(where: str, row: int, col: str, what: str) -> AnnotationError:
+    return AnnotationError(f"{where}: row {row}, column '{col}': {what}")
+
+
+def _convert(values: pd.Series, col: str, where: str, to_value, required: bool, text: bool = False) -> list[object]:
+    """Convert cell by cell; NA, and empty text (unless ``text`` and not ``required``: then it
+    is the empty string), are missing: an error where ``required``."""
+    out: list[object] = []
+    for r, v in enumerate(values.to_numpy(dtype=object)):
+        if _is_missing(v) or (isinstance(v, str) and not v.strip() and (required or not text)):
+            if required:
+                raise _cell_error(where, r, col, "missing value (empty cell or NA)")
+            out.append(None)
+            continue
+        try:
+            out.append(to_value(v))
+        except _CellError as exc:
+            raise _cell_error(where, r, col, str(exc)) from None
+    return out
+
+
+def _reject_kind(values: pd.Series, col: str, where: str, expected: str) -> None:
+    """Booleans and dates are not numbers here, whatever pandas would make of them."""
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        r = _first(values.notna().to_numpy()) if values.notna().any() else 0
+        raise _cell_error(where, r, col, f"{_show(values.iloc[r])} is a boolean; expected {expected}")
+    if (pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
+            or isinstance(dtype, pd.PeriodDtype)):
+        raise _cell_error(where, 0, col, f"{values.iloc[0]!r} is a date/time ({dtype}); expected {expected}")
+
+
+def _integer_values(values: pd.Series, col: str, where: str, nullable: bool) -> np.ndarray | list[object]:
+    _reject_kind(values, col, where, "an integer")
+    dtype = values.dtype
+    if pd.api.types.is_integer_dtype(dtype) and not values.isna().any():
+        arr = values.to_numpy()
+        if arr.dtype.kind == "u" and arr.dtype.itemsize >= 8 and (arr > np.uint64(INT64_MAX)).any():
+            r = _first(arr > np.uint64(INT64_MAX))
+            raise _cell_error(where, r, col, f"{int(arr[r])} is too large for a 64-bit integer (above 2**63 - 1)")
+        return arr.astype(np.int64)
+    if pd.api.types.is_float_dtype(dtype) and not nullable:
+        na = np.isnan(values.to_numpy(dtype=np.float64))
+        if na.any():
+            raise _cell_error(where, _first(na), col, "missing value (empty cell or NA)")
+    return _convert(values, col, where, _int_value, required=not nullable)
+
+
+def integer_column(values: pd.Series, col: str, where: str = "annotations") -> np.ndarray:
+    """A column as exact 64-bit integers (int64; a missing value is an error).
+
+    Accepts integer dtypes, floats holding whole numbers of magnitude ≤ 2**53, and text of
+    whole numbers (``"12"``, ``"12.0"``); integers are never passed through float64, so ids
+    above 2**53 survive. Booleans, dates and values outside ``[-2**63, 2**63)`` are errors
+    naming the row and column.
+    """
+    return np.asarray(_integer_values(values, col, where, nullable=False), dtype=np.int64)
+
+
+def nullable_integer_column(values: pd.Series, col: str, where: str = "annotations") -> pd.api.extensions.ExtensionArray:
+    """Like :func:`integer_column`, but missing values become ``<NA>`` (pandas ``Int64``)."""
+    ints = _integer_values(values, col, where, nullable=True)
+    return pd.array(list(ints) if isinstance(ints, list) else ints, dtype="Int64")  # type: ignore[call-overload]
+
+
+def float_column(values: pd.Series, col: str, where: str = "annotations", required: bool = True) -> np.ndarray:
+    """A column as float64 (booleans and dates are errors; missing values are errors where ``required``)."""
+    _reject_kind(values, col, where, "a number")
+    if pd.api.types.is_numeric_dtype(values.dtype) and not values.isna().any():
+        return values.to_numpy(dtype=np.float64)
+    return np.array([np.nan if v is None else v for v in _convert(values, col, where, _float_value, required)],
+                    dtype=np.float64)
+
+
+def text_series(values: object) -> pd.Series:
+    """Text values as the string column the app exports and ``read_annotations`` returns."""
+    return pd.Series(list(values), dtype=object).astype(str)  # type: ignore[arg-type,call-overload]
+
+
+def text_column(values: pd.Series, col: str, where: str = "annotations", required: bool = True,
+                unescape: bool = False) -> pd.Series:
+    """A column as text: strings exactly as given (integers become their decimal text);
+    floats, booleans and dates are errors (a float id has already lost e.g. leading zeros).
+    ``unescape`` undoes :func:`escape_csv_text`. Empty or whitespace-only text is missing."""
+    if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_float_dtype(values.dtype):
+        ok = values.notna().to_numpy()
+        r = _first(ok) if ok.any() else 0
+        if required and not ok.all():
+            raise _cell_error(where, _first(~ok), col, "missing value (empty cell or NA)")
+        raise _cell_error(where, r, col, f"{_show(values.iloc[r])} ({values.dtype}) is not text; ids are text "
+                                         "(read files with read_annotations, which keeps every id exactly as written)")
+    _reject_kind(values, col, where, "text")
+    converted = _convert(values, col, where, _text_value, required, text=True)
+    if unescape:
+        converted = [unescape_csv_text(v) if isinstance(v, str) else v for v in converted]
+    if any(v is None for v in converted):
+        return pd.Series(pd.array(converted, dtype=text_series([]).dtype))  # type: ignore[arg-type,call-overload]
+    return text_series(converted)
+
+
+def bool_column(values: pd.Series, col: str, where: str = "annotations") -> np.ndarray:
+    if pd.api.types.is_bool_dtype(values.dtype) and not values.isna().any():
+        return values.to_numpy(dtype=bool)
+    return np.array(_convert(values, col, where, _bool_value, required=True), dtype=bool)
+
+
+def escape_csv_text(text: str) -> str:
+    """Spreadsheet-safe CSV text (CSV injection): text starting with ``= + - @``, TAB, CR or
+    ``'`` gets one extra leading ``'``, which spreadsheets read as "this cell is text".
+    :func:`unescape_csv_text` undoes it exactly."""
+    return "'" + text if text[:1] in CSV_ESCAPED_STARTS else text
+
+
+def unescape_csv_text(text: str) -> str:
+    """Undo :func:`escape_csv_text`: drop one leading ``'`` when an escaped character follows it."""
+    return text[1:] if text[:1] == "'" and text[1:2] in CSV_ESCAPED_STARTS else text
+
+
 # --------------------------------------------------------------------------- long table
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _read_csv_cells(path: Path) -> pd.DataFrame:
+    """Every cell of a UTF-8 CSV file as text (no type or NA guessing)."""
+    data = path.read_bytes()
+    if not data.strip(b" \t\r\n\xef\xbb\xbf"):
+        raise AnnotationError(f"{path}: the file is empty; expected a header line with columns "
+                              f"{', '.join(REQUIRED_COLUMNS)} (+ optional weight) and one row per answer")
+    if b"\x00" in data:
+        raise AnnotationError(f"{path}: binary data (NUL bytes); expected a UTF-8 CSV text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: byte {exc.start} is not UTF-8; expected a UTF-8 CSV text file "
+                              "(with or without BOM)") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    columns: list[list[str]] = []
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip() and header is not None):
+                continue  # blank line
+            if header is None:
+                header = row
+                names = [h.strip() for h in header]
+                if any(not h for h in names) or len(set(names)) != len(names):
+                    raise AnnotationError(f"{path}: line {reader.line_num}: the header {row} has an empty or "
+                                          "repeated column name")
+                header = names
+                columns = [[] for _ in header]
+                continue
+            if len(row) != len(header):
+                raise AnnotationError(f"{path}: line {reader.line_num}: {len(row)} fields, expected "
+                                      f"{len(header)} (one per header column)")
+            for cells, value in zip(columns, row):
+                cells.append(value)
+    except csv.Error as exc:
+        raise AnnotationError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from None
+    assert header is not None
+    return pd.DataFrame({h: pd.Series(c, dtype=object) for h, c in zip(header, columns)}, columns=header)
+
+
+def typed_table(raw: pd.DataFrame, where: str = "annotations", from_csv: bool = False) -> pd.DataFrame:
+    """Give each column of :data:`COLUMN_TYPES` its type (exactly; errors name row and column).
+
+    Other columns stay as they are, or as text when ``from_csv`` (which also undoes
+    :func:`escape_csv_text` in text columns).
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise AnnotationError(f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} "
+                              "(+ optional 'weight')")
+    out: dict[str, object] = {}
+    for col in raw.columns:
+        s = raw[col]
+        kind = COLUMN_TYPES.get(str(col))
+        required = col in VALUE_REQUIRED
+        if kind == "int64":
+            out[col] = integer_column(s, col, where)
+        elif kind == "Int64":
+            out[col] = nullable_integer_column(s, col, where)
+        elif kind == "float64":
+            out[col] = float_column(s, col, where, required=required)
+        elif kind == "bool":
+            out[col] = bool_column(s, col, where)
+        elif kind == "text" or from_csv:
+            out[col] = text_column(s, col, where, required=required, unescape=from_csv)
+        else:
+            out[col] = s
+    return pd.DataFrame({c: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v) for c, v in out.items()},
+                        columns=list(raw.columns))
+
+
 def read_annotations(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a long-format annotation table from CSV or Parquet (not yet validated)."""
+    """Read a long-format annotation table from CSV or Parquet, exactly as written.
+
+    Types are explicit, never guessed: ``item``, ``label``, ``attempt`` int64 (parsed as
+    integers, never through float64); ``annotator`` and ``timestamp`` text exactly as written
+    (``001``, ``NA``, ``null``, ``TRUE`` stay those strings); ``weight``, ``response_ms``
+    float64; ``second_label``, ``confidence`` nullable Int64; ``is_attention_check`` bool;
+    other CSV columns text. Only an empty cell is a missing value, and it is an error in
+    ``item, annotator, label, weight, attempt, is_attention_check``. CSV is UTF-8 with or
+    without BOM; text cells escaped against CSV injection (:func:`escape_csv_text`) are
+    unescaped. Every failure (missing, empty, binary or corrupt file, a bad cell) raises
+    :class:`AnnotationError` naming the file (and row and column). Not yet validated against
+    the class set: see :func:`validate_annotations`.
+    """
     path = Path(path)
     if not path.exists():
         raise AnnotationError(f"{path}: file not found")
+    if path.is_dir():
+        raise AnnotationError(f"{path}: is a folder; expected a .csv or .parquet file")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        df = pd.read_csv(path)
-    elif suffix in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
-    else:
+    if suffix not in (".csv", ".parquet", ".pq"):
         raise AnnotationError(f"{path}: expected a .csv or .parquet file")
+    try:
+        if suffix == ".csv":
+            raw = _read_csv_cells(path)
+        else:
+            raw = pd.read_parquet(path)
+    except AnnotationError:
+        raise
+    except Exception as exc:
+        kind = "CSV" if suffix == ".csv" else "Parquet"
+        raise AnnotationError(f"{path}: cannot be read as {kind} ({_one_line(exc)})") from exc
+    df = typed_table(raw, where=str(path), from_csv=suffix == ".csv")
     df.attrs["source"] = str(path)
     return df
+
+
+def write_annotations(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a table to ``.csv`` or ``.parquet`` atomically so that :func:`read_annotations`
+    reads back exactly ``df`` (for the :data:`COLUMN_TYPES` columns and text columns). In CSV,
+    text cells are escaped against CSV injection (:func:`escape_csv_text`)."""
+    from softlab.io import atomic_path
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise AnnotationError(f"{path}: expected a .csv or .parquet file name")
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            safe = df.copy()
+            for col in safe.columns:
+                if pd.api.types.is_string_dtype(safe[col].dtype) or safe[col].dtype == object:
+                    safe[col] = safe[col].map(lambda v: escape_csv_text(v) if isinstance(v, str) else v)
+            # CRLF rows (RFC 4180): the csv writer then quotes any cell holding a CR or LF, so
+            # such text reads back exactly (with "\n" rows a bare CR would end the row)
+            safe.to_csv(tmp, index=False, lineterminator="\r\n")
+        else:
+            df.to_parquet(tmp, index=False)
+    return path
 
 
 def validate_annotations(
@@ -179,52 +553,50 @@ def validate_annotations(
 
     - required columns ``item, annotator, label``; optional ``weight`` (> 0, finite);
     - no missing values in required columns; ``label`` an integer in ``[0, n_classes)``;
-    - ``item`` an integer among ``items`` when given (unknown items are rejected);
+    - ``item`` a non-negative 64-bit integer, among ``items`` when given (unknown items are
+      rejected); integers are checked exactly (never through float64), booleans and dates are
+      not integers;
+    - ``annotator`` text (integers become their decimal text; floats are refused, since a
+      float id has already lost e.g. its leading zeros);
     - duplicate (annotator, item) pairs: ``duplicates="reject"`` (default) raises,
       ``"keep-first"`` / ``"keep-last"`` keep one answer.
 
     Errors name the source, the (0-based data) row and the column.
     """
     where = source or df.attrs.get("source", "annotations")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise AnnotationError(f"duplicates: expected one of {list(DUPLICATE_POLICIES)}, got {duplicates!r}")
+    _check_n_classes(n_classes)
     if len(df) == 0:
         raise AnnotationError(f"{where}: empty annotation table; expected at least one row")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise AnnotationError(f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} (+ optional 'weight')")
-    out = df.copy()
+    out = df.copy().reset_index(drop=True)
     for col in (*REQUIRED_COLUMNS, *(["weight"] if "weight" in df.columns else [])):
         na = out[col].isna().to_numpy()
         if na.any():
-            raise AnnotationError(f"{where}: row {int(np.flatnonzero(na)[0])}, column '{col}': missing value (NaN)")
-    for col in ("item", "label"):
-        values = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(values) | (values != np.round(values))
-        if bad.any():
-            r = int(np.flatnonzero(bad)[0])
-            raise AnnotationError(f"{where}: row {r}, column '{col}': {_show(out[col].iloc[r])} is not an integer")
-        out[col] = values.astype(np.int64)
+            raise _cell_error(where, _first(na), col, "missing value (empty cell or NA)")
+    out["item"] = integer_column(out["item"], "item", where)
+    out["annotator"] = text_column(out["annotator"], "annotator", where)
+    out["label"] = integer_column(out["label"], "label", where)
     lab = out["label"].to_numpy()
     bad = (lab < 0) | (lab >= n_classes)
     if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise AnnotationError(f"{where}: row {r}, column 'label': {lab[r]} is outside the class set 0..{n_classes - 1}")
+        r = _first(bad)
+        raise _cell_error(where, r, "label", f"{lab[r]} is outside the class set 0..{n_classes - 1}")
+    item_ids = out["item"].to_numpy()
     if items is not None:
-        known = np.asarray(items, dtype=np.int64)
-        bad = ~np.isin(out["item"].to_numpy(), known)
+        known = _item_ids(items)
+        bad = ~np.isin(item_ids, known)
         if bad.any():
-            r = int(np.flatnonzero(bad)[0])
-            raise AnnotationError(f"{where}: row {r}, column 'item': unknown item {out['item'].iloc[r]}")
-    elif (out["item"].to_numpy() < 0).any():
-        r = int(np.flatnonzero(out["item"].to_numpy() < 0)[0])
-        raise AnnotationError(f"{where}: row {r}, column 'item': negative item id")
-    out["annotator"] = out["annotator"].astype(str)
+            r = _first(bad)
+            raise _cell_error(where, r, "item", f"unknown item {item_ids[r]}")
+    elif (item_ids < 0).any():
+        r = _first(item_ids < 0)
+        raise _cell_error(where, r, "item", f"negative item id {item_ids[r]}; expected an index >= 0")
     if "weight" in out.columns:
-        w = pd.to_numeric(out["weight"], errors="coerce").to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(w) | (w <= 0)
-        if bad.any():
-            r = int(np.flatnonzero(bad)[0])
-            raise AnnotationError(f"{where}: row {r}, column 'weight': {_show(out['weight'].iloc[r])}; expected a positive finite number")
-        out["weight"] = w
+        out["weight"] = _weights(out["weight"], where)
     dup = out.duplicated(subset=["annotator", "item"], keep=False).to_numpy()
     if dup.any():
         if duplicates == "reject":
@@ -233,30 +605,63 @@ def validate_annotations(
             raise AnnotationError(
                 f"{where}: rows {', '.join(map(str, rows))}: annotator {out['annotator'].iloc[r]!r} answered item "
                 f"{out['item'].iloc[r]} more than once (duplicates='reject'; use 'keep-first' or 'keep-last')")
-        if duplicates not in ("keep-first", "keep-last"):
-            raise AnnotationError(f"duplicates: expected 'reject', 'keep-first' or 'keep-last', got {duplicates!r}")
-        out = out.drop_duplicates(subset=["annotator", "item"], keep=duplicates.split("-")[1])
+        out = out.drop_duplicates(subset=["annotator", "item"], keep="first" if duplicates == "keep-first" else "last")
     return out.reset_index(drop=True)
+
+
+def _check_n_classes(n_classes: object) -> int:
+    if isinstance(n_classes, (bool, np.bool_)) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
+        raise AnnotationError(f"n_classes: expected a positive integer, got {n_classes!r}")
+    return int(n_classes)
+
+
+def _item_ids(items: Sequence[int] | np.ndarray) -> np.ndarray:
+    return integer_column(pd.Series(list(np.asarray(items, dtype=object).ravel()), dtype=object), "item", "items")
+
+
+def _weights(values: pd.Series, where: str) -> np.ndarray:
+    """Weights as float64: positive finite numbers (errors name the row)."""
+    w = float_column(values, "weight", where, required=True)
+    bad = ~np.isfinite(w) | (w <= 0)
+    if bad.any():
+        r = _first(bad)
+        raise _cell_error(where, r, "weight", f"{_show(values.iloc[r])}; expected a positive finite number")
+    return w
 
 
 def to_counts(df: pd.DataFrame, n_classes: int, items: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Long table → (item ids, count matrix). Uses ``weight`` when present.
 
     ``items`` fixes the row order (items without answers are rejected); by default the sorted
-    distinct items of the table.
+    distinct items of the table. Entry ``[i, c]`` is the summed weight of the answers ``c``
+    on item ``i``. Labels must be integers in ``[0, n_classes)`` and weights positive finite
+    numbers (checked here too, so a table that skipped :func:`validate_annotations` cannot
+    count a label -1 as the last class or make a negative "count"); errors name the row.
     """
-    ids = np.asarray(items, dtype=np.int64) if items is not None else np.unique(df["item"].to_numpy(np.int64))
-    pos = {int(i): k for k, i in enumerate(ids)}
-    counts = np.zeros((len(ids), n_classes), dtype=np.float64)
-    w = df["weight"].to_numpy(np.float64) if "weight" in df.columns else np.ones(len(df))
-    rows = np.array([pos.get(int(i), -1) for i in df["item"].to_numpy()], dtype=np.int64)
+    where = df.attrs.get("source", "to_counts")
+    n_classes = _check_n_classes(n_classes)
+    for col in ("item", "label"):
+        if col not in df.columns:
+            raise AnnotationError(f"{where}: missing column '{col}'; expected columns {list(REQUIRED_COLUMNS)}")
+    item_col = integer_column(df["item"].reset_index(drop=True), "item", where)
+    labels = integer_column(df["label"].reset_index(drop=True), "label", where)
+    bad = (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        r = _first(bad)
+        raise _cell_error(where, r, "label", f"{labels[r]} is outside the class set 0..{n_classes - 1}")
+    w = _weights(df["weight"].reset_index(drop=True), where) if "weight" in df.columns else np.ones(len(df))
+    ids = _item_ids(items) if items is not None else np.unique(item_col)
+    if len(np.unique(ids)) != len(ids):
+        raise AnnotationError("items: an item id repeats; expected distinct ids")
+    rows = pd.Index(ids).get_indexer(item_col)
     if (rows < 0).any():
-        r = int(np.flatnonzero(rows < 0)[0])
-        raise AnnotationError(f"row {r}, column 'item': item {df['item'].iloc[r]} is not in the requested items")
-    np.add.at(counts, (rows, df["label"].to_numpy(np.int64)), w)
+        r = _first(rows < 0)
+        raise _cell_error(where, r, "item", f"item {item_col[r]} is not in the requested items")
+    counts = np.zeros((len(ids), n_classes), dtype=np.float64)
+    np.add.at(counts, (rows, labels), w)
     empty = counts.sum(axis=1) == 0
     if empty.any():
-        raise AnnotationError(f"item {int(ids[np.flatnonzero(empty)[0]])} has no answers")
+        raise AnnotationError(f"{where}: item {int(ids[_first(empty)])} has no answers")
     return ids, counts
 
 

@@ -266,6 +266,11 @@ def _obtain(files: Sequence[str], sources: Sequence[str], spec: CifarSpec) -> di
                 failures.append(f"  - registry: no package registry ships {spec.name}")
                 continue
             else:
+                from softlab.data.images import OFFLINE_HINT, offline
+
+                if offline():
+                    failures.append(f"  - mirror: skipped, {OFFLINE_HINT}")
+                    continue
                 origin = spec.url
                 archive = _download_archive(spec)
                 _verify_archive(archive, spec, origin)

@@ -4,7 +4,8 @@ and SHA-256) with a fallback to local copies.
 Search order for each file: the verified local cache (``SOFTLAB_DATA_DIR/human``), the original
 public repository (pinned URL), ``SOFTLAB_HUMAN_DIR``, and the project's sibling folder
 ``../shared/data/human`` (used on machines without internet). Every candidate's SHA-256 is
-checked; a mismatching file is reported and skipped, never used.
+checked; a mismatching file is reported and skipped, never used. With ``SOFTLAB_OFFLINE=1``
+(``--offline``) the download is skipped.
 
 Sources (see the book's introduction for provenance and licences):
 
@@ -29,6 +30,7 @@ Sources (see the book's introduction for provenance and licences):
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 import warnings
 from dataclasses import dataclass
@@ -95,8 +97,14 @@ def _download(url: str, timeout: float = 20.0) -> bytes:
 
 
 def fetch_human_file(relpath: str, download: bool = True) -> tuple[Path, str]:
-    """Return (verified local path, origin) of one human-label file, caching it."""
+    """Return (verified local path, origin) of one human-label file, caching it.
+
+    ``download=False`` or ``SOFTLAB_OFFLINE=1`` uses local copies only."""
+    from softlab.data.images import OFFLINE_HINT, offline
+
     f = HUMAN_FILES[relpath]
+    local_only = offline()
+    download = download and not local_only
     cached = human_cache_dir() / relpath
     failures: list[str] = []
     candidates: list[tuple[str, object]] = [("cache", cached)]
@@ -128,9 +136,11 @@ def fetch_human_file(relpath: str, download: bool = True) -> tuple[Path, str]:
         origin_file = cached.with_name(f".{cached.name}.origin")
         origin = origin_file.read_text() if origin_file.exists() else str(where)
         return cached, origin
+    skipped = f"\n  - download: skipped, {OFFLINE_HINT}" if local_only else ""
     raise HumanDataError(
-        f"{relpath}: no verified copy found (expected SHA-256 {f.sha256}):\n" + "\n".join(failures)
-        + "\nSet SOFTLAB_HUMAN_DIR to a folder holding the file, or run `softlab data fetch` on a machine with internet.")
+        f"{relpath}: no verified copy found (expected SHA-256 {f.sha256}):\n" + "\n".join(failures) + skipped
+        + "\nSet SOFTLAB_HUMAN_DIR to a folder holding the file, or run `softlab data fetch` on a machine with internet"
+        + (" (the download needs the network)." if local_only else "."))
 
 
 @dataclass(frozen=True)
@@ -229,17 +239,41 @@ def load_mnist_cleanlab_probs(download: bool = True) -> tuple[np.ndarray, np.nda
     return probs, np.load(l_path, allow_pickle=False).astype(np.int64)
 
 
+def _local_copy(relpath: str) -> tuple[Path, str] | None:
+    """The first local copy of ``relpath`` outside the cache (``SOFTLAB_HUMAN_DIR``, then the
+    project's sibling folder) and which folder it is in."""
+    env = os.environ.get("SOFTLAB_HUMAN_DIR")
+    for d in human_dirs():
+        if d == human_cache_dir():
+            continue
+        path = d / relpath
+        if path.is_file():
+            kind = "SOFTLAB_HUMAN_DIR" if env and d == Path(env).expanduser() else "local folder"
+            return path, kind
+    return None
+
+
 def human_cache_info() -> list[dict[str, str]]:
+    """One row per human-label file: status ``ok`` (verified), ``MISMATCH`` or ``missing``.
+
+    A file not cached yet but present in ``SOFTLAB_HUMAN_DIR`` (or the sibling folder) is
+    checked there: ``ok`` when its SHA-256 matches (it is cached on first use)."""
     rows = []
     for relpath, f in HUMAN_FILES.items():
         cached = human_cache_dir() / relpath
-        if cached.exists():
+        path = cached
+        if cached.is_file():
             ok = sha256_bytes(cached.read_bytes()) == f.sha256
             status = "ok" if ok else "MISMATCH"
             origin_file = cached.with_name(f".{cached.name}.origin")
-            origin = origin_file.read_text() if origin_file.exists() else "unknown"
+            origin = origin_file.read_text(errors="replace") if origin_file.is_file() else "unknown"
+        elif (copy := _local_copy(relpath)) is not None:
+            path, kind = copy
+            ok = sha256_bytes(path.read_bytes()) == f.sha256
+            status = "ok" if ok else "MISMATCH"
+            origin = f"{kind} {path} ({'verified' if ok else 'checksum differs, not used'}; cached on first use)"
         else:
             status, origin = "missing", "-"
-        rows.append({"dataset": "human", "file": relpath, "path": str(cached), "status": status,
+        rows.append({"dataset": "human", "file": relpath, "path": str(path), "status": status,
                      "expected_sha256": f.sha256, "origin": origin})
     return rows

