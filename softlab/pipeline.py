@@ -83,10 +83,27 @@ def run_notebooks(params: str | dict[str, Any], only: list[str] | None = None, o
                                     f"{' '.join(str(exc.evalue).split())}; the executed copy with the traceback "
                                     f"is {failed}") from exc
             raise
+        _hide_injected_parameters(tmp)
         os.replace(tmp, dest)
         print(f"[softlab run] {src.name} done in {time.time() - start:.1f} s", flush=True)
         written.append(dest)
     return written
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    """Tag papermill's injected parameters cell ``remove-cell``: the book states the parameter
+    set in one line of prose instead of showing an assignment dump."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+            changed = True
+    if changed:
+        nbformat.write(nb, path)
 
 
 def build_book(strict: bool = True, root: Path = PROJECT_ROOT) -> int:

@@ -342,9 +342,11 @@ def test_votes_arm_errors_name_the_problem(tmp_path):
         configs_from_params({**load_params("smoke"), "votes": {"mnist": str(tmp_path)}})
 
 
-def test_cifar_arm_is_skipped_with_one_line_when_images_are_missing(smoke):
+def test_cifar_arm_is_skipped_with_one_line_when_images_are_missing(smoke, tmp_path, monkeypatch):
     from softlab.experiment import prepare_arms
 
+    monkeypatch.setenv("SOFTLAB_OFFLINE", "1")  # and an empty data dir: no CIFAR-10 here, whatever the machine
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(tmp_path))
     cfg = dataclasses.replace(smoke[0]["fashion-mnist"], dataset="cifar10")
     prepared, skipped = prepare_arms({"cifar10": cfg})
     assert prepared == {} and "\n" not in skipped["cifar10"] and "cifar-10-python.tar.gz" in skipped["cifar10"]
