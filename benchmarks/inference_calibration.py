@@ -38,28 +38,24 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from softlab import inference as inf  # noqa: E402
-from softlab import metrics as M  # noqa: E402
+from softlab import inference as inf
+from softlab import metrics as M
 
 BASELINES = ("original/hard+ts", "human/hard+ts", "human/smooth+ts", "human/synthetic+ts")
 ARMS = ("fashion-mnist", "synthetic-mnist")
 TREATED = "human/human"
 SYNTHETIC = "human/synthetic"
+PLAIN_TEST = "soft-calibration-hard-vs-synthetic"
 
 
 @dataclass(frozen=True)
@@ -272,7 +268,12 @@ def true_effects(design: Design, n_items: int = 200_000, nodes: int = 7) -> dict
 def run_books(task: tuple[str, int, int, Design]) -> list[dict]:
     """Simulate books ``start .. start + count − 1`` of a scenario; one record per primary row."""
     scenario, start, count, design = task
-    claims = inf.load_claims().primary_only()
+    full = inf.load_claims()
+    # the primary tests, plus one exploratory plain (single-comparator) difference of claim 1's metric as a
+    # diagnostic of the crossed-variance interval without the best-of rule; exploratory rows form their
+    # own Holm family, so the primary family is unchanged
+    claims = replace(full, tests={arm: tuple(t for t in ts if t.primary or t.name == PLAIN_TEST)
+                                  for arm, ts in full.tests.items()})
     conditions = NULL_CONDITIONS if scenario == "null" else effect_conditions()
     out = []
     for book in range(start, start + count):
@@ -282,6 +283,8 @@ def run_books(task: tuple[str, int, int, Design]) -> list[dict]:
         for row in table.itertuples(index=False):
             out.append({
                 "scenario": scenario, "book": book, "claim": row.claim, "arm": row.arm, "verdict": row.verdict,
+                "family": row.family, "test": row.test, "relative": row.relative, "mde": row.mde,
+                "mde_relative": row.mde_relative,
                 "estimate": row.estimate, "ci_low": row.ci_low, "ci_high": row.ci_high,
                 "relative_ci_low": row.relative_ci_low, "relative_ci_high": row.relative_ci_high,
                 "p_value": row.p_value, "p_adjusted": row.p_adjusted, "family_size": row.family_size,
@@ -302,12 +305,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--effect-books", type=int, default=None, help="books at the claimed effects (default 200; --fast 20)")
     ap.add_argument("--workers", type=int, default=None, help="processes (default 2; --fast 1)")
     ap.add_argument("--seeds", type=int, default=10, help="seeds per arm")
+    ap.add_argument("--items", type=int, default=Design.n_items, help="items per arm (default 10,000)")
     ap.add_argument("--truth", action="store_true", help="only print the Monte-Carlo true effects and the design")
     args = ap.parse_args(argv)
     n_null = args.null_books if args.null_books is not None else (40 if args.fast else 500)
     n_effect = args.effect_books if args.effect_books is not None else (20 if args.fast else 200)
     workers = args.workers if args.workers is not None else (1 if args.fast else 2)
-    design = replace(Design(), n_seeds=args.seeds)
+    design = replace(Design(), n_seeds=args.seeds, n_items=args.items)
     t0 = time.perf_counter()
 
     truth = true_effects(design, n_items=60_000 if args.fast else 200_000, nodes=5 if args.fast else 7)
@@ -331,10 +335,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import pandas as pd
 
-    df = pd.DataFrame(records)
-    df["truth"] = [
-        (null_truth if s == "null" else effect_truth)[c] for s, c in zip(df["scenario"], df["claim"])
-    ]
+    every = pd.DataFrame(records)
+    plain = every[every["family"] != "primary"].copy()
+    df = every[every["family"] == "primary"].copy()
+    rel_truth = {"null": 0.0, "effect": truth["1_relative"]}
+    for frame in (df, plain):
+        frame["truth"] = [
+            (null_truth if s == "null" else effect_truth)[c] for s, c in zip(frame["scenario"], frame["claim"])
+        ]
+        frame["relative_truth"] = [rel_truth[s] for s in frame["scenario"]]
     covered = (df["ci_low"] <= df["truth"]) & (df["truth"] <= df["ci_high"])
     null = df[df["scenario"] == "null"]
     effect = df[df["scenario"] == "effect"]
@@ -350,13 +359,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for key, value in results.items():
         print(f"{key}={value:.4f}")
     print(f"seeds={design.n_seeds}")
-    print(f"books_null={n_null} books_effect={n_effect} family_size={int(df['family_size'].max())} "
+    print(f"items={design.n_items} books_null={n_null} books_effect={n_effect} family_size={int(df['family_size'].max())} "
           f"workers={workers} wall_s={elapsed:.1f}")
     for claim in ("1", "2", "3"):
         sel = df["claim"] == claim
         print(f"coverage_claim{claim}={covered[sel].mean():.4f} (null {covered[sel & (df['scenario'] == 'null')].mean():.4f}, "
               f"effect {covered[sel & (df['scenario'] == 'effect')].mean():.4f})")
-    print(f"power_claim3={(effect[effect['claim'] == '3']['verdict'] == 'confirmed').mean():.4f}")
+    results["power_claim3"] = float((effect[effect["claim"] == "3"]["verdict"] == "confirmed").mean())
+    print(f"power_claim3={results['power_claim3']:.4f}")
+    c1 = df[df["claim"] == "1"]
+    rel_cov = ((c1["relative_ci_low"] <= c1["relative_truth"]) & (c1["relative_truth"] <= c1["relative_ci_high"])).mean()
+    print(f"coverage_relative_claim1={rel_cov:.4f}")
+    plain_cov = ((plain["ci_low"] <= plain["truth"]) & (plain["truth"] <= plain["ci_high"])).mean()
+    plain_rel = ((plain["relative_ci_low"] <= plain["relative_truth"])
+                 & (plain["relative_truth"] <= plain["relative_ci_high"])).mean()
+    print(f"coverage_plain_difference_claim1={plain_cov:.4f} relative={plain_rel:.4f} (single comparator, no best-of rule)")
+    mde = df.groupby("claim")["mde"].median()
+    print("median_mde (claim 1: difference, relative in brackets; claim 2: variance ratio; claim 3: difference): "
+          + " ".join(f"claim{c}={v:.4g}" for c, v in mde.items())
+          + f" [claim1 relative {df[df['claim'] == '1']['mde_relative'].median():.3f}]")
+    eq = null.groupby("claim")["verdict"].apply(lambda v: (v == "equivalent").mean())
+    print("equivalence_rate_by_claim: " + " ".join(f"claim{c}={v:.3f}" for c, v in eq.items()))
+    false = null.groupby("claim")["verdict"].apply(lambda v: v.isin(["confirmed", "refuted"]).mean())
+    print("confirmed_or_refuted_under_null_by_claim: " + " ".join(f"claim{c}={v:.3f}" for c, v in false.items()))
     print(f"true_effects: claim1={effect_truth['1']:.6g} (relative {truth['1_relative']:.4f}) "
           f"claim2_ratio={effect_truth['2']:.4f} claim3={effect_truth['3']:.4f}")
     corr = df.groupby("claim")["seed_correlation"].mean()

@@ -77,37 +77,37 @@ from softlab.io import atomic_path
 from softlab.paths import PROJECT_ROOT
 
 __all__ = [
-    "ArmPredictions",
-    "MetricSpec",
+    "CLAIMS_PATH",
+    "DIRECTIONS",
     "METRICS",
     "STRATA",
-    "DIRECTIONS",
     "VERDICTS",
     "VERDICT_COLUMNS",
-    "CLAIMS_PATH",
-    "ClaimsError",
-    "TestSpec",
+    "ArmPredictions",
     "ArmRule",
-    "Settings",
     "Claims",
-    "load_claims",
+    "ClaimsError",
+    "Composite",
+    "DifferenceResult",
+    "MetricSpec",
+    "PitmanMorgan",
+    "Settings",
+    "TestSpec",
+    "best_of",
+    "crossed_variance",
+    "decide_verdict",
+    "difference_mde",
+    "holm",
     "item_groups",
     "leave_group_out_values",
-    "crossed_variance",
-    "DifferenceResult",
+    "load_claims",
     "paired_difference",
-    "Composite",
-    "best_of",
-    "PitmanMorgan",
     "pitman_morgan",
-    "variance_ratio_mde",
     "seeds_for_power",
-    "difference_mde",
-    "sign_flip_test",
     "sign_flip_interval",
+    "sign_flip_test",
     "swap_permutation_variance_test",
-    "holm",
-    "decide_verdict",
+    "variance_ratio_mde",
     "verdict_table",
     "write_verdicts",
 ]
@@ -685,7 +685,7 @@ def seeds_for_power(ratio: float = 0.85, rho: float = 0.5, alpha: float = 0.05, 
     if not -1.0 < rho < 1.0:
         raise ValueError(f"rho: expected a correlation in (-1, 1), got {rho!r}")
     z = sps.norm.ppf(1.0 - alpha / 2.0) + sps.norm.ppf(power)
-    return int(math.ceil((z / abs(math.atanh(_rho_uv(ratio, rho)))) ** 2 + 3.0))
+    return math.ceil((z / abs(math.atanh(_rho_uv(ratio, rho)))) ** 2 + 3.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1190,14 +1190,15 @@ def _evaluate_test(ev: _ArmEvaluator, test: TestSpec, settings: Settings, descri
         cvals = ev.values(test.condition, test.metric, test.stratum, with_groups=False)[:, 0]
         comps = [ev.values(c, test.metric, test.stratum, with_groups=False)[:, 0] for c in present]
         means = [float(v.mean()) for v in comps]
-        sel = int(np.argmin(means)) if test.direction == "lower" else int(np.argmax(means))
-        d = cvals - comps[sel]
+        pick = int(np.argmin(means)) if test.direction == "lower" else int(np.argmax(means))
+        d = cvals - comps[pick]
         lo, hi = sign_flip_interval(d, conf)
-        base = abs(means[sel]) if means[sel] != 0 else math.nan
+        base = abs(means[pick]) if means[pick] != 0 else math.nan
         row.update(
-            seed_correlation=_correlation(cvals, comps[sel]), comparator=present[sel], estimate=float(d.mean()), ci_low=lo, ci_high=hi, p_value=sign_flip_test(d),
+            seed_correlation=_correlation(cvals, comps[pick]), comparator=present[pick], estimate=float(d.mean()),
+            ci_low=lo, ci_high=hi, p_value=sign_flip_test(d),
             relative=float(d.mean()) / base, relative_ci_low=lo / base, relative_ci_high=hi / base,
-            mean_condition=float(cvals.mean()), mean_comparator=means[sel],
+            mean_condition=float(cvals.mean()), mean_comparator=means[pick],
             method="sign-flip permutation over seeds (exact; items fixed)",
         )
         return row
@@ -1274,49 +1275,38 @@ def verdict_table(
     columns = list(VERDICT_COLUMNS) + list(EXTRA_COLUMNS)
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-    table = pd.DataFrame(rows)
-    table["p_adjusted"] = np.nan
-    table["family_size"] = 0
-    for fam, idx in table.groupby("family").groups.items():
-        table.loc[idx, "p_adjusted"] = holm(table.loc[idx, "p_value"].to_numpy(dtype=float))
-        table.loc[idx, "family_size"] = len(idx)
-    mdes, mde_rel, verdicts = [], [], []
-    for r in table.itertuples(index=False):
-        level = st.alpha / max(int(r.family_size), 1)
-        if r.kind == "variance_ratio":
-            rho = r.seed_correlation
-            mde = variance_ratio_mde(int(r.seeds), rho, level, st.power, r.direction) if math.isfinite(rho) else math.nan
-            mdes.append(mde)
-            mde_rel.append(mde - 1.0)
+    for fam in ("primary", "exploratory", "descriptive"):
+        members = [r for r in rows if r["family"] == fam]
+        adjusted = holm(np.array([r["p_value"] for r in members], dtype=float))
+        for r, p_adj in zip(members, adjusted):
+            r["p_adjusted"] = float(p_adj)
+            r["family_size"] = len(members)
+    for r in rows:
+        level = st.alpha / max(int(r["family_size"]), 1)
+        if r["kind"] == "variance_ratio":
+            rho = float(r["seed_correlation"])
+            mde = variance_ratio_mde(int(r["seeds"]), rho, level, st.power, r["direction"]) if math.isfinite(rho) else math.nan
+            r["mde"], r["mde_relative"] = mde, mde - 1.0
             null = 1.0
-            ci = (r.ci_low, r.ci_high)
         else:
-            mde = difference_mde(r.se, r.df, level, st.power) if r.family != "descriptive" else math.nan
-            mdes.append(mde)
-            mde_rel.append(mde / abs(r.mean_comparator) if r.mean_comparator else math.nan)
+            mde = difference_mde(float(r["se"]), float(r["df"]), level, st.power)
+            r["mde"] = mde
+            r["mde_relative"] = mde / abs(r["mean_comparator"]) if r["mean_comparator"] else math.nan
             null = 0.0
-            ci = (r.ci_low, r.ci_high)
-        verdicts.append(
-            decide_verdict(
-                direction=r.direction, ci=ci, equivalence_ci=(r.equivalence_ci_low, r.equivalence_ci_high),
-                equivalence_bounds=_equivalence_bounds(r.kind, r.margin),
-                p_adjusted=r.p_adjusted, seeds=int(r.seeds), min_seeds=st.min_seeds, alpha=st.alpha, null=null,
-                descriptive=r.family == "descriptive",
-            )
+        r["verdict"] = decide_verdict(
+            direction=r["direction"], ci=(r["ci_low"], r["ci_high"]),
+            equivalence_ci=(r["equivalence_ci_low"], r["equivalence_ci_high"]),
+            equivalence_bounds=_equivalence_bounds(r["kind"], r["margin"]), p_adjusted=r["p_adjusted"],
+            seeds=int(r["seeds"]), min_seeds=st.min_seeds, alpha=st.alpha, null=null,
+            descriptive=r["family"] == "descriptive",
         )
-    table["mde"] = mdes
-    table["mde_relative"] = mde_rel
-    table["verdict"] = verdicts
     fam_order = {"primary": 0, "exploratory": 1, "descriptive": 2}
-    table["_fam"] = table["family"].map(fam_order)
-    table = table.sort_values(["_fam", "claim", "arm", "_order"], kind="stable").reset_index(drop=True)
-    for c in columns:
-        if c not in table.columns:
-            table[c] = np.nan
-    table = table[columns]
+    rows.sort(key=lambda r: (fam_order[r["family"]], r["claim"], r["arm"], r["_order"]))
+    table = pd.DataFrame([{c: r.get(c, math.nan) for c in columns} for r in rows], columns=columns)
     table["primary"] = table["primary"].astype(bool)
     table["seeds"] = table["seeds"].astype(int)
     table["family_size"] = table["family_size"].astype(int)
+    table["item_groups"] = table["item_groups"].astype(int)
     return table
 
 

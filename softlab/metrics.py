@@ -679,18 +679,22 @@ def calibration_leave_group_out(
     if estimator == "ece":
         out = _ece_from_sums(*stacked[:3])
     else:
-        out = _debiased_from_sums(*stacked, correctness)
+        count, conf_sum, hit_sum, dsq_sum = stacked
+        out = _debiased_from_sums(count, conf_sum, hit_sum, dsq_sum, correctness)
     return out.reshape(lead + (n_groups + 1,))
 
 
 class _LeaveGroupOutRanks:
-    """Average ranks (1-based, ties averaged) of series ``v`` (R, N) among the items outside one group.
+    """Average ranks (1-based, ties averaged) of series ``v`` (R, N) among all items and among the
+    items outside one group.
 
     ``rank_i = L_i + (E_i + 1)/2`` with ``L_i`` the number of items below ``v_i`` and ``E_i`` the
     number equal to it (``i`` included) — ``scipy.stats.rankdata``'s average method. One stable
-    sort per series gives every item's tie block ``[start_i, end_i)`` in sorted order; leaving group
-    ``j`` out subtracts the group's members below and inside the block (cumulative counts along
-    the sorted order). Entries of the left-out items are meaningless.
+    sort per series gives every item's tie block ``[start_i, end_i)`` in sorted order. Leaving
+    group ``j`` out removes ``below_i`` of the items under ``v_i`` and ``within_i`` of its ties, so the
+    rank becomes ``rank_i − below_i − within_i/2 = rank_i − (cum_j(start_i) + cum_j(end_i))/2`` with
+    ``cum_j(k)`` the number of group-``j`` members among the first ``k`` sorted items. Entries of the
+    left-out items are meaningless.
     """
 
     def __init__(self, v: np.ndarray, groups: np.ndarray) -> None:
@@ -704,18 +708,23 @@ class _LeaveGroupOutRanks:
         end_block = np.ones((n_runs, n), dtype=bool)
         end_block[:, :-1] = new_block[:, 1:]
         end_sorted = np.minimum.accumulate(np.where(end_block, pos + 1, n)[:, ::-1], axis=-1)[:, ::-1]
-        self.start = np.empty_like(start_sorted)
-        self.end = np.empty_like(end_sorted)
-        np.put_along_axis(self.start, order, start_sorted, axis=-1)
-        np.put_along_axis(self.end, order, end_sorted, axis=-1)
-        self.member = groups[order]  # (R, N): group of the item at each sorted position
+        start = np.empty_like(start_sorted)
+        end = np.empty_like(end_sorted)
+        np.put_along_axis(start, order, start_sorted, axis=-1)
+        np.put_along_axis(end, order, end_sorted, axis=-1)
+        self.full = start + (end - start + 1) / 2.0
+        offset = (n + 1) * np.arange(n_runs)[:, None]
+        self._start = (start + offset).ravel()  # flat indices into the (R, N + 1) cumulative counts
+        self._end = (end + offset).ravel()
+        self._member = groups[order]  # (R, N): group of the item at each sorted position
         self._cum = np.zeros((n_runs, n + 1), dtype=np.int64)
+        self._shape = (n_runs, n)
 
     def without(self, j: int) -> np.ndarray:
-        np.cumsum(self.member == j, axis=-1, out=self._cum[:, 1:])
-        below = np.take_along_axis(self._cum, self.start, axis=-1)
-        upto = np.take_along_axis(self._cum, self.end, axis=-1)
-        return (self.start - below) + ((self.end - self.start) - (upto - below) + 1) / 2.0
+        np.cumsum(self._member == j, axis=-1, out=self._cum[:, 1:])
+        flat = self._cum.ravel()
+        removed = (flat[self._start] + flat[self._end]).reshape(self._shape)
+        return self.full - removed / 2.0
 
 
 def spearman_leave_group_out(
@@ -725,10 +734,11 @@ def spearman_leave_group_out(
 
     ``x`` and ``y`` broadcast against each other (items on the last axis); ``groups`` is as in
     :func:`calibration_leave_group_out`. Returns ``broadcast shape[:-1] + (G + 1,)``: index 0 on
-    all items (computed by :func:`spearman_by_run` itself), index ``g + 1`` without group ``g``.
-    The left-out ranks come from one sort per series (tie-aware average ranks, see
-    :class:`_LeaveGroupOutRanks`) instead of one sort per group; the tests check them against
-    :func:`spearman_by_run` on each subset.
+    all items, index ``g + 1`` without group ``g``: the Pearson correlation of average ranks
+    (NaN where a side is constant), as :func:`spearman_by_run` defines it. Each distinct series is
+    sorted once (a shared 1-D series such as ``H(h)`` only once) and the left-out ranks are updated
+    from cumulative group counts (:class:`_LeaveGroupOutRanks`) instead of one sort per subset; the
+    tests check every column against :func:`spearman_by_run` on the subset.
     """
     a = np.asarray(x, dtype=np.float64)
     b = np.asarray(y, dtype=np.float64)
@@ -738,28 +748,30 @@ def spearman_leave_group_out(
     if a.shape[-1] != n or b.shape[-1] != n:
         raise ValueError(f"x, y: expected {n} items on the last axis, got shapes {a.shape} and {b.shape}")
     g, n_groups = _check_groups(groups, n)
-    full = spearman_by_run(a, b).reshape(-1)
-    # each distinct series is ranked once (a shared 1-D series such as H(h) only once)
     ranks_a = _LeaveGroupOutRanks(a.reshape(-1, n), g)
     ranks_b = _LeaveGroupOutRanks(b.reshape(-1, n), g)
     n_runs = int(np.prod(lead, dtype=np.int64))
     out = np.empty((n_runs, n_groups + 1))
-    out[:, 0] = full
-    for j in range(n_groups):
-        keep = g != j
-        n_keep = int(keep.sum())
-        # average ranks of the kept items sum to n_keep (n_keep + 1) / 2, so their mean is known;
+
+    def pearson(ra: np.ndarray, rb: np.ndarray, keep: np.ndarray | None, n_keep: int) -> np.ndarray:
+        # average ranks of n_keep items sum to n_keep (n_keep + 1) / 2, so their mean is known;
         # left-out items are set to 0 after centring and drop out of every sum
         centre = (n_keep + 1) / 2.0
-        ca = np.where(keep, ranks_a.without(j) - centre, 0.0).reshape(a.shape[:-1] + (n,))
-        cb = np.where(keep, ranks_b.without(j) - centre, 0.0).reshape(b.shape[:-1] + (n,))
-        num = np.einsum("...i,...i->...", ca, cb)
+        ca = (ra - centre) if keep is None else np.where(keep, ra - centre, 0.0)
+        cb = (rb - centre) if keep is None else np.where(keep, rb - centre, 0.0)
+        ca = ca.reshape(a.shape[:-1] + (n,))
+        cb = cb.reshape(b.shape[:-1] + (n,))
+        num = np.broadcast_to(np.einsum("...i,...i->...", ca, cb), lead).reshape(-1)
         den = np.sqrt(np.einsum("...i,...i->...", ca, ca) * np.einsum("...i,...i->...", cb, cb))
-        num = np.broadcast_to(num, lead).reshape(-1)
         den = np.broadcast_to(den, lead).reshape(-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             rho = np.where((den > 0) & (n_keep >= 2), num / np.where(den > 0, den, 1.0), np.nan)
-        out[:, j + 1] = np.clip(rho, -1.0, 1.0)
+        return np.clip(rho, -1.0, 1.0)
+
+    out[:, 0] = pearson(ranks_a.full, ranks_b.full, None, n)
+    for j in range(n_groups):
+        keep = g != j
+        out[:, j + 1] = pearson(ranks_a.without(j), ranks_b.without(j), keep, int(keep.sum()))
     return out.reshape(lead + (n_groups + 1,))
 
 

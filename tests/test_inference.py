@@ -263,8 +263,8 @@ def test_sign_flip_test_and_interval_are_exact():
 
 
 def _verdict(**kw):
-    base = dict(direction="lower", ci=(-0.5, -0.1), equivalence_ci=(-0.4, -0.2), equivalence_bounds=(-1.0, 1.0),
-                p_adjusted=0.01, seeds=10, min_seeds=10, alpha=0.05)
+    base = {"direction": "lower", "ci": (-0.5, -0.1), "equivalence_ci": (-0.4, -0.2),
+            "equivalence_bounds": (-1.0, 1.0), "p_adjusted": 0.01, "seeds": 10, "min_seeds": 10, "alpha": 0.05}
     base.update(kw)
     return inf.decide_verdict(**base)
 
@@ -439,4 +439,4 @@ def test_inference_calibration_fast():
     assert res["coverage"] >= 0.85
     assert res["familywise_error"] <= 0.15
     assert 0.0 <= res["equivalence_rate"] <= 1.0
-    assert res["power_claim1"] >= 0.0 and res["power_claim2"] <= 0.5
+    assert res["power_claim3"] >= 0.7  # the simulated claim-3 effect is large: the machinery can confirm
