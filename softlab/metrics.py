@@ -55,7 +55,12 @@ __all__ = [
     "entropy_calibration_error",
     "entropy_spearman",
     "human_mode_ece",
+    "soft_ece",
+    "debiased_calibration_error",
+    "debiased_soft_calibration_error",
+    "calibration_leave_group_out",
     "spearman_by_run",
+    "spearman_leave_group_out",
     "metric_suite",
     "OFFICIAL_METRICS",
     "HUMAN_METRICS",
@@ -492,6 +497,282 @@ def human_mode_ece(
     if official is not None:
         official = _check_labels(official, p, "official")
     return ece(p, human_mode(h, official), n_bins)
+
+
+# ----------------------------------------------------------------------------------------------
+# Soft-reference and debiased calibration errors
+# ----------------------------------------------------------------------------------------------
+
+_CORRECTNESS = ("label", "soft")
+_CALIBRATION_ESTIMATORS = ("ece", "debiased")
+
+
+def _correctness_inputs(
+    probs: np.ndarray | object, target: np.ndarray | object, correctness: str
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Top-label confidence and correctness, flattened to ``(R, N)``.
+
+    ``correctness="label"``: ``target`` holds labels ``y_i`` and correctness is ``1[ŷ_i = y_i]``.
+    ``correctness="soft"``: ``target`` holds reference distributions ``h_i`` and correctness is
+    ``h_i[ŷ_i]`` (the probability that a label drawn from ``h_i`` agrees with the prediction).
+    """
+    if correctness == "label":
+        return _top_label_inputs(probs, target)
+    if correctness != "soft":
+        raise ValueError(f"correctness: expected one of {_CORRECTNESS}, got {correctness!r}")
+    p = _check_distribution(probs, "probs")
+    h = _check_human(target, p, "reference")
+    conf, pred = _top_label(p)
+    hit = np.take_along_axis(h, pred[..., None], axis=-1)[..., 0]
+    conf2, lead = _flatten_runs(conf, 1)
+    hit2, _ = _flatten_runs(hit, 1)
+    return conf2, hit2, lead
+
+
+def _calibration_bin_sums(
+    conf: np.ndarray, hit: np.ndarray, n_bins: int, groups: np.ndarray | None = None, n_groups: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (run, group, bin) item count and sums of confidence, correctness and
+    ``(correctness − confidence)²``; inputs ``(R, N)``, outputs ``(R, n_groups, n_bins)``."""
+    n_runs, n_items = conf.shape
+    bins = _uniform_bin_index(conf, n_bins)
+    g = np.zeros(n_items, dtype=np.int64) if groups is None else groups
+    flat = ((np.arange(n_runs)[:, None] * n_groups + g[None, :]) * n_bins + bins).ravel()
+    size = n_runs * n_groups * n_bins
+    shape = (n_runs, n_groups, n_bins)
+    count = np.bincount(flat, minlength=size).reshape(shape).astype(np.float64)
+    conf_sum = np.bincount(flat, weights=conf.ravel(), minlength=size).reshape(shape)
+    hit_sum = np.bincount(flat, weights=hit.ravel(), minlength=size).reshape(shape)
+    dsq_sum = np.bincount(flat, weights=((hit - conf) ** 2).ravel(), minlength=size).reshape(shape)
+    return count, conf_sum, hit_sum, dsq_sum
+
+
+def _debiased_from_sums(
+    count: np.ndarray, conf_sum: np.ndarray, hit_sum: np.ndarray, dsq_sum: np.ndarray, correctness: str
+) -> np.ndarray:
+    """Debiased squared L2 calibration error from per-bin sums (last axis: bins); see
+    :func:`debiased_calibration_error` for the formula."""
+    total = count.sum(axis=-1, keepdims=True)
+    usable = count >= 2
+    n = np.where(usable, count, 2.0)
+    mean_gap = (hit_sum - conf_sum) / n
+    if correctness == "label":
+        acc = hit_sum / n
+        bias = acc * (1.0 - acc) / (n - 1.0)
+    else:
+        sample_var = np.maximum(dsq_sum - n * mean_gap**2, 0.0) / (n - 1.0)
+        bias = sample_var / n
+    per_bin = np.where(usable, (count / total) * (mean_gap**2 - bias), 0.0)
+    return per_bin.sum(axis=-1)
+
+
+def soft_ece(
+    probs: np.ndarray | object, reference: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
+) -> np.ndarray:
+    """Soft-reference top-label ECE: :func:`ece` with correctness ``h_i[ŷ_i]`` instead of ``1[ŷ_i = y_i]``.
+
+    ``ECE_soft = Σ_b (n_b / N) · |mean_{i∈b} h_i[ŷ_i] − mean_{i∈b} conf_i|`` with the equal-width bins
+    of :func:`ece` (module docstring). ``h_i[ŷ_i]`` is the probability that an annotator drawn from
+    the reference distribution ``h_i`` agrees with the prediction (the soft correctness of
+    :mod:`softlab.cartography`); with one-hot ``h`` this is :func:`ece` against the one-hot label.
+    ``reference`` is ``(n_items, n_classes)`` or the full prediction shape. Range [0, 1].
+    """
+    n_bins = _check_n_bins(n_bins)
+    conf, hit, lead = _correctness_inputs(probs, reference, "soft")
+    sums = _bin_sums(conf, hit, _uniform_bin_index(conf, n_bins), n_bins)
+    return _ece_from_sums(*sums).reshape(lead)
+
+
+def debiased_calibration_error(
+    probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
+) -> np.ndarray:
+    """Debiased squared L2 top-label calibration error (Kumar, Liang & Ma 2019), 0/1 correctness.
+
+    Kumar, A., Liang, P. & Ma, T. (2019), "Verified uncertainty calibration", NeurIPS: with the
+    equal-width top-label bins of :func:`ece`, bin ``b`` holding ``n_b`` of the ``N`` items, mean
+    confidence ``conf_b`` and accuracy ``acc_b`` (``ŷ_i = y_i``),
+
+    ``CE² = Σ_{b: n_b ≥ 2} (n_b / N) · [ (acc_b − conf_b)² − acc_b (1 − acc_b) / (n_b − 1) ]``.
+
+    The plug-in term ``(acc_b − conf_b)²`` overestimates the squared gap by the sampling variance of
+    ``acc_b``; ``acc_b(1 − acc_b)/(n_b − 1)`` is its unbiased estimate for Bernoulli outcomes, so
+    the estimator is unbiased for the squared L2 calibration error of the binned model and, unlike
+    binned ECE, does not grow with the spread of confidences or shrink with the stratum size.
+    Bins with a single item have no variance estimate and contribute 0 (as in the authors'
+    reference implementation; they still count in ``N``); empty bins contribute 0. The value is
+    **not** clipped at 0 (clipping would bias it upwards; small negative values mean "no detectable
+    miscalibration") and is on the squared scale (take ``sqrt(max(CE², 0))`` for an RMS error).
+    """
+    n_bins = _check_n_bins(n_bins)
+    conf, hit, lead = _correctness_inputs(probs, labels, "label")
+    sums = _calibration_bin_sums(conf, hit, n_bins)
+    return _debiased_from_sums(*sums, "label")[:, 0].reshape(lead)
+
+
+def debiased_soft_calibration_error(
+    probs: np.ndarray | object, reference: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
+) -> np.ndarray:
+    """Debiased squared L2 calibration error against a soft reference (Kumar, Liang & Ma 2019,
+    with the bias term of continuous outcomes).
+
+    Correctness of item ``i`` is ``c_i = h_i[ŷ_i]`` (as in :func:`soft_ece`); with ``d_i = c_i − conf_i``,
+    ``d̄_b`` its mean over bin ``b`` and ``s²_b = Σ_{i∈b} (d_i − d̄_b)² / (n_b − 1)`` its within-bin
+    sample variance,
+
+    ``CE²_soft = Σ_{b: n_b ≥ 2} (n_b / N) · [ d̄_b² − s²_b / n_b ]``.
+
+    ``s²_b / n_b`` is the unbiased estimate of the sampling variance of ``d̄_b`` for items drawn
+    independently within the bin, i.e. the bias of the plug-in ``d̄_b²`` (for 0/1 correctness at
+    a constant confidence it equals Kumar et al.'s ``acc_b(1 − acc_b)/(n_b − 1)``). Bins with one
+    item contribute 0, empty bins 0; the value is not clipped at 0 and is on the squared scale
+    (see :func:`debiased_calibration_error`).
+    """
+    n_bins = _check_n_bins(n_bins)
+    conf, hit, lead = _correctness_inputs(probs, reference, "soft")
+    sums = _calibration_bin_sums(conf, hit, n_bins)
+    return _debiased_from_sums(*sums, "soft")[:, 0].reshape(lead)
+
+
+def _check_groups(groups: np.ndarray | object, n_items: int) -> tuple[np.ndarray, int]:
+    g = np.asarray(groups)
+    if g.shape != (n_items,) or g.dtype.kind not in "iu":
+        raise ValueError(f"groups: expected integer group ids shaped ({n_items},), got {g.shape} {g.dtype}")
+    g = g.astype(np.int64)
+    if n_items and g.min() < 0:
+        raise ValueError("groups: group ids must be >= 0")
+    n_groups = int(g.max()) + 1 if n_items else 0
+    sizes = np.bincount(g, minlength=n_groups)
+    if n_groups < 2 or np.any(sizes == 0):
+        raise ValueError(
+            f"groups: expected at least 2 non-empty groups numbered 0..G-1, got sizes {sizes.tolist()}"
+        )
+    return g, n_groups
+
+
+def calibration_leave_group_out(
+    probs: np.ndarray | object,
+    target: np.ndarray | object,
+    groups: np.ndarray | object,
+    correctness: str = "label",
+    estimator: str = "debiased",
+    n_bins: int = DEFAULT_N_BINS,
+) -> np.ndarray:
+    """A binned calibration error on all items and with each item group left out, in one pass.
+
+    ``correctness``: ``"label"`` (``target`` = labels) or ``"soft"`` (``target`` = reference
+    distributions); ``estimator``: ``"ece"`` (:func:`ece` / :func:`soft_ece`) or ``"debiased"``
+    (:func:`debiased_calibration_error` / :func:`debiased_soft_calibration_error`). ``groups``
+    assigns each item to one of ``G`` non-empty groups ``0..G−1``. Returns shape
+    ``probs.shape[:-2] + (G + 1,)``: index 0 is the metric on all items, index ``g + 1`` the metric
+    on the items outside group ``g`` (the delete-a-group jackknife replicates). Per-bin sums are
+    accumulated per group once and subtracted, so the cost is that of one evaluation; the values
+    equal the single-metric functions on the corresponding subsets.
+    """
+    n_bins = _check_n_bins(n_bins)
+    if estimator not in _CALIBRATION_ESTIMATORS:
+        raise ValueError(f"estimator: expected one of {_CALIBRATION_ESTIMATORS}, got {estimator!r}")
+    conf, hit, lead = _correctness_inputs(probs, target, correctness)
+    g, n_groups = _check_groups(groups, conf.shape[1])
+    per_group = _calibration_bin_sums(conf, hit, n_bins, g, n_groups)
+    full = [s.sum(axis=1, keepdims=True) for s in per_group]
+    stacked = [np.concatenate([f, f - s], axis=1) for f, s in zip(full, per_group)]  # (R, G+1, B)
+    if estimator == "ece":
+        out = _ece_from_sums(*stacked[:3])
+    else:
+        count, conf_sum, hit_sum, dsq_sum = stacked
+        out = _debiased_from_sums(count, conf_sum, hit_sum, dsq_sum, correctness)
+    return out.reshape(lead + (n_groups + 1,))
+
+
+class _LeaveGroupOutRanks:
+    """Average ranks (1-based, ties averaged) of series ``v`` (R, N) among all items and among the
+    items outside one group.
+
+    ``rank_i = L_i + (E_i + 1)/2`` with ``L_i`` the number of items below ``v_i`` and ``E_i`` the
+    number equal to it (``i`` included) — ``scipy.stats.rankdata``'s average method. One stable
+    sort per series gives every item's tie block ``[start_i, end_i)`` in sorted order. Leaving
+    group ``j`` out removes ``below_i`` of the items under ``v_i`` and ``within_i`` of its ties, so the
+    rank becomes ``rank_i − below_i − within_i/2 = rank_i − (cum_j(start_i) + cum_j(end_i))/2`` with
+    ``cum_j(k)`` the number of group-``j`` members among the first ``k`` sorted items. Entries of the
+    left-out items are meaningless.
+    """
+
+    def __init__(self, v: np.ndarray, groups: np.ndarray) -> None:
+        n_runs, n = v.shape
+        order = np.argsort(v, axis=-1, kind="stable")
+        sv = np.take_along_axis(v, order, axis=-1)
+        new_block = np.ones((n_runs, n), dtype=bool)
+        new_block[:, 1:] = sv[:, 1:] != sv[:, :-1]
+        pos = np.arange(n)
+        start_sorted = np.maximum.accumulate(np.where(new_block, pos, 0), axis=-1)
+        end_block = np.ones((n_runs, n), dtype=bool)
+        end_block[:, :-1] = new_block[:, 1:]
+        end_sorted = np.minimum.accumulate(np.where(end_block, pos + 1, n)[:, ::-1], axis=-1)[:, ::-1]
+        start = np.empty_like(start_sorted)
+        end = np.empty_like(end_sorted)
+        np.put_along_axis(start, order, start_sorted, axis=-1)
+        np.put_along_axis(end, order, end_sorted, axis=-1)
+        self.full = start + (end - start + 1) / 2.0
+        offset = (n + 1) * np.arange(n_runs)[:, None]
+        self._start = (start + offset).ravel()  # flat indices into the (R, N + 1) cumulative counts
+        self._end = (end + offset).ravel()
+        self._member = groups[order]  # (R, N): group of the item at each sorted position
+        self._cum = np.zeros((n_runs, n + 1), dtype=np.int64)
+        self._shape = (n_runs, n)
+
+    def without(self, j: int) -> np.ndarray:
+        np.cumsum(self._member == j, axis=-1, out=self._cum[:, 1:])
+        flat = self._cum.ravel()
+        removed = (flat[self._start] + flat[self._end]).reshape(self._shape)
+        return self.full - removed / 2.0
+
+
+def spearman_leave_group_out(
+    x: np.ndarray | object, y: np.ndarray | object, groups: np.ndarray | object
+) -> np.ndarray:
+    """:func:`spearman_by_run` of ``x`` with ``y`` on all items and with each item group left out.
+
+    ``x`` and ``y`` broadcast against each other (items on the last axis); ``groups`` is as in
+    :func:`calibration_leave_group_out`. Returns ``broadcast shape[:-1] + (G + 1,)``: index 0 on
+    all items, index ``g + 1`` without group ``g``: the Pearson correlation of average ranks
+    (NaN where a side is constant), as :func:`spearman_by_run` defines it. Each distinct series is
+    sorted once (a shared 1-D series such as ``H(h)`` only once) and the left-out ranks are updated
+    from cumulative group counts (:class:`_LeaveGroupOutRanks`) instead of one sort per subset; the
+    tests check every column against :func:`spearman_by_run` on the subset.
+    """
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    lead = shape[:-1]
+    n = shape[-1]
+    if a.shape[-1] != n or b.shape[-1] != n:
+        raise ValueError(f"x, y: expected {n} items on the last axis, got shapes {a.shape} and {b.shape}")
+    g, n_groups = _check_groups(groups, n)
+    ranks_a = _LeaveGroupOutRanks(a.reshape(-1, n), g)
+    ranks_b = _LeaveGroupOutRanks(b.reshape(-1, n), g)
+    n_runs = int(np.prod(lead, dtype=np.int64))
+    out = np.empty((n_runs, n_groups + 1))
+
+    def pearson(ra: np.ndarray, rb: np.ndarray, keep: np.ndarray | None, n_keep: int) -> np.ndarray:
+        # average ranks of n_keep items sum to n_keep (n_keep + 1) / 2, so their mean is known;
+        # left-out items are set to 0 after centring and drop out of every sum
+        centre = (n_keep + 1) / 2.0
+        ca = (ra - centre) if keep is None else np.where(keep, ra - centre, 0.0)
+        cb = (rb - centre) if keep is None else np.where(keep, rb - centre, 0.0)
+        ca = ca.reshape(a.shape[:-1] + (n,))
+        cb = cb.reshape(b.shape[:-1] + (n,))
+        num = np.broadcast_to(np.einsum("...i,...i->...", ca, cb), lead).reshape(-1)
+        den = np.sqrt(np.einsum("...i,...i->...", ca, ca) * np.einsum("...i,...i->...", cb, cb))
+        den = np.broadcast_to(den, lead).reshape(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.where((den > 0) & (n_keep >= 2), num / np.where(den > 0, den, 1.0), np.nan)
+        return np.clip(rho, -1.0, 1.0)
+
+    out[:, 0] = pearson(ranks_a.full, ranks_b.full, None, n)
+    for j in range(n_groups):
+        keep = g != j
+        out[:, j + 1] = pearson(ranks_a.without(j), ranks_b.without(j), keep, int(keep.sum()))
+    return out.reshape(lead + (n_groups + 1,))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -429,3 +429,168 @@ def test_property_permuting_runs_permutes_outputs(data, rnd):
     moved = M.metric_suite(probs[perm], labels, human)
     for name in base:
         np.testing.assert_allclose(moved[name], base[name][perm], equal_nan=True, err_msg=name)
+
+
+# ------------------------------------------------------------------- soft-reference and debiased calibration
+
+
+def naive_soft_top_label(probs: np.ndarray, reference: np.ndarray) -> tuple[list[float], list[float]]:
+    """(confidence, soft correctness h[ŷ]) by an item loop."""
+    conf, hit = [], []
+    for row, h in zip(probs.tolist(), reference.tolist()):
+        best = max(range(len(row)), key=lambda c: (row[c], -c))
+        conf.append(row[best])
+        hit.append(h[best])
+    return conf, hit
+
+
+def naive_debiased(conf: list[float], hit: list[float], n_bins: int, soft: bool) -> float:
+    """Kumar, Liang & Ma (2019) debiased squared L2 calibration error written as their reference code
+    does it (bins with fewer than 2 items contribute 0; bin weights n_b/N), with the sample-variance
+    bias term for soft correctness."""
+    n = len(conf)
+    total = 0.0
+    for b in range(n_bins):
+        members = [i for i in range(n) if naive_bin(conf[i], n_bins) == b]
+        if len(members) < 2:
+            continue
+        gaps = [hit[i] - conf[i] for i in members]
+        mean_gap = sum(gaps) / len(gaps)
+        if soft:
+            var = sum((g - mean_gap) ** 2 for g in gaps) / (len(gaps) - 1)
+            bias = var / len(gaps)
+        else:
+            acc = sum(hit[i] for i in members) / len(members)
+            bias = acc * (1 - acc) / (len(members) - 1)
+        total += len(members) / n * (mean_gap**2 - bias)
+    return total
+
+
+HAND_PROBS = np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.65, 0.35], [0.3, 0.7], [0.65, 0.35]])
+HAND_LABELS = np.array([0, 1, 0, 0, 1, 1])
+HAND_REFERENCE = np.array([[0.8, 0.2], [0.5, 0.5], [1.0, 0.0], [0.7, 0.3], [0.1, 0.9], [0.4, 0.6]])
+
+
+def test_debiased_and_soft_calibration_hand_computed_case():
+    # bins (15 equal-width): conf 0.9 -> (13/15, 14/15] holds items 0-2; 0.65 -> (9/15, 10/15] holds 3, 5;
+    # 0.7 -> (10/15, 11/15] holds item 4 alone (no variance estimate: contributes 0, counts in N = 6)
+    # label: bin 0.9: acc 2/3, (2/3 - 0.9)^2 - (2/3)(1/3)/2 = 0.0544444 - 0.1111111; weight 3/6
+    #        bin 0.65: acc 1/2, (0.5 - 0.65)^2 - 0.25/1 = 0.0225 - 0.25; weight 2/6
+    expected_label = 0.5 * (0.0544444444444 - 1 / 9) + (2 / 6) * (0.0225 - 0.25)
+    assert float(M.debiased_calibration_error(HAND_PROBS, HAND_LABELS)) == pytest.approx(expected_label, abs=1e-9)
+    assert expected_label == pytest.approx(-0.1041666667, abs=1e-9)  # not clipped at 0
+    # soft: correctness h[ŷ] = 0.8, 0.5, 1.0 | 0.7, 0.4 | 0.9 (ŷ = 1 for item 4)
+    # bin 0.9: d = -0.1, -0.4, 0.1: mean -0.1333, s² = 0.1266667/2, term 0.5 (0.0177778 - 0.0211111)
+    # bin 0.65: d = 0.05, -0.25: mean -0.1, s² = 0.045, term (2/6)(0.01 - 0.0225)
+    expected_soft = 0.5 * (0.0177777777778 - 0.0211111111111) + (2 / 6) * (0.01 - 0.0225)
+    assert float(M.debiased_soft_calibration_error(HAND_PROBS, HAND_REFERENCE)) == pytest.approx(expected_soft, abs=1e-9)
+    # soft ECE: (3/6)|0.766667 - 0.9| + (2/6)|0.55 - 0.65| + (1/6)|0.9 - 0.7| = 0.1333333
+    assert float(M.soft_ece(HAND_PROBS, HAND_REFERENCE)) == pytest.approx(0.1333333333, abs=1e-9)
+
+
+def test_soft_and_debiased_calibration_match_naive_loops(sample):
+    probs, labels, human = sample
+    soft, dl, ds = M.soft_ece(probs, human), M.debiased_calibration_error(probs, labels), M.debiased_soft_calibration_error(probs, human)
+    assert soft.shape == dl.shape == ds.shape == (3,)
+    for r in range(3):
+        conf, hit = naive_soft_top_label(probs[r], human)
+        assert soft[r] == pytest.approx(naive_calibration(conf, hit, [naive_bin(c, B) for c in conf], B)[0], abs=1e-12)
+        assert ds[r] == pytest.approx(naive_debiased(conf, hit, B, soft=True), abs=1e-12)
+        conf, hit = naive_top_label(probs[r], labels)
+        assert dl[r] == pytest.approx(naive_debiased(conf, hit, B, soft=False), abs=1e-12)
+    for n_bins in (1, 4):
+        conf, hit = naive_top_label(probs[0], labels)
+        assert float(M.debiased_calibration_error(probs[0], labels, n_bins)) == pytest.approx(
+            naive_debiased(conf, hit, n_bins, soft=False), abs=1e-12
+        )
+
+
+def test_soft_calibration_with_one_hot_reference_equals_label_calibration(sample):
+    probs, labels, _ = sample
+    onehot = np.eye(5)[labels]
+    np.testing.assert_allclose(M.soft_ece(probs, onehot), M.ece(probs, labels), atol=1e-12)
+    # with confidence constant within each bin, s²/n equals Kumar et al.'s acc(1 - acc)/(n - 1)
+    const = np.full((40, 2), 0.0)
+    const[:20] = [0.9, 0.1]
+    const[20:] = [0.3, 0.7]
+    y = np.random.default_rng(3).integers(0, 2, 40)
+    assert float(M.debiased_soft_calibration_error(const, np.eye(2)[y])) == pytest.approx(
+        float(M.debiased_calibration_error(const, y)), abs=1e-12
+    )
+
+
+def test_debiased_estimator_removes_the_plug_in_bias():
+    """A calibrated model (outcome probability = confidence) has true calibration error 0: the debiased
+    estimator averages to 0 over replications, the plug-in squared error and ECE do not."""
+    rng = np.random.default_rng(7)
+    runs, items = 3000, 60
+    conf = rng.uniform(0.5, 1.0, size=(runs, items))
+    probs = np.stack([conf, 1 - conf], axis=-1)
+    labels = np.where(rng.random((runs, items)) < conf, 0, 1)
+    debiased = M.debiased_calibration_error(probs, labels)
+    assert abs(debiased.mean()) < 4 * debiased.std() / np.sqrt(runs)
+    assert M.ece(probs, labels).mean() > 0.05
+    # soft correctness with mean equal to the confidence (Beta noise): same conclusion
+    soft_hit = rng.beta(20 * conf, 20 * (1 - conf))
+    reference = np.stack([soft_hit, 1 - soft_hit], axis=-1)
+    d_soft = M.debiased_soft_calibration_error(probs, reference)
+    assert abs(d_soft.mean()) < 4 * d_soft.std() / np.sqrt(runs)
+    assert M.soft_ece(probs, reference).mean() > 0.02
+
+
+def _subsets(x: np.ndarray, groups: np.ndarray) -> list[np.ndarray]:
+    return [np.ones(groups.size, bool)] + [groups != j for j in range(groups.max() + 1)]
+
+
+@pytest.mark.parametrize(
+    ("correctness", "estimator", "single"),
+    [
+        ("label", "ece", M.ece),
+        ("label", "debiased", M.debiased_calibration_error),
+        ("soft", "ece", M.soft_ece),
+        ("soft", "debiased", M.debiased_soft_calibration_error),
+    ],
+)
+def test_calibration_leave_group_out_equals_metric_on_each_subset(sample, correctness, estimator, single):
+    probs, labels, human = sample
+    target = labels if correctness == "label" else human
+    groups = np.random.default_rng(0).permutation(np.arange(120) % 7)
+    out = M.calibration_leave_group_out(probs, target, groups, correctness, estimator)
+    assert out.shape == (3, 8)
+    for col, keep in enumerate(_subsets(probs, groups)):
+        np.testing.assert_allclose(out[:, col], single(probs[:, keep], target[keep]), atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(2, 40).flatmap(
+        lambda n: st.tuples(
+            arrays(np.float64, (2, n), elements=st.integers(0, 4).map(float)),  # many ties
+            arrays(np.float64, (n,), elements=st.integers(0, 3).map(float)),
+            st.integers(2, max(2, n // 2)),
+            st.randoms(use_true_random=False),
+        )
+    )
+)
+def test_spearman_leave_group_out_equals_spearman_by_run_on_each_subset(data):
+    x, y, n_groups, rnd = data
+    n = y.size
+    ids = [i % n_groups for i in range(n)]
+    rnd.shuffle(ids)
+    groups = np.array(ids)
+    out = M.spearman_leave_group_out(x, y, groups)
+    assert out.shape == (2, n_groups + 1)
+    for col, keep in enumerate(_subsets(x, groups)):
+        np.testing.assert_allclose(out[:, col], M.spearman_by_run(x[:, keep], y[keep]), atol=1e-12, equal_nan=True)
+
+
+def test_leave_group_out_rejects_bad_groups(sample):
+    probs, labels, _ = sample
+    with pytest.raises(ValueError, match="groups"):
+        M.calibration_leave_group_out(probs, labels, np.zeros(120, dtype=int))  # one group
+    with pytest.raises(ValueError, match="groups"):
+        M.calibration_leave_group_out(probs, labels, np.r_[np.zeros(60, int), np.full(60, 2)])  # group 1 empty
+    with pytest.raises(ValueError, match="groups"):
+        M.spearman_leave_group_out(np.arange(5.0), np.arange(5.0), np.arange(4))
+    with pytest.raises(ValueError, match="estimator"):
+        M.calibration_leave_group_out(probs, labels, np.arange(120) % 2, estimator="mce")

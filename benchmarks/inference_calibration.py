@@ -1,0 +1,395 @@
+"""Simulation check of the verdict machinery (softlab.inference): coverage, family-wise error,
+equivalence rate and power at the seed counts used.
+
+Simulated books have the structure of the real data: per arm, ``S`` seeds × ``I`` items × ``C``
+classes of out-of-fold probabilities for the conditions of the primary tests, paired conditions
+sharing seed effects (between-seed correlation ``rho_seed``), item effects and seed × item noise
+(each partly shared between conditions, as the same seeds, folds, batch order and initial weights
+are), and per-item held-out confidences for claim 3. Item model: every item has a mode ``a`` and
+a runner-up ``b``; its reference distribution puts ``1 − m`` on ``a``, ``0.85 m`` on ``b`` and the
+rest evenly elsewhere (``m ~ 0.5·Beta(0.6, 1.6)``); the official label is ``b`` on a share of items
+that grows with ``m`` (18% on average, as on Fashion-MNIST-H). A model's log-odds of ``a`` over
+``b`` is ``z = τ_s·(ℓ_i + β_i + e_si + δ_s)`` (``ℓ`` the reference log-odds, ``β`` item effect,
+``e`` seed × item noise, ``τ`` a seed-level inverse temperature: calibration, ``δ`` a seed-level
+shift: accuracy); the probabilities are ``(1 − r)·sigmoid(±z)`` on ``a``/``b`` and ``r`` spread
+evenly. Held-out confidence is ``sigmoid(0.7·z_s + noise)``.
+
+Scenarios: the **global null** (every primary test's true effect is 0: human/human is
+distributed exactly like the best temperature-scaled baseline — the other three are worse, the
+least favourable case for a false "confirmed" — and like human/synthetic) and the **claimed
+effects** (human/human's debiased soft calibration error 10% below the best baseline's, its
+seed variance of accuracy 15% below human/synthetic's, its held-out confidence–entropy Spearman
+0.05 lower). True effects of the non-additive metrics come from a large-sample Monte-Carlo over
+a Gauss–Hermite grid of the seed-level effects, with common random numbers.
+
+Each simulated book has two verdict arms (``fashion-mnist`` and ``synthetic-mnist``), so the
+family of primary tests has 6 members; :func:`softlab.inference.verdict_table` runs the primary
+tests of ``params/claims.yml`` on it. Printed, one per line: ``coverage`` (share of 95% intervals
+of primary tests covering the true effect, at ``seeds`` seeds), ``familywise_error`` (share of null
+books with any primary test confirmed or refuted), ``equivalence_rate`` (share of primary tests
+declared equivalent when the true effect is 0), ``power_claim1``/``power_claim2`` (share of
+claimed-effect primary tests confirmed), then diagnostics.
+
+    .venv/bin/python benchmarks/inference_calibration.py           # 500 null + 200 effect books, 2 processes
+    .venv/bin/python benchmarks/inference_calibration.py --fast    # the test-suite version
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from softlab import inference as inf
+from softlab import metrics as M
+
+BASELINES = ("original/hard+ts", "human/hard+ts", "human/smooth+ts", "human/synthetic+ts")
+ARMS = ("fashion-mnist", "synthetic-mnist")
+TREATED = "human/human"
+SYNTHETIC = "human/synthetic"
+PLAIN_TEST = "soft-calibration-hard-vs-synthetic"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Parameters of one simulated condition."""
+
+    log_temp: float  # mean log inverse temperature (calibration; > optimum = over-confident)
+    sd_shift: float  # seed SD of the accuracy shift δ
+    conf_noise: float  # SD of the noise of held-out confidence (claim 3)
+
+
+@dataclass(frozen=True)
+class Design:
+    n_items: int = 10_000
+    n_classes: int = 10
+    n_seeds: int = 10
+    rest_mass: float = 0.02
+    mode_shift: float = 0.18
+    rho_seed: float = 0.5  # correlation of seed-level effects between conditions
+    rho_item: float = 0.5  # correlation of item effects between conditions
+    rho_noise: float = 0.5  # correlation of seed × item noise between conditions (same seed)
+    sd_item: float = 0.8
+    sd_noise: float = 1.0
+    sd_log_temp: float = 0.07
+    conf_scale: float = 0.7
+    conf_sd_seed: float = 0.15  # seed SD of log of the confidence noise (seed effect on claim 3)
+
+
+# best baseline and three worse ones (more over-confident); human/synthetic (raw) = reference for claims 2, 3
+NULL_CONDITIONS: dict[str, Condition] = {
+    "original/hard+ts": Condition(-0.20, 0.15, 1.0),
+    "human/hard+ts": Condition(-0.10, 0.15, 1.0),
+    "human/smooth+ts": Condition(0.00, 0.15, 1.0),
+    "human/synthetic+ts": Condition(0.10, 0.15, 1.0),
+    SYNTHETIC: Condition(-0.20, 0.15, 1.0),
+    TREATED: Condition(-0.20, 0.15, 1.0),
+}
+# claimed effects: tuned offline with --truth so that the Monte-Carlo truth is ≈ the claimed size
+EFFECT_TREATED = Condition(-0.2329, 0.1354, 0.7403)
+
+
+def effect_conditions() -> dict[str, Condition]:
+    out = dict(NULL_CONDITIONS)
+    out[TREATED] = EFFECT_TREATED
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Simulation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Items:
+    mode: np.ndarray
+    second: np.ndarray
+    logodds: np.ndarray
+    reference: np.ndarray
+    official: np.ndarray
+
+
+def draw_items(rng: np.random.Generator, n: int, design: Design) -> Items:
+    c = design.n_classes
+    a = rng.integers(0, c, n)
+    b = (a + 1 + rng.integers(0, c - 1, n)) % c
+    m = 0.5 * rng.beta(0.6, 1.6, n)
+    h = np.repeat((0.15 * m / (c - 2))[:, None], c, axis=1)
+    h[np.arange(n), a] = 1.0 - m
+    h[np.arange(n), b] = 0.85 * m
+    shift_prob = np.clip(design.mode_shift * m / m.mean(), 0.0, 1.0)
+    official = np.where(rng.random(n) < shift_prob, b, a)
+    return Items(a, b, np.log((1.0 - m) / (0.85 * m)), h, official)
+
+
+def _mix(shared: np.ndarray, own: np.ndarray, rho: float) -> np.ndarray:
+    return math.sqrt(rho) * shared + math.sqrt(1.0 - rho) * own
+
+
+def simulate_arm(rng: np.random.Generator, name: str, design: Design, conditions: dict[str, Condition]) -> inf.ArmPredictions:
+    """One arm of a simulated book (see the module docstring)."""
+    s, n, c, r = design.n_seeds, design.n_items, design.n_classes, design.rest_mass
+    it = draw_items(rng, n, design)
+    shared_item = rng.standard_normal(n)
+    shared_noise = rng.standard_normal((s, n))
+    shared_temp = rng.standard_normal((s, 1))
+    shared_shift = rng.standard_normal((s, 1))
+    shared_conf = rng.standard_normal((s, n))
+    shared_conf_seed = rng.standard_normal((s, 1))
+    probs: dict[str, np.ndarray] = {}
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    rows = np.arange(n)
+    for cond, par in conditions.items():
+        beta = design.sd_item * _mix(shared_item, rng.standard_normal(n), design.rho_item)
+        noise = design.sd_noise * _mix(shared_noise, rng.standard_normal((s, n)), design.rho_noise)
+        tau = np.exp(par.log_temp + design.sd_log_temp * _mix(shared_temp, rng.standard_normal((s, 1)), design.rho_seed))
+        delta = par.sd_shift * _mix(shared_shift, rng.standard_normal((s, 1)), design.rho_seed)
+        latent = it.logodds + beta + noise + delta
+        z = tau * latent
+        q = 1.0 / (1.0 + np.exp(-z))
+        p = np.full((s, n, c), r / (c - 2), dtype=np.float32)
+        p[:, rows, it.mode] = (1.0 - r) * q
+        p[:, rows, it.second] = (1.0 - r) * (1.0 - q)
+        probs[cond] = p
+        if cond in (TREATED, SYNTHETIC):
+            conf_sd = par.conf_noise * np.exp(
+                design.conf_sd_seed * _mix(shared_conf_seed, rng.standard_normal((s, 1)), design.rho_seed)
+            )
+            eta = design.conf_scale * latent + conf_sd * _mix(shared_conf, rng.standard_normal((s, n)), design.rho_noise)
+            arrays[cond] = {"heldout_confidence": 1.0 / (1.0 + np.exp(-eta))}
+    ent = M.entropy(it.reference)
+    t1, t2 = np.quantile(ent, [1 / 3, 2 / 3])
+    strata = {
+        "all": np.ones(n, dtype=bool),
+        "easy": ent <= t1,
+        "medium": (ent > t1) & (ent <= t2),
+        "hard": ent > t2,
+        "mode-shifted": it.official != it.mode,
+    }
+    return inf.ArmPredictions(
+        arm=name, reference_name="human" if name == "fashion-mnist" else "generator",
+        seeds=np.arange(s), official=it.official, reference=it.reference, strata=strata, probs=probs,
+        item_arrays=arrays,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# True effects (large-sample Monte-Carlo over a Gauss–Hermite grid of the seed-level effects)
+# ----------------------------------------------------------------------------------------------
+
+
+def population_values(design: Design, conditions: dict[str, Condition], n_items: int = 200_000, nodes: int = 7,
+                      seed: int = 12345) -> dict[str, dict[str, float]]:
+    """Population values of the primary metrics for each condition, with common random numbers.
+
+    * ``ce``: ``E_s[CE²_soft]`` (:func:`softlab.metrics.debiased_soft_calibration_error`) on the
+      hard stratum (top entropy tertile) of ``n_items`` items (seed × item noise included), the
+      expectation over the seed-level ``(τ, δ)`` by ``nodes × nodes`` Gauss–Hermite quadrature;
+    * ``acc_var``: the seed variance of accuracy on a fixed sample of ``design.n_items`` items,
+      ``Var_δ(mean_i p_i(δ)) + E_δ[Σ_i p_i(1 − p_i)]/I²`` with ``p_i(δ)`` the probability that item ``i``
+      is classified as its official label (41-node quadrature over δ);
+    * ``spearman``: ``E_s[Spearman(held-out confidence, H(h))]`` over the seed-level noise scale.
+    """
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(seed)
+    it = draw_items(rng, n_items, design)
+    ent = M.entropy(it.reference)
+    hard = ent > np.quantile(ent, 2 / 3)
+    beta = design.sd_item * rng.standard_normal(n_items)
+    noise = design.sd_noise * rng.standard_normal(n_items)
+    conf_noise = rng.standard_normal(n_items)
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    w = w / w.sum()
+    r, c = design.rest_mass, design.n_classes
+    hh = it.reference[hard]
+    rows = np.arange(int(hard.sum()))
+    sub = np.arange(design.n_items)
+    correct_sign = np.where(it.official[sub] == it.mode[sub], 1.0, -1.0)
+    xa, wa = np.polynomial.hermite_e.hermegauss(41)
+    wa = wa / wa.sum()
+
+    out: dict[str, dict[str, float]] = {}
+    for name, par in conditions.items():
+        ce = 0.0
+        for xt, wt in zip(x, w):
+            for xd, wd in zip(x, w):
+                tau = math.exp(par.log_temp + design.sd_log_temp * xt)
+                z = tau * (it.logodds + beta + noise + par.sd_shift * xd)[hard]
+                q = 1.0 / (1.0 + np.exp(-z))
+                p = np.full((rows.size, c), r / (c - 2))
+                p[rows, it.mode[hard]] = (1.0 - r) * q
+                p[rows, it.second[hard]] = (1.0 - r) * (1.0 - q)
+                ce += wt * wd * float(M.debiased_soft_calibration_error(p, hh))
+        rho = 0.0
+        for xs, ws in zip(x, w):  # Spearman is invariant to the shift δ: only the noise scale matters
+            sd = par.conf_noise * math.exp(design.conf_sd_seed * xs)
+            eta = design.conf_scale * (it.logodds + beta + noise) + sd * conf_noise
+            rho += ws * float(M.spearman_by_run(eta, ent))
+        means, within = [], []
+        for xd in xa:
+            p_i = norm.cdf(correct_sign * (it.logodds[sub] + beta[sub] + par.sd_shift * xd) / design.sd_noise)
+            means.append(p_i.mean())
+            within.append((p_i * (1 - p_i)).sum() / sub.size**2)
+        m_a = np.array(means)
+        acc_var = float((wa * (m_a - (wa * m_a).sum()) ** 2).sum() + (wa * np.array(within)).sum())
+        out[name] = {"ce": ce, "acc_var": acc_var, "spearman": rho}
+    return out
+
+
+def true_effects(design: Design, n_items: int = 200_000, nodes: int = 7) -> dict[str, float]:
+    """True primary effects at the claimed sizes (:data:`EFFECT_TREATED` against the best baseline
+    for claim 1 and against human/synthetic for claims 2 and 3)."""
+    pv = population_values(design, {"treated": EFFECT_TREATED, "best": NULL_CONDITIONS[BASELINES[0]],
+                                     "synthetic": NULL_CONDITIONS[SYNTHETIC]}, n_items, nodes)
+    t, b, syn = pv["treated"], pv["best"], pv["synthetic"]
+    return {
+        "1": t["ce"] - b["ce"],
+        "1_relative": (t["ce"] - b["ce"]) / b["ce"],
+        "1_comparator": b["ce"],
+        "2": t["acc_var"] / syn["acc_var"],
+        "3": t["spearman"] - syn["spearman"],
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Running books
+# ----------------------------------------------------------------------------------------------
+
+
+def run_books(task: tuple[str, int, int, Design]) -> list[dict]:
+    """Simulate books ``start .. start + count − 1`` of a scenario; one record per primary row."""
+    scenario, start, count, design = task
+    full = inf.load_claims()
+    # the primary tests, plus one exploratory plain (single-comparator) difference of claim 1's metric as a
+    # diagnostic of the crossed-variance interval without the best-of rule; exploratory rows form their
+    # own Holm family, so the primary family is unchanged
+    claims = replace(full, tests={arm: tuple(t for t in ts if t.primary or t.name == PLAIN_TEST)
+                                  for arm, ts in full.tests.items()})
+    conditions = NULL_CONDITIONS if scenario == "null" else effect_conditions()
+    out = []
+    for book in range(start, start + count):
+        rng = np.random.default_rng([20_250_611, 0 if scenario == "null" else 1, book])
+        arms = {name: simulate_arm(rng, name, design, conditions) for name in ARMS}
+        table = inf.verdict_table(arms, claims)
+        for row in table.itertuples(index=False):
+            out.append({
+                "scenario": scenario, "book": book, "claim": row.claim, "arm": row.arm, "verdict": row.verdict,
+                "family": row.family, "test": row.test, "relative": row.relative, "mde": row.mde,
+                "mde_relative": row.mde_relative,
+                "estimate": row.estimate, "ci_low": row.ci_low, "ci_high": row.ci_high,
+                "relative_ci_low": row.relative_ci_low, "relative_ci_high": row.relative_ci_high,
+                "p_value": row.p_value, "p_adjusted": row.p_adjusted, "family_size": row.family_size,
+                "seeds": row.seeds, "seed_correlation": row.seed_correlation, "comparator": row.comparator,
+            })
+    return out
+
+
+def _chunks(scenario: str, n: int, workers: int, design: Design) -> list[tuple[str, int, int, Design]]:
+    per = max(1, math.ceil(n / (4 * workers)))
+    return [(scenario, s, min(per, n - s), design) for s in range(0, n, per)]
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fast", action="store_true", help="few books, one process: the test-suite version")
+    ap.add_argument("--null-books", type=int, default=None, help="books under the global null (default 500; --fast 40)")
+    ap.add_argument("--effect-books", type=int, default=None, help="books at the claimed effects (default 200; --fast 20)")
+    ap.add_argument("--workers", type=int, default=None, help="processes (default 2; --fast 1)")
+    ap.add_argument("--seeds", type=int, default=10, help="seeds per arm")
+    ap.add_argument("--items", type=int, default=Design.n_items, help="items per arm (default 10,000)")
+    ap.add_argument("--truth", action="store_true", help="only print the Monte-Carlo true effects and the design")
+    args = ap.parse_args(argv)
+    n_null = args.null_books if args.null_books is not None else (40 if args.fast else 500)
+    n_effect = args.effect_books if args.effect_books is not None else (20 if args.fast else 200)
+    workers = args.workers if args.workers is not None else (1 if args.fast else 2)
+    design = replace(Design(), n_seeds=args.seeds, n_items=args.items)
+    t0 = time.perf_counter()
+
+    truth = true_effects(design, n_items=60_000 if args.fast else 200_000, nodes=5 if args.fast else 7)
+    effect_truth = {"1": truth["1"], "2": truth["2"], "3": truth["3"]}
+    null_truth = {"1": 0.0, "2": 1.0, "3": 0.0}
+    if args.truth:
+        print(f"true_claim1={truth['1']:.6g} relative={truth['1_relative']:.4f} comparator={truth['1_comparator']:.6g}")
+        print(f"true_claim2_ratio={truth['2']:.4f}")
+        print(f"true_claim3={truth['3']:.4f}")
+        return {}
+
+    tasks = _chunks("null", n_null, workers, design) + _chunks("effect", n_effect, workers, design)
+    records: list[dict] = []
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for part in pool.map(run_books, tasks):
+                records.extend(part)
+    else:
+        for task in tasks:
+            records.extend(run_books(task))
+
+    import pandas as pd
+
+    every = pd.DataFrame(records)
+    plain = every[every["family"] != "primary"].copy()
+    df = every[every["family"] == "primary"].copy()
+    rel_truth = {"null": 0.0, "effect": truth["1_relative"]}
+    for frame in (df, plain):
+        frame["truth"] = [
+            (null_truth if s == "null" else effect_truth)[c] for s, c in zip(frame["scenario"], frame["claim"])
+        ]
+        frame["relative_truth"] = [rel_truth[s] for s in frame["scenario"]]
+    covered = (df["ci_low"] <= df["truth"]) & (df["truth"] <= df["ci_high"])
+    null = df[df["scenario"] == "null"]
+    effect = df[df["scenario"] == "effect"]
+    fw = null.groupby("book")["verdict"].apply(lambda v: v.isin(["confirmed", "refuted"]).any())
+    results = {
+        "coverage": float(covered.mean()),
+        "familywise_error": float(fw.mean()),
+        "equivalence_rate": float((null["verdict"] == "equivalent").mean()),
+        "power_claim1": float((effect[effect["claim"] == "1"]["verdict"] == "confirmed").mean()),
+        "power_claim2": float((effect[effect["claim"] == "2"]["verdict"] == "confirmed").mean()),
+    }
+    elapsed = time.perf_counter() - t0
+    for key, value in results.items():
+        print(f"{key}={value:.4f}")
+    print(f"seeds={design.n_seeds}")
+    print(f"items={design.n_items} books_null={n_null} books_effect={n_effect} family_size={int(df['family_size'].max())} "
+          f"workers={workers} wall_s={elapsed:.1f}")
+    for claim in ("1", "2", "3"):
+        sel = df["claim"] == claim
+        print(f"coverage_claim{claim}={covered[sel].mean():.4f} (null {covered[sel & (df['scenario'] == 'null')].mean():.4f}, "
+              f"effect {covered[sel & (df['scenario'] == 'effect')].mean():.4f})")
+    results["power_claim3"] = float((effect[effect["claim"] == "3"]["verdict"] == "confirmed").mean())
+    print(f"power_claim3={results['power_claim3']:.4f}")
+    c1 = df[df["claim"] == "1"]
+    rel_cov = ((c1["relative_ci_low"] <= c1["relative_truth"]) & (c1["relative_truth"] <= c1["relative_ci_high"])).mean()
+    print(f"coverage_relative_claim1={rel_cov:.4f}")
+    plain_cov = ((plain["ci_low"] <= plain["truth"]) & (plain["truth"] <= plain["ci_high"])).mean()
+    plain_rel = ((plain["relative_ci_low"] <= plain["relative_truth"])
+                 & (plain["relative_truth"] <= plain["relative_ci_high"])).mean()
+    print(f"coverage_plain_difference_claim1={plain_cov:.4f} relative={plain_rel:.4f} (single comparator, no best-of rule)")
+    mde = df.groupby("claim")["mde"].median()
+    print("median_mde (claim 1: difference, relative in brackets; claim 2: variance ratio; claim 3: difference): "
+          + " ".join(f"claim{c}={v:.4g}" for c, v in mde.items())
+          + f" [claim1 relative {df[df['claim'] == '1']['mde_relative'].median():.3f}]")
+    eq = null.groupby("claim")["verdict"].apply(lambda v: (v == "equivalent").mean())
+    print("equivalence_rate_by_claim: " + " ".join(f"claim{c}={v:.3f}" for c, v in eq.items()))
+    false = null.groupby("claim")["verdict"].apply(lambda v: v.isin(["confirmed", "refuted"]).mean())
+    print("confirmed_or_refuted_under_null_by_claim: " + " ".join(f"claim{c}={v:.3f}" for c, v in false.items()))
+    print(f"true_effects: claim1={effect_truth['1']:.6g} (relative {truth['1_relative']:.4f}) "
+          f"claim2_ratio={effect_truth['2']:.4f} claim3={effect_truth['3']:.4f}")
+    corr = df.groupby("claim")["seed_correlation"].mean()
+    print("between-seed correlation of paired metric values (mean over rows): "
+          + " ".join(f"claim{c}={v:.3f}" for c, v in corr.items()))
+    results["wall_s"] = elapsed
+    return results
+
+
+if __name__ == "__main__":
+    main()
