@@ -814,8 +814,9 @@ def metric_suite(
     Names and definitions: ``accuracy``, ``nll``, ``brier``, ``ece``, ``adaptive_ece``, ``mce``,
     ``classwise_ece`` against ``official``; when ``human`` is given also ``accuracy_human_mode``,
     ``nll_human_mode``, ``ece_human_mode`` (against the human mode, ties towards ``official``),
-    ``kl_human`` (KL(h‖p)), ``js_human``, ``tv_human``, ``entropy_calibration_error`` and
-    ``entropy_spearman``. Values equal those of the single-metric functions; the inputs are
+    ``kl_human`` (KL(h‖p)), ``js_human``, ``tv_human``, ``entropy_calibration_error``,
+    ``entropy_spearman``, ``ece_soft`` and ``debiased_ce_soft`` (soft-reference calibration); and
+    ``debiased_ce`` against ``official``. Values equal those of the single-metric functions; the inputs are
     validated once and shared intermediates (``ln p``, entropies, bins) are computed once, using
     ``KL(h‖p) = −H(h) − Σ_c h_c ln max(p_c, EPS)`` and ``JS(h, p) = H(m) − ½(H(h) + H(p))``.
     """
@@ -845,6 +846,7 @@ def metric_suite(
         "adaptive_ece": _ece_from_sums(*_bin_sums(conf, hit, _equal_mass_bin_index(conf, n_bins), n_bins)),
         "mce": _mce_from_sums(*sums),
         "classwise_ece": classwise_ece(p3, y2, n_bins),
+        "debiased_ce": debiased_calibration_error(p3, y2, n_bins),
     }
     if human is not None:
         h, _ = _check_pair(human, p)
@@ -865,6 +867,8 @@ def metric_suite(
                 "tv_human": np.clip(0.5 * np.abs(h3 - p3).sum(axis=-1), 0.0, 1.0).mean(axis=-1),
                 "entropy_calibration_error": np.abs(p_ent - h_ent).mean(axis=-1),
                 "entropy_spearman": spearman_by_run(p_ent, h_ent),
+                "ece_soft": soft_ece(p3, h3, n_bins),
+                "debiased_ce_soft": debiased_soft_calibration_error(p3, h3, n_bins),
             }
         )
     return {name: np.asarray(v, dtype=np.float64).reshape(lead) for name, v in out.items()}

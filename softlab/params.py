@@ -211,8 +211,11 @@ def check_ranges(params: dict[str, Any], rules: dict[str, Rule] | None = None) -
 
 # --------------------------------------------------------------------------- sets and notebooks
 
+NOT_PARAMETER_SETS = ("claims",)  # params/claims.yml is the pre-registration, not a parameter set
+
+
 def available_sets() -> list[str]:
-    return sorted(p.stem for p in PARAMS_DIR.glob("*.yml"))
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yml") if p.stem not in NOT_PARAMETER_SETS)
 
 
 def params_path(name_or_path: str | Path) -> Path:

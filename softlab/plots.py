@@ -460,7 +460,7 @@ def plot_verdicts(verdicts: pd.DataFrame, label: str = "label") -> Figure:
             ax.errorbar([e], [p], xerr=xerr, fmt="o", color=colour, capsize=3, ms=6, lw=1.6)
     ax.set_yticks(pos)
     ax.set_yticklabels([str(v) for v in rows[label]])
-    ax.set_xlabel("effect in units of the pre-registered margin (shaded: within the margin)")
+    ax.set_xlabel("effect in the claimed direction, in units of the pre-registered margin (shaded: within it)")
     finite = rows[["scaled_low", "scaled_high", "scaled_estimate"]].to_numpy(dtype=np.float64)
     finite = finite[np.isfinite(finite)]
     lim = max(2.0, float(np.abs(finite).max()) * 1.1) if finite.size else 2.0
