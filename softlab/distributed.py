@@ -202,6 +202,8 @@ class DaskExecutor:
             if n_local is not None:
                 self._cluster = LocalCluster(n_workers=n_local, threads_per_worker=1, processes=True,
                                              host="127.0.0.1", dashboard_address=None,
+                                             # its HTTP endpoints (health, metrics) on a free loopback port
+                                             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                                              env={"SOFTLAB_TORCH_THREADS": "1"}, silence_logs=logging.ERROR)
                 self._client = Client(self._cluster)
             else:

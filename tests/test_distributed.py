@@ -298,3 +298,40 @@ def test_executor_addresses_are_checked(monkeypatch):
     monkeypatch.setenv("SOFTLAB_DASK", "nonsense")
     with pytest.raises(ValueError, match="SOFTLAB_DASK"):
         make_executor(None)
+
+
+def test_softlab_run_dask_reaches_the_notebook_kernels_environment(cluster, tmp_path, monkeypatch):
+    """`softlab run --dask ADDR` exports $SOFTLAB_DASK to the processes it starts; a child
+    process (here `softlab train`, standing in for a papermill kernel) then trains on the cluster."""
+    import softlab.pipeline
+    from softlab.cli import main
+
+    cluster.ensure_workers()
+    monkeypatch.delenv("SOFTLAB_DASK", raising=False)
+    seen = {}
+
+    def fake_run_notebooks(params, only=None, overrides=None, **kw):
+        seen["env"] = os.environ.get("SOFTLAB_DASK")
+        seen["child"] = softlab_train(tmp_path / "runs", "--set", "arms=[mnist]", "seeds=1")
+        return []
+
+    monkeypatch.setattr(softlab.pipeline, "run_notebooks", fake_run_notebooks)
+    assert main(["run", "--params", "smoke", "--dask", cluster.address]) == 0
+    assert seen["env"] == cluster.address and seen["child"]["executor"] == cluster.address
+    assert int(seen["child"]["tasks"]) >= 1 and seen["child"]["trained"] == "20"
+    assert "SOFTLAB_DASK" not in os.environ  # restored afterwards
+    with pytest.raises(ValueError, match="local:N"):
+        main(["run", "--params", "smoke", "--dask", "local:0"])
+
+
+def test_local_cluster_is_started_once_and_exported_as_a_tcp_address(monkeypatch):
+    from distributed import Client
+
+    from softlab.distributed import dask_environment
+
+    monkeypatch.setenv("SOFTLAB_DASK", "inprocess")
+    with dask_environment("local:1") as address:
+        assert address.startswith("tcp://127.0.0.1:") and os.environ["SOFTLAB_DASK"] == address
+        with Client(address, timeout=30) as client:
+            assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
+    assert os.environ["SOFTLAB_DASK"] == "inprocess"
