@@ -23,10 +23,11 @@ Cluster behaviour
 -----------------
 * **What a worker needs**: the ``softlab`` package at the same version (and the same torch
   build, for identical numbers) — nothing else: no data, no shared filesystem. The client
-  prepares the arm, sends the images and evaluation sets once per worker (a broadcast
-  ``scatter``) and each member's targets/indices once per distinct array; a task returns its
-  ``MemberResult`` objects to the client, which alone writes the run cache (atomically, one
-  run at a time, as results arrive).
+  prepares the arm and sends each shared array once — the images, the evaluation sets and each
+  distinct target/index array, each as the argument of a small holding task whose result the
+  training tasks depend on (workers then copy it from one another; if its holder dies the
+  scheduler recomputes it from the graph); a task returns its ``MemberResult`` objects to the
+  client, which alone writes the run cache (atomically, one run at a time, as results arrive).
 * **Faults**: a worker that dies mid-task has its task rescheduled by the scheduler (up to
   ``distributed.scheduler.allowed-failures`` deaths per task); a task that raises is retried
   ``retries`` times. A task's results reach the client only when its whole group has
@@ -74,6 +75,8 @@ ENV_VAR = "SOFTLAB_DASK"
 """Environment variable naming the executor when none is passed (see the module docstring)."""
 TASK_PREFIX = "softlab-train"
 """Every training task's Dask key starts with this (``softlab-train-<call id>-<group>``)."""
+DATA_PREFIX = "softlab-data"
+"""Keys of the tasks holding the shared arrays (images, evaluation sets, targets, indices)."""
 INPROCESS = "inprocess"
 
 Chunk = tuple[list[int], list[MemberResult]]
@@ -161,6 +164,11 @@ def _train_group_task(x: np.ndarray, eval_sets: dict[str, np.ndarray], arrays: l
         return train_members(x, members, cfg, eval_sets, progress=False)
 
 
+def _identity(a: np.ndarray) -> np.ndarray:
+    """The task that holds a shared array on the cluster (see ``DaskExecutor.train``)."""
+    return a
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -233,6 +241,7 @@ class DaskExecutor:
     def train(self, x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
               eval_sets: Mapping[str, np.ndarray] | None = None, progress: bool = False) -> Iterator[Chunk]:
         """Submit every group, then yield ``(positions, results)`` as tasks complete."""
+        import dask
         from distributed import as_completed
 
         members = list(members)
@@ -266,13 +275,22 @@ class DaskExecutor:
         specs = [(m.seed, ref(m.targets), ref(m.train_idx), m.name, m.meta, m.lr, ref(m.watch_idx)) for m in members]
         shared: list[Any] = []
         pending: dict[Any, list[int]] = {}
+        call = uuid.uuid4().hex[:12]
+
+        def source(a: np.ndarray) -> Any:
+            # Shared data enters the graph once, as the argument of a task that returns it: workers
+            # fetch it from whichever worker holds it, and if that worker dies the scheduler
+            # recomputes the task from its spec. (client.scatter would be lost with its last
+            # holder: the active memory manager drops "unneeded" broadcast replicas.)
+            with dask.config.set({"distributed.admin.large-graph-warning-threshold": "2GiB"}):
+                future = client.submit(_identity, a, key=f"{DATA_PREFIX}-{call}-{len(shared)}", pure=False)
+            shared.append(future)
+            return future
+
         try:
-            x_f = client.scatter(np.ascontiguousarray(x), broadcast=True, hash=False)
-            eval_f = {k: client.scatter(np.ascontiguousarray(v), broadcast=True, hash=False)
-                      for k, v in eval_sets.items()}
-            arrays_f = client.scatter(arrays, broadcast=True, hash=False)
-            shared = [x_f, *eval_f.values(), *arrays_f]
-            call = uuid.uuid4().hex[:12]
+            x_f = source(np.ascontiguousarray(x))
+            eval_f = {k: source(np.ascontiguousarray(v)) for k, v in eval_sets.items()}
+            arrays_f = [source(a) for a in arrays]
             for g, group in enumerate(groups):
                 local: dict[int, int] = {}
                 group_specs = []
