@@ -42,7 +42,9 @@ Cluster behaviour
   ``TrainConfig.device="auto"`` groups are planned for CUDA when every worker has it.
 * **Determinism**: a group's numbers depend only on its members, the configuration, the
   device and the torch thread count; with the same thread count (and device) results on the
-  cluster are bit-identical to in-process ones (tested in ``tests/test_distributed.py``).
+  cluster are bit-identical to in-process ones (tested in ``tests/test_distributed.py``). Both
+  executors hand the trainer 64-byte-aligned image arrays (``aligned``): CPU kernels can round
+  differently depending on where a buffer starts, and deserialised arrays start anywhere.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -93,6 +95,30 @@ def plan_groups(members: Sequence[Member], cfg: TrainConfig, device: Any = None)
     return plan_batches(members, _default_max_members(cfg, dev))
 
 
+ALIGNMENT = 64
+"""Byte alignment of the image arrays handed to the trainer (see ``aligned``)."""
+
+
+def aligned(a: np.ndarray, alignment: int = ALIGNMENT) -> np.ndarray:
+    """``a`` as a C-contiguous array whose data starts at a multiple of ``alignment`` bytes
+    (itself when it already does, else a copy).
+
+    The trainer predicts shared evaluation images straight from the caller's buffer, and
+    vectorised CPU kernels can round differently at different start offsets (measured here:
+    buffers at offsets 4 or 8 mod 16 change the last bit of some probabilities). Arrays a Dask
+    worker deserialises may start at any offset, so both executors align their inputs: the
+    numbers then do not depend on where the bytes happen to lie.
+    """
+    c = np.ascontiguousarray(a)
+    if c.ctypes.data % alignment == 0:
+        return c
+    buf = np.empty(c.nbytes + alignment, dtype=np.uint8)
+    start = (-buf.ctypes.data) % alignment
+    out = buf[start:start + c.nbytes].view(c.dtype).reshape(c.shape)
+    out[...] = c
+    return out
+
+
 def _pinned(cfg: TrainConfig, group: Sequence[int]) -> TrainConfig:
     """``cfg`` with the group size pinned, so ``train_members`` trains ``group`` as one batch."""
     return replace(cfg, max_members_per_batch=max(len(group), 1))
@@ -116,7 +142,8 @@ class InProcessExecutor:
         """Yield ``(positions, results)`` for each group, in plan order."""
         members = list(members)
         eval_sets = dict(eval_sets or {})
-        x = _check_inputs(x, members, cfg, eval_sets)
+        x = aligned(_check_inputs(x, members, cfg, eval_sets))
+        eval_sets = {k: aligned(v) for k, v in eval_sets.items()}
         for group in plan_groups(members, cfg):
             self.submitted_tasks += 1
             self.submitted_members += len(group)
@@ -154,14 +181,24 @@ def _worker_torch_threads(explicit: int | None) -> int:
     return max(1, cpus // max(1, slots))
 
 
+@dataclass(frozen=True)
+class _ArrayRef:
+    """Stands for the ``index``-th array a task receives (in a member's field)."""
+
+    index: int
+
+
 def _train_group_task(x: np.ndarray, eval_sets: dict[str, np.ndarray], arrays: list[np.ndarray],
-                      specs: list[tuple[Any, ...]], cfg: TrainConfig, threads: int | None) -> list[MemberResult]:
-    """Runs on a worker: rebuild the group's members and train them as one batch."""
-    members = [Member(seed=seed, targets=arrays[t], train_idx=arrays[i], name=name, meta=meta, lr=lr,
-                      watch_idx=None if w is None else arrays[w])
-               for seed, t, i, name, meta, lr, w in specs]
+                      specs: list[dict[str, Any]], cfg: TrainConfig, threads: int | None) -> list[MemberResult]:
+    """Runs on a worker: rebuild the group's members (every ``Member`` field, arrays from
+    ``arrays``) and train them as one batch."""
+    def field_values(spec: dict[str, Any]) -> dict[str, Any]:
+        return {k: arrays[v.index] if isinstance(v, _ArrayRef) else v for k, v in spec.items()}
+
+    members = [Member(**field_values(spec)) for spec in specs]
     with torch_threads(_worker_torch_threads(threads)):
-        return train_members(x, members, cfg, eval_sets, progress=False)
+        return train_members(aligned(x), members, cfg, {k: aligned(v) for k, v in eval_sets.items()},
+                             progress=False)
 
 
 def _identity(a: np.ndarray) -> np.ndarray:
@@ -260,9 +297,7 @@ class DaskExecutor:
         by_content: dict[tuple[Any, ...], int] = {}
         arrays: list[np.ndarray] = []
 
-        def ref(a: np.ndarray | None) -> int | None:
-            if a is None:
-                return None
+        def ref(a: np.ndarray) -> int:
             if id(a) not in by_id:
                 c = np.ascontiguousarray(a)
                 content = (c.dtype.str, c.shape, hashlib.blake2b(c.data.cast("B"), digest_size=16).digest())
@@ -272,7 +307,9 @@ class DaskExecutor:
                 by_id[id(a)] = by_content[content]
             return by_id[id(a)]
 
-        specs = [(m.seed, ref(m.targets), ref(m.train_idx), m.name, m.meta, m.lr, ref(m.watch_idx)) for m in members]
+        # each member as {field: value} — every Member field travels — with arrays as references
+        specs = [{f.name: _ArrayRef(ref(v)) if isinstance(v := getattr(m, f.name), np.ndarray) else v
+                  for f in fields(m)} for m in members]
         shared: list[Any] = []
         pending: dict[Any, list[int]] = {}
         call = uuid.uuid4().hex[:12]
@@ -292,12 +329,9 @@ class DaskExecutor:
             eval_f = {k: source(np.ascontiguousarray(v)) for k, v in eval_sets.items()}
             arrays_f = [source(a) for a in arrays]
             for g, group in enumerate(groups):
-                local: dict[int, int] = {}
-                group_specs = []
-                for i in group:
-                    seed, t, ix, name, meta, lr, w = specs[i]
-                    remap = [local.setdefault(a, len(local)) if a is not None else None for a in (t, ix, w)]
-                    group_specs.append((seed, remap[0], remap[1], name, meta, lr, remap[2]))
+                local: dict[int, int] = {}  # this task's arrays: index in `arrays` → position in its list
+                group_specs = [{k: _ArrayRef(local.setdefault(v.index, len(local))) if isinstance(v, _ArrayRef) else v
+                                for k, v in specs[i].items()} for i in group]
                 group_arrays = [arrays_f[a] for a in sorted(local, key=local.__getitem__)]
                 future = client.submit(_train_group_task, x_f, eval_f, group_arrays, group_specs,
                                        _pinned(cfg, group), self.torch_threads,

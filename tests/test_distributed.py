@@ -285,6 +285,55 @@ def test_inprocess_stream_yields_train_members_groups_with_identical_numbers():
             np.testing.assert_array_equal(r.train_loss, reference[i].train_loss)
 
 
+def test_results_do_not_depend_on_where_the_image_buffers_start():
+    """Deserialised arrays can start at any byte offset; the executors align them, so the numbers
+    are those of an aligned buffer (unaligned ones changed the last bit here)."""
+    from softlab.distributed import aligned
+
+    x, members = _members()
+    base = np.empty(x.nbytes + 64, dtype=np.uint8)
+    for offset in (4, 8, 16):
+        start = (-base.ctypes.data) % 64 + offset
+        shifted = base[start:start + x.nbytes].view(np.float32).reshape(x.shape)
+        shifted[...] = x
+        assert shifted.ctypes.data % 64 == offset and aligned(shifted).ctypes.data % 64 == 0
+        np.testing.assert_array_equal(aligned(shifted), x)
+        runs = [[r for _, results in InProcessExecutor().train(a, members, TRAIN, {"test": a[40:]}) for r in results]
+                for a in (x, shifted)]
+        for r, s in zip(*runs, strict=True):
+            np.testing.assert_array_equal(r.eval_probs["test"], s.eval_probs["test"])
+
+
+def test_every_member_field_reaches_the_worker(cluster):
+    """Members differing in lr, watched items (and any other Member field) train on the cluster
+    exactly as in-process: the task rebuilds each member from all of its fields."""
+    import dataclasses
+
+    from softlab.distributed import DaskExecutor
+    from softlab.runtime import torch_threads
+
+    cluster.ensure_workers()
+    x, members = _members()
+    names = {f.name for f in dataclasses.fields(Member)}
+    extra = {"record_dynamics": False} if "record_dynamics" in names else {}
+    members = [dataclasses.replace(m, lr=0.01 * (1 + i % 2), watch_idx=np.arange(40, 50) + i % 3,
+                                   **(extra if i % 2 else {})) for i, m in enumerate(members)]
+    eval_sets = {"test": x[40:]}
+    with torch_threads(1):
+        reference = train_members(x, members, TRAIN, eval_sets, progress=False)
+    ex = DaskExecutor(client=cluster.client)
+    got = {i: r for positions, results in ex.train(x, members, TRAIN, eval_sets) for i, r in zip(positions, results)}
+    assert sorted(got) == list(range(len(members))) and ex.submitted_tasks == len(plan_groups(members, TRAIN))
+    for i, ref in enumerate(reference):
+        r = got[i]
+        assert (r.name, r.config, r.meta) == (ref.name, ref.config, ref.meta)
+        for field in ("train_loss", "dynamics", "watch_idx", "watch_dynamics", "watch_probs"):
+            np.testing.assert_array_equal(getattr(r, field), getattr(ref, field), err_msg=field)
+        np.testing.assert_array_equal(r.eval_probs["test"], ref.eval_probs["test"])
+    ex.close()  # leaves the given client open
+    assert cluster.client.status == "running"
+
+
 def test_executor_addresses_are_checked(monkeypatch):
     for ok in ("local:2", "local", "tcp://127.0.0.1:8786", "tls://sched:8786", "10.0.0.5:8786", "inprocess"):
         assert check_address(ok) == ok
