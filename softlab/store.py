@@ -40,7 +40,8 @@ every file must match its recorded SHA-256, ``config.json`` must hash to the fol
 ``arrays.npz`` must hold exactly the recorded arrays. A folder that fails (no ``COMPLETE``, a
 truncated or edited file, arrays swapped in from another run, a ``COMPLETE`` written by an
 older softlab without checksums) is *damaged*: it is moved to ``.quarantine/`` with a
-one-line ``DamagedRunWarning`` naming the run, and ``get_or_train`` trains it again. Parser
+one-line ``DamagedRunWarning`` naming the run (runs that are only outdated get one summary line
+per call instead of one each), and ``get_or_train`` trains it again. Parser
 errors (``BadZipFile``, ``JSONDecodeError`` …) never escape raw: reading a damaged run through
 ``load``/``load_key`` raises ``DamagedRunError`` (a ``KeyError``) naming it. A leftover folder at
 a run's destination never blocks a save: it is quarantined first.
@@ -100,7 +101,12 @@ class RunSaveError(RuntimeError):
 
 
 class _Damage(Exception):
-    """Internal: why a run folder failed verification."""
+    """Internal: why a run folder failed verification (``outdated``: only because an older
+    softlab wrote it, without checksums)."""
+
+    def __init__(self, reason: str, outdated: bool = False) -> None:
+        super().__init__(reason)
+        self.outdated = outdated
 
 
 def _describe(config: Mapping[str, Any] | None) -> str:
@@ -253,8 +259,10 @@ class RunStore:
             raise _Damage("no COMPLETE marker: an incomplete run folder") from None
         except (OSError, ValueError) as exc:
             raise _Damage(f"COMPLETE unreadable ({type(exc).__name__}: {exc})") from None
+        if isinstance(marker, dict) and "format" not in marker and marker.get("key") == key:
+            raise _Damage("COMPLETE records no checksums (written by an older softlab)", outdated=True)
         if not isinstance(marker, dict) or marker.get("format") != COMPLETE_FORMAT:
-            raise _Damage("COMPLETE records no checksums (written by an older softlab, or edited)")
+            raise _Damage(f"COMPLETE is not a format-{COMPLETE_FORMAT} record (edited or damaged)")
         files, recorded = marker.get("files"), marker.get("arrays")
         if marker.get("key") != key:
             raise _Damage(f"COMPLETE names run {marker.get('key')!r}: the folder holds another run")
@@ -300,10 +308,11 @@ class RunStore:
             return str(damage)
         return None
 
-    def quarantine(self, key: str, reason: str, config: Mapping[str, Any] | None = None) -> Path | None:
+    def quarantine(self, key: str, reason: str, config: Mapping[str, Any] | None = None,
+                   warn: bool = True) -> Path | None:
         """Move folder ``<root>/<key>`` to ``<root>/.quarantine/<key>.<UTC time>`` (never deleted),
-        note ``reason`` in it and emit a one-line ``DamagedRunWarning``. Returns the new path
-        (None if the folder had already gone, e.g. moved by another process)."""
+        note ``reason`` in it and (``warn``) emit a one-line ``DamagedRunWarning``. Returns the
+        new path (None if the folder had already gone, e.g. moved by another process)."""
         src = self.root / key
         self.quarantine_root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -321,9 +330,24 @@ class RunStore:
                                                 f"run {key}: {reason}\n", encoding="utf-8")
         except OSError:
             pass  # the folder is kept either way; the warning says why
-        warnings.warn(f"run {key}{_describe(config)} is damaged: {reason}; moved to {dest} and will be retrained",
-                      DamagedRunWarning, stacklevel=3)
+        if warn:
+            warnings.warn(f"run {key}{_describe(config)} is damaged: {reason}; moved to {dest} and will be retrained",
+                          DamagedRunWarning, stacklevel=3)
         return dest
+
+    def _set_aside(self, key: str, damage: _Damage, config: Mapping[str, Any] | None, outdated: list[str]) -> None:
+        """Quarantine a damaged run: a warning per run, except runs that are only outdated
+        (collected in ``outdated`` for one summary line, ``_warn_outdated``)."""
+        self.quarantine(key, str(damage), config, warn=not damage.outdated)
+        if damage.outdated:
+            outdated.append(key)
+
+    def _warn_outdated(self, outdated: list[str]) -> None:
+        if outdated:
+            warnings.warn(f"{len(outdated)} run(s) in {self.root} were written by an older softlab (COMPLETE "
+                          f"without checksums), e.g. {outdated[0]}: moved to {self.quarantine_root} and retrained "
+                          "when needed; delete that folder once you no longer want them", DamagedRunWarning,
+                          stacklevel=3)
 
     def quarantined(self) -> list[Path]:
         """Folders moved to quarantine (sorted)."""
@@ -476,6 +500,7 @@ class RunStore:
         results: dict[str, MemberResult] = {}
         missing: list[int] = []
         seen: set[str] = set()
+        outdated: list[str] = []
         for i, k in enumerate(keys):
             if k in seen:
                 continue
@@ -485,8 +510,9 @@ class RunStore:
                     results[k] = self._load_verified(k)
                     continue
                 except _Damage as damage:
-                    self.quarantine(k, str(damage), configs[i])
+                    self._set_aside(k, damage, configs[i], outdated)
             missing.append(i)
+        self._warn_outdated(outdated)
         failed: list[str] = []
         if missing:
             bar = None
@@ -536,6 +562,7 @@ class RunStore:
         ``config.json`` and ``result.json`` (the arrays are verified when loaded).
         """
         rows = []
+        outdated: list[str] = []
         for key in self.keys():
             run_dir = self.root / key
             try:
@@ -549,13 +576,14 @@ class RunStore:
                     "run_trainer_version": summary["trainer_version"],
                 }
             except _Damage as damage:
-                self.quarantine(key, str(damage))
+                self._set_aside(key, damage, None, outdated)
                 continue
             except (KeyError, TypeError, ValueError) as exc:
                 self.quarantine(key, f"result.json lacks or mistypes {exc}")
                 continue
             row.update(_flatten(config))
             rows.append(row)
+        self._warn_outdated(outdated)
         cols = ["run_key", "run_name", "run_diverged", "run_bytes", "run_created", "run_trainer_version"]
         return pd.DataFrame(rows, columns=None if rows else cols)
 
