@@ -2,8 +2,10 @@
 
     softlab data fetch [--dataset mnist fashion-mnist] [--human] [--offline]   fetch and verify data
     softlab data info                                               what is cached, from where, checksums
-    softlab run --params smoke|default|paper [--only 01 ...] [--set KEY=VALUE ...] [--offline]
+    softlab run --params smoke|default|paper [--only 01 ...] [--set KEY=VALUE ...] [--offline] [--dask ADDR]
                                                                     validate, then execute the notebooks into book/
+    softlab train --params smoke|default|paper [--set ...] [--dask ADDR]
+                                                                    train (or load) the grid, no notebooks
     softlab book                                                    build the HTML book (Jupyter Book 1.x)
     softlab annotate ...                                            the annotation app (see `softlab annotate -h`)
 
@@ -106,17 +108,56 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from softlab.params import split_override
-    from softlab.pipeline import run_notebooks
+    from softlab.distributed import dask_environment
+    from softlab.pipeline import resolve_parameters, run_notebooks
 
     _go_offline(args)
+    overrides = _overrides(args)
+    resolve_parameters(args.params, overrides, args.only)  # a bad parameter fails before a cluster starts
+    with dask_environment(args.dask):  # the notebook kernels read $SOFTLAB_DASK
+        run_notebooks(args.params, only=args.only, overrides=overrides)  # validates everything before papermill
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """``--set KEY=VALUE`` pairs (values still YAML text); a key given twice is an error."""
+    from softlab.params import split_override
+
     overrides: dict[str, str] = {}
     for text in args.set or []:
         key, value = split_override(text)
         if key in overrides:
             raise CliError(f"--set {key}: given twice")
         overrides[key] = value
-    run_notebooks(args.params, only=args.only, overrides=overrides)  # validates everything before papermill
+    return overrides
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train (or load) every run of a parameter set's grid, without executing notebooks."""
+    import dataclasses
+    import time
+
+    from softlab.distributed import open_executor
+    from softlab.experiment import configs_from_params, run_arms
+    from softlab.pipeline import resolve_parameters
+    from softlab.store import RunStore
+
+    _go_offline(args)
+    _, per_notebook = resolve_parameters(args.params, _overrides(args))
+    values: dict = {}
+    for declared in per_notebook.values():
+        values.update(declared)
+    arm_configs, train_cfg, seeds = configs_from_params(values)
+    if args.members_per_task is not None:
+        train_cfg = dataclasses.replace(train_cfg, max_members_per_batch=args.members_per_task)
+    store = RunStore(args.runs_dir)
+    start = time.perf_counter()
+    with open_executor(args.dask) as ex:
+        grids = run_arms(arm_configs, train_cfg, seeds, progress=args.progress, store=store, executor=ex)
+    n_runs = sum(len(g.results) for g in grids.values())
+    print(f"[softlab train] runs={n_runs} trained={ex.submitted_members} loaded={n_runs - ex.submitted_members} "
+          f"tasks={ex.submitted_tasks} executor={ex.address} seconds={time.perf_counter() - start:.1f} "
+          f"store={store.root}", flush=True)
     return 0
 
 
@@ -124,6 +165,10 @@ def _cmd_book(args: argparse.Namespace) -> int:
     from softlab.pipeline import build_book
 
     return build_book(strict=not args.no_strict)
+
+
+DASK_HELP = ("train missing runs on Dask: 'local:N' (N single-threaded worker processes here) or a "
+             "scheduler address 'tcp://host:8786'; default $SOFTLAB_DASK, else in this process")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
     run.add_argument("--offline", action="store_true",
                      help="no network access in the notebooks (same as SOFTLAB_OFFLINE=1)")
+    run.add_argument("--dask", metavar="ADDR", help=DASK_HELP)
     run.set_defaults(func=_cmd_run)
+
+    train = sub.add_parser("train", help="train (or load from the run cache) a parameter set's whole grid, "
+                                         "without executing notebooks")
+    train.add_argument("--params", default="default", help="parameter set name (params/<name>.yml) or a path")
+    train.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
+    train.add_argument("--dask", metavar="ADDR", help=DASK_HELP)
+    train.add_argument("--runs-dir", metavar="DIR", help="run cache folder (default: $SOFTLAB_CACHE_DIR/runs)")
+    train.add_argument("--members-per-task", type=int, metavar="N",
+                       help="members per batched computation / Dask task (default: the trainer's, "
+                            "32 CNN / 128 MLP on CPU, 256 on GPU); does not change the numbers' cache key")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    train.add_argument("--offline", action="store_true", help="local data only, no network (same as SOFTLAB_OFFLINE=1)")
+    train.set_defaults(func=_cmd_train)
 
     book = sub.add_parser("book", help="build the HTML book with Jupyter Book 1.x")
     book.add_argument("--no-strict", action="store_true", help="do not treat warnings as errors")

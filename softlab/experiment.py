@@ -729,12 +729,16 @@ def grid_members(arm: Arm, seeds: Sequence[int]) -> tuple[pd.DataFrame, list[Any
     return pd.DataFrame(rows), members
 
 
-def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = False, store: Any = None) -> GridResults:
-    """Train every member of the arm's paired grid in one batched call — or load it: each run
-    is cached in ``store`` (default ``softlab.store.RunStore()``) under its full configuration,
-    and only missing runs are trained."""
+def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = False, store: Any = None,
+            executor: Any = None) -> GridResults:
+    """Train every member of the arm's paired grid — or load it: each run is cached in ``store``
+    (default ``softlab.store.RunStore()``) under its full configuration, and only missing runs
+    are trained, group by group (``softlab.distributed``), each run stored as its group finishes.
+    ``executor``: where groups train — None reads ``$SOFTLAB_DASK`` (unset: in this process),
+    or an address (``"local:2"``, ``"tcp://host:8786"``), a ``distributed.Client`` or an open
+    executor (``softlab.distributed.open_executor``)."""
+    from softlab.distributed import open_executor
     from softlab.store import RunStore
-    from softlab.train import train_members
 
     store = store if store is not None else RunStore()
     train_cfg = for_images(train_cfg, arm.images.shape[1:])
@@ -745,14 +749,15 @@ def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = Fal
     by_key = {store.key(c): m for c, m in zip(configs, members)}
     eval_sets = {"disjoint": arm.disjoint_images}
 
-    def train(missing: list[dict[str, Any]]) -> list[Any]:
-        todo = [by_key[store.key(c)] for c in missing]
-        if progress:
-            print(f"[{arm.name}] training {len(todo)} of {len(members)} runs "
-                  f"({len(members) - len(todo)} cached)", flush=True)
-        return train_members(arm.images, todo, train_cfg, eval_sets=eval_sets, progress=progress)
+    with open_executor(executor) as ex:
+        def train(missing: list[dict[str, Any]]) -> Any:
+            todo = [by_key[store.key(c)] for c in missing]
+            if progress:
+                print(f"[{arm.name}] training {len(todo)} of {len(members)} runs "
+                      f"({len(members) - len(todo)} cached)", flush=True)
+            return ex.train(arm.images, todo, train_cfg, eval_sets=eval_sets, progress=progress)
 
-    results = store.get_or_train(configs, train)
+        results = store.get_or_train(configs, train, progress=progress)
     return GridResults(arm, runs, results)
 
 
@@ -768,17 +773,12 @@ def for_images(train_cfg: Any, in_shape: Sequence[int]) -> Any:
 
 
 def run_arms(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], progress: bool = False,
-             store: Any = None) -> dict[str, GridResults]:
-    """Prepare and run every arm (cached runs are loaded, not retrained)."""
-    return {name: run_arm(prepare_arm(cfg, progress=progress), train_cfg, seeds, progress=progress, store=store)
-            for name, cfg in arm_configs.items()}
+             store: Any = None, executor: Any = None) -> dict[str, GridResults]:
+    """Prepare and run every arm (cached runs are loaded, not retrained); ``executor`` as in
+    :func:`run_arm`, opened once for all arms."""
+    from softlab.distributed import open_executor
 
-
-def fingerprint(arrays: Sequence[np.ndarray]) -> str:
-    """SHA-256 of arrays (dtype, shape and bytes): a compact identity for tests and caches."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str((a.dtype, a.shape)).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    with open_executor(executor) as ex:
+        return {name: run_arm(prepare_arm(cfg, progress=progress), train_cfg, seeds, progress=progress, store=store,
+                              executor=ex)
+                for name, cfg in arm_configs.items()}

@@ -359,13 +359,23 @@ def book_key(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequen
 
 
 def compute_book(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], n_boot: int = 2000,
-                 params_name: str = "custom", progress: bool = False, store: Any = None) -> BookResults:
+                 params_name: str = "custom", progress: bool = False, store: Any = None,
+                 executor: Any = None) -> BookResults:
     """Train (or load) every arm's grid and compute every table, one arm at a time (so at most
-    one arm's runs are in memory)."""
+    one arm's runs are in memory). ``executor``: where missing runs train (see
+    :func:`softlab.experiment.run_arm`; None reads ``$SOFTLAB_DASK``)."""
     from softlab.data.cifar import DataUnavailable
+    from softlab.distributed import open_executor
     from softlab.experiment import prepare_arm, run_arm
     from softlab.inference import verdict_table
 
+    with open_executor(executor) as ex:  # one executor (e.g. one local Dask cluster) for every arm
+        return _compute_book(arm_configs, train_cfg, seeds, n_boot, params_name, progress, store, ex,
+                             prepare_arm, run_arm, verdict_table, DataUnavailable)
+
+
+def _compute_book(arm_configs, train_cfg, seeds, n_boot, params_name, progress, store, executor,
+                  prepare_arm, run_arm, verdict_table, DataUnavailable) -> BookResults:
     t0 = time.perf_counter()
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in BookResults.TABLES if name != "verdicts"}
     predictions = {}
@@ -378,7 +388,7 @@ def compute_book(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Se
         except DataUnavailable as exc:  # e.g. CIFAR-10 images on an offline machine: skip, say why
             skipped[name] = str(exc)
             continue
-        grid = run_arm(arm, train_cfg, seeds, progress=progress, store=store)
+        grid = run_arm(arm, train_cfg, seeds, progress=progress, store=store, executor=executor)
         temps = run_temperatures(grid)
         preds = arm_predictions(grid, temps)
         predictions[name] = preds
