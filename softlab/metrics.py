@@ -787,6 +787,7 @@ OFFICIAL_METRICS: tuple[str, ...] = (
     "adaptive_ece",
     "mce",
     "classwise_ece",
+    "debiased_ce",
 )
 """Metrics against the official label (names as they appear in the ``metric`` column)."""
 
@@ -799,6 +800,8 @@ HUMAN_METRICS: tuple[str, ...] = (
     "tv_human",
     "entropy_calibration_error",
     "entropy_spearman",
+    "ece_soft",
+    "debiased_ce_soft",
 )
 """Metrics that need a human distribution."""
 

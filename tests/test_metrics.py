@@ -227,6 +227,9 @@ def test_metric_suite_equals_single_metric_functions(sample):
         "tv_human": M.total_variation(human, probs),
         "entropy_calibration_error": M.entropy_calibration_error(human, probs),
         "entropy_spearman": M.entropy_spearman(human, probs),
+        "debiased_ce": M.debiased_calibration_error(probs, labels, 12),
+        "ece_soft": M.soft_ece(probs, human, 12),
+        "debiased_ce_soft": M.debiased_soft_calibration_error(probs, human, 12),
     }
     assert set(suite) == set(single) == set(M.OFFICIAL_METRICS) | set(M.HUMAN_METRICS)
     for name, v in single.items():
