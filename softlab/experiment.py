@@ -707,9 +707,11 @@ def votes_arm_config(name: str, spec: Any, common: Mapping[str, Any], pool_size:
                      pool_size=int(spec.get("pool_size", pool_size)), **common)
 
 
-def grid_members(arm: Arm, seeds: Sequence[int]) -> tuple[pd.DataFrame, list[Any]]:
+def grid_members(arm: Arm, seeds: Sequence[int], record_dynamics: bool = True) -> tuple[pd.DataFrame, list[Any]]:
     """The paired grid: one member per (seed, fold, condition). Members of the same seed share
-    initial weights and batch order (the trainer derives both from the seed alone)."""
+    initial weights and batch order (the trainer derives both from the seed alone). With
+    ``record_dynamics`` False (the training configuration records none) no member records
+    training dynamics."""
     from softlab.train import Member
 
     rows, members = [], []
@@ -720,7 +722,7 @@ def grid_members(arm: Arm, seeds: Sequence[int]) -> tuple[pd.DataFrame, list[Any
             for cond in arm.config.conditions:
                 mode, shape = parse_condition(cond)
                 meta = {"dataset": arm.name, "condition": cond, "seed": int(seed), "fold": int(fold)}
-                record = records_training_dynamics(cond, seed, seeds)
+                record = record_dynamics and records_training_dynamics(cond, seed, seeds)
                 rows.append({"dataset": arm.name, "condition": cond, "mode": mode, "shape": shape,
                              "seed": int(seed), "fold": int(fold), "training_dynamics": record})
                 members.append(Member(seed=int(seed), targets=arm.targets(cond, seed, fold), train_idx=train_pos,
@@ -742,7 +744,7 @@ def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = Fal
 
     store = store if store is not None else RunStore()
     train_cfg = for_images(train_cfg, arm.images.shape[1:])
-    runs, members = grid_members(arm, seeds)
+    runs, members = grid_members(arm, seeds, record_dynamics=train_cfg.record_dynamics)
     train_key = train_cfg.key_dict()
     configs = [member_key(arm.config, train_key, r.condition, r.seed, r.fold, r.training_dynamics)
                for r in runs.itertuples(index=False)]

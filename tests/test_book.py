@@ -33,7 +33,7 @@ def test_book_builds_strictly(tmp_path):
     # Build a copy so the test never touches the user's _build/ folder.
     root = tmp_path / "proj"
     root.mkdir()
-    for name in ("_config.yml", "_toc.yml"):
+    for name in ("_config.yml", "_toc.yml", "references.bib"):
         shutil.copy(PROJECT_ROOT / name, root / name)
     shutil.copytree(PROJECT_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_build", "*.ipynb", ".*"))
     for nb in (PROJECT_ROOT / "tests" / "expected").glob("*.ipynb"):  # the executed smoke notebooks

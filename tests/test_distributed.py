@@ -195,17 +195,18 @@ def test_dask_grid_equals_inprocess_grid_bit_for_bit(cluster, tmp_path):
     local = softlab_train(tmp_path / "inprocess")
     remote = softlab_train(tmp_path / "dask", "--dask", cluster.address)
     assert local["executor"] == "inprocess" and remote["executor"] == cluster.address
-    assert local["runs"] == remote["runs"] == remote["trained"] == "120"  # 3 arms × 2 seeds × 2 folds × 10
+    assert local["runs"] == remote["runs"] == remote["trained"] == "132"  # 3 arms × 2 seeds × 2 folds × 11
     new_tasks = set(cluster.task_runs()) - before
     assert len(new_tasks) == int(remote["tasks"]) == int(local["tasks"]) >= 3  # one task per batched group
-    assert_same_runs(tmp_path / "inprocess", tmp_path / "dask", 120)
+    assert_same_runs(tmp_path / "inprocess", tmp_path / "dask", 132)
     assert_clean(tmp_path / "dask")
 
 
 def test_killed_worker_task_is_rescheduled_and_every_run_stored_once(cluster, tmp_path):
     cluster.ensure_workers()
-    # 40 members, 5 per task → 8 tasks of about a second each on one thread
-    grid = ["--set", "arms=[fashion-mnist]", "epochs=40", "--members-per-task", "5"]
+    # 44 members, 5 per task → 9 tasks of about a second each on one thread
+    # one group key (no training dynamics), so 44 runs = 2 seeds × 2 folds × 11 conditions in ceil(44 / 5) tasks
+    grid = ["--set", "arms=[fashion-mnist]", "epochs=40", "record_dynamics=false", "--members-per-task", "5"]
     before = set(cluster.task_runs())
     proc = softlab_train(tmp_path / "dask", "--dask", cluster.address, *grid, wait=False)
     victim = None
@@ -226,32 +227,32 @@ def test_killed_worker_task_is_rescheduled_and_every_run_stored_once(cluster, tm
     assert cluster.workers[victim].wait(timeout=10) == -signal.SIGKILL
     assert proc.returncode == 0, err[-4000:]
     summary = _summary(out)
-    assert summary["runs"] == summary["trained"] == "40" and summary["tasks"] == "8"
+    assert summary["runs"] == summary["trained"] == "44" and summary["tasks"] == "9"
     runs = {k: v for k, v in cluster.task_runs().items() if k not in before}
-    assert len(runs) == 8
+    assert len(runs) == 9
     assert max(runs.values()) >= 2, f"the killed worker's task should have been run again: {runs}"
     assert_clean(tmp_path / "dask")
-    assert len(RunStore(tmp_path / "dask").list_runs()) == 40  # each run once
+    assert len(RunStore(tmp_path / "dask").list_runs()) == 44  # each run once
     softlab_train(tmp_path / "inprocess", *grid)
-    assert_same_runs(tmp_path / "inprocess", tmp_path / "dask", 40)
+    assert_same_runs(tmp_path / "inprocess", tmp_path / "dask", 44)
 
 
 def test_only_missing_runs_are_submitted(cluster, tmp_path):
     cluster.ensure_workers()
     root = tmp_path / "runs"
-    first = softlab_train(root, "--set", "arms=[fashion-mnist]", "seeds=1")
-    assert first["trained"] == "20"
+    first = softlab_train(root, "--set", "arms=[fashion-mnist]", "seeds=1", "record_dynamics=false")
+    assert first["trained"] == "22"
     stored = {p.name: (p / COMPLETE_MARKER).stat().st_mtime_ns for p in root.iterdir()
               if p.is_dir() and not p.name.startswith(".")}
     before = set(cluster.task_runs())
-    second = softlab_train(root, "--set", "arms=[fashion-mnist]", "seeds=2", "--members-per-task", "8",
-                           "--dask", cluster.address)
-    assert (second["runs"], second["trained"], second["loaded"]) == ("40", "20", "20")
+    second = softlab_train(root, "--set", "arms=[fashion-mnist]", "seeds=2", "record_dynamics=false",
+                           "--members-per-task", "8", "--dask", cluster.address)
+    assert (second["runs"], second["trained"], second["loaded"]) == ("44", "22", "22")
     new_tasks = set(cluster.task_runs()) - before
-    assert len(new_tasks) == int(second["tasks"]) == 3  # ceil(20 missing / 8); all 40 would be 5 tasks
+    assert len(new_tasks) == int(second["tasks"]) == 3  # ceil(22 missing / 8); all 44 would be 6 tasks
     for key, mtime in stored.items():  # the cached runs were neither retrained nor rewritten
         assert (root / key / COMPLETE_MARKER).stat().st_mtime_ns == mtime
-    assert len(RunStore(root)) == 40
+    assert len(RunStore(root)) == 44
     assert_clean(root)
 
 
@@ -350,7 +351,7 @@ def test_executor_addresses_are_checked(monkeypatch):
         make_executor(None)
 
 
-def test_softlab_run_dask_reaches_the_notebook_kernels_environment(cluster, tmp_path, monkeypatch):
+def test_softlab_run_dask_reaches_the_notebook_kernels_environment(cluster, tmp_path, monkeypatch, capsys):
     """`softlab run --dask ADDR` exports $SOFTLAB_DASK to the processes it starts; a child
     process (here `softlab train`, standing in for a papermill kernel) then trains on the cluster."""
     import softlab.pipeline
@@ -368,10 +369,11 @@ def test_softlab_run_dask_reaches_the_notebook_kernels_environment(cluster, tmp_
     monkeypatch.setattr(softlab.pipeline, "run_notebooks", fake_run_notebooks)
     assert main(["run", "--params", "smoke", "--dask", cluster.address]) == 0
     assert seen["env"] == cluster.address and seen["child"]["executor"] == cluster.address
-    assert int(seen["child"]["tasks"]) >= 1 and seen["child"]["trained"] == "20"
+    assert int(seen["child"]["tasks"]) >= 1 and seen["child"]["trained"] == "22"
     assert "SOFTLAB_DASK" not in os.environ  # restored afterwards
-    with pytest.raises(ValueError, match="local:N"):
-        main(["run", "--params", "smoke", "--dask", "local:0"])
+    assert main(["run", "--params", "smoke", "--dask", "local:0"]) == 2  # a user error: one line, status 2
+    err = capsys.readouterr().err
+    assert "local:N" in err and len(err.strip().splitlines()) == 1
 
 
 def test_local_cluster_is_started_once_and_exported_as_a_tcp_address(monkeypatch):

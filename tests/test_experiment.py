@@ -210,7 +210,7 @@ def test_cache_keys_differ_by_protocol_and_ignore_which_runs_exist(smoke):
 
 def test_bad_arm_configuration_is_named():
     with pytest.raises(ValueError, match="dataset"):
-        ArmConfig("cifar10")
+        ArmConfig("kmnist")
     with pytest.raises(ValueError, match="folds"):
         ArmConfig("mnist", folds=1)
     with pytest.raises(ValueError, match="synthetic_mode_shift"):

@@ -159,7 +159,7 @@ def test_dataset_argument_overrides_config() -> None:
     assert teachers._resolve(None, TINY).dataset == "mnist"
     assert teachers._resolve("fashion-mnist", TINY).key() != TINY.key()
     with pytest.raises(ValueError, match="dataset"):
-        teachers._resolve("cifar10", TINY)
+        teachers._resolve("kmnist", TINY)
 
 
 def test_config_validation() -> None:
