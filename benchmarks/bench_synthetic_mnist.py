@@ -64,10 +64,17 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = SyntheticMnistConfig(n_items=args.n_items, seed=args.seed)
         tcfg = TeacherConfig()
     load_images("mnist", "train")
-    out: dict = {"config": args.config, "n_items": cfg.n_items, "generator_key": cfg.generator_key(),
-                 "dataset_key": cfg.dataset_key(), "teacher_key": tcfg.key(),
-                 "torch_threads": int(os.environ.get("SOFTLAB_TORCH_THREADS", "1")), "cpu_count": os.cpu_count(),
-                 "load_average_start": os.getloadavg()[0], "peak_rss_mib_after_load": peak_rss_mib()}
+    out: dict = {
+        "config": args.config,
+        "n_items": cfg.n_items,
+        "generator_key": cfg.generator_key(),
+        "dataset_key": cfg.dataset_key(),
+        "teacher_key": tcfg.key(),
+        "torch_threads": int(os.environ.get("SOFTLAB_TORCH_THREADS", "1")),
+        "cpu_count": os.cpu_count(),
+        "load_average_start": os.getloadavg()[0],
+        "peak_rss_mib_after_load": peak_rss_mib(),
+    }
 
     t0 = time.perf_counter()
     gen = train_generator(cfg, progress=True)
@@ -96,7 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
     for lo, hi in ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5 + 1e-9)):
         sel = (ambiguity >= lo) & (ambiguity < hi)
         if sel.any():
-            bands[f"|w-0.5| in [{lo:.1f},{min(hi, 0.5):.1f}]"] = generator_teacher_agreement(ds.soft_labels[sel], probs[sel])
+            bands[f"|w-0.5| in [{lo:.1f},{min(hi, 0.5):.1f}]"] = generator_teacher_agreement(
+                ds.soft_labels[sel], probs[sel]
+            )
     out["agreement_by_band"] = bands
     out["teacher_top_in_pair"] = float(np.mean(np.any(probs.argmax(1)[:, None] == ds.pairs, axis=1)))
     out["peak_rss_mib_end"] = peak_rss_mib()

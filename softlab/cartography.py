@@ -78,17 +78,13 @@ class RegionRule:
         if not 0.0 <= self.ambiguous_quantile <= 1.0:
             raise ValueError(f"ambiguous_quantile: expected a number in [0, 1], got {self.ambiguous_quantile!r}")
         if not 0.0 <= self.confidence_threshold <= 1.0:
-            raise ValueError(
-                f"confidence_threshold: expected a number in [0, 1], got {self.confidence_threshold!r}"
-            )
+            raise ValueError(f"confidence_threshold: expected a number in [0, 1], got {self.confidence_threshold!r}")
 
 
 def _check_dynamics(dynamics: np.ndarray | object) -> np.ndarray:
     d = np.asarray(dynamics, dtype=np.float64)
     if d.ndim < 3:
-        raise ValueError(
-            f"dynamics: expected shape (..., n_epochs, n_items, n_classes), got {d.shape}"
-        )
+        raise ValueError(f"dynamics: expected shape (..., n_epochs, n_items, n_classes), got {d.shape}")
     if 0 in d.shape[-3:]:
         raise ValueError(f"dynamics: needs at least one epoch, item and class, got {d.shape}")
     if not np.all(np.isfinite(d)):
@@ -98,9 +94,7 @@ def _check_dynamics(dynamics: np.ndarray | object) -> np.ndarray:
     return d
 
 
-def cartography_stats(
-    dynamics: np.ndarray | object, reference: np.ndarray | object
-) -> CartographyStats:
+def cartography_stats(dynamics: np.ndarray | object, reference: np.ndarray | object) -> CartographyStats:
     """Confidence, variability and correctness of every item (module docstring for definitions).
 
     ``reference`` is either integer labels ``(n_items,)`` (official or human mode) or a soft
@@ -123,9 +117,7 @@ def cartography_stats(
     elif ref.dtype.kind == "f":
         h = ref.astype(np.float64)
         if h.shape[-2:] != (n_items, n_classes):
-            raise ValueError(
-                f"reference: expected a soft label shaped (..., {n_items}, {n_classes}), got {h.shape}"
-            )
+            raise ValueError(f"reference: expected a soft label shaped (..., {n_items}, {n_classes}), got {h.shape}")
         if h.min() < -1e-6 or np.any(np.abs(h.sum(axis=-1) - 1.0) > _SUM_TOL):
             raise ValueError("reference: soft labels must be probability vectors (rows summing to 1)")
         h = np.expand_dims(h, -3)  # (..., 1, N, C)
@@ -136,9 +128,7 @@ def cartography_stats(
         raise ValueError(f"reference: expected integer labels or float distributions, got dtype {ref.dtype}")
     confidence = score.mean(axis=-2)
     variability = score.std(axis=-2, ddof=0)
-    return CartographyStats(
-        confidence=confidence, variability=variability, correctness=correct.mean(axis=-2)
-    )
+    return CartographyStats(confidence=confidence, variability=variability, correctness=correct.mean(axis=-2))
 
 
 def assign_regions(
@@ -209,9 +199,7 @@ def human_uncertainty_relation(
     """
     h = np.asarray(human, dtype=np.float64)
     if h.ndim != 2 or h.shape[0] != stats.variability.shape[-1]:
-        raise ValueError(
-            f"human: expected shape ({stats.variability.shape[-1]}, n_classes), got {h.shape}"
-        )
+        raise ValueError(f"human: expected shape ({stats.variability.shape[-1]}, n_classes), got {h.shape}")
     e = entropy(h)
     amb = human_ambiguous(e, ambiguous_threshold)
     lead = stats.variability.shape[:-1]

@@ -119,7 +119,9 @@ class RunPredictions:
             raise ValueError(f"{where}.item_ids: item ids must be unique")
         off = np.asarray(self.official)
         if off.shape != (n_items,) or off.dtype.kind not in "iu":
-            raise ValueError(f"{where}.official: expected integer labels shaped ({n_items},), got {off.shape} {off.dtype}")
+            raise ValueError(
+                f"{where}.official: expected integer labels shaped ({n_items},), got {off.shape} {off.dtype}"
+            )
         object.__setattr__(self, "probs", probs)
         object.__setattr__(self, "item_ids", ids)
         object.__setattr__(self, "official", off.astype(np.int64))
@@ -133,8 +135,10 @@ class RunPredictions:
             for name, mask in self.strata.items():
                 m = np.asarray(mask)
                 if m.shape != (n_items,) or m.dtype != bool:
-                    raise ValueError(f"{where}.strata[{name!r}]: expected a boolean mask shaped ({n_items},), "
-                                     f"got {m.shape} {m.dtype}")
+                    raise ValueError(
+                        f"{where}.strata[{name!r}]: expected a boolean mask shaped ({n_items},), "
+                        f"got {m.shape} {m.dtype}"
+                    )
                 masks[str(name)] = m
             object.__setattr__(self, "strata", masks)
 
@@ -148,8 +152,12 @@ class RunPredictions:
 
 def _digest(rec: RunPredictions) -> str:
     h = hashlib.sha256()
-    strata = [] if rec.strata is None else [np.frombuffer(k.encode(), dtype=np.uint8) for k in sorted(rec.strata)] + [
-        rec.strata[k] for k in sorted(rec.strata)]
+    strata = (
+        []
+        if rec.strata is None
+        else [np.frombuffer(k.encode(), dtype=np.uint8) for k in sorted(rec.strata)]
+        + [rec.strata[k] for k in sorted(rec.strata)]
+    )
     for arr in (rec.item_ids, rec.official, rec.human, *strata):
         if arr is None:
             h.update(b"none")

@@ -85,7 +85,11 @@ def _canonical(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_canonical(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return {"__ndarray__": sha256_bytes(np.ascontiguousarray(obj).tobytes()), "shape": list(obj.shape), "dtype": str(obj.dtype)}
+        return {
+            "__ndarray__": sha256_bytes(np.ascontiguousarray(obj).tobytes()),
+            "shape": list(obj.shape),
+            "dtype": str(obj.dtype),
+        }
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, Path):

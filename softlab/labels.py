@@ -85,11 +85,14 @@ HumanKind = Literal["auto", "counts", "distribution"]
 
 # --------------------------------------------------------------------------- names
 
+
 def parse_condition(name: str) -> tuple[str, str]:
     """``"mode/shape"`` → ``(mode, shape)``; raises ValueError for names not in :data:`ALL_CONDITIONS`."""
     if not isinstance(name, str) or name not in ALL_CONDITIONS:
-        raise ValueError(f"condition: unknown condition {name!r}; expected one of {list(ALL_CONDITIONS)} "
-                         f"(format 'mode/shape', mode in {list(MODES)}, shape in {list(SHAPES + EXTRA_SHAPES)})")
+        raise ValueError(
+            f"condition: unknown condition {name!r}; expected one of {list(ALL_CONDITIONS)} "
+            f"(format 'mode/shape', mode in {list(MODES)}, shape in {list(SHAPES + EXTRA_SHAPES)})"
+        )
     mode, shape = name.split("/", 1)
     return mode, shape
 
@@ -107,6 +110,7 @@ def _condition_list(conditions: str | Sequence[str]) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- building blocks
+
 
 def shape_argmax(shape: np.ndarray, prefer: np.ndarray) -> np.ndarray:
     """Argmax of each row of ``shape`` (n, C), ties broken towards ``prefer`` (n,) when it is among
@@ -204,9 +208,13 @@ def _mean_tempered_entropy(log_p: np.ndarray, log_t: float) -> float:
     return float(-(np.exp(log_q) * log_q).sum(axis=-1).mean())
 
 
-def fit_temperature(probs: np.ndarray, target_mean_entropy: float, tol: float = 1e-9,
-                    floor: float = TEACHER_FLOOR,
-                    log_t_bounds: tuple[float, float] = LOG_T_BOUNDS) -> tuple[float, float]:
+def fit_temperature(
+    probs: np.ndarray,
+    target_mean_entropy: float,
+    tol: float = 1e-9,
+    floor: float = TEACHER_FLOOR,
+    log_t_bounds: tuple[float, float] = LOG_T_BOUNDS,
+) -> tuple[float, float]:
     """Temperature ``T`` with mean entropy (nats) of :func:`temper` ``(probs, T)`` equal to
     ``target_mean_entropy``, by bisection on ``log T`` within ``log_t_bounds``.
 
@@ -230,8 +238,9 @@ def fit_temperature(probs: np.ndarray, target_mean_entropy: float, tol: float = 
     return float(np.exp(mid)), f_mid
 
 
-def shuffle_within_groups(dists: np.ndarray, groups: np.ndarray,
-                          seed: int | np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+def shuffle_within_groups(
+    dists: np.ndarray, groups: np.ndarray, seed: int | np.random.SeedSequence
+) -> tuple[np.ndarray, np.ndarray]:
     """Permute rows of ``dists`` (n, C) among rows sharing a ``groups`` value (n,).
 
     One ``np.random.default_rng(seed)`` draws ``rng.permutation`` for each group in increasing group
@@ -248,13 +257,15 @@ def shuffle_within_groups(dists: np.ndarray, groups: np.ndarray,
 
 # --------------------------------------------------------------------------- validation
 
+
 def _int_array(x: object, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of class/item indices, got shape {arr.shape}")
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
-                                 or (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
-                                     and np.all(arr == np.round(arr)))):
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.integer)
+        or (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))
+    ):
         raise ValueError(f"{name}: expected integers, got dtype {arr.dtype}")
     return arr.astype(np.int64)
 
@@ -268,8 +279,9 @@ def _check_rows(arr: np.ndarray, name: str, sum_tol: float) -> None:
         off = np.abs(arr.sum(axis=1) - 1.0) > sum_tol
         if off.any():
             r = int(np.flatnonzero(off)[0])
-            raise ValueError(f"{name}: row {r} sums to {arr[r].sum():.6g}; expected rows summing to 1 "
-                             f"(within {sum_tol:g})")
+            raise ValueError(
+                f"{name}: row {r} sums to {arr[r].sum():.6g}; expected rows summing to 1 (within {sum_tol:g})"
+            )
 
 
 def _human_distribution(human: object, n: int, kind: str, sum_tol: float) -> tuple[np.ndarray, np.ndarray | None]:
@@ -280,8 +292,10 @@ def _human_distribution(human: object, n: int, kind: str, sum_tol: float) -> tup
     if arr.ndim != 2:
         raise ValueError(f"human: expected a 2-D array (annotated items × classes), got shape {arr.shape}")
     if arr.shape[0] != n:
-        raise ValueError(f"human: has {arr.shape[0]} rows but annotated_items lists {n} items; "
-                         "expected one row per annotated item, in the same order")
+        raise ValueError(
+            f"human: has {arr.shape[0]} rows but annotated_items lists {n} items; "
+            "expected one row per annotated item, in the same order"
+        )
     if arr.shape[1] < 2:
         raise ValueError(f"human: expected at least 2 classes (columns), got {arr.shape[1]}")
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
@@ -296,9 +310,11 @@ def _human_distribution(human: object, n: int, kind: str, sum_tol: float) -> tup
             kind = "counts"
         else:
             r = int(np.flatnonzero(np.abs(sums - 1.0) > sum_tol)[0])
-            raise ValueError(f"human: row {r} sums to {sums[r]:.6g} and the values are not integer vote counts; "
-                             "expected rows summing to 1 (a distribution) or integer counts "
-                             "(pass human_kind='counts' for weighted/fractional counts)")
+            raise ValueError(
+                f"human: row {r} sums to {sums[r]:.6g} and the values are not integer vote counts; "
+                "expected rows summing to 1 (a distribution) or integer counts "
+                "(pass human_kind='counts' for weighted/fractional counts)"
+            )
     if kind == "distribution":
         _check_rows(arr, "human", sum_tol)
         return arr / sums[:, None], None
@@ -309,6 +325,7 @@ def _human_distribution(human: object, n: int, kind: str, sum_tol: float) -> tup
 
 
 # --------------------------------------------------------------------------- result
+
 
 @dataclass(frozen=True, eq=False)
 class LabelConditions:
@@ -378,24 +395,31 @@ class LabelConditions:
             p = self.annotated(name).astype(np.float64)
             arg = shape_argmax(p, y if mode == "original" else self.human_mode)
             top_tied = (p == p.max(axis=1, keepdims=True)).sum(axis=1) > 1
-            parameter = {"smooth": self.fitted.get("smoothing_epsilon", np.nan),
-                         "smooth-mass": self.fitted.get("smoothing_epsilon_mass", np.nan),
-                         "synthetic": self.fitted.get("synthetic_temperature", np.nan)}.get(shape, np.nan)
-            rows.append({
-                "condition": name, "mode": mode, "shape": shape,
-                "mean_entropy": float(entropy(p).mean()),
-                "mean_off_mode_mass": float(off_mode_mass(p).mean()),
-                "frac_argmax_official": float((arg == y).mean()),
-                "frac_argmax_human_mode": float((arg == self.human_mode).mean()),
-                "frac_mode_shifted": float((arg != y).mean()),
-                "frac_top_tied": float(top_tied.mean()),
-                "mean_tv_to_human": float(0.5 * np.abs(p - self.human).sum(axis=1).mean()),
-                "parameter": float(parameter),
-            })
+            parameter = {
+                "smooth": self.fitted.get("smoothing_epsilon", np.nan),
+                "smooth-mass": self.fitted.get("smoothing_epsilon_mass", np.nan),
+                "synthetic": self.fitted.get("synthetic_temperature", np.nan),
+            }.get(shape, np.nan)
+            rows.append(
+                {
+                    "condition": name,
+                    "mode": mode,
+                    "shape": shape,
+                    "mean_entropy": float(entropy(p).mean()),
+                    "mean_off_mode_mass": float(off_mode_mass(p).mean()),
+                    "frac_argmax_official": float((arg == y).mean()),
+                    "frac_argmax_human_mode": float((arg == self.human_mode).mean()),
+                    "frac_mode_shifted": float((arg != y).mean()),
+                    "frac_top_tied": float(top_tied.mean()),
+                    "mean_tv_to_human": float(0.5 * np.abs(p - self.human).sum(axis=1).mean()),
+                    "parameter": float(parameter),
+                }
+            )
         return pd.DataFrame(rows).set_index("condition")
 
 
 # --------------------------------------------------------------------------- main entry
+
 
 def build_conditions(
     official: np.ndarray,
@@ -447,7 +471,9 @@ def build_conditions(
     bad = (items < 0) | (items >= n_items)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"annotated_items: entry {k} is {items[k]}, outside 0..{n_items - 1} (len(official) = {n_items})")
+        raise ValueError(
+            f"annotated_items: entry {k} is {items[k]}, outside 0..{n_items - 1} (len(official) = {n_items})"
+        )
     uniq, counts_per = np.unique(items, return_counts=True)
     if (counts_per > 1).any():
         raise ValueError(f"annotated_items: item {int(uniq[counts_per > 1][0])} is listed more than once")
@@ -465,8 +491,10 @@ def build_conditions(
     if teacher_probs is not None:
         t = np.asarray(teacher_probs)
         if t.ndim != 2 or t.shape[1] != n_classes or t.shape[0] not in (n_items, len(items)):
-            raise ValueError(f"teacher_probs: expected shape ({n_items}, {n_classes}) (all items) or "
-                             f"({len(items)}, {n_classes}) (annotated items), got {t.shape}")
+            raise ValueError(
+                f"teacher_probs: expected shape ({n_items}, {n_classes}) (all items) or "
+                f"({len(items)}, {n_classes}) (annotated items), got {t.shape}"
+            )
         if t.dtype == bool or not np.issubdtype(t.dtype, np.number):
             raise ValueError(f"teacher_probs: expected numbers, got dtype {t.dtype}")
         t = t.astype(np.float64)
@@ -474,8 +502,10 @@ def build_conditions(
         where = "teacher_probs" if t.shape[0] != n_items else "teacher_probs (rows of annotated_items)"
         _check_rows(teacher, where, sum_tol)
     if teacher is None and any(parse_condition(n)[1] == "synthetic" for n in names):
-        raise ValueError("teacher_probs: required for the 'synthetic' shape "
-                         f"(requested {[n for n in names if n.endswith('/synthetic')]}); got None")
+        raise ValueError(
+            "teacher_probs: required for the 'synthetic' shape "
+            f"(requested {[n for n in names if n.endswith('/synthetic')]}); got None"
+        )
 
     human_h = entropy(h)
     epsilon = fit_smoothing_epsilon_entropy(h)

@@ -112,8 +112,7 @@ def _check_distribution(x: np.ndarray | object, name: str) -> np.ndarray:
     if arr.min() < -_RANGE_TOL or arr.max() > 1 + _RANGE_TOL:
         bad = np.argwhere((arr < -_RANGE_TOL) | (arr > 1 + _RANGE_TOL))[0]
         raise ValueError(
-            f"{name}: probabilities must lie in [0, 1]; index {tuple(int(i) for i in bad)} "
-            f"holds {arr[tuple(bad)]!r}"
+            f"{name}: probabilities must lie in [0, 1]; index {tuple(int(i) for i in bad)} holds {arr[tuple(bad)]!r}"
         )
     sums = arr.sum(axis=-1)
     off = np.abs(sums - 1.0) > _SUM_TOL
@@ -156,9 +155,7 @@ def _check_labels(labels: np.ndarray | object, probs: np.ndarray, name: str) -> 
 def _check_human(human: np.ndarray | object, probs: np.ndarray, name: str = "human") -> np.ndarray:
     h = _check_distribution(human, name)
     if h.shape[-1] != probs.shape[-1]:
-        raise ValueError(
-            f"{name}: has {h.shape[-1]} classes but predictions have {probs.shape[-1]}"
-        )
+        raise ValueError(f"{name}: has {h.shape[-1]} classes but predictions have {probs.shape[-1]}")
     try:
         return np.broadcast_to(h, probs.shape)
     except ValueError:
@@ -295,9 +292,7 @@ def ece(probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = D
     return _ece_from_sums(*sums).reshape(lead)
 
 
-def adaptive_ece(
-    probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> np.ndarray:
+def adaptive_ece(probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS) -> np.ndarray:
     """Adaptive (equal-mass) top-label ECE (Nguyen & O'Connor 2015; Nixon et al. 2019).
 
     Same formula as :func:`ece`, but the items of each run are sorted by confidence (stable sort)
@@ -319,9 +314,7 @@ def mce(probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = D
     return _mce_from_sums(*sums).reshape(lead)
 
 
-def classwise_ece(
-    probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> np.ndarray:
+def classwise_ece(probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS) -> np.ndarray:
     """Class-wise ECE (Kull et al. 2019): ``(1/C) Σ_c Σ_b (n_bc / N) · |freq_bc − conf_bc|``.
 
     For each class ``c`` the items are binned by ``p_ic`` into the equal-width bins of :func:`ece`
@@ -566,9 +559,7 @@ def _debiased_from_sums(
     return per_bin.sum(axis=-1)
 
 
-def soft_ece(
-    probs: np.ndarray | object, reference: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> np.ndarray:
+def soft_ece(probs: np.ndarray | object, reference: np.ndarray | object, n_bins: int = DEFAULT_N_BINS) -> np.ndarray:
     """Soft-reference top-label ECE: :func:`ece` with correctness ``h_i[ŷ_i]`` instead of ``1[ŷ_i = y_i]``.
 
     ``ECE_soft = Σ_b (n_b / N) · |mean_{i∈b} h_i[ŷ_i] − mean_{i∈b} conf_i|`` with the equal-width bins
@@ -643,9 +634,7 @@ def _check_groups(groups: np.ndarray | object, n_items: int) -> tuple[np.ndarray
     n_groups = int(g.max()) + 1 if n_items else 0
     sizes = np.bincount(g, minlength=n_groups)
     if n_groups < 2 or np.any(sizes == 0):
-        raise ValueError(
-            f"groups: expected at least 2 non-empty groups numbered 0..G-1, got sizes {sizes.tolist()}"
-        )
+        raise ValueError(f"groups: expected at least 2 non-empty groups numbered 0..G-1, got sizes {sizes.tolist()}")
     return g, n_groups
 
 
@@ -727,9 +716,7 @@ class _LeaveGroupOutRanks:
         return self.full - removed / 2.0
 
 
-def spearman_leave_group_out(
-    x: np.ndarray | object, y: np.ndarray | object, groups: np.ndarray | object
-) -> np.ndarray:
+def spearman_leave_group_out(x: np.ndarray | object, y: np.ndarray | object, groups: np.ndarray | object) -> np.ndarray:
     """:func:`spearman_by_run` of ``x`` with ``y`` on all items and with each item group left out.
 
     ``x`` and ``y`` broadcast against each other (items on the last axis); ``groups`` is as in

@@ -81,14 +81,18 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.dropout: expected a probability in [0, 1), got {self.dropout!r}")
         shape = tuple(self.in_shape)
         if len(shape) != 3 or any((not isinstance(s, int)) or s < 1 for s in shape):
-            raise ValueError(f"ModelConfig.in_shape: expected (channels, height, width) positive ints, got {self.in_shape!r}")
+            raise ValueError(
+                f"ModelConfig.in_shape: expected (channels, height, width) positive ints, got {self.in_shape!r}"
+            )
         object.__setattr__(self, "in_shape", shape)
         if self.kind == "cnn":
             h, w = shape[1], shape[2]
             for _ in range(self.depth):
                 h, w = h // 2, w // 2
             if h < 1 or w < 1:
-                raise ValueError(f"ModelConfig.depth: {self.depth} pooling blocks shrink a {shape[1]}x{shape[2]} image to nothing")
+                raise ValueError(
+                    f"ModelConfig.depth: {self.depth} pooling blocks shrink a {shape[1]}x{shape[2]} image to nothing"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (``in_shape`` as a list) that ``ModelConfig.from_dict`` inverts."""

@@ -196,9 +196,7 @@ def _per_seed(df: pd.DataFrame, by: list[str], average_folds: bool) -> pd.DataFr
     return clean
 
 
-def seed_summary(
-    df: pd.DataFrame, by: Sequence[str] | None = None, average_folds: bool = True
-) -> pd.DataFrame:
+def seed_summary(df: pd.DataFrame, by: Sequence[str] | None = None, average_folds: bool = True) -> pd.DataFrame:
     """Across-seed mean, SD and variance of each metric series.
 
     ``df`` needs ``seed`` and ``value`` (and ``fold`` when ``average_folds``). ``by`` defaults to
@@ -395,9 +393,7 @@ def variance_ratio(
             lo, hi = np.quantile(bn[ok] / bd[ok], [alpha / 2.0, 1.0 - alpha / 2.0])
         else:
             lo = hi = np.nan
-        rows.append(
-            (*key, numerator, denominator, n, var_num, var_den, ratio, float(lo), float(hi), n_degenerate)
-        )
+        rows.append((*key, numerator, denominator, n, var_num, var_den, ratio, float(lo), float(hi), n_degenerate))
     cols = by + [
         "numerator",
         "denominator",
@@ -478,9 +474,7 @@ def tertile_thresholds(human_entropy: np.ndarray | object) -> tuple[float, float
     return float(t1), float(t2)
 
 
-def difficulty_strata(
-    human_entropy: np.ndarray | object, thresholds: tuple[float, float] | None = None
-) -> np.ndarray:
+def difficulty_strata(human_entropy: np.ndarray | object, thresholds: tuple[float, float] | None = None) -> np.ndarray:
     """Label each item ``"easy"``, ``"medium"`` or ``"hard"`` by human entropy.
 
     ``easy``: ``H ≤ t1``; ``medium``: ``t1 < H ≤ t2``; ``hard``: ``H > t2``, with ``(t1, t2)``

@@ -134,9 +134,13 @@ class TrainConfig:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"TrainConfig.betas: expected two floats in [0, 1), got {self.betas!r}")
         if self.dynamics_dtype not in ("float16", "float32"):
-            raise ValueError(f"TrainConfig.dynamics_dtype: expected 'float16' or 'float32', got {self.dynamics_dtype!r}")
+            raise ValueError(
+                f"TrainConfig.dynamics_dtype: expected 'float16' or 'float32', got {self.dynamics_dtype!r}"
+            )
         if self.max_members_per_batch is not None and self.max_members_per_batch < 1:
-            raise ValueError(f"TrainConfig.max_members_per_batch: expected None or >= 1, got {self.max_members_per_batch!r}")
+            raise ValueError(
+                f"TrainConfig.max_members_per_batch: expected None or >= 1, got {self.max_members_per_batch!r}"
+            )
         object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
@@ -193,10 +197,14 @@ class Member:
         self.seed = int(self.seed)
         self.targets = np.asarray(self.targets)
         if self.targets.ndim != 2:
-            raise ValueError(f"Member {self.name!r}: targets must be 2-D (n_items, n_classes), got shape {self.targets.shape}")
+            raise ValueError(
+                f"Member {self.name!r}: targets must be 2-D (n_items, n_classes), got shape {self.targets.shape}"
+            )
         idx = np.asarray(self.train_idx)
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"Member {self.name!r}: train_idx must be a non-empty 1-D integer array, got shape {idx.shape} dtype {idx.dtype}")
+            raise ValueError(
+                f"Member {self.name!r}: train_idx must be a non-empty 1-D integer array, got shape {idx.shape} dtype {idx.dtype}"
+            )
         self.train_idx = idx.astype(np.int64, copy=False)
         if not self.name:
             self.name = f"seed{self.seed}"
@@ -205,7 +213,9 @@ class Member:
         if self.watch_idx is not None:
             w = np.asarray(self.watch_idx)
             if w.ndim != 1 or not np.issubdtype(w.dtype, np.integer):
-                raise ValueError(f"Member {self.name!r}: watch_idx must be a 1-D integer array, got shape {w.shape} dtype {w.dtype}")
+                raise ValueError(
+                    f"Member {self.name!r}: watch_idx must be a 1-D integer array, got shape {w.shape} dtype {w.dtype}"
+                )
             self.watch_idx = w.astype(np.int64, copy=False)
 
     @property
@@ -321,8 +331,9 @@ def _dropout_seed(seed: int) -> int:
     return int(np.random.SeedSequence([int(seed), 0xD50]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _check_inputs(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
-                  eval_sets: Mapping[str, np.ndarray]) -> np.ndarray:
+def _check_inputs(
+    x: np.ndarray, members: Sequence[Member], cfg: TrainConfig, eval_sets: Mapping[str, np.ndarray]
+) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise ValueError(f"x: expected float32 images, got dtype {x.dtype}")
@@ -333,25 +344,35 @@ def _check_inputs(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
     n_classes = cfg.model.n_classes
     for m in members:
         if m.targets.shape != (len(x), n_classes):
-            raise ValueError(f"{m.describe()}: targets must have one row per row of x and {n_classes} classes, "
-                             f"i.e. shape ({len(x)}, {n_classes}); got {m.targets.shape}")
+            raise ValueError(
+                f"{m.describe()}: targets must have one row per row of x and {n_classes} classes, "
+                f"i.e. shape ({len(x)}, {n_classes}); got {m.targets.shape}"
+            )
         if m.train_idx.min() < 0 or m.train_idx.max() >= len(x):
-            raise ValueError(f"{m.describe()}: train_idx must lie in [0, {len(x)}), got range "
-                             f"[{m.train_idx.min()}, {m.train_idx.max()}]")
+            raise ValueError(
+                f"{m.describe()}: train_idx must lie in [0, {len(x)}), got range "
+                f"[{m.train_idx.min()}, {m.train_idx.max()}]"
+            )
         if m.watch_idx is not None and m.watch_idx.size and (m.watch_idx.min() < 0 or m.watch_idx.max() >= len(x)):
-            raise ValueError(f"{m.describe()}: watch_idx must lie in [0, {len(x)}), got range "
-                             f"[{m.watch_idx.min()}, {m.watch_idx.max()}]")
+            raise ValueError(
+                f"{m.describe()}: watch_idx must lie in [0, {len(x)}), got range "
+                f"[{m.watch_idx.min()}, {m.watch_idx.max()}]"
+            )
         t = m.targets[m.train_idx]
         bad = ~np.isfinite(t).all(1) | (t < 0).any(1) | (np.abs(t.sum(1) - 1.0) > 1e-3)
         if bad.any():
             row = int(m.train_idx[np.argmax(bad)])
-            raise ValueError(f"{m.describe()}: targets row {row} is not a probability row "
-                             f"(finite, >= 0, summing to 1 within 1e-3): {m.targets[row]}")
+            raise ValueError(
+                f"{m.describe()}: targets row {row} is not a probability row "
+                f"(finite, >= 0, summing to 1 within 1e-3): {m.targets[row]}"
+            )
     for name, xe in eval_sets.items():
         xe = np.asarray(xe)
         if xe.dtype != np.float32 or xe.ndim != 4 or tuple(xe.shape[1:]) != cfg.model.in_shape:
-            raise ValueError(f"eval_sets[{name!r}]: expected float32 of shape (n, {', '.join(map(str, cfg.model.in_shape))}), "
-                             f"got {xe.dtype} {xe.shape}")
+            raise ValueError(
+                f"eval_sets[{name!r}]: expected float32 of shape (n, {', '.join(map(str, cfg.model.in_shape))}), "
+                f"got {xe.dtype} {xe.shape}"
+            )
     return x
 
 
@@ -379,16 +400,22 @@ class _StackedOptimizer:
             self.state[name] = [torch.zeros_like(p) for _ in range(n_state)]
         distinct = sorted(set(lr_values))
         self.lr_groups: list[tuple[float, list[int] | None]] = (
-            [(distinct[0], None)] if len(distinct) == 1
-            else [(v, [i for i, u in enumerate(lr_values) if u == v]) for v in distinct])
-        self.fused = USE_FUSED_OPTIMIZER and hasattr(torch, "_fused_adam_" if cfg.optimizer == "adam" else "_fused_sgd_")
+            [(distinct[0], None)]
+            if len(distinct) == 1
+            else [(v, [i for i, u in enumerate(lr_values) if u == v]) for v in distinct]
+        )
+        self.fused = USE_FUSED_OPTIMIZER and hasattr(
+            torch, "_fused_adam_" if cfg.optimizer == "adam" else "_fused_sgd_"
+        )
 
-    def _lists(self, members: list[int] | None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]]]:
+    def _lists(
+        self, members: list[int] | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]]]:
         params, grads = [], []
         states: list[list[torch.Tensor]] = [[] for _ in range(2 if self.cfg.optimizer == "adam" else 1)]
         for name, p in self.params.items():
             assert p.grad is not None
-            for i in ([None] if members is None else members):
+            for i in [None] if members is None else members:
                 sel = (lambda t: t) if i is None else (lambda t, i=i: t[i])
                 params.append(sel(p.detach()))
                 grads.append(sel(p.grad))
@@ -413,15 +440,38 @@ class _StackedOptimizer:
             params, grads, states = self._lists(members)
             if cfg.optimizer == "adam":
                 step_t = torch.tensor(float(self.k), device=params[0].device)
-                torch._fused_adam_(params, grads, states[0], states[1], [], [step_t] * len(params),
-                                   amsgrad=False, lr=lr_value * factor, beta1=cfg.betas[0], beta2=cfg.betas[1],
-                                   weight_decay=cfg.weight_decay, eps=cfg.eps, maximize=False,
-                                   grad_scale=None, found_inf=None)
+                torch._fused_adam_(
+                    params,
+                    grads,
+                    states[0],
+                    states[1],
+                    [],
+                    [step_t] * len(params),
+                    amsgrad=False,
+                    lr=lr_value * factor,
+                    beta1=cfg.betas[0],
+                    beta2=cfg.betas[1],
+                    weight_decay=cfg.weight_decay,
+                    eps=cfg.eps,
+                    maximize=False,
+                    grad_scale=None,
+                    found_inf=None,
+                )
             else:
-                torch._fused_sgd_(params, grads, states[0] if cfg.momentum != 0 else [],
-                                  weight_decay=cfg.weight_decay, momentum=cfg.momentum, lr=lr_value * factor,
-                                  dampening=0.0, nesterov=False, maximize=False, is_first_step=self.k == 1,
-                                  grad_scale=None, found_inf=None)
+                torch._fused_sgd_(
+                    params,
+                    grads,
+                    states[0] if cfg.momentum != 0 else [],
+                    weight_decay=cfg.weight_decay,
+                    momentum=cfg.momentum,
+                    lr=lr_value * factor,
+                    dampening=0.0,
+                    nesterov=False,
+                    maximize=False,
+                    is_first_step=self.k == 1,
+                    grad_scale=None,
+                    found_inf=None,
+                )
 
     def _plain_step(self, factor: float) -> None:
         cfg = self.cfg
@@ -486,8 +536,14 @@ def _gather_images(cfg: TrainConfig, x_dev: torch.Tensor, index: torch.Tensor) -
 
 
 @torch.no_grad()
-def _predict(cfg: TrainConfig, params: dict[str, torch.Tensor], x_dev: torch.Tensor,
-             index: torch.Tensor | None, n: int, out: torch.Tensor) -> None:
+def _predict(
+    cfg: TrainConfig,
+    params: dict[str, torch.Tensor],
+    x_dev: torch.Tensor,
+    index: torch.Tensor | None,
+    n: int,
+    out: torch.Tensor,
+) -> None:
     """Softmax probabilities of every member on items ``index[:, i]`` (or shared ``x_dev[i]``).
 
     Writes into ``out`` (M, n, C) (any dtype / device).
@@ -504,9 +560,15 @@ def _predict(cfg: TrainConfig, params: dict[str, torch.Tensor], x_dev: torch.Ten
         out[:, a:b] = probs.to(device=out.device, dtype=out.dtype)
 
 
-def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
-                 eval_dev: dict[str, torch.Tensor], device: torch.device, bar: Any,
-                 keep_params: bool = False) -> list[MemberResult]:
+def _train_group(
+    x_dev: torch.Tensor,
+    members: list[Member],
+    cfg: TrainConfig,
+    eval_dev: dict[str, torch.Tensor],
+    device: torch.device,
+    bar: Any,
+    keep_params: bool = False,
+) -> list[MemberResult]:
     start = time.perf_counter()
     n_members = len(members)
     n = len(members[0].train_idx)
@@ -537,8 +599,9 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
     n_watch = members[0].n_watch
     if any(m.n_watch != n_watch for m in members):
         raise ValueError("members batched together must watch the same number of items (plan_batches groups them)")
-    watch_idx = (torch.from_numpy(np.stack([m.watch_idx for m in members])).to(device)
-                 if n_watch else None)  # (M, n_watch)
+    watch_idx = (
+        torch.from_numpy(np.stack([m.watch_idx for m in members])).to(device) if n_watch else None
+    )  # (M, n_watch)
     watch_dyn = torch.empty((n_members, cfg.epochs, n_watch, n_classes), dtype=dyn_dtype) if n_watch else None
     loss_sum = torch.zeros((cfg.epochs, n_members), dtype=torch.float64, device=device)
     alive = torch.ones(n_members, dtype=torch.bool, device=device)
@@ -549,14 +612,18 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
     for epoch in range(cfg.epochs):
         order = torch.from_numpy(np.stack([batch_order(m.seed, epoch, n) for m in members])).to(device)
         for s in range(n_steps):
-            pos = order[:, s * cfg.batch_size:(s + 1) * cfg.batch_size]  # (M, b)
+            pos = order[:, s * cfg.batch_size : (s + 1) * cfg.batch_size]  # (M, b)
             b = pos.shape[1]
             xb = _gather_images(cfg, x_dev, train_idx.gather(1, pos))
             tb = targets[member_axis, pos]  # (M, b, n_classes)
             masks = None
             if drop_widths:
-                masks = [torch.stack([(torch.rand((b, w), generator=g, device=device) < keep).float() / keep
-                                      for g in generators]) for w in drop_widths]
+                masks = [
+                    torch.stack(
+                        [(torch.rand((b, w), generator=g, device=device) < keep).float() / keep for g in generators]
+                    )
+                    for w in drop_widths
+                ]
             logits = stacked_forward(cfg.model, params, xb, masks)
             loss_m = soft_cross_entropy(logits, tb)  # (M,)
             finite = torch.isfinite(loss_m)
@@ -610,8 +677,10 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
         div_epoch = None
         if diverged:
             div_epoch, step = diverged_at[i]
-            message = (f"{m.describe()} diverged (non-finite loss) at epoch {div_epoch}, step {step}; "
-                       "its updates were frozen and its outputs from that epoch on are NaN")
+            message = (
+                f"{m.describe()} diverged (non-finite loss) at epoch {div_epoch}, step {step}; "
+                "its updates were frozen and its outputs from that epoch on are NaN"
+            )
             warnings.warn(message, DivergenceWarning, stacklevel=3)
             if dyn is not None:
                 dyn[div_epoch:] = np.nan
@@ -621,13 +690,29 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
                 w_probs = np.full_like(w_probs, np.nan)
             loss_np[i, div_epoch:] = np.nan
             probs = {k: np.full_like(v, np.nan) for k, v in probs.items()}
-        results.append(MemberResult(
-            name=m.name, seed=m.seed, meta=dict(m.meta), config={**key, "lr": lr[i]},
-            train_idx=m.train_idx.copy(), eval_probs=probs, dynamics=dyn, train_loss=loss_np[i].copy(),
-            diverged=diverged, diverged_epoch=div_epoch, message=message, seconds=seconds,
-            batch_members=n_members,
-            params={k: v[i].detach().cpu().contiguous().numpy().copy() for k, v in params.items()} if keep_params else None,
-            watch_idx=None if m.watch_idx is None else m.watch_idx.copy(), watch_dynamics=w_dyn, watch_probs=w_probs))
+        results.append(
+            MemberResult(
+                name=m.name,
+                seed=m.seed,
+                meta=dict(m.meta),
+                config={**key, "lr": lr[i]},
+                train_idx=m.train_idx.copy(),
+                eval_probs=probs,
+                dynamics=dyn,
+                train_loss=loss_np[i].copy(),
+                diverged=diverged,
+                diverged_epoch=div_epoch,
+                message=message,
+                seconds=seconds,
+                batch_members=n_members,
+                params={k: v[i].detach().cpu().contiguous().numpy().copy() for k, v in params.items()}
+                if keep_params
+                else None,
+                watch_idx=None if m.watch_idx is None else m.watch_idx.copy(),
+                watch_dynamics=w_dyn,
+                watch_probs=w_probs,
+            )
+        )
     return results
 
 
@@ -640,13 +725,18 @@ def plan_batches(members: Sequence[Member], max_members: int) -> list[list[int]]
     batches = []
     for idx in by_size.values():
         for a in range(0, len(idx), max_members):
-            batches.append(idx[a:a + max_members])
+            batches.append(idx[a : a + max_members])
     return batches
 
 
-def train_members(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
-                  eval_sets: Mapping[str, np.ndarray] | None = None, progress: bool = True,
-                  keep_params: bool = False) -> list[MemberResult]:
+def train_members(
+    x: np.ndarray,
+    members: Sequence[Member],
+    cfg: TrainConfig,
+    eval_sets: Mapping[str, np.ndarray] | None = None,
+    progress: bool = True,
+    keep_params: bool = False,
+) -> list[MemberResult]:
     """Train every member (batched) and return one ``MemberResult`` per member, in order
     (with its trained weights in ``.params`` when ``keep_params``).
 
@@ -671,7 +761,9 @@ def train_members(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
     results: list[MemberResult | None] = [None] * len(members)
     try:
         for batch in batches:
-            for i, r in zip(batch, _train_group(x_dev, [members[i] for i in batch], cfg, eval_dev, device, bar, keep_params)):
+            for i, r in zip(
+                batch, _train_group(x_dev, [members[i] for i in batch], cfg, eval_dev, device, bar, keep_params)
+            ):
                 results[i] = r
     finally:
         if bar is not None:
@@ -682,8 +774,9 @@ def train_members(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
 # ----------------------------------------------------------------------------- plain reference
 
 
-def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
-                           eval_sets: Mapping[str, np.ndarray] | None = None) -> MemberResult:
+def train_single_reference(
+    x: np.ndarray, member: Member, cfg: TrainConfig, eval_sets: Mapping[str, np.ndarray] | None = None
+) -> MemberResult:
     """The plain loop: one ``nn.Module`` + ``torch.optim.Adam``/``SGD``, same init and batches.
 
     Loss via ``F.cross_entropy`` with probability targets. With dropout > 0 the masks come from
@@ -704,8 +797,9 @@ def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
     idx_t = torch.from_numpy(member.train_idx).to(device)
     model = init_model(cfg.model, member.seed).to(device)
     if cfg.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=cfg.betas, eps=cfg.eps,
-                                                      weight_decay=cfg.weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            model.parameters(), lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
     else:
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     dyn_dtype = np.float16 if cfg.dynamics_dtype == "float16" else np.float32
@@ -716,7 +810,7 @@ def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
     def predict(xs: torch.Tensor) -> np.ndarray:
         model.eval()
         with torch.no_grad():
-            out = [torch.softmax(model(xs[a:a + 1024]), -1).cpu() for a in range(0, len(xs), 1024)]
+            out = [torch.softmax(model(xs[a : a + 1024]), -1).cpu() for a in range(0, len(xs), 1024)]
         return torch.cat(out).numpy()
 
     update = 0
@@ -725,7 +819,7 @@ def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
         for epoch in range(cfg.epochs):
             order = batch_order(member.seed, epoch, n)
             for s in range(n_steps):
-                gi = idx_t[torch.from_numpy(order[s * cfg.batch_size:(s + 1) * cfg.batch_size]).to(device)]
+                gi = idx_t[torch.from_numpy(order[s * cfg.batch_size : (s + 1) * cfg.batch_size]).to(device)]
                 if diverged_at is None:
                     model.train()
                     loss = F.cross_entropy(model(x_t[gi]), t_t[gi])
@@ -743,18 +837,33 @@ def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
             if dynamics is not None:
                 dynamics[epoch] = predict(x_t[idx_t])
     train_loss /= n
-    probs = {k: predict(torch.from_numpy(np.ascontiguousarray(v)).to(device)).astype(np.float32) for k, v in eval_sets.items()}
+    probs = {
+        k: predict(torch.from_numpy(np.ascontiguousarray(v)).to(device)).astype(np.float32)
+        for k, v in eval_sets.items()
+    }
     message = ""
     if diverged_at is not None:
-        message = (f"{member.describe()} diverged (non-finite loss) at epoch {diverged_at[0]}, step {diverged_at[1]}; "
-                   "its updates were frozen and its outputs from that epoch on are NaN")
+        message = (
+            f"{member.describe()} diverged (non-finite loss) at epoch {diverged_at[0]}, step {diverged_at[1]}; "
+            "its updates were frozen and its outputs from that epoch on are NaN"
+        )
         warnings.warn(message, DivergenceWarning, stacklevel=2)
         if dynamics is not None:
-            dynamics[diverged_at[0]:] = np.nan
-        train_loss[diverged_at[0]:] = np.nan
+            dynamics[diverged_at[0] :] = np.nan
+        train_loss[diverged_at[0] :] = np.nan
         probs = {k: np.full_like(v, np.nan) for k, v in probs.items()}
     return MemberResult(
-        name=member.name, seed=member.seed, meta=dict(member.meta), config={**cfg.key_dict(), "lr": float(lr)},
-        train_idx=member.train_idx.copy(), eval_probs=probs, dynamics=dynamics, train_loss=train_loss,
-        diverged=diverged_at is not None, diverged_epoch=None if diverged_at is None else diverged_at[0],
-        message=message, seconds=time.perf_counter() - start, batch_members=1)
+        name=member.name,
+        seed=member.seed,
+        meta=dict(member.meta),
+        config={**cfg.key_dict(), "lr": float(lr)},
+        train_idx=member.train_idx.copy(),
+        eval_probs=probs,
+        dynamics=dynamics,
+        train_loss=train_loss,
+        diverged=diverged_at is not None,
+        diverged_epoch=None if diverged_at is None else diverged_at[0],
+        message=message,
+        seconds=time.perf_counter() - start,
+        batch_members=1,
+    )

@@ -25,7 +25,9 @@ def test_fashion_mnist_h_has_10k_items_and_18pc_mode_shifts():
     # exact share, ties resolved towards the official label
     assert shifted.sum() == 1754
     plain = (fmh.counts.argmax(1) != fmh.official).mean()  # ties to lowest index
-    print(f"Fashion-MNIST-H: human majority != official on {shifted.mean():.2%} (ties to official), {plain:.2%} (ties to lowest)")
+    print(
+        f"Fashion-MNIST-H: human majority != official on {shifted.mean():.2%} (ties to official), {plain:.2%} (ties to lowest)"
+    )
 
 
 def test_mnist_mturk_spread_rule_and_alignment():
@@ -38,7 +40,9 @@ def test_mnist_mturk_spread_rule_and_alignment():
 
 
 def test_mturk_neither_rules_on_a_hand_case():
-    rec = [{"id": 7, "given_original_label": 1, "our_guessed_label": 7, "mturk": {"given": 2, "guessed": 1, "neither": 4}}]
+    rec = [
+        {"id": 7, "given_original_label": 1, "our_guessed_label": 7, "mturk": {"given": 2, "guessed": 1, "neither": 4}}
+    ]
     _, spread, _ = human.mturk_to_counts(rec, "spread")
     assert spread[0, 1] == 2 and spread[0, 7] == 1 and np.isclose(spread[0, 0], 0.5) and np.isclose(spread.sum(), 7)
     _, drop, _ = human.mturk_to_counts(rec, "drop")

@@ -132,7 +132,9 @@ def test_synthetic_mnist_loads_through_the_same_api(monkeypatch):
 
     def fake(split, cfg=None, **kw):
         seen["split"] = split
-        return images.ImageSet("synthetic-mnist", split, np.zeros((2, 28, 28), np.uint8), np.zeros(2, np.int64), MNIST_CLASSES)
+        return images.ImageSet(
+            "synthetic-mnist", split, np.zeros((2, 28, 28), np.uint8), np.zeros(2, np.int64), MNIST_CLASSES
+        )
 
     MNIST_CLASSES = tuple(str(d) for d in range(10))
     monkeypatch.setattr(synthetic_mnist, "load_synthetic_mnist", fake)

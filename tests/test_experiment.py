@@ -201,8 +201,9 @@ def test_cache_keys_differ_by_protocol_and_ignore_which_runs_exist(smoke):
     arms, train, _ = smoke
     cfg = arms["fashion-mnist"]
     a = member_key(cfg, train.key_dict(), "human/human", 0, 0)
-    b = member_key(dataclasses.replace(cfg, conditions=("human/human",), run_folds=1), train.key_dict(),
-                   "human/human", 0, 0)
+    b = member_key(
+        dataclasses.replace(cfg, conditions=("human/human",), run_folds=1), train.key_dict(), "human/human", 0, 0
+    )
     assert a == b and a["protocol_version"] >= 2
     c = member_key(dataclasses.replace(cfg, calibration_fraction=0.2), train.key_dict(), "human/human", 0, 0)
     assert c != a
@@ -222,6 +223,7 @@ def test_bad_arm_configuration_is_named():
 
 
 # ----------------------------------------------------------------------------- from runs to tables
+
 
 @pytest.fixture(scope="module")
 def mnist_grid(smoke, mnist_arm):
@@ -280,8 +282,18 @@ def test_metrics_and_cartography_tables(mnist_grid):
     temps = run_temperatures(mnist_grid)
     preds = arm_predictions(mnist_grid, temps)
     table = metrics_table(heldout_records(preds) + disjoint_records(mnist_grid, temps))
-    assert set(table.columns) >= {"dataset", "condition", "mode", "shape", "seed", "fold", "split", "stratum", "metric",
-                                  "value"}
+    assert set(table.columns) >= {
+        "dataset",
+        "condition",
+        "mode",
+        "shape",
+        "seed",
+        "fold",
+        "split",
+        "stratum",
+        "metric",
+        "value",
+    }
     held = table[table["split"] == "heldout"]
     assert set(held["fold"]) == {-1} and set(table[table["split"] == "disjoint"]["fold"]) == {0, 1}
     n = held[(held["metric"] == "n_items") & (held["condition"] == "human/human") & (held["seed"] == 0)]
@@ -327,8 +339,12 @@ def test_a_votes_table_becomes_an_arm(tmp_path, smoke):
     np.testing.assert_array_equal(np.sort(arm.item_ids[arm.annotated]), items)
     expected = load_votes(path, "mnist", "test")
     order = np.argsort(expected.items)
-    np.testing.assert_allclose(arm.reference, expected.soft()[order] if hasattr(expected, "soft") else
-                               expected.counts[order] / expected.counts[order].sum(1, keepdims=True))
+    np.testing.assert_allclose(
+        arm.reference,
+        expected.soft()[order]
+        if hasattr(expected, "soft")
+        else expected.counts[order] / expected.counts[order].sum(1, keepdims=True),
+    )
     key = member_key(cfg, {}, "human/human", 0, 0)
     _write_votes(path, items, seed=1)  # other votes: another cache key
     assert member_key(cfg, {}, "human/human", 0, 0) != key

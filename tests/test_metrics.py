@@ -256,7 +256,9 @@ def test_hand_computed_case():
     labels = np.array([0, 1, 1, 1])
     # predictions 0,0,1,1 -> correct 1,0,1,1; conf .9,.6,.7,.8 -> 15 bins: .9->13, .6->8, .7->10, .8->11
     assert float(M.accuracy(probs, labels)) == pytest.approx(0.75)
-    assert float(M.nll(probs, labels)) == pytest.approx(-(math.log(0.9) + math.log(0.4) + math.log(0.7) + math.log(0.8)) / 4)
+    assert float(M.nll(probs, labels)) == pytest.approx(
+        -(math.log(0.9) + math.log(0.4) + math.log(0.7) + math.log(0.8)) / 4
+    )
     assert float(M.brier(probs, labels)) == pytest.approx((0.02 + 0.72 + 0.18 + 0.08) / 4)
     expected_ece = (0.1 + 0.6 + 0.3 + 0.2) / 4
     assert float(M.ece(probs, labels)) == pytest.approx(expected_ece)
@@ -297,8 +299,20 @@ def test_perfect_predictions():
     labels = np.array([0, 2, 1, 2])
     probs = np.eye(3)[labels]
     s = M.metric_suite(probs, labels, human=probs)
-    for name in ("nll", "brier", "ece", "adaptive_ece", "mce", "classwise_ece", "kl_human", "js_human",
-                 "tv_human", "entropy_calibration_error", "ece_human_mode", "nll_human_mode"):
+    for name in (
+        "nll",
+        "brier",
+        "ece",
+        "adaptive_ece",
+        "mce",
+        "classwise_ece",
+        "kl_human",
+        "js_human",
+        "tv_human",
+        "entropy_calibration_error",
+        "ece_human_mode",
+        "nll_human_mode",
+    ):
         assert float(s[name]) == pytest.approx(0.0, abs=1e-12), name
     assert float(s["accuracy"]) == 1.0 and float(s["accuracy_human_mode"]) == 1.0
     assert np.isnan(s["entropy_spearman"])  # all entropies are 0: undefined, reported as NaN
@@ -390,11 +404,9 @@ def prob_stacks(draw):
     runs = draw(st.integers(1, 3))
     items = draw(st.integers(1, 12))
     classes = draw(st.integers(1, 4))
-    raw = draw(
-        arrays(np.float64, (runs, items, classes), elements=st.floats(0, 1, allow_nan=False, width=32))
-    )
+    raw = draw(arrays(np.float64, (runs, items, classes), elements=st.floats(0, 1, allow_nan=False, width=32)))
     raw = np.where(raw < 0.1, 0.0, raw)  # exact zeros are common
-    raw[..., 0] += (raw.sum(-1) == 0)  # never an all-zero row
+    raw[..., 0] += raw.sum(-1) == 0  # never an all-zero row
     probs = raw / raw.sum(-1, keepdims=True)
     labels = draw(arrays(np.int64, (items,), elements=st.integers(0, classes - 1)))
     h_raw = draw(arrays(np.float64, (items, classes), elements=st.floats(0, 1, allow_nan=False, width=32)))
@@ -408,7 +420,12 @@ def prob_stacks(draw):
 @given(prob_stacks())
 def test_property_ranges_and_orderings(data):
     probs, labels, human = data
-    e, m, a, cw = M.ece(probs, labels), M.mce(probs, labels), M.adaptive_ece(probs, labels), M.classwise_ece(probs, labels)
+    e, m, a, cw = (
+        M.ece(probs, labels),
+        M.mce(probs, labels),
+        M.adaptive_ece(probs, labels),
+        M.classwise_ece(probs, labels),
+    )
     for v in (e, m, a, cw):
         assert np.all((v >= 0) & (v <= 1))
     assert np.all(m >= e - 1e-12)
@@ -486,14 +503,20 @@ def test_debiased_and_soft_calibration_hand_computed_case():
     # bin 0.9: d = -0.1, -0.4, 0.1: mean -0.1333, s² = 0.1266667/2, term 0.5 (0.0177778 - 0.0211111)
     # bin 0.65: d = 0.05, -0.25: mean -0.1, s² = 0.045, term (2/6)(0.01 - 0.0225)
     expected_soft = 0.5 * (0.0177777777778 - 0.0211111111111) + (2 / 6) * (0.01 - 0.0225)
-    assert float(M.debiased_soft_calibration_error(HAND_PROBS, HAND_REFERENCE)) == pytest.approx(expected_soft, abs=1e-9)
+    assert float(M.debiased_soft_calibration_error(HAND_PROBS, HAND_REFERENCE)) == pytest.approx(
+        expected_soft, abs=1e-9
+    )
     # soft ECE: (3/6)|0.766667 - 0.9| + (2/6)|0.55 - 0.65| + (1/6)|0.9 - 0.7| = 0.1333333
     assert float(M.soft_ece(HAND_PROBS, HAND_REFERENCE)) == pytest.approx(0.1333333333, abs=1e-9)
 
 
 def test_soft_and_debiased_calibration_match_naive_loops(sample):
     probs, labels, human = sample
-    soft, dl, ds = M.soft_ece(probs, human), M.debiased_calibration_error(probs, labels), M.debiased_soft_calibration_error(probs, human)
+    soft, dl, ds = (
+        M.soft_ece(probs, human),
+        M.debiased_calibration_error(probs, labels),
+        M.debiased_soft_calibration_error(probs, human),
+    )
     assert soft.shape == dl.shape == ds.shape == (3,)
     for r in range(3):
         conf, hit = naive_soft_top_label(probs[r], human)

@@ -20,7 +20,9 @@ SOURCES = notebook_paths()
 
 
 def _code(nb) -> list[str]:
-    return [c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    return [
+        c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
 
 
 def test_the_six_chapters_and_the_findings_have_expected_copies():
@@ -38,7 +40,9 @@ def test_sources_are_clean_and_parameterised(source):
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_expected_matches_source_and_smoke_parameters(source):
     expected = nbformat.read(EXPECTED / source.name, as_version=4)
-    assert _code(expected) == _code(nbformat.read(source, as_version=4)), f"run `make expected` after editing {source.name}"
+    assert _code(expected) == _code(nbformat.read(source, as_version=4)), (
+        f"run `make expected` after editing {source.name}"
+    )
     injected = [c for c in expected.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1
     smoke = load_params("smoke")

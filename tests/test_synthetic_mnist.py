@@ -45,16 +45,19 @@ def cache_a(tmp_path_factory: pytest.TempPathFactory):
 def use_cache(monkeypatch: pytest.MonkeyPatch):
     def _use(folder: Path) -> None:
         monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(folder))
+
     return _use
 
 
 def _forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("the generator was retrained although it is cached")
+
     monkeypatch.setattr(sm, "_train_vae", boom)
 
 
 # --------------------------------------------------------------------------- the generated set
+
 
 def test_images_are_28x28_uint8_and_not_blank(cache_a) -> None:
     _, ds = cache_a
@@ -155,6 +158,7 @@ def test_generation_fields_do_not_change_the_generator_key() -> None:
 
 # --------------------------------------------------------------------------- draws
 
+
 def test_weight_distributions_and_class_pairs() -> None:
     labels = load_images("mnist", "train").labels
     cfg = SyntheticMnistConfig(n_items=4000, class_pairs=((3, 5), (4, 9)), orient_randomly=False)
@@ -185,8 +189,11 @@ def test_generator_soft_labels_hand_computed() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.floats(0, 1)), min_size=1, max_size=30)
-       .map(lambda rows: [r for r in rows if r[0] != r[1]]).filter(bool))
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.floats(0, 1)), min_size=1, max_size=30)
+    .map(lambda rows: [r for r in rows if r[0] != r[1]])
+    .filter(bool)
+)
 def test_generator_soft_labels_properties(rows) -> None:
     pairs = np.array([[a, b] for a, b, _ in rows])
     w = np.array([x for _, _, x in rows])
@@ -212,6 +219,7 @@ def test_bad_input_raises_value_error_naming_the_parameter() -> None:
 
 
 # --------------------------------------------------------------------------- agreement
+
 
 def test_agreement_hand_computed() -> None:
     g = np.array([[0.7, 0.3, 0.0], [0.0, 0.4, 0.6]])
@@ -247,6 +255,7 @@ def test_agreement_rejects_mismatched_or_invalid_input() -> None:
 
 
 # --------------------------------------------------------------------------- splits, image sets, figures
+
 
 def test_split_is_disjoint_stratified_and_seeded(cache_a) -> None:
     _, ds = cache_a
@@ -301,8 +310,10 @@ def test_interpolation_figure(cache_a, use_cache) -> None:
 
 
 def test_data_layer_does_not_import_higher_layers() -> None:
-    code = ("import sys, softlab.data.synthetic_mnist; "
-            "bad = [m for m in sys.modules if m.split('.')[:2] in (['softlab', 'models'], ['softlab', 'train'], "
-            "['softlab', 'teachers'], ['softlab', 'labels'], ['softlab', 'metrics'])]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, softlab.data.synthetic_mnist; "
+        "bad = [m for m in sys.modules if m.split('.')[:2] in (['softlab', 'models'], ['softlab', 'train'], "
+        "['softlab', 'teachers'], ['softlab', 'labels'], ['softlab', 'metrics'])]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(sm.__file__).resolve().parents[2])

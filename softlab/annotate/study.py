@@ -163,7 +163,9 @@ class Study:
         z = load_npz(self.study_dir / IMAGES_NPZ)
         ids = z["items"].astype(np.int64)
         if set(ids.tolist()) != set(self.all_items):
-            raise StudyError(f"{self.study_dir / IMAGES_NPZ}: its item ids do not match {STUDY_JSON}; the study folder is inconsistent")
+            raise StudyError(
+                f"{self.study_dir / IMAGES_NPZ}: its item ids do not match {STUDY_JSON}; the study folder is inconsistent"
+            )
         return {int(i): z["images"][k] for k, i in enumerate(ids)}
 
     def to_json(self) -> dict[str, Any]:
@@ -187,6 +189,7 @@ class Study:
 
 
 # --------------------------------------------------------------------------- selection
+
 
 def _tie_break_order(n: int, seed: int) -> np.ndarray:
     """A seeded random rank for each of ``n`` items, used to break ties reproducibly."""
@@ -267,7 +270,9 @@ def select_items(
         return np.sort(rng.choice(n_items, size=size, replace=False)).astype(np.int64)
     if strategy == "stratified":
         if labels is None:
-            raise StudyError("strategy 'stratified' needs the official labels (pass --labels with --images, or use --strategy random)")
+            raise StudyError(
+                "strategy 'stratified' needs the official labels (pass --labels with --images, or use --strategy random)"
+            )
         y = np.asarray(labels, dtype=np.int64)
         known = np.flatnonzero(y >= 0)
         _check_size(size, len(known), "labelled images")
@@ -284,15 +289,21 @@ def select_items(
         while quota.sum() < size:  # only when caps bind: fill from classes with room
             k = int(np.flatnonzero(quota < counts)[0])
             quota[k] += 1
-        chosen = [rng.choice(np.flatnonzero(y == c), size=int(q), replace=False) for c, q in zip(classes, quota) if q > 0]
+        chosen = [
+            rng.choice(np.flatnonzero(y == c), size=int(q), replace=False) for c, q in zip(classes, quota) if q > 0
+        ]
         return np.sort(np.concatenate(chosen)).astype(np.int64)
     if strategy == "uncertain":
         if probs is None:
-            raise StudyError("strategy 'uncertain' needs teacher probabilities: pass --probs probs.npy with shape (N, n_classes)")
+            raise StudyError(
+                "strategy 'uncertain' needs teacher probabilities: pass --probs probs.npy with shape (N, n_classes)"
+            )
         p = validate_probs(probs, n_items)
         return _top_k(entropy_nats(p), size, seed, np.arange(n_items)).astype(np.int64)
     if variability is None:
-        raise StudyError("strategy 'ambiguous' needs cartography variability: pass --variability variability.npy with shape (N,)")
+        raise StudyError(
+            "strategy 'ambiguous' needs cartography variability: pass --variability variability.npy with shape (N,)"
+        )
     v = validate_variability(variability, n_items)
     return _top_k(v, size, seed, np.arange(n_items)).astype(np.int64)
 
@@ -309,7 +320,9 @@ def select_attention_items(
     if k == 0:
         return np.zeros(0, dtype=np.int64)
     if labels is None:
-        raise StudyError("attention checks need official labels (pass --labels with --images, or use --attention-checks 0)")
+        raise StudyError(
+            "attention checks need official labels (pass --labels with --images, or use --attention-checks 0)"
+        )
     y = np.asarray(labels, dtype=np.int64)
     n = len(y)
     candidates = np.setdiff1d(np.flatnonzero(y >= 0), np.asarray(exclude, dtype=np.int64))
@@ -324,7 +337,9 @@ def select_attention_items(
     else:
         score = np.zeros(n)
     if len(candidates) < k:
-        raise StudyError(f"attention_checks: asked for {k} but only {len(candidates)} labelled images lie outside the subset")
+        raise StudyError(
+            f"attention_checks: asked for {k} but only {len(candidates)} labelled images lie outside the subset"
+        )
     if probs is None and variability is None:
         return np.sort(np.random.default_rng([seed, 2]).choice(candidates, size=k, replace=False)).astype(np.int64)
     return _top_k(score, k, seed + 1, candidates).astype(np.int64)
@@ -345,6 +360,7 @@ def annotator_order(study: Study, annotator: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------- images / files
+
 
 def load_npy(path: str | os.PathLike[str], name: str) -> np.ndarray:
     p = Path(path)
@@ -389,6 +405,7 @@ def is_loopback(host: str) -> bool:
 
 
 # --------------------------------------------------------------------------- annotator identity
+
 
 def check_annotator_id(raw: str | None) -> str:
     """The trimmed annotator id: 1–64 letters, digits, spaces or ``_ . @ + -`` (StudyError otherwise)."""
@@ -459,6 +476,7 @@ def annotator_link(study: Study, annotator: str, base_url: str = "http://127.0.0
 
 # --------------------------------------------------------------------------- create / open
 
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -504,24 +522,43 @@ def create_study(
     if probs is not None and np.asarray(probs).ndim == 2 and np.asarray(probs).shape[1] != len(cls):
         raise StudyError(f"probs: expected {len(cls)} columns (one per class), got {np.asarray(probs).shape[1]}")
     if (study_dir / STUDY_JSON).exists():
-        raise StudyError(f"study_dir: {study_dir} already holds a study ({STUDY_JSON}); open it instead or choose a new folder")
+        raise StudyError(
+            f"study_dir: {study_dir} already holds a study ({STUDY_JSON}); open it instead or choose a new folder"
+        )
     items = select_items(strategy, size, seed, n, labels=y, probs=probs, variability=variability)
     attention = select_attention_items(settings.attention_checks, seed, items, y, probs=probs, variability=variability)
     att_labels = tuple(int(y[i]) for i in attention) if y is not None else ()
     shown = np.concatenate([items, attention]).astype(np.int64)
     shown_labels = y[shown] if y is not None else np.full(len(shown), -1, dtype=np.int64)
     config = {
-        "dataset": dataset, "split": split, "classes": list(cls), "strategy": strategy, "size": int(size),
-        "seed": int(seed), "items": items.tolist(), "attention_items": attention.tolist(),
-        "settings": asdict(settings), "source": source or {},
+        "dataset": dataset,
+        "split": split,
+        "classes": list(cls),
+        "strategy": strategy,
+        "size": int(size),
+        "seed": int(seed),
+        "items": items.tolist(),
+        "attention_items": attention.tolist(),
+        "settings": asdict(settings),
+        "source": source or {},
     }
     token = secrets.token_urlsafe(24)
     study = Study(
-        study_dir=study_dir, dataset=dataset, split=split, classes=cls, strategy=strategy, size=int(size),
-        seed=int(seed), items=tuple(int(i) for i in items), attention_items=tuple(int(i) for i in attention),
-        attention_labels=att_labels, token=token, settings=settings,
+        study_dir=study_dir,
+        dataset=dataset,
+        split=split,
+        classes=cls,
+        strategy=strategy,
+        size=int(size),
+        seed=int(seed),
+        items=tuple(int(i) for i in items),
+        attention_items=tuple(int(i) for i in attention),
+        attention_labels=att_labels,
+        token=token,
+        settings=settings,
         study_id=config_key({**config, "token": token}),  # unique per study, even for equal settings
-        created_at=_now(), source=dict(source or {}),
+        created_at=_now(),
+        source=dict(source or {}),
     )
     study_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(study_dir / IMAGES_NPZ) as tmp:
@@ -537,18 +574,28 @@ def open_study(study_dir: str | os.PathLike[str]) -> Study:
     study_dir = Path(study_dir)
     path = study_dir / STUDY_JSON
     if not path.is_file():
-        raise StudyError(f"study_dir: no {STUDY_JSON} in {study_dir}; create a study first (softlab annotate --dataset ... --study-dir {study_dir})")
+        raise StudyError(
+            f"study_dir: no {STUDY_JSON} in {study_dir}; create a study first (softlab annotate --dataset ... --study-dir {study_dir})"
+        )
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         if d.get("schema_version") != SCHEMA_VERSION:
             raise StudyError(f"{path}: schema_version {d.get('schema_version')!r}, expected {SCHEMA_VERSION}")
         study = Study(
-            study_dir=study_dir, dataset=str(d["dataset"]), split=str(d["split"]),
-            classes=tuple(str(c) for c in d["classes"]), strategy=str(d["strategy"]), size=int(d["size"]),
-            seed=int(d["seed"]), items=tuple(int(i) for i in d["items"]),
+            study_dir=study_dir,
+            dataset=str(d["dataset"]),
+            split=str(d["split"]),
+            classes=tuple(str(c) for c in d["classes"]),
+            strategy=str(d["strategy"]),
+            size=int(d["size"]),
+            seed=int(d["seed"]),
+            items=tuple(int(i) for i in d["items"]),
             attention_items=tuple(int(i) for i in d["attention_items"]),
-            attention_labels=tuple(int(i) for i in d["attention_labels"]), token=str(d["token"]),
-            settings=StudySettings(**d["settings"]), study_id=str(d["study_id"]), created_at=str(d["created_at"]),
+            attention_labels=tuple(int(i) for i in d["attention_labels"]),
+            token=str(d["token"]),
+            settings=StudySettings(**d["settings"]),
+            study_id=str(d["study_id"]),
+            created_at=str(d["created_at"]),
             source=dict(d.get("source", {})),
         )
     except StudyError:
@@ -599,4 +646,10 @@ def load_source(
     except (ValueError, RuntimeError, OSError) as exc:  # unknown name/split, DataError (missing or corrupt files)
         raise StudyError(f"--dataset {dataset} --split {split}: {exc}") from exc
     cls = parse_classes(classes, len(image_set.classes)) or tuple(image_set.classes)
-    return np.asarray(image_set.images), np.asarray(image_set.labels), cls, dataset, {"loader": "softlab.data.load_images"}
+    return (
+        np.asarray(image_set.images),
+        np.asarray(image_set.labels),
+        cls,
+        dataset,
+        {"loader": "softlab.data.load_images"},
+    )

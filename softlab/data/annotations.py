@@ -41,6 +41,7 @@ class AnnotationError(ValueError):
 
 # --------------------------------------------------------------------------- counts
 
+
 def validate_counts(counts: np.ndarray, name: str = "counts", integer: bool = True) -> np.ndarray:
     """Check a count matrix (items × classes): finite, non-negative, ≥1 vote per row, and
     integer-valued unless ``integer=False`` (mapping rules such as MTurk's *neither* spread votes).
@@ -63,7 +64,9 @@ def validate_counts(counts: np.ndarray, name: str = "counts", integer: bool = Tr
     for bad, what in checks:
         if bad.any():
             r, c = map(int, np.argwhere(bad)[0])
-            raise AnnotationError(f"{name}: row {r}, column {c}: value {_show(arr[r, c])} {what}; expected a non-negative integer count")
+            raise AnnotationError(
+                f"{name}: row {r}, column {c}: value {_show(arr[r, c])} {what}; expected a non-negative integer count"
+            )
     empty = arr.sum(axis=1) == 0
     if empty.any():
         r = int(np.flatnonzero(empty)[0])
@@ -83,8 +86,12 @@ def soft_labels(counts: np.ndarray, alpha: float = 0.0) -> np.ndarray:
     negative or NaN "count" would give a vector that is not a distribution); every item needs
     at least one vote unless ``alpha > 0``. Errors name the first offending row and column.
     """
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(alpha) or alpha < 0:
+    if (
+        isinstance(alpha, (bool, np.bool_))
+        or not isinstance(alpha, (int, float, np.integer, np.floating))
+        or not math.isfinite(alpha)
+        or alpha < 0
+    ):
         raise AnnotationError(f"alpha: expected a finite non-negative smoothing constant, got {alpha!r}")
     arr = np.asarray(counts)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
@@ -94,8 +101,9 @@ def soft_labels(counts: np.ndarray, alpha: float = 0.0) -> np.ndarray:
         if bad.any():
             pos = tuple(int(i) for i in np.argwhere(bad)[0])
             at = f"row {pos[0]}, column {pos[1]}" if len(pos) == 2 else f"position {pos}"
-            raise AnnotationError(f"soft_labels: {at}: count {_show(c[pos])} {what}; expected non-negative "
-                                  "finite (weighted) vote counts")
+            raise AnnotationError(
+                f"soft_labels: {at}: count {_show(c[pos])} {what}; expected non-negative finite (weighted) vote counts"
+            )
     c = c + alpha
     total = c.sum(axis=-1, keepdims=True)
     if np.any(total <= 0):
@@ -121,7 +129,9 @@ def human_mode(counts: np.ndarray, official: np.ndarray | None = None) -> np.nda
         try:
             off = np.broadcast_to(off, mode.shape)
         except ValueError:
-            raise AnnotationError(f"official: expected shape {mode.shape} (or broadcastable), got {off.shape}") from None
+            raise AnnotationError(
+                f"official: expected shape {mode.shape} (or broadcastable), got {off.shape}"
+            ) from None
         if off.size and (off.min() < 0 or off.max() >= c.shape[-1]):
             raise AnnotationError(f"official: labels must be in [0, {c.shape[-1] - 1}]")
         top = c.max(axis=-1)
@@ -130,8 +140,9 @@ def human_mode(counts: np.ndarray, official: np.ndarray | None = None) -> np.nda
     return mode.astype(np.int64)
 
 
-def majority(counts: np.ndarray, tie_break: str = "lowest", official: np.ndarray | None = None,
-             seed: int = 0) -> np.ndarray:
+def majority(
+    counts: np.ndarray, tie_break: str = "lowest", official: np.ndarray | None = None, seed: int = 0
+) -> np.ndarray:
     """Majority label with a stated tie rule: ``lowest`` class index, ``official`` label
     (when tied; else lowest), or ``random`` (seeded)."""
     c = np.asarray(counts, dtype=np.float64)
@@ -182,9 +193,16 @@ DUPLICATE_POLICIES = ("reject", "keep-first", "keep-last")
 #: gives every column of these names exactly this type; other columns are read as text (CSV)
 #: or as stored (Parquet). ``text`` is pandas' string dtype (``Series.astype(str)``).
 COLUMN_TYPES: dict[str, str] = {
-    "item": "int64", "annotator": "text", "label": "int64", "weight": "float64",
-    "second_label": "Int64", "confidence": "Int64", "timestamp": "text", "response_ms": "float64",
-    "is_attention_check": "bool", "attempt": "int64",
+    "item": "int64",
+    "annotator": "text",
+    "label": "int64",
+    "weight": "float64",
+    "second_label": "Int64",
+    "confidence": "Int64",
+    "timestamp": "text",
+    "response_ms": "float64",
+    "is_attention_check": "bool",
+    "attempt": "int64",
 }
 #: Columns where every row needs a value when the column is present (an empty cell is an error).
 VALUE_REQUIRED = frozenset({"item", "annotator", "label", "weight", "is_attention_check", "attempt"})
@@ -221,8 +239,10 @@ def _int_value(v: object) -> int:
         if not math.isfinite(f) or f != math.floor(f):
             raise _CellError(f"{_show(v)} is not an integer")
         if abs(f) > FLOAT_EXACT_INT:
-            raise _CellError(f"{_show(v)} is a float above 2**53, where floats cannot hold every integer "
-                             "exactly; store the column as integers")
+            raise _CellError(
+                f"{_show(v)} is a float above 2**53, where floats cannot hold every integer "
+                "exactly; store the column as integers"
+            )
         n = int(f)
     elif isinstance(v, str):
         t = v.strip()
@@ -277,8 +297,10 @@ def _text_value(v: object) -> str:
         return v
     if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
         return str(int(v))
-    raise _CellError(f"{_show(v)} ({type(v).__name__}) is not text; ids are text (read files with "
-                     "read_annotations, which keeps every id exactly as written)")
+    raise _CellError(
+        f"{_show(v)} ({type(v).__name__}) is not text; ids are text (read files with "
+        "read_annotations, which keeps every id exactly as written)"
+    )
 
 
 def _first(mask: np.ndarray) -> int:
@@ -312,8 +334,11 @@ def _reject_kind(values: pd.Series, col: str, where: str, expected: str) -> None
     if pd.api.types.is_bool_dtype(dtype):
         r = _first(values.notna().to_numpy()) if values.notna().any() else 0
         raise _cell_error(where, r, col, f"{_show(values.iloc[r])} is a boolean; expected {expected}")
-    if (pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
-            or isinstance(dtype, pd.PeriodDtype)):
+    if (
+        pd.api.types.is_datetime64_any_dtype(dtype)
+        or pd.api.types.is_timedelta64_dtype(dtype)
+        or isinstance(dtype, pd.PeriodDtype)
+    ):
         raise _cell_error(where, 0, col, f"{values.iloc[0]!r} is a date/time ({dtype}); expected {expected}")
 
 
@@ -344,7 +369,9 @@ def integer_column(values: pd.Series, col: str, where: str = "annotations") -> n
     return np.asarray(_integer_values(values, col, where, nullable=False), dtype=np.int64)
 
 
-def nullable_integer_column(values: pd.Series, col: str, where: str = "annotations") -> pd.api.extensions.ExtensionArray:
+def nullable_integer_column(
+    values: pd.Series, col: str, where: str = "annotations"
+) -> pd.api.extensions.ExtensionArray:
     """Like :func:`integer_column`, but missing values become ``<NA>`` (pandas ``Int64``)."""
     ints = _integer_values(values, col, where, nullable=True)
     return pd.array(list(ints) if isinstance(ints, list) else ints, dtype="Int64")  # type: ignore[call-overload]
@@ -355,8 +382,9 @@ def float_column(values: pd.Series, col: str, where: str = "annotations", requir
     _reject_kind(values, col, where, "a number")
     if pd.api.types.is_numeric_dtype(values.dtype) and not values.isna().any():
         return values.to_numpy(dtype=np.float64)
-    return np.array([np.nan if v is None else v for v in _convert(values, col, where, _float_value, required)],
-                    dtype=np.float64)
+    return np.array(
+        [np.nan if v is None else v for v in _convert(values, col, where, _float_value, required)], dtype=np.float64
+    )
 
 
 def text_series(values: object) -> pd.Series:
@@ -364,8 +392,9 @@ def text_series(values: object) -> pd.Series:
     return pd.Series(list(values), dtype=object).astype(str)  # type: ignore[arg-type,call-overload]
 
 
-def text_column(values: pd.Series, col: str, where: str = "annotations", required: bool = True,
-                unescape: bool = False) -> pd.Series:
+def text_column(
+    values: pd.Series, col: str, where: str = "annotations", required: bool = True, unescape: bool = False
+) -> pd.Series:
     """A column as text: strings exactly as given (integers become their decimal text);
     floats, booleans and dates are errors (a float id has already lost e.g. leading zeros).
     ``unescape`` undoes :func:`escape_csv_text`. Empty or whitespace-only text is missing."""
@@ -374,8 +403,13 @@ def text_column(values: pd.Series, col: str, where: str = "annotations", require
         r = _first(ok) if ok.any() else 0
         if required and not ok.all():
             raise _cell_error(where, _first(~ok), col, "missing value (empty cell or NA)")
-        raise _cell_error(where, r, col, f"{_show(values.iloc[r])} ({values.dtype}) is not text; ids are text "
-                                         "(read files with read_annotations, which keeps every id exactly as written)")
+        raise _cell_error(
+            where,
+            r,
+            col,
+            f"{_show(values.iloc[r])} ({values.dtype}) is not text; ids are text "
+            "(read files with read_annotations, which keeps every id exactly as written)",
+        )
     _reject_kind(values, col, where, "text")
     converted = _convert(values, col, where, _text_value, required, text=True)
     if unescape:
@@ -405,6 +439,7 @@ def unescape_csv_text(text: str) -> str:
 
 # --------------------------------------------------------------------------- long table
 
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}"
@@ -414,15 +449,18 @@ def _read_csv_cells(path: Path) -> pd.DataFrame:
     """Every cell of a UTF-8 CSV file as text (no type or NA guessing)."""
     data = path.read_bytes()
     if not data.strip(b" \t\r\n\xef\xbb\xbf"):
-        raise AnnotationError(f"{path}: the file is empty; expected a header line with columns "
-                              f"{', '.join(REQUIRED_COLUMNS)} (+ optional weight) and one row per answer")
+        raise AnnotationError(
+            f"{path}: the file is empty; expected a header line with columns "
+            f"{', '.join(REQUIRED_COLUMNS)} (+ optional weight) and one row per answer"
+        )
     if b"\x00" in data:
         raise AnnotationError(f"{path}: binary data (NUL bytes); expected a UTF-8 CSV text file")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{path}: byte {exc.start} is not UTF-8; expected a UTF-8 CSV text file "
-                              "(with or without BOM)") from None
+        raise AnnotationError(
+            f"{path}: byte {exc.start} is not UTF-8; expected a UTF-8 CSV text file (with or without BOM)"
+        ) from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
     columns: list[list[str]] = []
@@ -434,14 +472,16 @@ def _read_csv_cells(path: Path) -> pd.DataFrame:
                 header = row
                 names = [h.strip() for h in header]
                 if any(not h for h in names) or len(set(names)) != len(names):
-                    raise AnnotationError(f"{path}: line {reader.line_num}: the header {row} has an empty or "
-                                          "repeated column name")
+                    raise AnnotationError(
+                        f"{path}: line {reader.line_num}: the header {row} has an empty or repeated column name"
+                    )
                 header = names
                 columns = [[] for _ in header]
                 continue
             if len(row) != len(header):
-                raise AnnotationError(f"{path}: line {reader.line_num}: {len(row)} fields, expected "
-                                      f"{len(header)} (one per header column)")
+                raise AnnotationError(
+                    f"{path}: line {reader.line_num}: {len(row)} fields, expected {len(header)} (one per header column)"
+                )
             for cells, value in zip(columns, row):
                 cells.append(value)
     except csv.Error as exc:
@@ -458,8 +498,9 @@ def typed_table(raw: pd.DataFrame, where: str = "annotations", from_csv: bool = 
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
-        raise AnnotationError(f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} "
-                              "(+ optional 'weight')")
+        raise AnnotationError(
+            f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} (+ optional 'weight')"
+        )
     out: dict[str, object] = {}
     for col in raw.columns:
         s = raw[col]
@@ -477,8 +518,10 @@ def typed_table(raw: pd.DataFrame, where: str = "annotations", from_csv: bool = 
             out[col] = text_column(s, col, where, required=required, unescape=from_csv)
         else:
             out[col] = s
-    return pd.DataFrame({c: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v) for c, v in out.items()},
-                        columns=list(raw.columns))
+    return pd.DataFrame(
+        {c: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v) for c, v in out.items()},
+        columns=list(raw.columns),
+    )
 
 
 def read_annotations(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -571,7 +614,9 @@ def validate_annotations(
         raise AnnotationError(f"{where}: empty annotation table; expected at least one row")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise AnnotationError(f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} (+ optional 'weight')")
+        raise AnnotationError(
+            f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} (+ optional 'weight')"
+        )
     out = df.copy().reset_index(drop=True)
     for col in (*REQUIRED_COLUMNS, *(["weight"] if "weight" in df.columns else [])):
         na = out[col].isna().to_numpy()
@@ -604,7 +649,8 @@ def validate_annotations(
             r = int(rows[0])
             raise AnnotationError(
                 f"{where}: rows {', '.join(map(str, rows))}: annotator {out['annotator'].iloc[r]!r} answered item "
-                f"{out['item'].iloc[r]} more than once (duplicates='reject'; use 'keep-first' or 'keep-last')")
+                f"{out['item'].iloc[r]} more than once (duplicates='reject'; use 'keep-first' or 'keep-last')"
+            )
         out = out.drop_duplicates(subset=["annotator", "item"], keep="first" if duplicates == "keep-first" else "last")
     return out.reset_index(drop=True)
 
@@ -629,7 +675,9 @@ def _weights(values: pd.Series, where: str) -> np.ndarray:
     return w
 
 
-def to_counts(df: pd.DataFrame, n_classes: int, items: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def to_counts(
+    df: pd.DataFrame, n_classes: int, items: Sequence[int] | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Long table → (item ids, count matrix). Uses ``weight`` when present.
 
     ``items`` fixes the row order (items without answers are rejected); by default the sorted

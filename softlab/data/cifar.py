@@ -55,8 +55,17 @@ from softlab.io import atomic_path, atomic_write_bytes, md5_bytes
 from softlab.paths import data_dir
 
 __all__ = [
-    "CIFAR10", "CifarSpec", "DataUnavailable", "cache_info", "cifar_root", "fabricate_cifar10", "fetch",
-    "load_cifar10", "load_cifar10h", "parse_batch", "torchvision_cifar10",
+    "CIFAR10",
+    "CifarSpec",
+    "DataUnavailable",
+    "cache_info",
+    "cifar_root",
+    "fabricate_cifar10",
+    "fetch",
+    "load_cifar10",
+    "load_cifar10h",
+    "parse_batch",
+    "torchvision_cifar10",
 ]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -154,9 +163,11 @@ def unavailable_line(spec: CifarSpec | None = None, problem: str = "") -> str:
     spec = spec or CIFAR10
     root = cifar_root()
     why = f" ({problem})" if problem else ""
-    return (f"{spec.name} images not available{why}: download {spec.url} (MD5 {spec.archive_md5}) and put it in "
-            f"{root} (SOFTLAB_DATA_DIR), or extract it there as {root / spec.folder}/, "
-            f"then run `softlab data fetch --dataset {spec.name}`")
+    return (
+        f"{spec.name} images not available{why}: download {spec.url} (MD5 {spec.archive_md5}) and put it in "
+        f"{root} (SOFTLAB_DATA_DIR), or extract it there as {root / spec.folder}/, "
+        f"then run `softlab data fetch --dataset {spec.name}`"
+    )
 
 
 # ----------------------------------------------------------------------------- sources
@@ -309,8 +320,11 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, strings, numbers and numpy arrays; refuses any other global."""
 
     ALLOWED: ClassVar[set[tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -394,7 +408,9 @@ def load_cifar10(split: str, sources: Sequence[str] = SOURCES, spec: CifarSpec |
     return _MEMO[key]
 
 
-def load_cifar10h(sources: Sequence[str] = SOURCES, download: bool = True, spec: CifarSpec | None = None):  # -> HumanLabels
+def load_cifar10h(
+    sources: Sequence[str] = SOURCES, download: bool = True, spec: CifarSpec | None = None
+):  # -> HumanLabels
     """CIFAR-10H vote counts aligned with the CIFAR-10 test images, official labels filled in.
 
     Row ``i`` of the counts (Peterson et al., 2019) is test image ``i`` (``test_batch`` order);
@@ -407,8 +423,10 @@ def load_cifar10h(sources: Sequence[str] = SOURCES, download: bool = True, spec:
     test = load_cifar10("test", sources, spec)
     human = load_human("cifar10h", download=download)
     if human.counts.shape != (len(test), len(test.classes)):
-        raise DataError(f"cifar10h: counts have shape {human.counts.shape}, expected one row per test image and one "
-                        f"column per class: ({len(test)}, {len(test.classes)})")
+        raise DataError(
+            f"cifar10h: counts have shape {human.counts.shape}, expected one row per test image and one "
+            f"column per class: ({len(test)}, {len(test.classes)})"
+        )
     if tuple(CIFAR10_CLASSES) != tuple(test.classes):
         raise DataError(f"cifar10h: class order {CIFAR10_CLASSES} differs from batches.meta's {test.classes}")
     return HumanLabels("cifar10h", "cifar10", "test", human.items, human.counts, test.classes, test.labels.copy())
@@ -433,8 +451,16 @@ def cache_info(spec: CifarSpec | None = None) -> list[dict[str, str]]:
             status = "ok" if actual == expected else f"MISMATCH (got {actual})"
         else:
             status = "missing"
-        rows.append({"dataset": spec.name, "file": file, "path": str(path), "status": status, "expected_md5": expected,
-                     "origin": cached_origin(file, spec) or ("-" if status == "missing" else "unknown")})
+        rows.append(
+            {
+                "dataset": spec.name,
+                "file": file,
+                "path": str(path),
+                "status": status,
+                "expected_md5": expected,
+                "origin": cached_origin(file, spec) or ("-" if status == "missing" else "unknown"),
+            }
+        )
     return rows
 
 
@@ -466,7 +492,7 @@ class _Py2Pickler(_PurePythonPickler):
         module = getattr(obj, "__module__", None) or "numpy"
         name = name or obj.__qualname__
         if module.startswith("numpy._core"):
-            module = "numpy.core" + module[len("numpy._core"):]
+            module = "numpy.core" + module[len("numpy._core") :]
         if (module, name) not in _ArrayOnlyUnpickler.ALLOWED:
             raise pickle.PicklingError(f"fabricated CIFAR pickles hold only numpy arrays, got {module}.{name}")
         self.write(pickle.GLOBAL + module.encode() + b"\n" + name.encode() + b"\n")
@@ -482,8 +508,14 @@ def py2_pickle(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def fabricate_cifar10(root: str | os.PathLike[str], train_per_batch: int = 20, test_size: int = 30, seed: int = 0,
-                      extracted: bool = True, archive: bool = True) -> CifarSpec:
+def fabricate_cifar10(
+    root: str | os.PathLike[str],
+    train_per_batch: int = 20,
+    test_size: int = 30,
+    seed: int = 0,
+    extracted: bool = True,
+    archive: bool = True,
+) -> CifarSpec:
     """Write a small FABRICATED data set in the exact CIFAR-10 python format under ``root``.
 
     ``root/cifar-10-python.tar.gz`` (``archive``) and/or ``root/cifar-10-batches-py/``
@@ -504,16 +536,25 @@ def fabricate_cifar10(root: str | os.PathLike[str], train_per_batch: int = 20, t
         img += (palette[labels] // 2).astype(np.uint8)[:, :, None, None]  # < 64 + 128: no overflow
         for k, c in enumerate(labels):
             r, q = divmod(int(c), 5)
-            img[k, :, 4 + 12 * r:12 + 12 * r, 2 + 6 * q:6 + 6 * q] = 255
+            img[k, :, 4 + 12 * r : 12 + 12 * r, 2 + 6 * q : 6 + 6 * q] = 255
         data = img.reshape(n, ROW_BYTES)
-        return py2_pickle({b"batch_label": label.encode(), b"labels": [int(v) for v in labels], b"data": data,
-                           b"filenames": [f"fabricated_{first + k:05d}.png".encode() for k in range(n)]})
+        return py2_pickle(
+            {
+                b"batch_label": label.encode(),
+                b"labels": [int(v) for v in labels],
+                b"data": data,
+                b"filenames": [f"fabricated_{first + k:05d}.png".encode() for k in range(n)],
+            }
+        )
 
-    files = {f"data_batch_{k}": batch(train_per_batch, f"training batch {k} of 5", (k - 1) * train_per_batch)
-             for k in range(1, 6)}
+    files = {
+        f"data_batch_{k}": batch(train_per_batch, f"training batch {k} of 5", (k - 1) * train_per_batch)
+        for k in range(1, 6)
+    }
     files["test_batch"] = batch(test_size, "testing batch 1 of 1", 0)
-    files["batches.meta"] = py2_pickle({b"num_cases_per_batch": train_per_batch,
-                                        b"label_names": [c.encode() for c in classes], b"num_vis": ROW_BYTES})
+    files["batches.meta"] = py2_pickle(
+        {b"num_cases_per_batch": train_per_batch, b"label_names": [c.encode() for c in classes], b"num_vis": ROW_BYTES}
+    )
     if extracted:
         for file, data in files.items():
             atomic_write_bytes(root / CIFAR10.folder / file, data)
@@ -527,8 +568,15 @@ def fabricate_cifar10(root: str | os.PathLike[str], train_per_batch: int = 20, t
                 tar.addfile(info, io.BytesIO(data))
         atomic_write_bytes(root / CIFAR10.archive, buf.getvalue())
         archive_md5 = md5_bytes(buf.getvalue())
-    return CifarSpec(name="cifar10", folder=CIFAR10.folder, archive=CIFAR10.archive, archive_md5=archive_md5,
-                     url="file:///nonexistent/fabricated-cifar-10-python.tar.gz",
-                     md5={f: md5_bytes(d) for f, d in files.items()}, split_files=CIFAR10.split_files,
-                     meta_file=CIFAR10.meta_file, classes=classes,
-                     sizes={"train": 5 * train_per_batch, "test": test_size})
+    return CifarSpec(
+        name="cifar10",
+        folder=CIFAR10.folder,
+        archive=CIFAR10.archive,
+        archive_md5=archive_md5,
+        url="file:///nonexistent/fabricated-cifar-10-python.tar.gz",
+        md5={f: md5_bytes(d) for f, d in files.items()},
+        split_files=CIFAR10.split_files,
+        meta_file=CIFAR10.meta_file,
+        classes=classes,
+        sizes={"train": 5 * train_per_batch, "test": test_size},
+    )

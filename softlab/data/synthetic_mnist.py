@@ -126,6 +126,7 @@ ALL_PAIRS: tuple[tuple[int, int], ...] = tuple((a, b) for a in range(N_CLASSES) 
 
 # --------------------------------------------------------------------------- configuration
 
+
 @dataclass(frozen=True)
 class SyntheticMnistConfig:
     """Everything that decides a synthetic MNIST set (and so its cache key).
@@ -194,16 +195,17 @@ class SyntheticMnistConfig:
                 raise bad("class_pairs", "None or a non-empty list of (a, b) class pairs")
             for a, b in pairs:
                 if not (0 <= a < N_CLASSES and 0 <= b < N_CLASSES) or a == b:
-                    raise ValueError(f"SyntheticMnistConfig.class_pairs: pair ({a}, {b}): expected two different "
-                                     f"classes in 0..{N_CLASSES - 1}")
+                    raise ValueError(
+                        f"SyntheticMnistConfig.class_pairs: pair ({a}, {b}): expected two different "
+                        f"classes in 0..{N_CLASSES - 1}"
+                    )
             object.__setattr__(self, "class_pairs", pairs)
 
     @classmethod
     def tiny(cls, **overrides: Any) -> SyntheticMnistConfig:
         """A seconds-scale configuration for tests: a small VAE (784 → 128 → 8) on 2,000 images,
         3 epochs of batch 32 (~190 steps), 200 items."""
-        base: dict[str, Any] = dict(n_items=200, latent_dim=8, hidden=(128,), epochs=3, batch_size=32,
-                                    train_items=2000)
+        base: dict[str, Any] = dict(n_items=200, latent_dim=8, hidden=(128,), epochs=3, batch_size=32, train_items=2000)
         base.update(overrides)
         return cls(**base)
 
@@ -214,16 +216,26 @@ class SyntheticMnistConfig:
     def generator_fields(self) -> dict[str, Any]:
         """The fields that decide the trained generator (its cache key)."""
         return {
-            "version": GENERATOR_VERSION, "latent_dim": self.latent_dim, "hidden": list(self.hidden),
-            "epochs": self.epochs, "train_items": self.train_items, "batch_size": self.batch_size,
-            "lr": self.lr, "beta": self.beta, "generator_seed": self.generator_seed, "mnist_part": self.mnist_part,
+            "version": GENERATOR_VERSION,
+            "latent_dim": self.latent_dim,
+            "hidden": list(self.hidden),
+            "epochs": self.epochs,
+            "train_items": self.train_items,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "beta": self.beta,
+            "generator_seed": self.generator_seed,
+            "mnist_part": self.mnist_part,
         }
 
     def generation_fields(self) -> dict[str, Any]:
         """The fields that decide the generated items given the generator (irrelevant ones dropped)."""
         out: dict[str, Any] = {
-            "n_items": self.n_items, "seed": self.seed, "pairs": [list(p) for p in self.pairs()],
-            "orient_randomly": self.orient_randomly, "weight_dist": self.weight_dist,
+            "n_items": self.n_items,
+            "seed": self.seed,
+            "pairs": [list(p) for p in self.pairs()],
+            "orient_randomly": self.orient_randomly,
+            "weight_dist": self.weight_dist,
         }
         if self.weight_dist == "beta":
             out["weight_concentration"] = self.weight_concentration
@@ -249,6 +261,7 @@ def dataset_path(cfg: SyntheticMnistConfig) -> Path:
 
 
 # --------------------------------------------------------------------------- MNIST halves
+
 
 def mnist_train_halves(labels: np.ndarray, seed: int = HALVES_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Split the MNIST training split into a *generator* half and a *teacher* half (sorted int64
@@ -301,6 +314,7 @@ def official_with_mode_shifts(pairs: np.ndarray, weights: np.ndarray, rate: floa
 
 
 # --------------------------------------------------------------------------- soft labels
+
 
 def generator_soft_labels(pairs: np.ndarray, weights: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
     """The generator's soft label: ``s[i, a_i] = w_i``, ``s[i, b_i] = 1 − w_i``, 0 elsewhere.
@@ -366,7 +380,6 @@ def generator_teacher_agreement(soft_labels: np.ndarray, teacher_probs: np.ndarr
 # --------------------------------------------------------------------------- the VAE
 
 
-
 def _make_vae(latent_dim: int, hidden: Sequence[int]) -> torch.nn.Module:
     import torch
     from torch import nn
@@ -416,8 +429,10 @@ def _train_vae(cfg: SyntheticMnistConfig, progress: bool = True) -> tuple[dict[s
         idx = pool
     else:
         if cfg.train_items > len(pool):
-            raise ValueError(f"SyntheticMnistConfig.train_items: {cfg.train_items} exceeds the {len(pool)} images of "
-                             f"mnist_part={cfg.mnist_part!r}")
+            raise ValueError(
+                f"SyntheticMnistConfig.train_items: {cfg.train_items} exceeds the {len(pool)} images of "
+                f"mnist_part={cfg.mnist_part!r}"
+            )
         idx = np.sort(rng.choice(pool, size=cfg.train_items, replace=False)).astype(np.int64)
     x = torch.from_numpy(train.images[idx].reshape(len(idx), 784).astype(np.float32) / 255.0)
     history: list[float] = []
@@ -432,7 +447,7 @@ def _train_vae(cfg: SyntheticMnistConfig, progress: bool = True) -> tuple[dict[s
             perm = torch.randperm(len(x), generator=gen)
             total = 0.0
             for start in range(0, len(x), cfg.batch_size):
-                xb = x[perm[start:start + cfg.batch_size]]
+                xb = x[perm[start : start + cfg.batch_size]]
                 noise = torch.randn(len(xb), cfg.latent_dim, generator=gen)
                 logits, mu, logvar = model(xb, noise)
                 rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum") / len(xb)
@@ -444,12 +459,19 @@ def _train_vae(cfg: SyntheticMnistConfig, progress: bool = True) -> tuple[dict[s
                 total += float(loss.detach()) * len(xb)
             history.append(total / len(x))
             if progress:
-                print(f"[synthetic-mnist] generator epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]:.2f} "
-                      f"(nats/image), {time.perf_counter() - t0:.1f} s", flush=True)
+                print(
+                    f"[synthetic-mnist] generator epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]:.2f} "
+                    f"(nats/image), {time.perf_counter() - t0:.1f} s",
+                    flush=True,
+                )
     state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
     meta = {
-        "config": cfg.generator_fields(), "loss_per_epoch": history, "train_seconds": time.perf_counter() - t0,
-        "train_split": "mnist/train", "n_train": int(len(idx)), "torch": torch.__version__,
+        "config": cfg.generator_fields(),
+        "loss_per_epoch": history,
+        "train_seconds": time.perf_counter() - t0,
+        "train_split": "mnist/train",
+        "n_train": int(len(idx)),
+        "torch": torch.__version__,
     }
     return state, meta
 
@@ -489,8 +511,9 @@ class Generator:
         weights = np.asarray(weights, dtype=np.float32)
         za, zb = self.encode(images_a), self.encode(images_b)
         if za.shape != zb.shape or weights.shape != (len(za),):
-            raise ValueError(f"images_a, images_b, weights: expected matching lengths, got {len(za)}, {len(zb)}, "
-                             f"{weights.shape}")
+            raise ValueError(
+                f"images_a, images_b, weights: expected matching lengths, got {len(za)}, {len(zb)}, {weights.shape}"
+            )
         return self.decode(weights[:, None] * za + (1.0 - weights[:, None]) * zb)
 
 
@@ -535,6 +558,7 @@ def train_generator(cfg: SyntheticMnistConfig, progress: bool = True, num_thread
 
 # --------------------------------------------------------------------------- the data set
 
+
 @dataclass(frozen=True)
 class SyntheticMnist:
     """A generated set. Arrays are aligned by item.
@@ -567,9 +591,17 @@ class SyntheticMnist:
     def subset(self, idx: np.ndarray, split: str | None = None) -> SyntheticMnist:
         """Items ``idx`` (positions in this set) as a new set."""
         idx = np.asarray(idx, dtype=np.int64)
-        return replace(self, images=self.images[idx], soft_labels=self.soft_labels[idx], labels=self.labels[idx],
-                       pairs=self.pairs[idx], weights=self.weights[idx], anchors=self.anchors[idx],
-                       index=self.index[idx], split=split if split is not None else self.split)
+        return replace(
+            self,
+            images=self.images[idx],
+            soft_labels=self.soft_labels[idx],
+            labels=self.labels[idx],
+            pairs=self.pairs[idx],
+            weights=self.weights[idx],
+            anchors=self.anchors[idx],
+            index=self.index[idx],
+            split=split if split is not None else self.split,
+        )
 
     def to_imageset(self) -> ImageSet:
         """The images and hard generator labels as an :class:`ImageSet` (dataset ``"synthetic-mnist"``)."""
@@ -607,8 +639,9 @@ def _draw_items(cfg: SyntheticMnistConfig, train_labels: np.ndarray) -> tuple[np
     return pairs.astype(np.int64), anchors, weights.astype(np.float32)
 
 
-def generate_synthetic_mnist(cfg: SyntheticMnistConfig | None = None, progress: bool = True,
-                             num_threads: int | None = None) -> SyntheticMnist:
+def generate_synthetic_mnist(
+    cfg: SyntheticMnistConfig | None = None, progress: bool = True, num_threads: int | None = None
+) -> SyntheticMnist:
     """The synthetic set of ``cfg`` (default config if None): read from ``dataset_path(cfg)`` if
     cached, else generated with the (cached or freshly trained) generator and cached."""
     cfg = cfg if cfg is not None else SyntheticMnistConfig()
@@ -631,16 +664,20 @@ def generate_synthetic_mnist(cfg: SyntheticMnistConfig | None = None, progress: 
     soft = generator_soft_labels(pairs, weights)
     labels = generator_modes(pairs, weights)
     index = np.arange(cfg.n_items, dtype=np.int64)
-    arrays = dict(images=images, soft_labels=soft, labels=labels, pairs=pairs, weights=weights, anchors=anchors,
-                  index=index)
+    arrays = dict(
+        images=images, soft_labels=soft, labels=labels, pairs=pairs, weights=weights, anchors=anchors, index=index
+    )
     atomic_save_npz(path, **arrays)
     if progress:
-        print(f"[synthetic-mnist] generated {cfg.n_items} items in {time.perf_counter() - t0:.2f} s -> {path}",
-              flush=True)
+        print(
+            f"[synthetic-mnist] generated {cfg.n_items} items in {time.perf_counter() - t0:.2f} s -> {path}", flush=True
+        )
     return SyntheticMnist(cfg, **arrays, split="all", from_cache=False)
 
 
-def split_synthetic(ds: SyntheticMnist, test_fraction: float = 0.2, seed: int = 0) -> tuple[SyntheticMnist, SyntheticMnist]:
+def split_synthetic(
+    ds: SyntheticMnist, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[SyntheticMnist, SyntheticMnist]:
     """Seeded train/test split, stratified by the unordered class pair.
 
     Items are shuffled (``seed``), stably sorted by their unordered pair, and every item at
@@ -663,8 +700,13 @@ def split_synthetic(ds: SyntheticMnist, test_fraction: float = 0.2, seed: int = 
     return ds.subset(np.flatnonzero(~is_test), "train"), ds.subset(np.flatnonzero(is_test), "test")
 
 
-def load_synthetic_mnist(split: str = "all", cfg: SyntheticMnistConfig | None = None, test_fraction: float = 0.2,
-                         split_seed: int = 0, progress: bool = True) -> ImageSet:
+def load_synthetic_mnist(
+    split: str = "all",
+    cfg: SyntheticMnistConfig | None = None,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    progress: bool = True,
+) -> ImageSet:
     """The synthetic set as an :class:`ImageSet` (``split`` ``"all"``, ``"train"`` or ``"test"``; the
     split is :func:`split_synthetic` with ``test_fraction`` and ``split_seed``)."""
     if split not in ("all", "train", "test"):
@@ -678,12 +720,19 @@ def load_synthetic_mnist(split: str = "all", cfg: SyntheticMnistConfig | None = 
 
 # --------------------------------------------------------------------------- figures
 
+
 def _label_text(pair: np.ndarray, w: float) -> str:
     return f"{pair[0]}:{w:.2f} {pair[1]}:{1 - w:.2f}"
 
 
-def plot_generated_grid(ds: SyntheticMnist, n: int = 36, ncols: int = 9, seed: int = 0,
-                        order: str = "weight", teacher_probs: np.ndarray | None = None) -> Figure:
+def plot_generated_grid(
+    ds: SyntheticMnist,
+    n: int = 36,
+    ncols: int = 9,
+    seed: int = 0,
+    order: str = "weight",
+    teacher_probs: np.ndarray | None = None,
+) -> Figure:
     """A grid of ``n`` generated digits (drawn with ``seed``), each titled with its generator label
     ``"a:w b:1−w"``; with ``teacher_probs`` (aligned with ``ds``) a second line gives the teacher's
     top class and probability. ``order``: ``"weight"`` (by ``|w − 0.5|``, most ambiguous first) or
@@ -699,8 +748,9 @@ def plot_generated_grid(ds: SyntheticMnist, n: int = 36, ncols: int = 9, seed: i
     if order == "weight":
         idx = idx[np.argsort(np.abs(ds.weights[idx] - 0.5), kind="stable")]
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.25 * ncols, (1.5 if teacher_probs is None else 1.7) * nrows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.25 * ncols, (1.5 if teacher_probs is None else 1.7) * nrows), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, idx):
@@ -715,9 +765,13 @@ def plot_generated_grid(ds: SyntheticMnist, n: int = 36, ncols: int = 9, seed: i
     return fig
 
 
-def plot_interpolation(cfg: SyntheticMnistConfig | None = None,
-                       class_pairs: Sequence[tuple[int, int]] = ((3, 5), (4, 9), (1, 7), (3, 8)),
-                       steps: int = 9, seed: int = 0, progress: bool = False) -> Figure:
+def plot_interpolation(
+    cfg: SyntheticMnistConfig | None = None,
+    class_pairs: Sequence[tuple[int, int]] = ((3, 5), (4, 9), (1, 7), (3, 8)),
+    steps: int = 9,
+    seed: int = 0,
+    progress: bool = False,
+) -> Figure:
     """One row per class pair ``(a, b)``: the decoded latent path from an anchor of ``b``
     (``w = 0``) to an anchor of ``a`` (``w = 1``) in ``steps`` equal steps (anchors drawn with ``seed``)."""
     import matplotlib.pyplot as plt
@@ -733,7 +787,9 @@ def plot_interpolation(cfg: SyntheticMnistConfig | None = None,
     for row, (a, b) in enumerate(class_pairs):
         ia = rng.choice(np.flatnonzero(train.labels == a))
         ib = rng.choice(np.flatnonzero(train.labels == b))
-        imgs = gen.interpolate(np.repeat(train.images[[ia]], steps, 0), np.repeat(train.images[[ib]], steps, 0), weights)
+        imgs = gen.interpolate(
+            np.repeat(train.images[[ia]], steps, 0), np.repeat(train.images[[ib]], steps, 0), weights
+        )
         for col in range(steps):
             ax = axes[row, col]
             ax.imshow(imgs[col], cmap="gray_r", vmin=0, vmax=255)
