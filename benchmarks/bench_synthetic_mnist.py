@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default $SOFTLAB_TORCH_THREADS or 1)")
     ap.add_argument("--reuse-cache", action="store_true", help="use the real cache instead of a fresh temporary one")
-    ap.add_argument("--figure", type=Path, default=None, help="save a grid of generated digits here (PNG)")
     args = ap.parse_args(argv)
     if args.threads is not None:
         os.environ["SOFTLAB_TORCH_THREADS"] = str(args.threads)
@@ -48,13 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ["SOFTLAB_CACHE_DIR"] = tmp.name
 
     from softlab.data import load_images
-    from softlab.data.synthetic_mnist import (
-        SyntheticMnistConfig,
-        generate_synthetic_mnist,
-        generator_teacher_agreement,
-        plot_generated_grid,
-        train_generator,
-    )
+    from softlab.generator import SyntheticMnistConfig, generate_synthetic_mnist, train_generator
+    from softlab.metrics import generator_teacher_agreement
     from softlab.teachers import TeacherConfig, teacher_probs, teacher_probs_on, train_teacher
 
     if args.config == "tiny":
@@ -110,13 +104,6 @@ def main(argv: list[str] | None = None) -> dict:
     out["teacher_top_in_pair"] = float(np.mean(np.any(probs.argmax(1)[:, None] == ds.pairs, axis=1)))
     out["peak_rss_mib_end"] = peak_rss_mib()
     out["load_average_end"] = os.getloadavg()[0]
-
-    if args.figure is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        fig = plot_generated_grid(ds, n=36, ncols=9, teacher_probs=probs)
-        fig.savefig(args.figure, dpi=110)
 
     print(json.dumps(out, indent=2))
     if tmp is not None:

@@ -13,9 +13,9 @@ An **arm** is a dataset with a human-labelled (or generator-labelled) pool:
   label is the generator mode except on a seeded share ``synthetic_mode_shift`` of items
   (default 0.18, the Fashion-MNIST-H rate) where it is the pair's other class, chosen with
   probability proportional to the generator's minority mass
-  (:func:`softlab.data.synthetic_mnist.official_with_mode_shifts`). The generator trains on, and
+  (:func:`softlab.generator.official_with_mode_shifts`). The generator trains on, and
   draws its anchors from, one half of the MNIST training split; the arm's teachers train on the
-  other half (:func:`softlab.data.synthetic_mnist.mnist_train_halves`). The disjoint split is
+  other half (:func:`softlab.generator.mnist_train_halves`). The disjoint split is
   the MNIST test split.
 - ``cifar10``: the 10,000 CIFAR-10 test images, all labelled by CIFAR-10H (Peterson et al. 2019);
   the disjoint split is the 50k training split. Needs the CIFAR-10 images (downloaded where
@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from softlab.data import entropy, load_human, load_images
-from softlab.data.synthetic_mnist import (
+from softlab.generator import (
     SyntheticMnistConfig,
     generate_synthetic_mnist,
     mnist_train_halves,

@@ -75,6 +75,7 @@ from softlab import cartography
 from softlab import metrics as M
 from softlab.io import atomic_path
 from softlab.paths import PROJECT_ROOT
+from softlab.validation import check_labels, check_probability_rows, check_shape
 
 __all__ = [
     "CLAIMS_PATH",
@@ -209,13 +210,11 @@ class ArmPredictions:
             raise ValueError(f"{where}: seeds: expected a 1-D integer array, got {seeds.shape} {seeds.dtype}")
         if len(np.unique(seeds)) != len(seeds):
             raise ValueError(f"{where}: seeds: expected distinct seeds, got {seeds.tolist()}")
-        official = np.asarray(self.official)
-        ref = np.asarray(self.reference)
-        if official.ndim != 1 or official.dtype.kind not in "iu":
-            raise ValueError(f"{where}: official: expected a 1-D integer array, got {official.shape} {official.dtype}")
+        official = check_labels(self.official, f"{where}: official")
         n_items = official.shape[0]
-        if ref.ndim != 2 or ref.shape[0] != n_items:
-            raise ValueError(f"{where}: reference: expected shape ({n_items}, n_classes), got {ref.shape}")
+        ref = check_shape(
+            check_probability_rows(self.reference, f"{where}: reference"), (n_items, None), f"{where}: reference"
+        )
         n_seeds, n_classes = seeds.shape[0], ref.shape[1]
         if self.reference_name not in ("human", "generator"):
             raise ValueError(f"{where}: reference_name: expected 'human' or 'generator', got {self.reference_name!r}")
@@ -284,21 +283,13 @@ class MetricSpec:
     leave_group_out: LeaveGroupOut | None = None
 
 
-def _human_mode(official: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    return M.human_mode(reference, official)
-
-
-def _entropy_probs(probs: np.ndarray) -> np.ndarray:
-    return M.entropy(np.asarray(probs, dtype=np.float64))
-
-
 def _calibration_spec(name: str, correctness: str, estimator: str, labels: str, description: str) -> MetricSpec:
     """A binned calibration metric and its one-pass leave-group-out evaluator."""
 
     def target(official: np.ndarray, reference: np.ndarray) -> np.ndarray:
         if correctness == "soft":
             return reference
-        return _human_mode(official, reference) if labels == "human-mode" else official
+        return M.human_mode(reference, official) if labels == "human-mode" else official
 
     singles: dict[tuple[str, str, str], Callable[..., np.ndarray]] = {
         ("label", "ece", "official"): lambda p, o, r: M.ece(p, o),
@@ -331,7 +322,7 @@ def _spearman_spec(name: str, array: str | None, description: str) -> MetricSpec
     predictive entropy ``H(p)`` when ``array`` is None (:func:`softlab.metrics.entropy_spearman`)."""
 
     def series(probs: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-        return _entropy_probs(probs) if array is None else np.asarray(arrays[array], dtype=np.float64)
+        return M.entropy(probs) if array is None else np.asarray(arrays[array], dtype=np.float64)
 
     def function(
         probs: np.ndarray, official: np.ndarray, reference: np.ndarray, arrays: Mapping[str, np.ndarray]
@@ -371,7 +362,7 @@ def _build_registry() -> dict[str, MetricSpec]:
         ),
         MetricSpec(
             "accuracy_human_mode",
-            lambda p, o, r, a: M.accuracy(p, _human_mode(o, r)),
+            lambda p, o, r, a: M.accuracy(p, M.human_mode(r, o)),
             ("probs",),
             "accuracy against the reference mode (ties towards official)",
             additive=True,

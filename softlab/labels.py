@@ -1,4 +1,5 @@
-"""Label conditions: mode × shape training targets (DESIGN.md, "Label conditions: mode × shape").
+"""Label conditions: mode × shape training targets (the book's chapter 3, "Mode decoupling",
+``notebooks/03_mode_decoupling.ipynb``, states the same definitions with their figures).
 
 Notation: ``N`` items in the split, ``C`` classes, ``n`` annotated items. For an annotated item
 with official label ``y``, human distribution ``h`` and human mode ``m = argmax h`` (ties resolved
@@ -61,8 +62,18 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 
 from softlab.data.annotations import entropy, human_mode, soft_labels, votes_per_item
+from softlab.validation import (
+    PROB_SUM_TOL,
+    check_labels,
+    check_nonnegative,
+    check_probability_rows,
+    is_probability_rows,
+)
+
+Floats = NDArray[np.float64]
 
 MODES: tuple[str, ...] = ("original", "human")
 SHAPES: tuple[str, ...] = ("hard", "smooth", "synthetic", "human-shuffled", "human")
@@ -73,8 +84,6 @@ EXTRA_SHAPES: tuple[str, ...] = ("smooth-mass",)
 EXTRA_CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in EXTRA_SHAPES)
 ALL_CONDITIONS: tuple[str, ...] = CONDITIONS + EXTRA_CONDITIONS
 
-#: Row sums of a probability input must be within this of 1.
-SUM_TOL: float = 1e-4
 #: Teacher probabilities are clipped below at this before taking the logarithm.
 TEACHER_FLOOR: float = 1e-12
 #: Bracket of ``log T`` searched by :func:`fit_temperature`.
@@ -258,33 +267,7 @@ def shuffle_within_groups(
 # --------------------------------------------------------------------------- validation
 
 
-def _int_array(x: object, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array of class/item indices, got shape {arr.shape}")
-    if arr.dtype == bool or not (
-        np.issubdtype(arr.dtype, np.integer)
-        or (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))
-    ):
-        raise ValueError(f"{name}: expected integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
-
-
-def _check_rows(arr: np.ndarray, name: str, sum_tol: float) -> None:
-    bad = ~np.isfinite(arr) | (arr < 0)
-    if bad.any():
-        r, c = map(int, np.argwhere(bad)[0])
-        raise ValueError(f"{name}: row {r}, column {c}: {float(arr[r, c])!r} is not a finite non-negative probability")
-    if sum_tol is not None:
-        off = np.abs(arr.sum(axis=1) - 1.0) > sum_tol
-        if off.any():
-            r = int(np.flatnonzero(off)[0])
-            raise ValueError(
-                f"{name}: row {r} sums to {arr[r].sum():.6g}; expected rows summing to 1 (within {sum_tol:g})"
-            )
-
-
-def _human_distribution(human: object, n: int, kind: str, sum_tol: float) -> tuple[np.ndarray, np.ndarray | None]:
+def _human_distribution(human: ArrayLike, n: int, kind: str) -> tuple[Floats, Floats | None]:
     """Validate ``human`` and return (distribution float64 (n, C), votes or None)."""
     if kind not in ("auto", "counts", "distribution"):
         raise ValueError(f"human_kind: expected 'auto', 'counts' or 'distribution', got {kind!r}")
@@ -298,27 +281,24 @@ def _human_distribution(human: object, n: int, kind: str, sum_tol: float) -> tup
         )
     if arr.shape[1] < 2:
         raise ValueError(f"human: expected at least 2 classes (columns), got {arr.shape[1]}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"human: expected numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    _check_rows(arr, "human", sum_tol=None)  # finite, non-negative
-    sums = arr.sum(axis=1)
+    arr = check_nonnegative(arr, "human", what="vote count or probability")
     if kind == "auto":
-        if np.all(np.abs(sums - 1.0) <= sum_tol):
+        if is_probability_rows(arr):
             kind = "distribution"
         elif np.all(arr == np.round(arr)):
             kind = "counts"
         else:
-            r = int(np.flatnonzero(np.abs(sums - 1.0) > sum_tol)[0])
+            sums = arr.sum(axis=1)
+            r = int(np.flatnonzero(np.abs(sums - 1.0) > PROB_SUM_TOL)[0])
             raise ValueError(
                 f"human: row {r} sums to {sums[r]:.6g} and the values are not integer vote counts; "
                 "expected rows summing to 1 (a distribution) or integer counts "
                 "(pass human_kind='counts' for weighted/fractional counts)"
             )
     if kind == "distribution":
-        _check_rows(arr, "human", sum_tol)
-        return arr / sums[:, None], None
-    empty = sums <= 0
+        arr = check_probability_rows(arr, "human")
+        return arr / arr.sum(axis=1)[:, None], None
+    empty = arr.sum(axis=1) <= 0
     if empty.any():
         raise ValueError(f"human: row {int(np.flatnonzero(empty)[0])} has no votes; every annotated item needs a vote")
     return soft_labels(arr), votes_per_item(arr)
@@ -431,7 +411,6 @@ def build_conditions(
     human_kind: HumanKind = "auto",
     entropy_tol: float = 1e-9,
     teacher_floor: float = TEACHER_FLOOR,
-    sum_tol: float = SUM_TOL,
 ) -> LabelConditions:
     """Build the training targets of the requested mode × shape conditions for every item.
 
@@ -440,7 +419,8 @@ def build_conditions(
     official : (N,) int — official labels of all items of the split, in ``[0, C)``.
     annotated_items : (n,) int — distinct indices into ``official`` of the human-labelled items (n ≥ 1).
     human : (n, C) — per annotated item (same order), a distribution (rows sum to 1) or vote counts.
-        ``human_kind="auto"`` reads a matrix whose every row sums to 1 (within ``sum_tol``) as
+        ``human_kind="auto"`` reads a matrix whose every row is a probability row
+        (:func:`softlab.validation.check_probability_rows`) as
         distributions, otherwise integer-valued matrices as counts; ``"counts"`` accepts weighted
         (fractional) counts. Counts are normalised (:func:`softlab.data.annotations.soft_labels`) and
         their row sums reported as ``votes``.
@@ -451,7 +431,6 @@ def build_conditions(
     seed : seeds the two ``human-shuffled`` permutations (the only random choice).
     entropy_tol : tolerance (nats) of the temperature fit on the mean entropy (float64).
     teacher_floor : teacher probabilities are clipped below at this before the logarithm.
-    sum_tol : allowed deviation of probability row sums from 1.
 
     ε and T are fitted on the annotated items given (see the module docstring for the formulas).
     To keep held-out labels out of training targets, pass the *training* items of a fold only
@@ -461,11 +440,11 @@ def build_conditions(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
 
-    off = _int_array(official, "official")
+    off = check_labels(official, "official")
     n_items = len(off)
     if n_items == 0:
         raise ValueError("official: empty; expected one label per item of the split")
-    items = _int_array(annotated_items, "annotated_items")
+    items = check_labels(annotated_items, "annotated_items", what="item indices")
     if len(items) == 0:
         raise ValueError("annotated_items: no annotated items; expected at least one human-labelled item")
     bad = (items < 0) | (items >= n_items)
@@ -478,12 +457,9 @@ def build_conditions(
     if (counts_per > 1).any():
         raise ValueError(f"annotated_items: item {int(uniq[counts_per > 1][0])} is listed more than once")
 
-    h, votes = _human_distribution(human, len(items), human_kind, sum_tol)
+    h, votes = _human_distribution(human, len(items), human_kind)
     n_classes = h.shape[1]
-    bad = (off < 0) | (off >= n_classes)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"official: item {k} has label {off[k]}, outside the class set 0..{n_classes - 1}")
+    off = check_labels(off, "official", n_classes)
     y = off[items]
     m = human_mode(h, y)
 
@@ -495,12 +471,8 @@ def build_conditions(
                 f"teacher_probs: expected shape ({n_items}, {n_classes}) (all items) or "
                 f"({len(items)}, {n_classes}) (annotated items), got {t.shape}"
             )
-        if t.dtype == bool or not np.issubdtype(t.dtype, np.number):
-            raise ValueError(f"teacher_probs: expected numbers, got dtype {t.dtype}")
-        t = t.astype(np.float64)
-        teacher = t[items] if t.shape[0] == n_items else t
         where = "teacher_probs" if t.shape[0] != n_items else "teacher_probs (rows of annotated_items)"
-        _check_rows(teacher, where, sum_tol)
+        teacher = check_probability_rows(t[items] if t.shape[0] == n_items else t, where)
     if teacher is None and any(parse_condition(n)[1] == "synthetic" for n in names):
         raise ValueError(
             "teacher_probs: required for the 'synthetic' shape "

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from softlab.metrics import entropy, human_mode
+from softlab.data.annotations import mode_shifted  # re-exported: the one definition
+from softlab.metrics import entropy
 
 __all__ = [
     "DEFAULT_N_BOOT",
@@ -489,18 +490,6 @@ def difficulty_strata(human_entropy: np.ndarray | object, thresholds: tuple[floa
     out[e <= t1] = "easy"
     out[e > t2] = "hard"
     return out.astype(str)
-
-
-def mode_shifted(human: np.ndarray | object, official: np.ndarray | object) -> np.ndarray:
-    """Boolean mask: human mode (ties towards official) differs from the official label."""
-    if official is None:
-        raise ValueError("official: mode shifts need the official labels, got None")
-    h = np.asarray(human, dtype=np.float64)
-    off = np.asarray(official)
-    if off.dtype.kind not in "iu" or off.shape != h.shape[:-1]:
-        raise ValueError(f"official: expected integer labels shaped {h.shape[:-1]}, got {off.shape} {off.dtype}")
-    off = off.astype(np.int64)
-    return human_mode(h, off) != off
 
 
 def stratum_masks(

@@ -216,7 +216,7 @@ def test_ambiguous_picks_highest_variability_with_seeded_ties() -> None:
     a, b = select_items("ambiguous", 5, 0, 20, variability=ties), select_items("ambiguous", 5, 0, 20, variability=ties)
     np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, select_items("ambiguous", 5, s, 20, variability=ties)) for s in range(1, 6))
-    with pytest.raises(StudyError, match="row 2"):
+    with pytest.raises(StudyError, match="variability: entry 2: nan is not a variability"):
         select_items("ambiguous", 3, 0, 20, variability=np.r_[0.1, 0.1, np.nan, np.zeros(17)])
     with pytest.raises(StudyError, match="needs cartography variability"):
         select_items("ambiguous", 3, 0, 20)

@@ -147,10 +147,10 @@ def test_data_map_table():
     ("dyn", "ref", "match"),
     [
         (np.ones((2, 3)), np.zeros(2, dtype=int), "dynamics"),
-        (np.full((2, 3, 2), 0.7), np.zeros(3, dtype=int), "probability vector"),
+        (np.full((2, 3, 2), 0.7), np.zeros(3, dtype=int), r"dynamics: row \(0, 0\) sums to 1.4"),
         (DYN, np.zeros(3, dtype=int), "reference"),
         (DYN, np.array([0, 5]), "reference"),
-        (DYN, np.array([[0.5, 0.6], [0.5, 0.5]]), "soft labels"),
+        (DYN, np.array([[0.5, 0.6], [0.5, 0.5]]), "reference: row 0 sums to 1.1"),
         (DYN, np.array(["a", "b"]), "dtype"),
     ],
 )

@@ -169,7 +169,7 @@ def test_synthetic_arm_has_the_requested_mode_shift_rate_and_generator_reference
 
 def test_teachers_never_see_the_disjoint_evaluation_sample_or_the_generator_half(fashion, synthetic):
     from softlab.data import load_images
-    from softlab.data.synthetic_mnist import mnist_train_halves
+    from softlab.generator import mnist_train_halves
     from softlab.experiment import _teacher_config, disjoint_sample
     from softlab.teachers import train_teacher
 

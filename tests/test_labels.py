@@ -357,7 +357,7 @@ T = np.full((4, 3), 1 / 3)
         (dict(human=H[0]), r"human: expected a 2-D array"),
         (
             dict(human=np.array([[0.6, 0.3, 0.0], [0.1, 0.2, 0.7]]), human_kind="distribution"),
-            r"human: row 0 sums to 0.9; expected rows summing to 1",
+            r"human: row 0 sums to 0.9; expected probabilities summing to 1 \(within 0.001\)",
         ),
         (
             dict(human=np.array([[0.6, 0.3, 0.0], [0.1, 0.2, 0.7]])),
@@ -365,14 +365,14 @@ T = np.full((4, 3), 1 / 3)
         ),
         (
             dict(human=np.array([[0.6, -0.1, 0.5], [0.1, 0.2, 0.7]])),
-            r"human: row 0, column 1: -0.1 is not a finite non-negative",
+            r"human: row 0, column 1: -0.1 is not a vote count or probability \(expected a finite number >= 0\)",
         ),
         (dict(human=np.array([[0, 0, 0], [1, 2, 3]]), human_kind="counts"), r"human: row 0 has no votes"),
         (dict(human_kind="soft"), r"human_kind: expected"),
-        (dict(official=np.array([0, 1, 3, 1])), r"official: item 2 has label 3, outside the class set 0..2"),
-        (dict(official=np.array([0, -1, 2, 1])), r"official: item 1 has label -1"),
+        (dict(official=np.array([0, 1, 3, 1])), r"official: entry 2 is 3, outside the class set 0..2"),
+        (dict(official=np.array([0, -1, 2, 1])), r"official: entry 1 is -1, outside the class set"),
         (dict(official=np.array([[0, 1, 2, 1]])), r"official: expected a 1-D array"),
-        (dict(official=np.array([0.5, 1, 2, 1])), r"official: expected integers"),
+        (dict(official=np.array([0.5, 1, 2, 1])), r"official: expected integer class indices"),
         (dict(annotated_items=np.array([0, 4])), r"annotated_items: entry 1 is 4, outside 0..3"),
         (dict(annotated_items=np.array([2, 2])), r"annotated_items: item 2 is listed more than once"),
         (dict(annotated_items=np.array([], dtype=int), human=np.zeros((0, 3))), r"annotated_items: no annotated items"),

@@ -374,11 +374,11 @@ def test_shapes_single_run_many_runs_and_extra_axes(sample):
 @pytest.mark.parametrize(
     ("probs", "labels", "match"),
     [
-        (np.array([[0.5, 0.6]]), np.array([0]), "sum to 1"),
+        (np.array([[0.5, 0.6]]), np.array([0]), "sums to 1.1; expected probabilities summing to 1"),
         (np.array([[1.5, -0.5]]), np.array([0]), r"\[0, 1\]"),
-        (np.array([[np.nan, 1.0]]), np.array([0]), "non-finite"),
+        (np.array([[np.nan, 1.0]]), np.array([0]), "row 0, column 0: nan is not a probability"),
         (np.array([0.5, 0.5]), np.array([0]), "shape"),
-        (np.array([[0.5, 0.5]]), np.array([2]), "labels must be in"),
+        (np.array([[0.5, 0.5]]), np.array([2]), "labels: entry 0 is 2, outside the class set 0..1"),
         (np.array([[0.5, 0.5]]), np.array([0, 1]), "labels: shape"),
         (np.array([[0.5, 0.5]]), np.array([0.5]), "integer"),
     ],
@@ -620,3 +620,39 @@ def test_leave_group_out_rejects_bad_groups(sample):
         M.spearman_leave_group_out(np.arange(5.0), np.arange(5.0), np.arange(4))
     with pytest.raises(ValueError, match="estimator"):
         M.calibration_leave_group_out(probs, labels, np.arange(120) % 2, estimator="mce")
+
+
+# ------------------------------------------------------------------- generator-teacher agreement
+
+
+def test_agreement_hand_computed() -> None:
+    g = np.array([[0.7, 0.3, 0.0], [0.0, 0.4, 0.6]])
+    p = np.array([[0.2, 0.8, 0.0], [0.1, 0.1, 0.8]])
+    out = M.generator_teacher_agreement(g, p)
+    # modes: g → [0, 2], p → [1, 2]: one of two agree
+    assert out["mode_agreement"] == pytest.approx(0.5)
+    # TV: ½(.5 + .5 + 0) = .5 and ½(.1 + .3 + .2) = .3 → mean .4
+    assert out["mean_total_variation"] == pytest.approx(0.4)
+    # teacher mass on the generator's classes: (.2 + .8) and (.1 + .8) → mean .95
+    assert out["support_mass"] == pytest.approx(0.95)
+    assert out["n_items"] == 2
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 20), st.integers(0, 10_000))
+def test_agreement_properties(n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(10), size=n)
+    q = rng.dirichlet(np.ones(10), size=n)
+    same = M.generator_teacher_agreement(p, p)
+    assert same["mode_agreement"] == 1.0 and same["mean_total_variation"] == pytest.approx(0.0, abs=1e-12)
+    other = M.generator_teacher_agreement(p, q)
+    assert 0.0 <= other["mean_total_variation"] <= 1.0
+    assert other["mean_total_variation"] == pytest.approx(M.generator_teacher_agreement(q, p)["mean_total_variation"])
+
+
+def test_agreement_rejects_mismatched_or_invalid_input() -> None:
+    with pytest.raises(ValueError, match="teacher_probs"):
+        M.generator_teacher_agreement(np.eye(3), np.eye(4))
+    with pytest.raises(ValueError, match="soft_labels"):
+        M.generator_teacher_agreement(np.full((2, 3), 0.5), np.full((2, 3), 1 / 3))

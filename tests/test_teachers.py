@@ -146,7 +146,8 @@ def test_probs_on_generated_images(trained, use_cache, monkeypatch) -> None:
 
 
 def test_generator_teacher_agreement_on_tiny_synthetic_set(trained, use_cache) -> None:
-    from softlab.data.synthetic_mnist import SyntheticMnistConfig, generate_synthetic_mnist, generator_teacher_agreement
+    from softlab.generator import SyntheticMnistConfig, generate_synthetic_mnist
+    from softlab.metrics import generator_teacher_agreement
 
     folder, _, _, _ = trained
     use_cache(folder)

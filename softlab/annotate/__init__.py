@@ -116,7 +116,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--dataset",
-        help="mnist, synthetic-mnist or fashion-mnist (via softlab.data.load_images); "
+        help="mnist or fashion-mnist (softlab.data.load_images), synthetic-mnist (softlab.generator); "
         "with --images: a name for the user array (default 'user')",
     )
     g.add_argument("--split", default=None, help="dataset split (default test)")

@@ -54,8 +54,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
+from softlab.data.annotations import entropy
+from softlab.data.imageset import ImageSet
 from softlab.io import atomic_path, atomic_write_text, config_key, load_npz
+from softlab.validation import check_images, check_nonnegative, check_probability_rows, check_shape
 
 STUDY_JSON = "study.json"
 IMAGES_NPZ = "images.npz"
@@ -210,46 +214,18 @@ def _check_size(size: int, available: int, what: str) -> None:
         raise StudyError(f"size: asked for {size} items but only {available} {what} are available")
 
 
-def entropy_nats(probs: np.ndarray) -> np.ndarray:
-    """Row entropy ``-Σ_c p_c ln p_c`` in nats with ``0 · ln 0 = 0``."""
-    p = np.asarray(probs, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
-
-
-def validate_probs(probs: np.ndarray, n_items: int, name: str = "probs") -> np.ndarray:
-    """Check teacher probabilities (N, C): finite, non-negative, rows summing to 1 (±1e-3)."""
+def validate_probs(probs: ArrayLike, n_items: int, name: str = "probs") -> NDArray[np.float64]:
+    """Teacher probabilities (N, C): probability rows (:func:`softlab.validation.check_probability_rows`)."""
     p = np.asarray(probs)
     if p.ndim != 2 or p.shape[0] != n_items:
         raise StudyError(f"{name}: expected shape ({n_items}, n_classes), got {p.shape}")
-    if not np.issubdtype(p.dtype, np.floating):
-        raise StudyError(f"{name}: expected floating-point probabilities, got dtype {p.dtype}")
-    p = p.astype(np.float64)
-    bad = ~np.isfinite(p) | (p < 0)
-    if bad.any():
-        r, c = map(int, np.argwhere(bad)[0])
-        raise StudyError(f"{name}: row {r}, column {c}: {p[r, c]!r} is not a finite non-negative probability")
-    sums = p.sum(axis=1)
-    off = np.abs(sums - 1.0) > 1e-3
-    if off.any():
-        r = int(np.flatnonzero(off)[0])
-        raise StudyError(f"{name}: row {r} sums to {sums[r]:.6f}; expected probabilities summing to 1")
-    return p
+    return check_probability_rows(p, name, error=StudyError)
 
 
-def validate_variability(variability: np.ndarray, n_items: int, name: str = "variability") -> np.ndarray:
-    """Check cartography variability (N,): finite and non-negative."""
-    v = np.asarray(variability)
-    if v.ndim != 1 or v.shape[0] != n_items:
-        raise StudyError(f"{name}: expected shape ({n_items},), got {v.shape}")
-    if not np.issubdtype(v.dtype, np.number):
-        raise StudyError(f"{name}: expected numbers, got dtype {v.dtype}")
-    v = v.astype(np.float64)
-    bad = ~np.isfinite(v) | (v < 0)
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise StudyError(f"{name}: row {r}: {v[r]!r} is not a finite non-negative variability")
-    return v
+def validate_variability(variability: ArrayLike, n_items: int, name: str = "variability") -> NDArray[np.float64]:
+    """Cartography variability (N,): finite and non-negative."""
+    v = check_shape(variability, (n_items,), name, error=StudyError)
+    return check_nonnegative(v, name, what="variability", error=StudyError)
 
 
 def select_items(
@@ -299,7 +275,7 @@ def select_items(
                 "strategy 'uncertain' needs teacher probabilities: pass --probs probs.npy with shape (N, n_classes)"
             )
         p = validate_probs(probs, n_items)
-        return _top_k(entropy_nats(p), size, seed, np.arange(n_items)).astype(np.int64)
+        return _top_k(entropy(p), size, seed, np.arange(n_items)).astype(np.int64)
     if variability is None:
         raise StudyError(
             "strategy 'ambiguous' needs cartography variability: pass --variability variability.npy with shape (N,)"
@@ -331,7 +307,7 @@ def select_attention_items(
         agree = candidates[p[candidates].argmax(axis=1) == y[candidates]]
         if len(agree) >= k:
             candidates = agree
-        score = -entropy_nats(p)
+        score = -entropy(p)
     elif variability is not None:
         score = -validate_variability(variability, n)
     else:
@@ -372,14 +348,9 @@ def load_npy(path: str | os.PathLike[str], name: str) -> np.ndarray:
         raise StudyError(f"{name}: {p} is not a readable .npy array ({exc})") from exc
 
 
-def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
-    """Check a user image array: uint8, shape (N, 28, 28), N >= 1."""
-    a = np.asarray(images)
-    if a.dtype != np.uint8:
-        raise StudyError(f"{name}: expected dtype uint8, got {a.dtype}")
-    if a.ndim != 3 or a.shape[1:] != (28, 28) or a.shape[0] < 1:
-        raise StudyError(f"{name}: expected shape (N, 28, 28), got {a.shape}")
-    return a
+def validate_images(images: ArrayLike, name: str = "images") -> NDArray[np.uint8]:
+    """A user image array: uint8, shape (N, 28, 28), N >= 1."""
+    return check_images(images, name, error=StudyError)
 
 
 def parse_classes(text: str | None, n: int | None = None) -> tuple[str, ...] | None:
@@ -611,6 +582,18 @@ def open_study(study_dir: str | os.PathLike[str]) -> Study:
     return study
 
 
+def _load_dataset(dataset: str, split: str) -> ImageSet:
+    """A verified data set (:func:`softlab.data.load_images`), or the default synthetic MNIST set
+    (:func:`softlab.generator.load_synthetic_mnist`: generated and cached on first use)."""
+    if dataset == "synthetic-mnist":
+        from softlab.generator import load_synthetic_mnist
+
+        return load_synthetic_mnist(split)
+    from softlab.data import load_images
+
+    return load_images(dataset, split)
+
+
 def load_source(
     dataset: str | None,
     split: str,
@@ -621,7 +604,9 @@ def load_source(
     """Images, labels, classes, dataset name and provenance for a new study.
 
     Either a user array (``images_path``: .npy uint8 (N, 28, 28); ``labels_path`` optional .npy
-    ints) or a dataset known to :func:`softlab.data.load_images`.
+    ints) or a dataset known to :func:`softlab.data.load_images`, or ``synthetic-mnist`` (the
+    default generated set of :func:`softlab.generator.load_synthetic_mnist`, splits ``all``,
+    ``train``, ``test``).
     """
     if images_path is not None:
         from softlab.io import sha256_file
@@ -639,10 +624,8 @@ def load_source(
         raise StudyError("dataset: give --dataset (mnist, synthetic-mnist, fashion-mnist) or --images path.npy")
     if labels_path is not None:
         raise StudyError("--labels: only used with --images (a dataset brings its own labels)")
-    import softlab.data
-
     try:
-        image_set = softlab.data.load_images(dataset, split)
+        image_set = _load_dataset(dataset, split)
     except (ValueError, RuntimeError, OSError) as exc:  # unknown name/split, DataError (missing or corrupt files)
         raise StudyError(f"--dataset {dataset} --split {split}: {exc}") from exc
     cls = parse_classes(classes, len(image_set.classes)) or tuple(image_set.classes)

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from softlab.validation import check_labels
 
 REQUIRED_COLUMNS = ("item", "annotator", "label")
 
@@ -111,7 +114,7 @@ def soft_labels(counts: np.ndarray, alpha: float = 0.0) -> np.ndarray:
     return c / total
 
 
-def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+def entropy(p: ArrayLike, axis: int = -1) -> NDArray[np.float64]:
     """Shannon entropy in nats, ``-Σ p log p`` with ``0 · log 0 = 0``."""
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -119,21 +122,17 @@ def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     return -terms.sum(axis=axis)
 
 
-def human_mode(counts: np.ndarray, official: np.ndarray | None = None) -> np.ndarray:
+def human_mode(counts: ArrayLike, official: ArrayLike | None = None) -> NDArray[np.int64]:
     """Argmax of each row; ties go to the official label when it is among the tied maxima,
-    otherwise to the lowest class index."""
+    otherwise to the lowest class index. ``official`` has one label per row (or broadcasts)."""
     c = np.asarray(counts, dtype=np.float64)
     mode = c.argmax(axis=-1)
     if official is not None:
-        off = np.asarray(official, dtype=np.int64)
+        off = check_labels(official, "official", c.shape[-1], ndim=None, error=AnnotationError)
         try:
             off = np.broadcast_to(off, mode.shape)
         except ValueError:
-            raise AnnotationError(
-                f"official: expected shape {mode.shape} (or broadcastable), got {off.shape}"
-            ) from None
-        if off.size and (off.min() < 0 or off.max() >= c.shape[-1]):
-            raise AnnotationError(f"official: labels must be in [0, {c.shape[-1] - 1}]")
+            raise AnnotationError(f"official: expected shape {mode.shape} (or broadcastable), got {off.shape}") from None
         top = c.max(axis=-1)
         off_is_top = np.take_along_axis(c, off[..., None], axis=-1)[..., 0] == top
         mode = np.where(off_is_top, off, mode)
@@ -160,9 +159,17 @@ def majority(
     raise AnnotationError(f"tie_break: expected 'lowest', 'official' or 'random', got {tie_break!r}")
 
 
-def mode_shifted(counts: np.ndarray, official: np.ndarray) -> np.ndarray:
-    """True where the human mode (ties towards official) differs from the official label."""
-    return human_mode(counts, official) != np.asarray(official, dtype=np.int64)
+def mode_shifted(counts: ArrayLike, official: ArrayLike) -> NDArray[np.bool_]:
+    """True where the human mode (:func:`human_mode`, ties towards official) differs from the
+    official label. ``counts`` (items × classes) are votes or distributions; ``official`` has one
+    integer label per item."""
+    if official is None:
+        raise AnnotationError("official: mode shifts need the official labels, got None")
+    c = np.asarray(counts, dtype=np.float64)
+    off = check_labels(official, "official", c.shape[-1], ndim=None, error=AnnotationError)
+    if off.shape != c.shape[:-1]:
+        raise AnnotationError(f"official: expected integer labels shaped {c.shape[:-1]}, got {off.shape}")
+    return human_mode(c, off) != off
 
 
 def fleiss_kappa(counts: np.ndarray) -> float:

@@ -25,7 +25,7 @@ actual MD5) and never used. When no source gives verified files, :class:`DataUna
 raised: its message is ONE line saying what to download and where to put it (the book prints
 it and skips the CIFAR arm); ``.failures`` holds what each source said.
 
-Layout: :class:`~softlab.data.images.ImageSet` with ``images`` uint8 **(n, 32, 32, 3)**
+Layout: :class:`~softlab.data.imageset.ImageSet` with ``images`` uint8 **(n, 32, 32, 3)**
 (height, width, RGB — channels last, as ``torchvision.datasets.CIFAR10.data`` and image viewers
 use); ``ImageSet.as_float()`` gives the models' (n, 3, 32, 32) float32 in [0, 1].
 
@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from softlab.data.images import SOURCES, ChecksumError, DataError, ImageSet
+from softlab.data.imageset import OFFLINE_HINT, SOURCES, ChecksumError, DataError, ImageSet, offline
 from softlab.io import atomic_path, atomic_write_bytes, md5_bytes
 from softlab.paths import data_dir
 
@@ -277,8 +277,6 @@ def _obtain(files: Sequence[str], sources: Sequence[str], spec: CifarSpec) -> di
                 failures.append(f"  - registry: no package registry ships {spec.name}")
                 continue
             else:
-                from softlab.data.images import OFFLINE_HINT, offline
-
                 if offline():
                     failures.append(f"  - mirror: skipped, {OFFLINE_HINT}")
                     continue

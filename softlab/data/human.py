@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from softlab.data.imageset import OFFLINE_HINT, offline
 from softlab.io import atomic_write_bytes, sha256_bytes
 from softlab.paths import data_dir, human_dirs
 
@@ -115,8 +116,6 @@ def fetch_human_file(relpath: str, download: bool = True) -> tuple[Path, str]:
     """Return (verified local path, origin) of one human-label file, caching it.
 
     ``download=False`` or ``SOFTLAB_OFFLINE=1`` uses local copies only."""
-    from softlab.data.images import OFFLINE_HINT, offline
-
     f = HUMAN_FILES[relpath]
     local_only = offline()
     download = download and not local_only
