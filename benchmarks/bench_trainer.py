@@ -29,14 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from softlab.models import ModelConfig, count_params  # noqa: E402
-from softlab.train import (  # noqa: E402
-    Member,
-    TrainConfig,
-    resolve_device,
-    train_members,
-    train_single_reference,
-    tune_cpu_allocator,
-)
+from softlab.runtime import resolve_device, tune_cpu_allocator  # noqa: E402
+from softlab.train import Member, TrainConfig, train_members, train_single_reference  # noqa: E402
 
 
 def cpu_name() -> str:

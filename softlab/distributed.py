@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from softlab.runtime import torch_threads
+from softlab.runtime import resolve_device, torch_threads
 from softlab.train import (
     Member,
     MemberResult,
@@ -69,7 +69,6 @@ from softlab.train import (
     _check_inputs,
     _default_max_members,
     plan_batches,
-    resolve_device,
     train_members,
 )
 
@@ -105,8 +104,8 @@ def aligned(a: np.ndarray, alignment: int = ALIGNMENT) -> np.ndarray:
     (itself when it already does, else a copy).
 
     The trainer predicts shared evaluation images straight from the caller's buffer, and
-    vectorised CPU kernels can round differently at different start offsets (measured here:
-    buffers at offsets 4 or 8 mod 16 change the last bit of some probabilities). Arrays a Dask
+    vectorised CPU kernels can round differently at different start offsets (observed with
+    torch on x86-64: buffers at offsets 4 or 8 mod 16 change the last bit of some probabilities). Arrays a Dask
     worker deserialises may start at any offset, so both executors align their inputs: the
     numbers then do not depend on where the bytes happen to lie.
     """
