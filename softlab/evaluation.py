@@ -32,6 +32,7 @@ import pandas as pd
 from softlab.io import atomic_path
 from softlab.metrics import DEFAULT_N_BINS, entropy, human_mode, metric_suite, reliability_bins
 from softlab.stats import STRATA, item_disagreement, stratum_masks, tertile_thresholds
+from softlab.validation import check_labels, check_probability_rows, check_shape
 
 __all__ = [
     "TABLE_COLUMNS",
@@ -117,19 +118,13 @@ class RunPredictions:
             raise ValueError(f"{where}.item_ids: expected shape ({n_items},), got {ids.shape}")
         if len(np.unique(ids)) != n_items:
             raise ValueError(f"{where}.item_ids: item ids must be unique")
-        off = np.asarray(self.official)
-        if off.shape != (n_items,) or off.dtype.kind not in "iu":
-            raise ValueError(
-                f"{where}.official: expected integer labels shaped ({n_items},), got {off.shape} {off.dtype}"
-            )
+        off = check_shape(check_labels(self.official, f"{where}.official", n_classes), (n_items,), f"{where}.official")
         object.__setattr__(self, "probs", probs)
         object.__setattr__(self, "item_ids", ids)
-        object.__setattr__(self, "official", off.astype(np.int64))
+        object.__setattr__(self, "official", off)
         if self.human is not None:
-            h = np.asarray(self.human, dtype=np.float64)
-            if h.shape != (n_items, n_classes):
-                raise ValueError(f"{where}.human: expected shape ({n_items}, {n_classes}), got {h.shape}")
-            object.__setattr__(self, "human", h)
+            h = check_probability_rows(self.human, f"{where}.human")
+            object.__setattr__(self, "human", check_shape(h, (n_items, n_classes), f"{where}.human"))
         if self.strata is not None:
             masks = {}
             for name, mask in self.strata.items():

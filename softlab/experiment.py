@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from softlab.data import entropy, load_human, load_images
+from softlab.data import entropy, load_human, load_images, soft_labels
 from softlab.generator import (
     SyntheticMnistConfig,
     generate_synthetic_mnist,
@@ -517,7 +517,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
         images_u8 = test.images[pos]
         official = test.labels[pos].astype(np.int64)
         item_ids = pos.astype(np.int64)
-        reference = counts / counts.sum(axis=1, keepdims=True)
+        reference = soft_labels(counts)
         disjoint = load_images(image_ds, "train")
         dis = disjoint_sample(len(disjoint.labels), cfg.disjoint_size, cfg.pool_seed)
         teachers = [_teacher_config(image_ds, cfg, t, dis) for t in range(cfg.n_teachers)]

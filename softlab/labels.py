@@ -202,12 +202,16 @@ def smooth_shape(labels: np.ndarray, n_classes: int, epsilon: float) -> np.ndarr
     return (1.0 - epsilon) * one_hot(labels, n_classes) + epsilon / n_classes
 
 
-def temper(probs: np.ndarray, temperature: float, floor: float = TEACHER_FLOOR) -> np.ndarray:
+def softmax(z: ArrayLike, temperature: float = 1.0) -> Floats:
+    """``softmax(z / T)`` over the last axis, in float64 (the row maximum is subtracted first)."""
+    scaled = np.asarray(z, dtype=np.float64) / temperature
+    e = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def temper(probs: ArrayLike, temperature: float, floor: float = TEACHER_FLOOR) -> Floats:
     """``softmax(log(max(p, floor)) / T)`` per row, float64."""
-    z = np.log(np.maximum(np.asarray(probs, dtype=np.float64), floor)) / temperature
-    z -= z.max(axis=-1, keepdims=True)
-    q = np.exp(z)
-    return q / q.sum(axis=-1, keepdims=True)
+    return softmax(np.log(np.maximum(np.asarray(probs, dtype=np.float64), floor)), temperature)
 
 
 def _mean_tempered_entropy(log_p: np.ndarray, log_t: float) -> float:

@@ -44,14 +44,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
 from softlab.data import load_images, load_mnist_cleanlab_probs
+from softlab import labels
 from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
 from softlab.models import ModelConfig, build_model
 from softlab.paths import cache_dir
 from softlab.runtime import torch_threads
 from softlab.train import TRAINER_VERSION, Member, TrainConfig, train_members
+from softlab.validation import field_error
 
 __all__ = [
     "TEACHER_VERSION",
@@ -107,7 +110,7 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
-            return ValueError(f"TeacherConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+            return field_error(self, name, expected)
 
         if self.dataset not in TEACHER_DATASETS:
             raise bad("dataset", f"one of {TEACHER_DATASETS}")
@@ -258,14 +261,12 @@ class Teacher:
         return softmax(self.logits(images, num_threads=num_threads))
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """``softmax(logits / T)`` over the last axis, computed in float64, returned float32."""
+def softmax(logits: ArrayLike, temperature: float = 1.0) -> NDArray[np.float32]:
+    """``softmax(logits / T)`` over the last axis (:func:`softlab.labels.softmax`, float64),
+    returned float32."""
     if not temperature > 0:
         raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return labels.softmax(logits, temperature).astype(np.float32)
 
 
 def _load_teacher(cfg: TeacherConfig) -> Teacher | None:

@@ -72,9 +72,9 @@ def test_missing_file_and_format(tmp_path):
 @pytest.mark.parametrize(
     "counts, match",
     [
-        ([[1, np.nan]], r"row 0, column 1: value nan is NaN"),
-        ([[1, 2], [-1, 3]], r"row 1, column 0: value -1.0 is negative"),
-        ([[1, 0.5]], r"row 0, column 1: value 0.5 is not an integer"),
+        ([[1, np.nan]], r"counts: row 0, column 1: nan is not a vote count \(expected a finite number >= 0\)"),
+        ([[1, 2], [-1, 3]], r"counts: row 1, column 0: -1.0 is not a vote count"),
+        ([[1, 0.5]], r"counts: row 0, column 1: 0.5 is not an integer vote count"),
         ([[1, 1], [0, 0]], r"row 1 has no votes"),
         (np.zeros((0, 3)), r"empty"),
     ],
@@ -403,10 +403,10 @@ def test_to_counts_matches_a_hand_count_with_weights():
 @pytest.mark.parametrize(
     "counts, match",
     [
-        ([[0, 1, 2], [1, -1, 1]], r"row 1, column 1: count -1.0 is negative"),
-        ([[0, np.nan, 2]], r"row 0, column 1: count nan is NaN"),
-        ([[0, np.inf, 2]], r"row 0, column 1: count inf is NaN or infinite"),
-        ([[True, False]], r"expected numeric vote counts"),
+        ([[0, 1, 2], [1, -1, 1]], r"soft_labels: row 1, column 1: -1.0 is not a vote count"),
+        ([[0, np.nan, 2]], r"soft_labels: row 0, column 1: nan is not a vote count"),
+        ([[0, np.inf, 2]], r"soft_labels: row 0, column 1: inf is not a vote count \(expected a finite number >= 0\)"),
+        ([[True, False]], r"soft_labels: expected numbers, got dtype bool"),
     ],
 )
 def test_soft_labels_reject_negative_and_nan_counts(counts, match):

@@ -181,7 +181,7 @@ def test_run_predictions_validation():
     with pytest.raises(ValueError, match="probs"):
         E.RunPredictions("d", "a/b", 0, 0, "heldout", probs[0], ids, off)
     bad = E.RunPredictions("d", "a/b", 4, 1, "heldout", np.full((3, 2), 0.7), ids, off)
-    with pytest.raises(ValueError, match=r"seed=4.*sum to 1"):
+    with pytest.raises(ValueError, match=r"seed=4.*sums to 1.4"):
         E.evaluate_runs([bad])
     with pytest.raises(ValueError, match="records"):
         E.evaluate_runs([])

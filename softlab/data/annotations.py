@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from softlab.validation import check_labels
+from softlab.validation import check_labels, check_nonnegative
 
 REQUIRED_COLUMNS = ("item", "annotator", "label")
 
@@ -56,20 +56,11 @@ def validate_counts(counts: np.ndarray, name: str = "counts", integer: bool = Tr
         raise AnnotationError(f"{name}: expected a 2-D array (items × classes), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise AnnotationError(f"{name}: empty count matrix (shape {arr.shape})")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise AnnotationError(f"{name}: expected numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    checks = (
-        (~np.isfinite(arr), "is NaN or infinite"),
-        (arr < 0, "is negative"),
-        (np.isfinite(arr) & (arr != np.round(arr)) & integer, "is not an integer count"),
-    )
-    for bad, what in checks:
-        if bad.any():
-            r, c = map(int, np.argwhere(bad)[0])
-            raise AnnotationError(
-                f"{name}: row {r}, column {c}: value {_show(arr[r, c])} {what}; expected a non-negative integer count"
-            )
+    arr = check_nonnegative(arr, name, what="vote count", error=AnnotationError)
+    fractional = arr != np.round(arr)
+    if integer and fractional.any():
+        r, c = map(int, np.argwhere(fractional)[0])
+        raise AnnotationError(f"{name}: row {r}, column {c}: {_show(arr[r, c])} is not an integer vote count")
     empty = arr.sum(axis=1) == 0
     if empty.any():
         r = int(np.flatnonzero(empty)[0])
@@ -96,17 +87,7 @@ def soft_labels(counts: np.ndarray, alpha: float = 0.0) -> np.ndarray:
         or alpha < 0
     ):
         raise AnnotationError(f"alpha: expected a finite non-negative smoothing constant, got {alpha!r}")
-    arr = np.asarray(counts)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise AnnotationError(f"soft_labels: expected numeric vote counts, got dtype {arr.dtype}")
-    c = arr.astype(np.float64)
-    for bad, what in ((~np.isfinite(c), "is NaN or infinite"), (c < 0, "is negative")):
-        if bad.any():
-            pos = tuple(int(i) for i in np.argwhere(bad)[0])
-            at = f"row {pos[0]}, column {pos[1]}" if len(pos) == 2 else f"position {pos}"
-            raise AnnotationError(
-                f"soft_labels: {at}: count {_show(c[pos])} {what}; expected non-negative finite (weighted) vote counts"
-            )
+    c = check_nonnegative(counts, "soft_labels", what="vote count", error=AnnotationError)
     c = c + alpha
     total = c.sum(axis=-1, keepdims=True)
     if np.any(total <= 0):
@@ -132,7 +113,9 @@ def human_mode(counts: ArrayLike, official: ArrayLike | None = None) -> NDArray[
         try:
             off = np.broadcast_to(off, mode.shape)
         except ValueError:
-            raise AnnotationError(f"official: expected shape {mode.shape} (or broadcastable), got {off.shape}") from None
+            raise AnnotationError(
+                f"official: expected shape {mode.shape} (or broadcastable), got {off.shape}"
+            ) from None
         top = c.max(axis=-1)
         off_is_top = np.take_along_axis(c, off[..., None], axis=-1)[..., 0] == top
         mode = np.where(off_is_top, off, mode)

@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
+from softlab.data.annotations import soft_labels
 from softlab.data.imageset import OFFLINE_HINT, offline
 from softlab.io import atomic_write_bytes, sha256_bytes
 from softlab.paths import data_dir, human_dirs
@@ -181,8 +183,9 @@ class HumanLabels:
     def n_items(self) -> int:
         return len(self.items)
 
-    def soft(self) -> np.ndarray:
-        return self.counts / self.counts.sum(axis=1, keepdims=True)
+    def soft(self) -> NDArray[np.float64]:
+        """The soft labels: normalised counts (:func:`softlab.data.annotations.soft_labels`)."""
+        return soft_labels(self.counts)
 
     def votes(self) -> np.ndarray:
         return self.counts.sum(axis=1)
