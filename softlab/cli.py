@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class CliError(Exception):
@@ -146,7 +146,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _go_offline(args)
     _, per_notebook = resolve_parameters(args.params, _overrides(args))
-    values: dict = {}
+    values: dict[str, Any] = {}
     for declared in per_notebook.values():
         values.update(declared)
     arm_configs, train_cfg, seeds = configs_from_params(values)

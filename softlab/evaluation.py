@@ -177,10 +177,10 @@ def entropy_thresholds(records: Iterable[RunPredictions]) -> dict[tuple[str, str
     return {key: tertile_thresholds(np.fromiter(pool.values(), dtype=np.float64)) for key, pool in pools.items()}
 
 
-def _groups(records: Sequence[RunPredictions], by_seed: bool) -> dict[tuple, list[RunPredictions]]:
-    groups: dict[tuple, list[RunPredictions]] = {}
+def _groups(records: Sequence[RunPredictions], by_seed: bool) -> dict[tuple[object, ...], list[RunPredictions]]:
+    groups: dict[tuple[object, ...], list[RunPredictions]] = {}
     for rec in records:
-        key: tuple = (rec.dataset, rec.split, rec.fold, _digest(rec), rec.probs.shape[1])
+        key: tuple[object, ...] = (rec.dataset, rec.split, rec.fold, _digest(rec), rec.probs.shape[1])
         if not by_seed:
             key = (rec.condition,) + key
         groups.setdefault(key, []).append(rec)
@@ -246,7 +246,7 @@ def evaluate_runs(
     thr = dict(entropy_thresholds(recs))
     if thresholds is not None:
         thr.update(thresholds)
-    cols: dict[str, list] = {c: [] for c in TABLE_COLUMNS}
+    cols: dict[str, list[object]] = {c: [] for c in TABLE_COLUMNS}
     stacks = [chunk for whole in _groups(recs, by_seed=True).values() for chunk in _chunks(whole)]
     for group in stacks:
         first = group[0]
@@ -306,7 +306,7 @@ def reliability_frame(
         mask = _masks_for(rec, thr, [stratum]).get(stratum)
         if mask is None:
             continue
-        labels = rec.official if reference == "official" else human_mode(rec.human, rec.official)
+        labels = rec.official if rec.human is None or reference == "official" else human_mode(rec.human, rec.official)
         rb = reliability_bins(rec.probs[mask], labels[mask], n_bins)
         frames.append(
             pd.DataFrame(

@@ -61,22 +61,26 @@ Protocol of one arm
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from softlab.data import entropy, load_human, load_images, soft_labels
+from softlab.data import entropy, load_cifar10h, load_human, load_images, soft_labels
+from softlab.data.human import HumanLabels
 from softlab.generator import (
     SyntheticMnistConfig,
     generate_synthetic_mnist,
     mnist_train_halves,
     official_with_mode_shifts,
 )
-from softlab.labels import ALL_CONDITIONS, CONDITIONS, LabelConditions, build_conditions, parse_condition, temper
+from softlab.labels import CONDITIONS, LabelConditions, build_conditions, parse_condition
+
+if TYPE_CHECKING:  # pragma: no cover  (torch-side modules are imported where they are used)
+    from softlab.teachers import TeacherConfig
+    from softlab.train import MemberResult, TrainConfig
 
 ARMS = ("fashion-mnist", "mnist", "synthetic-mnist", "cifar10")
 #: Arms whose reference comes from a votes table (``ArmConfig.votes``).
@@ -448,7 +452,7 @@ class Arm:
         return mode_shifted(self.reference, self.official[self.annotated])
 
 
-def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray):
+def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray) -> TeacherConfig:
     """The teacher of arm ``cfg`` with ``seed``, never trained on the ``exclude`` positions of its
     training split. ``dataset`` is kept for callers; the image data set comes from ``cfg``."""
     from softlab.teachers import TeacherConfig
@@ -460,15 +464,13 @@ def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray
     return TeacherConfig(**fields, dataset=base, seed=seed, exclude=tuple(int(i) for i in exclude))
 
 
-def _human_reference(cfg: ArmConfig):
+def _human_reference(cfg: ArmConfig) -> HumanLabels:
     """The human labels of a human-reference arm, as ``HumanLabels`` over the test split."""
     if cfg.dataset == "fashion-mnist":
         return load_human("fashion-mnist-h")
     if cfg.dataset == "mnist":
         return load_human("mnist-mturk", neither=cfg.mturk_neither)
     if cfg.dataset == "cifar10":
-        from softlab.data.cifar import load_cifar10h
-
         return load_cifar10h()
     from softlab.data.votes import load_votes
 
@@ -542,7 +544,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
                 "arm": cfg.arm_name,
                 "teacher": t,
                 "seed": tcfg.seed,
-                "training images": int(len(teacher.train_indices)),
+                "training images": len(teacher.train_indices),
                 "excluded images": len(tcfg.exclude),
                 "accuracy on the pool (official)": float((tprobs[t].argmax(1) == official).mean()),
                 "accuracy on labelled items (reference mode)": float(
@@ -638,6 +640,15 @@ def member_key(
     }
 
 
+class RunKey(NamedTuple):
+    """What tells one run of a grid from another (and whether it stored training dynamics)."""
+
+    condition: str
+    seed: int
+    fold: int
+    training_dynamics: bool
+
+
 @dataclass
 class GridResults:
     """Trained members of one arm: ``runs`` is a table (condition, mode, shape, seed, fold, …)
@@ -645,7 +656,12 @@ class GridResults:
 
     arm: Arm
     runs: pd.DataFrame
-    results: list[Any]
+    results: list[MemberResult]
+
+    def run_keys(self) -> list[RunKey]:
+        """:class:`RunKey` of every run, in ``runs`` / ``results`` order."""
+        columns = (self.runs[c].tolist() for c in ("condition", "seed", "fold", "training_dynamics"))
+        return [RunKey(str(c), int(s), int(f), bool(d)) for c, s, f, d in zip(*columns)]
 
     @property
     def seeds(self) -> list[int]:
@@ -661,32 +677,36 @@ class GridResults:
             raise ValueError(f"no single run for condition={condition!r}, seed={seed}, fold={fold}")
         return int(np.flatnonzero(sel.to_numpy())[0])
 
+    def _watched(self, index: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """Run ``index``'s number of held-out items and its watched positions (held-out fold, then
+        calibration split), final probabilities and per-epoch probabilities on them."""
+        fold = int(self.runs["fold"].iloc[index])
+        res = self.results[index]
+        if res.watch_idx is None or res.watch_probs is None or res.watch_dynamics is None:
+            raise ValueError(f"run {res.name!r} watched no items (grid members watch their held-out fold)")
+        n_held = len(self.arm.heldout_positions(fold))
+        return n_held, np.asarray(res.watch_idx), np.asarray(res.watch_probs), res.watch_dynamics
+
     def heldout(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool positions of the labelled items in run ``index``'s held-out fold, and the run's
         final probabilities on them."""
-        fold = int(self.runs["fold"].iloc[index])
-        res = self.results[index]
-        n_held = len(self.arm.heldout_positions(fold))
-        pos = np.asarray(res.watch_idx[:n_held])
+        n_held, watch_idx, watch_probs, _ = self._watched(index)
+        pos = watch_idx[:n_held]
         keep = np.isin(pos, self.arm.annotated)
-        return pos[keep], np.asarray(res.watch_probs[:n_held][keep])
+        return pos[keep], watch_probs[:n_held][keep]
 
     def heldout_dynamics(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool positions of the labelled held-out items of run ``index`` and the run's
         probabilities on them after every epoch, (epochs, n, C) float32."""
-        fold = int(self.runs["fold"].iloc[index])
-        res = self.results[index]
-        n_held = len(self.arm.heldout_positions(fold))
-        pos = np.asarray(res.watch_idx[:n_held])
+        n_held, watch_idx, _, watch_dynamics = self._watched(index)
+        pos = watch_idx[:n_held]
         keep = np.isin(pos, self.arm.annotated)
-        return pos[keep], np.asarray(res.watch_dynamics[:, :n_held][:, keep], dtype=np.float32)
+        return pos[keep], np.asarray(watch_dynamics[:, :n_held][:, keep], dtype=np.float32)
 
     def calibration_probs(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool positions of run ``index``'s calibration items and its final probabilities on them."""
-        fold = int(self.runs["fold"].iloc[index])
-        res = self.results[index]
-        n_held = len(self.arm.heldout_positions(fold))
-        return np.asarray(res.watch_idx[n_held:]), np.asarray(res.watch_probs[n_held:])
+        n_held, watch_idx, watch_probs, _ = self._watched(index)
+        return watch_idx[n_held:], watch_probs[n_held:]
 
     def learning_curves(self) -> pd.DataFrame:
         rows = []
@@ -726,7 +746,7 @@ class GridResults:
 # ----------------------------------------------------------------------------- parameters
 
 
-def configs_from_params(p: Mapping[str, Any]):
+def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], TrainConfig, list[int]]:
     """Turn a notebook parameter set into (arm configs by name, ``TrainConfig``, seeds).
 
     Parameters used: ``arms, pool_size, mnist_pool_size, synthetic_items, synthetic_mode_shift,
@@ -761,7 +781,7 @@ def configs_from_params(p: Mapping[str, Any]):
             f"arms: unknown arm(s) {unknown}; expected some of {ARMS} (votes tables: the `votes` parameter)"
         )
     conditions = tuple(p.get("conditions") or DEFAULT_CONDITIONS)
-    common = dict(
+    common: dict[str, Any] = dict(
         folds=int(p["folds"]),
         disjoint_size=int(p["disjoint_size"]),
         teacher=teacher,
@@ -886,8 +906,10 @@ def run_arm(
     runs, members = grid_members(arm, seeds, record_dynamics=train_cfg.record_dynamics)
     train_key = train_cfg.key_dict()
     configs = [
-        member_key(arm.config, train_key, r.condition, r.seed, r.fold, r.training_dynamics)
-        for r in runs.itertuples(index=False)
+        member_key(arm.config, train_key, condition, seed, fold, dynamics)
+        for condition, seed, fold, dynamics in zip(
+            runs["condition"].tolist(), runs["seed"].tolist(), runs["fold"].tolist(), runs["training_dynamics"].tolist()
+        )
     ]
     by_key = {store.key(c): m for c, m in zip(configs, members)}
     eval_sets = {"disjoint": arm.disjoint_images}

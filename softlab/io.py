@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 
 @contextmanager
@@ -50,11 +51,10 @@ def atomic_write_text(dest: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(dest, text.encode("utf-8"))
 
 
-def atomic_save_npz(dest: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
-    """Save arrays to a compressed ``.npz`` atomically."""
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+def atomic_save_npz(dest: str | os.PathLike[str], **arrays: npt.ArrayLike) -> Path:
+    """Save arrays to a compressed ``.npz`` atomically (never pickled)."""
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, allow_pickle=False, **arrays)  # load_npz reads with allow_pickle=False too
     return Path(dest)
 
 

@@ -506,6 +506,7 @@ def build_conditions(
             elif shape == "smooth-mass":
                 shapes[key] = smooth_shape(y, n_classes, epsilon_mass)
             elif shape == "synthetic":
+                assert teacher is not None  # checked above: synthetic needs teacher_probs
                 shapes[key] = temper(teacher, temperature, teacher_floor)
             elif shape == "human-shuffled":
                 shapes[key] = shuffled_y if mode == "original" else shuffled_m

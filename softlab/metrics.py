@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -78,6 +79,7 @@ LN2: float = float(np.log(2.0))
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
+_Scalar = TypeVar("_Scalar", bound=np.generic)
 #: Per-bin sums of one binning: item count, confidence, correctness and (correctness − confidence)².
 BinSums = tuple[Floats, Floats, Floats, Floats]
 
@@ -140,7 +142,7 @@ def _check_n_bins(n_bins: int) -> int:
     return int(n_bins)
 
 
-def _flatten_runs(arr: NDArray[np.generic], tail: int) -> tuple[NDArray[np.generic], tuple[int, ...]]:
+def _flatten_runs(arr: NDArray[_Scalar], tail: int) -> tuple[NDArray[_Scalar], tuple[int, ...]]:
     """Reshape ``arr`` to ``(R, *arr.shape[-tail:])`` and return the leading shape."""
     lead = arr.shape[: arr.ndim - tail]
     return arr.reshape((-1, *arr.shape[arr.ndim - tail :])), lead
@@ -245,9 +247,14 @@ def _group_bin_sums(conf: Floats, hits: Floats, bins: Ints, n_bins: int, groups:
     size = n_runs * n_groups * n_bins
     shape = (n_runs, n_groups, n_bins)
     count = np.bincount(flat, minlength=size).reshape(shape).astype(np.float64)
-    conf_sum = np.bincount(flat, weights=conf.ravel(), minlength=size).reshape(shape)
-    hit_sum = np.bincount(flat, weights=hits.ravel(), minlength=size).reshape(shape)
-    dsq_sum = np.bincount(flat, weights=((hits - conf) ** 2).ravel(), minlength=size).reshape(shape)
+    # (bincount with weights returns float64: astype only tells the type checker, it copies nothing)
+    conf_sum = np.bincount(flat, weights=conf.ravel(), minlength=size).reshape(shape).astype(np.float64, copy=False)
+    hit_sum = np.bincount(flat, weights=hits.ravel(), minlength=size).reshape(shape).astype(np.float64, copy=False)
+    dsq_sum = (
+        np.bincount(flat, weights=((hits - conf) ** 2).ravel(), minlength=size)
+        .reshape(shape)
+        .astype(np.float64, copy=False)
+    )
     return count, conf_sum, hit_sum, dsq_sum
 
 

@@ -37,6 +37,7 @@ maxpool∘relu`` exactly, values and gradients, because ReLU is monotone) so the
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -101,7 +102,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
         d = dict(d)
         if "in_shape" in d:
             d["in_shape"] = tuple(d["in_shape"])

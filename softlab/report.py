@@ -39,18 +39,24 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from softlab.cartography import CartographyStats, auroc, cartography_stats, human_ambiguous, human_uncertainty_relation
 from softlab.data import entropy, human_mode
+from softlab.data.cifar import DataUnavailable
 from softlab.evaluation import RunPredictions, evaluate_runs, write_metrics_table
-from softlab.experiment import Arm, ArmConfig, GridResults
+from softlab.experiment import Arm, ArmConfig, GridResults, prepare_arm, run_arm
 from softlab.io import atomic_path, atomic_write_text, config_key
 from softlab.paths import cache_dir, results_dir
 from softlab.posthoc import apply_temperature, fit_temperature_scaling
+
+if TYPE_CHECKING:  # pragma: no cover
+    from softlab.inference import ArmPredictions
+    from softlab.store import RunStore
+    from softlab.train import TrainConfig
 
 TS_SUFFIX = "+ts"
 STRATA_ORDER = ("all", "easy", "medium", "hard", "mode-shifted")
@@ -66,7 +72,7 @@ def run_temperatures(grid: GridResults) -> pd.DataFrame:
     condition, seed, fold, temperature, calibration_items``)."""
     arm = grid.arm
     rows = []
-    for i, row in enumerate(grid.runs.itertuples(index=False)):
+    for i, row in enumerate(grid.run_keys()):
         pos, probs = grid.calibration_probs(i)
         t = fit_temperature_scaling(probs, arm.target_reference(pos))
         rows.append(
@@ -76,14 +82,15 @@ def run_temperatures(grid: GridResults) -> pd.DataFrame:
                 "seed": int(row.seed),
                 "fold": int(row.fold),
                 "temperature": t,
-                "calibration_items": int(len(pos)),
+                "calibration_items": len(pos),
             }
         )
     return pd.DataFrame(rows)
 
 
 def _temperature_lookup(temperatures: pd.DataFrame) -> dict[tuple[str, int, int], float]:
-    return {(r.condition, int(r.seed), int(r.fold)): float(r.temperature) for r in temperatures.itertuples(index=False)}
+    columns = (temperatures[c].tolist() for c in ("condition", "seed", "fold", "temperature"))
+    return {(str(c), int(s), int(f)): float(t) for c, s, f, t in zip(*columns)}
 
 
 def evaluated_items(arm: Arm) -> np.ndarray:
@@ -91,7 +98,7 @@ def evaluated_items(arm: Arm) -> np.ndarray:
     return np.flatnonzero(np.isin(arm.folds[arm.annotated], arm.config.folds_to_run()))
 
 
-def arm_predictions(grid: GridResults, temperatures: pd.DataFrame):
+def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredictions:
     """The arm's :class:`softlab.inference.ArmPredictions`: pooled out-of-fold predictions of
     every condition and its ``+ts`` twin, with held-out dynamics statistics per item."""
     from softlab.inference import ArmPredictions
@@ -152,7 +159,7 @@ def _split_condition(condition: str) -> tuple[str, str]:
     return mode, shape
 
 
-def heldout_records(preds) -> list[RunPredictions]:
+def heldout_records(preds: ArmPredictions) -> list[RunPredictions]:
     """One :class:`RunPredictions` per (condition, seed) of the pooled held-out predictions
     (``fold = -1``), with the arm's per-fold difficulty strata."""
     strata = {k: v for k, v in preds.strata.items() if k != "all"}
@@ -185,7 +192,7 @@ def disjoint_records(grid: GridResults, temperatures: pd.DataFrame) -> list[RunP
     temps = _temperature_lookup(temperatures)
     ids = np.arange(len(arm.disjoint_labels))
     out = []
-    for i, row in enumerate(grid.runs.itertuples(index=False)):
+    for i, row in enumerate(grid.run_keys()):
         p = grid.results[i].eval_probs["disjoint"]
         if not np.isfinite(p).all():
             continue
@@ -215,14 +222,14 @@ def metrics_table(records: Sequence[RunPredictions], n_bins: int = 15) -> pd.Dat
 # ----------------------------------------------------------------------------- cartography
 
 
-def _stats_of(preds, cond: str) -> CartographyStats:
+def _stats_of(preds: ArmPredictions, cond: str) -> CartographyStats:
     a = preds.item_arrays[cond]
     return CartographyStats(
         confidence=a["heldout_confidence"], variability=a["heldout_variability"], correctness=a["heldout_correctness"]
     )
 
 
-def heldout_cartography(preds) -> pd.DataFrame:
+def heldout_cartography(preds: ArmPredictions) -> pd.DataFrame:
     """Claim 3 on held-out items: per (condition, seed), how the held-out dynamics (reference
     mode over epochs) relate to the reference entropy — ``spearman_confidence_entropy``,
     ``spearman_variability_entropy``, ``auroc_variability_ambiguous``. Tidy columns ``dataset,
@@ -258,7 +265,7 @@ def training_cartography(grid: GridResults, reference: str = "human-mode") -> pd
     arm = grid.arm
     ref_full = arm.reference_full()
     rows = []
-    for row in grid.runs.itertuples(index=False):
+    for row in grid.run_keys():
         if not row.training_dynamics:
             continue
         dyn, pos = grid.dynamics(row.condition, row.seed, row.fold)
@@ -294,7 +301,7 @@ def hard_label_cartography(grid: GridResults, condition: str = "original/hard") 
     arm = grid.arm
     ref_full = arm.reference_full()
     rows = []
-    for i, row in enumerate(grid.runs.itertuples(index=False)):
+    for i, row in enumerate(grid.run_keys()):
         if row.condition != condition:
             continue
         for items in ("training", "held-out"):
@@ -448,10 +455,8 @@ def _analysis_fingerprint() -> str:
 
 
 def book_key(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], n_boot: int) -> str:
-    from softlab.experiment import PROTOCOL_VERSION
+    from softlab.experiment import PROTOCOL_VERSION, data_versions
     from softlab.train import TRAINER_VERSION
-
-    from softlab.experiment import data_versions
 
     return config_key(
         {
@@ -477,53 +482,35 @@ def book_key(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequen
 
 def compute_book(
     arm_configs: Mapping[str, ArmConfig],
-    train_cfg: Any,
+    train_cfg: TrainConfig,
     seeds: Sequence[int],
     n_boot: int = 2000,
     params_name: str = "custom",
     progress: bool = False,
-    store: Any = None,
+    store: RunStore | None = None,
     executor: Any = None,
 ) -> BookResults:
     """Train (or load) every arm's grid and compute every table, one arm at a time (so at most
     one arm's runs are in memory). ``executor``: where missing runs train (see
     :func:`softlab.experiment.run_arm`; None reads ``$SOFTLAB_DASK``)."""
-    from softlab.data.cifar import DataUnavailable
-    from softlab.distributed import open_executor
-    from softlab.experiment import prepare_arm, run_arm
-    from softlab.inference import verdict_table
+    from softlab.distributed import open_executor  # imports torch: only when the book is computed
 
     with open_executor(executor) as ex:  # one executor (e.g. one local Dask cluster) for every arm
-        return _compute_book(
-            arm_configs,
-            train_cfg,
-            seeds,
-            n_boot,
-            params_name,
-            progress,
-            store,
-            ex,
-            prepare_arm,
-            run_arm,
-            verdict_table,
-            DataUnavailable,
-        )
+        return _compute_book(arm_configs, train_cfg, seeds, n_boot, params_name, progress, store, ex)
 
 
 def _compute_book(
-    arm_configs,
-    train_cfg,
-    seeds,
-    n_boot,
-    params_name,
-    progress,
-    store,
-    executor,
-    prepare_arm,
-    run_arm,
-    verdict_table,
-    DataUnavailable,
+    arm_configs: Mapping[str, ArmConfig],
+    train_cfg: TrainConfig,
+    seeds: Sequence[int],
+    n_boot: int,
+    params_name: str,
+    progress: bool,
+    store: RunStore | None,
+    executor: Any,
 ) -> BookResults:
+    from softlab.inference import verdict_table
+
     t0 = time.perf_counter()
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in BookResults.TABLES if name != "verdicts"}
     predictions = {}
@@ -578,7 +565,7 @@ def _compute_book(
 # ----------------------------------------------------------------------------- persistence
 
 
-def _save_predictions(preds, path: Path) -> None:
+def _save_predictions(preds: ArmPredictions, path: Path) -> None:
     arrays: dict[str, np.ndarray] = {
         "seeds": np.asarray(preds.seeds),
         "official": preds.official,
@@ -591,16 +578,15 @@ def _save_predictions(preds, path: Path) -> None:
     for cond, d in preds.item_arrays.items():
         for k, v in d.items():
             arrays[f"items::{cond}::{k}"] = v
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, allow_pickle=False, **arrays)
     atomic_write_text(
         path.with_suffix(".json"),
         json.dumps({"arm": preds.arm, "reference_name": preds.reference_name, "design": preds.design}),
     )
 
 
-def _load_predictions(path: Path):
+def _load_predictions(path: Path) -> ArmPredictions:
     from softlab.inference import ArmPredictions
 
     info = json.loads(path.with_suffix(".json").read_text())

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from softlab.data.annotations import mode_shifted  # re-exported: the one definition
 from softlab.metrics import entropy
@@ -158,7 +160,7 @@ def cluster_bootstrap_mean(
         if c.shape != v.shape:
             raise ValueError(f"clusters: expected shape {v.shape} like values, got {c.shape}")
         _, inverse = np.unique(c, return_inverse=True)
-        sums = np.bincount(inverse, weights=v)
+        sums = np.bincount(inverse, weights=v).astype(np.float64, copy=False)  # float64 already
         counts = np.bincount(inverse).astype(np.float64)
     k = sums.size
     rng = np.random.default_rng(seed)
@@ -193,7 +195,10 @@ def _per_seed(df: pd.DataFrame, by: list[str], average_folds: bool) -> pd.DataFr
     """Rows ``by + [seed] (+ fold)`` with NaN values dropped; folds averaged if asked."""
     clean = df.dropna(subset=["value"])
     if average_folds and "fold" in clean.columns:
-        return clean.groupby(by + ["seed"], as_index=False, sort=True, observed=True)["value"].mean()
+        # as_index=False gives a DataFrame (pandas-stubs types every SeriesGroupBy.mean as a Series)
+        return cast(
+            pd.DataFrame, clean.groupby(by + ["seed"], as_index=False, sort=True, observed=True)["value"].mean()
+        )
     return clean
 
 
@@ -414,7 +419,7 @@ def variance_ratio(
 # ----------------------------------------------------------------------------------------------
 
 
-def predictions_of(probs_or_predictions: np.ndarray | object) -> np.ndarray:
+def predictions_of(probs_or_predictions: ArrayLike) -> np.ndarray:
     """Argmax predictions ``(runs, items)`` from probabilities ``(runs, items, classes)``, or integer
     predictions ``(runs, items)`` passed through."""
     a = np.asarray(probs_or_predictions)
@@ -428,7 +433,7 @@ def predictions_of(probs_or_predictions: np.ndarray | object) -> np.ndarray:
     )
 
 
-def item_disagreement(probs_or_predictions: np.ndarray | object) -> np.ndarray:
+def item_disagreement(probs_or_predictions: ArrayLike) -> np.ndarray:
     """Per item, the fraction of the ``R(R−1)/2`` pairs of runs whose argmax predictions differ.
 
     Computed from the class counts ``n_k`` of the item's predictions:
@@ -446,13 +451,13 @@ def item_disagreement(probs_or_predictions: np.ndarray | object) -> np.ndarray:
     return 1.0 - agree_pairs / total_pairs
 
 
-def churn(probs_or_predictions: np.ndarray | object) -> float:
+def churn(probs_or_predictions: ArrayLike) -> float:
     """Mean over pairs of runs of the fraction of items whose argmax prediction differs."""
     return float(item_disagreement(probs_or_predictions).mean())
 
 
 def churn_interval(
-    probs_or_predictions: np.ndarray | object,
+    probs_or_predictions: ArrayLike,
     n_boot: int = DEFAULT_N_BOOT,
     confidence: float = 0.95,
     seed: int = 0,
@@ -466,7 +471,7 @@ def churn_interval(
 # ----------------------------------------------------------------------------------------------
 
 
-def tertile_thresholds(human_entropy: np.ndarray | object) -> tuple[float, float]:
+def tertile_thresholds(human_entropy: ArrayLike) -> tuple[float, float]:
     """The 1/3 and 2/3 quantiles ``(t1, t2)`` of the given human entropies (nats)."""
     e = np.asarray(human_entropy, dtype=np.float64).ravel()
     if e.size == 0 or not np.all(np.isfinite(e)):
@@ -475,7 +480,7 @@ def tertile_thresholds(human_entropy: np.ndarray | object) -> tuple[float, float
     return float(t1), float(t2)
 
 
-def difficulty_strata(human_entropy: np.ndarray | object, thresholds: tuple[float, float] | None = None) -> np.ndarray:
+def difficulty_strata(human_entropy: ArrayLike, thresholds: tuple[float, float] | None = None) -> np.ndarray:
     """Label each item ``"easy"``, ``"medium"`` or ``"hard"`` by human entropy.
 
     ``easy``: ``H ≤ t1``; ``medium``: ``t1 < H ≤ t2``; ``hard``: ``H > t2``, with ``(t1, t2)``
@@ -493,8 +498,8 @@ def difficulty_strata(human_entropy: np.ndarray | object, thresholds: tuple[floa
 
 
 def stratum_masks(
-    human: np.ndarray | object,
-    official: np.ndarray | object | None,
+    human: ArrayLike,
+    official: ArrayLike | None,
     thresholds: tuple[float, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Boolean item masks for the strata ``all``, ``easy``, ``medium``, ``hard``, ``mode-shifted``.

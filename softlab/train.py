@@ -368,16 +368,20 @@ class _StackedOptimizer:
     def _lists(
         self, members: list[int] | None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]]]:
-        params, grads = [], []
+        params: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
         states: list[list[torch.Tensor]] = [[] for _ in range(2 if self.cfg.optimizer == "adam" else 1)]
+
+        def select(t: torch.Tensor, member: int | None) -> torch.Tensor:
+            return t if member is None else t[member]
+
         for name, p in self.params.items():
             assert p.grad is not None
             for i in [None] if members is None else members:
-                sel = (lambda t: t) if i is None else (lambda t, i=i: t[i])
-                params.append(sel(p.detach()))
-                grads.append(sel(p.grad))
+                params.append(select(p.detach(), i))
+                grads.append(select(p.grad, i))
                 for j, s in enumerate(self.state[name]):
-                    states[j].append(sel(s))
+                    states[j].append(select(s, i))
         return params, grads, states
 
     @torch.no_grad()

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 
 from softlab.cli import main
-from softlab.data import DataError, DataUnavailable, cifar, load_human, load_images
+from softlab.data import DataError, DataUnavailable, cifar, load_cifar10h, load_human, load_images
 from softlab.data.cifar import (
     CIFAR10,
     fabricate_cifar10,
     load_cifar10,
-    load_cifar10h,
     parse_batch,
 )
 from softlab.io import md5_bytes

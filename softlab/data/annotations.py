@@ -21,8 +21,9 @@ import io
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -301,7 +302,9 @@ def _cell_error(where: str, row: int, col: str, what: str) -> AnnotationError:
     return AnnotationError(f"{where}: row {row}, column '{col}': {what}")
 
 
-def _convert(values: pd.Series, col: str, where: str, to_value, required: bool, text: bool = False) -> list[object]:
+def _convert(
+    values: pd.Series, col: str, where: str, to_value: Callable[[Any], object], required: bool, text: bool = False
+) -> list[object]:
     """Convert cell by cell; NA, and empty text (unless ``text`` and not ``required``: then it
     is the empty string), are missing: an error where ``required``."""
     out: list[object] = []
@@ -405,7 +408,7 @@ def text_column(
     if unescape:
         converted = [unescape_csv_text(v) if isinstance(v, str) else v for v in converted]
     if any(v is None for v in converted):
-        return pd.Series(pd.array(converted, dtype=text_series([]).dtype))  # type: ignore[arg-type,call-overload]
+        return pd.Series(pd.array(converted, dtype=text_series([]).dtype))  # type: ignore[arg-type]
     return text_series(converted)
 
 

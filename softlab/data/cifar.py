@@ -63,7 +63,6 @@ __all__ = [
     "fabricate_cifar10",
     "fetch",
     "load_cifar10",
-    "load_cifar10h",
     "parse_batch",
     "torchvision_cifar10",
 ]
@@ -291,7 +290,7 @@ def _obtain(files: Sequence[str], sources: Sequence[str], spec: CifarSpec) -> di
         except DataError as exc:
             failures.append(f"  - {name}: {exc}")
             continue
-        except Exception as exc:  # noqa: BLE001 - any network or archive failure means: next source
+        except Exception as exc:
             failures.append(f"  - {name}: {spec.url if name == 'mirror' else archive}: {type(exc).__name__}: {exc}")
             continue
         if name == "mirror":
@@ -334,7 +333,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 def _unpickle(data: bytes, file: str) -> dict[str, Any]:
     try:
         obj = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a format error
+    except Exception as exc:
         raise DataError(f"{file}: not a CIFAR python-format pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{file}: expected a pickled dict, got {type(obj).__name__}")
@@ -406,31 +405,7 @@ def load_cifar10(split: str, sources: Sequence[str] = SOURCES, spec: CifarSpec |
     return _MEMO[key]
 
 
-def load_cifar10h(
-    sources: Sequence[str] = SOURCES, download: bool = True, spec: CifarSpec | None = None
-):  # -> HumanLabels
-    """CIFAR-10H vote counts aligned with the CIFAR-10 test images, official labels filled in.
-
-    Row ``i`` of the counts (Peterson et al., 2019) is test image ``i`` (``test_batch`` order);
-    checks that there is one row per test image and one column per class, and that the class
-    order of the counts (``softlab.data.human.CIFAR10_CLASSES``) is ``batches.meta``'s.
-    Raises :class:`DataUnavailable` when the images are not available.
-    """
-    from softlab.data.human import CIFAR10_CLASSES, HumanLabels, load_human
-
-    test = load_cifar10("test", sources, spec)
-    human = load_human("cifar10h", download=download)
-    if human.counts.shape != (len(test), len(test.classes)):
-        raise DataError(
-            f"cifar10h: counts have shape {human.counts.shape}, expected one row per test image and one "
-            f"column per class: ({len(test)}, {len(test.classes)})"
-        )
-    if tuple(CIFAR10_CLASSES) != tuple(test.classes):
-        raise DataError(f"cifar10h: class order {CIFAR10_CLASSES} differs from batches.meta's {test.classes}")
-    return HumanLabels("cifar10h", "cifar10", "test", human.items, human.counts, test.classes, test.labels.copy())
-
-
-def torchvision_cifar10(split: str, **kwargs: Any):  # -> torchvision.datasets.CIFAR10
+def torchvision_cifar10(split: str, **kwargs: Any) -> Any:  # torchvision.datasets.CIFAR10 (torchvision is untyped)
     """The same verified files through ``torchvision.datasets.CIFAR10`` (fetching them first)."""
     import torchvision
 
@@ -465,10 +440,10 @@ def cache_info(spec: CifarSpec | None = None) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- fabricated data
 
 
-_PurePythonPickler: Any = pickle._Pickler  # type: ignore[attr-defined]  # the pure-Python pickler: its dispatch is overridable
+_PurePythonPickler: Any = pickle._Pickler  # the pure-Python pickler: its dispatch is overridable
 
 
-class _Py2Pickler(_PurePythonPickler):
+class _Py2Pickler(_PurePythonPickler):  # type: ignore[misc]  # subclassing the untyped pure-Python pickler
     """Writes pickles as Python 2's cPickle did for the CIFAR files: protocol 2, every bytes
     and str object as a Python 2 ``str`` (SHORT_BINSTRING / BINSTRING), numpy globals under
     their Python 2 module names (``numpy.core.multiarray``)."""

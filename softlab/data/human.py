@@ -33,14 +33,18 @@ import json
 import os
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from softlab.data.annotations import soft_labels
-from softlab.data.imageset import OFFLINE_HINT, offline
+from softlab.data.cifar import CifarSpec, load_cifar10
+from softlab.data.images import load_images
+from softlab.data.imageset import OFFLINE_HINT, SOURCES, DataError, offline
 from softlab.io import atomic_write_bytes, sha256_bytes
 from softlab.paths import data_dir, human_dirs
 
@@ -137,7 +141,7 @@ def fetch_human_file(relpath: str, download: bool = True) -> tuple[Path, str]:
                     failures.append(f"  - {kind}: {path} not found")
                     continue
                 data = path.read_bytes()
-        except Exception as exc:  # noqa: BLE001 - any failure of a source means: try the next
+        except Exception as exc:
             failures.append(f"  - {kind}: {where}: {exc}")
             continue
         actual = sha256_bytes(data)
@@ -208,7 +212,7 @@ def _read_fmh(path: Path) -> np.ndarray:
 
 
 def mturk_to_counts(
-    records: list[dict], neither: str = "spread", n_classes: int = 10
+    records: list[dict[str, Any]], neither: str = "spread", n_classes: int = 10
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map (given, guessed, neither) votes to a 10-class count matrix. Returns (items, counts, given)."""
     if neither not in NEITHER_RULES:
@@ -237,8 +241,6 @@ def load_human(source: str, neither: str = "spread", download: bool = True) -> H
         raise ValueError(f"source: expected one of {HUMAN_SOURCES}, got {source!r}")
     path, _ = fetch_human_file(SOURCE_FILES[source][0], download=download)
     if source == "fashion-mnist-h":
-        from softlab.data.images import load_images
-
         counts = _read_fmh(path)
         test = load_images("fashion-mnist", "test")
         return HumanLabels(
@@ -250,6 +252,28 @@ def load_human(source: str, neither: str = "spread", download: bool = True) -> H
         return HumanLabels(source, "mnist", "test", items, counts, tuple(str(d) for d in range(10)), given)
     counts = np.load(path, allow_pickle=False).astype(np.float64)
     return HumanLabels(source, "cifar10", "test", np.arange(len(counts), dtype=np.int64), counts, CIFAR10_CLASSES, None)
+
+
+def load_cifar10h(
+    sources: Sequence[str] = SOURCES, download: bool = True, spec: CifarSpec | None = None
+) -> HumanLabels:
+    """CIFAR-10H vote counts aligned with the CIFAR-10 test images, official labels filled in.
+
+    Row ``i`` of the counts (Peterson et al., 2019) is test image ``i`` (``test_batch`` order);
+    checks that there is one row per test image and one column per class, and that the class
+    order of the counts (:data:`CIFAR10_CLASSES`) is ``batches.meta``'s.
+    Raises :class:`softlab.data.cifar.DataUnavailable` when the images are not available.
+    """
+    test = load_cifar10("test", sources, spec)
+    human = load_human("cifar10h", download=download)
+    if human.counts.shape != (len(test), len(test.classes)):
+        raise DataError(
+            f"cifar10h: counts have shape {human.counts.shape}, expected one row per test image and one "
+            f"column per class: ({len(test)}, {len(test.classes)})"
+        )
+    if tuple(CIFAR10_CLASSES) != tuple(test.classes):
+        raise DataError(f"cifar10h: class order {CIFAR10_CLASSES} differs from batches.meta's {test.classes}")
+    return HumanLabels("cifar10h", "cifar10", "test", human.items, human.counts, test.classes, test.labels.copy())
 
 
 def load_mnist_cleanlab_probs(download: bool = True) -> tuple[np.ndarray, np.ndarray]:

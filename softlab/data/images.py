@@ -24,7 +24,6 @@ fails, :class:`DataError` lists what each one said and what to run.
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import subprocess
 import tarfile
@@ -33,6 +32,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -207,7 +207,7 @@ def _from_mirror(s: DatasetSpec, file: str, timeout: float = 20.0) -> tuple[byte
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
                 return gzip.decompress(resp.read()), url
-        except Exception as exc:  # noqa: BLE001 - any network failure means: next mirror
+        except Exception as exc:
             errors.append(f"{url}: {exc}")
     raise DataError("; ".join(errors))
 
@@ -322,7 +322,7 @@ def load_images(dataset: str, split: str, sources: tuple[str, ...] = SOURCES) ->
     return _MEMO[key]
 
 
-def torchvision_dataset(dataset: str, split: str, **kwargs):
+def torchvision_dataset(dataset: str, split: str, **kwargs: Any) -> Any:  # a torchvision dataset (untyped)
     """The same verified files through ``torchvision.datasets.MNIST`` / ``FashionMNIST``."""
     import torchvision
 

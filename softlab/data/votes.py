@@ -47,13 +47,13 @@ from softlab.data.annotations import (
     validate_annotations,
 )
 from softlab.data.human import HumanLabels
+from softlab.data.images import load_images
+from softlab.data.imageset import ImageSet
 
 __all__ = ["AgreementSummary", "agreement", "krippendorff_alpha", "load_votes", "read_votes"]
 
 
-def _split_images(dataset: str, split: str):  # -> ImageSet
-    from softlab.data.images import load_images
-
+def _split_images(dataset: str, split: str) -> ImageSet:
     return load_images(dataset, split)
 
 
