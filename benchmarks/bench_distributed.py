@@ -30,13 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from softlab.distributed import open_executor  # noqa: E402
-from softlab.experiment import configs_from_params, prepare_arm, run_arm  # noqa: E402
-from softlab.params import load_params  # noqa: E402
-from softlab.runtime import torch_threads  # noqa: E402
-from softlab.store import RunStore  # noqa: E402
+from softlab.distributed import open_executor
+from softlab.experiment import configs_from_params, prepare_arm, run_arm
+from softlab.params import load_params
+from softlab.runtime import torch_threads
+from softlab.store import RunStore
 
 
 def identical(a: list, b: list) -> bool:

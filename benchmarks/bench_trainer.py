@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from softlab.models import ModelConfig, count_params  # noqa: E402
-from softlab.runtime import resolve_device, tune_cpu_allocator  # noqa: E402
-from softlab.train import Member, TrainConfig, train_members, train_single_reference  # noqa: E402
+from softlab.models import ModelConfig, count_params
+from softlab.runtime import resolve_device, tune_cpu_allocator
+from softlab.train import Member, TrainConfig, train_members, train_single_reference
 
 
 def cpu_name() -> str:

@@ -395,13 +395,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"{key}={value:.4f}")
     print(f"seeds={design.n_seeds}")
     print(
-        f"items={design.n_items} books_null={n_null} books_effect={n_effect} family_size={int(df['family_size'].max())} "
-        f"workers={workers} wall_s={elapsed:.1f}"
+        f"items={design.n_items} books_null={n_null} books_effect={n_effect} "
+        f"family_size={int(df['family_size'].max())} workers={workers} wall_s={elapsed:.1f}"
     )
     for claim in ("1", "2", "3"):
         sel = df["claim"] == claim
         print(
-            f"coverage_claim{claim}={covered[sel].mean():.4f} (null {covered[sel & (df['scenario'] == 'null')].mean():.4f}, "
+            f"coverage_claim{claim}={covered[sel].mean():.4f} "
+            f"(null {covered[sel & (df['scenario'] == 'null')].mean():.4f}, "
             f"effect {covered[sel & (df['scenario'] == 'effect')].mean():.4f})"
         )
     results["power_claim3"] = float((effect[effect["claim"] == "3"]["verdict"] == "confirmed").mean())
@@ -416,7 +417,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         (plain["relative_ci_low"] <= plain["relative_truth"]) & (plain["relative_truth"] <= plain["relative_ci_high"])
     ).mean()
     print(
-        f"coverage_plain_difference_claim1={plain_cov:.4f} relative={plain_rel:.4f} (single comparator, no best-of rule)"
+        f"coverage_plain_difference_claim1={plain_cov:.4f} relative={plain_rel:.4f} "
+        "(single comparator, no best-of rule)"
     )
     mde = df.groupby("claim")["mde"].median()
     print(

@@ -76,8 +76,8 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     if args.human:
         for relpath in HUMAN_FILES:
             try:
-                path, origin = fetch_human_file(relpath, download=not args.offline)
-            except Exception as exc:  # noqa: BLE001 - report every file, then fail
+                _, origin = fetch_human_file(relpath, download=not args.offline)
+            except Exception as exc:
                 print(f"FAILED {relpath}:\n{exc}", file=sys.stderr)
                 status = 1
                 continue

@@ -37,13 +37,13 @@ from softlab.validation import check_labels, check_probability_rows, check_shape
 __all__ = [
     "TABLE_COLUMNS",
     "RunPredictions",
-    "parse_condition",
+    "disagreement_table",
     "entropy_thresholds",
     "evaluate_runs",
-    "reliability_frame",
-    "disagreement_table",
-    "write_metrics_table",
+    "parse_condition",
     "read_metrics_table",
+    "reliability_frame",
+    "write_metrics_table",
 ]
 
 TABLE_COLUMNS: tuple[str, ...] = (

@@ -252,7 +252,7 @@ def calibration_split(
     for k, part in enumerate((train_pos[is_ann], train_pos[~is_ann])):
         if len(part) == 0:
             continue
-        size = max(1, int(round(fraction * len(part))))
+        size = max(1, round(fraction * len(part)))
         seq = np.random.SeedSequence([int(seed), k])
         out.append(part[stratified_subsample(official[part], size, int(seq.generate_state(1)[0]))])
     return np.sort(np.concatenate(out)) if out else np.empty(0, dtype=np.int64)

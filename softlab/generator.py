@@ -97,22 +97,22 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DATASET_NAME",
     "GENERATOR_VERSION",
-    "WEIGHT_DISTS",
-    "SyntheticMnistConfig",
-    "SyntheticMnist",
-    "Generator",
-    "train_generator",
-    "generate_synthetic_mnist",
-    "load_synthetic_mnist",
-    "split_synthetic",
-    "generator_soft_labels",
-    "generator_modes",
-    "generator_dir",
-    "dataset_path",
     "MNIST_PARTS",
+    "WEIGHT_DISTS",
+    "Generator",
+    "SyntheticMnist",
+    "SyntheticMnistConfig",
+    "dataset_path",
+    "describe",
+    "generate_synthetic_mnist",
+    "generator_dir",
+    "generator_modes",
+    "generator_soft_labels",
+    "load_synthetic_mnist",
     "mnist_train_halves",
     "official_with_mode_shifts",
-    "describe",
+    "split_synthetic",
+    "train_generator",
 ]
 
 DATASET_NAME = "synthetic-mnist"
@@ -306,7 +306,7 @@ def official_with_mode_shifts(
         raise ValueError(f"rate: expected a mode-shift rate in [0, 0.5], got {rate!r}")
     modes = generator_modes(pairs, weights)
     other = np.where(modes == pairs[:, 0], pairs[:, 1], pairs[:, 0])
-    n_flip = int(round(rate * len(weights)))
+    n_flip = round(rate * len(weights))
     minority = np.minimum(weights, 1.0 - weights)
     eligible = int((minority > 0).sum())
     if n_flip > eligible:
@@ -452,7 +452,7 @@ def _train_vae(cfg: SyntheticMnistConfig, progress: bool = True) -> tuple[dict[s
         "loss_per_epoch": history,
         "train_seconds": time.perf_counter() - t0,
         "train_split": "mnist/train",
-        "n_train": int(len(idx)),
+        "n_train": len(idx),
         "torch": torch.__version__,
     }
     return state, meta

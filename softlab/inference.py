@@ -1278,7 +1278,7 @@ def _nan_row() -> dict[str, float]:
         "mean_comparator",
         "seed_correlation",
     )
-    return {k: math.nan for k in keys}
+    return dict.fromkeys(keys, math.nan)
 
 
 def _correlation(x: np.ndarray, y: np.ndarray) -> float:

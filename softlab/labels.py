@@ -341,7 +341,7 @@ class LabelConditions:
 
     @property
     def n_items(self) -> int:
-        return int(len(self.official))
+        return len(self.official)
 
     @property
     def n_classes(self) -> int:

@@ -23,7 +23,7 @@ from scipy.special import log_softmax
 
 from softlab.labels import TEACHER_FLOOR, temper
 
-__all__ = ["T_BOUNDS", "fit_temperature_scaling", "apply_temperature", "scaled_cross_entropy"]
+__all__ = ["T_BOUNDS", "apply_temperature", "fit_temperature_scaling", "scaled_cross_entropy"]
 
 #: The temperatures searched (a model needing more than this is reported at the bound).
 T_BOUNDS: tuple[float, float] = (0.05, 20.0)

@@ -567,7 +567,7 @@ class RunStore:
                             i = chunk[pos]
                             try:
                                 self.save(configs[i], res)
-                            except Exception as exc:  # noqa: BLE001 - save the others, report at the end
+                            except Exception as exc:
                                 failed.append(f"{keys[i]}{_describe(configs[i])}: {type(exc).__name__}: {exc}")
                             results[keys[i]] = res
                             if bar is not None:

@@ -47,8 +47,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
-from softlab.data import load_images, load_mnist_cleanlab_probs
 from softlab import labels
+from softlab.data import load_images, load_mnist_cleanlab_probs
 from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
 from softlab.models import ModelConfig, build_model
 from softlab.paths import cache_dir
@@ -57,21 +57,21 @@ from softlab.train import TRAINER_VERSION, Member, TrainConfig, train_members
 from softlab.validation import field_error
 
 __all__ = [
-    "TEACHER_VERSION",
-    "TEACHER_DATASETS",
     "MODEL_KINDS",
     "SYNTHETIC_SOURCES",
+    "TEACHER_DATASETS",
+    "TEACHER_VERSION",
     "TRAIN_SPLIT",
-    "TeacherConfig",
     "Teacher",
-    "train_teacher",
+    "TeacherConfig",
+    "cleanlab_cv_probs",
+    "softmax",
+    "synthetic_probs",
     "teacher_dir",
     "teacher_logits",
     "teacher_probs",
     "teacher_probs_on",
-    "cleanlab_cv_probs",
-    "synthetic_probs",
-    "softmax",
+    "train_teacher",
 ]
 
 #: Bumped whenever training or the models change (it enters every cache key).
@@ -307,7 +307,7 @@ def train_teacher(
         "config": cfg.key_fields(),
         "dataset": cfg.dataset,
         "train_split": TRAIN_SPLIT,
-        "n_train": int(len(idx)),
+        "n_train": len(idx),
         "train_seconds": time.perf_counter() - t0,
         "torch": torch.__version__,
         **history,

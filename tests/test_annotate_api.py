@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
+from fastapi.testclient import TestClient
+from PIL import Image
 
-from softlab.annotate import (  # noqa: E402
+from softlab.annotate import (
     StudyError,
     StudySettings,
     annotator_order,
@@ -35,11 +35,11 @@ from softlab.annotate import (  # noqa: E402
     select_attention_items,
     select_items,
 )
-from softlab.annotate.app import KEY_HEADER, MAX_BODY_BYTES, create_app, host_name, serve  # noqa: E402
-from softlab.annotate.db import AnnotationDB, DatabaseMismatchError  # noqa: E402
-from softlab.annotate.export import annotation_table, attention_report, export_annotations  # noqa: E402
-from softlab.annotate.study import annotator_key, annotator_link, is_loopback  # noqa: E402
-from softlab.data.annotations import to_counts, validate_annotations  # noqa: E402
+from softlab.annotate.app import KEY_HEADER, MAX_BODY_BYTES, create_app, host_name, serve
+from softlab.annotate.db import AnnotationDB, DatabaseMismatchError
+from softlab.annotate.export import annotation_table, attention_report, export_annotations
+from softlab.annotate.study import annotator_key, annotator_link, is_loopback
+from softlab.data.annotations import to_counts, validate_annotations
 
 N_IMAGES = 30
 CLASSES = tuple(str(c) for c in range(10))
@@ -182,7 +182,7 @@ def test_stratified_property(counts: list[int], frac: float, seed: int) -> None:
     labels = np.repeat(np.arange(len(counts)), counts)
     rng = np.random.default_rng(seed)
     labels = labels[rng.permutation(len(labels))]
-    size = max(1, int(round(frac * len(labels))))
+    size = max(1, round(frac * len(labels)))
     items = select_items("stratified", size, seed, len(labels), labels=labels)
     assert len(items) == size and len(np.unique(items)) == size and np.all(np.diff(items) > 0)
     got = np.bincount(labels[items], minlength=len(counts))
@@ -514,7 +514,7 @@ def test_attention_checks_flagged_excluded_and_reported(tmp_path: Path) -> None:
     assert report.loc["ann", "attention_accuracy"] == pytest.approx(0.5)
     assert report.loc["bea", "attention_accuracy"] == pytest.approx(1.0)
     assert math.isnan(report.loc["cid", "attention_accuracy"])
-    out, rep = export_annotations(s.study_dir, tmp_path / "answers.csv")
+    _, rep = export_annotations(s.study_dir, tmp_path / "answers.csv")
     assert rep == tmp_path / "answers.attention.csv"
     pd.testing.assert_frame_equal(pd.read_csv(rep), attention_report(s.study_dir), check_dtype=False)
 

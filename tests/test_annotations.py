@@ -150,7 +150,7 @@ def test_entropy_matches_scipy_and_is_bounded(counts):
 def test_long_count_roundtrip_and_mode_invariants(counts, data):
     df = ann.from_counts(counts)
     clean = ann.validate_annotations(df, n_classes=counts.shape[1])
-    items, back = ann.to_counts(clean, counts.shape[1])
+    _, back = ann.to_counts(clean, counts.shape[1])
     assert np.array_equal(back, counts) and np.array_equal(ann.votes_per_item(back), counts.sum(1))
     official = np.asarray(
         data.draw(st.lists(st.integers(0, counts.shape[1] - 1), min_size=len(counts), max_size=len(counts)))

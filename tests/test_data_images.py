@@ -39,7 +39,7 @@ def test_as_float_and_tensors():
     test = load_images("mnist", "test")
     x = test.as_float()
     assert x.shape == (10000, 1, 28, 28) and x.dtype == np.float32
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= 0.0 and x.max() <= 1.0
     xt, yt = test.tensors()
     assert tuple(xt.shape) == (10000, 1, 28, 28) and int(yt[0]) == int(test.labels[0])
 
@@ -68,9 +68,8 @@ def _corrupt_cache(tmp_path, monkeypatch, truncate: bool) -> str:
 @pytest.mark.parametrize("truncate", [False, True])
 def test_corrupted_cached_file_is_refused_with_checksums_named(tmp_path, monkeypatch, truncate):
     file = _corrupt_cache(tmp_path, monkeypatch, truncate)
-    with pytest.warns(UserWarning, match="MD5 mismatch"):
-        with pytest.raises(DataError) as err:
-            images.fetch_file("mnist", file, sources=("cache",))
+    with pytest.warns(UserWarning, match="MD5 mismatch"), pytest.raises(DataError) as err:
+        images.fetch_file("mnist", file, sources=("cache",))
     msg = str(err.value)
     assert file in msg and images.MNIST.md5[file] in msg and "softlab data fetch" in msg
     assert "got" in msg

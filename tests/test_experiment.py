@@ -169,8 +169,8 @@ def test_synthetic_arm_has_the_requested_mode_shift_rate_and_generator_reference
 
 def test_teachers_never_see_the_disjoint_evaluation_sample_or_the_generator_half(fashion, synthetic):
     from softlab.data import load_images
-    from softlab.generator import mnist_train_halves
     from softlab.experiment import _teacher_config, disjoint_sample
+    from softlab.generator import mnist_train_halves
     from softlab.teachers import train_teacher
 
     cfg = fashion.config
@@ -239,7 +239,7 @@ def test_pooled_predictions_hold_each_labelled_item_once_per_seed(mnist_grid):
     preds = arm_predictions(mnist_grid, temps)
     arm = mnist_grid.arm
     assert preds.official.shape == (100,) and set(preds.probs) >= {c + "+ts" for c in DEFAULT_CONDITIONS}
-    for cond, p in preds.probs.items():
+    for p in preds.probs.values():
         assert p.shape == (len(mnist_grid.seeds), 100, 10) and np.isfinite(p).all()
     # item i of seed s comes from the model of seed s whose held-out fold holds it
     for seed_index, seed in enumerate(mnist_grid.seeds):

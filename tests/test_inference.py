@@ -487,7 +487,7 @@ def test_claims_errors_for_structure(tmp_path):
         tmp_path,
         lambda r: r["claims"]["1"]["arms"]["fashion-mnist"]["exploratory"].append(dict(_primary(r), rationale="dup")),
     )
-    with pytest.raises(inf.ClaimsError, match="soft-calibration-hard-vs-best-ts.*unique"):
+    with pytest.raises(inf.ClaimsError, match=r"soft-calibration-hard-vs-best-ts.*unique"):
         inf.load_claims(path)
     with pytest.raises(inf.ClaimsError, match="no such file"):
         inf.load_claims(tmp_path / "missing.yml")

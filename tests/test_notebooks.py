@@ -12,8 +12,8 @@ import nbformat
 import pytest
 
 from softlab.params import load_params, notebook_parameters
-from softlab.pipeline import notebook_paths
 from softlab.paths import PROJECT_ROOT
+from softlab.pipeline import notebook_paths
 
 EXPECTED = PROJECT_ROOT / "tests" / "expected"
 SOURCES = notebook_paths()
@@ -47,6 +47,6 @@ def test_expected_matches_source_and_smoke_parameters(source):
     assert len(injected) == 1
     smoke = load_params("smoke")
     namespace: dict = {}
-    exec(injected[0].source, namespace)  # noqa: S102 - papermill's own assignment cell
+    exec(injected[0].source, namespace)
     declared = notebook_parameters(source)
     assert {k: namespace[k] for k in declared if k in namespace} == {k: v for k, v in smoke.items() if k in declared}

@@ -38,7 +38,7 @@ def test_run_fails_before_executing_anything(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-# --------------------------------------------------------------------------- ranges and the whole configuration (issue 13)
+# ------------------------------------------------------------- ranges and the whole configuration (issue 13)
 
 from softlab.params import RULES, Rule, check_ranges, split_override  # noqa: E402
 
@@ -133,16 +133,15 @@ def test_yaml_errors_name_the_file_and_line(tmp_path):
         load_params(bad)
     assert "<unicode string>" not in str(err.value)
     (tmp_path / "list.yml").write_text("- 1\n- 2\n")
-    with pytest.raises(ParameterError, match="list.yml: expected a mapping"):
+    with pytest.raises(ParameterError, match=r"list\.yml: expected a mapping"):
         load_params(tmp_path / "list.yml")
     with pytest.raises(ParameterError, match=r"--set seeds=\[1,: invalid YAML value"):
         run_notebooks("smoke", overrides={"seeds": "[1,"}, out_dir=tmp_path / "out")
 
 
 def test_only_one_notebook_accepts_a_set_written_for_all(tmp_path):
-    from softlab.pipeline import resolve_parameters
-
     from softlab.params import notebook_parameters
+    from softlab.pipeline import resolve_parameters
 
     paths, per_notebook = resolve_parameters("smoke", {"seeds": "3"}, only=["01"])
     assert [p.name for p in paths] == ["01_data_annotation.ipynb"]

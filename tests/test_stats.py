@@ -11,7 +11,6 @@ import pytest
 from softlab import stats as S
 from softlab.metrics import entropy
 
-
 # ------------------------------------------------------------------- bootstrap
 
 
@@ -280,7 +279,7 @@ def test_tertiles_equal_sizes_for_distinct_values():
 
 def test_tertile_ties_share_a_stratum():
     e = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.2, 0.7, 0.7, 0.9])
-    t1, t2 = S.tertile_thresholds(e)
+    t1, _ = S.tertile_thresholds(e)
     assert t1 == 0.0
     strata = S.difficulty_strata(e)
     assert set(strata[:5]) == {"easy"}  # all H=0 items are easy, more than a third

@@ -20,7 +20,6 @@ from softlab.teachers import (
     softmax,
     synthetic_probs,
     teacher_dir,
-    teacher_logits,
     teacher_probs,
     teacher_probs_on,
     train_teacher,

@@ -99,8 +99,8 @@ def test_study_answered_exported_and_run_as_an_arm(tmp_path, monkeypatch):
     assert (verdicts.loc[verdicts["arm"] == ARM, "verdict"] != "descriptive").any()  # votes arms get verdict rows
 
     # its reference distribution is the exported votes' normalised counts, item by item
-    from softlab.report import book_results
     from softlab.params import load_params
+    from softlab.report import book_results
 
     params = {**load_params("smoke"), "votes": {ARM: {"path": str(votes), "images": "mnist"}}}
     preds = book_results(params).predictions[ARM]

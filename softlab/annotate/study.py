@@ -48,7 +48,7 @@ import secrets
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,8 @@ class Study:
         ids = z["items"].astype(np.int64)
         if set(ids.tolist()) != set(self.all_items):
             raise StudyError(
-                f"{self.study_dir / IMAGES_NPZ}: its item ids do not match {STUDY_JSON}; the study folder is inconsistent"
+                f"{self.study_dir / IMAGES_NPZ}: its item ids do not match {STUDY_JSON}; "
+                "the study folder is inconsistent"
             )
         return {int(i): z["images"][k] for k, i in enumerate(ids)}
 
@@ -247,7 +248,8 @@ def select_items(
     if strategy == "stratified":
         if labels is None:
             raise StudyError(
-                "strategy 'stratified' needs the official labels (pass --labels with --images, or use --strategy random)"
+                "strategy 'stratified' needs the official labels "
+                "(pass --labels with --images, or use --strategy random)"
             )
         y = np.asarray(labels, dtype=np.int64)
         known = np.flatnonzero(y >= 0)
@@ -344,7 +346,7 @@ def load_npy(path: str | os.PathLike[str], name: str) -> np.ndarray:
         raise StudyError(f"{name}: file not found: {p}")
     try:
         return np.load(p, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+    except Exception as exc:
         raise StudyError(f"{name}: {p} is not a readable .npy array ({exc})") from exc
 
 
@@ -449,7 +451,7 @@ def annotator_link(study: Study, annotator: str, base_url: str = "http://127.0.0
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def create_study(
@@ -532,9 +534,8 @@ def create_study(
         source=dict(source or {}),
     )
     study_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(study_dir / IMAGES_NPZ) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, items=shown, images=imgs[shown], labels=shown_labels.astype(np.int64))
+    with atomic_path(study_dir / IMAGES_NPZ) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, items=shown, images=imgs[shown], labels=shown_labels.astype(np.int64))
     study_secret(study_dir)
     atomic_write_text(study_dir / STUDY_JSON, json.dumps(study.to_json(), indent=2) + "\n")
     return study
@@ -546,7 +547,8 @@ def open_study(study_dir: str | os.PathLike[str]) -> Study:
     path = study_dir / STUDY_JSON
     if not path.is_file():
         raise StudyError(
-            f"study_dir: no {STUDY_JSON} in {study_dir}; create a study first (softlab annotate --dataset ... --study-dir {study_dir})"
+            f"study_dir: no {STUDY_JSON} in {study_dir}; create a study first "
+            f"(softlab annotate --dataset ... --study-dir {study_dir})"
         )
     try:
         d = json.loads(path.read_text(encoding="utf-8"))

@@ -2,7 +2,8 @@
 
 The **long format** has one row per answer::
 
-    item (int, index into the dataset split) | annotator (str; may be anonymous) | label (int class) | weight (optional, > 0)
+    item (int, index into the dataset split) | annotator (str; may be anonymous)
+        | label (int class) | weight (optional, > 0)
 
 A **count matrix** has one row per item and one column per class; entry ``[i, c]`` is the
 (weighted) number of votes for class ``c`` on item ``i``. A **soft label** is a row of counts
