@@ -442,6 +442,8 @@ def _analysis_fingerprint() -> str:
         "posthoc",
         "experiment",
         "labels",
+        "validation",
+        "data/annotations",
     ):
         path = root / f"{name}.py"
         if path.exists():
