@@ -127,6 +127,14 @@ def _pinned(cfg: TrainConfig, group: Sequence[int]) -> TrainConfig:
 # ----------------------------------------------------------------------------- in-process
 
 
+def _checked_inputs(
+    x: np.ndarray, members: Sequence[Member], cfg: TrainConfig, eval_sets: Mapping[str, np.ndarray] | None
+) -> tuple[np.ndarray, list[Member], dict[str, np.ndarray]]:
+    """A train call's images, members and evaluation sets, checked as ``softlab.train`` checks them."""
+    member_list, sets = list(members), dict(eval_sets or {})
+    return _check_inputs(x, member_list, cfg, sets), member_list, sets
+
+
 class InProcessExecutor:
     """Train groups one after another in this process (the behaviour without a cluster).
 
@@ -147,9 +155,8 @@ class InProcessExecutor:
         progress: bool = False,
     ) -> Iterator[Chunk]:
         """Yield ``(positions, results)`` for each group, in plan order."""
-        members = list(members)
-        eval_sets = dict(eval_sets or {})
-        x = aligned(_check_inputs(x, members, cfg, eval_sets))
+        x, members, eval_sets = _checked_inputs(x, members, cfg, eval_sets)
+        x = aligned(x)
         eval_sets = {k: aligned(v) for k, v in eval_sets.items()}
         for group in plan_groups(members, cfg):
             self.submitted_tasks += 1
@@ -314,9 +321,7 @@ class DaskExecutor:
         import dask
         from distributed import as_completed
 
-        members = list(members)
-        eval_sets = dict(eval_sets or {})
-        x = _check_inputs(x, members, cfg, eval_sets)
+        x, members, eval_sets = _checked_inputs(x, members, cfg, eval_sets)
         client = self.client
         if not client.scheduler_info(n_workers=-1).get("workers"):
             if progress:

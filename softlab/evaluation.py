@@ -212,6 +212,13 @@ def _masks_for(
     return {name: masks[name] for name in strata if name in masks and masks[name].any()}
 
 
+def _thresholds(
+    records: Sequence[RunPredictions], given: Mapping[tuple[str, str], tuple[float, float]] | None
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """:func:`entropy_thresholds` of ``records``, overridden per ``(dataset, split)`` by ``given``."""
+    return {**entropy_thresholds(records), **(given or {})}
+
+
 def _check_records(records: Iterable[RunPredictions]) -> list[RunPredictions]:
     recs = list(records)
     if not recs:
@@ -243,9 +250,7 @@ def evaluate_runs(
     """
     recs = _check_records(records)
     strata = _check_strata(strata)
-    thr = dict(entropy_thresholds(recs))
-    if thresholds is not None:
-        thr.update(thresholds)
+    thr = _thresholds(recs, thresholds)
     cols: dict[str, list[object]] = {c: [] for c in TABLE_COLUMNS}
     stacks = [chunk for whole in _groups(recs, by_seed=True).values() for chunk in _chunks(whole)]
     for group in stacks:
@@ -296,9 +301,7 @@ def reliability_frame(
         raise ValueError(f"reference: expected 'official' or 'human-mode', got {reference!r}")
     recs = _check_records(records)
     _check_strata([stratum])
-    thr = dict(entropy_thresholds(recs))
-    if thresholds is not None:
-        thr.update(thresholds)
+    thr = _thresholds(recs, thresholds)
     frames = []
     for rec in recs:
         if rec.human is None and (reference != "official" or stratum != "all"):
@@ -347,9 +350,7 @@ def disagreement_table(
     """
     recs = _check_records(records)
     strata = _check_strata(strata)
-    thr = dict(entropy_thresholds(recs))
-    if thresholds is not None:
-        thr.update(thresholds)
+    thr = _thresholds(recs, thresholds)
     rows = []
     for group in _groups(recs, by_seed=False).values():
         if len(group) < 2:

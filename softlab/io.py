@@ -71,12 +71,18 @@ def md5_bytes(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
+def _file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
+    """Hex digest of a file's bytes (:func:`hashlib.file_digest`: read in chunks, never whole)."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    return _file_digest(path, "sha256")
+
+
+def md5_file(path: str | os.PathLike[str]) -> str:
+    return _file_digest(path, "md5")
 
 
 def _canonical(obj: Any) -> Any:

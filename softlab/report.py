@@ -154,11 +154,6 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredict
     )
 
 
-def _split_condition(condition: str) -> tuple[str, str]:
-    mode, shape = condition.split("/", 1)
-    return mode, shape
-
-
 def heldout_records(preds: ArmPredictions) -> list[RunPredictions]:
     """One :class:`RunPredictions` per (condition, seed) of the pooled held-out predictions
     (``fold = -1``), with the arm's per-fold difficulty strata."""

@@ -37,7 +37,7 @@ from typing import cast
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from softlab.data.annotations import mode_shifted  # re-exported: the one definition
 from softlab.metrics import entropy
@@ -93,6 +93,37 @@ def _check_boot_args(n_boot: int, confidence: float) -> None:
         raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
 
 
+def _check_values(values: ArrayLike) -> NDArray[np.float64]:
+    """The resampled units' values: a non-empty 1-D array of finite numbers, as float64."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"values: expected a non-empty 1-D array, got shape {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("values: contains NaN or infinity; drop undefined values first")
+    return v
+
+
+_MAX_INDICES = 2_000_000
+"""Resamples are drawn in chunks of at most this many unit indices (bounds memory)."""
+
+
+def _resample(
+    n_units: int, n_boot: int, seed: int, statistic_of: Callable[[NDArray[np.int64]], NDArray[np.float64]]
+) -> NDArray[np.float64]:
+    """``n_boot`` bootstrap replicates: resample ``r`` draws ``n_units`` unit indices with
+    replacement (``numpy.random.default_rng(seed).integers``, resamples in order, in chunks) and
+    ``statistic_of(indices)`` maps a chunk ``(m, n_units)`` of them to ``m`` statistics."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, _MAX_INDICES // n_units))
+    boots = []
+    done = 0
+    while done < n_boot:
+        m = min(chunk, n_boot - done)
+        boots.append(statistic_of(rng.integers(0, n_units, size=(m, n_units))))
+        done += m
+    return np.concatenate(boots)
+
+
 def _quantiles(boot: np.ndarray, confidence: float) -> tuple[float, float]:
     alpha = 1.0 - confidence
     lo, hi = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
@@ -113,24 +144,10 @@ def bootstrap_ci(
     bound memory. Same ``seed`` ⇒ same interval.
     """
     _check_boot_args(n_boot, confidence)
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or v.size == 0:
-        raise ValueError(f"values: expected a non-empty 1-D array, got shape {v.shape}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError("values: contains NaN or infinity; drop undefined values first")
-    rng = np.random.default_rng(seed)
-    n = v.size
-    chunk = max(1, min(n_boot, 2_000_000 // n))
-    boots = []
-    done = 0
-    while done < n_boot:
-        m = min(chunk, n_boot - done)
-        idx = rng.integers(0, n, size=(m, n))
-        boots.append(np.asarray(statistic(v[idx], axis=-1), dtype=np.float64))
-        done += m
-    boot = np.concatenate(boots)
+    v = _check_values(values)
+    boot = _resample(v.size, n_boot, seed, lambda idx: np.asarray(statistic(v[idx], axis=-1), dtype=np.float64))
     lo, hi = _quantiles(boot, confidence)
-    return Interval(float(statistic(v)), lo, hi, confidence, n)
+    return Interval(float(statistic(v)), lo, hi, confidence, v.size)
 
 
 def cluster_bootstrap_mean(
@@ -148,11 +165,7 @@ def cluster_bootstrap_mean(
     the number of clusters.
     """
     _check_boot_args(n_boot, confidence)
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or v.size == 0:
-        raise ValueError(f"values: expected a non-empty 1-D array, got shape {v.shape}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError("values: contains NaN or infinity; drop undefined values first")
+    v = _check_values(values)
     if clusters is None:
         sums, counts = v, np.ones_like(v)
     else:
@@ -163,16 +176,8 @@ def cluster_bootstrap_mean(
         sums = np.bincount(inverse, weights=v).astype(np.float64, copy=False)  # float64 already
         counts = np.bincount(inverse).astype(np.float64)
     k = sums.size
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(n_boot, 2_000_000 // k))
-    boots = []
-    done = 0
-    while done < n_boot:
-        m = min(chunk, n_boot - done)
-        idx = rng.integers(0, k, size=(m, k))
-        boots.append(sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
-        done += m
-    lo, hi = _quantiles(np.concatenate(boots), confidence)
+    boot = _resample(k, n_boot, seed, lambda idx: sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
+    lo, hi = _quantiles(boot, confidence)
     return Interval(float(v.mean()), lo, hi, confidence, int(k))
 
 

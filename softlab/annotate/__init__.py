@@ -159,20 +159,16 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 def _check_matches(study: Study, args: argparse.Namespace) -> None:
     """An existing study must agree with every study option given on the command line."""
-    given: dict[str, tuple[Any, Any]] = {}
     st = study.settings
-    if args.dataset is not None:
-        given["--dataset"] = (args.dataset, study.dataset)
-    if args.split is not None:
-        given["--split"] = (args.split, study.split)
-    if args.size is not None:
-        given["--size"] = (args.size, study.size)
-    if args.strategy is not None:
-        given["--strategy"] = (args.strategy, study.strategy)
-    if args.seed is not None:
-        given["--seed"] = (args.seed, study.seed)
-    if args.attention_checks is not None:
-        given["--attention-checks"] = (args.attention_checks, st.attention_checks)
+    as_stored = {  # option -> (value given, value the study holds)
+        "--dataset": (args.dataset, study.dataset),
+        "--split": (args.split, study.split),
+        "--size": (args.size, study.size),
+        "--strategy": (args.strategy, study.strategy),
+        "--seed": (args.seed, study.seed),
+        "--attention-checks": (args.attention_checks, st.attention_checks),
+    }
+    given: dict[str, tuple[Any, Any]] = {opt: pair for opt, pair in as_stored.items() if pair[0] is not None}
     if args.confidence_scale is not None:
         given["--confidence-scale"] = (_confidence_scale(args.confidence_scale), (st.confidence_min, st.confidence_max))
     if args.no_second_choice:

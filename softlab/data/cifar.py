@@ -50,8 +50,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from softlab.data.imageset import OFFLINE_HINT, SOURCES, ChecksumError, DataError, ImageSet, offline
-from softlab.io import atomic_path, atomic_write_bytes, md5_bytes
+from softlab.data.imageset import OFFLINE_HINT, SOURCES, ChecksumError, DataError, ImageSet, cache_row, offline
+from softlab.io import atomic_path, atomic_write_bytes, md5_bytes, md5_file
 from softlab.paths import data_dir
 
 __all__ = [
@@ -175,20 +175,12 @@ def unavailable_line(spec: CifarSpec | None = None, problem: str = "") -> str:
 _VERIFIED_ARCHIVES: set[tuple[str, int, int, str]] = set()
 
 
-def _file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verify_archive(path: Path, spec: CifarSpec, origin: str) -> None:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns, spec.archive_md5)
     if key in _VERIFIED_ARCHIVES:
         return
-    actual = _file_md5(path)
+    actual = md5_file(path)
     if actual != spec.archive_md5:
         raise ChecksumError(spec.archive, spec.archive_md5, actual, origin)
     _VERIFIED_ARCHIVES.add(key)
@@ -416,25 +408,10 @@ def torchvision_cifar10(split: str, **kwargs: Any) -> Any:  # torchvision.datase
 def cache_info(spec: CifarSpec | None = None) -> list[dict[str, str]]:
     """One row per file: path, cached?, origin, checksum status — without fetching."""
     spec = spec or CIFAR10
-    rows = []
-    for file, expected in spec.md5.items():
-        path = _folder(spec) / file
-        if path.exists():
-            actual = _file_md5(path)
-            status = "ok" if actual == expected else f"MISMATCH (got {actual})"
-        else:
-            status = "missing"
-        rows.append(
-            {
-                "dataset": spec.name,
-                "file": file,
-                "path": str(path),
-                "status": status,
-                "expected_md5": expected,
-                "origin": cached_origin(file, spec) or ("-" if status == "missing" else "unknown"),
-            }
-        )
-    return rows
+    return [
+        cache_row(spec.name, file, _folder(spec) / file, expected, cached_origin(file, spec), md5_file)
+        for file, expected in spec.md5.items()
+    ]
 
 
 # ----------------------------------------------------------------------------- fabricated data

@@ -44,9 +44,10 @@ from softlab.data.imageset import (
     ChecksumError,
     DataError,
     ImageSet,
+    cache_row,
     offline,
 )
-from softlab.io import atomic_write_bytes, md5_bytes
+from softlab.io import atomic_write_bytes, md5_bytes, md5_file
 from softlab.paths import data_dir
 
 __all__ = [  # the loaders' shared names are re-exported: softlab.data.images.DataError etc.
@@ -335,23 +336,7 @@ def cache_info(dataset: str) -> list[dict[str, str]]:
     """One row per file: path, cached?, origin, checksum status — without fetching."""
     if dataset == "cifar10":
         return cifar.cache_info()
-    s = spec(dataset)
-    rows = []
-    for file, expected in s.md5.items():
-        path = raw_dir(dataset) / file
-        if path.exists():
-            actual = md5_bytes(path.read_bytes())
-            status = "ok" if actual == expected else f"MISMATCH (got {actual})"
-        else:
-            status = "missing"
-        rows.append(
-            {
-                "dataset": dataset,
-                "file": file,
-                "path": str(path),
-                "status": status,
-                "expected_md5": expected,
-                "origin": cached_origin(dataset, file) or ("-" if status == "missing" else "unknown"),
-            }
-        )
-    return rows
+    return [
+        cache_row(dataset, file, raw_dir(dataset) / file, expected, cached_origin(dataset, file), md5_file)
+        for file, expected in spec(dataset).md5.items()
+    ]

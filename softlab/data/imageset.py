@@ -9,7 +9,9 @@ neither loader imports the other's module back.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["OFFLINE_ENV", "OFFLINE_HINT", "SOURCES", "ChecksumError", "DataError", "ImageSet", "offline"]
+__all__ = ["OFFLINE_ENV", "OFFLINE_HINT", "SOURCES", "ChecksumError", "DataError", "ImageSet", "cache_row", "offline"]
 
 #: The kinds of source a loader tries, in order: the local cache, a package registry, public mirrors.
 SOURCES = ("cache", "registry", "mirror")
@@ -88,3 +90,24 @@ class ImageSet:
         import torch
 
         return torch.from_numpy(self.as_float()), torch.from_numpy(self.labels.copy())
+
+
+def cache_row(
+    dataset: str, file: str, path: Path, expected_md5: str, origin: str | None, md5_of: Callable[[Path], str]
+) -> dict[str, str]:
+    """One row of ``softlab data info`` for a file of the local cache, without fetching anything:
+    ``status`` is ``ok``, ``MISMATCH (got <md5>)`` or ``missing``; ``origin`` where the file first
+    came from (``-`` when missing, ``unknown`` when not recorded)."""
+    if path.exists():
+        actual = md5_of(path)
+        status = "ok" if actual == expected_md5 else f"MISMATCH (got {actual})"
+    else:
+        status = "missing"
+    return {
+        "dataset": dataset,
+        "file": file,
+        "path": str(path),
+        "status": status,
+        "expected_md5": expected_md5,
+        "origin": origin or ("-" if status == "missing" else "unknown"),
+    }
