@@ -641,6 +641,33 @@ def test_cli_dataset_uses_softlab_data_loader(
     assert "--dataset nope" in capsys.readouterr().err
 
 
+def test_cli_synthetic_mnist_comes_from_the_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # generated digits are not a data-layer set: the app asks softlab.generator, not load_images
+    import softlab.data
+    import softlab.generator
+    from softlab.data import ImageSet
+
+    images, labels = make_images(40)
+    calls: list[str] = []
+
+    def fake_load_synthetic_mnist(split: str) -> ImageSet:
+        calls.append(split)
+        return ImageSet("synthetic-mnist", split, images, labels, tuple(str(d) for d in range(10)))
+
+    def no_load_images(dataset: str, split: str) -> ImageSet:
+        raise AssertionError(f"load_images({dataset!r}, {split!r}) was called")
+
+    monkeypatch.setattr(softlab.generator, "load_synthetic_mnist", fake_load_synthetic_mnist)
+    monkeypatch.setattr(softlab.data, "load_images", no_load_images)
+    d = tmp_path / "syn"
+    args = ["--dataset", "synthetic-mnist", "--split", "all", "--size", "8", "--seed", "0", "--study-dir", str(d)]
+    assert main_annotate([*args, "--create-only"]) == 0
+    s = open_study(d)
+    assert calls == ["all"] and (s.dataset, s.split) == ("synthetic-mnist", "all")
+    for i, img in s.load_images().items():
+        np.testing.assert_array_equal(img, images[i])
+
+
 def test_cli_uncertain_reads_probs_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images, labels = make_images()
     probs = np.full((N_IMAGES, 10), 0.01)
