@@ -1,13 +1,14 @@
 # softlab: one entry point.
 #   make book     the main job: set up, fetch data, execute the notebooks (PARAMS=default), build the HTML book
-#   make test     the test suite (what CI runs): set up, fetch data, pytest (incl. smoke notebooks + nbval + book build)
+#   make test     the test suite (what CI runs): make lint, fetch data, pytest (incl. smoke notebooks + nbval + book build)
+#   make lint     ruff (lint + format check), mypy --strict, the import-layer contracts
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= default
 PYTEST_ARGS ?=
 
-.PHONY: book test setup system data notebooks html expected bench clean
+.PHONY: book test lint setup system data notebooks html expected bench clean
 book: setup data notebooks html
 
 # nbval re-executes the smoke notebooks committed with their outputs (tests/expected/) and
@@ -18,9 +19,19 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 # an earlier run left in ~/.cache (cached teachers, generators and runs).
 TEST_CACHE := $(CURDIR)/.cache/test
 
-test: setup data
+test: lint data
 	rm -rf $(TEST_CACHE)
 	SOFTLAB_CACHE_DIR=$(TEST_CACHE) $(PY) -m pytest -n 2 --dist loadfile $(NBVAL) $(PYTEST_ARGS)
+
+# Gates before any test runs (configuration in pyproject.toml; .pre-commit-config.yaml runs the
+# same ruff checks and strips notebook outputs at commit time).
+LINT_PATHS := softlab tests benchmarks
+
+lint: setup
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 setup: $(VENV)/.installed system
 

@@ -37,8 +37,16 @@ def annotate(base: str, annotator: str, key: str, barrier: threading.Barrier) ->
         p = client.get("/api/next", params={"annotator": annotator}).json()
         while not p["finished"]:
             t = time.perf_counter()
-            r = client.post("/api/answers", json={"annotator": annotator, "item": p["item"], "label": p["item"] % 10,
-                                                  "confidence": 3, "response_ms": 800.0})
+            r = client.post(
+                "/api/answers",
+                json={
+                    "annotator": annotator,
+                    "item": p["item"],
+                    "label": p["item"] % 10,
+                    "confidence": 3,
+                    "response_ms": 800.0,
+                },
+            )
             latencies.append(time.perf_counter() - t)
             r.raise_for_status()
             p = r.json()["progress"]
@@ -53,13 +61,24 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n_images = max(2 * args.items, 20)
     with tempfile.TemporaryDirectory() as tmp:
-        study = create_study(Path(tmp) / "study", images=rng.integers(0, 256, (n_images, 28, 28), dtype=np.uint8),
-                             labels=np.arange(n_images) % 10, classes=[str(c) for c in range(10)], dataset="user",
-                             split="test", strategy="stratified", size=args.items, seed=0, settings=StudySettings())
+        study = create_study(
+            Path(tmp) / "study",
+            images=rng.integers(0, 256, (n_images, 28, 28), dtype=np.uint8),
+            labels=np.arange(n_images) % 10,
+            classes=[str(c) for c in range(10)],
+            dataset="user",
+            split="test",
+            strategy="stratified",
+            size=args.items,
+            seed=0,
+            settings=StudySettings(),
+        )
         barrier = threading.Barrier(args.annotators + 1)
         with running_server(study.study_dir) as base, ThreadPoolExecutor(args.annotators) as pool:
-            futures = [pool.submit(annotate, base, f"a{k}", annotator_key(study, f"a{k}"), barrier)
-                       for k in range(args.annotators)]
+            futures = [
+                pool.submit(annotate, base, f"a{k}", annotator_key(study, f"a{k}"), barrier)
+                for k in range(args.annotators)
+            ]
             barrier.wait()
             t0 = time.perf_counter()
             latencies = np.concatenate([f.result() for f in futures])
@@ -69,8 +88,10 @@ def main() -> None:
     n = args.annotators * args.items
     assert stored == (n, n), f"stored {stored}, expected {n} distinct answers"
     p50, p95, p99 = np.percentile(latencies * 1000, [50, 95, 99])
-    print(f"annotators={args.annotators} items={args.items} answers={n} time={elapsed:.2f}s "
-          f"throughput={n / elapsed:.0f} answers/s  POST latency p50={p50:.1f}ms p95={p95:.1f}ms p99={p99:.1f}ms")
+    print(
+        f"annotators={args.annotators} items={args.items} answers={n} time={elapsed:.2f}s "
+        f"throughput={n / elapsed:.0f} answers/s  POST latency p50={p50:.1f}ms p95={p95:.1f}ms p99={p99:.1f}ms"
+    )
 
 
 if __name__ == "__main__":

@@ -30,19 +30,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from softlab.distributed import open_executor  # noqa: E402
-from softlab.experiment import configs_from_params, prepare_arm, run_arm  # noqa: E402
-from softlab.params import load_params  # noqa: E402
-from softlab.runtime import torch_threads  # noqa: E402
-from softlab.store import RunStore  # noqa: E402
+from softlab.distributed import open_executor
+from softlab.experiment import configs_from_params, prepare_arm, run_arm
+from softlab.params import load_params
+from softlab.runtime import torch_threads
+from softlab.store import RunStore
 
 
 def identical(a: list, b: list) -> bool:
     for ra, rb in zip(a, b, strict=True):
-        if not (np.array_equal(ra.train_loss, rb.train_loss) and np.array_equal(ra.dynamics, rb.dynamics)
-                and all(np.array_equal(ra.eval_probs[k], rb.eval_probs[k]) for k in ra.eval_probs)):
+        if not (
+            np.array_equal(ra.train_loss, rb.train_loss)
+            and np.array_equal(ra.dynamics, rb.dynamics)
+            and all(np.array_equal(ra.eval_probs[k], rb.eval_probs[k]) for k in ra.eval_probs)
+        ):
             return False
     return True
 
@@ -69,9 +72,12 @@ def main() -> int:
     if args.members_per_task is not None:
         train_cfg = dataclasses.replace(train_cfg, max_members_per_batch=args.members_per_task)
     threads = args.threads or args.workers
-    print(f"# grid: {args.params} arm={args.arm} seeds={args.seeds} epochs={train_cfg.epochs} "
-          f"pool_size={p['pool_size']} model={train_cfg.model.kind}; in-process torch threads={threads}, "
-          f"dask local:{args.workers} (1 thread each); cpus={os.cpu_count()}", flush=True)
+    print(
+        f"# grid: {args.params} arm={args.arm} seeds={args.seeds} epochs={train_cfg.epochs} "
+        f"pool_size={p['pool_size']} model={train_cfg.model.kind}; in-process torch threads={threads}, "
+        f"dask local:{args.workers} (1 thread each); cpus={os.cpu_count()}",
+        flush=True,
+    )
     t = time.perf_counter()
     arm = prepare_arm(arm_configs[args.arm])
     print(f"# arm prepared in {time.perf_counter() - t:.1f} s (not timed below)", flush=True)

@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default $SOFTLAB_TORCH_THREADS or 1)")
     ap.add_argument("--reuse-cache", action="store_true", help="use the real cache instead of a fresh temporary one")
-    ap.add_argument("--figure", type=Path, default=None, help="save a grid of generated digits here (PNG)")
     args = ap.parse_args(argv)
     if args.threads is not None:
         os.environ["SOFTLAB_TORCH_THREADS"] = str(args.threads)
@@ -48,13 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ["SOFTLAB_CACHE_DIR"] = tmp.name
 
     from softlab.data import load_images
-    from softlab.data.synthetic_mnist import (
-        SyntheticMnistConfig,
-        generate_synthetic_mnist,
-        generator_teacher_agreement,
-        plot_generated_grid,
-        train_generator,
-    )
+    from softlab.generator import SyntheticMnistConfig, generate_synthetic_mnist, train_generator
+    from softlab.metrics import generator_teacher_agreement
     from softlab.teachers import TeacherConfig, teacher_probs, teacher_probs_on, train_teacher
 
     if args.config == "tiny":
@@ -64,10 +58,17 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = SyntheticMnistConfig(n_items=args.n_items, seed=args.seed)
         tcfg = TeacherConfig()
     load_images("mnist", "train")
-    out: dict = {"config": args.config, "n_items": cfg.n_items, "generator_key": cfg.generator_key(),
-                 "dataset_key": cfg.dataset_key(), "teacher_key": tcfg.key(),
-                 "torch_threads": int(os.environ.get("SOFTLAB_TORCH_THREADS", "1")), "cpu_count": os.cpu_count(),
-                 "load_average_start": os.getloadavg()[0], "peak_rss_mib_after_load": peak_rss_mib()}
+    out: dict = {
+        "config": args.config,
+        "n_items": cfg.n_items,
+        "generator_key": cfg.generator_key(),
+        "dataset_key": cfg.dataset_key(),
+        "teacher_key": tcfg.key(),
+        "torch_threads": int(os.environ.get("SOFTLAB_TORCH_THREADS", "1")),
+        "cpu_count": os.cpu_count(),
+        "load_average_start": os.getloadavg()[0],
+        "peak_rss_mib_after_load": peak_rss_mib(),
+    }
 
     t0 = time.perf_counter()
     gen = train_generator(cfg, progress=True)
@@ -96,18 +97,13 @@ def main(argv: list[str] | None = None) -> dict:
     for lo, hi in ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5 + 1e-9)):
         sel = (ambiguity >= lo) & (ambiguity < hi)
         if sel.any():
-            bands[f"|w-0.5| in [{lo:.1f},{min(hi, 0.5):.1f}]"] = generator_teacher_agreement(ds.soft_labels[sel], probs[sel])
+            bands[f"|w-0.5| in [{lo:.1f},{min(hi, 0.5):.1f}]"] = generator_teacher_agreement(
+                ds.soft_labels[sel], probs[sel]
+            )
     out["agreement_by_band"] = bands
     out["teacher_top_in_pair"] = float(np.mean(np.any(probs.argmax(1)[:, None] == ds.pairs, axis=1)))
     out["peak_rss_mib_end"] = peak_rss_mib()
     out["load_average_end"] = os.getloadavg()[0]
-
-    if args.figure is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        fig = plot_generated_grid(ds, n=36, ncols=9, teacher_probs=probs)
-        fig.savefig(args.figure, dpi=110)
 
     print(json.dumps(out, indent=2))
     if tmp is not None:

@@ -25,18 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from softlab.models import ModelConfig, count_params  # noqa: E402
-from softlab.train import (  # noqa: E402
-    Member,
-    TrainConfig,
-    resolve_device,
-    train_members,
-    train_single_reference,
-    tune_cpu_allocator,
-)
+from softlab.models import ModelConfig, count_params
+from softlab.runtime import resolve_device, tune_cpu_allocator
+from softlab.train import Member, TrainConfig, train_members, train_single_reference
 
 
 def cpu_name() -> str:
@@ -97,22 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     tuned = tune_cpu_allocator() if device.type == "cpu" else False
 
-    print(f"machine: {cpu_name()} | os.cpu_count={os.cpu_count()} | torch {torch.__version__} "
-          f"threads={torch.get_num_threads()} | device={device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-          + f" | glibc malloc tuned={tuned} (applies to both trainers)")
-    print(f"n_train={args.n_train} epochs={args.epochs} batch={args.batch_size} dynamics={args.dynamics} "
-          f"repeats={args.repeats}")
-    header = f"{'model':5s} {'params':>8s} {'members':>7s} {'batched s':>9s} {'batched smp/s':>13s} " \
-             f"{'naive s':>8s} {'naive n':>7s} {'naive smp/s':>11s} {'ratio':>6s}"
+    print(
+        f"machine: {cpu_name()} | os.cpu_count={os.cpu_count()} | torch {torch.__version__} "
+        f"threads={torch.get_num_threads()} | device={device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f" | glibc malloc tuned={tuned} (applies to both trainers)"
+    )
+    print(
+        f"n_train={args.n_train} epochs={args.epochs} batch={args.batch_size} dynamics={args.dynamics} "
+        f"repeats={args.repeats}"
+    )
+    header = (
+        f"{'model':5s} {'params':>8s} {'members':>7s} {'batched s':>9s} {'batched smp/s':>13s} "
+        f"{'naive s':>8s} {'naive n':>7s} {'naive smp/s':>11s} {'ratio':>6s}"
+    )
     print(header)
     print("-" * len(header))
     n_total = max(args.n_train * 2, 2048)
     x = np.random.default_rng(1).random((n_total, 1, 28, 28), dtype=np.float32)
     for kind in args.models:
         model = ModelConfig(kind)
-        cfg = TrainConfig(model, epochs=args.epochs, batch_size=args.batch_size, record_dynamics=args.dynamics,
-                          device=str(device))
+        cfg = TrainConfig(
+            model, epochs=args.epochs, batch_size=args.batch_size, record_dynamics=args.dynamics, device=str(device)
+        )
         # warm-up (allocator, kernels, lazy imports)
         warm = make_members(2, n_total, 256, model.n_classes)
         wcfg = TrainConfig(model, epochs=1, batch_size=args.batch_size, record_dynamics=False, device=str(device))
@@ -128,9 +129,11 @@ def main(argv: list[str] | None = None) -> int:
                 tn = min(time_naive(x, members[:n_naive], cfg) for _ in range(args.repeats))
                 naive_rate = (n_naive * args.n_train * args.epochs / tn, n_naive, tn)
             rate_b = work / tb
-            print(f"{kind:5s} {count_params(model):8d} {n_members:7d} {tb:9.2f} {rate_b:13.0f} "
-                  f"{naive_rate[2]:8.2f} {naive_rate[1]:7d} {naive_rate[0]:11.0f} {rate_b / naive_rate[0]:6.2f}",
-                  flush=True)
+            print(
+                f"{kind:5s} {count_params(model):8d} {n_members:7d} {tb:9.2f} {rate_b:13.0f} "
+                f"{naive_rate[2]:8.2f} {naive_rate[1]:7d} {naive_rate[0]:11.0f} {rate_b / naive_rate[0]:6.2f}",
+                flush=True,
+            )
     return 0
 
 

@@ -134,7 +134,9 @@ def _mix(shared: np.ndarray, own: np.ndarray, rho: float) -> np.ndarray:
     return math.sqrt(rho) * shared + math.sqrt(1.0 - rho) * own
 
 
-def simulate_arm(rng: np.random.Generator, name: str, design: Design, conditions: dict[str, Condition]) -> inf.ArmPredictions:
+def simulate_arm(
+    rng: np.random.Generator, name: str, design: Design, conditions: dict[str, Condition]
+) -> inf.ArmPredictions:
     """One arm of a simulated book (see the module docstring)."""
     s, n, c, r = design.n_seeds, design.n_items, design.n_classes, design.rest_mass
     it = draw_items(rng, n, design)
@@ -150,7 +152,9 @@ def simulate_arm(rng: np.random.Generator, name: str, design: Design, conditions
     for cond, par in conditions.items():
         beta = design.sd_item * _mix(shared_item, rng.standard_normal(n), design.rho_item)
         noise = design.sd_noise * _mix(shared_noise, rng.standard_normal((s, n)), design.rho_noise)
-        tau = np.exp(par.log_temp + design.sd_log_temp * _mix(shared_temp, rng.standard_normal((s, 1)), design.rho_seed))
+        tau = np.exp(
+            par.log_temp + design.sd_log_temp * _mix(shared_temp, rng.standard_normal((s, 1)), design.rho_seed)
+        )
         delta = par.sd_shift * _mix(shared_shift, rng.standard_normal((s, 1)), design.rho_seed)
         latent = it.logodds + beta + noise + delta
         z = tau * latent
@@ -163,7 +167,9 @@ def simulate_arm(rng: np.random.Generator, name: str, design: Design, conditions
             conf_sd = par.conf_noise * np.exp(
                 design.conf_sd_seed * _mix(shared_conf_seed, rng.standard_normal((s, 1)), design.rho_seed)
             )
-            eta = design.conf_scale * latent + conf_sd * _mix(shared_conf, rng.standard_normal((s, n)), design.rho_noise)
+            eta = design.conf_scale * latent + conf_sd * _mix(
+                shared_conf, rng.standard_normal((s, n)), design.rho_noise
+            )
             arrays[cond] = {"heldout_confidence": 1.0 / (1.0 + np.exp(-eta))}
     ent = M.entropy(it.reference)
     t1, t2 = np.quantile(ent, [1 / 3, 2 / 3])
@@ -175,8 +181,13 @@ def simulate_arm(rng: np.random.Generator, name: str, design: Design, conditions
         "mode-shifted": it.official != it.mode,
     }
     return inf.ArmPredictions(
-        arm=name, reference_name="human" if name == "fashion-mnist" else "generator",
-        seeds=np.arange(s), official=it.official, reference=it.reference, strata=strata, probs=probs,
+        arm=name,
+        reference_name="human" if name == "fashion-mnist" else "generator",
+        seeds=np.arange(s),
+        official=it.official,
+        reference=it.reference,
+        strata=strata,
+        probs=probs,
         item_arrays=arrays,
     )
 
@@ -186,8 +197,9 @@ def simulate_arm(rng: np.random.Generator, name: str, design: Design, conditions
 # ----------------------------------------------------------------------------------------------
 
 
-def population_values(design: Design, conditions: dict[str, Condition], n_items: int = 200_000, nodes: int = 7,
-                      seed: int = 12345) -> dict[str, dict[str, float]]:
+def population_values(
+    design: Design, conditions: dict[str, Condition], n_items: int = 200_000, nodes: int = 7, seed: int = 12345
+) -> dict[str, dict[str, float]]:
     """Population values of the primary metrics for each condition, with common random numbers.
 
     * ``ce``: ``E_s[CE²_soft]`` (:func:`softlab.metrics.debiased_soft_calibration_error`) on the
@@ -248,8 +260,12 @@ def population_values(design: Design, conditions: dict[str, Condition], n_items:
 def true_effects(design: Design, n_items: int = 200_000, nodes: int = 7) -> dict[str, float]:
     """True primary effects at the claimed sizes (:data:`EFFECT_TREATED` against the best baseline
     for claim 1 and against human/synthetic for claims 2 and 3)."""
-    pv = population_values(design, {"treated": EFFECT_TREATED, "best": NULL_CONDITIONS[BASELINES[0]],
-                                     "synthetic": NULL_CONDITIONS[SYNTHETIC]}, n_items, nodes)
+    pv = population_values(
+        design,
+        {"treated": EFFECT_TREATED, "best": NULL_CONDITIONS[BASELINES[0]], "synthetic": NULL_CONDITIONS[SYNTHETIC]},
+        n_items,
+        nodes,
+    )
     t, b, syn = pv["treated"], pv["best"], pv["synthetic"]
     return {
         "1": t["ce"] - b["ce"],
@@ -272,8 +288,9 @@ def run_books(task: tuple[str, int, int, Design]) -> list[dict]:
     # the primary tests, plus one exploratory plain (single-comparator) difference of claim 1's metric as a
     # diagnostic of the crossed-variance interval without the best-of rule; exploratory rows form their
     # own Holm family, so the primary family is unchanged
-    claims = replace(full, tests={arm: tuple(t for t in ts if t.primary or t.name == PLAIN_TEST)
-                                  for arm, ts in full.tests.items()})
+    claims = replace(
+        full, tests={arm: tuple(t for t in ts if t.primary or t.name == PLAIN_TEST) for arm, ts in full.tests.items()}
+    )
     conditions = NULL_CONDITIONS if scenario == "null" else effect_conditions()
     out = []
     for book in range(start, start + count):
@@ -281,15 +298,31 @@ def run_books(task: tuple[str, int, int, Design]) -> list[dict]:
         arms = {name: simulate_arm(rng, name, design, conditions) for name in ARMS}
         table = inf.verdict_table(arms, claims)
         for row in table.itertuples(index=False):
-            out.append({
-                "scenario": scenario, "book": book, "claim": row.claim, "arm": row.arm, "verdict": row.verdict,
-                "family": row.family, "test": row.test, "relative": row.relative, "mde": row.mde,
-                "mde_relative": row.mde_relative,
-                "estimate": row.estimate, "ci_low": row.ci_low, "ci_high": row.ci_high,
-                "relative_ci_low": row.relative_ci_low, "relative_ci_high": row.relative_ci_high,
-                "p_value": row.p_value, "p_adjusted": row.p_adjusted, "family_size": row.family_size,
-                "seeds": row.seeds, "seed_correlation": row.seed_correlation, "comparator": row.comparator,
-            })
+            out.append(
+                {
+                    "scenario": scenario,
+                    "book": book,
+                    "claim": row.claim,
+                    "arm": row.arm,
+                    "verdict": row.verdict,
+                    "family": row.family,
+                    "test": row.test,
+                    "relative": row.relative,
+                    "mde": row.mde,
+                    "mde_relative": row.mde_relative,
+                    "estimate": row.estimate,
+                    "ci_low": row.ci_low,
+                    "ci_high": row.ci_high,
+                    "relative_ci_low": row.relative_ci_low,
+                    "relative_ci_high": row.relative_ci_high,
+                    "p_value": row.p_value,
+                    "p_adjusted": row.p_adjusted,
+                    "family_size": row.family_size,
+                    "seeds": row.seeds,
+                    "seed_correlation": row.seed_correlation,
+                    "comparator": row.comparator,
+                }
+            )
     return out
 
 
@@ -302,7 +335,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fast", action="store_true", help="few books, one process: the test-suite version")
     ap.add_argument("--null-books", type=int, default=None, help="books under the global null (default 500; --fast 40)")
-    ap.add_argument("--effect-books", type=int, default=None, help="books at the claimed effects (default 200; --fast 20)")
+    ap.add_argument(
+        "--effect-books", type=int, default=None, help="books at the claimed effects (default 200; --fast 20)"
+    )
     ap.add_argument("--workers", type=int, default=None, help="processes (default 2; --fast 1)")
     ap.add_argument("--seeds", type=int, default=10, help="seeds per arm")
     ap.add_argument("--items", type=int, default=Design.n_items, help="items per arm (default 10,000)")
@@ -359,34 +394,51 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for key, value in results.items():
         print(f"{key}={value:.4f}")
     print(f"seeds={design.n_seeds}")
-    print(f"items={design.n_items} books_null={n_null} books_effect={n_effect} family_size={int(df['family_size'].max())} "
-          f"workers={workers} wall_s={elapsed:.1f}")
+    print(
+        f"items={design.n_items} books_null={n_null} books_effect={n_effect} "
+        f"family_size={int(df['family_size'].max())} workers={workers} wall_s={elapsed:.1f}"
+    )
     for claim in ("1", "2", "3"):
         sel = df["claim"] == claim
-        print(f"coverage_claim{claim}={covered[sel].mean():.4f} (null {covered[sel & (df['scenario'] == 'null')].mean():.4f}, "
-              f"effect {covered[sel & (df['scenario'] == 'effect')].mean():.4f})")
+        print(
+            f"coverage_claim{claim}={covered[sel].mean():.4f} "
+            f"(null {covered[sel & (df['scenario'] == 'null')].mean():.4f}, "
+            f"effect {covered[sel & (df['scenario'] == 'effect')].mean():.4f})"
+        )
     results["power_claim3"] = float((effect[effect["claim"] == "3"]["verdict"] == "confirmed").mean())
     print(f"power_claim3={results['power_claim3']:.4f}")
     c1 = df[df["claim"] == "1"]
-    rel_cov = ((c1["relative_ci_low"] <= c1["relative_truth"]) & (c1["relative_truth"] <= c1["relative_ci_high"])).mean()
+    rel_cov = (
+        (c1["relative_ci_low"] <= c1["relative_truth"]) & (c1["relative_truth"] <= c1["relative_ci_high"])
+    ).mean()
     print(f"coverage_relative_claim1={rel_cov:.4f}")
     plain_cov = ((plain["ci_low"] <= plain["truth"]) & (plain["truth"] <= plain["ci_high"])).mean()
-    plain_rel = ((plain["relative_ci_low"] <= plain["relative_truth"])
-                 & (plain["relative_truth"] <= plain["relative_ci_high"])).mean()
-    print(f"coverage_plain_difference_claim1={plain_cov:.4f} relative={plain_rel:.4f} (single comparator, no best-of rule)")
+    plain_rel = (
+        (plain["relative_ci_low"] <= plain["relative_truth"]) & (plain["relative_truth"] <= plain["relative_ci_high"])
+    ).mean()
+    print(
+        f"coverage_plain_difference_claim1={plain_cov:.4f} relative={plain_rel:.4f} "
+        "(single comparator, no best-of rule)"
+    )
     mde = df.groupby("claim")["mde"].median()
-    print("median_mde (claim 1: difference, relative in brackets; claim 2: variance ratio; claim 3: difference): "
-          + " ".join(f"claim{c}={v:.4g}" for c, v in mde.items())
-          + f" [claim1 relative {df[df['claim'] == '1']['mde_relative'].median():.3f}]")
+    print(
+        "median_mde (claim 1: difference, relative in brackets; claim 2: variance ratio; claim 3: difference): "
+        + " ".join(f"claim{c}={v:.4g}" for c, v in mde.items())
+        + f" [claim1 relative {df[df['claim'] == '1']['mde_relative'].median():.3f}]"
+    )
     eq = null.groupby("claim")["verdict"].apply(lambda v: (v == "equivalent").mean())
     print("equivalence_rate_by_claim: " + " ".join(f"claim{c}={v:.3f}" for c, v in eq.items()))
     false = null.groupby("claim")["verdict"].apply(lambda v: v.isin(["confirmed", "refuted"]).mean())
     print("confirmed_or_refuted_under_null_by_claim: " + " ".join(f"claim{c}={v:.3f}" for c, v in false.items()))
-    print(f"true_effects: claim1={effect_truth['1']:.6g} (relative {truth['1_relative']:.4f}) "
-          f"claim2_ratio={effect_truth['2']:.4f} claim3={effect_truth['3']:.4f}")
+    print(
+        f"true_effects: claim1={effect_truth['1']:.6g} (relative {truth['1_relative']:.4f}) "
+        f"claim2_ratio={effect_truth['2']:.4f} claim3={effect_truth['3']:.4f}"
+    )
     corr = df.groupby("claim")["seed_correlation"].mean()
-    print("between-seed correlation of paired metric values (mean over rows): "
-          + " ".join(f"claim{c}={v:.3f}" for c, v in corr.items()))
+    print(
+        "between-seed correlation of paired metric values (mean over rows): "
+        + " ".join(f"claim{c}={v:.3f}" for c, v in corr.items())
+    )
     results["wall_s"] = elapsed
     return results
 

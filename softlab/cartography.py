@@ -21,7 +21,8 @@ per-epoch correctness.
 
 Regions (:class:`RegionRule`, configurable): an item is **ambiguous** when its variability is
 strictly above the ``ambiguous_quantile`` quantile of the variabilities of its run (default 2/3:
-the top third; equal variabilities share the verdict, so if all are equal none is ambiguous); otherwise **easy-to-learn** when confidence ≥ ``confidence_threshold`` (default 0.5) and
+the top third; equal variabilities share the verdict, so if all are equal none is ambiguous);
+otherwise **easy-to-learn** when confidence ≥ ``confidence_threshold`` (default 0.5) and
 **hard-to-learn** when below. Ambiguity takes precedence, so the three regions partition the items.
 
 Relation to human uncertainty: Spearman correlation of variability and of confidence with the
@@ -36,35 +37,38 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
 from softlab.metrics import entropy, human_mode, spearman_by_run
+from softlab.validation import check_labels, check_probability_rows, check_shape
 
 __all__ = [
-    "REGIONS",
     "REFERENCES",
+    "REGIONS",
     "CartographyStats",
     "RegionRule",
-    "cartography_stats",
     "assign_regions",
     "auroc",
+    "cartography_stats",
+    "data_map_table",
     "human_ambiguous",
     "human_uncertainty_relation",
-    "data_map_table",
 ]
 
 REGIONS: tuple[str, ...] = ("easy-to-learn", "ambiguous", "hard-to-learn")
 REFERENCES: tuple[str, ...] = ("official", "human-mode", "soft")
-_SUM_TOL = 1e-3
+
+Floats = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class CartographyStats:
     """Per-item training-dynamics statistics, each shaped ``(..., n_items)``."""
 
-    confidence: np.ndarray
-    variability: np.ndarray
-    correctness: np.ndarray
+    confidence: Floats
+    variability: Floats
+    correctness: Floats
 
 
 @dataclass(frozen=True)
@@ -78,29 +82,15 @@ class RegionRule:
         if not 0.0 <= self.ambiguous_quantile <= 1.0:
             raise ValueError(f"ambiguous_quantile: expected a number in [0, 1], got {self.ambiguous_quantile!r}")
         if not 0.0 <= self.confidence_threshold <= 1.0:
-            raise ValueError(
-                f"confidence_threshold: expected a number in [0, 1], got {self.confidence_threshold!r}"
-            )
+            raise ValueError(f"confidence_threshold: expected a number in [0, 1], got {self.confidence_threshold!r}")
 
 
-def _check_dynamics(dynamics: np.ndarray | object) -> np.ndarray:
-    d = np.asarray(dynamics, dtype=np.float64)
-    if d.ndim < 3:
-        raise ValueError(
-            f"dynamics: expected shape (..., n_epochs, n_items, n_classes), got {d.shape}"
-        )
-    if 0 in d.shape[-3:]:
-        raise ValueError(f"dynamics: needs at least one epoch, item and class, got {d.shape}")
-    if not np.all(np.isfinite(d)):
-        raise ValueError("dynamics: contains NaN or infinity")
-    if d.min() < -1e-6 or d.max() > 1 + 1e-6 or np.any(np.abs(d.sum(axis=-1) - 1.0) > _SUM_TOL):
-        raise ValueError("dynamics: every (epoch, item) row must be a probability vector")
-    return d
+def _check_dynamics(dynamics: ArrayLike) -> Floats:
+    """Dynamics as float64 ``(..., n_epochs, n_items, n_classes)``: every (epoch, item) row a probability row."""
+    return check_probability_rows(dynamics, "dynamics", min_ndim=3)
 
 
-def cartography_stats(
-    dynamics: np.ndarray | object, reference: np.ndarray | object
-) -> CartographyStats:
+def cartography_stats(dynamics: ArrayLike, reference: ArrayLike) -> CartographyStats:
     """Confidence, variability and correctness of every item (module docstring for definitions).
 
     ``reference`` is either integer labels ``(n_items,)`` (official or human mode) or a soft
@@ -114,21 +104,14 @@ def cartography_stats(
     if ref.dtype.kind in "iu":
         if ref.shape[-1:] != (n_items,):
             raise ValueError(f"reference: expected labels shaped (..., {n_items}), got {ref.shape}")
-        if ref.size and (ref.min() < 0 or ref.max() >= n_classes):
-            raise ValueError(f"reference: labels must be in [0, {n_classes - 1}]")
-        r = np.expand_dims(ref.astype(np.int64), -2)  # (..., 1, N)
+        r = np.expand_dims(check_labels(ref, "reference", n_classes, ndim=None), -2)  # (..., 1, N)
         r = np.broadcast_to(r, pred.shape)
         score = np.take_along_axis(d, r[..., None], axis=-1)[..., 0]
         correct = (pred == r).astype(np.float64)
     elif ref.dtype.kind == "f":
-        h = ref.astype(np.float64)
-        if h.shape[-2:] != (n_items, n_classes):
-            raise ValueError(
-                f"reference: expected a soft label shaped (..., {n_items}, {n_classes}), got {h.shape}"
-            )
-        if h.min() < -1e-6 or np.any(np.abs(h.sum(axis=-1) - 1.0) > _SUM_TOL):
-            raise ValueError("reference: soft labels must be probability vectors (rows summing to 1)")
-        h = np.expand_dims(h, -3)  # (..., 1, N, C)
+        if ref.shape[-2:] != (n_items, n_classes):
+            raise ValueError(f"reference: expected a soft label shaped (..., {n_items}, {n_classes}), got {ref.shape}")
+        h = np.expand_dims(check_probability_rows(ref, "reference"), -3)  # (..., 1, N, C)
         score = (h * d).sum(axis=-1)
         hb = np.broadcast_to(h, d.shape)
         correct = np.take_along_axis(hb, pred[..., None], axis=-1)[..., 0]
@@ -136,16 +119,14 @@ def cartography_stats(
         raise ValueError(f"reference: expected integer labels or float distributions, got dtype {ref.dtype}")
     confidence = score.mean(axis=-2)
     variability = score.std(axis=-2, ddof=0)
-    return CartographyStats(
-        confidence=confidence, variability=variability, correctness=correct.mean(axis=-2)
-    )
+    return CartographyStats(confidence=confidence, variability=variability, correctness=correct.mean(axis=-2))
 
 
 def assign_regions(
-    confidence: np.ndarray | object,
-    variability: np.ndarray | object,
+    confidence: ArrayLike,
+    variability: ArrayLike,
     rule: RegionRule = RegionRule(),
-) -> np.ndarray:
+) -> NDArray[np.str_]:
     """Region name per item (``"easy-to-learn"``, ``"ambiguous"``, ``"hard-to-learn"``).
 
     The variability quantile is taken along the last (item) axis, separately for each run.
@@ -162,7 +143,7 @@ def assign_regions(
     return out.astype(str)
 
 
-def auroc(scores: np.ndarray | object, positive: np.ndarray | object) -> np.ndarray:
+def auroc(scores: ArrayLike, positive: ArrayLike) -> Floats:
     """Area under the ROC curve of ``scores`` for the boolean ``positive`` labels, along the last axis.
 
     Mann–Whitney form: ``(Σ ranks of positives − P(P+1)/2) / (P·Q)`` with average ranks on ties
@@ -181,7 +162,7 @@ def auroc(scores: np.ndarray | object, positive: np.ndarray | object) -> np.ndar
         return np.where(den > 0, (rank_sum - n_pos * (n_pos + 1) / 2.0) / np.where(den > 0, den, 1.0), np.nan)
 
 
-def human_ambiguous(human_entropy: np.ndarray | object, threshold: float | None = None) -> np.ndarray:
+def human_ambiguous(human_entropy: ArrayLike, threshold: float | None = None) -> NDArray[np.bool_]:
     """Boolean mask of human-ambiguous items: ``H(h) > threshold`` (default: the 2/3 quantile of the
     given entropies, i.e. the top tertile; equal entropies share the verdict)."""
     e = np.asarray(human_entropy, dtype=np.float64)
@@ -193,9 +174,9 @@ def human_ambiguous(human_entropy: np.ndarray | object, threshold: float | None 
 
 def human_uncertainty_relation(
     stats: CartographyStats,
-    human: np.ndarray | object,
+    human: ArrayLike,
     ambiguous_threshold: float | None = None,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Floats]:
     """How the training dynamics mirror human uncertainty.
 
     ``human`` is the human distribution ``(n_items, n_classes)``. Returns arrays shaped like the
@@ -207,11 +188,7 @@ def human_uncertainty_relation(
       (:func:`human_ambiguous` with ``ambiguous_threshold``);
     * ``n_ambiguous``: the number of human-ambiguous items (same for every run).
     """
-    h = np.asarray(human, dtype=np.float64)
-    if h.ndim != 2 or h.shape[0] != stats.variability.shape[-1]:
-        raise ValueError(
-            f"human: expected shape ({stats.variability.shape[-1]}, n_classes), got {h.shape}"
-        )
+    h = check_shape(check_probability_rows(human, "human"), (stats.variability.shape[-1], None), "human")
     e = entropy(h)
     amb = human_ambiguous(e, ambiguous_threshold)
     lead = stats.variability.shape[:-1]
@@ -224,10 +201,10 @@ def human_uncertainty_relation(
 
 
 def data_map_table(
-    dynamics: np.ndarray | object,
-    official: np.ndarray | object,
-    human: np.ndarray | object | None = None,
-    item_ids: np.ndarray | object | None = None,
+    dynamics: ArrayLike,
+    official: ArrayLike,
+    human: ArrayLike | None = None,
+    item_ids: ArrayLike | None = None,
     rule: RegionRule = RegionRule(),
 ) -> pd.DataFrame:
     """Tidy data-map table: one row per (run, reference, item).
@@ -243,18 +220,12 @@ def data_map_table(
     elif d.ndim != 4:
         raise ValueError(f"dynamics: expected 3 or 4 dimensions, got shape {d.shape}")
     n_runs, _, n_items, n_classes = d.shape
-    off = np.asarray(official)
-    if off.shape != (n_items,) or off.dtype.kind not in "iu":
-        raise ValueError(f"official: expected integer labels shaped ({n_items},), got {off.shape} {off.dtype}")
-    ids = np.arange(n_items) if item_ids is None else np.asarray(item_ids)
-    if ids.shape != (n_items,):
-        raise ValueError(f"item_ids: expected shape ({n_items},), got {ids.shape}")
-    refs: list[tuple[str, np.ndarray]] = [("official", off.astype(np.int64))]
+    off = check_shape(check_labels(official, "official", n_classes), (n_items,), "official")
+    ids = np.arange(n_items) if item_ids is None else check_shape(item_ids, (n_items,), "item_ids")
+    refs: list[tuple[str, NDArray[np.int64] | Floats]] = [("official", off)]
     h_entropy = np.full(n_items, np.nan)
     if human is not None:
-        h = np.asarray(human, dtype=np.float64)
-        if h.shape != (n_items, n_classes):
-            raise ValueError(f"human: expected shape ({n_items}, {n_classes}), got {h.shape}")
+        h = check_shape(check_probability_rows(human, "human"), (n_items, n_classes), "human")
         refs.append(("human-mode", human_mode(h, off)))
         refs.append(("soft", h))
         h_entropy = entropy(h)

@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class CliError(Exception):
@@ -44,8 +44,9 @@ def _go_offline(args: argparse.Namespace) -> None:
 def printable(text: object, limit: int = 300) -> str:
     """``text`` safe for a terminal table: control characters (newlines, escape codes, ...)
     shown as ``\\xNN`` escapes, cut to ``limit`` characters."""
-    out = "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
-                  for c in str(text))
+    out = "".join(
+        c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}") for c in str(text)
+    )
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
@@ -75,8 +76,8 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     if args.human:
         for relpath in HUMAN_FILES:
             try:
-                path, origin = fetch_human_file(relpath, download=not args.offline)
-            except Exception as exc:  # noqa: BLE001 - report every file, then fail
+                _, origin = fetch_human_file(relpath, download=not args.offline)
+            except Exception as exc:
                 print(f"FAILED {relpath}:\n{exc}", file=sys.stderr)
                 status = 1
                 continue
@@ -95,8 +96,9 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     print(f"cache dir (SOFTLAB_CACHE_DIR): {printable(cache_dir())}")
     for name, path in (("SOFTLAB_DATA_DIR", data_dir()), ("SOFTLAB_CACHE_DIR", cache_dir())):
         if path.exists() and not path.is_dir():
-            raise CliError(f"{name} {printable(path)} is a file, not a folder; point {name} at a folder "
-                           "(or remove the file)")
+            raise CliError(
+                f"{name} {printable(path)} is a file, not a folder; point {name} at a folder (or remove the file)"
+            )
     rows = [r for d in (*images.DATASETS, *images.OPTIONAL_DATASETS) for r in images.cache_info(d)] + human_cache_info()
     df = pd.DataFrame(rows)[["dataset", "file", "status", "origin"]].map(printable)
     widths = {c: max(len(c), int(df[c].str.len().max())) for c in ("dataset", "file", "status")}
@@ -144,7 +146,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _go_offline(args)
     _, per_notebook = resolve_parameters(args.params, _overrides(args))
-    values: dict = {}
+    values: dict[str, Any] = {}
     for declared in per_notebook.values():
         values.update(declared)
     arm_configs, train_cfg, seeds = configs_from_params(values)
@@ -155,9 +157,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with open_executor(args.dask) as ex:
         grids = run_arms(arm_configs, train_cfg, seeds, progress=args.progress, store=store, executor=ex)
     n_runs = sum(len(g.results) for g in grids.values())
-    print(f"[softlab train] runs={n_runs} trained={ex.submitted_members} loaded={n_runs - ex.submitted_members} "
-          f"tasks={ex.submitted_tasks} executor={ex.address} seconds={time.perf_counter() - start:.1f} "
-          f"store={store.root}", flush=True)
+    print(
+        f"[softlab train] runs={n_runs} trained={ex.submitted_members} loaded={n_runs - ex.submitted_members} "
+        f"tasks={ex.submitted_tasks} executor={ex.address} seconds={time.perf_counter() - start:.1f} "
+        f"store={store.root}",
+        flush=True,
+    )
     return 0
 
 
@@ -167,8 +172,10 @@ def _cmd_book(args: argparse.Namespace) -> int:
     return build_book(strict=not args.no_strict)
 
 
-DASK_HELP = ("train missing runs on Dask: 'local:N' (N single-threaded worker processes here) or a "
-             "scheduler address 'tcp://host:8786'; default $SOFTLAB_DASK, else in this process")
+DASK_HELP = (
+    "train missing runs on Dask: 'local:N' (N single-threaded worker processes here) or a "
+    "scheduler address 'tcp://host:8786'; default $SOFTLAB_DASK, else in this process"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,13 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="fetch, verify and list data")
     dsub = data.add_subparsers(dest="data_command", required=True)
     fetch = dsub.add_parser("fetch", help="fetch and verify image files and human labels")
-    fetch.add_argument("--dataset", nargs="+", choices=[*DATASETS, *OPTIONAL_DATASETS],
-                       help=f"default: all; unavailable optional sets ({', '.join(OPTIONAL_DATASETS)}) are skipped with one line")
-    fetch.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES),
-                       help="image sources to try, in order")
+    fetch.add_argument(
+        "--dataset",
+        nargs="+",
+        choices=[*DATASETS, *OPTIONAL_DATASETS],
+        help=f"default: all; unavailable optional sets ({', '.join(OPTIONAL_DATASETS)}) are skipped with one line",
+    )
+    fetch.add_argument(
+        "--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES), help="image sources to try, in order"
+    )
     fetch.add_argument("--no-human", dest="human", action="store_false", help="skip the human-label files")
-    fetch.add_argument("--offline", action="store_true",
-                       help="local sources only, no network (same as SOFTLAB_OFFLINE=1)")
+    fetch.add_argument(
+        "--offline", action="store_true", help="local sources only, no network (same as SOFTLAB_OFFLINE=1)"
+    )
     fetch.set_defaults(func=_cmd_data_fetch)
     info = dsub.add_parser("info", help="what is cached, from where, and each checksum's status")
     info.set_defaults(func=_cmd_data_info)
@@ -195,20 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--params", default="default", help="parameter set name (params/<name>.yml) or a path")
     run.add_argument("--only", nargs="+", help="notebook prefixes to run, e.g. 01 04")
     run.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
-    run.add_argument("--offline", action="store_true",
-                     help="no network access in the notebooks (same as SOFTLAB_OFFLINE=1)")
+    run.add_argument(
+        "--offline", action="store_true", help="no network access in the notebooks (same as SOFTLAB_OFFLINE=1)"
+    )
     run.add_argument("--dask", metavar="ADDR", help=DASK_HELP)
     run.set_defaults(func=_cmd_run)
 
-    train = sub.add_parser("train", help="train (or load from the run cache) a parameter set's whole grid, "
-                                         "without executing notebooks")
+    train = sub.add_parser(
+        "train", help="train (or load from the run cache) a parameter set's whole grid, without executing notebooks"
+    )
     train.add_argument("--params", default="default", help="parameter set name (params/<name>.yml) or a path")
     train.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override parameters (YAML values)")
     train.add_argument("--dask", metavar="ADDR", help=DASK_HELP)
     train.add_argument("--runs-dir", metavar="DIR", help="run cache folder (default: $SOFTLAB_CACHE_DIR/runs)")
-    train.add_argument("--members-per-task", type=int, metavar="N",
-                       help="members per batched computation / Dask task (default: the trainer's, "
-                            "32 CNN / 128 MLP on CPU, 256 on GPU); does not change the numbers' cache key")
+    train.add_argument(
+        "--members-per-task",
+        type=int,
+        metavar="N",
+        help="members per batched computation / Dask task (default: the trainer's, "
+        "32 CNN / 128 MLP on CPU, 256 on GPU); does not change the numbers' cache key",
+    )
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     train.add_argument("--offline", action="store_true", help="local data only, no network (same as SOFTLAB_OFFLINE=1)")
     train.set_defaults(func=_cmd_train)

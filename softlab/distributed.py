@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from softlab.runtime import torch_threads
+from softlab.runtime import resolve_device, torch_threads
 from softlab.train import (
     Member,
     MemberResult,
@@ -69,7 +69,6 @@ from softlab.train import (
     _check_inputs,
     _default_max_members,
     plan_batches,
-    resolve_device,
     train_members,
 )
 
@@ -85,6 +84,7 @@ Chunk = tuple[list[int], list[MemberResult]]
 
 
 # ----------------------------------------------------------------------------- planning
+
 
 def plan_groups(members: Sequence[Member], cfg: TrainConfig, device: Any = None) -> list[list[int]]:
     """Member positions of each batched computation, as ``train_members`` would plan them on
@@ -104,8 +104,8 @@ def aligned(a: np.ndarray, alignment: int = ALIGNMENT) -> np.ndarray:
     (itself when it already does, else a copy).
 
     The trainer predicts shared evaluation images straight from the caller's buffer, and
-    vectorised CPU kernels can round differently at different start offsets (measured here:
-    buffers at offsets 4 or 8 mod 16 change the last bit of some probabilities). Arrays a Dask
+    vectorised CPU kernels can round differently at different start offsets (observed with
+    torch on x86-64: buffers at offsets 4 or 8 mod 16 change the last bit of some probabilities). Arrays a Dask
     worker deserialises may start at any offset, so both executors align their inputs: the
     numbers then do not depend on where the bytes happen to lie.
     """
@@ -114,7 +114,7 @@ def aligned(a: np.ndarray, alignment: int = ALIGNMENT) -> np.ndarray:
         return c
     buf = np.empty(c.nbytes + alignment, dtype=np.uint8)
     start = (-buf.ctypes.data) % alignment
-    out = buf[start:start + c.nbytes].view(c.dtype).reshape(c.shape)
+    out = buf[start : start + c.nbytes].view(c.dtype).reshape(c.shape)
     out[...] = c
     return out
 
@@ -125,6 +125,15 @@ def _pinned(cfg: TrainConfig, group: Sequence[int]) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------- in-process
+
+
+def _checked_inputs(
+    x: np.ndarray, members: Sequence[Member], cfg: TrainConfig, eval_sets: Mapping[str, np.ndarray] | None
+) -> tuple[np.ndarray, list[Member], dict[str, np.ndarray]]:
+    """A train call's images, members and evaluation sets, checked as ``softlab.train`` checks them."""
+    member_list, sets = list(members), dict(eval_sets or {})
+    return _check_inputs(x, member_list, cfg, sets), member_list, sets
+
 
 class InProcessExecutor:
     """Train groups one after another in this process (the behaviour without a cluster).
@@ -137,19 +146,25 @@ class InProcessExecutor:
         self.submitted_tasks = 0
         self.submitted_members = 0
 
-    def train(self, x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
-              eval_sets: Mapping[str, np.ndarray] | None = None, progress: bool = False) -> Iterator[Chunk]:
+    def train(
+        self,
+        x: np.ndarray,
+        members: Sequence[Member],
+        cfg: TrainConfig,
+        eval_sets: Mapping[str, np.ndarray] | None = None,
+        progress: bool = False,
+    ) -> Iterator[Chunk]:
         """Yield ``(positions, results)`` for each group, in plan order."""
-        members = list(members)
-        eval_sets = dict(eval_sets or {})
-        x = aligned(_check_inputs(x, members, cfg, eval_sets))
+        x, members, eval_sets = _checked_inputs(x, members, cfg, eval_sets)
+        x = aligned(x)
         eval_sets = {k: aligned(v) for k, v in eval_sets.items()}
         for group in plan_groups(members, cfg):
             self.submitted_tasks += 1
             self.submitted_members += len(group)
             with torch_threads():
-                results = train_members(x, [members[i] for i in group], _pinned(cfg, group),
-                                        eval_sets, progress=progress)
+                results = train_members(
+                    x, [members[i] for i in group], _pinned(cfg, group), eval_sets, progress=progress
+                )
             yield list(group), results
 
     def close(self) -> None:
@@ -160,6 +175,7 @@ class InProcessExecutor:
 
 
 # ----------------------------------------------------------------------------- Dask
+
 
 def _worker_torch_threads(explicit: int | None) -> int:
     """Torch threads for a task on this worker (see the module docstring)."""
@@ -188,17 +204,23 @@ class _ArrayRef:
     index: int
 
 
-def _train_group_task(x: np.ndarray, eval_sets: dict[str, np.ndarray], arrays: list[np.ndarray],
-                      specs: list[dict[str, Any]], cfg: TrainConfig, threads: int | None) -> list[MemberResult]:
+def _train_group_task(
+    x: np.ndarray,
+    eval_sets: dict[str, np.ndarray],
+    arrays: list[np.ndarray],
+    specs: list[dict[str, Any]],
+    cfg: TrainConfig,
+    threads: int | None,
+) -> list[MemberResult]:
     """Runs on a worker: rebuild the group's members (every ``Member`` field, arrays from
     ``arrays``) and train them as one batch."""
+
     def field_values(spec: dict[str, Any]) -> dict[str, Any]:
         return {k: arrays[v.index] if isinstance(v, _ArrayRef) else v for k, v in spec.items()}
 
     members = [Member(**field_values(spec)) for spec in specs]
     with torch_threads(_worker_torch_threads(threads)):
-        return train_members(aligned(x), members, cfg, {k: aligned(v) for k, v in eval_sets.items()},
-                             progress=False)
+        return train_members(aligned(x), members, cfg, {k: aligned(v) for k, v in eval_sets.items()}, progress=False)
 
 
 def _identity(a: np.ndarray) -> np.ndarray:
@@ -223,8 +245,14 @@ class DaskExecutor:
     ``submitted_tasks`` / ``submitted_members`` count what this executor has submitted.
     """
 
-    def __init__(self, address: str | None = None, client: Any = None, retries: int = 2,
-                 resources: dict[str, float] | None = None, torch_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        client: Any = None,
+        retries: int = 2,
+        resources: dict[str, float] | None = None,
+        torch_threads: int | None = None,
+    ) -> None:
         if (address is None) == (client is None):
             raise ValueError("DaskExecutor: give exactly one of address or client")
         self.address = address if address is not None else str(client.scheduler.address)
@@ -245,11 +273,17 @@ class DaskExecutor:
 
             n_local = _local_workers(self.address)
             if n_local is not None:
-                self._cluster = LocalCluster(n_workers=n_local, threads_per_worker=1, processes=True,
-                                             host="127.0.0.1", dashboard_address=None,
-                                             # its HTTP endpoints (health, metrics) on a free loopback port
-                                             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                             env={"SOFTLAB_TORCH_THREADS": "1"}, silence_logs=logging.ERROR)
+                self._cluster = LocalCluster(
+                    n_workers=n_local,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    # its HTTP endpoints (health, metrics) on a free loopback port
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    env={"SOFTLAB_TORCH_THREADS": "1"},
+                    silence_logs=logging.ERROR,
+                )
                 self._client = Client(self._cluster)
             else:
                 self._client = Client(self.address)
@@ -275,15 +309,19 @@ class DaskExecutor:
             return {"GPU": 1}
         return None
 
-    def train(self, x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
-              eval_sets: Mapping[str, np.ndarray] | None = None, progress: bool = False) -> Iterator[Chunk]:
+    def train(
+        self,
+        x: np.ndarray,
+        members: Sequence[Member],
+        cfg: TrainConfig,
+        eval_sets: Mapping[str, np.ndarray] | None = None,
+        progress: bool = False,
+    ) -> Iterator[Chunk]:
         """Submit every group, then yield ``(positions, results)`` as tasks complete."""
         import dask
         from distributed import as_completed
 
-        members = list(members)
-        eval_sets = dict(eval_sets or {})
-        x = _check_inputs(x, members, cfg, eval_sets)
+        x, members, eval_sets = _checked_inputs(x, members, cfg, eval_sets)
         client = self.client
         if not client.scheduler_info(n_workers=-1).get("workers"):
             if progress:
@@ -308,8 +346,10 @@ class DaskExecutor:
             return by_id[id(a)]
 
         # each member as {field: value} — every Member field travels — with arrays as references
-        specs = [{f.name: _ArrayRef(ref(v)) if isinstance(v := getattr(m, f.name), np.ndarray) else v
-                  for f in fields(m)} for m in members]
+        specs = [
+            {f.name: _ArrayRef(ref(v)) if isinstance(v := getattr(m, f.name), np.ndarray) else v for f in fields(m)}
+            for m in members
+        ]
         shared: list[Any] = []
         pending: dict[Any, list[int]] = {}
         call = uuid.uuid4().hex[:12]
@@ -330,19 +370,35 @@ class DaskExecutor:
             arrays_f = [source(a) for a in arrays]
             for g, group in enumerate(groups):
                 local: dict[int, int] = {}  # this task's arrays: index in `arrays` → position in its list
-                group_specs = [{k: _ArrayRef(local.setdefault(v.index, len(local))) if isinstance(v, _ArrayRef) else v
-                                for k, v in specs[i].items()} for i in group]
+                group_specs = [
+                    {
+                        k: _ArrayRef(local.setdefault(v.index, len(local))) if isinstance(v, _ArrayRef) else v
+                        for k, v in specs[i].items()
+                    }
+                    for i in group
+                ]
                 group_arrays = [arrays_f[a] for a in sorted(local, key=local.__getitem__)]
-                future = client.submit(_train_group_task, x_f, eval_f, group_arrays, group_specs,
-                                       _pinned(cfg, group), self.torch_threads,
-                                       key=f"{TASK_PREFIX}-{call}-{g}", retries=self.retries,
-                                       resources=resources, pure=False)
+                future = client.submit(
+                    _train_group_task,
+                    x_f,
+                    eval_f,
+                    group_arrays,
+                    group_specs,
+                    _pinned(cfg, group),
+                    self.torch_threads,
+                    key=f"{TASK_PREFIX}-{call}-{g}",
+                    retries=self.retries,
+                    resources=resources,
+                    pure=False,
+                )
                 pending[future] = list(group)
                 self.submitted_tasks += 1
                 self.submitted_members += len(group)
             if progress:
-                print(f"[softlab] {len(groups)} tasks ({len(members)} runs) submitted to {self.scheduler_address}",
-                      flush=True)
+                print(
+                    f"[softlab] {len(groups)} tasks ({len(members)} runs) submitted to {self.scheduler_address}",
+                    flush=True,
+                )
             for future in as_completed(list(pending)):
                 group = pending.pop(future)
                 results = future.result()
@@ -400,8 +456,10 @@ def check_address(spec: str) -> str:
             return s
     elif s in ("", INPROCESS) or "://" in s or _HOST_PORT.match(s):
         return s
-    raise ValueError(f"--dask / ${ENV_VAR}: expected 'local:N' (N >= 1 worker processes), a scheduler address "
-                     f"like 'tcp://host:8786', or '{INPROCESS}'; got {spec!r}")
+    raise ValueError(
+        f"--dask / ${ENV_VAR}: expected 'local:N' (N >= 1 worker processes), a scheduler address "
+        f"like 'tcp://host:8786', or '{INPROCESS}'; got {spec!r}"
+    )
 
 
 def make_executor(spec: Any = None) -> tuple[Executor, bool]:
@@ -420,8 +478,9 @@ def make_executor(spec: Any = None) -> tuple[Executor, bool]:
 
     if isinstance(spec, Client):
         return DaskExecutor(client=spec), True
-    raise ValueError(f"executor: expected None, an address string, a distributed.Client or an executor, "
-                     f"got {type(spec).__name__}")
+    raise ValueError(
+        f"executor: expected None, an address string, a distributed.Client or an executor, got {type(spec).__name__}"
+    )
 
 
 @contextmanager
@@ -461,9 +520,14 @@ def dask_environment(spec: str | None) -> Iterator[str | None]:
             executor.close()
 
 
-def train_stream(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
-                 eval_sets: Mapping[str, np.ndarray] | None = None, executor: Any = None,
-                 progress: bool = False) -> Iterator[Chunk]:
+def train_stream(
+    x: np.ndarray,
+    members: Sequence[Member],
+    cfg: TrainConfig,
+    eval_sets: Mapping[str, np.ndarray] | None = None,
+    executor: Any = None,
+    progress: bool = False,
+) -> Iterator[Chunk]:
     """Train ``members`` on ``executor`` (default in-process; an address opens one for the
     call), yielding ``(member positions, results)`` per finished group."""
     with open_executor(INPROCESS if executor is None else executor) as ex:

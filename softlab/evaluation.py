@@ -32,17 +32,18 @@ import pandas as pd
 from softlab.io import atomic_path
 from softlab.metrics import DEFAULT_N_BINS, entropy, human_mode, metric_suite, reliability_bins
 from softlab.stats import STRATA, item_disagreement, stratum_masks, tertile_thresholds
+from softlab.validation import check_labels, check_probability_rows, check_shape
 
 __all__ = [
     "TABLE_COLUMNS",
     "RunPredictions",
-    "parse_condition",
+    "disagreement_table",
     "entropy_thresholds",
     "evaluate_runs",
-    "reliability_frame",
-    "disagreement_table",
-    "write_metrics_table",
+    "parse_condition",
     "read_metrics_table",
+    "reliability_frame",
+    "write_metrics_table",
 ]
 
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -117,24 +118,22 @@ class RunPredictions:
             raise ValueError(f"{where}.item_ids: expected shape ({n_items},), got {ids.shape}")
         if len(np.unique(ids)) != n_items:
             raise ValueError(f"{where}.item_ids: item ids must be unique")
-        off = np.asarray(self.official)
-        if off.shape != (n_items,) or off.dtype.kind not in "iu":
-            raise ValueError(f"{where}.official: expected integer labels shaped ({n_items},), got {off.shape} {off.dtype}")
+        off = check_shape(check_labels(self.official, f"{where}.official", n_classes), (n_items,), f"{where}.official")
         object.__setattr__(self, "probs", probs)
         object.__setattr__(self, "item_ids", ids)
-        object.__setattr__(self, "official", off.astype(np.int64))
+        object.__setattr__(self, "official", off)
         if self.human is not None:
-            h = np.asarray(self.human, dtype=np.float64)
-            if h.shape != (n_items, n_classes):
-                raise ValueError(f"{where}.human: expected shape ({n_items}, {n_classes}), got {h.shape}")
-            object.__setattr__(self, "human", h)
+            h = check_probability_rows(self.human, f"{where}.human")
+            object.__setattr__(self, "human", check_shape(h, (n_items, n_classes), f"{where}.human"))
         if self.strata is not None:
             masks = {}
             for name, mask in self.strata.items():
                 m = np.asarray(mask)
                 if m.shape != (n_items,) or m.dtype != bool:
-                    raise ValueError(f"{where}.strata[{name!r}]: expected a boolean mask shaped ({n_items},), "
-                                     f"got {m.shape} {m.dtype}")
+                    raise ValueError(
+                        f"{where}.strata[{name!r}]: expected a boolean mask shaped ({n_items},), "
+                        f"got {m.shape} {m.dtype}"
+                    )
                 masks[str(name)] = m
             object.__setattr__(self, "strata", masks)
 
@@ -148,8 +147,12 @@ class RunPredictions:
 
 def _digest(rec: RunPredictions) -> str:
     h = hashlib.sha256()
-    strata = [] if rec.strata is None else [np.frombuffer(k.encode(), dtype=np.uint8) for k in sorted(rec.strata)] + [
-        rec.strata[k] for k in sorted(rec.strata)]
+    strata = (
+        []
+        if rec.strata is None
+        else [np.frombuffer(k.encode(), dtype=np.uint8) for k in sorted(rec.strata)]
+        + [rec.strata[k] for k in sorted(rec.strata)]
+    )
     for arr in (rec.item_ids, rec.official, rec.human, *strata):
         if arr is None:
             h.update(b"none")
@@ -174,10 +177,10 @@ def entropy_thresholds(records: Iterable[RunPredictions]) -> dict[tuple[str, str
     return {key: tertile_thresholds(np.fromiter(pool.values(), dtype=np.float64)) for key, pool in pools.items()}
 
 
-def _groups(records: Sequence[RunPredictions], by_seed: bool) -> dict[tuple, list[RunPredictions]]:
-    groups: dict[tuple, list[RunPredictions]] = {}
+def _groups(records: Sequence[RunPredictions], by_seed: bool) -> dict[tuple[object, ...], list[RunPredictions]]:
+    groups: dict[tuple[object, ...], list[RunPredictions]] = {}
     for rec in records:
-        key: tuple = (rec.dataset, rec.split, rec.fold, _digest(rec), rec.probs.shape[1])
+        key: tuple[object, ...] = (rec.dataset, rec.split, rec.fold, _digest(rec), rec.probs.shape[1])
         if not by_seed:
             key = (rec.condition,) + key
         groups.setdefault(key, []).append(rec)
@@ -207,6 +210,13 @@ def _masks_for(
     else:
         masks = stratum_masks(rec.human, rec.official, thresholds[(rec.dataset, rec.split)])
     return {name: masks[name] for name in strata if name in masks and masks[name].any()}
+
+
+def _thresholds(
+    records: Sequence[RunPredictions], given: Mapping[tuple[str, str], tuple[float, float]] | None
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """:func:`entropy_thresholds` of ``records``, overridden per ``(dataset, split)`` by ``given``."""
+    return {**entropy_thresholds(records), **(given or {})}
 
 
 def _check_records(records: Iterable[RunPredictions]) -> list[RunPredictions]:
@@ -240,10 +250,8 @@ def evaluate_runs(
     """
     recs = _check_records(records)
     strata = _check_strata(strata)
-    thr = dict(entropy_thresholds(recs))
-    if thresholds is not None:
-        thr.update(thresholds)
-    cols: dict[str, list] = {c: [] for c in TABLE_COLUMNS}
+    thr = _thresholds(recs, thresholds)
+    cols: dict[str, list[object]] = {c: [] for c in TABLE_COLUMNS}
     stacks = [chunk for whole in _groups(recs, by_seed=True).values() for chunk in _chunks(whole)]
     for group in stacks:
         first = group[0]
@@ -293,9 +301,7 @@ def reliability_frame(
         raise ValueError(f"reference: expected 'official' or 'human-mode', got {reference!r}")
     recs = _check_records(records)
     _check_strata([stratum])
-    thr = dict(entropy_thresholds(recs))
-    if thresholds is not None:
-        thr.update(thresholds)
+    thr = _thresholds(recs, thresholds)
     frames = []
     for rec in recs:
         if rec.human is None and (reference != "official" or stratum != "all"):
@@ -303,7 +309,7 @@ def reliability_frame(
         mask = _masks_for(rec, thr, [stratum]).get(stratum)
         if mask is None:
             continue
-        labels = rec.official if reference == "official" else human_mode(rec.human, rec.official)
+        labels = rec.official if rec.human is None or reference == "official" else human_mode(rec.human, rec.official)
         rb = reliability_bins(rec.probs[mask], labels[mask], n_bins)
         frames.append(
             pd.DataFrame(
@@ -344,9 +350,7 @@ def disagreement_table(
     """
     recs = _check_records(records)
     strata = _check_strata(strata)
-    thr = dict(entropy_thresholds(recs))
-    if thresholds is not None:
-        thr.update(thresholds)
+    thr = _thresholds(recs, thresholds)
     rows = []
     for group in _groups(recs, by_seed=False).values():
         if len(group) < 2:

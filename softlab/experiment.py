@@ -13,9 +13,9 @@ An **arm** is a dataset with a human-labelled (or generator-labelled) pool:
   label is the generator mode except on a seeded share ``synthetic_mode_shift`` of items
   (default 0.18, the Fashion-MNIST-H rate) where it is the pair's other class, chosen with
   probability proportional to the generator's minority mass
-  (:func:`softlab.data.synthetic_mnist.official_with_mode_shifts`). The generator trains on, and
+  (:func:`softlab.generator.official_with_mode_shifts`). The generator trains on, and
   draws its anchors from, one half of the MNIST training split; the arm's teachers train on the
-  other half (:func:`softlab.data.synthetic_mnist.mnist_train_halves`). The disjoint split is
+  other half (:func:`softlab.generator.mnist_train_halves`). The disjoint split is
   the MNIST test split.
 - ``cifar10``: the 10,000 CIFAR-10 test images, all labelled by CIFAR-10H (Peterson et al. 2019);
   the disjoint split is the 50k training split. Needs the CIFAR-10 images (downloaded where
@@ -61,29 +61,38 @@ Protocol of one arm
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from softlab.data import entropy, load_human, load_images
-from softlab.data.synthetic_mnist import (
+from softlab.data import entropy, load_cifar10h, load_human, load_images, soft_labels
+from softlab.data.human import HumanLabels
+from softlab.generator import (
     SyntheticMnistConfig,
     generate_synthetic_mnist,
     mnist_train_halves,
     official_with_mode_shifts,
 )
-from softlab.labels import ALL_CONDITIONS, CONDITIONS, LabelConditions, build_conditions, parse_condition, temper
+from softlab.labels import CONDITIONS, LabelConditions, build_conditions, parse_condition
+
+if TYPE_CHECKING:  # pragma: no cover  (torch-side modules are imported where they are used)
+    from softlab.teachers import TeacherConfig
+    from softlab.train import MemberResult, TrainConfig
 
 ARMS = ("fashion-mnist", "mnist", "synthetic-mnist", "cifar10")
 #: Arms whose reference comes from a votes table (``ArmConfig.votes``).
 VOTES = "votes"
 VOTES_IMAGES = ("mnist", "fashion-mnist", "cifar10")
-REFERENCE_NAME = {"fashion-mnist": "human", "mnist": "human", "synthetic-mnist": "generator", "cifar10": "human",
-                  VOTES: "human"}
+REFERENCE_NAME = {
+    "fashion-mnist": "human",
+    "mnist": "human",
+    "synthetic-mnist": "generator",
+    "cifar10": "human",
+    VOTES: "human",
+}
 #: The conditions trained by default: the 10 canonical ones and mass-matched smoothing at the human mode.
 DEFAULT_CONDITIONS: tuple[str, ...] = CONDITIONS + ("human/smooth-mass",)
 #: Bumped whenever the protocol changes what a run trains on (it enters every run's cache key).
@@ -128,8 +137,10 @@ class ArmConfig:
             if not self.votes:
                 raise ValueError(f"votes: arm {self.name or VOTES!r} needs the path of a votes table")
             if self.images not in VOTES_IMAGES:
-                raise ValueError(f"images: arm {self.name or VOTES!r}: expected one of {VOTES_IMAGES} (the data set "
-                                 f"whose test split the votes label), got {self.images!r}")
+                raise ValueError(
+                    f"images: arm {self.name or VOTES!r}: expected one of {VOTES_IMAGES} (the data set "
+                    f"whose test split the votes label), got {self.images!r}"
+                )
             if not self.name:
                 raise ValueError("name: a votes arm needs a name")
         if self.folds < 2:
@@ -139,8 +150,10 @@ class ArmConfig:
         if self.disjoint_size < 0:
             raise ValueError(f"disjoint_size: expected 0 (all) or a positive size, got {self.disjoint_size}")
         if self.disjoint_size == 0 and self.dataset != "synthetic-mnist":
-            raise ValueError(f"disjoint_size: 0 (all) is not possible for the {self.dataset} arm, whose teachers train "
-                             "on the part of the disjoint split outside the evaluation sample; give a size")
+            raise ValueError(
+                f"disjoint_size: 0 (all) is not possible for the {self.dataset} arm, whose teachers train "
+                "on the part of the disjoint split outside the evaluation sample; give a size"
+            )
         if self.n_teachers < 1:
             raise ValueError(f"n_teachers: expected at least 1, got {self.n_teachers}")
         if not 0.0 <= self.synthetic_mode_shift <= 0.5:
@@ -186,6 +199,7 @@ class ArmConfig:
 
 # ----------------------------------------------------------------------------- folds and samples
 
+
 def stratified_folds(labels: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
     """Assign each item a fold in ``0..k-1``: within each class, a seeded permutation dealt
     round-robin (continuing across classes), so folds differ in size by at most one.
@@ -227,8 +241,9 @@ def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray
     return np.sort(order[:size])
 
 
-def calibration_split(official: np.ndarray, annotated: np.ndarray, train_pos: np.ndarray, fraction: float,
-                      seed: int) -> np.ndarray:
+def calibration_split(
+    official: np.ndarray, annotated: np.ndarray, train_pos: np.ndarray, fraction: float, seed: int
+) -> np.ndarray:
     """Sorted positions (a subset of ``train_pos``) set apart for post-hoc calibration: a seeded
     ``fraction`` of the annotated and of the other training items, each stratified by official
     label (:func:`stratified_subsample`)."""
@@ -237,7 +252,7 @@ def calibration_split(official: np.ndarray, annotated: np.ndarray, train_pos: np
     for k, part in enumerate((train_pos[is_ann], train_pos[~is_ann])):
         if len(part) == 0:
             continue
-        size = max(1, int(round(fraction * len(part))))
+        size = max(1, round(fraction * len(part)))
         seq = np.random.SeedSequence([int(seed), k])
         out.append(part[stratified_subsample(official[part], size, int(seq.generate_state(1)[0]))])
     return np.sort(np.concatenate(out)) if out else np.empty(0, dtype=np.int64)
@@ -256,20 +271,21 @@ def _sub_seed(*parts: int) -> int:
 
 # ----------------------------------------------------------------------------- the arm
 
+
 @dataclass(eq=False)
 class Arm:
     """Prepared data of one arm. Positions ``0..N-1`` index the pool."""
 
     config: ArmConfig
-    images: np.ndarray          # (N, C, H, W) float32 in [0, 1]
-    official: np.ndarray        # (N,) int64
-    item_ids: np.ndarray        # (N,) ids in the source split (test index, or generated index)
-    annotated: np.ndarray       # (n,) sorted positions of the labelled items in the pool
-    reference: np.ndarray       # (n, C) human (or generator) distribution of those items
-    reference_name: str         # "human" or "generator"
-    folds: np.ndarray           # (N,) fold of each pool item
+    images: np.ndarray  # (N, C, H, W) float32 in [0, 1]
+    official: np.ndarray  # (N,) int64
+    item_ids: np.ndarray  # (N,) ids in the source split (test index, or generated index)
+    annotated: np.ndarray  # (n,) sorted positions of the labelled items in the pool
+    reference: np.ndarray  # (n, C) human (or generator) distribution of those items
+    reference_name: str  # "human" or "generator"
+    folds: np.ndarray  # (N,) fold of each pool item
     calibration: dict[int, np.ndarray]  # fold -> positions set apart for post-hoc calibration
-    teacher_probs: np.ndarray   # (n_teachers, N, C) out-of-sample teacher probabilities on the pool
+    teacher_probs: np.ndarray  # (n_teachers, N, C) out-of-sample teacher probabilities on the pool
     teacher_info: pd.DataFrame  # one row per teacher: seed, training items, accuracy on the pool
     disjoint_images: np.ndarray
     disjoint_labels: np.ndarray
@@ -323,16 +339,24 @@ class Arm:
         return out
 
     # --------------------------------------------------------------- fold-clean conditions
-    def _fold_labels(self, fold: int, conditions: tuple[str, ...], teacher: int | None,
-                     shuffle_seed: int) -> LabelConditions:
+    def _fold_labels(
+        self, fold: int, conditions: tuple[str, ...], teacher: int | None, shuffle_seed: int
+    ) -> LabelConditions:
         key = ("labels", fold, conditions, teacher, shuffle_seed)
         if key not in self._memo:
             train = self.train_positions(fold)
             ann_in_train = np.flatnonzero(np.isin(train, self.annotated))
             ref = self.reference[np.searchsorted(self.annotated, train[ann_in_train])]
             tprobs = None if teacher is None else self.teacher_probs[teacher][train]
-            self._memo[key] = build_conditions(self.official[train], ann_in_train, ref, teacher_probs=tprobs,
-                                               conditions=conditions, seed=shuffle_seed, human_kind="distribution")
+            self._memo[key] = build_conditions(
+                self.official[train],
+                ann_in_train,
+                ref,
+                teacher_probs=tprobs,
+                conditions=conditions,
+                seed=shuffle_seed,
+                human_kind="distribution",
+            )
         return self._memo[key]
 
     def fold_conditions(self, condition: str, seed: int, fold: int) -> LabelConditions:
@@ -341,19 +365,35 @@ class Arm:
         Built from those items only; deterministic shapes are shared by all seeds of the fold."""
         mode, shape = parse_condition(condition)
         if shape == "human-shuffled":
-            return self._fold_labels(fold, (f"{mode}/human-shuffled",), None,
-                                     _sub_seed(self.config.label_seed, seed, fold))
+            return self._fold_labels(
+                fold, (f"{mode}/human-shuffled",), None, _sub_seed(self.config.label_seed, seed, fold)
+            )
         if shape == "synthetic":
             return self._fold_labels(fold, ("original/synthetic", "human/synthetic"), self.teacher_of(seed), 0)
-        return self._fold_labels(fold, ("original/hard", "human/hard", "original/smooth", "human/smooth",
-                                        "original/smooth-mass", "human/smooth-mass", "original/human",
-                                        "human/human"), None, 0)
+        return self._fold_labels(
+            fold,
+            (
+                "original/hard",
+                "human/hard",
+                "original/smooth",
+                "human/smooth",
+                "original/smooth-mass",
+                "human/smooth-mass",
+                "original/human",
+                "human/human",
+            ),
+            None,
+            0,
+        )
 
     def targets(self, condition: str, seed: int, fold: int) -> np.ndarray:
         """(N, C) float32 targets of run (condition, seed, fold): the fold-clean targets on the
         training items; every other row is the one-hot official label (never trained on)."""
-        key = ("targets", condition, fold) + ((seed,) if condition.endswith("human-shuffled") else ()) + (
-            (self.teacher_of(seed),) if condition.endswith("/synthetic") else ())
+        key = (
+            ("targets", condition, fold)
+            + ((seed,) if condition.endswith("human-shuffled") else ())
+            + ((self.teacher_of(seed),) if condition.endswith("/synthetic") else ())
+        )
         if key not in self._memo:
             lc = self.fold_conditions(condition, seed, fold)
             full = np.eye(self.n_classes, dtype=np.float32)[self.official]
@@ -370,14 +410,20 @@ class Arm:
             base = self.fold_conditions("human/hard", 0, fold).fitted
             for t in sorted({self.teacher_of(s) for s in seeds}):
                 syn = self.fold_conditions("human/synthetic", t, fold).fitted
-                rows.append({"arm": self.name, "fold": fold, "teacher": t,
-                             "training items": int(base["n_items"]),
-                             "labelled training items": int(base["n_annotated"]),
-                             "epsilon (entropy-matched)": base["smoothing_epsilon"],
-                             "epsilon (mass-matched)": base["smoothing_epsilon_mass"],
-                             "T (teacher)": syn["synthetic_temperature"],
-                             "mean reference entropy": base["human_mean_entropy"],
-                             "mode-shifted share": base["human_frac_mode_shifted"]})
+                rows.append(
+                    {
+                        "arm": self.name,
+                        "fold": fold,
+                        "teacher": t,
+                        "training items": int(base["n_items"]),
+                        "labelled training items": int(base["n_annotated"]),
+                        "epsilon (entropy-matched)": base["smoothing_epsilon"],
+                        "epsilon (mass-matched)": base["smoothing_epsilon_mass"],
+                        "T (teacher)": syn["synthetic_temperature"],
+                        "mean reference entropy": base["human_mean_entropy"],
+                        "mode-shifted share": base["human_frac_mode_shifted"],
+                    }
+                )
         return pd.DataFrame(rows)
 
     # --------------------------------------------------------------- strata
@@ -406,7 +452,7 @@ class Arm:
         return mode_shifted(self.reference, self.official[self.annotated])
 
 
-def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray):
+def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray) -> TeacherConfig:
     """The teacher of arm ``cfg`` with ``seed``, never trained on the ``exclude`` positions of its
     training split. ``dataset`` is kept for callers; the image data set comes from ``cfg``."""
     from softlab.teachers import TeacherConfig
@@ -418,15 +464,13 @@ def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray
     return TeacherConfig(**fields, dataset=base, seed=seed, exclude=tuple(int(i) for i in exclude))
 
 
-def _human_reference(cfg: ArmConfig):
+def _human_reference(cfg: ArmConfig) -> HumanLabels:
     """The human labels of a human-reference arm, as ``HumanLabels`` over the test split."""
     if cfg.dataset == "fashion-mnist":
         return load_human("fashion-mnist-h")
     if cfg.dataset == "mnist":
         return load_human("mnist-mturk", neither=cfg.mturk_neither)
     if cfg.dataset == "cifar10":
-        from softlab.data.cifar import load_cifar10h
-
         return load_cifar10h()
     from softlab.data.votes import load_votes
 
@@ -441,8 +485,9 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
     if ds == "synthetic-mnist":
         syn_cfg = SyntheticMnistConfig(**{"mnist_part": "generator-half", **cfg.synthetic})
         syn = generate_synthetic_mnist(syn_cfg, progress=progress)
-        official_all = official_with_mode_shifts(syn.pairs, syn.weights, cfg.synthetic_mode_shift,
-                                                 seed=_sub_seed(cfg.pool_seed, 18))
+        official_all = official_with_mode_shifts(
+            syn.pairs, syn.weights, cfg.synthetic_mode_shift, seed=_sub_seed(cfg.pool_seed, 18)
+        )
         pos = stratified_subsample(official_all, cfg.pool_size, cfg.pool_seed)
         images_u8 = syn.images[pos]
         official = official_all[pos]
@@ -474,7 +519,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
         images_u8 = test.images[pos]
         official = test.labels[pos].astype(np.int64)
         item_ids = pos.astype(np.int64)
-        reference = counts / counts.sum(axis=1, keepdims=True)
+        reference = soft_labels(counts)
         disjoint = load_images(image_ds, "train")
         dis = disjoint_sample(len(disjoint.labels), cfg.disjoint_size, cfg.pool_seed)
         teachers = [_teacher_config(image_ds, cfg, t, dis) for t in range(cfg.n_teachers)]
@@ -488,19 +533,41 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
     calibration = {}
     for fold in range(cfg.folds):
         train_folds = np.flatnonzero(folds != fold)
-        calibration[fold] = calibration_split(official, annotated, train_folds, cfg.calibration_fraction,
-                                              _sub_seed(cfg.pool_seed, 77, fold))
+        calibration[fold] = calibration_split(
+            official, annotated, train_folds, cfg.calibration_fraction, _sub_seed(cfg.pool_seed, 77, fold)
+        )
     info = []
     for t, tcfg in enumerate(teachers):
         teacher = train_teacher(tcfg.dataset, tcfg, progress=progress)
-        info.append({"arm": cfg.arm_name, "teacher": t, "seed": tcfg.seed, "training images": int(len(teacher.train_indices)),
-                     "excluded images": len(tcfg.exclude),
-                     "accuracy on the pool (official)": float((tprobs[t].argmax(1) == official).mean()),
-                     "accuracy on labelled items (reference mode)": float(
-                         (tprobs[t][annotated].argmax(1) == reference.argmax(1)).mean())})
-    return Arm(cfg, _as_float(images_u8), official, item_ids, annotated, reference,
-               REFERENCE_NAME[ds], folds, calibration, tprobs.astype(np.float32), pd.DataFrame(info),
-               _as_float(disjoint.images[dis]), disjoint.labels[dis].astype(np.int64), classes)
+        info.append(
+            {
+                "arm": cfg.arm_name,
+                "teacher": t,
+                "seed": tcfg.seed,
+                "training images": len(teacher.train_indices),
+                "excluded images": len(tcfg.exclude),
+                "accuracy on the pool (official)": float((tprobs[t].argmax(1) == official).mean()),
+                "accuracy on labelled items (reference mode)": float(
+                    (tprobs[t][annotated].argmax(1) == reference.argmax(1)).mean()
+                ),
+            }
+        )
+    return Arm(
+        cfg,
+        _as_float(images_u8),
+        official,
+        item_ids,
+        annotated,
+        reference,
+        REFERENCE_NAME[ds],
+        folds,
+        calibration,
+        tprobs.astype(np.float32),
+        pd.DataFrame(info),
+        _as_float(disjoint.images[dis]),
+        disjoint.labels[dis].astype(np.int64),
+        classes,
+    )
 
 
 def _as_float(images_u8: np.ndarray) -> np.ndarray:
@@ -527,6 +594,7 @@ def prepare_arms(arm_configs: Mapping[str, ArmConfig], progress: bool = False) -
 
 # ----------------------------------------------------------------------------- the grid
 
+
 def data_versions(cfg: ArmConfig | str) -> dict[str, Any]:
     """Checksums of the files an arm's numbers depend on (they enter every run's cache key):
     the images, the human-label file, and for a votes arm the SHA-256 of the votes table."""
@@ -542,8 +610,11 @@ def data_versions(cfg: ArmConfig | str) -> dict[str, Any]:
         out: dict[str, Any] = {"images": dict(CIFAR10.md5)}
     else:
         out = {"images": DATASETS[images].md5}
-    human = {"fashion-mnist": "fashion-mnist-h/fmh_counts.csv", "mnist": "mnist-label-errors/mnist_mturk.json",
-             "cifar10": "cifar-10h/cifar10h-counts.npy"}
+    human = {
+        "fashion-mnist": "fashion-mnist-h/fmh_counts.csv",
+        "mnist": "mnist-label-errors/mnist_mturk.json",
+        "cifar10": "cifar-10h/cifar10h-counts.npy",
+    }
     if cfg.dataset in human:
         out["human"] = HUMAN_FILES[human[cfg.dataset]].sha256
     if cfg.dataset == VOTES:
@@ -551,14 +622,31 @@ def data_versions(cfg: ArmConfig | str) -> dict[str, Any]:
     return out
 
 
-def member_key(arm_cfg: ArmConfig, train_key: dict[str, Any], condition: str, seed: int, fold: int,
-               training_dynamics: bool = True) -> dict[str, Any]:
+def member_key(
+    arm_cfg: ArmConfig, train_key: dict[str, Any], condition: str, seed: int, fold: int, training_dynamics: bool = True
+) -> dict[str, Any]:
     """The full configuration of one run (its cache key): data and label versions, the arm's
     protocol settings, condition, seed, fold, model and hyper-parameters, and whether its
     training dynamics are stored. (The store adds the trainer version.)"""
-    return {"arm": arm_cfg.key_dict(), "data": data_versions(arm_cfg), "train": train_key,
-            "condition": condition, "seed": int(seed), "fold": int(fold), "protocol_version": PROTOCOL_VERSION,
-            "training_dynamics": bool(training_dynamics and train_key.get("record_dynamics", True))}
+    return {
+        "arm": arm_cfg.key_dict(),
+        "data": data_versions(arm_cfg),
+        "train": train_key,
+        "condition": condition,
+        "seed": int(seed),
+        "fold": int(fold),
+        "protocol_version": PROTOCOL_VERSION,
+        "training_dynamics": bool(training_dynamics and train_key.get("record_dynamics", True)),
+    }
+
+
+class RunKey(NamedTuple):
+    """What tells one run of a grid from another (and whether it stored training dynamics)."""
+
+    condition: str
+    seed: int
+    fold: int
+    training_dynamics: bool
 
 
 @dataclass
@@ -568,7 +656,12 @@ class GridResults:
 
     arm: Arm
     runs: pd.DataFrame
-    results: list[Any]
+    results: list[MemberResult]
+
+    def run_keys(self) -> list[RunKey]:
+        """:class:`RunKey` of every run, in ``runs`` / ``results`` order."""
+        columns = (self.runs[c].tolist() for c in ("condition", "seed", "fold", "training_dynamics"))
+        return [RunKey(str(c), int(s), int(f), bool(d)) for c, s, f, d in zip(*columns)]
 
     @property
     def seeds(self) -> list[int]:
@@ -584,39 +677,53 @@ class GridResults:
             raise ValueError(f"no single run for condition={condition!r}, seed={seed}, fold={fold}")
         return int(np.flatnonzero(sel.to_numpy())[0])
 
+    def _watched(self, index: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """Run ``index``'s number of held-out items and its watched positions (held-out fold, then
+        calibration split), final probabilities and per-epoch probabilities on them."""
+        fold = int(self.runs["fold"].iloc[index])
+        res = self.results[index]
+        if res.watch_idx is None or res.watch_probs is None or res.watch_dynamics is None:
+            raise ValueError(f"run {res.name!r} watched no items (grid members watch their held-out fold)")
+        n_held = len(self.arm.heldout_positions(fold))
+        return n_held, np.asarray(res.watch_idx), np.asarray(res.watch_probs), res.watch_dynamics
+
     def heldout(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool positions of the labelled items in run ``index``'s held-out fold, and the run's
         final probabilities on them."""
-        fold = int(self.runs["fold"].iloc[index])
-        res = self.results[index]
-        n_held = len(self.arm.heldout_positions(fold))
-        pos = np.asarray(res.watch_idx[:n_held])
+        n_held, watch_idx, watch_probs, _ = self._watched(index)
+        pos = watch_idx[:n_held]
         keep = np.isin(pos, self.arm.annotated)
-        return pos[keep], np.asarray(res.watch_probs[:n_held][keep])
+        return pos[keep], watch_probs[:n_held][keep]
 
     def heldout_dynamics(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool positions of the labelled held-out items of run ``index`` and the run's
         probabilities on them after every epoch, (epochs, n, C) float32."""
-        fold = int(self.runs["fold"].iloc[index])
-        res = self.results[index]
-        n_held = len(self.arm.heldout_positions(fold))
-        pos = np.asarray(res.watch_idx[:n_held])
+        n_held, watch_idx, _, watch_dynamics = self._watched(index)
+        pos = watch_idx[:n_held]
         keep = np.isin(pos, self.arm.annotated)
-        return pos[keep], np.asarray(res.watch_dynamics[:, :n_held][:, keep], dtype=np.float32)
+        return pos[keep], np.asarray(watch_dynamics[:, :n_held][:, keep], dtype=np.float32)
 
     def calibration_probs(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Pool positions of run ``index``'s calibration items and its final probabilities on them."""
-        fold = int(self.runs["fold"].iloc[index])
-        res = self.results[index]
-        n_held = len(self.arm.heldout_positions(fold))
-        return np.asarray(res.watch_idx[n_held:]), np.asarray(res.watch_probs[n_held:])
+        n_held, watch_idx, watch_probs, _ = self._watched(index)
+        return watch_idx[n_held:], watch_probs[n_held:]
 
     def learning_curves(self) -> pd.DataFrame:
         rows = []
         for row, res in zip(self.runs.itertuples(index=False), self.results):
             for epoch, loss in enumerate(res.train_loss):
-                rows.append({"dataset": row.dataset, "condition": row.condition, "mode": row.mode, "shape": row.shape,
-                             "seed": row.seed, "fold": row.fold, "epoch": epoch + 1, "train_loss": float(loss)})
+                rows.append(
+                    {
+                        "dataset": row.dataset,
+                        "condition": row.condition,
+                        "mode": row.mode,
+                        "shape": row.shape,
+                        "seed": row.seed,
+                        "fold": row.fold,
+                        "epoch": epoch + 1,
+                        "train_loss": float(loss),
+                    }
+                )
         return pd.DataFrame(rows)
 
     def dynamics(self, condition: str, seed: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -630,13 +737,16 @@ class GridResults:
         return res.dynamics[:, keep].astype(np.float32), train_pos[keep]
 
     def diverged(self) -> pd.DataFrame:
-        return pd.DataFrame([{"member": r.name, "message": r.message} for r in self.results if r.diverged],
-                            columns=["member", "message"])
+        return pd.DataFrame(
+            [{"member": r.name, "message": r.message} for r in self.results if r.diverged],
+            columns=["member", "message"],
+        )
 
 
 # ----------------------------------------------------------------------------- parameters
 
-def configs_from_params(p: Mapping[str, Any]):
+
+def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], TrainConfig, list[int]]:
     """Turn a notebook parameter set into (arm configs by name, ``TrainConfig``, seeds).
 
     Parameters used: ``arms, pool_size, mnist_pool_size, synthetic_items, synthetic_mode_shift,
@@ -648,29 +758,52 @@ def configs_from_params(p: Mapping[str, Any]):
     from softlab.models import ModelConfig
     from softlab.train import TrainConfig
 
-    teacher = {"model": "mlp", "hidden": 256, "epochs": int(p["teacher_epochs"]),
-               "n_train": int(p["teacher_train_items"]) or None}
-    synthetic = {"n_items": int(p["synthetic_items"]), "epochs": int(p["generator_epochs"]),
-                 "train_items": int(p["generator_train_items"]) or None}
-    pools = {"fashion-mnist": int(p["pool_size"]), "mnist": int(p["mnist_pool_size"]), "synthetic-mnist": 0,
-             "cifar10": int(p["pool_size"])}
+    teacher = {
+        "model": "mlp",
+        "hidden": 256,
+        "epochs": int(p["teacher_epochs"]),
+        "n_train": int(p["teacher_train_items"]) or None,
+    }
+    synthetic = {
+        "n_items": int(p["synthetic_items"]),
+        "epochs": int(p["generator_epochs"]),
+        "train_items": int(p["generator_train_items"]) or None,
+    }
+    pools = {
+        "fashion-mnist": int(p["pool_size"]),
+        "mnist": int(p["mnist_pool_size"]),
+        "synthetic-mnist": 0,
+        "cifar10": int(p["pool_size"]),
+    }
     unknown = [a for a in p["arms"] if a not in ARMS]
     if unknown:
-        raise ValueError(f"arms: unknown arm(s) {unknown}; expected some of {ARMS} (votes tables: the `votes` "
-                         "parameter)")
+        raise ValueError(
+            f"arms: unknown arm(s) {unknown}; expected some of {ARMS} (votes tables: the `votes` parameter)"
+        )
     conditions = tuple(p.get("conditions") or DEFAULT_CONDITIONS)
-    common = dict(folds=int(p["folds"]), disjoint_size=int(p["disjoint_size"]), teacher=teacher,
-                  n_teachers=int(p.get("n_teachers", 3)),
-                  synthetic_mode_shift=float(p.get("synthetic_mode_shift", 0.18)),
-                  calibration_fraction=float(p.get("calibration_fraction", 0.1)),
-                  conditions=conditions, run_folds=int(p.get("run_folds", 0)))
-    arms = {a: ArmConfig(a, pool_size=pools[a], synthetic=synthetic if a == "synthetic-mnist" else {}, **common)
-            for a in p["arms"]}
+    common: dict[str, Any] = dict(
+        folds=int(p["folds"]),
+        disjoint_size=int(p["disjoint_size"]),
+        teacher=teacher,
+        n_teachers=int(p.get("n_teachers", 3)),
+        synthetic_mode_shift=float(p.get("synthetic_mode_shift", 0.18)),
+        calibration_fraction=float(p.get("calibration_fraction", 0.1)),
+        conditions=conditions,
+        run_folds=int(p.get("run_folds", 0)),
+    )
+    arms = {
+        a: ArmConfig(a, pool_size=pools[a], synthetic=synthetic if a == "synthetic-mnist" else {}, **common)
+        for a in p["arms"]
+    }
     for name, spec in (p.get("votes") or {}).items():
         arms[str(name)] = votes_arm_config(str(name), spec, common, pool_size=int(p["mnist_pool_size"]))
-    train = TrainConfig(ModelConfig(kind=p["model"], hidden=int(p["hidden"])), epochs=int(p["epochs"]),
-                        batch_size=int(p["batch_size"]), lr=float(p["lr"]),
-                        record_dynamics=bool(p.get("record_dynamics", True)))
+    train = TrainConfig(
+        ModelConfig(kind=p["model"], hidden=int(p["hidden"])),
+        epochs=int(p["epochs"]),
+        batch_size=int(p["batch_size"]),
+        lr=float(p["lr"]),
+        record_dynamics=bool(p.get("record_dynamics", True)),
+    )
     return arms, train, list(range(int(p["seeds"])))
 
 
@@ -697,14 +830,22 @@ def votes_arm_config(name: str, spec: Any, common: Mapping[str, Any], pool_size:
     if unknown:
         raise ValueError(f"votes: entry {name!r}: unknown key(s) {sorted(unknown)}; expected path, images, pool_size")
     if spec.get("split", "test") != "test":
-        raise ValueError(f"votes: entry {name!r}: votes arms label the test split (the teachers train on the "
-                         f"training split), got split={spec['split']!r}")
+        raise ValueError(
+            f"votes: entry {name!r}: votes arms label the test split (the teachers train on the "
+            f"training split), got split={spec['split']!r}"
+        )
     path = Path(str(spec["path"])).expanduser()
     if not path.is_file():
         raise ValueError(f"votes: entry {name!r}: no votes table at {path}")
     images = str(spec.get("images", spec.get("dataset", "mnist")))
-    return ArmConfig(VOTES, name=name, votes=str(path.resolve()), images=images,
-                     pool_size=int(spec.get("pool_size", pool_size)), **common)
+    return ArmConfig(
+        VOTES,
+        name=name,
+        votes=str(path.resolve()),
+        images=images,
+        pool_size=int(spec.get("pool_size", pool_size)),
+        **common,
+    )
 
 
 def grid_members(arm: Arm, seeds: Sequence[int], record_dynamics: bool = True) -> tuple[pd.DataFrame, list[Any]]:
@@ -723,16 +864,34 @@ def grid_members(arm: Arm, seeds: Sequence[int], record_dynamics: bool = True) -
                 mode, shape = parse_condition(cond)
                 meta = {"dataset": arm.name, "condition": cond, "seed": int(seed), "fold": int(fold)}
                 record = record_dynamics and records_training_dynamics(cond, seed, seeds)
-                rows.append({"dataset": arm.name, "condition": cond, "mode": mode, "shape": shape,
-                             "seed": int(seed), "fold": int(fold), "training_dynamics": record})
-                members.append(Member(seed=int(seed), targets=arm.targets(cond, seed, fold), train_idx=train_pos,
-                                      name=f"{arm.name}:{cond}:seed{seed}:fold{fold}", meta=meta,
-                                      watch_idx=watch, record_dynamics=record))
+                rows.append(
+                    {
+                        "dataset": arm.name,
+                        "condition": cond,
+                        "mode": mode,
+                        "shape": shape,
+                        "seed": int(seed),
+                        "fold": int(fold),
+                        "training_dynamics": record,
+                    }
+                )
+                members.append(
+                    Member(
+                        seed=int(seed),
+                        targets=arm.targets(cond, seed, fold),
+                        train_idx=train_pos,
+                        name=f"{arm.name}:{cond}:seed{seed}:fold{fold}",
+                        meta=meta,
+                        watch_idx=watch,
+                        record_dynamics=record,
+                    )
+                )
     return pd.DataFrame(rows), members
 
 
-def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = False, store: Any = None,
-            executor: Any = None) -> GridResults:
+def run_arm(
+    arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = False, store: Any = None, executor: Any = None
+) -> GridResults:
     """Train every member of the arm's paired grid — or load it: each run is cached in ``store``
     (default ``softlab.store.RunStore()``) under its full configuration, and only missing runs
     are trained, group by group (``softlab.distributed``), each run stored as its group finishes.
@@ -746,17 +905,24 @@ def run_arm(arm: Arm, train_cfg: Any, seeds: Sequence[int], progress: bool = Fal
     train_cfg = for_images(train_cfg, arm.images.shape[1:])
     runs, members = grid_members(arm, seeds, record_dynamics=train_cfg.record_dynamics)
     train_key = train_cfg.key_dict()
-    configs = [member_key(arm.config, train_key, r.condition, r.seed, r.fold, r.training_dynamics)
-               for r in runs.itertuples(index=False)]
+    configs = [
+        member_key(arm.config, train_key, condition, seed, fold, dynamics)
+        for condition, seed, fold, dynamics in zip(
+            runs["condition"].tolist(), runs["seed"].tolist(), runs["fold"].tolist(), runs["training_dynamics"].tolist()
+        )
+    ]
     by_key = {store.key(c): m for c, m in zip(configs, members)}
     eval_sets = {"disjoint": arm.disjoint_images}
 
     with open_executor(executor) as ex:
+
         def train(missing: list[dict[str, Any]]) -> Any:
             todo = [by_key[store.key(c)] for c in missing]
             if progress:
-                print(f"[{arm.name}] training {len(todo)} of {len(members)} runs "
-                      f"({len(members) - len(todo)} cached)", flush=True)
+                print(
+                    f"[{arm.name}] training {len(todo)} of {len(members)} runs ({len(members) - len(todo)} cached)",
+                    flush=True,
+                )
             return ex.train(arm.images, todo, train_cfg, eval_sets=eval_sets, progress=progress)
 
         results = store.get_or_train(configs, train, progress=progress)
@@ -774,13 +940,22 @@ def for_images(train_cfg: Any, in_shape: Sequence[int]) -> Any:
     return replace(train_cfg, model=replace(train_cfg.model, in_shape=shape))
 
 
-def run_arms(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], progress: bool = False,
-             store: Any = None, executor: Any = None) -> dict[str, GridResults]:
+def run_arms(
+    arm_configs: Mapping[str, ArmConfig],
+    train_cfg: Any,
+    seeds: Sequence[int],
+    progress: bool = False,
+    store: Any = None,
+    executor: Any = None,
+) -> dict[str, GridResults]:
     """Prepare and run every arm (cached runs are loaded, not retrained); ``executor`` as in
     :func:`run_arm`, opened once for all arms."""
     from softlab.distributed import open_executor
 
     with open_executor(executor) as ex:
-        return {name: run_arm(prepare_arm(cfg, progress=progress), train_cfg, seeds, progress=progress, store=store,
-                              executor=ex)
-                for name, cfg in arm_configs.items()}
+        return {
+            name: run_arm(
+                prepare_arm(cfg, progress=progress), train_cfg, seeds, progress=progress, store=store, executor=ex
+            )
+            for name, cfg in arm_configs.items()
+        }

@@ -75,6 +75,7 @@ from softlab import cartography
 from softlab import metrics as M
 from softlab.io import atomic_path
 from softlab.paths import PROJECT_ROOT
+from softlab.validation import check_labels, check_probability_rows, check_shape
 
 __all__ = [
     "CLAIMS_PATH",
@@ -119,16 +120,50 @@ KINDS: tuple[str, ...] = ("difference", "variance_ratio")
 CLAIMS_PATH: Path = PROJECT_ROOT / "params" / "claims.yml"
 
 VERDICT_COLUMNS: tuple[str, ...] = (
-    "claim", "arm", "test", "primary", "metric", "comparator", "estimate", "ci_low", "ci_high",
-    "relative", "relative_ci_low", "relative_ci_high", "p_value", "p_adjusted", "margin", "seeds",
-    "mde", "verdict",
+    "claim",
+    "arm",
+    "test",
+    "primary",
+    "metric",
+    "comparator",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "relative",
+    "relative_ci_low",
+    "relative_ci_high",
+    "p_value",
+    "p_adjusted",
+    "margin",
+    "seeds",
+    "mde",
+    "verdict",
 )
 """The required columns of the verdict table, in order (extra columns follow them)."""
 
 EXTRA_COLUMNS: tuple[str, ...] = (
-    "family", "family_size", "kind", "method", "stratum", "condition", "comparator_set", "direction",
-    "margin_scale", "equivalence_ci_low", "equivalence_ci_high", "df", "se", "mean_condition",
-    "mean_comparator", "seed_correlation", "mde_relative", "n_items", "item_groups", "reference", "design", "rationale",
+    "family",
+    "family_size",
+    "kind",
+    "method",
+    "stratum",
+    "condition",
+    "comparator_set",
+    "direction",
+    "margin_scale",
+    "equivalence_ci_low",
+    "equivalence_ci_high",
+    "df",
+    "se",
+    "mean_condition",
+    "mean_comparator",
+    "seed_correlation",
+    "mde_relative",
+    "n_items",
+    "item_groups",
+    "reference",
+    "design",
+    "rationale",
 )
 
 
@@ -175,13 +210,11 @@ class ArmPredictions:
             raise ValueError(f"{where}: seeds: expected a 1-D integer array, got {seeds.shape} {seeds.dtype}")
         if len(np.unique(seeds)) != len(seeds):
             raise ValueError(f"{where}: seeds: expected distinct seeds, got {seeds.tolist()}")
-        official = np.asarray(self.official)
-        ref = np.asarray(self.reference)
-        if official.ndim != 1 or official.dtype.kind not in "iu":
-            raise ValueError(f"{where}: official: expected a 1-D integer array, got {official.shape} {official.dtype}")
+        official = check_labels(self.official, f"{where}: official")
         n_items = official.shape[0]
-        if ref.ndim != 2 or ref.shape[0] != n_items:
-            raise ValueError(f"{where}: reference: expected shape ({n_items}, n_classes), got {ref.shape}")
+        ref = check_shape(
+            check_probability_rows(self.reference, f"{where}: reference"), (n_items, None), f"{where}: reference"
+        )
         n_seeds, n_classes = seeds.shape[0], ref.shape[1]
         if self.reference_name not in ("human", "generator"):
             raise ValueError(f"{where}: reference_name: expected 'human' or 'generator', got {self.reference_name!r}")
@@ -190,7 +223,9 @@ class ArmPredictions:
         for name, mask in self.strata.items():
             m = np.asarray(mask)
             if m.shape != (n_items,) or m.dtype != bool:
-                raise ValueError(f"{where}: strata[{name!r}]: expected a boolean mask shaped ({n_items},), got {m.shape} {m.dtype}")
+                raise ValueError(
+                    f"{where}: strata[{name!r}]: expected a boolean mask shaped ({n_items},), got {m.shape} {m.dtype}"
+                )
         for cond, p in self.probs.items():
             shape = np.shape(p)
             if shape != (n_seeds, n_items, n_classes):
@@ -248,21 +283,13 @@ class MetricSpec:
     leave_group_out: LeaveGroupOut | None = None
 
 
-def _human_mode(official: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    return M.human_mode(reference, official)
-
-
-def _entropy_probs(probs: np.ndarray) -> np.ndarray:
-    return M.entropy(np.asarray(probs, dtype=np.float64))
-
-
 def _calibration_spec(name: str, correctness: str, estimator: str, labels: str, description: str) -> MetricSpec:
     """A binned calibration metric and its one-pass leave-group-out evaluator."""
 
     def target(official: np.ndarray, reference: np.ndarray) -> np.ndarray:
         if correctness == "soft":
             return reference
-        return _human_mode(official, reference) if labels == "human-mode" else official
+        return M.human_mode(reference, official) if labels == "human-mode" else official
 
     singles: dict[tuple[str, str, str], Callable[..., np.ndarray]] = {
         ("label", "ece", "official"): lambda p, o, r: M.ece(p, o),
@@ -273,11 +300,18 @@ def _calibration_spec(name: str, correctness: str, estimator: str, labels: str, 
     }
     single = singles[(correctness, estimator, labels)]
 
-    def function(probs: np.ndarray, official: np.ndarray, reference: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    def function(
+        probs: np.ndarray, official: np.ndarray, reference: np.ndarray, arrays: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
         return single(probs, official, reference)
 
-    def lgo(probs: np.ndarray, official: np.ndarray, reference: np.ndarray, arrays: Mapping[str, np.ndarray],
-            groups: np.ndarray) -> np.ndarray:
+    def lgo(
+        probs: np.ndarray,
+        official: np.ndarray,
+        reference: np.ndarray,
+        arrays: Mapping[str, np.ndarray],
+        groups: np.ndarray,
+    ) -> np.ndarray:
         return M.calibration_leave_group_out(probs, target(official, reference), groups, correctness, estimator)
 
     return MetricSpec(name, function, ("probs",), description, leave_group_out=lgo)
@@ -288,53 +322,108 @@ def _spearman_spec(name: str, array: str | None, description: str) -> MetricSpec
     predictive entropy ``H(p)`` when ``array`` is None (:func:`softlab.metrics.entropy_spearman`)."""
 
     def series(probs: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-        return _entropy_probs(probs) if array is None else np.asarray(arrays[array], dtype=np.float64)
+        return M.entropy(probs) if array is None else np.asarray(arrays[array], dtype=np.float64)
 
-    def function(probs: np.ndarray, official: np.ndarray, reference: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    def function(
+        probs: np.ndarray, official: np.ndarray, reference: np.ndarray, arrays: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
         if array is None:
             return M.entropy_spearman(reference, probs)
         return M.spearman_by_run(series(probs, arrays), M.entropy(reference))
 
-    def lgo(probs: np.ndarray, official: np.ndarray, reference: np.ndarray, arrays: Mapping[str, np.ndarray],
-            groups: np.ndarray) -> np.ndarray:
+    def lgo(
+        probs: np.ndarray,
+        official: np.ndarray,
+        reference: np.ndarray,
+        arrays: Mapping[str, np.ndarray],
+        groups: np.ndarray,
+    ) -> np.ndarray:
         return M.spearman_leave_group_out(series(probs, arrays), M.entropy(reference), groups)
 
     needs = ("probs",) if array is None else (array,)
     return MetricSpec(name, function, needs, description, leave_group_out=lgo)
 
 
-def _auroc_variability(probs: np.ndarray, official: np.ndarray, reference: np.ndarray,
-                       arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+def _auroc_variability(
+    probs: np.ndarray, official: np.ndarray, reference: np.ndarray, arrays: Mapping[str, np.ndarray]
+) -> np.ndarray:
     ambiguous = cartography.human_ambiguous(M.entropy(reference))
     return cartography.auroc(arrays["heldout_variability"], ambiguous)
 
 
 def _build_registry() -> dict[str, MetricSpec]:
     specs = [
-        MetricSpec("accuracy", lambda p, o, r, a: M.accuracy(p, o), ("probs",),
-                   "accuracy against the official label", additive=True),
-        MetricSpec("accuracy_human_mode", lambda p, o, r, a: M.accuracy(p, _human_mode(o, r)), ("probs",),
-                   "accuracy against the reference mode (ties towards official)", additive=True),
-        MetricSpec("nll", lambda p, o, r, a: M.nll(p, o), ("probs",), "negative log-likelihood of the official label (nats)",
-                   additive=True),
-        MetricSpec("brier", lambda p, o, r, a: M.brier(p, o), ("probs",), "multi-class Brier score, official label",
-                   additive=True),
-        MetricSpec("kl_human", lambda p, o, r, a: M.kl_divergence(r, p), ("probs",), "KL(h ‖ p) in nats", additive=True),
+        MetricSpec(
+            "accuracy",
+            lambda p, o, r, a: M.accuracy(p, o),
+            ("probs",),
+            "accuracy against the official label",
+            additive=True,
+        ),
+        MetricSpec(
+            "accuracy_human_mode",
+            lambda p, o, r, a: M.accuracy(p, M.human_mode(r, o)),
+            ("probs",),
+            "accuracy against the reference mode (ties towards official)",
+            additive=True,
+        ),
+        MetricSpec(
+            "nll",
+            lambda p, o, r, a: M.nll(p, o),
+            ("probs",),
+            "negative log-likelihood of the official label (nats)",
+            additive=True,
+        ),
+        MetricSpec(
+            "brier",
+            lambda p, o, r, a: M.brier(p, o),
+            ("probs",),
+            "multi-class Brier score, official label",
+            additive=True,
+        ),
+        MetricSpec(
+            "kl_human", lambda p, o, r, a: M.kl_divergence(r, p), ("probs",), "KL(h ‖ p) in nats", additive=True
+        ),
         _calibration_spec("ece", "label", "ece", "official", "top-label ECE (15 equal-width bins), official label"),
         _calibration_spec("ece_soft", "soft", "ece", "-", "top-label ECE with soft correctness h[ŷ]"),
-        _calibration_spec("ece_human_mode", "label", "ece", "human-mode",
-                          "top-label ECE against the reference mode (biased towards over-confident models)"),
-        _calibration_spec("debiased_ce", "label", "debiased", "official",
-                          "debiased squared L2 calibration error (Kumar et al. 2019), official label"),
-        _calibration_spec("debiased_ce_soft", "soft", "debiased", "-",
-                          "debiased squared L2 calibration error with soft correctness h[ŷ]"),
+        _calibration_spec(
+            "ece_human_mode",
+            "label",
+            "ece",
+            "human-mode",
+            "top-label ECE against the reference mode (biased towards over-confident models)",
+        ),
+        _calibration_spec(
+            "debiased_ce",
+            "label",
+            "debiased",
+            "official",
+            "debiased squared L2 calibration error (Kumar et al. 2019), official label",
+        ),
+        _calibration_spec(
+            "debiased_ce_soft",
+            "soft",
+            "debiased",
+            "-",
+            "debiased squared L2 calibration error with soft correctness h[ŷ]",
+        ),
         _spearman_spec("entropy_spearman", None, "Spearman of H(p) with H(h) across items"),
-        _spearman_spec("spearman_confidence_entropy", "heldout_confidence",
-                       "Spearman of held-out confidence (mean over epochs of p[reference mode]) with H(h)"),
-        _spearman_spec("spearman_variability_entropy", "heldout_variability",
-                       "Spearman of held-out variability (SD over epochs of p[reference mode]) with H(h)"),
-        MetricSpec("auroc_variability_ambiguous", _auroc_variability, ("heldout_variability",),
-                   "AUROC of held-out variability for top-tertile-entropy items vs the rest"),
+        _spearman_spec(
+            "spearman_confidence_entropy",
+            "heldout_confidence",
+            "Spearman of held-out confidence (mean over epochs of p[reference mode]) with H(h)",
+        ),
+        _spearman_spec(
+            "spearman_variability_entropy",
+            "heldout_variability",
+            "Spearman of held-out variability (SD over epochs of p[reference mode]) with H(h)",
+        ),
+        MetricSpec(
+            "auroc_variability_ambiguous",
+            _auroc_variability,
+            ("heldout_variability",),
+            "AUROC of held-out variability for top-tertile-entropy items vs the rest",
+        ),
     ]
     return {s.name: s for s in specs}
 
@@ -376,8 +465,9 @@ def leave_group_out_values(
     n_groups = int(groups.max()) + 1
     if spec.additive and probs is not None:
         # per-item values: the metric itself on one-item runs, (S, I, 1, C) -> (S, I)
-        per_item = np.asarray(spec.function(probs[:, :, None, :], official[:, None], reference[:, None, :], {}),
-                              dtype=np.float64)
+        per_item = np.asarray(
+            spec.function(probs[:, :, None, :], official[:, None], reference[:, None, :], {}), dtype=np.float64
+        )
         onehot = (groups[:, None] == np.arange(n_groups)[None, :]).astype(np.float64)  # (I, G)
         without = (per_item.sum(axis=1, keepdims=True) - per_item @ onehot) / (groups.size - onehot.sum(axis=0))
         return np.concatenate([full[:, None], without], axis=1)
@@ -473,13 +563,17 @@ class DifferenceResult:
 
     def interval(self, confidence: float, relative: bool = False) -> tuple[float, float]:
         """Two-sided t interval at ``confidence``."""
-        est, se, df = (self.relative, self.relative_se, self.relative_df) if relative else (self.estimate, self.se, self.df)
+        est, se, df = (
+            (self.relative, self.relative_se, self.relative_df) if relative else (self.estimate, self.se, self.df)
+        )
         q = _t_quantile(0.5 + confidence / 2.0, df)
         return est - q * se, est + q * se
 
     def one_sided_bound(self, tail: float, upper: bool, relative: bool = False) -> float:
         """Lower (``upper=False``) or upper confidence bound with one-sided error ``tail``."""
-        est, se, df = (self.relative, self.relative_se, self.relative_df) if relative else (self.estimate, self.se, self.df)
+        est, se, df = (
+            (self.relative, self.relative_se, self.relative_df) if relative else (self.estimate, self.se, self.df)
+        )
         q = _t_quantile(1.0 - tail, df)
         return est + q * se if upper else est - q * se
 
@@ -508,7 +602,9 @@ def paired_difference(condition_values: np.ndarray, comparator_values: np.ndarra
     c = np.asarray(condition_values, dtype=np.float64)
     b = np.asarray(comparator_values, dtype=np.float64)
     if c.shape != b.shape or c.ndim != 2:
-        raise ValueError(f"condition_values/comparator_values: expected equal (S, G+1) shapes, got {c.shape} and {b.shape}")
+        raise ValueError(
+            f"condition_values/comparator_values: expected equal (S, G+1) shapes, got {c.shape} and {b.shape}"
+        )
     n_seeds = c.shape[0]
     d = c[:, 0] - b[:, 0]
     est = float(d.mean())
@@ -617,7 +713,9 @@ class PitmanMorgan:
         return self.n - 2
 
 
-def pitman_morgan(x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float], confidence: float = 0.95) -> PitmanMorgan:
+def pitman_morgan(
+    x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float], confidence: float = 0.95
+) -> PitmanMorgan:
     """Pitman (1939) – Morgan (1939) test of equal variances of paired ``x``, ``y``.
 
     ``F = s²_x / s²_y``; ``r_UV = corr(x + y, x − y)``; ``t = r_UV·sqrt((n − 2)/(1 − r²_UV))`` on
@@ -752,7 +850,9 @@ def sign_flip_interval(d: np.ndarray | Sequence[float], confidence: float = 0.95
     return edge(-1.0), edge(1.0)
 
 
-def swap_permutation_variance_test(x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float], seed: int = 0) -> float:
+def swap_permutation_variance_test(
+    x: np.ndarray | Sequence[float], y: np.ndarray | Sequence[float], seed: int = 0
+) -> float:
     """Two-sided permutation p-value for paired variances: swap ``x_s`` and ``y_s`` within seeds
     (exact over all ``2^n`` swap patterns up to 16 seeds) and compare ``|ln(s²_x/s²_y)|``. Exact
     under exchangeability of the two conditions within a seed."""
@@ -948,8 +1048,13 @@ def _parse_test(raw: Any, where: str, claim: str, primary: bool) -> TestSpec:
     comp = need("comparator")
     if isinstance(comp, str) and "/" in comp:
         comparators, rule = (comp,), "single"
-    elif isinstance(comp, dict) and set(comp) == {"best_of"} and isinstance(comp["best_of"], list) and comp["best_of"] \
-            and all(isinstance(c, str) and "/" in c for c in comp["best_of"]):
+    elif (
+        isinstance(comp, dict)
+        and set(comp) == {"best_of"}
+        and isinstance(comp["best_of"], list)
+        and comp["best_of"]
+        and all(isinstance(c, str) and "/" in c for c in comp["best_of"])
+    ):
         comparators, rule = tuple(comp["best_of"]), "best"
         if kind != "difference":
             raise ClaimsError(f"{where}: field 'comparator': best_of is only defined for kind 'difference'")
@@ -964,7 +1069,9 @@ def _parse_test(raw: Any, where: str, claim: str, primary: bool) -> TestSpec:
         raise ClaimsError(f"{where}: field 'direction': expected one of {DIRECTIONS}, got {direction!r}")
     margin = need("margin")
     if not isinstance(margin, dict) or set(margin) != {"value", "scale"}:
-        raise ClaimsError(f"{where}: field 'margin': expected {{value: <number>, scale: absolute|relative}}, got {margin!r}")
+        raise ClaimsError(
+            f"{where}: field 'margin': expected {{value: <number>, scale: absolute|relative}}, got {margin!r}"
+        )
     value, scale = margin["value"], margin["scale"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ClaimsError(f"{where}: field 'margin.value': expected a positive number, got {value!r}")
@@ -976,8 +1083,18 @@ def _parse_test(raw: Any, where: str, claim: str, primary: bool) -> TestSpec:
     if not isinstance(rationale, str) or (primary and not rationale.strip()):
         raise ClaimsError(f"{where}: field 'rationale': a primary test needs a one-line rationale, got {rationale!r}")
     return TestSpec(
-        claim=claim, name=name, primary=primary, kind=kind, metric=metric, stratum=stratum, condition=condition,
-        comparators=comparators, comparator_rule=rule, direction=direction, margin=float(value), margin_scale=scale,
+        claim=claim,
+        name=name,
+        primary=primary,
+        kind=kind,
+        metric=metric,
+        stratum=stratum,
+        condition=condition,
+        comparators=comparators,
+        comparator_rule=rule,
+        direction=direction,
+        margin=float(value),
+        margin_scale=scale,
         rationale=" ".join(rationale.split()),
     )
 
@@ -1048,9 +1165,13 @@ def load_claims(path: str | Path | None = None) -> Claims:
         for arm, t_raw in arms_raw.items():
             where_a = f"{where_c}, arm {arm!r}"
             if not isinstance(t_raw, dict) or set(t_raw) - {"primary", "exploratory"} or "primary" not in t_raw:
-                raise ClaimsError(f"{where_a}: expected a mapping with 'primary' (one test) and optional 'exploratory' (a list)")
+                raise ClaimsError(
+                    f"{where_a}: expected a mapping with 'primary' (one test) and optional 'exploratory' (a list)"
+                )
             if isinstance(t_raw["primary"], list):
-                raise ClaimsError(f"{where_a}: field 'primary': expected exactly one test, got a list of {len(t_raw['primary'])}")
+                raise ClaimsError(
+                    f"{where_a}: field 'primary': expected exactly one test, got a list of {len(t_raw['primary'])}"
+                )
             arm_tests = tests.setdefault(str(arm), [])
             arm_tests.append(_parse_test(t_raw["primary"], where_a, claim, primary=True))
             primaries[(claim, str(arm))] = primaries.get((claim, str(arm)), 0) + 1
@@ -1063,7 +1184,9 @@ def load_claims(path: str | Path | None = None) -> Claims:
         seen: set[str] = set()
         for t in ts:
             if t.name in seen:
-                raise ClaimsError(f"{p}: arm {arm!r}, test {t.name!r}: field 'name': test names must be unique within an arm")
+                raise ClaimsError(
+                    f"{p}: arm {arm!r}, test {t.name!r}: field 'name': test names must be unique within an arm"
+                )
             seen.add(t.name)
 
     arms: dict[str, ArmRule] = {}
@@ -1139,10 +1262,23 @@ class _ArmEvaluator:
 
 
 def _nan_row() -> dict[str, float]:
-    keys = ("estimate", "ci_low", "ci_high", "relative", "relative_ci_low", "relative_ci_high", "p_value",
-            "equivalence_ci_low", "equivalence_ci_high", "df", "se", "mean_condition", "mean_comparator",
-            "seed_correlation")
-    return {k: math.nan for k in keys}
+    keys = (
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "relative",
+        "relative_ci_low",
+        "relative_ci_high",
+        "p_value",
+        "equivalence_ci_low",
+        "equivalence_ci_high",
+        "df",
+        "se",
+        "mean_condition",
+        "mean_comparator",
+        "seed_correlation",
+    )
+    return dict.fromkeys(keys, math.nan)
 
 
 def _correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -1163,10 +1299,24 @@ def _evaluate_test(ev: _ArmEvaluator, test: TestSpec, settings: Settings, descri
     n_items = int(ev.items(test.stratum).size)
     row: dict[str, Any] = _nan_row()
     row.update(
-        claim=test.claim, arm=arm.arm, test=test.name, primary=test.primary and not descriptive, metric=test.metric,
-        stratum=test.stratum, condition=test.condition, comparator_set=", ".join(present), direction=test.direction,
-        margin=test.margin, margin_scale=test.margin_scale, seeds=arm.n_seeds, n_items=n_items, kind=test.kind,
-        reference=arm.reference_name, design=arm.design, rationale=test.rationale, item_groups=0,
+        claim=test.claim,
+        arm=arm.arm,
+        test=test.name,
+        primary=test.primary and not descriptive,
+        metric=test.metric,
+        stratum=test.stratum,
+        condition=test.condition,
+        comparator_set=", ".join(present),
+        direction=test.direction,
+        margin=test.margin,
+        margin_scale=test.margin_scale,
+        seeds=arm.n_seeds,
+        n_items=n_items,
+        kind=test.kind,
+        reference=arm.reference_name,
+        design=arm.design,
+        rationale=test.rationale,
+        item_groups=0,
         comparator=present[0],
     )
     conf, eq_conf = settings.confidence, settings.equivalence_confidence
@@ -1176,14 +1326,25 @@ def _evaluate_test(ev: _ArmEvaluator, test: TestSpec, settings: Settings, descri
         pm = pitman_morgan(x, y, conf)
         pm_eq = pitman_morgan(x, y, eq_conf)
         row.update(
-            estimate=pm.ratio, ci_low=pm.ci_low, ci_high=pm.ci_high, relative=pm.ratio - 1.0,
-            relative_ci_low=pm.ci_low - 1.0, relative_ci_high=pm.ci_high - 1.0, p_value=pm.p_value,
-            equivalence_ci_low=pm_eq.ci_low, equivalence_ci_high=pm_eq.ci_high, df=float(pm.df),
-            mean_condition=float(np.mean(x)), mean_comparator=float(np.mean(y)), method="pitman-morgan",
+            estimate=pm.ratio,
+            ci_low=pm.ci_low,
+            ci_high=pm.ci_high,
+            relative=pm.ratio - 1.0,
+            relative_ci_low=pm.ci_low - 1.0,
+            relative_ci_high=pm.ci_high - 1.0,
+            p_value=pm.p_value,
+            equivalence_ci_low=pm_eq.ci_low,
+            equivalence_ci_high=pm_eq.ci_high,
+            df=float(pm.df),
+            mean_condition=float(np.mean(x)),
+            mean_comparator=float(np.mean(y)),
+            method="pitman-morgan",
             seed_correlation=pm.r,
         )
         if descriptive:
-            row.update(p_value=swap_permutation_variance_test(x, y), method="swap-permutation (exact) + pitman-morgan interval")
+            row.update(
+                p_value=swap_permutation_variance_test(x, y), method="swap-permutation (exact) + pitman-morgan interval"
+            )
         return row
 
     if descriptive:
@@ -1195,10 +1356,17 @@ def _evaluate_test(ev: _ArmEvaluator, test: TestSpec, settings: Settings, descri
         lo, hi = sign_flip_interval(d, conf)
         base = abs(means[pick]) if means[pick] != 0 else math.nan
         row.update(
-            seed_correlation=_correlation(cvals, comps[pick]), comparator=present[pick], estimate=float(d.mean()),
-            ci_low=lo, ci_high=hi, p_value=sign_flip_test(d),
-            relative=float(d.mean()) / base, relative_ci_low=lo / base, relative_ci_high=hi / base,
-            mean_condition=float(cvals.mean()), mean_comparator=means[pick],
+            seed_correlation=_correlation(cvals, comps[pick]),
+            comparator=present[pick],
+            estimate=float(d.mean()),
+            ci_low=lo,
+            ci_high=hi,
+            p_value=sign_flip_test(d),
+            relative=float(d.mean()) / base,
+            relative_ci_low=lo / base,
+            relative_ci_high=hi / base,
+            mean_condition=float(cvals.mean()),
+            mean_comparator=means[pick],
             method="sign-flip permutation over seeds (exact; items fixed)",
         )
         return row
@@ -1224,9 +1392,20 @@ def _evaluate_test(ev: _ArmEvaluator, test: TestSpec, settings: Settings, descri
     comp_full = ev.values(row["comparator"], test.metric, test.stratum)[:, 0]
     row.update(
         seed_correlation=_correlation(cvals[:, 0], comp_full),
-        estimate=sel.estimate, ci_low=ci[0], ci_high=ci[1], relative=sel.relative, relative_ci_low=rci[0],
-        relative_ci_high=rci[1], p_value=p, equivalence_ci_low=eq[0], equivalence_ci_high=eq[1], df=sel.df,
-        se=sel.se, mean_condition=sel.mean_condition, mean_comparator=sel.mean_comparator, method=method,
+        estimate=sel.estimate,
+        ci_low=ci[0],
+        ci_high=ci[1],
+        relative=sel.relative,
+        relative_ci_low=rci[0],
+        relative_ci_high=rci[1],
+        p_value=p,
+        equivalence_ci_low=eq[0],
+        equivalence_ci_high=eq[1],
+        df=sel.df,
+        se=sel.se,
+        mean_condition=sel.mean_condition,
+        mean_comparator=sel.mean_comparator,
+        method=method,
     )
     return row
 
@@ -1285,7 +1464,11 @@ def verdict_table(
         level = st.alpha / max(int(r["family_size"]), 1)
         if r["kind"] == "variance_ratio":
             rho = float(r["seed_correlation"])
-            mde = variance_ratio_mde(int(r["seeds"]), rho, level, st.power, r["direction"]) if math.isfinite(rho) else math.nan
+            mde = (
+                variance_ratio_mde(int(r["seeds"]), rho, level, st.power, r["direction"])
+                if math.isfinite(rho)
+                else math.nan
+            )
             r["mde"], r["mde_relative"] = mde, mde - 1.0
             null = 1.0
         else:
@@ -1294,10 +1477,15 @@ def verdict_table(
             r["mde_relative"] = mde / abs(r["mean_comparator"]) if r["mean_comparator"] else math.nan
             null = 0.0
         r["verdict"] = decide_verdict(
-            direction=r["direction"], ci=(r["ci_low"], r["ci_high"]),
+            direction=r["direction"],
+            ci=(r["ci_low"], r["ci_high"]),
             equivalence_ci=(r["equivalence_ci_low"], r["equivalence_ci_high"]),
-            equivalence_bounds=_equivalence_bounds(r["kind"], r["margin"]), p_adjusted=r["p_adjusted"],
-            seeds=int(r["seeds"]), min_seeds=st.min_seeds, alpha=st.alpha, null=null,
+            equivalence_bounds=_equivalence_bounds(r["kind"], r["margin"]),
+            p_adjusted=r["p_adjusted"],
+            seeds=int(r["seeds"]),
+            min_seeds=st.min_seeds,
+            alpha=st.alpha,
+            null=null,
             descriptive=r["family"] == "descriptive",
         )
     fam_order = {"primary": 0, "exploratory": 1, "descriptive": 2}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 
 @contextmanager
@@ -50,11 +51,10 @@ def atomic_write_text(dest: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(dest, text.encode("utf-8"))
 
 
-def atomic_save_npz(dest: str | os.PathLike[str], **arrays: np.ndarray) -> Path:
-    """Save arrays to a compressed ``.npz`` atomically."""
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+def atomic_save_npz(dest: str | os.PathLike[str], **arrays: npt.ArrayLike) -> Path:
+    """Save arrays to a compressed ``.npz`` atomically (never pickled)."""
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, allow_pickle=False, **arrays)  # load_npz reads with allow_pickle=False too
     return Path(dest)
 
 
@@ -71,12 +71,18 @@ def md5_bytes(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
+def _file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
+    """Hex digest of a file's bytes (:func:`hashlib.file_digest`: read in chunks, never whole)."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    return _file_digest(path, "sha256")
+
+
+def md5_file(path: str | os.PathLike[str]) -> str:
+    return _file_digest(path, "md5")
 
 
 def _canonical(obj: Any) -> Any:
@@ -85,7 +91,11 @@ def _canonical(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_canonical(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return {"__ndarray__": sha256_bytes(np.ascontiguousarray(obj).tobytes()), "shape": list(obj.shape), "dtype": str(obj.dtype)}
+        return {
+            "__ndarray__": sha256_bytes(np.ascontiguousarray(obj).tobytes()),
+            "shape": list(obj.shape),
+            "dtype": str(obj.dtype),
+        }
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, Path):

@@ -1,4 +1,5 @@
-"""Label conditions: mode × shape training targets (DESIGN.md, "Label conditions: mode × shape").
+"""Label conditions: mode × shape training targets (the book's chapter 3, "Mode decoupling",
+``notebooks/03_mode_decoupling.ipynb``, states the same definitions with their figures).
 
 Notation: ``N`` items in the split, ``C`` classes, ``n`` annotated items. For an annotated item
 with official label ``y``, human distribution ``h`` and human mode ``m = argmax h`` (ties resolved
@@ -61,8 +62,18 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 
 from softlab.data.annotations import entropy, human_mode, soft_labels, votes_per_item
+from softlab.validation import (
+    PROB_SUM_TOL,
+    check_labels,
+    check_nonnegative,
+    check_probability_rows,
+    is_probability_rows,
+)
+
+Floats = NDArray[np.float64]
 
 MODES: tuple[str, ...] = ("original", "human")
 SHAPES: tuple[str, ...] = ("hard", "smooth", "synthetic", "human-shuffled", "human")
@@ -73,8 +84,6 @@ EXTRA_SHAPES: tuple[str, ...] = ("smooth-mass",)
 EXTRA_CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in EXTRA_SHAPES)
 ALL_CONDITIONS: tuple[str, ...] = CONDITIONS + EXTRA_CONDITIONS
 
-#: Row sums of a probability input must be within this of 1.
-SUM_TOL: float = 1e-4
 #: Teacher probabilities are clipped below at this before taking the logarithm.
 TEACHER_FLOOR: float = 1e-12
 #: Bracket of ``log T`` searched by :func:`fit_temperature`.
@@ -85,11 +94,14 @@ HumanKind = Literal["auto", "counts", "distribution"]
 
 # --------------------------------------------------------------------------- names
 
+
 def parse_condition(name: str) -> tuple[str, str]:
     """``"mode/shape"`` → ``(mode, shape)``; raises ValueError for names not in :data:`ALL_CONDITIONS`."""
     if not isinstance(name, str) or name not in ALL_CONDITIONS:
-        raise ValueError(f"condition: unknown condition {name!r}; expected one of {list(ALL_CONDITIONS)} "
-                         f"(format 'mode/shape', mode in {list(MODES)}, shape in {list(SHAPES + EXTRA_SHAPES)})")
+        raise ValueError(
+            f"condition: unknown condition {name!r}; expected one of {list(ALL_CONDITIONS)} "
+            f"(format 'mode/shape', mode in {list(MODES)}, shape in {list(SHAPES + EXTRA_SHAPES)})"
+        )
     mode, shape = name.split("/", 1)
     return mode, shape
 
@@ -107,6 +119,7 @@ def _condition_list(conditions: str | Sequence[str]) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- building blocks
+
 
 def shape_argmax(shape: np.ndarray, prefer: np.ndarray) -> np.ndarray:
     """Argmax of each row of ``shape`` (n, C), ties broken towards ``prefer`` (n,) when it is among
@@ -189,12 +202,16 @@ def smooth_shape(labels: np.ndarray, n_classes: int, epsilon: float) -> np.ndarr
     return (1.0 - epsilon) * one_hot(labels, n_classes) + epsilon / n_classes
 
 
-def temper(probs: np.ndarray, temperature: float, floor: float = TEACHER_FLOOR) -> np.ndarray:
+def softmax(z: ArrayLike, temperature: float = 1.0) -> Floats:
+    """``softmax(z / T)`` over the last axis, in float64 (the row maximum is subtracted first)."""
+    scaled = np.asarray(z, dtype=np.float64) / temperature
+    e = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def temper(probs: ArrayLike, temperature: float, floor: float = TEACHER_FLOOR) -> Floats:
     """``softmax(log(max(p, floor)) / T)`` per row, float64."""
-    z = np.log(np.maximum(np.asarray(probs, dtype=np.float64), floor)) / temperature
-    z -= z.max(axis=-1, keepdims=True)
-    q = np.exp(z)
-    return q / q.sum(axis=-1, keepdims=True)
+    return softmax(np.log(np.maximum(np.asarray(probs, dtype=np.float64), floor)), temperature)
 
 
 def _mean_tempered_entropy(log_p: np.ndarray, log_t: float) -> float:
@@ -204,9 +221,13 @@ def _mean_tempered_entropy(log_p: np.ndarray, log_t: float) -> float:
     return float(-(np.exp(log_q) * log_q).sum(axis=-1).mean())
 
 
-def fit_temperature(probs: np.ndarray, target_mean_entropy: float, tol: float = 1e-9,
-                    floor: float = TEACHER_FLOOR,
-                    log_t_bounds: tuple[float, float] = LOG_T_BOUNDS) -> tuple[float, float]:
+def fit_temperature(
+    probs: np.ndarray,
+    target_mean_entropy: float,
+    tol: float = 1e-9,
+    floor: float = TEACHER_FLOOR,
+    log_t_bounds: tuple[float, float] = LOG_T_BOUNDS,
+) -> tuple[float, float]:
     """Temperature ``T`` with mean entropy (nats) of :func:`temper` ``(probs, T)`` equal to
     ``target_mean_entropy``, by bisection on ``log T`` within ``log_t_bounds``.
 
@@ -230,8 +251,9 @@ def fit_temperature(probs: np.ndarray, target_mean_entropy: float, tol: float = 
     return float(np.exp(mid)), f_mid
 
 
-def shuffle_within_groups(dists: np.ndarray, groups: np.ndarray,
-                          seed: int | np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+def shuffle_within_groups(
+    dists: np.ndarray, groups: np.ndarray, seed: int | np.random.SeedSequence
+) -> tuple[np.ndarray, np.ndarray]:
     """Permute rows of ``dists`` (n, C) among rows sharing a ``groups`` value (n,).
 
     One ``np.random.default_rng(seed)`` draws ``rng.permutation`` for each group in increasing group
@@ -248,31 +270,8 @@ def shuffle_within_groups(dists: np.ndarray, groups: np.ndarray,
 
 # --------------------------------------------------------------------------- validation
 
-def _int_array(x: object, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array of class/item indices, got shape {arr.shape}")
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
-                                 or (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
-                                     and np.all(arr == np.round(arr)))):
-        raise ValueError(f"{name}: expected integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
 
-
-def _check_rows(arr: np.ndarray, name: str, sum_tol: float) -> None:
-    bad = ~np.isfinite(arr) | (arr < 0)
-    if bad.any():
-        r, c = map(int, np.argwhere(bad)[0])
-        raise ValueError(f"{name}: row {r}, column {c}: {float(arr[r, c])!r} is not a finite non-negative probability")
-    if sum_tol is not None:
-        off = np.abs(arr.sum(axis=1) - 1.0) > sum_tol
-        if off.any():
-            r = int(np.flatnonzero(off)[0])
-            raise ValueError(f"{name}: row {r} sums to {arr[r].sum():.6g}; expected rows summing to 1 "
-                             f"(within {sum_tol:g})")
-
-
-def _human_distribution(human: object, n: int, kind: str, sum_tol: float) -> tuple[np.ndarray, np.ndarray | None]:
+def _human_distribution(human: ArrayLike, n: int, kind: str) -> tuple[Floats, Floats | None]:
     """Validate ``human`` and return (distribution float64 (n, C), votes or None)."""
     if kind not in ("auto", "counts", "distribution"):
         raise ValueError(f"human_kind: expected 'auto', 'counts' or 'distribution', got {kind!r}")
@@ -280,35 +279,37 @@ def _human_distribution(human: object, n: int, kind: str, sum_tol: float) -> tup
     if arr.ndim != 2:
         raise ValueError(f"human: expected a 2-D array (annotated items × classes), got shape {arr.shape}")
     if arr.shape[0] != n:
-        raise ValueError(f"human: has {arr.shape[0]} rows but annotated_items lists {n} items; "
-                         "expected one row per annotated item, in the same order")
+        raise ValueError(
+            f"human: has {arr.shape[0]} rows but annotated_items lists {n} items; "
+            "expected one row per annotated item, in the same order"
+        )
     if arr.shape[1] < 2:
         raise ValueError(f"human: expected at least 2 classes (columns), got {arr.shape[1]}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"human: expected numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    _check_rows(arr, "human", sum_tol=None)  # finite, non-negative
-    sums = arr.sum(axis=1)
+    arr = check_nonnegative(arr, "human", what="vote count or probability")
     if kind == "auto":
-        if np.all(np.abs(sums - 1.0) <= sum_tol):
+        if is_probability_rows(arr):
             kind = "distribution"
         elif np.all(arr == np.round(arr)):
             kind = "counts"
         else:
-            r = int(np.flatnonzero(np.abs(sums - 1.0) > sum_tol)[0])
-            raise ValueError(f"human: row {r} sums to {sums[r]:.6g} and the values are not integer vote counts; "
-                             "expected rows summing to 1 (a distribution) or integer counts "
-                             "(pass human_kind='counts' for weighted/fractional counts)")
+            sums = arr.sum(axis=1)
+            r = int(np.flatnonzero(np.abs(sums - 1.0) > PROB_SUM_TOL)[0])
+            raise ValueError(
+                f"human: row {r} sums to {sums[r]:.6g} and the values are not integer vote counts; "
+                "expected rows summing to 1 (a distribution) or integer counts "
+                "(pass human_kind='counts' for weighted/fractional counts)"
+            )
     if kind == "distribution":
-        _check_rows(arr, "human", sum_tol)
-        return arr / sums[:, None], None
-    empty = sums <= 0
+        arr = check_probability_rows(arr, "human")
+        return arr / arr.sum(axis=1)[:, None], None
+    empty = arr.sum(axis=1) <= 0
     if empty.any():
         raise ValueError(f"human: row {int(np.flatnonzero(empty)[0])} has no votes; every annotated item needs a vote")
     return soft_labels(arr), votes_per_item(arr)
 
 
 # --------------------------------------------------------------------------- result
+
 
 @dataclass(frozen=True, eq=False)
 class LabelConditions:
@@ -340,7 +341,7 @@ class LabelConditions:
 
     @property
     def n_items(self) -> int:
-        return int(len(self.official))
+        return len(self.official)
 
     @property
     def n_classes(self) -> int:
@@ -378,24 +379,31 @@ class LabelConditions:
             p = self.annotated(name).astype(np.float64)
             arg = shape_argmax(p, y if mode == "original" else self.human_mode)
             top_tied = (p == p.max(axis=1, keepdims=True)).sum(axis=1) > 1
-            parameter = {"smooth": self.fitted.get("smoothing_epsilon", np.nan),
-                         "smooth-mass": self.fitted.get("smoothing_epsilon_mass", np.nan),
-                         "synthetic": self.fitted.get("synthetic_temperature", np.nan)}.get(shape, np.nan)
-            rows.append({
-                "condition": name, "mode": mode, "shape": shape,
-                "mean_entropy": float(entropy(p).mean()),
-                "mean_off_mode_mass": float(off_mode_mass(p).mean()),
-                "frac_argmax_official": float((arg == y).mean()),
-                "frac_argmax_human_mode": float((arg == self.human_mode).mean()),
-                "frac_mode_shifted": float((arg != y).mean()),
-                "frac_top_tied": float(top_tied.mean()),
-                "mean_tv_to_human": float(0.5 * np.abs(p - self.human).sum(axis=1).mean()),
-                "parameter": float(parameter),
-            })
+            parameter = {
+                "smooth": self.fitted.get("smoothing_epsilon", np.nan),
+                "smooth-mass": self.fitted.get("smoothing_epsilon_mass", np.nan),
+                "synthetic": self.fitted.get("synthetic_temperature", np.nan),
+            }.get(shape, np.nan)
+            rows.append(
+                {
+                    "condition": name,
+                    "mode": mode,
+                    "shape": shape,
+                    "mean_entropy": float(entropy(p).mean()),
+                    "mean_off_mode_mass": float(off_mode_mass(p).mean()),
+                    "frac_argmax_official": float((arg == y).mean()),
+                    "frac_argmax_human_mode": float((arg == self.human_mode).mean()),
+                    "frac_mode_shifted": float((arg != y).mean()),
+                    "frac_top_tied": float(top_tied.mean()),
+                    "mean_tv_to_human": float(0.5 * np.abs(p - self.human).sum(axis=1).mean()),
+                    "parameter": float(parameter),
+                }
+            )
         return pd.DataFrame(rows).set_index("condition")
 
 
 # --------------------------------------------------------------------------- main entry
+
 
 def build_conditions(
     official: np.ndarray,
@@ -407,7 +415,6 @@ def build_conditions(
     human_kind: HumanKind = "auto",
     entropy_tol: float = 1e-9,
     teacher_floor: float = TEACHER_FLOOR,
-    sum_tol: float = SUM_TOL,
 ) -> LabelConditions:
     """Build the training targets of the requested mode × shape conditions for every item.
 
@@ -416,7 +423,8 @@ def build_conditions(
     official : (N,) int — official labels of all items of the split, in ``[0, C)``.
     annotated_items : (n,) int — distinct indices into ``official`` of the human-labelled items (n ≥ 1).
     human : (n, C) — per annotated item (same order), a distribution (rows sum to 1) or vote counts.
-        ``human_kind="auto"`` reads a matrix whose every row sums to 1 (within ``sum_tol``) as
+        ``human_kind="auto"`` reads a matrix whose every row is a probability row
+        (:func:`softlab.validation.check_probability_rows`) as
         distributions, otherwise integer-valued matrices as counts; ``"counts"`` accepts weighted
         (fractional) counts. Counts are normalised (:func:`softlab.data.annotations.soft_labels`) and
         their row sums reported as ``votes``.
@@ -427,7 +435,6 @@ def build_conditions(
     seed : seeds the two ``human-shuffled`` permutations (the only random choice).
     entropy_tol : tolerance (nats) of the temperature fit on the mean entropy (float64).
     teacher_floor : teacher probabilities are clipped below at this before the logarithm.
-    sum_tol : allowed deviation of probability row sums from 1.
 
     ε and T are fitted on the annotated items given (see the module docstring for the formulas).
     To keep held-out labels out of training targets, pass the *training* items of a fold only
@@ -437,27 +444,26 @@ def build_conditions(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
 
-    off = _int_array(official, "official")
+    off = check_labels(official, "official")
     n_items = len(off)
     if n_items == 0:
         raise ValueError("official: empty; expected one label per item of the split")
-    items = _int_array(annotated_items, "annotated_items")
+    items = check_labels(annotated_items, "annotated_items", what="item indices")
     if len(items) == 0:
         raise ValueError("annotated_items: no annotated items; expected at least one human-labelled item")
     bad = (items < 0) | (items >= n_items)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"annotated_items: entry {k} is {items[k]}, outside 0..{n_items - 1} (len(official) = {n_items})")
+        raise ValueError(
+            f"annotated_items: entry {k} is {items[k]}, outside 0..{n_items - 1} (len(official) = {n_items})"
+        )
     uniq, counts_per = np.unique(items, return_counts=True)
     if (counts_per > 1).any():
         raise ValueError(f"annotated_items: item {int(uniq[counts_per > 1][0])} is listed more than once")
 
-    h, votes = _human_distribution(human, len(items), human_kind, sum_tol)
+    h, votes = _human_distribution(human, len(items), human_kind)
     n_classes = h.shape[1]
-    bad = (off < 0) | (off >= n_classes)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"official: item {k} has label {off[k]}, outside the class set 0..{n_classes - 1}")
+    off = check_labels(off, "official", n_classes)
     y = off[items]
     m = human_mode(h, y)
 
@@ -465,17 +471,17 @@ def build_conditions(
     if teacher_probs is not None:
         t = np.asarray(teacher_probs)
         if t.ndim != 2 or t.shape[1] != n_classes or t.shape[0] not in (n_items, len(items)):
-            raise ValueError(f"teacher_probs: expected shape ({n_items}, {n_classes}) (all items) or "
-                             f"({len(items)}, {n_classes}) (annotated items), got {t.shape}")
-        if t.dtype == bool or not np.issubdtype(t.dtype, np.number):
-            raise ValueError(f"teacher_probs: expected numbers, got dtype {t.dtype}")
-        t = t.astype(np.float64)
-        teacher = t[items] if t.shape[0] == n_items else t
+            raise ValueError(
+                f"teacher_probs: expected shape ({n_items}, {n_classes}) (all items) or "
+                f"({len(items)}, {n_classes}) (annotated items), got {t.shape}"
+            )
         where = "teacher_probs" if t.shape[0] != n_items else "teacher_probs (rows of annotated_items)"
-        _check_rows(teacher, where, sum_tol)
+        teacher = check_probability_rows(t[items] if t.shape[0] == n_items else t, where)
     if teacher is None and any(parse_condition(n)[1] == "synthetic" for n in names):
-        raise ValueError("teacher_probs: required for the 'synthetic' shape "
-                         f"(requested {[n for n in names if n.endswith('/synthetic')]}); got None")
+        raise ValueError(
+            "teacher_probs: required for the 'synthetic' shape "
+            f"(requested {[n for n in names if n.endswith('/synthetic')]}); got None"
+        )
 
     human_h = entropy(h)
     epsilon = fit_smoothing_epsilon_entropy(h)
@@ -500,6 +506,7 @@ def build_conditions(
             elif shape == "smooth-mass":
                 shapes[key] = smooth_shape(y, n_classes, epsilon_mass)
             elif shape == "synthetic":
+                assert teacher is not None  # checked above: synthetic needs teacher_probs
                 shapes[key] = temper(teacher, temperature, teacher_floor)
             elif shape == "human-shuffled":
                 shapes[key] = shuffled_y if mode == "original" else shuffled_m

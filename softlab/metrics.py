@@ -3,8 +3,8 @@
 Conventions
 -----------
 * ``probs`` has shape ``(..., n_items, n_classes)``: usually ``(runs, items, classes)`` or a single
-  run ``(items, classes)``. Every row must be a probability vector (entries in [0, 1], sum 1 within
-  ``1e-3``). Computation is done in float64.
+  run ``(items, classes)``. Every row must be a probability vector (finite entries ``>= 0`` summing to 1
+  within :data:`softlab.validation.PROB_SUM_TOL`). Computation is done in float64.
 * Every per-run metric returns an array of shape ``probs.shape[:-2]``: ``(runs,)`` for a stack of
   runs, a 0-d array for a single run (``float(x)`` turns it into a Python number).
 * ``labels`` (official label, human mode, ...) are integers shaped ``(items,)`` (shared by all runs)
@@ -25,45 +25,50 @@ Notation used in the docstrings: ``p_i`` the predicted distribution of item ``i`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 
-from softlab.data.annotations import entropy, human_mode  # noqa: F401  (re-exported: the one definition of each)
+from softlab.data.annotations import entropy, human_mode
+from softlab.validation import check_labels, check_probability_rows, check_shape
 
 __all__ = [
-    "EPS",
     "DEFAULT_N_BINS",
+    "EPS",
+    "HUMAN_METRICS",
     "LN2",
-    "entropy",
-    "human_mode",
-    "accuracy",
-    "nll",
-    "brier",
-    "ece",
-    "adaptive_ece",
-    "mce",
-    "classwise_ece",
+    "OFFICIAL_METRICS",
     "ReliabilityBins",
-    "reliability_bins",
-    "reliability_table",
-    "kl_divergence",
-    "js_divergence",
-    "total_variation",
-    "entropy_calibration_error",
-    "entropy_spearman",
-    "human_mode_ece",
-    "soft_ece",
+    "accuracy",
+    "adaptive_ece",
+    "brier",
+    "calibration_leave_group_out",
+    "classwise_ece",
     "debiased_calibration_error",
     "debiased_soft_calibration_error",
-    "calibration_leave_group_out",
+    "ece",
+    "entropy",
+    "entropy_calibration_error",
+    "entropy_spearman",
+    "generator_teacher_agreement",
+    "human_mode",
+    "human_mode_ece",
+    "js_divergence",
+    "kl_divergence",
+    "mce",
+    "metric_suite",
+    "nll",
+    "reliability_bins",
+    "reliability_table",
+    "soft_ece",
     "spearman_by_run",
     "spearman_leave_group_out",
-    "metric_suite",
-    "OFFICIAL_METRICS",
-    "HUMAN_METRICS",
+    "total_variation",
 ]
 
 EPS: float = 1e-12
@@ -71,17 +76,52 @@ EPS: float = 1e-12
 
 DEFAULT_N_BINS: int = 15
 LN2: float = float(np.log(2.0))
-_SUM_TOL = 1e-3
-_RANGE_TOL = 1e-6
+
+Floats = NDArray[np.float64]
+Ints = NDArray[np.int64]
+_Scalar = TypeVar("_Scalar", bound=np.generic)
+#: Per-bin sums of one binning: item count, confidence, correctness and (correctness − confidence)².
+BinSums = tuple[Floats, Floats, Floats, Floats]
 
 
 # ----------------------------------------------------------------------------------------------
-# Input checking
+# Input checking (every public function validates its inputs once, with softlab.validation)
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_pair(human: np.ndarray | object, probs: np.ndarray | object) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a human distribution and predictions and broadcast them against each other."""
+def _check_distribution(x: ArrayLike, name: str) -> Floats:
+    """``x`` as float64 ``(..., N, C)`` probability rows, clipped to [0, 1]."""
+    return np.clip(check_probability_rows(x, name), 0.0, 1.0)
+
+
+def _check_labels(labels: ArrayLike, probs: Floats, name: str) -> Ints:
+    """Integer labels in ``0..C−1`` broadcast to ``probs.shape[:-1]``."""
+    lab = check_labels(labels, name, probs.shape[-1], ndim=None)
+    try:
+        return np.broadcast_to(lab, probs.shape[:-1])
+    except ValueError:
+        raise ValueError(
+            f"{name}: shape {lab.shape} does not match predictions; expected (n_items,) = "
+            f"({probs.shape[-2]},) or {probs.shape[:-1]}"
+        ) from None
+
+
+def _check_reference(reference: ArrayLike, probs: Floats, name: str = "human") -> Floats:
+    """Reference distributions ``(N, C)`` or ``probs.shape``, broadcast to ``probs.shape``."""
+    h = _check_distribution(reference, name)
+    if h.shape[-1] != probs.shape[-1]:
+        raise ValueError(f"{name}: has {h.shape[-1]} classes but predictions have {probs.shape[-1]}")
+    try:
+        return np.broadcast_to(h, probs.shape)
+    except ValueError:
+        raise ValueError(
+            f"{name}: shape {h.shape} does not match predictions {probs.shape}; expected "
+            f"(n_items, n_classes) or the full prediction shape"
+        ) from None
+
+
+def _check_pair(human: ArrayLike, probs: ArrayLike) -> tuple[Floats, Floats]:
+    """A human distribution and predictions, validated and broadcast against each other."""
     p = _check_distribution(probs, "probs")
     h = _check_distribution(human, "human")
     if h.shape[-1] != p.shape[-1]:
@@ -96,142 +136,96 @@ def _check_pair(human: np.ndarray | object, probs: np.ndarray | object) -> tuple
     return h, p
 
 
-def _check_distribution(x: np.ndarray | object, name: str) -> np.ndarray:
-    """Return ``x`` as float64 with shape ``(..., N, C)``; raise ValueError if it is not a stack of
-    probability vectors."""
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim < 2:
-        raise ValueError(f"{name}: expected shape (..., n_items, n_classes), got shape {arr.shape}")
-    if arr.shape[-1] < 1:
-        raise ValueError(f"{name}: needs at least one class, got shape {arr.shape}")
-    if arr.shape[-2] < 1:
-        raise ValueError(f"{name}: needs at least one item, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{name}: non-finite value at index {tuple(int(i) for i in bad)}")
-    if arr.min() < -_RANGE_TOL or arr.max() > 1 + _RANGE_TOL:
-        bad = np.argwhere((arr < -_RANGE_TOL) | (arr > 1 + _RANGE_TOL))[0]
-        raise ValueError(
-            f"{name}: probabilities must lie in [0, 1]; index {tuple(int(i) for i in bad)} "
-            f"holds {arr[tuple(bad)]!r}"
-        )
-    sums = arr.sum(axis=-1)
-    off = np.abs(sums - 1.0) > _SUM_TOL
-    if np.any(off):
-        bad = np.argwhere(off)[0]
-        raise ValueError(
-            f"{name}: each row must sum to 1 (±{_SUM_TOL}); row {tuple(int(i) for i in bad)} "
-            f"sums to {sums[tuple(bad)]!r}"
-        )
-    return np.clip(arr, 0.0, 1.0)
-
-
-def _check_labels(labels: np.ndarray | object, probs: np.ndarray, name: str) -> np.ndarray:
-    """Return integer labels broadcast to ``probs.shape[:-1]``."""
-    lab = np.asarray(labels)
-    if lab.dtype.kind not in "iu":
-        if lab.dtype.kind == "f" and lab.size and np.all(lab == np.round(lab)):
-            lab = lab.astype(np.int64)
-        else:
-            raise ValueError(f"{name}: expected integer class labels, got dtype {lab.dtype}")
-    lab = lab.astype(np.int64)
-    target = probs.shape[:-1]
-    try:
-        lab = np.broadcast_to(lab, target)
-    except ValueError:
-        raise ValueError(
-            f"{name}: shape {lab.shape} does not match predictions; expected (n_items,) = "
-            f"({probs.shape[-2]},) or {target}"
-        ) from None
-    n_classes = probs.shape[-1]
-    if lab.size and (lab.min() < 0 or lab.max() >= n_classes):
-        bad = np.argwhere((lab < 0) | (lab >= n_classes))[0]
-        raise ValueError(
-            f"{name}: labels must be in [0, {n_classes - 1}]; index {tuple(int(i) for i in bad)} "
-            f"holds {int(lab[tuple(bad)])}"
-        )
-    return lab
-
-
-def _check_human(human: np.ndarray | object, probs: np.ndarray, name: str = "human") -> np.ndarray:
-    h = _check_distribution(human, name)
-    if h.shape[-1] != probs.shape[-1]:
-        raise ValueError(
-            f"{name}: has {h.shape[-1]} classes but predictions have {probs.shape[-1]}"
-        )
-    try:
-        return np.broadcast_to(h, probs.shape)
-    except ValueError:
-        raise ValueError(
-            f"{name}: shape {h.shape} does not match predictions {probs.shape}; expected "
-            f"(n_items, n_classes) or the full prediction shape"
-        ) from None
-
-
 def _check_n_bins(n_bins: int) -> int:
     if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins: expected a positive integer, got {n_bins!r}")
     return int(n_bins)
 
 
-def _flatten_runs(arr: np.ndarray, tail: int) -> tuple[np.ndarray, tuple[int, ...]]:
+def _flatten_runs(arr: NDArray[_Scalar], tail: int) -> tuple[NDArray[_Scalar], tuple[int, ...]]:
     """Reshape ``arr`` to ``(R, *arr.shape[-tail:])`` and return the leading shape."""
     lead = arr.shape[: arr.ndim - tail]
-    return arr.reshape((-1,) + arr.shape[arr.ndim - tail :]), lead
+    return arr.reshape((-1, *arr.shape[arr.ndim - tail :])), lead
 
 
 # ----------------------------------------------------------------------------------------------
-# Basic quantities
+# The one definition of each metric, on validated arrays (items on the last axis of per-item
+# arrays). The public functions below and metric_suite both call these; metric_suite only shares
+# the intermediates (ln p, top label, bins) between them.
 # ----------------------------------------------------------------------------------------------
 
 
-def _top_label(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Top-label confidence ``max_c p_c`` and prediction ``argmax_c p_c``."""
-    pred = np.argmax(probs, axis=-1)
-    conf = np.take_along_axis(probs, pred[..., None], axis=-1)[..., 0]
+def _log_probs(p: Floats) -> Floats:
+    """``ln max(p, EPS)``: the only logarithm of a prediction any metric takes."""
+    return np.log(np.maximum(p, EPS))
+
+
+def _top_label(p: Floats) -> tuple[Floats, Ints]:
+    """Top-label confidence ``max_c p_c`` and prediction ``argmax_c p_c`` (lowest index on ties)."""
+    pred = np.argmax(p, axis=-1)
+    conf = np.take_along_axis(p, pred[..., None], axis=-1)[..., 0]
     return conf, pred
 
 
-def accuracy(probs: np.ndarray | object, labels: np.ndarray | object) -> np.ndarray:
-    """Accuracy ``(1/N) Σ_i 1[ŷ_i = y_i]`` (fraction in [0, 1]; argmax ties → lowest index)."""
-    p = _check_distribution(probs, "probs")
-    y = _check_labels(labels, p, "labels")
-    return (np.argmax(p, axis=-1) == y).mean(axis=-1)
+def _label_hits(pred: Ints, labels: Ints) -> Floats:
+    """0/1 correctness ``1[ŷ_i = y_i]``."""
+    return (pred == labels).astype(np.float64)
 
 
-def nll(probs: np.ndarray | object, labels: np.ndarray | object) -> np.ndarray:
-    """Negative log-likelihood ``-(1/N) Σ_i ln max(p_{i,y_i}, EPS)`` in nats."""
-    p = _check_distribution(probs, "probs")
-    y = _check_labels(labels, p, "labels")
-    py = np.take_along_axis(p, y[..., None], axis=-1)[..., 0]
-    return -np.log(np.maximum(py, EPS)).mean(axis=-1)
+def _soft_hits(pred: Ints, reference: Floats) -> Floats:
+    """Soft correctness ``h_i[ŷ_i]``: the chance that a label drawn from ``h_i`` agrees with ``ŷ_i``."""
+    return np.take_along_axis(reference, pred[..., None], axis=-1)[..., 0]
 
 
-def brier(probs: np.ndarray | object, labels: np.ndarray | object) -> np.ndarray:
-    """Multi-class Brier score ``(1/N) Σ_i Σ_c (p_ic - 1[c = y_i])²`` (Brier 1950; range [0, 2]).
+def _accuracy(hits: Floats) -> Floats:
+    return hits.mean(axis=-1)
 
-    Note: this is the sum over classes, i.e. ``n_classes`` times the mean squared error over all
-    (item, class) cells.
-    """
-    p = _check_distribution(probs, "probs")
-    y = _check_labels(labels, p, "labels")
+
+def _nll(log_p: Floats, labels: Ints) -> Floats:
+    return -np.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0].mean(axis=-1)
+
+
+def _brier(p: Floats, labels: Ints) -> Floats:
     onehot = np.zeros_like(p)
-    np.put_along_axis(onehot, y[..., None], 1.0, axis=-1)
+    np.put_along_axis(onehot, labels[..., None], 1.0, axis=-1)
     return ((p - onehot) ** 2).sum(axis=-1).mean(axis=-1)
 
 
-# ----------------------------------------------------------------------------------------------
-# Binned calibration errors
-# ----------------------------------------------------------------------------------------------
+def _kl_items(a: Floats, log_b: Floats) -> Floats:
+    """Per-item ``Σ_c a_c (ln a_c − log_b_c)`` with ``0 · ln 0 = 0``."""
+    pos = a > 0
+    return np.where(pos, a * (np.log(np.where(pos, a, 1.0)) - log_b), 0.0).sum(axis=-1)
 
 
-def _uniform_bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
+def _kl(human: Floats, log_p: Floats) -> Floats:
+    return np.maximum(_kl_items(human, log_p), 0.0).mean(axis=-1)
+
+
+def _js(human: Floats, p: Floats) -> Floats:
+    m = 0.5 * (human + p)
+    log_m = np.log(np.where(m > 0, m, 1.0))  # m > 0 wherever human or p is, so no clip is needed
+    js = 0.5 * _kl_items(human, log_m) + 0.5 * _kl_items(p, log_m)
+    return np.clip(js, 0.0, LN2).mean(axis=-1)
+
+
+def _total_variation(human: Floats, p: Floats) -> Floats:
+    return np.clip(0.5 * np.abs(human - p).sum(axis=-1), 0.0, 1.0).mean(axis=-1)
+
+
+def _entropy_calibration_error(human_entropy: Floats, pred_entropy: Floats) -> Floats:
+    return np.abs(pred_entropy - human_entropy).mean(axis=-1)
+
+
+# binned calibration errors: per-bin sums of (R, N) confidences and correctness
+
+
+def _uniform_bin_index(conf: Floats, n_bins: int) -> Ints:
     """Bin of each confidence for ``n_bins`` equal-width bins ``[0,1/B], (1/B,2/B], ..., ((B-1)/B,1]``."""
     inner = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
     return np.searchsorted(inner, conf, side="left").astype(np.int64)
 
 
-def _equal_mass_bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
+def _equal_mass_bin_index(conf: Floats, n_bins: int) -> Ints:
     """Equal-mass bins along the last axis: sort confidences (stable) and cut the sorted order into
     ``n_bins`` consecutive groups of sizes as ``numpy.array_split`` gives (the first ``N mod B``
     groups hold one extra item). Tied confidences may fall into adjacent bins."""
@@ -245,43 +239,143 @@ def _equal_mass_bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
     return bins
 
 
-def _bin_sums(
-    conf: np.ndarray, hit: np.ndarray, bins: np.ndarray, n_bins: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-run, per-bin item counts, confidence sums and hit sums; inputs shaped (R, N)."""
+def _group_bin_sums(conf: Floats, hits: Floats, bins: Ints, n_bins: int, groups: Ints, n_groups: int) -> BinSums:
+    """Per (run, group, bin) item count and sums of confidence, correctness and
+    ``(correctness − confidence)²``; inputs ``(R, N)``, outputs ``(R, n_groups, n_bins)``."""
     n_runs = conf.shape[0]
-    flat = (bins + n_bins * np.arange(n_runs)[:, None]).ravel()
-    size = n_runs * n_bins
-    count = np.bincount(flat, minlength=size).reshape(n_runs, n_bins)
-    conf_sum = np.bincount(flat, weights=conf.ravel(), minlength=size).reshape(n_runs, n_bins)
-    hit_sum = np.bincount(flat, weights=hit.ravel(), minlength=size).reshape(n_runs, n_bins)
-    return count, conf_sum, hit_sum
+    flat = ((np.arange(n_runs)[:, None] * n_groups + groups[None, :]) * n_bins + bins).ravel()
+    size = n_runs * n_groups * n_bins
+    shape = (n_runs, n_groups, n_bins)
+    count = np.bincount(flat, minlength=size).reshape(shape).astype(np.float64)
+    # (bincount with weights returns float64: astype only tells the type checker, it copies nothing)
+    conf_sum = np.bincount(flat, weights=conf.ravel(), minlength=size).reshape(shape).astype(np.float64, copy=False)
+    hit_sum = np.bincount(flat, weights=hits.ravel(), minlength=size).reshape(shape).astype(np.float64, copy=False)
+    dsq_sum = (
+        np.bincount(flat, weights=((hits - conf) ** 2).ravel(), minlength=size)
+        .reshape(shape)
+        .astype(np.float64, copy=False)
+    )
+    return count, conf_sum, hit_sum, dsq_sum
 
 
-def _ece_from_sums(count: np.ndarray, conf_sum: np.ndarray, hit_sum: np.ndarray) -> np.ndarray:
-    n = count.sum(axis=-1)
-    return np.abs(hit_sum - conf_sum).sum(axis=-1) / n
+def _bin_sums(conf: Floats, hits: Floats, bins: Ints, n_bins: int) -> BinSums:
+    """:func:`_group_bin_sums` with every item in one group: outputs ``(R, n_bins)``."""
+    sums = _group_bin_sums(conf, hits, bins, n_bins, np.zeros(conf.shape[-1], dtype=np.int64), 1)
+    return sums[0][:, 0], sums[1][:, 0], sums[2][:, 0], sums[3][:, 0]
 
 
-def _mce_from_sums(count: np.ndarray, conf_sum: np.ndarray, hit_sum: np.ndarray) -> np.ndarray:
+def _ece_from_sums(count: Floats, conf_sum: Floats, hit_sum: Floats, dsq_sum: Floats | None = None) -> Floats:
+    """``Σ_b (n_b / N) · |acc_b − conf_b|`` (see :func:`ece`); last axis: bins."""
+    return np.abs(hit_sum - conf_sum).sum(axis=-1) / count.sum(axis=-1)
+
+
+def _mce_from_sums(count: Floats, conf_sum: Floats, hit_sum: Floats, dsq_sum: Floats | None = None) -> Floats:
+    """``max_b |acc_b − conf_b|`` over non-empty bins (see :func:`mce`); last axis: bins."""
     safe = np.maximum(count, 1)
     gap = np.where(count > 0, np.abs(hit_sum - conf_sum) / safe, 0.0)
     return gap.max(axis=-1)
 
 
-def _top_label_inputs(
-    probs: np.ndarray | object, labels: np.ndarray | object
-) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def _debiased_from_sums(count: Floats, conf_sum: Floats, hit_sum: Floats, dsq_sum: Floats, correctness: str) -> Floats:
+    """Debiased squared L2 calibration error from per-bin sums (last axis: bins); see
+    :func:`debiased_calibration_error` for the formula."""
+    total = count.sum(axis=-1, keepdims=True)
+    usable = count >= 2
+    n = np.where(usable, count, 2.0)
+    mean_gap = (hit_sum - conf_sum) / n
+    if correctness == "label":
+        acc = hit_sum / n
+        bias = acc * (1.0 - acc) / (n - 1.0)
+    else:
+        sample_var = np.maximum(dsq_sum - n * mean_gap**2, 0.0) / (n - 1.0)
+        bias = sample_var / n
+    per_bin = np.where(usable, (count / total) * (mean_gap**2 - bias), 0.0)
+    return per_bin.sum(axis=-1)
+
+
+def _classwise_ece(p: Floats, labels: Ints, n_bins: int) -> Floats:
+    """Class-wise ECE of ``p`` (R, N, C) against ``labels`` (R, N); see :func:`classwise_ece`."""
+    n_runs, n_items, n_classes = p.shape
+    hits = (labels[:, :, None] == np.arange(n_classes)).astype(np.float64)  # (R, N, C)
+    conf = np.moveaxis(p, -1, 1).reshape(-1, n_items)  # (R*C, N)
+    hits = np.moveaxis(hits, -1, 1).reshape(-1, n_items)
+    per_class = _ece_from_sums(*_bin_sums(conf, hits, _uniform_bin_index(conf, n_bins), n_bins))
+    return per_class.reshape(n_runs, n_classes).mean(axis=-1)
+
+
+_CORRECTNESS = ("label", "soft")
+_CALIBRATION_ESTIMATORS = ("ece", "debiased")
+
+
+def _correctness_inputs(
+    probs: ArrayLike, target: ArrayLike, correctness: str
+) -> tuple[Floats, Floats, tuple[int, ...]]:
+    """Validated top-label confidence and correctness, flattened to ``(R, N)``, and the run shape.
+
+    ``correctness="label"``: ``target`` holds labels ``y_i`` and correctness is ``1[ŷ_i = y_i]``.
+    ``correctness="soft"``: ``target`` holds reference distributions ``h_i`` and correctness is
+    ``h_i[ŷ_i]`` (the probability that a label drawn from ``h_i`` agrees with the prediction).
+    """
+    if correctness not in _CORRECTNESS:
+        raise ValueError(f"correctness: expected one of {_CORRECTNESS}, got {correctness!r}")
     p = _check_distribution(probs, "probs")
-    y = _check_labels(labels, p, "labels")
     conf, pred = _top_label(p)
-    hit = (pred == y).astype(np.float64)
+    if correctness == "label":
+        hits = _label_hits(pred, _check_labels(target, p, "labels"))
+    else:
+        hits = _soft_hits(pred, _check_reference(target, p, "reference"))
     conf2, lead = _flatten_runs(conf, 1)
-    hit2, _ = _flatten_runs(hit, 1)
-    return conf2, hit2, lead
+    hits2, _ = _flatten_runs(hits, 1)
+    return conf2, hits2, lead
 
 
-def ece(probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS) -> np.ndarray:
+def _binned_error(
+    probs: ArrayLike,
+    target: ArrayLike,
+    n_bins: int,
+    correctness: str,
+    binning: Callable[[Floats, int], Ints],
+    from_sums: Callable[[Floats, Floats, Floats, Floats], Floats],
+) -> Floats:
+    """A top-label binned calibration error of validated inputs, shaped like the runs."""
+    n_bins = _check_n_bins(n_bins)
+    conf, hits, lead = _correctness_inputs(probs, target, correctness)
+    return from_sums(*_bin_sums(conf, hits, binning(conf, n_bins), n_bins)).reshape(lead)
+
+
+# ----------------------------------------------------------------------------------------------
+# Basic quantities
+# ----------------------------------------------------------------------------------------------
+
+
+def accuracy(probs: ArrayLike, labels: ArrayLike) -> Floats:
+    """Accuracy ``(1/N) Σ_i 1[ŷ_i = y_i]`` (fraction in [0, 1]; argmax ties → lowest index)."""
+    p = _check_distribution(probs, "probs")
+    return _accuracy(_label_hits(_top_label(p)[1], _check_labels(labels, p, "labels")))
+
+
+def nll(probs: ArrayLike, labels: ArrayLike) -> Floats:
+    """Negative log-likelihood ``-(1/N) Σ_i ln max(p_{i,y_i}, EPS)`` in nats."""
+    p = _check_distribution(probs, "probs")
+    return _nll(_log_probs(p), _check_labels(labels, p, "labels"))
+
+
+def brier(probs: ArrayLike, labels: ArrayLike) -> Floats:
+    """Multi-class Brier score ``(1/N) Σ_i Σ_c (p_ic - 1[c = y_i])²`` (Brier 1950; range [0, 2]).
+
+    Note: this is the sum over classes, i.e. ``n_classes`` times the mean squared error over all
+    (item, class) cells.
+    """
+    p = _check_distribution(probs, "probs")
+    return _brier(p, _check_labels(labels, p, "labels"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Binned calibration errors
+# ----------------------------------------------------------------------------------------------
+
+
+def ece(probs: ArrayLike, labels: ArrayLike, n_bins: int = DEFAULT_N_BINS) -> Floats:
     """Top-label expected calibration error with equal-width bins.
 
     ``ECE = Σ_b (n_b / N) · |acc_b − conf_b|`` where bin ``b`` holds the items whose top-label
@@ -289,39 +383,26 @@ def ece(probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = D
     module docstring for edges), ``acc_b`` is the fraction of them with ``ŷ_i = y_i`` and
     ``conf_b`` their mean confidence. Empty bins contribute 0. Range [0, 1].
     """
-    n_bins = _check_n_bins(n_bins)
-    conf, hit, lead = _top_label_inputs(probs, labels)
-    sums = _bin_sums(conf, hit, _uniform_bin_index(conf, n_bins), n_bins)
-    return _ece_from_sums(*sums).reshape(lead)
+    return _binned_error(probs, labels, n_bins, "label", _uniform_bin_index, _ece_from_sums)
 
 
-def adaptive_ece(
-    probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> np.ndarray:
+def adaptive_ece(probs: ArrayLike, labels: ArrayLike, n_bins: int = DEFAULT_N_BINS) -> Floats:
     """Adaptive (equal-mass) top-label ECE (Nguyen & O'Connor 2015; Nixon et al. 2019).
 
     Same formula as :func:`ece`, but the items of each run are sorted by confidence (stable sort)
     and cut into ``n_bins`` consecutive groups of (almost) equal size — sizes as
     ``numpy.array_split`` gives them. With fewer items than bins some bins are empty.
     """
-    n_bins = _check_n_bins(n_bins)
-    conf, hit, lead = _top_label_inputs(probs, labels)
-    sums = _bin_sums(conf, hit, _equal_mass_bin_index(conf, n_bins), n_bins)
-    return _ece_from_sums(*sums).reshape(lead)
+    return _binned_error(probs, labels, n_bins, "label", _equal_mass_bin_index, _ece_from_sums)
 
 
-def mce(probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS) -> np.ndarray:
+def mce(probs: ArrayLike, labels: ArrayLike, n_bins: int = DEFAULT_N_BINS) -> Floats:
     """Maximum calibration error ``max_b |acc_b − conf_b|`` over the non-empty equal-width bins of
     :func:`ece`. Range [0, 1]; always ``MCE ≥ ECE``."""
-    n_bins = _check_n_bins(n_bins)
-    conf, hit, lead = _top_label_inputs(probs, labels)
-    sums = _bin_sums(conf, hit, _uniform_bin_index(conf, n_bins), n_bins)
-    return _mce_from_sums(*sums).reshape(lead)
+    return _binned_error(probs, labels, n_bins, "label", _uniform_bin_index, _mce_from_sums)
 
 
-def classwise_ece(
-    probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> np.ndarray:
+def classwise_ece(probs: ArrayLike, labels: ArrayLike, n_bins: int = DEFAULT_N_BINS) -> Floats:
     """Class-wise ECE (Kull et al. 2019): ``(1/C) Σ_c Σ_b (n_bc / N) · |freq_bc − conf_bc|``.
 
     For each class ``c`` the items are binned by ``p_ic`` into the equal-width bins of :func:`ece`
@@ -331,15 +412,8 @@ def classwise_ece(
     n_bins = _check_n_bins(n_bins)
     p = _check_distribution(probs, "probs")
     y = _check_labels(labels, p, "labels")
-    n_classes = p.shape[-1]
-    p2, lead = _flatten_runs(p, 2)  # (R, N, C)
-    y2 = y.reshape(p2.shape[:2])
-    hit = (y2[:, :, None] == np.arange(n_classes)).astype(np.float64)  # (R, N, C)
-    conf = np.moveaxis(p2, -1, 1).reshape(-1, p2.shape[1])  # (R*C, N)
-    hit = np.moveaxis(hit, -1, 1).reshape(-1, p2.shape[1])
-    sums = _bin_sums(conf, hit, _uniform_bin_index(conf, n_bins), n_bins)
-    per_class = _ece_from_sums(*sums).reshape(-1, n_classes)
-    return per_class.mean(axis=-1).reshape(lead)
+    p3, lead = _flatten_runs(p, 2)
+    return _classwise_ece(p3, y.reshape(p3.shape[:2]), n_bins).reshape(lead)
 
 
 @dataclass(frozen=True)
@@ -352,20 +426,18 @@ class ReliabilityBins:
     are NaN (undefined, not zero).
     """
 
-    bin_lower: np.ndarray
-    bin_upper: np.ndarray
-    count: np.ndarray
-    mean_confidence: np.ndarray
-    accuracy: np.ndarray
+    bin_lower: Floats
+    bin_upper: Floats
+    count: Ints
+    mean_confidence: Floats
+    accuracy: Floats
 
 
-def reliability_bins(
-    probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> ReliabilityBins:
+def reliability_bins(probs: ArrayLike, labels: ArrayLike, n_bins: int = DEFAULT_N_BINS) -> ReliabilityBins:
     """Per-bin mean confidence, accuracy and count (the ingredients of :func:`ece`)."""
     n_bins = _check_n_bins(n_bins)
-    conf, hit, lead = _top_label_inputs(probs, labels)
-    count, conf_sum, hit_sum = _bin_sums(conf, hit, _uniform_bin_index(conf, n_bins), n_bins)
+    conf, hits, lead = _correctness_inputs(probs, labels, "label")
+    count, conf_sum, hit_sum, _ = _bin_sums(conf, hits, _uniform_bin_index(conf, n_bins), n_bins)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.where(count > 0, conf_sum / np.maximum(count, 1), np.nan)
@@ -374,15 +446,13 @@ def reliability_bins(
     return ReliabilityBins(
         bin_lower=edges[:-1].copy(),
         bin_upper=edges[1:].copy(),
-        count=count.reshape(shape),
+        count=count.astype(np.int64).reshape(shape),
         mean_confidence=mean_conf.reshape(shape),
         accuracy=acc.reshape(shape),
     )
 
 
-def reliability_table(
-    probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> pd.DataFrame:
+def reliability_table(probs: ArrayLike, labels: ArrayLike, n_bins: int = DEFAULT_N_BINS) -> pd.DataFrame:
     """Tidy reliability-diagram data: one row per (run, bin).
 
     Columns: ``run`` (flat index over ``probs.shape[:-2]``; 0 for a single run), ``bin``,
@@ -410,49 +480,39 @@ def reliability_table(
 # ----------------------------------------------------------------------------------------------
 
 
-def _kl_items(a: np.ndarray, b: np.ndarray, clip_b: bool) -> np.ndarray:
-    """Per-item ``Σ_c a_c (ln a_c − ln b_c)`` with ``0 · ln 0 = 0``."""
-    pos = a > 0
-    safe_a = np.where(pos, a, 1.0)
-    safe_b = np.maximum(b, EPS) if clip_b else np.where(pos, b, 1.0)
-    return np.where(pos, a * (np.log(safe_a) - np.log(safe_b)), 0.0).sum(axis=-1)
-
-
-def kl_divergence(human: np.ndarray | object, probs: np.ndarray | object) -> np.ndarray:
+def kl_divergence(human: ArrayLike, probs: ArrayLike) -> Floats:
     """Mean Kullback–Leibler divergence ``(1/N) Σ_i KL(h_i ‖ p_i)``,
     ``KL(h‖p) = Σ_c h_c ln(h_c / max(p_c, EPS))`` in nats (``0 · ln 0 = 0``). ≥ 0.
 
     Argument order follows the notation: the human distribution first, the prediction second.
     """
     h, p = _check_pair(human, probs)
-    return np.maximum(_kl_items(h, p, clip_b=True), 0.0).mean(axis=-1)
+    return _kl(h, _log_probs(p))
 
 
-def js_divergence(human: np.ndarray | object, probs: np.ndarray | object) -> np.ndarray:
+def js_divergence(human: ArrayLike, probs: ArrayLike) -> Floats:
     """Mean Jensen–Shannon divergence ``(1/N) Σ_i JS(h_i, p_i)`` in nats,
     ``JS(h, p) = ½ KL(h‖m) + ½ KL(p‖m)`` with ``m = (h + p)/2``. Symmetric, in [0, ln 2].
 
     (This is the *divergence*; ``scipy.spatial.distance.jensenshannon`` returns its square root.)
     """
     h, p = _check_pair(human, probs)
-    m = 0.5 * (h + p)
-    js = 0.5 * _kl_items(h, m, clip_b=False) + 0.5 * _kl_items(p, m, clip_b=False)
-    return np.clip(js, 0.0, LN2).mean(axis=-1)
+    return _js(h, p)
 
 
-def total_variation(human: np.ndarray | object, probs: np.ndarray | object) -> np.ndarray:
+def total_variation(human: ArrayLike, probs: ArrayLike) -> Floats:
     """Mean total-variation distance ``(1/N) Σ_i ½ Σ_c |h_ic − p_ic|``. In [0, 1]."""
     h, p = _check_pair(human, probs)
-    return np.clip(0.5 * np.abs(h - p).sum(axis=-1), 0.0, 1.0).mean(axis=-1)
+    return _total_variation(h, p)
 
 
-def entropy_calibration_error(human: np.ndarray | object, probs: np.ndarray | object) -> np.ndarray:
+def entropy_calibration_error(human: ArrayLike, probs: ArrayLike) -> Floats:
     """Entropy calibration error ``(1/N) Σ_i |H(p_i) − H(h_i)|`` in nats. In [0, ln C]."""
     h, p = _check_pair(human, probs)
-    return np.abs(entropy(p) - entropy(h)).mean(axis=-1)
+    return _entropy_calibration_error(entropy(h), entropy(p))
 
 
-def spearman_by_run(x: np.ndarray | object, y: np.ndarray | object) -> np.ndarray:
+def spearman_by_run(x: ArrayLike, y: ArrayLike) -> Floats:
     """Spearman rank correlation along the last axis, for every leading index at once.
 
     Ranks are averaged on ties (``scipy.stats.rankdata``), then the Pearson correlation of the ranks
@@ -475,7 +535,7 @@ def spearman_by_run(x: np.ndarray | object, y: np.ndarray | object) -> np.ndarra
     return np.clip(rho, -1.0, 1.0)
 
 
-def entropy_spearman(human: np.ndarray | object, probs: np.ndarray | object) -> np.ndarray:
+def entropy_spearman(human: ArrayLike, probs: ArrayLike) -> Floats:
     """Spearman rank correlation across items of ``H(p_i)`` with ``H(h_i)`` (per run).
 
     NaN where undefined (all human or all predicted entropies equal, or a single item).
@@ -485,90 +545,33 @@ def entropy_spearman(human: np.ndarray | object, probs: np.ndarray | object) -> 
 
 
 def human_mode_ece(
-    human: np.ndarray | object,
-    probs: np.ndarray | object,
-    official: np.ndarray | object | None = None,
+    human: ArrayLike,
+    probs: ArrayLike,
+    official: ArrayLike | None = None,
     n_bins: int = DEFAULT_N_BINS,
-) -> np.ndarray:
+) -> Floats:
     """Top-label ECE (:func:`ece`) with correctness measured against the human mode
     ``m_i`` (:func:`human_mode`, ties towards ``official`` when given)."""
     p = _check_distribution(probs, "probs")
-    h = _check_human(human, p)
-    if official is not None:
-        official = _check_labels(official, p, "official")
-    return ece(p, human_mode(h, official), n_bins)
+    h = _check_reference(human, p)
+    labels = None if official is None else _check_labels(official, p, "official")
+    return ece(p, human_mode(h, labels), n_bins)
 
 
 # ----------------------------------------------------------------------------------------------
 # Soft-reference and debiased calibration errors
 # ----------------------------------------------------------------------------------------------
 
-_CORRECTNESS = ("label", "soft")
-_CALIBRATION_ESTIMATORS = ("ece", "debiased")
+
+def _debiased_label(count: Floats, conf_sum: Floats, hit_sum: Floats, dsq_sum: Floats) -> Floats:
+    return _debiased_from_sums(count, conf_sum, hit_sum, dsq_sum, "label")
 
 
-def _correctness_inputs(
-    probs: np.ndarray | object, target: np.ndarray | object, correctness: str
-) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Top-label confidence and correctness, flattened to ``(R, N)``.
-
-    ``correctness="label"``: ``target`` holds labels ``y_i`` and correctness is ``1[ŷ_i = y_i]``.
-    ``correctness="soft"``: ``target`` holds reference distributions ``h_i`` and correctness is
-    ``h_i[ŷ_i]`` (the probability that a label drawn from ``h_i`` agrees with the prediction).
-    """
-    if correctness == "label":
-        return _top_label_inputs(probs, target)
-    if correctness != "soft":
-        raise ValueError(f"correctness: expected one of {_CORRECTNESS}, got {correctness!r}")
-    p = _check_distribution(probs, "probs")
-    h = _check_human(target, p, "reference")
-    conf, pred = _top_label(p)
-    hit = np.take_along_axis(h, pred[..., None], axis=-1)[..., 0]
-    conf2, lead = _flatten_runs(conf, 1)
-    hit2, _ = _flatten_runs(hit, 1)
-    return conf2, hit2, lead
+def _debiased_soft(count: Floats, conf_sum: Floats, hit_sum: Floats, dsq_sum: Floats) -> Floats:
+    return _debiased_from_sums(count, conf_sum, hit_sum, dsq_sum, "soft")
 
 
-def _calibration_bin_sums(
-    conf: np.ndarray, hit: np.ndarray, n_bins: int, groups: np.ndarray | None = None, n_groups: int = 1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per (run, group, bin) item count and sums of confidence, correctness and
-    ``(correctness − confidence)²``; inputs ``(R, N)``, outputs ``(R, n_groups, n_bins)``."""
-    n_runs, n_items = conf.shape
-    bins = _uniform_bin_index(conf, n_bins)
-    g = np.zeros(n_items, dtype=np.int64) if groups is None else groups
-    flat = ((np.arange(n_runs)[:, None] * n_groups + g[None, :]) * n_bins + bins).ravel()
-    size = n_runs * n_groups * n_bins
-    shape = (n_runs, n_groups, n_bins)
-    count = np.bincount(flat, minlength=size).reshape(shape).astype(np.float64)
-    conf_sum = np.bincount(flat, weights=conf.ravel(), minlength=size).reshape(shape)
-    hit_sum = np.bincount(flat, weights=hit.ravel(), minlength=size).reshape(shape)
-    dsq_sum = np.bincount(flat, weights=((hit - conf) ** 2).ravel(), minlength=size).reshape(shape)
-    return count, conf_sum, hit_sum, dsq_sum
-
-
-def _debiased_from_sums(
-    count: np.ndarray, conf_sum: np.ndarray, hit_sum: np.ndarray, dsq_sum: np.ndarray, correctness: str
-) -> np.ndarray:
-    """Debiased squared L2 calibration error from per-bin sums (last axis: bins); see
-    :func:`debiased_calibration_error` for the formula."""
-    total = count.sum(axis=-1, keepdims=True)
-    usable = count >= 2
-    n = np.where(usable, count, 2.0)
-    mean_gap = (hit_sum - conf_sum) / n
-    if correctness == "label":
-        acc = hit_sum / n
-        bias = acc * (1.0 - acc) / (n - 1.0)
-    else:
-        sample_var = np.maximum(dsq_sum - n * mean_gap**2, 0.0) / (n - 1.0)
-        bias = sample_var / n
-    per_bin = np.where(usable, (count / total) * (mean_gap**2 - bias), 0.0)
-    return per_bin.sum(axis=-1)
-
-
-def soft_ece(
-    probs: np.ndarray | object, reference: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> np.ndarray:
+def soft_ece(probs: ArrayLike, reference: ArrayLike, n_bins: int = DEFAULT_N_BINS) -> Floats:
     """Soft-reference top-label ECE: :func:`ece` with correctness ``h_i[ŷ_i]`` instead of ``1[ŷ_i = y_i]``.
 
     ``ECE_soft = Σ_b (n_b / N) · |mean_{i∈b} h_i[ŷ_i] − mean_{i∈b} conf_i|`` with the equal-width bins
@@ -577,15 +580,10 @@ def soft_ece(
     :mod:`softlab.cartography`); with one-hot ``h`` this is :func:`ece` against the one-hot label.
     ``reference`` is ``(n_items, n_classes)`` or the full prediction shape. Range [0, 1].
     """
-    n_bins = _check_n_bins(n_bins)
-    conf, hit, lead = _correctness_inputs(probs, reference, "soft")
-    sums = _bin_sums(conf, hit, _uniform_bin_index(conf, n_bins), n_bins)
-    return _ece_from_sums(*sums).reshape(lead)
+    return _binned_error(probs, reference, n_bins, "soft", _uniform_bin_index, _ece_from_sums)
 
 
-def debiased_calibration_error(
-    probs: np.ndarray | object, labels: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> np.ndarray:
+def debiased_calibration_error(probs: ArrayLike, labels: ArrayLike, n_bins: int = DEFAULT_N_BINS) -> Floats:
     """Debiased squared L2 top-label calibration error (Kumar, Liang & Ma 2019), 0/1 correctness.
 
     Kumar, A., Liang, P. & Ma, T. (2019), "Verified uncertainty calibration", NeurIPS: with the
@@ -603,15 +601,10 @@ def debiased_calibration_error(
     **not** clipped at 0 (clipping would bias it upwards; small negative values mean "no detectable
     miscalibration") and is on the squared scale (take ``sqrt(max(CE², 0))`` for an RMS error).
     """
-    n_bins = _check_n_bins(n_bins)
-    conf, hit, lead = _correctness_inputs(probs, labels, "label")
-    sums = _calibration_bin_sums(conf, hit, n_bins)
-    return _debiased_from_sums(*sums, "label")[:, 0].reshape(lead)
+    return _binned_error(probs, labels, n_bins, "label", _uniform_bin_index, _debiased_label)
 
 
-def debiased_soft_calibration_error(
-    probs: np.ndarray | object, reference: np.ndarray | object, n_bins: int = DEFAULT_N_BINS
-) -> np.ndarray:
+def debiased_soft_calibration_error(probs: ArrayLike, reference: ArrayLike, n_bins: int = DEFAULT_N_BINS) -> Floats:
     """Debiased squared L2 calibration error against a soft reference (Kumar, Liang & Ma 2019,
     with the bias term of continuous outcomes).
 
@@ -627,13 +620,10 @@ def debiased_soft_calibration_error(
     item contribute 0, empty bins 0; the value is not clipped at 0 and is on the squared scale
     (see :func:`debiased_calibration_error`).
     """
-    n_bins = _check_n_bins(n_bins)
-    conf, hit, lead = _correctness_inputs(probs, reference, "soft")
-    sums = _calibration_bin_sums(conf, hit, n_bins)
-    return _debiased_from_sums(*sums, "soft")[:, 0].reshape(lead)
+    return _binned_error(probs, reference, n_bins, "soft", _uniform_bin_index, _debiased_soft)
 
 
-def _check_groups(groups: np.ndarray | object, n_items: int) -> tuple[np.ndarray, int]:
+def _check_groups(groups: ArrayLike, n_items: int) -> tuple[Ints, int]:
     g = np.asarray(groups)
     if g.shape != (n_items,) or g.dtype.kind not in "iu":
         raise ValueError(f"groups: expected integer group ids shaped ({n_items},), got {g.shape} {g.dtype}")
@@ -643,20 +633,18 @@ def _check_groups(groups: np.ndarray | object, n_items: int) -> tuple[np.ndarray
     n_groups = int(g.max()) + 1 if n_items else 0
     sizes = np.bincount(g, minlength=n_groups)
     if n_groups < 2 or np.any(sizes == 0):
-        raise ValueError(
-            f"groups: expected at least 2 non-empty groups numbered 0..G-1, got sizes {sizes.tolist()}"
-        )
+        raise ValueError(f"groups: expected at least 2 non-empty groups numbered 0..G-1, got sizes {sizes.tolist()}")
     return g, n_groups
 
 
 def calibration_leave_group_out(
-    probs: np.ndarray | object,
-    target: np.ndarray | object,
-    groups: np.ndarray | object,
+    probs: ArrayLike,
+    target: ArrayLike,
+    groups: ArrayLike,
     correctness: str = "label",
     estimator: str = "debiased",
     n_bins: int = DEFAULT_N_BINS,
-) -> np.ndarray:
+) -> Floats:
     """A binned calibration error on all items and with each item group left out, in one pass.
 
     ``correctness``: ``"label"`` (``target`` = labels) or ``"soft"`` (``target`` = reference
@@ -671,9 +659,9 @@ def calibration_leave_group_out(
     n_bins = _check_n_bins(n_bins)
     if estimator not in _CALIBRATION_ESTIMATORS:
         raise ValueError(f"estimator: expected one of {_CALIBRATION_ESTIMATORS}, got {estimator!r}")
-    conf, hit, lead = _correctness_inputs(probs, target, correctness)
+    conf, hits, lead = _correctness_inputs(probs, target, correctness)
     g, n_groups = _check_groups(groups, conf.shape[1])
-    per_group = _calibration_bin_sums(conf, hit, n_bins, g, n_groups)
+    per_group = _group_bin_sums(conf, hits, _uniform_bin_index(conf, n_bins), n_bins, g, n_groups)
     full = [s.sum(axis=1, keepdims=True) for s in per_group]
     stacked = [np.concatenate([f, f - s], axis=1) for f, s in zip(full, per_group)]  # (R, G+1, B)
     if estimator == "ece":
@@ -697,7 +685,7 @@ class _LeaveGroupOutRanks:
     left-out items are meaningless.
     """
 
-    def __init__(self, v: np.ndarray, groups: np.ndarray) -> None:
+    def __init__(self, v: Floats, groups: Ints) -> None:
         n_runs, n = v.shape
         order = np.argsort(v, axis=-1, kind="stable")
         sv = np.take_along_axis(v, order, axis=-1)
@@ -720,16 +708,14 @@ class _LeaveGroupOutRanks:
         self._cum = np.zeros((n_runs, n + 1), dtype=np.int64)
         self._shape = (n_runs, n)
 
-    def without(self, j: int) -> np.ndarray:
+    def without(self, j: int) -> Floats:
         np.cumsum(self._member == j, axis=-1, out=self._cum[:, 1:])
         flat = self._cum.ravel()
         removed = (flat[self._start] + flat[self._end]).reshape(self._shape)
         return self.full - removed / 2.0
 
 
-def spearman_leave_group_out(
-    x: np.ndarray | object, y: np.ndarray | object, groups: np.ndarray | object
-) -> np.ndarray:
+def spearman_leave_group_out(x: ArrayLike, y: ArrayLike, groups: ArrayLike) -> Floats:
     """:func:`spearman_by_run` of ``x`` with ``y`` on all items and with each item group left out.
 
     ``x`` and ``y`` broadcast against each other (items on the last axis); ``groups`` is as in
@@ -753,7 +739,7 @@ def spearman_leave_group_out(
     n_runs = int(np.prod(lead, dtype=np.int64))
     out = np.empty((n_runs, n_groups + 1))
 
-    def pearson(ra: np.ndarray, rb: np.ndarray, keep: np.ndarray | None, n_keep: int) -> np.ndarray:
+    def pearson(ra: Floats, rb: Floats, keep: NDArray[np.bool_] | None, n_keep: int) -> Floats:
         # average ranks of n_keep items sum to n_keep (n_keep + 1) / 2, so their mean is known;
         # left-out items are set to 0 after centring and drop out of every sum
         centre = (n_keep + 1) / 2.0
@@ -807,21 +793,21 @@ HUMAN_METRICS: tuple[str, ...] = (
 
 
 def metric_suite(
-    probs: np.ndarray | object,
-    official: np.ndarray | object,
-    human: np.ndarray | object | None = None,
+    probs: ArrayLike,
+    official: ArrayLike,
+    human: ArrayLike | None = None,
     n_bins: int = DEFAULT_N_BINS,
-) -> dict[str, np.ndarray]:
+) -> dict[str, Floats]:
     """Every metric of this module for a stack of runs, as ``{name: array of shape probs.shape[:-2]}``.
 
     Names and definitions: ``accuracy``, ``nll``, ``brier``, ``ece``, ``adaptive_ece``, ``mce``,
-    ``classwise_ece`` against ``official``; when ``human`` is given also ``accuracy_human_mode``,
-    ``nll_human_mode``, ``ece_human_mode`` (against the human mode, ties towards ``official``),
-    ``kl_human`` (KL(h‖p)), ``js_human``, ``tv_human``, ``entropy_calibration_error``,
-    ``entropy_spearman``, ``ece_soft`` and ``debiased_ce_soft`` (soft-reference calibration); and
-    ``debiased_ce`` against ``official``. Values equal those of the single-metric functions; the inputs are
-    validated once and shared intermediates (``ln p``, entropies, bins) are computed once, using
-    ``KL(h‖p) = −H(h) − Σ_c h_c ln max(p_c, EPS)`` and ``JS(h, p) = H(m) − ½(H(h) + H(p))``.
+    ``classwise_ece`` and ``debiased_ce`` against ``official``; when ``human`` is given also
+    ``accuracy_human_mode``, ``nll_human_mode``, ``ece_human_mode`` (against the human mode, ties
+    towards ``official``), ``kl_human`` (KL(h‖p)), ``js_human``, ``tv_human``,
+    ``entropy_calibration_error``, ``entropy_spearman``, ``ece_soft`` and ``debiased_ce_soft``
+    (soft-reference calibration). Each value comes from the same private definition as the
+    single-metric function of that name; the inputs are validated once and the intermediates
+    several metrics share (``ln p``, the top label, entropies, bin sums) are computed once.
     """
     n_bins = _check_n_bins(n_bins)
     p = _check_distribution(probs, "probs")
@@ -829,49 +815,68 @@ def metric_suite(
     p3, lead = _flatten_runs(p, 2)  # (R, N, C)
     y2 = y.reshape(p3.shape[:2])
 
-    log_p = np.log(np.maximum(p3, EPS))
+    log_p = _log_probs(p3)
     conf, pred = _top_label(p3)
     uniform_bins = _uniform_bin_index(conf, n_bins)
 
-    def label_metrics(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
-        hit = (pred == labels).astype(np.float64)
-        nll_ = -np.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0].mean(axis=-1)
-        return hit, nll_, _bin_sums(conf, hit, uniform_bins, n_bins)
-
-    hit, nll_official, sums = label_metrics(y2)
-    onehot = np.zeros_like(p3)
-    np.put_along_axis(onehot, y2[..., None], 1.0, axis=-1)
-    out: dict[str, np.ndarray] = {
-        "accuracy": hit.mean(axis=-1),
-        "nll": nll_official,
-        "brier": ((p3 - onehot) ** 2).sum(axis=-1).mean(axis=-1),
+    hits = _label_hits(pred, y2)
+    sums = _bin_sums(conf, hits, uniform_bins, n_bins)
+    out: dict[str, Floats] = {
+        "accuracy": _accuracy(hits),
+        "nll": _nll(log_p, y2),
+        "brier": _brier(p3, y2),
         "ece": _ece_from_sums(*sums),
-        "adaptive_ece": _ece_from_sums(*_bin_sums(conf, hit, _equal_mass_bin_index(conf, n_bins), n_bins)),
+        "adaptive_ece": _ece_from_sums(*_bin_sums(conf, hits, _equal_mass_bin_index(conf, n_bins), n_bins)),
         "mce": _mce_from_sums(*sums),
-        "classwise_ece": classwise_ece(p3, y2, n_bins),
-        "debiased_ce": debiased_calibration_error(p3, y2, n_bins),
+        "classwise_ece": _classwise_ece(p3, y2, n_bins),
+        "debiased_ce": _debiased_label(*sums),
     }
     if human is not None:
-        h, _ = _check_pair(human, p)
-        h3 = h.reshape(p3.shape)
+        h3 = _check_reference(human, p).reshape(p3.shape)
         mode = human_mode(h3, y2)
-        hit_m, nll_m, sums_m = label_metrics(mode)
-        h_ent = entropy(h3)
-        p_ent = -(p3 * log_p).sum(axis=-1)  # 0 · ln(EPS) = 0, so this is H(p) with 0 ln 0 = 0
-        m = 0.5 * (h3 + p3)
-        js = entropy(m) - 0.5 * (h_ent + p_ent)
+        hits_mode = _label_hits(pred, mode)
+        soft_sums = _bin_sums(conf, _soft_hits(pred, h3), uniform_bins, n_bins)
+        h_ent, p_ent = entropy(h3), entropy(p3)
         out.update(
             {
-                "accuracy_human_mode": hit_m.mean(axis=-1),
-                "nll_human_mode": nll_m,
-                "ece_human_mode": _ece_from_sums(*sums_m),
-                "kl_human": np.maximum(-h_ent - (h3 * log_p).sum(axis=-1), 0.0).mean(axis=-1),
-                "js_human": np.clip(js, 0.0, LN2).mean(axis=-1),
-                "tv_human": np.clip(0.5 * np.abs(h3 - p3).sum(axis=-1), 0.0, 1.0).mean(axis=-1),
-                "entropy_calibration_error": np.abs(p_ent - h_ent).mean(axis=-1),
+                "accuracy_human_mode": _accuracy(hits_mode),
+                "nll_human_mode": _nll(log_p, mode),
+                "ece_human_mode": _ece_from_sums(*_bin_sums(conf, hits_mode, uniform_bins, n_bins)),
+                "kl_human": _kl(h3, log_p),
+                "js_human": _js(h3, p3),
+                "tv_human": _total_variation(h3, p3),
+                "entropy_calibration_error": _entropy_calibration_error(h_ent, p_ent),
                 "entropy_spearman": spearman_by_run(p_ent, h_ent),
-                "ece_soft": soft_ece(p3, h3, n_bins),
-                "debiased_ce_soft": debiased_soft_calibration_error(p3, h3, n_bins),
+                "ece_soft": _ece_from_sums(*soft_sums),
+                "debiased_ce_soft": _debiased_soft(*soft_sums),
             }
         )
     return {name: np.asarray(v, dtype=np.float64).reshape(lead) for name, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Generator labels
+# ----------------------------------------------------------------------------------------------
+
+
+def generator_teacher_agreement(soft_labels: ArrayLike, teacher_probs: ArrayLike) -> dict[str, float]:
+    """How far a classifier (the *teacher*) agrees with the synthetic MNIST generator's soft labels
+    (:mod:`softlab.generator`).
+
+    With ``g_i`` the generator label and ``p_i`` the teacher's distribution of item ``i``:
+
+    * ``mode_agreement`` = :func:`accuracy` of ``p`` against ``argmax_c g_ic`` (lowest index on ties);
+    * ``mean_total_variation`` = :func:`total_variation` of ``g`` and ``p``, in [0, 1];
+    * ``support_mass`` = mean over items of ``Σ_{c: g_ic > 0} p_ic``, the teacher's mass on the
+      generator's (one or two) classes;
+    * ``n_items``.
+    """
+    g = check_probability_rows(soft_labels, "soft_labels")
+    check_shape(g, (None, None), "soft_labels")
+    p = check_shape(check_probability_rows(teacher_probs, "teacher_probs"), g.shape, "teacher_probs")
+    return {
+        "mode_agreement": float(accuracy(p, np.argmax(g, axis=1))),
+        "mean_total_variation": float(total_variation(g, p)),
+        "support_mass": float(np.mean(np.where(g > 0, p, 0.0).sum(axis=1))),
+        "n_items": int(g.shape[0]),
+    }

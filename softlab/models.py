@@ -26,17 +26,18 @@ from a private ``torch.Generator`` seeded with ``seed`` (the global RNG is never
 layer by layer in ``param_shapes`` order, with PyTorch's default rule for ``Linear``/``Conv2d``:
 weight and bias ~ U(−1/√fan_in, 1/√fan_in), fan_in = in_features (· kernel area).
 
-Speed notes for ``stacked_forward`` (measured on a 2-core CPU, see
-``benchmarks/bench_trainer.py``): convolutions run as ONE grouped convolution
-(``groups = M``, members' channels stacked) in channels-last memory layout, where max-pool is
-~10× faster than in NCHW; max-pool is applied *before* the ReLU (``relu∘maxpool ≡
-maxpool∘relu`` exactly, values and gradients, because ReLU is monotone) so the ReLU touches
-4× fewer elements; linear layers are batched matrix products (``baddbmm``).
+Speed notes for ``stacked_forward`` (``benchmarks/bench_trainer.py`` measures them on the machine
+at hand): convolutions run as ONE grouped convolution (``groups = M``, members' channels stacked)
+in channels-last memory layout, where max-pool is much faster than in NCHW on CPU; max-pool is
+applied *before* the ReLU (``relu∘maxpool ≡ maxpool∘relu`` exactly, values and gradients,
+because ReLU is monotone) so the ReLU touches 4× fewer elements; linear layers are batched
+matrix products (``baddbmm``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -81,14 +82,18 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.dropout: expected a probability in [0, 1), got {self.dropout!r}")
         shape = tuple(self.in_shape)
         if len(shape) != 3 or any((not isinstance(s, int)) or s < 1 for s in shape):
-            raise ValueError(f"ModelConfig.in_shape: expected (channels, height, width) positive ints, got {self.in_shape!r}")
+            raise ValueError(
+                f"ModelConfig.in_shape: expected (channels, height, width) positive ints, got {self.in_shape!r}"
+            )
         object.__setattr__(self, "in_shape", shape)
         if self.kind == "cnn":
             h, w = shape[1], shape[2]
             for _ in range(self.depth):
                 h, w = h // 2, w // 2
             if h < 1 or w < 1:
-                raise ValueError(f"ModelConfig.depth: {self.depth} pooling blocks shrink a {shape[1]}x{shape[2]} image to nothing")
+                raise ValueError(
+                    f"ModelConfig.depth: {self.depth} pooling blocks shrink a {shape[1]}x{shape[2]} image to nothing"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (``in_shape`` as a list) that ``ModelConfig.from_dict`` inverts."""
@@ -97,7 +102,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
         d = dict(d)
         if "in_shape" in d:
             d["in_shape"] = tuple(d["in_shape"])
@@ -119,7 +124,7 @@ def flat_features(cfg: ModelConfig) -> int:
     return conv_channels(cfg)[-1] * h * w
 
 
-def param_shapes(cfg: ModelConfig) -> "OrderedDict[str, tuple[int, ...]]":
+def param_shapes(cfg: ModelConfig) -> OrderedDict[str, tuple[int, ...]]:
     """Parameter names (as in ``build_model(cfg).state_dict()``) and shapes, in init order."""
     shapes: OrderedDict[str, tuple[int, ...]] = OrderedDict()
     if cfg.kind == "mlp":
@@ -169,7 +174,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return nn.Sequential(layers)
 
 
-def init_params(cfg: ModelConfig, seed: int) -> "OrderedDict[str, torch.Tensor]":
+def init_params(cfg: ModelConfig, seed: int) -> OrderedDict[str, torch.Tensor]:
     """Initial float32 CPU parameters for ``seed``: U(−1/√fan_in, 1/√fan_in) for every tensor.
 
     fan_in is ``shape[1] · kernel area`` of the layer's weight. Depends only on (cfg, seed).
@@ -196,7 +201,7 @@ def init_model(cfg: ModelConfig, seed: int) -> nn.Module:
     return model
 
 
-def stack_params(per_member: list[dict[str, torch.Tensor]]) -> "OrderedDict[str, torch.Tensor]":
+def stack_params(per_member: list[dict[str, torch.Tensor]]) -> OrderedDict[str, torch.Tensor]:
     """Stack member parameter dicts along a new leading member axis."""
     if not per_member:
         raise ValueError("per_member: expected at least one parameter dict")
@@ -204,7 +209,7 @@ def stack_params(per_member: list[dict[str, torch.Tensor]]) -> "OrderedDict[str,
     return OrderedDict((n, torch.stack([p[n] for p in per_member])) for n in names)
 
 
-def unstack_params(stacked: dict[str, torch.Tensor], member: int) -> "OrderedDict[str, torch.Tensor]":
+def unstack_params(stacked: dict[str, torch.Tensor], member: int) -> OrderedDict[str, torch.Tensor]:
     """Parameters of one member (views) from stacked parameters."""
     return OrderedDict((n, t[member]) for n, t in stacked.items())
 

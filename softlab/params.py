@@ -70,11 +70,16 @@ class Rule:
 
     def describe(self) -> str:
         """The expectation in words: ``an integer >= 1``, ``a number in (0, 0.5)``, ..."""
-        what = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "text",
-                "list": "a list", "dict": "a mapping"}[self.kind]
+        what = {
+            "int": "an integer",
+            "float": "a finite number",
+            "bool": "true or false",
+            "str": "text",
+            "list": "a list",
+            "dict": "a mapping",
+        }[self.kind]
         if self.low is not None and self.high is not None:
-            what += (f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
-                     f"{')' if self.high_open else ']'}")
+            what += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
         elif self.low is not None:
             what += f" {'>' if self.low_open else '>='} {self.low:g}"
         elif self.high is not None:
@@ -130,8 +135,14 @@ def integer(low: float | None = None, high: float | None = None, note: str = "")
     return Rule("int", low, high, note=note)
 
 
-def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-           high_open: bool = False, note: str = "") -> Rule:
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    note: str = "",
+) -> Rule:
     return Rule("float", low, high, low_open, high_open, note=note)
 
 
@@ -251,7 +262,9 @@ def load_params(name_or_path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where, problem = _yaml_problem(exc)
-        raise ParameterError(f"{path}{':' if where else ''}{' ' + where if where else ''}: invalid YAML: {problem}") from None
+        raise ParameterError(
+            f"{path}{':' if where else ''}{' ' + where if where else ''}: invalid YAML: {problem}"
+        ) from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
@@ -329,7 +342,8 @@ def validate(params: dict[str, Any], notebooks: list[Path]) -> dict[Path, dict[s
             if k in decl and not _type_ok(v, decl[k]):
                 raise ParameterError(
                     f"parameter {k!r}: got {v!r} ({type(v).__name__}); {nb.name} declares it as "
-                    f"{type(decl[k]).__name__} (default {decl[k]!r})")
+                    f"{type(decl[k]).__name__} (default {decl[k]!r})"
+                )
     check_ranges(params)
     checked: set[str] = set()
     for nb, decl in declared.items():  # each notebook runs with its defaults overridden by the set
@@ -355,5 +369,6 @@ def coerce_override(value: str, key: str | None = None) -> Any:
         return yaml.safe_load(value)
     except yaml.YAMLError as exc:
         where, problem = _yaml_problem(exc)
-        raise ParameterError(f"--set {key or ''}={value}: invalid YAML value ({problem}"
-                             f"{', ' + where if where else ''})") from None
+        raise ParameterError(
+            f"--set {key or ''}={value}: invalid YAML value ({problem}{', ' + where if where else ''})"
+        ) from None

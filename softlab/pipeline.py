@@ -39,9 +39,12 @@ def notebook_paths(only: list[str] | None = None, notebooks_dir: Path = NOTEBOOK
     return paths
 
 
-def resolve_parameters(params: str | dict[str, Any], overrides: dict[str, Any] | None = None,
-                       only: list[str] | None = None,
-                       notebooks_dir: Path = NOTEBOOKS_DIR) -> tuple[list[Path], dict[Path, dict[str, Any]]]:
+def resolve_parameters(
+    params: str | dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+    only: list[str] | None = None,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+) -> tuple[list[Path], dict[Path, dict[str, Any]]]:
     """The notebooks to run and each one's validated parameters (nothing runs). ``overrides``
     values given as text are parsed as YAML (``--set``); others are used as they are."""
     values = dict(load_params(params)) if isinstance(params, (str, Path)) else dict(params)
@@ -54,8 +57,14 @@ def resolve_parameters(params: str | dict[str, Any], overrides: dict[str, Any] |
     return paths, {p: per_notebook[p] for p in paths}
 
 
-def run_notebooks(params: str | dict[str, Any], only: list[str] | None = None, overrides: dict[str, Any] | None = None,
-                  out_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True) -> list[Path]:
+def run_notebooks(
+    params: str | dict[str, Any],
+    only: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    out_dir: Path = BOOK_DIR,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    progress: bool = True,
+) -> list[Path]:
     """Validate everything, then execute the notebooks in order (see the module docstring).
 
     Raises :class:`softlab.params.ParameterError` before anything runs for a bad parameter,
@@ -72,16 +81,24 @@ def run_notebooks(params: str | dict[str, Any], only: list[str] | None = None, o
         start = time.time()
         print(f"[softlab run] {src.name} with {per_notebook[src]}", flush=True)
         try:
-            pm.execute_notebook(str(src), str(tmp), parameters=per_notebook[src], kernel_name=KERNEL,
-                                cwd=str(notebooks_dir), progress_bar=progress)
+            pm.execute_notebook(
+                str(src),
+                str(tmp),
+                parameters=per_notebook[src],
+                kernel_name=KERNEL,
+                cwd=str(notebooks_dir),
+                progress_bar=progress,
+            )
         except Exception as exc:
             failed = out_dir / f"failed-{src.name}"
             if tmp.exists():
                 os.replace(tmp, failed)
             if isinstance(exc, pm.PapermillExecutionError):
-                raise PipelineError(f"{src.name} failed in cell {exc.exec_count}: {exc.ename}: "
-                                    f"{' '.join(str(exc.evalue).split())}; the executed copy with the traceback "
-                                    f"is {failed}") from exc
+                raise PipelineError(
+                    f"{src.name} failed in cell {exc.exec_count}: {exc.ename}: "
+                    f"{' '.join(str(exc.evalue).split())}; the executed copy with the traceback "
+                    f"is {failed}"
+                ) from exc
             raise
         _hide_injected_parameters(tmp)
         os.replace(tmp, dest)

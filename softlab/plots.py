@@ -166,9 +166,11 @@ def plot_reliability(
     fig, axes = _grid(len(values), max_cols, (2.8, 2.8))
     for ax, val in zip(axes, values):
         part = table[(table[facet] == val) & (table["count"] > 0)]
-        g = part.assign(
-            conf_sum=part["mean_confidence"] * part["count"], hit_sum=part["accuracy"] * part["count"]
-        ).groupby(["bin_lower", "bin_upper"], as_index=False)[["count", "conf_sum", "hit_sum"]].sum()
+        g = (
+            part.assign(conf_sum=part["mean_confidence"] * part["count"], hit_sum=part["accuracy"] * part["count"])
+            .groupby(["bin_lower", "bin_upper"], as_index=False)[["count", "conf_sum", "hit_sum"]]
+            .sum()
+        )
         width = (g["bin_upper"] - g["bin_lower"]).to_numpy()
         left = g["bin_lower"].to_numpy()
         acc = (g["hit_sum"] / g["count"]).to_numpy()
@@ -176,8 +178,14 @@ def plot_reliability(
         colour = condition_colour(str(val)) if facet == "condition" else "#4d4d4d"
         ax.bar(left, acc, width=width, align="edge", color=colour, edgecolor="white", linewidth=0.5)
         ax.bar(
-            left, conf - acc, bottom=acc, width=width, align="edge",
-            facecolor="none", edgecolor="#d62728", linewidth=0.8,
+            left,
+            conf - acc,
+            bottom=acc,
+            width=width,
+            align="edge",
+            facecolor="none",
+            edgecolor="#d62728",
+            linewidth=0.8,
         )
         ax.plot([0, 1], [0, 1], ls="--", color="black", lw=0.8)
         n = g["count"].sum()
@@ -217,14 +225,14 @@ def plot_data_maps(
         if maps.empty:
             raise ValueError(f"reference: no rows with reference {reference!r}")
     elif "reference" in maps.columns and maps["reference"].nunique() > 1:
-        raise ValueError(
-            f"reference: maps holds several references {sorted(maps['reference'].unique())}; pick one"
-        )
+        raise ValueError(f"reference: maps holds several references {sorted(maps['reference'].unique())}; pick one")
     values = _facet_values(maps, facet)
     colour_values = maps[hue].to_numpy(dtype=np.float64)
     finite = colour_values[np.isfinite(colour_values)]
-    norm = Normalize(vmin=float(finite.min()) if finite.size else 0.0,
-                     vmax=float(finite.max()) if finite.size and finite.max() > finite.min() else 1.0)
+    norm = Normalize(
+        vmin=float(finite.min()) if finite.size else 0.0,
+        vmax=float(finite.max()) if finite.size and finite.max() > finite.min() else 1.0,
+    )
     rng = np.random.default_rng(seed)
     fig, axes = _grid(len(values), max_cols, (3.0, 2.8))
     mappable = None
@@ -233,8 +241,14 @@ def plot_data_maps(
         if len(part) > max_points:
             part = part.iloc[np.sort(rng.choice(len(part), size=max_points, replace=False))]
         mappable = ax.scatter(
-            part["variability"], part["confidence"], c=part[hue], cmap="viridis", norm=norm,
-            s=6, alpha=0.7, linewidths=0,
+            part["variability"],
+            part["confidence"],
+            c=part[hue],
+            cmap="viridis",
+            norm=norm,
+            s=6,
+            alpha=0.7,
+            linewidths=0,
         )
         ax.set_title(str(val))
         ax.set_xlabel("variability")
@@ -242,7 +256,11 @@ def plot_data_maps(
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlim(left=0)
     if mappable is not None:
-        fig.colorbar(mappable, ax=axes[: len(values)].tolist(), label=hue.replace("_", " ") + (" (nats)" if "entropy" in hue else ""))
+        fig.colorbar(
+            mappable,
+            ax=axes[: len(values)].tolist(),
+            label=hue.replace("_", " ") + (" (nats)" if "entropy" in hue else ""),
+        )
     return fig
 
 
@@ -269,7 +287,11 @@ def plot_metric_by_stratum(
     for ax, metric in zip(axes, metrics):
         part = summary if metric is None else summary[summary["metric"] == metric]
         xs = [s for s in STRATUM_ORDER if s in set(part[x])] + [s for s in pd.unique(part[x]) if s not in STRATUM_ORDER]
-        hues = order_conditions([str(h) for h in pd.unique(part[hue])]) if hue == "condition" else list(pd.unique(part[hue]))
+        hues = (
+            order_conditions([str(h) for h in pd.unique(part[hue])])
+            if hue == "condition"
+            else list(pd.unique(part[hue]))
+        )
         span = 0.7
         step = span / max(len(hues), 1)
         for j, hv in enumerate(hues):
@@ -287,8 +309,15 @@ def plot_metric_by_stratum(
             est_a, lo_a, hi_a = (np.asarray(v, dtype=np.float64) for v in (est, lo, hi))
             colour = condition_colour(str(hv)) if hue == "condition" else None
             ax.errorbar(
-                pos, est_a, yerr=np.clip(np.vstack([est_a - lo_a, hi_a - est_a]), 0.0, None), fmt="o", ms=4,
-                capsize=2, lw=1, color=colour, label=str(hv),
+                pos,
+                est_a,
+                yerr=np.clip(np.vstack([est_a - lo_a, hi_a - est_a]), 0.0, None),
+                fmt="o",
+                ms=4,
+                capsize=2,
+                lw=1,
+                color=colour,
+                label=str(hv),
             )
         if estimate == "difference":
             ax.axhline(0.0, color="black", lw=0.8)
@@ -336,8 +365,14 @@ def plot_seed_spread(
     ax = fig.add_subplot()
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     groups = [data.loc[data[by].astype(str) == str(v), "value"].to_numpy(dtype=np.float64) for v in order]
-    boxes = ax.boxplot(groups, positions=np.arange(len(order)), widths=0.6, patch_artist=True,
-                       showfliers=False, medianprops={"color": "black"})
+    boxes = ax.boxplot(
+        groups,
+        positions=np.arange(len(order)),
+        widths=0.6,
+        patch_artist=True,
+        showfliers=False,
+        medianprops={"color": "black"},
+    )
     for patch, v in zip(boxes["boxes"], order):
         patch.set_facecolor(palette[v] if palette else "#bbbbbb")
         patch.set_alpha(0.5)
@@ -465,14 +500,18 @@ def plot_verdicts(verdicts: pd.DataFrame, label: str = "label") -> Figure:
     finite = finite[np.isfinite(finite)]
     lim = max(2.0, float(np.abs(finite).max()) * 1.1) if finite.size else 2.0
     ax.set_xlim(-min(lim, 12), min(lim, 12))
-    handles = [mpl.lines.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOURS.items()
-               if v in {verdict_word(x) for x in rows["verdict"]}]
+    handles = [
+        mpl.lines.Line2D([], [], marker="o", ls="", color=c, label=v)
+        for v, c in VERDICT_COLOURS.items()
+        if v in {verdict_word(x) for x in rows["verdict"]}
+    ]
     ax.legend(handles=handles, loc="lower right", fontsize=9, frameon=True)
     return fig
 
 
-def plot_image_grid(images: np.ndarray, titles: Sequence[str] | None = None, ncols: int = 8,
-                    cell: float | None = None) -> Figure:
+def plot_image_grid(
+    images: np.ndarray, titles: Sequence[str] | None = None, ncols: int = 8, cell: float | None = None
+) -> Figure:
     """Images in a grid at most ``ncols`` wide (grey-scale (n, H, W) or colour (n, H, W, 3)),
     each with an optional title; sized to the book's column."""
     images = np.asarray(images)
@@ -480,7 +519,9 @@ def plot_image_grid(images: np.ndarray, titles: Sequence[str] | None = None, nco
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
     cell = cell or COLUMN_WIDTH_IN / ncols
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, (cell + (0.45 if titles is not None else 0.0)) * nrows), layout="constrained")
+    fig = Figure(
+        figsize=(COLUMN_WIDTH_IN, (cell + (0.45 if titles is not None else 0.0)) * nrows), layout="constrained"
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")

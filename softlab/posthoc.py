@@ -23,7 +23,7 @@ from scipy.special import log_softmax
 
 from softlab.labels import TEACHER_FLOOR, temper
 
-__all__ = ["T_BOUNDS", "fit_temperature_scaling", "apply_temperature", "scaled_cross_entropy"]
+__all__ = ["T_BOUNDS", "apply_temperature", "fit_temperature_scaling", "scaled_cross_entropy"]
 
 #: The temperatures searched (a model needing more than this is reported at the bound).
 T_BOUNDS: tuple[float, float] = (0.05, 20.0)
@@ -35,8 +35,7 @@ def scaled_cross_entropy(probs: np.ndarray, reference: np.ndarray, temperature: 
     return float(-(np.asarray(reference, dtype=np.float64) * log_softmax(z, axis=-1)).sum(axis=-1).mean())
 
 
-def fit_temperature_scaling(probs: np.ndarray, reference: np.ndarray,
-                            bounds: tuple[float, float] = T_BOUNDS) -> float:
+def fit_temperature_scaling(probs: np.ndarray, reference: np.ndarray, bounds: tuple[float, float] = T_BOUNDS) -> float:
     """The temperature ``T*`` (see the module docstring) for ``probs`` (n, C) against
     ``reference`` (n, C) probability rows. Returns 1.0 for an empty calibration set or a
     model whose probabilities are all NaN (a diverged run)."""
@@ -47,8 +46,12 @@ def fit_temperature_scaling(probs: np.ndarray, reference: np.ndarray,
     if len(p) == 0 or not np.isfinite(p).all():
         return 1.0
     lo, hi = np.log(bounds[0]), np.log(bounds[1])
-    res = minimize_scalar(lambda log_t: scaled_cross_entropy(p, r, float(np.exp(log_t))), bounds=(lo, hi),
-                          method="bounded", options={"xatol": 1e-6})
+    res = minimize_scalar(
+        lambda log_t: scaled_cross_entropy(p, r, float(np.exp(log_t))),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     return float(np.exp(res.x))
 
 

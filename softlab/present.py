@@ -38,7 +38,7 @@ def fmt_number(x: Any, digits: int = 3) -> str:
         v = float(x)
         if v == 0:
             return "0"
-        if abs(v) >= 10 ** digits:
+        if abs(v) >= 10**digits:
             return f"{v:,.0f}".replace(",", " ")
         return np.format_float_positional(v, precision=digits, unique=False, fractional=False, trim="-")
     return str(x)
@@ -49,8 +49,14 @@ def verdict_word(v: Any) -> str:
     return str(v).split(" ")[0]
 
 
-def table(df: pd.DataFrame, digits: int = 3, percent: Iterable[str] = (), uuid: str = "t",
-          rename: Mapping[str, str] | None = None, verdict_column: str | None = "verdict") -> Any:
+def table(
+    df: pd.DataFrame,
+    digits: int = 3,
+    percent: Iterable[str] = (),
+    uuid: str = "t",
+    rename: Mapping[str, str] | None = None,
+    verdict_column: str | None = "verdict",
+) -> Any:
     """A narrow HTML table of ``df``: no index, ``digits`` significant figures, columns in
     ``percent`` as percentages, a coloured verdict column when present. ``uuid`` must be unique
     on the page (it keeps the HTML identical between runs)."""
@@ -58,12 +64,18 @@ def table(df: pd.DataFrame, digits: int = 3, percent: Iterable[str] = (), uuid: 
     if rename:
         shown = shown.rename(columns=dict(rename))
     percent = {dict(rename or {}).get(c, c) for c in percent}
-    fmt = {c: (lambda v: "–" if pd.isna(v) else f"{100 * float(v):.1f}%") if c in percent
-           else (lambda v, d=digits: fmt_number(v, d)) for c in shown.columns}
+    fmt = {
+        c: (lambda v: "–" if pd.isna(v) else f"{100 * float(v):.1f}%")
+        if c in percent
+        else (lambda v, d=digits: fmt_number(v, d))
+        for c in shown.columns
+    }
     styler = shown.style.format(fmt).hide(axis="index").set_uuid(uuid)
     if verdict_column and verdict_column in shown.columns:
-        styler = styler.map(lambda v: f"color: {VERDICT_COLOURS.get(verdict_word(v), '#000')}; font-weight: bold",
-                            subset=[verdict_column])
+        styler = styler.map(
+            lambda v: f"color: {VERDICT_COLOURS.get(verdict_word(v), '#000')}; font-weight: bold",
+            subset=[verdict_column],
+        )
     return styler.set_table_attributes('class="softlab-table"')
 
 
@@ -71,15 +83,18 @@ def param_line(p: Mapping[str, Any], skipped: Mapping[str, str] | None = None) -
     """One Markdown sentence saying which parameter set produced the page, and one line per
     arm that was skipped because its data is not available here (with what to do)."""
     arms = ", ".join(f"`{a}`" for a in p.get("arms", []))
-    model = {"mlp": f"an MLP ({p.get('hidden')} hidden units)", "cnn": "the reference CNN"}.get(p.get("model"),
-                                                                                             str(p.get("model")))
+    model = {"mlp": f"an MLP ({p.get('hidden')} hidden units)", "cnn": "the reference CNN"}.get(
+        p.get("model"), str(p.get("model"))
+    )
     folds = int(p.get("folds", 0))
     run_folds = int(p.get("run_folds", 0)) or folds
     fold_text = f"{folds} folds" if run_folds == folds else f"{run_folds} of {folds} folds"
     votes = ", ".join(f"`{v}`" for v in (p.get("votes") or {}))
-    text = (f"*Computed with the `{p.get('params_name')}` parameter set: arms {arms}"
-            + (f" and votes arms {votes}" if votes else "") +
-            f"; {model}, {p.get('epochs')} epochs, {p.get('seeds')} seeds × {fold_text}.*")
+    text = (
+        f"*Computed with the `{p.get('params_name')}` parameter set: arms {arms}"
+        + (f" and votes arms {votes}" if votes else "")
+        + f"; {model}, {p.get('epochs')} epochs, {p.get('seeds')} seeds × {fold_text}.*"
+    )
     for arm, reason in (skipped or {}).items():
         text += f"\n\n**The `{arm}` arm was skipped:** {reason}"
     return text
@@ -113,8 +128,11 @@ def scaled_effects(verdicts: pd.DataFrame) -> pd.DataFrame:
     est, lo, hi = [], [], []
     for row in out.itertuples(index=False):
         rel = _margin_scale(row) == "relative"
-        e, a, b = ((row.relative, row.relative_ci_low, row.relative_ci_high) if rel
-                   else (row.estimate, row.ci_low, row.ci_high))
+        e, a, b = (
+            (row.relative, row.relative_ci_low, row.relative_ci_high)
+            if rel
+            else (row.estimate, row.ci_low, row.ci_high)
+        )
         m = float(row.margin) if row.margin and np.isfinite(row.margin) else np.nan
         s = _sign(row)
         vals = [s * float(v) / m if m else np.nan for v in (e, a, b)]
@@ -128,8 +146,7 @@ def scaled_effects(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 def _estimate_text(row: Any) -> str:
     if _margin_scale(row) == "relative" and np.isfinite(row.relative):
-        return (f"{row.relative:+.1%} [{row.relative_ci_low:+.1%}, {row.relative_ci_high:+.1%}]"
-                .replace("nan%", "–"))
+        return f"{row.relative:+.1%} [{row.relative_ci_low:+.1%}, {row.relative_ci_high:+.1%}]".replace("nan%", "–")
     return f"{fmt_number(row.estimate)} [{fmt_number(row.ci_low)}, {fmt_number(row.ci_high)}]"
 
 
@@ -144,14 +161,20 @@ def claim_rows(verdicts: pd.DataFrame, claim: int | None, primary: bool = True) 
     rows = []
     for row in part.itertuples(index=False):
         where = row.arm if claim is not None else f"{int(row.claim)} · {row.arm}"
-        rows.append({"claim · arm" if claim is None else "arm": where,
-                     "test": f"{row.metric} vs {row.comparator}",
-                     "estimate [95% CI]": _estimate_text(row),
-                     "p (Holm)": fmt_number(row.p_adjusted, 2),
-                     "MDE": fmt_number(row.mde, 2),
-                     "verdict": row.verdict})
-    return pd.DataFrame(rows, columns=["claim · arm" if claim is None else "arm", "test", "estimate [95% CI]",
-                                       "p (Holm)", "MDE", "verdict"])
+        rows.append(
+            {
+                "claim · arm" if claim is None else "arm": where,
+                "test": f"{row.metric} vs {row.comparator}",
+                "estimate [95% CI]": _estimate_text(row),
+                "p (Holm)": fmt_number(row.p_adjusted, 2),
+                "MDE": fmt_number(row.mde, 2),
+                "verdict": row.verdict,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["claim · arm" if claim is None else "arm", "test", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"],
+    )
 
 
 def claim_sentences(verdicts: pd.DataFrame) -> str:
@@ -160,7 +183,9 @@ def claim_sentences(verdicts: pd.DataFrame) -> str:
     primary = verdicts[verdicts["primary"]]
     for claim in sorted(primary["claim"].unique()):
         part = primary[primary["claim"] == claim]
-        bits = [f"**{verdict_word(r.verdict)}** on `{r.arm}` ({_estimate_text(r)})" for r in part.itertuples(index=False)]
+        bits = [
+            f"**{verdict_word(r.verdict)}** on `{r.arm}` ({_estimate_text(r)})" for r in part.itertuples(index=False)
+        ]
         statement = CLAIM_STATEMENTS.get(int(claim), f"claim {claim}")
         lines.append(f"- *Claim {int(claim)} — {statement}:* " + "; ".join(bits) + ".")
     return "\n".join(lines)

@@ -39,18 +39,24 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from softlab.cartography import CartographyStats, auroc, cartography_stats, human_ambiguous, human_uncertainty_relation
 from softlab.data import entropy, human_mode
+from softlab.data.cifar import DataUnavailable
 from softlab.evaluation import RunPredictions, evaluate_runs, write_metrics_table
-from softlab.experiment import Arm, ArmConfig, GridResults
+from softlab.experiment import Arm, ArmConfig, GridResults, prepare_arm, run_arm
 from softlab.io import atomic_path, atomic_write_text, config_key
 from softlab.paths import cache_dir, results_dir
 from softlab.posthoc import apply_temperature, fit_temperature_scaling
+
+if TYPE_CHECKING:  # pragma: no cover
+    from softlab.inference import ArmPredictions
+    from softlab.store import RunStore
+    from softlab.train import TrainConfig
 
 TS_SUFFIX = "+ts"
 STRATA_ORDER = ("all", "easy", "medium", "hard", "mode-shifted")
@@ -60,21 +66,31 @@ RESULTS_VERSION = 1
 
 # ----------------------------------------------------------------------------- per run
 
+
 def run_temperatures(grid: GridResults) -> pd.DataFrame:
     """Per run: the post-hoc temperature fitted on its calibration split (columns ``dataset,
     condition, seed, fold, temperature, calibration_items``)."""
     arm = grid.arm
     rows = []
-    for i, row in enumerate(grid.runs.itertuples(index=False)):
+    for i, row in enumerate(grid.run_keys()):
         pos, probs = grid.calibration_probs(i)
         t = fit_temperature_scaling(probs, arm.target_reference(pos))
-        rows.append({"dataset": arm.name, "condition": row.condition, "seed": int(row.seed), "fold": int(row.fold),
-                     "temperature": t, "calibration_items": int(len(pos))})
+        rows.append(
+            {
+                "dataset": arm.name,
+                "condition": row.condition,
+                "seed": int(row.seed),
+                "fold": int(row.fold),
+                "temperature": t,
+                "calibration_items": len(pos),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _temperature_lookup(temperatures: pd.DataFrame) -> dict[tuple[str, int, int], float]:
-    return {(r.condition, int(r.seed), int(r.fold)): float(r.temperature) for r in temperatures.itertuples(index=False)}
+    columns = (temperatures[c].tolist() for c in ("condition", "seed", "fold", "temperature"))
+    return {(str(c), int(s), int(f)): float(t) for c, s, f, t in zip(*columns)}
 
 
 def evaluated_items(arm: Arm) -> np.ndarray:
@@ -82,7 +98,7 @@ def evaluated_items(arm: Arm) -> np.ndarray:
     return np.flatnonzero(np.isin(arm.folds[arm.annotated], arm.config.folds_to_run()))
 
 
-def arm_predictions(grid: GridResults, temperatures: pd.DataFrame):
+def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredictions:
     """The arm's :class:`softlab.inference.ArmPredictions`: pooled out-of-fold predictions of
     every condition and its ``+ts`` twin, with held-out dynamics statistics per item."""
     from softlab.inference import ArmPredictions
@@ -119,20 +135,26 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame):
         probs[cond + TS_SUFFIX] = scaled
         arrays[cond] = {"heldout_confidence": conf, "heldout_variability": var, "heldout_correctness": corr}
     difficulty = arm.difficulty()[keep]
-    strata = {"all": np.ones(n, dtype=bool), **{d: difficulty == d for d in ("easy", "medium", "hard")},
-              "mode-shifted": arm.mode_shifted()[keep]}
+    strata = {
+        "all": np.ones(n, dtype=bool),
+        **{d: difficulty == d for d in ("easy", "medium", "hard")},
+        "mode-shifted": arm.mode_shifted()[keep],
+    }
     design = "pooled" if len(arm.config.folds_to_run()) == arm.config.folds else "single-fold"
-    return ArmPredictions(arm=arm.name, reference_name=arm.reference_name, seeds=np.asarray(seeds),
-                          official=official, reference=ref, strata=strata, probs=probs, item_arrays=arrays,
-                          design=design)
+    return ArmPredictions(
+        arm=arm.name,
+        reference_name=arm.reference_name,
+        seeds=np.asarray(seeds),
+        official=official,
+        reference=ref,
+        strata=strata,
+        probs=probs,
+        item_arrays=arrays,
+        design=design,
+    )
 
 
-def _split_condition(condition: str) -> tuple[str, str]:
-    mode, shape = condition.split("/", 1)
-    return mode, shape
-
-
-def heldout_records(preds) -> list[RunPredictions]:
+def heldout_records(preds: ArmPredictions) -> list[RunPredictions]:
     """One :class:`RunPredictions` per (condition, seed) of the pooled held-out predictions
     (``fold = -1``), with the arm's per-fold difficulty strata."""
     strata = {k: v for k, v in preds.strata.items() if k != "all"}
@@ -142,9 +164,20 @@ def heldout_records(preds) -> list[RunPredictions]:
         for si, seed in enumerate(preds.seeds):
             if not np.isfinite(p[si]).all():
                 continue  # a diverged run: its items have no prediction
-            out.append(RunPredictions(dataset=preds.arm, condition=cond, seed=int(seed), fold=-1, split="heldout",
-                                      probs=p[si], item_ids=ids, official=preds.official, human=preds.reference,
-                                      strata=strata))
+            out.append(
+                RunPredictions(
+                    dataset=preds.arm,
+                    condition=cond,
+                    seed=int(seed),
+                    fold=-1,
+                    split="heldout",
+                    probs=p[si],
+                    item_ids=ids,
+                    official=preds.official,
+                    human=preds.reference,
+                    strata=strata,
+                )
+            )
     return out
 
 
@@ -154,14 +187,24 @@ def disjoint_records(grid: GridResults, temperatures: pd.DataFrame) -> list[RunP
     temps = _temperature_lookup(temperatures)
     ids = np.arange(len(arm.disjoint_labels))
     out = []
-    for i, row in enumerate(grid.runs.itertuples(index=False)):
+    for i, row in enumerate(grid.run_keys()):
         p = grid.results[i].eval_probs["disjoint"]
         if not np.isfinite(p).all():
             continue
         t = temps[(row.condition, int(row.seed), int(row.fold))]
         for cond, probs in ((row.condition, p), (row.condition + TS_SUFFIX, apply_temperature(p, t))):
-            out.append(RunPredictions(dataset=arm.name, condition=cond, seed=int(row.seed), fold=int(row.fold),
-                                      split="disjoint", probs=probs, item_ids=ids, official=arm.disjoint_labels))
+            out.append(
+                RunPredictions(
+                    dataset=arm.name,
+                    condition=cond,
+                    seed=int(row.seed),
+                    fold=int(row.fold),
+                    split="disjoint",
+                    probs=probs,
+                    item_ids=ids,
+                    official=arm.disjoint_labels,
+                )
+            )
     return out
 
 
@@ -173,13 +216,15 @@ def metrics_table(records: Sequence[RunPredictions], n_bins: int = 15) -> pd.Dat
 
 # ----------------------------------------------------------------------------- cartography
 
-def _stats_of(preds, cond: str) -> CartographyStats:
+
+def _stats_of(preds: ArmPredictions, cond: str) -> CartographyStats:
     a = preds.item_arrays[cond]
-    return CartographyStats(confidence=a["heldout_confidence"], variability=a["heldout_variability"],
-                            correctness=a["heldout_correctness"])
+    return CartographyStats(
+        confidence=a["heldout_confidence"], variability=a["heldout_variability"], correctness=a["heldout_correctness"]
+    )
 
 
-def heldout_cartography(preds) -> pd.DataFrame:
+def heldout_cartography(preds: ArmPredictions) -> pd.DataFrame:
     """Claim 3 on held-out items: per (condition, seed), how the held-out dynamics (reference
     mode over epochs) relate to the reference entropy — ``spearman_confidence_entropy``,
     ``spearman_variability_entropy``, ``auroc_variability_ambiguous``. Tidy columns ``dataset,
@@ -190,12 +235,21 @@ def heldout_cartography(preds) -> pd.DataFrame:
         ok = np.isfinite(st.confidence).all(axis=1)
         if not ok.any():
             continue
-        rel = human_uncertainty_relation(CartographyStats(st.confidence[ok], st.variability[ok], st.correctness[ok]),
-                                         preds.reference)
+        rel = human_uncertainty_relation(
+            CartographyStats(st.confidence[ok], st.variability[ok], st.correctness[ok]), preds.reference
+        )
         for metric in ("spearman_confidence_entropy", "spearman_variability_entropy", "auroc_variability_ambiguous"):
             for seed, value in zip(np.asarray(preds.seeds)[ok], np.asarray(rel[metric]).ravel()):
-                rows.append({"dataset": preds.arm, "condition": cond, "seed": int(seed), "items": "held-out",
-                             "metric": metric, "value": float(value)})
+                rows.append(
+                    {
+                        "dataset": preds.arm,
+                        "condition": cond,
+                        "seed": int(seed),
+                        "items": "held-out",
+                        "metric": metric,
+                        "value": float(value),
+                    }
+                )
     return pd.DataFrame(rows, columns=["dataset", "condition", "seed", "items", "metric", "value"])
 
 
@@ -206,7 +260,7 @@ def training_cartography(grid: GridResults, reference: str = "human-mode") -> pd
     arm = grid.arm
     ref_full = arm.reference_full()
     rows = []
-    for row in grid.runs.itertuples(index=False):
+    for row in grid.run_keys():
         if not row.training_dynamics:
             continue
         dyn, pos = grid.dynamics(row.condition, row.seed, row.fold)
@@ -216,8 +270,17 @@ def training_cartography(grid: GridResults, reference: str = "human-mode") -> pd
         target = {"official": arm.official[pos], "human-mode": human_mode(h, arm.official[pos]), "soft": h}[reference]
         rel = human_uncertainty_relation(cartography_stats(dyn, target), h)
         for metric in ("spearman_confidence_entropy", "spearman_variability_entropy", "auroc_variability_ambiguous"):
-            rows.append({"dataset": arm.name, "condition": row.condition, "seed": int(row.seed), "fold": int(row.fold),
-                         "items": "training", "metric": metric, "value": float(rel[metric])})
+            rows.append(
+                {
+                    "dataset": arm.name,
+                    "condition": row.condition,
+                    "seed": int(row.seed),
+                    "fold": int(row.fold),
+                    "items": "training",
+                    "metric": metric,
+                    "value": float(rel[metric]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -233,7 +296,7 @@ def hard_label_cartography(grid: GridResults, condition: str = "original/hard") 
     arm = grid.arm
     ref_full = arm.reference_full()
     rows = []
-    for i, row in enumerate(grid.runs.itertuples(index=False)):
+    for i, row in enumerate(grid.run_keys()):
         if row.condition != condition:
             continue
         for items in ("training", "held-out"):
@@ -247,11 +310,22 @@ def hard_label_cartography(grid: GridResults, condition: str = "original/hard") 
                 continue
             amb = human_ambiguous(entropy(ref_full[pos]))
             st = cartography_stats(dyn, arm.official[pos])
-            scores = {"variability": st.variability, "1 - confidence": 1.0 - st.confidence,
-                      "predictive entropy (final model)": entropy(dyn[-1])}
+            scores = {
+                "variability": st.variability,
+                "1 - confidence": 1.0 - st.confidence,
+                "predictive entropy (final model)": entropy(dyn[-1]),
+            }
             for name, s in scores.items():
-                rows.append({"dataset": arm.name, "seed": int(row.seed), "fold": int(row.fold), "items": items,
-                             "score": name, "auroc": float(auroc(s, amb))})
+                rows.append(
+                    {
+                        "dataset": arm.name,
+                        "seed": int(row.seed),
+                        "fold": int(row.fold),
+                        "items": items,
+                        "score": name,
+                        "auroc": float(auroc(s, amb)),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -288,12 +362,22 @@ def churn_table(grid: GridResults, conditions: Sequence[str] | None = None, n_bo
             if len(probs) < 2:
                 continue
             iv = churn_interval(np.stack(probs), n_boot=n_boot)
-            rows.append({"dataset": grid.arm.name, "condition": cond, "fold": int(fold), "runs": len(probs),
-                         "churn": iv.estimate, "ci_low": iv.low, "ci_high": iv.high})
+            rows.append(
+                {
+                    "dataset": grid.arm.name,
+                    "condition": cond,
+                    "fold": int(fold),
+                    "runs": len(probs),
+                    "churn": iv.estimate,
+                    "ci_low": iv.low,
+                    "ci_high": iv.high,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- the whole book
+
 
 @dataclass
 class BookResults:
@@ -316,8 +400,21 @@ class BookResults:
     predictions: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    TABLES = ("metrics", "verdicts", "heldout_cartography", "training_cartography", "hard_label_cartography",
-              "data_maps", "churn", "temperatures", "fitted", "teachers", "learning_curves", "runs", "diverged")
+    TABLES = (
+        "metrics",
+        "verdicts",
+        "heldout_cartography",
+        "training_cartography",
+        "hard_label_cartography",
+        "data_maps",
+        "churn",
+        "temperatures",
+        "fitted",
+        "teachers",
+        "learning_curves",
+        "runs",
+        "diverged",
+    )
 
 
 DATA_MAP_CONDITIONS = ("original/hard", "human/hard", "human/synthetic", "human/human-shuffled", "human/human")
@@ -330,8 +427,19 @@ def _analysis_fingerprint() -> str:
 
     root = Path(softlab.__file__).parent
     h = hashlib.sha256()
-    for name in ("report", "inference", "metrics", "evaluation", "stats", "cartography", "posthoc", "experiment",
-                 "labels"):
+    for name in (
+        "report",
+        "inference",
+        "metrics",
+        "evaluation",
+        "stats",
+        "cartography",
+        "posthoc",
+        "experiment",
+        "labels",
+        "validation",
+        "data/annotations",
+    ):
         path = root / f"{name}.py"
         if path.exists():
             h.update(path.read_bytes())
@@ -344,38 +452,62 @@ def _analysis_fingerprint() -> str:
 
 
 def book_key(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], n_boot: int) -> str:
-    from softlab.experiment import PROTOCOL_VERSION
+    from softlab.experiment import PROTOCOL_VERSION, data_versions
     from softlab.train import TRAINER_VERSION
 
-    from softlab.experiment import data_versions
+    return config_key(
+        {
+            "arms": {
+                name: {
+                    **cfg.key_dict(),
+                    "conditions": list(cfg.conditions),
+                    "run_folds": cfg.run_folds,
+                    "data": data_versions(cfg),
+                }
+                for name, cfg in arm_configs.items()
+            },
+            "train": train_cfg.key_dict(),
+            "seeds": [int(s) for s in seeds],
+            "n_boot": int(n_boot),
+            "protocol": PROTOCOL_VERSION,
+            "trainer": TRAINER_VERSION,
+            "results_version": RESULTS_VERSION,
+            "analysis": _analysis_fingerprint(),
+        }
+    )
 
-    return config_key({
-        "arms": {name: {**cfg.key_dict(), "conditions": list(cfg.conditions), "run_folds": cfg.run_folds,
-                        "data": data_versions(cfg)}
-                 for name, cfg in arm_configs.items()},
-        "train": train_cfg.key_dict(), "seeds": [int(s) for s in seeds], "n_boot": int(n_boot),
-        "protocol": PROTOCOL_VERSION, "trainer": TRAINER_VERSION, "results_version": RESULTS_VERSION,
-        "analysis": _analysis_fingerprint()})
 
-
-def compute_book(arm_configs: Mapping[str, ArmConfig], train_cfg: Any, seeds: Sequence[int], n_boot: int = 2000,
-                 params_name: str = "custom", progress: bool = False, store: Any = None,
-                 executor: Any = None) -> BookResults:
+def compute_book(
+    arm_configs: Mapping[str, ArmConfig],
+    train_cfg: TrainConfig,
+    seeds: Sequence[int],
+    n_boot: int = 2000,
+    params_name: str = "custom",
+    progress: bool = False,
+    store: RunStore | None = None,
+    executor: Any = None,
+) -> BookResults:
     """Train (or load) every arm's grid and compute every table, one arm at a time (so at most
     one arm's runs are in memory). ``executor``: where missing runs train (see
     :func:`softlab.experiment.run_arm`; None reads ``$SOFTLAB_DASK``)."""
-    from softlab.data.cifar import DataUnavailable
-    from softlab.distributed import open_executor
-    from softlab.experiment import prepare_arm, run_arm
-    from softlab.inference import verdict_table
+    from softlab.distributed import open_executor  # imports torch: only when the book is computed
 
     with open_executor(executor) as ex:  # one executor (e.g. one local Dask cluster) for every arm
-        return _compute_book(arm_configs, train_cfg, seeds, n_boot, params_name, progress, store, ex,
-                             prepare_arm, run_arm, verdict_table, DataUnavailable)
+        return _compute_book(arm_configs, train_cfg, seeds, n_boot, params_name, progress, store, ex)
 
 
-def _compute_book(arm_configs, train_cfg, seeds, n_boot, params_name, progress, store, executor,
-                  prepare_arm, run_arm, verdict_table, DataUnavailable) -> BookResults:
+def _compute_book(
+    arm_configs: Mapping[str, ArmConfig],
+    train_cfg: TrainConfig,
+    seeds: Sequence[int],
+    n_boot: int,
+    params_name: str,
+    progress: bool,
+    store: RunStore | None,
+    executor: Any,
+) -> BookResults:
+    from softlab.inference import verdict_table
+
     t0 = time.perf_counter()
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in BookResults.TABLES if name != "verdicts"}
     predictions = {}
@@ -408,22 +540,34 @@ def _compute_book(arm_configs, train_cfg, seeds, n_boot, params_name, progress, 
         parts["diverged"].append(grid.diverged().assign(dataset=arm.name))
         timing[name] = time.perf_counter() - start
         del grid
-    tables = {k: (pd.concat([f for f in v if len(f)], ignore_index=True) if any(len(f) for f in v) else pd.DataFrame())
-              for k, v in parts.items()}
+    tables = {
+        k: (pd.concat([f for f in v if len(f)], ignore_index=True) if any(len(f) for f in v) else pd.DataFrame())
+        for k, v in parts.items()
+    }
     verdicts = verdict_table(predictions)
-    meta = {"params_name": params_name, "seeds": [int(s) for s in seeds], "seconds_by_arm": timing,
-            "skipped": skipped,
-            "seconds": time.perf_counter() - t0, "model": train_cfg.model.kind, "epochs": train_cfg.epochs,
-            "folds": {n: c.folds for n, c in arm_configs.items()},
-            "run_folds": {n: len(c.folds_to_run()) for n, c in arm_configs.items()}}
+    meta = {
+        "params_name": params_name,
+        "seeds": [int(s) for s in seeds],
+        "seconds_by_arm": timing,
+        "skipped": skipped,
+        "seconds": time.perf_counter() - t0,
+        "model": train_cfg.model.kind,
+        "epochs": train_cfg.epochs,
+        "folds": {n: c.folds for n, c in arm_configs.items()},
+        "run_folds": {n: len(c.folds_to_run()) for n, c in arm_configs.items()},
+    }
     return BookResults(params_name=params_name, verdicts=verdicts, predictions=predictions, meta=meta, **tables)
 
 
 # ----------------------------------------------------------------------------- persistence
 
-def _save_predictions(preds, path: Path) -> None:
-    arrays: dict[str, np.ndarray] = {"seeds": np.asarray(preds.seeds), "official": preds.official,
-                                     "reference": preds.reference}
+
+def _save_predictions(preds: ArmPredictions, path: Path) -> None:
+    arrays: dict[str, np.ndarray] = {
+        "seeds": np.asarray(preds.seeds),
+        "official": preds.official,
+        "reference": preds.reference,
+    }
     for k, v in preds.strata.items():
         arrays[f"strata::{k}"] = v
     for k, v in preds.probs.items():
@@ -431,14 +575,15 @@ def _save_predictions(preds, path: Path) -> None:
     for cond, d in preds.item_arrays.items():
         for k, v in d.items():
             arrays[f"items::{cond}::{k}"] = v
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    atomic_write_text(path.with_suffix(".json"), json.dumps({"arm": preds.arm, "reference_name": preds.reference_name,
-                                                             "design": preds.design}))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, allow_pickle=False, **arrays)
+    atomic_write_text(
+        path.with_suffix(".json"),
+        json.dumps({"arm": preds.arm, "reference_name": preds.reference_name, "design": preds.design}),
+    )
 
 
-def _load_predictions(path: Path):
+def _load_predictions(path: Path) -> ArmPredictions:
     from softlab.inference import ArmPredictions
 
     info = json.loads(path.with_suffix(".json").read_text())
@@ -451,9 +596,17 @@ def _load_predictions(path: Path):
         if k.startswith("items::"):
             _, cond, name = k.split("::")
             items.setdefault(cond, {})[name] = v
-    return ArmPredictions(arm=info["arm"], reference_name=info["reference_name"], seeds=arrays["seeds"],
-                          official=arrays["official"], reference=arrays["reference"], strata=strata, probs=probs,
-                          item_arrays=items, design=info["design"])
+    return ArmPredictions(
+        arm=info["arm"],
+        reference_name=info["reference_name"],
+        seeds=arrays["seeds"],
+        official=arrays["official"],
+        reference=arrays["reference"],
+        strata=strata,
+        probs=probs,
+        item_arrays=items,
+        design=info["design"],
+    )
 
 
 def save_book(results: BookResults, folder: Path) -> None:
@@ -508,8 +661,7 @@ def book_results(params: Mapping[str, Any], progress: bool = False, store: Any =
         results = load_book(folder)
         results.params_name = name
     else:
-        results = compute_book(arm_configs, train_cfg, seeds, n_boot, params_name=name, progress=progress,
-                               store=store)
+        results = compute_book(arm_configs, train_cfg, seeds, n_boot, params_name=name, progress=progress, store=store)
         save_book(results, folder)
     write_metrics_table(results.metrics, metrics_path(name))
     write_verdicts(results.verdicts, verdicts_path(name))

@@ -33,11 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 
-from softlab.metrics import entropy, human_mode
+from softlab.data.annotations import mode_shifted  # re-exported: the one definition
+from softlab.metrics import entropy
 
 __all__ = [
     "DEFAULT_N_BOOT",
@@ -45,19 +48,19 @@ __all__ = [
     "STRATA",
     "Interval",
     "bootstrap_ci",
-    "cluster_bootstrap_mean",
-    "seed_summary",
     "bootstrap_summary",
-    "paired_differences",
-    "variance_ratio",
-    "predictions_of",
-    "item_disagreement",
     "churn",
     "churn_interval",
-    "tertile_thresholds",
+    "cluster_bootstrap_mean",
     "difficulty_strata",
+    "item_disagreement",
     "mode_shifted",
+    "paired_differences",
+    "predictions_of",
+    "seed_summary",
     "stratum_masks",
+    "tertile_thresholds",
+    "variance_ratio",
 ]
 
 DEFAULT_N_BOOT: int = 2000
@@ -90,6 +93,37 @@ def _check_boot_args(n_boot: int, confidence: float) -> None:
         raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
 
 
+def _check_values(values: ArrayLike) -> NDArray[np.float64]:
+    """The resampled units' values: a non-empty 1-D array of finite numbers, as float64."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"values: expected a non-empty 1-D array, got shape {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("values: contains NaN or infinity; drop undefined values first")
+    return v
+
+
+_MAX_INDICES = 2_000_000
+"""Resamples are drawn in chunks of at most this many unit indices (bounds memory)."""
+
+
+def _resample(
+    n_units: int, n_boot: int, seed: int, statistic_of: Callable[[NDArray[np.int64]], NDArray[np.float64]]
+) -> NDArray[np.float64]:
+    """``n_boot`` bootstrap replicates: resample ``r`` draws ``n_units`` unit indices with
+    replacement (``numpy.random.default_rng(seed).integers``, resamples in order, in chunks) and
+    ``statistic_of(indices)`` maps a chunk ``(m, n_units)`` of them to ``m`` statistics."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, _MAX_INDICES // n_units))
+    boots = []
+    done = 0
+    while done < n_boot:
+        m = min(chunk, n_boot - done)
+        boots.append(statistic_of(rng.integers(0, n_units, size=(m, n_units))))
+        done += m
+    return np.concatenate(boots)
+
+
 def _quantiles(boot: np.ndarray, confidence: float) -> tuple[float, float]:
     alpha = 1.0 - confidence
     lo, hi = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
@@ -110,24 +144,10 @@ def bootstrap_ci(
     bound memory. Same ``seed`` ⇒ same interval.
     """
     _check_boot_args(n_boot, confidence)
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or v.size == 0:
-        raise ValueError(f"values: expected a non-empty 1-D array, got shape {v.shape}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError("values: contains NaN or infinity; drop undefined values first")
-    rng = np.random.default_rng(seed)
-    n = v.size
-    chunk = max(1, min(n_boot, 2_000_000 // n))
-    boots = []
-    done = 0
-    while done < n_boot:
-        m = min(chunk, n_boot - done)
-        idx = rng.integers(0, n, size=(m, n))
-        boots.append(np.asarray(statistic(v[idx], axis=-1), dtype=np.float64))
-        done += m
-    boot = np.concatenate(boots)
+    v = _check_values(values)
+    boot = _resample(v.size, n_boot, seed, lambda idx: np.asarray(statistic(v[idx], axis=-1), dtype=np.float64))
     lo, hi = _quantiles(boot, confidence)
-    return Interval(float(statistic(v)), lo, hi, confidence, n)
+    return Interval(float(statistic(v)), lo, hi, confidence, v.size)
 
 
 def cluster_bootstrap_mean(
@@ -145,11 +165,7 @@ def cluster_bootstrap_mean(
     the number of clusters.
     """
     _check_boot_args(n_boot, confidence)
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or v.size == 0:
-        raise ValueError(f"values: expected a non-empty 1-D array, got shape {v.shape}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError("values: contains NaN or infinity; drop undefined values first")
+    v = _check_values(values)
     if clusters is None:
         sums, counts = v, np.ones_like(v)
     else:
@@ -157,19 +173,11 @@ def cluster_bootstrap_mean(
         if c.shape != v.shape:
             raise ValueError(f"clusters: expected shape {v.shape} like values, got {c.shape}")
         _, inverse = np.unique(c, return_inverse=True)
-        sums = np.bincount(inverse, weights=v)
+        sums = np.bincount(inverse, weights=v).astype(np.float64, copy=False)  # float64 already
         counts = np.bincount(inverse).astype(np.float64)
     k = sums.size
-    rng = np.random.default_rng(seed)
-    chunk = max(1, min(n_boot, 2_000_000 // k))
-    boots = []
-    done = 0
-    while done < n_boot:
-        m = min(chunk, n_boot - done)
-        idx = rng.integers(0, k, size=(m, k))
-        boots.append(sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
-        done += m
-    lo, hi = _quantiles(np.concatenate(boots), confidence)
+    boot = _resample(k, n_boot, seed, lambda idx: sums[idx].sum(axis=1) / counts[idx].sum(axis=1))
+    lo, hi = _quantiles(boot, confidence)
     return Interval(float(v.mean()), lo, hi, confidence, int(k))
 
 
@@ -192,13 +200,14 @@ def _per_seed(df: pd.DataFrame, by: list[str], average_folds: bool) -> pd.DataFr
     """Rows ``by + [seed] (+ fold)`` with NaN values dropped; folds averaged if asked."""
     clean = df.dropna(subset=["value"])
     if average_folds and "fold" in clean.columns:
-        return clean.groupby(by + ["seed"], as_index=False, sort=True, observed=True)["value"].mean()
+        # as_index=False gives a DataFrame (pandas-stubs types every SeriesGroupBy.mean as a Series)
+        return cast(
+            pd.DataFrame, clean.groupby(by + ["seed"], as_index=False, sort=True, observed=True)["value"].mean()
+        )
     return clean
 
 
-def seed_summary(
-    df: pd.DataFrame, by: Sequence[str] | None = None, average_folds: bool = True
-) -> pd.DataFrame:
+def seed_summary(df: pd.DataFrame, by: Sequence[str] | None = None, average_folds: bool = True) -> pd.DataFrame:
     """Across-seed mean, SD and variance of each metric series.
 
     ``df`` needs ``seed`` and ``value`` (and ``fold`` when ``average_folds``). ``by`` defaults to
@@ -395,9 +404,7 @@ def variance_ratio(
             lo, hi = np.quantile(bn[ok] / bd[ok], [alpha / 2.0, 1.0 - alpha / 2.0])
         else:
             lo = hi = np.nan
-        rows.append(
-            (*key, numerator, denominator, n, var_num, var_den, ratio, float(lo), float(hi), n_degenerate)
-        )
+        rows.append((*key, numerator, denominator, n, var_num, var_den, ratio, float(lo), float(hi), n_degenerate))
     cols = by + [
         "numerator",
         "denominator",
@@ -417,7 +424,7 @@ def variance_ratio(
 # ----------------------------------------------------------------------------------------------
 
 
-def predictions_of(probs_or_predictions: np.ndarray | object) -> np.ndarray:
+def predictions_of(probs_or_predictions: ArrayLike) -> np.ndarray:
     """Argmax predictions ``(runs, items)`` from probabilities ``(runs, items, classes)``, or integer
     predictions ``(runs, items)`` passed through."""
     a = np.asarray(probs_or_predictions)
@@ -431,7 +438,7 @@ def predictions_of(probs_or_predictions: np.ndarray | object) -> np.ndarray:
     )
 
 
-def item_disagreement(probs_or_predictions: np.ndarray | object) -> np.ndarray:
+def item_disagreement(probs_or_predictions: ArrayLike) -> np.ndarray:
     """Per item, the fraction of the ``R(R−1)/2`` pairs of runs whose argmax predictions differ.
 
     Computed from the class counts ``n_k`` of the item's predictions:
@@ -449,13 +456,13 @@ def item_disagreement(probs_or_predictions: np.ndarray | object) -> np.ndarray:
     return 1.0 - agree_pairs / total_pairs
 
 
-def churn(probs_or_predictions: np.ndarray | object) -> float:
+def churn(probs_or_predictions: ArrayLike) -> float:
     """Mean over pairs of runs of the fraction of items whose argmax prediction differs."""
     return float(item_disagreement(probs_or_predictions).mean())
 
 
 def churn_interval(
-    probs_or_predictions: np.ndarray | object,
+    probs_or_predictions: ArrayLike,
     n_boot: int = DEFAULT_N_BOOT,
     confidence: float = 0.95,
     seed: int = 0,
@@ -469,7 +476,7 @@ def churn_interval(
 # ----------------------------------------------------------------------------------------------
 
 
-def tertile_thresholds(human_entropy: np.ndarray | object) -> tuple[float, float]:
+def tertile_thresholds(human_entropy: ArrayLike) -> tuple[float, float]:
     """The 1/3 and 2/3 quantiles ``(t1, t2)`` of the given human entropies (nats)."""
     e = np.asarray(human_entropy, dtype=np.float64).ravel()
     if e.size == 0 or not np.all(np.isfinite(e)):
@@ -478,9 +485,7 @@ def tertile_thresholds(human_entropy: np.ndarray | object) -> tuple[float, float
     return float(t1), float(t2)
 
 
-def difficulty_strata(
-    human_entropy: np.ndarray | object, thresholds: tuple[float, float] | None = None
-) -> np.ndarray:
+def difficulty_strata(human_entropy: ArrayLike, thresholds: tuple[float, float] | None = None) -> np.ndarray:
     """Label each item ``"easy"``, ``"medium"`` or ``"hard"`` by human entropy.
 
     ``easy``: ``H ≤ t1``; ``medium``: ``t1 < H ≤ t2``; ``hard``: ``H > t2``, with ``(t1, t2)``
@@ -497,21 +502,9 @@ def difficulty_strata(
     return out.astype(str)
 
 
-def mode_shifted(human: np.ndarray | object, official: np.ndarray | object) -> np.ndarray:
-    """Boolean mask: human mode (ties towards official) differs from the official label."""
-    if official is None:
-        raise ValueError("official: mode shifts need the official labels, got None")
-    h = np.asarray(human, dtype=np.float64)
-    off = np.asarray(official)
-    if off.dtype.kind not in "iu" or off.shape != h.shape[:-1]:
-        raise ValueError(f"official: expected integer labels shaped {h.shape[:-1]}, got {off.shape} {off.dtype}")
-    off = off.astype(np.int64)
-    return human_mode(h, off) != off
-
-
 def stratum_masks(
-    human: np.ndarray | object,
-    official: np.ndarray | object | None,
+    human: ArrayLike,
+    official: ArrayLike | None,
     thresholds: tuple[float, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Boolean item masks for the strata ``all``, ``easy``, ``medium``, ``hard``, ``mode-shifted``.

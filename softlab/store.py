@@ -148,8 +148,10 @@ def _jsonable(obj: Any, where: str = "config") -> Any:
         return str(obj)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise ValueError(f"{where}: expected JSON-able values (dict, list, str, number, bool, None), "
-                     f"got {type(obj).__name__}; store a version string or hash instead")
+    raise ValueError(
+        f"{where}: expected JSON-able values (dict, list, str, number, bool, None), "
+        f"got {type(obj).__name__}; store a version string or hash instead"
+    )
 
 
 def _write_bytes(path: Path, data: bytes) -> str:
@@ -213,8 +215,10 @@ class RunStore:
         """The configuration that is hashed and stored: ``config`` + ``trainer_version``."""
         cfg = _jsonable(dict(config))
         if "trainer_version" in cfg and cfg["trainer_version"] != TRAINER_VERSION:
-            raise ValueError(f"config['trainer_version']: {cfg['trainer_version']!r} differs from this trainer's "
-                             f"{TRAINER_VERSION!r}; leave it out, the store adds it")
+            raise ValueError(
+                f"config['trainer_version']: {cfg['trainer_version']!r} differs from this trainer's "
+                f"{TRAINER_VERSION!r}; leave it out, the store adds it"
+            )
         cfg["trainer_version"] = TRAINER_VERSION
         return cfg
 
@@ -236,8 +240,9 @@ class RunStore:
         """Keys of every stored run marked complete (sorted)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and self._is_complete(p))
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and self._is_complete(p)
+        )
 
     def __len__(self) -> int:
         return len(self.keys())
@@ -246,8 +251,9 @@ class RunStore:
         return self.has(config)
 
     # ------------------------------------------------------------------ verification and quarantine
-    def _read_verified(self, key: str, with_arrays: bool = True
-                       ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    def _read_verified(
+        self, key: str, with_arrays: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
         """(config, summary, arrays) of run ``key`` after checking it; ``_Damage`` if it fails.
 
         ``with_arrays=False`` skips reading (and hashing) ``arrays.npz`` and returns no arrays.
@@ -308,8 +314,9 @@ class RunStore:
             return str(damage)
         return None
 
-    def quarantine(self, key: str, reason: str, config: Mapping[str, Any] | None = None,
-                   warn: bool = True) -> Path | None:
+    def quarantine(
+        self, key: str, reason: str, config: Mapping[str, Any] | None = None, warn: bool = True
+    ) -> Path | None:
         """Move folder ``<root>/<key>`` to ``<root>/.quarantine/<key>.<UTC time>`` (never deleted),
         note ``reason`` in it and (``warn``) emit a one-line ``DamagedRunWarning``. Returns the
         new path (None if the folder had already gone, e.g. moved by another process)."""
@@ -326,13 +333,17 @@ class RunStore:
         except FileNotFoundError:
             return None
         try:
-            (dest / QUARANTINE_NOTE).write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
-                                                f"run {key}: {reason}\n", encoding="utf-8")
+            (dest / QUARANTINE_NOTE).write_text(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} run {key}: {reason}\n", encoding="utf-8"
+            )
         except OSError:
             pass  # the folder is kept either way; the warning says why
         if warn:
-            warnings.warn(f"run {key}{_describe(config)} is damaged: {reason}; moved to {dest} and will be retrained",
-                          DamagedRunWarning, stacklevel=3)
+            warnings.warn(
+                f"run {key}{_describe(config)} is damaged: {reason}; moved to {dest} and will be retrained",
+                DamagedRunWarning,
+                stacklevel=3,
+            )
         return dest
 
     def _set_aside(self, key: str, damage: _Damage, config: Mapping[str, Any] | None, outdated: list[str]) -> None:
@@ -344,10 +355,13 @@ class RunStore:
 
     def _warn_outdated(self, outdated: list[str]) -> None:
         if outdated:
-            warnings.warn(f"{len(outdated)} run(s) in {self.root} were written by an older softlab (COMPLETE "
-                          f"without checksums), e.g. {outdated[0]}: moved to {self.quarantine_root} and retrained "
-                          "when needed; delete that folder once you no longer want them", DamagedRunWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"{len(outdated)} run(s) in {self.root} were written by an older softlab (COMPLETE "
+                f"without checksums), e.g. {outdated[0]}: moved to {self.quarantine_root} and retrained "
+                "when needed; delete that folder once you no longer want them",
+                DamagedRunWarning,
+                stacklevel=3,
+            )
 
     def quarantined(self) -> list[Path]:
         """Folders moved to quarantine (sorted)."""
@@ -407,11 +421,14 @@ class RunStore:
         tmp = self.tmp_root / f"{key}.{_host_tag()}.{os.getpid()}.{secrets.token_hex(4)}"
         tmp.mkdir()
         try:
-            files = {"arrays.npz": _write_bytes(tmp / "arrays.npz", buffer.getvalue()),
-                     "config.json": _write_json(tmp / "config.json", full),
-                     "result.json": _write_json(tmp / "result.json", summary)}
-            _write_json(tmp / COMPLETE_MARKER, {"format": COMPLETE_FORMAT, "key": key, "files": files,
-                                                "arrays": shapes})
+            files = {
+                "arrays.npz": _write_bytes(tmp / "arrays.npz", buffer.getvalue()),
+                "config.json": _write_json(tmp / "config.json", full),
+                "result.json": _write_json(tmp / "result.json", summary),
+            }
+            _write_json(
+                tmp / COMPLETE_MARKER, {"format": COMPLETE_FORMAT, "key": key, "files": files, "arrays": shapes}
+            )
             _fsync_dir(tmp)
             try:
                 os.rename(tmp, dest)
@@ -434,13 +451,23 @@ class RunStore:
     @staticmethod
     def _result(summary: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> MemberResult:
         return MemberResult(
-            name=summary["name"], seed=summary["seed"], meta=summary["meta"], config=summary["train_config"],
-            train_idx=arrays["train_idx"], train_loss=arrays["train_loss"], dynamics=arrays.get("dynamics"),
-            eval_probs={k[len(_EVAL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_EVAL_PREFIX)},
-            diverged=summary["diverged"], diverged_epoch=summary["diverged_epoch"], message=summary["message"],
-            seconds=summary["seconds"], batch_members=summary["batch_members"],
-            watch_idx=arrays.get("watch_idx"), watch_dynamics=arrays.get("watch_dynamics"),
-            watch_probs=arrays.get("watch_probs"))
+            name=summary["name"],
+            seed=summary["seed"],
+            meta=summary["meta"],
+            config=summary["train_config"],
+            train_idx=arrays["train_idx"],
+            train_loss=arrays["train_loss"],
+            dynamics=arrays.get("dynamics"),
+            eval_probs={k[len(_EVAL_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_EVAL_PREFIX)},
+            diverged=summary["diverged"],
+            diverged_epoch=summary["diverged_epoch"],
+            message=summary["message"],
+            seconds=summary["seconds"],
+            batch_members=summary["batch_members"],
+            watch_idx=arrays.get("watch_idx"),
+            watch_dynamics=arrays.get("watch_dynamics"),
+            watch_probs=arrays.get("watch_probs"),
+        )
 
     def _load_verified(self, key: str) -> MemberResult:
         """The run's result after verification; ``_Damage`` when the folder fails it."""
@@ -452,8 +479,10 @@ class RunStore:
 
     def _damaged(self, key: str, damage: _Damage, config: Mapping[str, Any] | None = None) -> DamagedRunError:
         where = self.quarantine(key, str(damage), config)
-        return DamagedRunError(f"run {key}{_describe(config)} in {self.root} is damaged ({damage}); "
-                               f"moved to {where}; train it again (get_or_train does)")
+        return DamagedRunError(
+            f"run {key}{_describe(config)} in {self.root} is damaged ({damage}); "
+            f"moved to {where}; train it again (get_or_train does)"
+        )
 
     def load_key(self, key: str) -> MemberResult:
         """The stored ``MemberResult`` of run ``key``, verified (KeyError if absent;
@@ -478,9 +507,14 @@ class RunStore:
             raise self._damaged(key, damage) from None
 
     # ------------------------------------------------------------------ train-or-load
-    def get_or_train(self, run_configs: Sequence[Mapping[str, Any]], train_fn: TrainFn,
-                     chunk_size: int | None = None, write_index: bool = True,
-                     progress: bool = False) -> list[MemberResult]:
+    def get_or_train(
+        self,
+        run_configs: Sequence[Mapping[str, Any]],
+        train_fn: TrainFn,
+        chunk_size: int | None = None,
+        write_index: bool = True,
+        progress: bool = False,
+    ) -> list[MemberResult]:
         """Results for every configuration, training only those not stored (or damaged).
 
         ``train_fn(configs)`` receives the missing configurations (duplicates removed, in
@@ -523,7 +557,7 @@ class RunStore:
             try:
                 step = chunk_size or len(missing)
                 for a in range(0, len(missing), step):
-                    chunk = missing[a:a + step]
+                    chunk = missing[a : a + step]
                     delivered: set[int] = set()
                     for positions, chunk_results in _chunks(train_fn([configs[i] for i in chunk]), len(chunk)):
                         for pos, res in zip(positions, chunk_results):
@@ -533,23 +567,27 @@ class RunStore:
                             i = chunk[pos]
                             try:
                                 self.save(configs[i], res)
-                            except Exception as exc:  # noqa: BLE001 - save the others, report at the end
+                            except Exception as exc:
                                 failed.append(f"{keys[i]}{_describe(configs[i])}: {type(exc).__name__}: {exc}")
                             results[keys[i]] = res
                             if bar is not None:
                                 bar.update(1)
                     if len(delivered) != len(chunk):
                         lost = [keys[chunk[p]] for p in range(len(chunk)) if p not in delivered]
-                        raise ValueError(f"train_fn delivered {len(delivered)} of {len(chunk)} results; "
-                                         f"missing runs {lost[:5]}{' …' if len(lost) > 5 else ''}")
+                        raise ValueError(
+                            f"train_fn delivered {len(delivered)} of {len(chunk)} results; "
+                            f"missing runs {lost[:5]}{' …' if len(lost) > 5 else ''}"
+                        )
             finally:
                 if bar is not None:
                     bar.close()
             if write_index:
                 self.write_index()
         if failed:
-            raise RunSaveError(f"{len(failed)} of {len(missing)} trained runs could not be saved to {self.root} "
-                               f"(the others were; these are trained again next time): " + "; ".join(failed))
+            raise RunSaveError(
+                f"{len(failed)} of {len(missing)} trained runs could not be saved to {self.root} "
+                f"(the others were; these are trained again next time): " + "; ".join(failed)
+            )
         return [results[k] for k in keys]
 
     # ------------------------------------------------------------------ tables
@@ -598,12 +636,13 @@ class RunStore:
     def epoch_table(self, keys: Sequence[str] | None = None) -> pd.DataFrame:
         """Tidy per-epoch table: ``run_key``, ``epoch`` (0-based), ``train_loss`` (nats)."""
         frames = []
-        for key in (self.keys() if keys is None else keys):
+        for key in self.keys() if keys is None else keys:
             loss = self.load_key(key).train_loss
             frames.append(pd.DataFrame({"run_key": key, "epoch": np.arange(len(loss)), "train_loss": loss}))
         if not frames:
-            return pd.DataFrame({"run_key": pd.Series(dtype=str), "epoch": pd.Series(dtype=int),
-                                 "train_loss": pd.Series(dtype=float)})
+            return pd.DataFrame(
+                {"run_key": pd.Series(dtype=str), "epoch": pd.Series(dtype=int), "train_loss": pd.Series(dtype=float)}
+            )
         return pd.concat(frames, ignore_index=True)
 
     # ------------------------------------------------------------------ housekeeping
@@ -628,8 +667,13 @@ class RunStore:
             except OSError:
                 continue
             parts = p.name.split(".")
-            dead_writer = (len(parts) == 4 and parts[1] == host and parts[2].isdigit()
-                           and int(parts[2]) != os.getpid() and not _pid_alive(int(parts[2])))
+            dead_writer = (
+                len(parts) == 4
+                and parts[1] == host
+                and parts[2].isdigit()
+                and int(parts[2]) != os.getpid()
+                and not _pid_alive(int(parts[2]))
+            )
             if age >= max_age_s or dead_writer:
                 shutil.rmtree(p, ignore_errors=True)
                 removed += 1
@@ -653,8 +697,10 @@ def _chunks(out: Any, n: int) -> Iterator[tuple[list[int], list[MemberResult]]]:
         try:
             positions, results = item
         except (TypeError, ValueError):
-            raise ValueError("train_fn must return a list of results or yield (positions, results) chunks, "
-                             f"got a {type(item).__name__}") from None
+            raise ValueError(
+                "train_fn must return a list of results or yield (positions, results) chunks, "
+                f"got a {type(item).__name__}"
+            ) from None
         positions, results = [int(p) for p in positions], list(results)
         if len(positions) != len(results):
             raise ValueError(f"train_fn yielded {len(results)} results for {len(positions)} positions")

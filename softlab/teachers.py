@@ -44,31 +44,34 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
+from softlab import labels
 from softlab.data import load_images, load_mnist_cleanlab_probs
 from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
 from softlab.models import ModelConfig, build_model
 from softlab.paths import cache_dir
 from softlab.runtime import torch_threads
 from softlab.train import TRAINER_VERSION, Member, TrainConfig, train_members
+from softlab.validation import field_error
 
 __all__ = [
-    "TEACHER_VERSION",
-    "TEACHER_DATASETS",
     "MODEL_KINDS",
     "SYNTHETIC_SOURCES",
+    "TEACHER_DATASETS",
+    "TEACHER_VERSION",
     "TRAIN_SPLIT",
-    "TeacherConfig",
     "Teacher",
-    "train_teacher",
+    "TeacherConfig",
+    "cleanlab_cv_probs",
+    "softmax",
+    "synthetic_probs",
     "teacher_dir",
     "teacher_logits",
     "teacher_probs",
     "teacher_probs_on",
-    "cleanlab_cv_probs",
-    "synthetic_probs",
-    "softmax",
+    "train_teacher",
 ]
 
 #: Bumped whenever training or the models change (it enters every cache key).
@@ -107,7 +110,7 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
-            return ValueError(f"TeacherConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+            return field_error(self, name, expected)
 
         if self.dataset not in TEACHER_DATASETS:
             raise bad("dataset", f"one of {TEACHER_DATASETS}")
@@ -141,8 +144,12 @@ class TeacherConfig:
         fields = asdict(self)
         excl = np.asarray(self.exclude, dtype=np.int64)
         fields["exclude"] = {"n": int(excl.size), "sha256": hashlib.sha256(excl.tobytes()).hexdigest()}
-        return {"version": TEACHER_VERSION, "trainer": f"softlab.train/{TRAINER_VERSION}", "train_split": TRAIN_SPLIT,
-                **fields}
+        return {
+            "version": TEACHER_VERSION,
+            "trainer": f"softlab.train/{TRAINER_VERSION}",
+            "train_split": TRAIN_SPLIT,
+            **fields,
+        }
 
     def train_positions(self, n_split: int) -> np.ndarray:
         """Sorted positions of the training split this teacher trains on."""
@@ -150,8 +157,10 @@ class TeacherConfig:
         if self.n_train is None:
             return keep
         if self.n_train > len(keep):
-            raise ValueError(f"TeacherConfig.n_train: {self.n_train} exceeds the {len(keep)} training items left "
-                             f"after excluding {len(self.exclude)}")
+            raise ValueError(
+                f"TeacherConfig.n_train: {self.n_train} exceeds the {len(keep)} training items left "
+                f"after excluding {len(self.exclude)}"
+            )
         return np.sort(np.random.default_rng(self.seed).choice(keep, size=self.n_train, replace=False)).astype(np.int64)
 
     def key(self) -> str:
@@ -176,7 +185,6 @@ def teacher_dir(cfg: TeacherConfig) -> Path:
 # --------------------------------------------------------------------------- models and training
 
 
-
 def model_config(cfg: TeacherConfig) -> ModelConfig:
     """The ``softlab.models`` architecture of a teacher."""
     shape = INPUT_SHAPES[cfg.dataset]
@@ -198,18 +206,27 @@ def _as_input(images: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(images[:, None].astype(np.float32) / 255.0)
     if images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (32, 32, 3):
         return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0)
-    raise ValueError(f"images: expected uint8 images shaped (n, 28, 28) or (n, 32, 32, 3), got {images.dtype} "
-                     f"{images.shape}")
+    raise ValueError(
+        f"images: expected uint8 images shaped (n, 28, 28) or (n, 32, 32, 3), got {images.dtype} {images.shape}"
+    )
 
 
-def _train(x: np.ndarray, y: np.ndarray, cfg: TeacherConfig, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _train(
+    x: np.ndarray, y: np.ndarray, cfg: TeacherConfig, progress: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Train one teacher with the many-seed trainer (a single member, one-hot targets).
 
     ``x`` float32 (n, 1, 28, 28) in [0, 1]; ``y`` int64 (n,). Returns the trained weights and
     the mean training loss (nats) per epoch.
     """
-    train_cfg = TrainConfig(model=model_config(cfg), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                            weight_decay=cfg.weight_decay, record_dynamics=False)
+    train_cfg = TrainConfig(
+        model=model_config(cfg),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        record_dynamics=False,
+    )
     targets = np.eye(N_CLASSES, dtype=np.float32)[y]
     member = Member(seed=cfg.seed, targets=targets, train_idx=np.arange(len(y)), name=f"teacher-{cfg.dataset}")
     (result,) = train_members(x, [member], train_cfg, progress=progress, keep_params=True)
@@ -236,7 +253,7 @@ class Teacher:
         self.model.eval()
         with torch_threads(num_threads), torch.no_grad():
             for start in range(0, len(x), batch_size):
-                out[start:start + batch_size] = self.model(x[start:start + batch_size]).numpy()
+                out[start : start + batch_size] = self.model(x[start : start + batch_size]).numpy()
         return out
 
     def predict_proba(self, images: np.ndarray, num_threads: int | None = None) -> np.ndarray:
@@ -244,14 +261,12 @@ class Teacher:
         return softmax(self.logits(images, num_threads=num_threads))
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """``softmax(logits / T)`` over the last axis, computed in float64, returned float32."""
+def softmax(logits: ArrayLike, temperature: float = 1.0) -> NDArray[np.float32]:
+    """``softmax(logits / T)`` over the last axis (:func:`softlab.labels.softmax`, float64),
+    returned float32."""
     if not temperature > 0:
         raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return labels.softmax(logits, temperature).astype(np.float32)
 
 
 def _load_teacher(cfg: TeacherConfig) -> Teacher | None:
@@ -266,8 +281,12 @@ def _load_teacher(cfg: TeacherConfig) -> Teacher | None:
     return Teacher(cfg, model, idx, json.loads(paths[2].read_text()), from_cache=True)
 
 
-def train_teacher(dataset: str | None = "mnist", cfg: TeacherConfig | None = None, progress: bool = False,
-                  num_threads: int | None = None) -> Teacher:
+def train_teacher(
+    dataset: str | None = "mnist",
+    cfg: TeacherConfig | None = None,
+    progress: bool = False,
+    num_threads: int | None = None,
+) -> Teacher:
     """The teacher of ``cfg`` on ``dataset`` (which overrides ``cfg.dataset``; None keeps it):
     loaded from :func:`teacher_dir` if cached, else trained on the ``train`` split and cached."""
     cfg = _resolve(dataset, cfg)
@@ -284,10 +303,19 @@ def train_teacher(dataset: str | None = "mnist", cfg: TeacherConfig | None = Non
     model = _make_model(cfg)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     model.eval()
-    meta = {"config": cfg.key_fields(), "dataset": cfg.dataset, "train_split": TRAIN_SPLIT, "n_train": int(len(idx)),
-            "train_seconds": time.perf_counter() - t0, "torch": torch.__version__, **history}
+    meta = {
+        "config": cfg.key_fields(),
+        "dataset": cfg.dataset,
+        "train_split": TRAIN_SPLIT,
+        "n_train": len(idx),
+        "train_seconds": time.perf_counter() - t0,
+        "torch": torch.__version__,
+        **history,
+    }
     folder = teacher_dir(cfg)
-    atomic_save_npz(folder / "weights.npz", **{k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()})
+    atomic_save_npz(
+        folder / "weights.npz", **{k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    )
     atomic_save_npz(folder / "train_indices.npz", train_indices=idx)
     atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2))  # written last: marks the entry complete
     return Teacher(cfg, model, idx, meta, from_cache=False)
@@ -295,16 +323,20 @@ def train_teacher(dataset: str | None = "mnist", cfg: TeacherConfig | None = Non
 
 # --------------------------------------------------------------------------- probabilities
 
+
 def _check_pool(pool: str) -> None:
     if pool == TRAIN_SPLIT:
-        raise ValueError(f"pool: the teacher is trained on the {TRAIN_SPLIT!r} split, so its probabilities there are "
-                         "in-sample; expected 'test' (the human-labelled pool)")
+        raise ValueError(
+            f"pool: the teacher is trained on the {TRAIN_SPLIT!r} split, so its probabilities there are "
+            "in-sample; expected 'test' (the human-labelled pool)"
+        )
     if pool != "test":
         raise ValueError(f"pool: expected 'test', got {pool!r}")
 
 
-def teacher_logits(dataset: str = "mnist", pool: str = "test", cfg: TeacherConfig | None = None,
-                   progress: bool = False) -> np.ndarray:
+def teacher_logits(
+    dataset: str = "mnist", pool: str = "test", cfg: TeacherConfig | None = None, progress: bool = False
+) -> np.ndarray:
     """Out-of-sample logits float32 (n_pool, 10) of the teacher on ``dataset``/``pool``, in item
     order; cached as ``teacher_dir(cfg)/logits_<pool>.npz``."""
     _check_pool(pool)
@@ -318,8 +350,9 @@ def teacher_logits(dataset: str = "mnist", pool: str = "test", cfg: TeacherConfi
     return logits
 
 
-def teacher_probs(dataset: str = "mnist", pool: str = "test", cfg: TeacherConfig | None = None,
-                  progress: bool = False) -> np.ndarray:
+def teacher_probs(
+    dataset: str = "mnist", pool: str = "test", cfg: TeacherConfig | None = None, progress: bool = False
+) -> np.ndarray:
     """Out-of-sample probabilities ``softmax(teacher_logits)`` float32 (n_pool, 10)."""
     return softmax(teacher_logits(dataset, pool, cfg, progress=progress))
 
@@ -337,17 +370,26 @@ def cleanlab_cv_probs(download: bool = True) -> np.ndarray:
     probs, original = load_mnist_cleanlab_probs(download=download)
     test = load_images("mnist", "test")
     if probs.shape != (len(test), N_CLASSES) or original.shape != test.labels.shape:
-        raise ValueError(f"cleanlab-cv: expected probabilities ({len(test)}, {N_CLASSES}) and {len(test)} labels, got "
-                         f"{probs.shape} and {original.shape}")
+        raise ValueError(
+            f"cleanlab-cv: expected probabilities ({len(test)}, {N_CLASSES}) and {len(test)} labels, got "
+            f"{probs.shape} and {original.shape}"
+        )
     mismatch = np.flatnonzero(original != test.labels)
     if mismatch.size:
-        raise ValueError(f"cleanlab-cv: original labels are not aligned with the MNIST test labels "
-                         f"({mismatch.size} differ, first at item {int(mismatch[0])})")
+        raise ValueError(
+            f"cleanlab-cv: original labels are not aligned with the MNIST test labels "
+            f"({mismatch.size} differ, first at item {int(mismatch[0])})"
+        )
     return probs
 
 
-def synthetic_probs(dataset: str = "mnist", source: str = "teacher", pool: str = "test",
-                    cfg: TeacherConfig | None = None, progress: bool = False) -> np.ndarray:
+def synthetic_probs(
+    dataset: str = "mnist",
+    source: str = "teacher",
+    pool: str = "test",
+    cfg: TeacherConfig | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """Synthetic (model) probabilities float32 (n_pool, 10) on ``dataset``/``pool``, in item order.
 
     ``source``: ``"teacher"`` (:func:`teacher_probs` with ``cfg``) or ``"cleanlab-cv"`` (MNIST

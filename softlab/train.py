@@ -41,13 +41,12 @@ the same initial weights and batches: the equivalence test's reference and the b
 naive baseline.
 
 CPU note: on glibc systems ``train_members`` raises malloc's mmap/trim thresholds once per
-process (``tune_cpu_allocator``): the batched activations are tens of MB, and without this
-every step would re-fault them from the kernel (measured ~10× slower allocation on this VM).
+process (:func:`softlab.runtime.tune_cpu_allocator`): the batched activations are tens of MB,
+and without this every step would map them fresh and re-fault them from the kernel.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 import time
 import warnings
@@ -67,6 +66,8 @@ from softlab.models import (
     stack_params,
     stacked_forward,
 )
+from softlab.runtime import resolve_device, tune_cpu_allocator
+from softlab.validation import check_probability_rows, field_error
 
 TRAINER_VERSION = "1"
 """Bump whenever a change alters trained numbers: it is part of every cached run's key."""
@@ -118,25 +119,25 @@ class TrainConfig:
         if not isinstance(self.model, ModelConfig):
             raise ValueError(f"TrainConfig.model: expected a ModelConfig, got {type(self.model).__name__}")
         if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"TrainConfig.epochs: expected a positive int, got {self.epochs!r}")
+            raise field_error(self, "epochs", "a positive int")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"TrainConfig.batch_size: expected a positive int, got {self.batch_size!r}")
+            raise field_error(self, "batch_size", "a positive int")
         if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"TrainConfig.optimizer: expected 'adam' or 'sgd', got {self.optimizer!r}")
+            raise field_error(self, "optimizer", "'adam' or 'sgd'")
         if self.schedule not in ("constant", "cosine", "step"):
-            raise ValueError(f"TrainConfig.schedule: expected 'constant', 'cosine' or 'step', got {self.schedule!r}")
+            raise field_error(self, "schedule", "'constant', 'cosine' or 'step'")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"TrainConfig.lr: expected a finite positive float, got {self.lr!r}")
+            raise field_error(self, "lr", "a finite positive float")
         if not self.weight_decay >= 0:
-            raise ValueError(f"TrainConfig.weight_decay: expected >= 0, got {self.weight_decay!r}")
+            raise field_error(self, "weight_decay", ">= 0")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"TrainConfig.momentum: expected in [0, 1), got {self.momentum!r}")
+            raise field_error(self, "momentum", "a number in [0, 1)")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas: expected two floats in [0, 1), got {self.betas!r}")
+            raise field_error(self, "betas", "two floats in [0, 1)")
         if self.dynamics_dtype not in ("float16", "float32"):
-            raise ValueError(f"TrainConfig.dynamics_dtype: expected 'float16' or 'float32', got {self.dynamics_dtype!r}")
+            raise field_error(self, "dynamics_dtype", "'float16' or 'float32'")
         if self.max_members_per_batch is not None and self.max_members_per_batch < 1:
-            raise ValueError(f"TrainConfig.max_members_per_batch: expected None or >= 1, got {self.max_members_per_batch!r}")
+            raise field_error(self, "max_members_per_batch", "None or >= 1")
         object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
@@ -151,7 +152,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         d = dict(d)
         d["model"] = ModelConfig.from_dict(d["model"]) if isinstance(d["model"], Mapping) else d["model"]
         for k in ("step_milestones", "betas"):
@@ -193,10 +194,15 @@ class Member:
         self.seed = int(self.seed)
         self.targets = np.asarray(self.targets)
         if self.targets.ndim != 2:
-            raise ValueError(f"Member {self.name!r}: targets must be 2-D (n_items, n_classes), got shape {self.targets.shape}")
+            raise ValueError(
+                f"Member {self.name!r}: targets must be 2-D (n_items, n_classes), got shape {self.targets.shape}"
+            )
         idx = np.asarray(self.train_idx)
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"Member {self.name!r}: train_idx must be a non-empty 1-D integer array, got shape {idx.shape} dtype {idx.dtype}")
+            raise ValueError(
+                f"Member {self.name!r}: train_idx must be a non-empty 1-D integer array, "
+                f"got shape {idx.shape} dtype {idx.dtype}"
+            )
         self.train_idx = idx.astype(np.int64, copy=False)
         if not self.name:
             self.name = f"seed{self.seed}"
@@ -205,7 +211,9 @@ class Member:
         if self.watch_idx is not None:
             w = np.asarray(self.watch_idx)
             if w.ndim != 1 or not np.issubdtype(w.dtype, np.integer):
-                raise ValueError(f"Member {self.name!r}: watch_idx must be a 1-D integer array, got shape {w.shape} dtype {w.dtype}")
+                raise ValueError(
+                    f"Member {self.name!r}: watch_idx must be a 1-D integer array, got shape {w.shape} dtype {w.dtype}"
+                )
             self.watch_idx = w.astype(np.int64, copy=False)
 
     @property
@@ -257,40 +265,6 @@ class MemberResult:
 
 # ----------------------------------------------------------------------------- helpers
 
-_ALLOCATOR_TUNED = False
-
-
-def tune_cpu_allocator() -> bool:
-    """Raise glibc malloc's mmap and trim thresholds (once per process); True if applied.
-
-    Large tensors are then served from the heap and reused instead of being mapped fresh
-    (and page-faulted) at every step. Memory is returned to the OS less eagerly.
-    """
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED:
-        return True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1 and libc.mallopt(m_trim_threshold, (1 << 31) - 1) == 1
-    except (OSError, AttributeError):
-        ok = False
-    _ALLOCATOR_TUNED = ok
-    return ok
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → ``cuda`` when available, else ``cpu``; anything else → ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda[:n]', got {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available")
-    return dev
-
 
 def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order (int64 permutation of 0 … n−1) in which positions are visited in ``epoch``."""
@@ -321,8 +295,9 @@ def _dropout_seed(seed: int) -> int:
     return int(np.random.SeedSequence([int(seed), 0xD50]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _check_inputs(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
-                  eval_sets: Mapping[str, np.ndarray]) -> np.ndarray:
+def _check_inputs(
+    x: np.ndarray, members: Sequence[Member], cfg: TrainConfig, eval_sets: Mapping[str, np.ndarray]
+) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise ValueError(f"x: expected float32 images, got dtype {x.dtype}")
@@ -333,25 +308,28 @@ def _check_inputs(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
     n_classes = cfg.model.n_classes
     for m in members:
         if m.targets.shape != (len(x), n_classes):
-            raise ValueError(f"{m.describe()}: targets must have one row per row of x and {n_classes} classes, "
-                             f"i.e. shape ({len(x)}, {n_classes}); got {m.targets.shape}")
+            raise ValueError(
+                f"{m.describe()}: targets must have one row per row of x and {n_classes} classes, "
+                f"i.e. shape ({len(x)}, {n_classes}); got {m.targets.shape}"
+            )
         if m.train_idx.min() < 0 or m.train_idx.max() >= len(x):
-            raise ValueError(f"{m.describe()}: train_idx must lie in [0, {len(x)}), got range "
-                             f"[{m.train_idx.min()}, {m.train_idx.max()}]")
+            raise ValueError(
+                f"{m.describe()}: train_idx must lie in [0, {len(x)}), got range "
+                f"[{m.train_idx.min()}, {m.train_idx.max()}]"
+            )
         if m.watch_idx is not None and m.watch_idx.size and (m.watch_idx.min() < 0 or m.watch_idx.max() >= len(x)):
-            raise ValueError(f"{m.describe()}: watch_idx must lie in [0, {len(x)}), got range "
-                             f"[{m.watch_idx.min()}, {m.watch_idx.max()}]")
-        t = m.targets[m.train_idx]
-        bad = ~np.isfinite(t).all(1) | (t < 0).any(1) | (np.abs(t.sum(1) - 1.0) > 1e-3)
-        if bad.any():
-            row = int(m.train_idx[np.argmax(bad)])
-            raise ValueError(f"{m.describe()}: targets row {row} is not a probability row "
-                             f"(finite, >= 0, summing to 1 within 1e-3): {m.targets[row]}")
+            raise ValueError(
+                f"{m.describe()}: watch_idx must lie in [0, {len(x)}), got range "
+                f"[{m.watch_idx.min()}, {m.watch_idx.max()}]"
+            )
+        check_probability_rows(m.targets[m.train_idx], f"{m.describe()}: targets", rows=m.train_idx)
     for name, xe in eval_sets.items():
         xe = np.asarray(xe)
         if xe.dtype != np.float32 or xe.ndim != 4 or tuple(xe.shape[1:]) != cfg.model.in_shape:
-            raise ValueError(f"eval_sets[{name!r}]: expected float32 of shape (n, {', '.join(map(str, cfg.model.in_shape))}), "
-                             f"got {xe.dtype} {xe.shape}")
+            raise ValueError(
+                f"eval_sets[{name!r}]: expected float32 of shape (n, {', '.join(map(str, cfg.model.in_shape))}), "
+                f"got {xe.dtype} {xe.shape}"
+            )
     return x
 
 
@@ -379,21 +357,31 @@ class _StackedOptimizer:
             self.state[name] = [torch.zeros_like(p) for _ in range(n_state)]
         distinct = sorted(set(lr_values))
         self.lr_groups: list[tuple[float, list[int] | None]] = (
-            [(distinct[0], None)] if len(distinct) == 1
-            else [(v, [i for i, u in enumerate(lr_values) if u == v]) for v in distinct])
-        self.fused = USE_FUSED_OPTIMIZER and hasattr(torch, "_fused_adam_" if cfg.optimizer == "adam" else "_fused_sgd_")
+            [(distinct[0], None)]
+            if len(distinct) == 1
+            else [(v, [i for i, u in enumerate(lr_values) if u == v]) for v in distinct]
+        )
+        self.fused = USE_FUSED_OPTIMIZER and hasattr(
+            torch, "_fused_adam_" if cfg.optimizer == "adam" else "_fused_sgd_"
+        )
 
-    def _lists(self, members: list[int] | None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]]]:
-        params, grads = [], []
+    def _lists(
+        self, members: list[int] | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[list[torch.Tensor]]]:
+        params: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
         states: list[list[torch.Tensor]] = [[] for _ in range(2 if self.cfg.optimizer == "adam" else 1)]
+
+        def select(t: torch.Tensor, member: int | None) -> torch.Tensor:
+            return t if member is None else t[member]
+
         for name, p in self.params.items():
             assert p.grad is not None
-            for i in ([None] if members is None else members):
-                sel = (lambda t: t) if i is None else (lambda t, i=i: t[i])
-                params.append(sel(p.detach()))
-                grads.append(sel(p.grad))
+            for i in [None] if members is None else members:
+                params.append(select(p.detach(), i))
+                grads.append(select(p.grad, i))
                 for j, s in enumerate(self.state[name]):
-                    states[j].append(sel(s))
+                    states[j].append(select(s, i))
         return params, grads, states
 
     @torch.no_grad()
@@ -413,15 +401,38 @@ class _StackedOptimizer:
             params, grads, states = self._lists(members)
             if cfg.optimizer == "adam":
                 step_t = torch.tensor(float(self.k), device=params[0].device)
-                torch._fused_adam_(params, grads, states[0], states[1], [], [step_t] * len(params),
-                                   amsgrad=False, lr=lr_value * factor, beta1=cfg.betas[0], beta2=cfg.betas[1],
-                                   weight_decay=cfg.weight_decay, eps=cfg.eps, maximize=False,
-                                   grad_scale=None, found_inf=None)
+                torch._fused_adam_(
+                    params,
+                    grads,
+                    states[0],
+                    states[1],
+                    [],
+                    [step_t] * len(params),
+                    amsgrad=False,
+                    lr=lr_value * factor,
+                    beta1=cfg.betas[0],
+                    beta2=cfg.betas[1],
+                    weight_decay=cfg.weight_decay,
+                    eps=cfg.eps,
+                    maximize=False,
+                    grad_scale=None,
+                    found_inf=None,
+                )
             else:
-                torch._fused_sgd_(params, grads, states[0] if cfg.momentum != 0 else [],
-                                  weight_decay=cfg.weight_decay, momentum=cfg.momentum, lr=lr_value * factor,
-                                  dampening=0.0, nesterov=False, maximize=False, is_first_step=self.k == 1,
-                                  grad_scale=None, found_inf=None)
+                torch._fused_sgd_(
+                    params,
+                    grads,
+                    states[0] if cfg.momentum != 0 else [],
+                    weight_decay=cfg.weight_decay,
+                    momentum=cfg.momentum,
+                    lr=lr_value * factor,
+                    dampening=0.0,
+                    nesterov=False,
+                    maximize=False,
+                    is_first_step=self.k == 1,
+                    grad_scale=None,
+                    found_inf=None,
+                )
 
     def _plain_step(self, factor: float) -> None:
         cfg = self.cfg
@@ -486,8 +497,14 @@ def _gather_images(cfg: TrainConfig, x_dev: torch.Tensor, index: torch.Tensor) -
 
 
 @torch.no_grad()
-def _predict(cfg: TrainConfig, params: dict[str, torch.Tensor], x_dev: torch.Tensor,
-             index: torch.Tensor | None, n: int, out: torch.Tensor) -> None:
+def _predict(
+    cfg: TrainConfig,
+    params: dict[str, torch.Tensor],
+    x_dev: torch.Tensor,
+    index: torch.Tensor | None,
+    n: int,
+    out: torch.Tensor,
+) -> None:
     """Softmax probabilities of every member on items ``index[:, i]`` (or shared ``x_dev[i]``).
 
     Writes into ``out`` (M, n, C) (any dtype / device).
@@ -504,115 +521,193 @@ def _predict(cfg: TrainConfig, params: dict[str, torch.Tensor], x_dev: torch.Ten
         out[:, a:b] = probs.to(device=out.device, dtype=out.dtype)
 
 
-def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
-                 eval_dev: dict[str, torch.Tensor], device: torch.device, bar: Any,
-                 keep_params: bool = False) -> list[MemberResult]:
-    start = time.perf_counter()
-    n_members = len(members)
-    n = len(members[0].train_idx)
-    n_classes = cfg.model.n_classes
-    n_steps = steps_per_epoch(n, cfg.batch_size)
-    total_updates = n_steps * cfg.epochs
+@dataclass
+class _Group:
+    """What one batched group of members trains with: built by :func:`_setup_group`, advanced
+    by :func:`_train_epoch` / :func:`_record_epoch`, read by :func:`_pack_results`.
 
-    params = stack_params([init_params(cfg.model, m.seed) for m in members])
-    params = {k: v.to(device).requires_grad_(True) for k, v in params.items()}
-    lr = [float(m.lr) if m.lr is not None else float(cfg.lr) for m in members]
-    opt = _StackedOptimizer(cfg, params, lr)
+    Tensors carry a leading member axis ``M``; ``n`` is the number of training items per member.
+    """
 
-    train_idx = torch.from_numpy(np.stack([m.train_idx for m in members])).to(device)  # (M, n)
-    targets = torch.from_numpy(np.stack([m.targets[m.train_idx] for m in members]).astype(np.float32)).to(device)
-    member_axis = torch.arange(n_members, device=device).unsqueeze(1)
+    members: list[Member]
+    cfg: TrainConfig
+    device: torch.device
+    n: int
+    n_steps: int
+    params: dict[str, torch.Tensor]
+    lr: list[float]
+    opt: _StackedOptimizer
+    train_idx: torch.Tensor  # (M, n) rows of x
+    targets: torch.Tensor  # (M, n, C) float32
+    member_axis: torch.Tensor  # (M, 1)
+    drop_widths: list[int]
+    generators: list[torch.Generator]  # one dropout generator per member (empty without dropout)
+    dynamics: torch.Tensor | None  # (M, epochs, n, C)
+    watch_idx: torch.Tensor | None  # (M, n_watch)
+    watch_dynamics: torch.Tensor | None  # (M, epochs, n_watch, C)
+    loss_sum: torch.Tensor  # (epochs, M) float64: Σ over batches of batch loss · batch size
+    alive: torch.Tensor  # (M,) bool: not diverged
+    any_dead: bool = False
+    diverged_at: dict[int, tuple[int, int]] = field(default_factory=dict)  # member -> (epoch, step)
+    update: int = 0  # optimizer updates so far (the learning-rate schedule's k)
 
-    drop_widths = dropout_layer_widths(cfg.model)
-    keep = 1.0 - cfg.model.dropout
-    generators = []
-    if drop_widths:
-        generators = [torch.Generator(device=device).manual_seed(_dropout_seed(m.seed)) for m in members]
+    @property
+    def n_watch(self) -> int:
+        return self.members[0].n_watch
 
-    dyn_dtype = torch.float16 if cfg.dynamics_dtype == "float16" else torch.float32
+
+def _setup_group(members: list[Member], cfg: TrainConfig, device: torch.device) -> _Group:
+    """Stacked initial weights, the optimizer, the members' targets and item indices on the
+    device, dropout generators and empty recording buffers."""
     if len({m.record_dynamics for m in members}) > 1:
         raise ValueError("members batched together must agree on record_dynamics (plan_batches groups them)")
-    record = cfg.record_dynamics and members[0].record_dynamics
-    dynamics = torch.empty((n_members, cfg.epochs, n, n_classes), dtype=dyn_dtype) if record else None
     n_watch = members[0].n_watch
     if any(m.n_watch != n_watch for m in members):
         raise ValueError("members batched together must watch the same number of items (plan_batches groups them)")
-    watch_idx = (torch.from_numpy(np.stack([m.watch_idx for m in members])).to(device)
-                 if n_watch else None)  # (M, n_watch)
-    watch_dyn = torch.empty((n_members, cfg.epochs, n_watch, n_classes), dtype=dyn_dtype) if n_watch else None
-    loss_sum = torch.zeros((cfg.epochs, n_members), dtype=torch.float64, device=device)
-    alive = torch.ones(n_members, dtype=torch.bool, device=device)
-    any_dead = False
-    diverged_at: dict[int, tuple[int, int]] = {}
+    n_members = len(members)
+    n = len(members[0].train_idx)
+    n_classes = cfg.model.n_classes
+    stacked = stack_params([init_params(cfg.model, m.seed) for m in members])
+    params = {k: v.to(device).requires_grad_(True) for k, v in stacked.items()}
+    lr = [float(m.lr) if m.lr is not None else float(cfg.lr) for m in members]
+    drop_widths = dropout_layer_widths(cfg.model)
+    generators = (
+        [torch.Generator(device=device).manual_seed(_dropout_seed(m.seed)) for m in members] if drop_widths else []
+    )
+    dyn_dtype = torch.float16 if cfg.dynamics_dtype == "float16" else torch.float32
+    record = cfg.record_dynamics and members[0].record_dynamics
+    watch_idx = (
+        torch.from_numpy(np.stack([m.watch_idx for m in members if m.watch_idx is not None])).to(device)
+        if n_watch
+        else None
+    )
+    return _Group(
+        members=members,
+        cfg=cfg,
+        device=device,
+        n=n,
+        n_steps=steps_per_epoch(n, cfg.batch_size),
+        params=params,
+        lr=lr,
+        opt=_StackedOptimizer(cfg, params, lr),
+        train_idx=torch.from_numpy(np.stack([m.train_idx for m in members])).to(device),
+        targets=torch.from_numpy(np.stack([m.targets[m.train_idx] for m in members]).astype(np.float32)).to(device),
+        member_axis=torch.arange(n_members, device=device).unsqueeze(1),
+        drop_widths=drop_widths,
+        generators=generators,
+        dynamics=torch.empty((n_members, cfg.epochs, n, n_classes), dtype=dyn_dtype) if record else None,
+        watch_idx=watch_idx,
+        watch_dynamics=(torch.empty((n_members, cfg.epochs, n_watch, n_classes), dtype=dyn_dtype) if n_watch else None),
+        loss_sum=torch.zeros((cfg.epochs, n_members), dtype=torch.float64, device=device),
+        alive=torch.ones(n_members, dtype=torch.bool, device=device),
+    )
 
-    update = 0
-    for epoch in range(cfg.epochs):
-        order = torch.from_numpy(np.stack([batch_order(m.seed, epoch, n) for m in members])).to(device)
-        for s in range(n_steps):
-            pos = order[:, s * cfg.batch_size:(s + 1) * cfg.batch_size]  # (M, b)
-            b = pos.shape[1]
-            xb = _gather_images(cfg, x_dev, train_idx.gather(1, pos))
-            tb = targets[member_axis, pos]  # (M, b, n_classes)
-            masks = None
-            if drop_widths:
-                masks = [torch.stack([(torch.rand((b, w), generator=g, device=device) < keep).float() / keep
-                                      for g in generators]) for w in drop_widths]
-            logits = stacked_forward(cfg.model, params, xb, masks)
-            loss_m = soft_cross_entropy(logits, tb)  # (M,)
-            finite = torch.isfinite(loss_m)
-            all_finite = bool(finite.all())
-            if all_finite:
-                total = loss_m.sum()
-            else:
-                total = torch.where(finite, loss_m, torch.zeros_like(loss_m)).sum()
-            for p in params.values():
-                p.grad = None
-            total.backward()
-            loss_sum[epoch] += loss_m.detach().double() * b
-            if not all_finite:
-                newly = alive & ~finite
-                for i in torch.nonzero(newly).flatten().tolist():
-                    diverged_at[i] = (epoch, s)
-                alive &= finite
-                any_dead = True
-            if any_dead:
-                opt.freeze(~alive)
-            opt.step(lr_factor(cfg, update, epoch, total_updates))
-            update += 1
-            if bar is not None:
-                bar.update(1)
-        if dynamics is not None:
-            _predict(cfg, params, x_dev, train_idx, n, dynamics[:, epoch])
-        if watch_dyn is not None:
-            _predict(cfg, params, x_dev, watch_idx, n_watch, watch_dyn[:, epoch])
 
+def _dropout_masks(g: _Group, batch: int) -> list[torch.Tensor] | None:
+    """Inverted-dropout masks (M, batch, width) of every dropout layer, from each member's generator."""
+    if not g.drop_widths:
+        return None
+    keep = 1.0 - g.cfg.model.dropout
+    return [
+        torch.stack(
+            [(torch.rand((batch, w), generator=gen, device=g.device) < keep).float() / keep for gen in g.generators]
+        )
+        for w in g.drop_widths
+    ]
+
+
+def _train_epoch(g: _Group, x_dev: torch.Tensor, epoch: int, bar: Any) -> None:
+    """One pass over every member's training items in its seeded batch order: forward, loss,
+    backward, divergence bookkeeping and one optimizer update per batch."""
+    cfg = g.cfg
+    total_updates = g.n_steps * cfg.epochs
+    order = torch.from_numpy(np.stack([batch_order(m.seed, epoch, g.n) for m in g.members])).to(g.device)
+    for s in range(g.n_steps):
+        pos = order[:, s * cfg.batch_size : (s + 1) * cfg.batch_size]  # (M, b)
+        b = pos.shape[1]
+        # forward: each member's own images and targets, its own dropout masks
+        xb = _gather_images(cfg, x_dev, g.train_idx.gather(1, pos))
+        tb = g.targets[g.member_axis, pos]  # (M, b, n_classes)
+        logits = stacked_forward(cfg.model, g.params, xb, _dropout_masks(g, b))
+        loss_m = soft_cross_entropy(logits, tb)  # (M,)
+        # backward: a non-finite member loss is left out of the summed objective
+        finite = torch.isfinite(loss_m)
+        all_finite = bool(finite.all())
+        total = loss_m.sum() if all_finite else torch.where(finite, loss_m, torch.zeros_like(loss_m)).sum()
+        for p in g.params.values():
+            p.grad = None
+        total.backward()
+        g.loss_sum[epoch] += loss_m.detach().double() * b
+        # divergence: freeze members whose loss just became non-finite (and keep them frozen)
+        if not all_finite:
+            for i in torch.nonzero(g.alive & ~finite).flatten().tolist():
+                g.diverged_at[i] = (epoch, s)
+            g.alive &= finite
+            g.any_dead = True
+        if g.any_dead:
+            g.opt.freeze(~g.alive)
+        # update
+        g.opt.step(lr_factor(cfg, g.update, epoch, total_updates))
+        g.update += 1
+        if bar is not None:
+            bar.update(1)
+
+
+def _record_epoch(g: _Group, x_dev: torch.Tensor, epoch: int) -> None:
+    """After an epoch: probabilities of the training items (dynamics) and of the watched items."""
+    if g.dynamics is not None:
+        _predict(g.cfg, g.params, x_dev, g.train_idx, g.n, g.dynamics[:, epoch])
+    if g.watch_dynamics is not None:
+        _predict(g.cfg, g.params, x_dev, g.watch_idx, g.n_watch, g.watch_dynamics[:, epoch])
+
+
+def _predict_final(
+    g: _Group, x_dev: torch.Tensor, eval_dev: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """Final float32 probabilities on the watched items and on every evaluation set."""
+    n_members, n_classes = len(g.members), g.cfg.model.n_classes
     watch_final = None
-    if watch_idx is not None:
-        watch_final = torch.empty((n_members, n_watch, n_classes), dtype=torch.float32)
-        _predict(cfg, params, x_dev, watch_idx, n_watch, watch_final)
+    if g.watch_idx is not None:
+        watch_final = torch.empty((n_members, g.n_watch, n_classes), dtype=torch.float32)
+        _predict(g.cfg, g.params, x_dev, g.watch_idx, g.n_watch, watch_final)
     eval_probs: dict[str, torch.Tensor] = {}
     for name, xe in eval_dev.items():
         out = torch.empty((n_members, len(xe), n_classes), dtype=torch.float32)
-        _predict(cfg, params, xe, None, len(xe), out)
+        _predict(g.cfg, g.params, xe, None, len(xe), out)
         eval_probs[name] = out
-    seconds = time.perf_counter() - start
+    return watch_final, eval_probs
 
-    loss_np = (loss_sum / n).cpu().numpy().T  # (M, epochs)
+
+def _divergence_message(member: Member, epoch: int, step: int) -> str:
+    return (
+        f"{member.describe()} diverged (non-finite loss) at epoch {epoch}, step {step}; "
+        "its updates were frozen and its outputs from that epoch on are NaN"
+    )
+
+
+def _pack_results(
+    g: _Group,
+    watch_final: torch.Tensor | None,
+    eval_probs: dict[str, torch.Tensor],
+    seconds: float,
+    keep_params: bool,
+    stacklevel: int,
+) -> list[MemberResult]:
+    """One :class:`MemberResult` per member (numpy arrays); a diverged member's outputs are NaN
+    from its epoch of divergence on, and a ``DivergenceWarning`` names it."""
+    loss_np = (g.loss_sum / g.n).cpu().numpy().T  # (M, epochs)
+    key = g.cfg.key_dict()
     results = []
-    key = cfg.key_dict()
-    for i, m in enumerate(members):
-        dyn = dynamics[i].numpy() if dynamics is not None else None
+    for i, m in enumerate(g.members):
+        dyn = g.dynamics[i].numpy() if g.dynamics is not None else None
         probs = {k: v[i].numpy() for k, v in eval_probs.items()}
-        w_dyn = watch_dyn[i].numpy() if watch_dyn is not None else None
+        w_dyn = g.watch_dynamics[i].numpy() if g.watch_dynamics is not None else None
         w_probs = watch_final[i].numpy() if watch_final is not None else None
-        diverged = i in diverged_at
-        message = ""
-        div_epoch = None
-        if diverged:
-            div_epoch, step = diverged_at[i]
-            message = (f"{m.describe()} diverged (non-finite loss) at epoch {div_epoch}, step {step}; "
-                       "its updates were frozen and its outputs from that epoch on are NaN")
-            warnings.warn(message, DivergenceWarning, stacklevel=3)
+        message, div_epoch = "", None
+        if i in g.diverged_at:
+            div_epoch, step = g.diverged_at[i]
+            message = _divergence_message(m, div_epoch, step)
+            warnings.warn(message, DivergenceWarning, stacklevel=stacklevel)
             if dyn is not None:
                 dyn[div_epoch:] = np.nan
             if w_dyn is not None:
@@ -621,14 +716,56 @@ def _train_group(x_dev: torch.Tensor, members: list[Member], cfg: TrainConfig,
                 w_probs = np.full_like(w_probs, np.nan)
             loss_np[i, div_epoch:] = np.nan
             probs = {k: np.full_like(v, np.nan) for k, v in probs.items()}
-        results.append(MemberResult(
-            name=m.name, seed=m.seed, meta=dict(m.meta), config={**key, "lr": lr[i]},
-            train_idx=m.train_idx.copy(), eval_probs=probs, dynamics=dyn, train_loss=loss_np[i].copy(),
-            diverged=diverged, diverged_epoch=div_epoch, message=message, seconds=seconds,
-            batch_members=n_members,
-            params={k: v[i].detach().cpu().contiguous().numpy().copy() for k, v in params.items()} if keep_params else None,
-            watch_idx=None if m.watch_idx is None else m.watch_idx.copy(), watch_dynamics=w_dyn, watch_probs=w_probs))
+        results.append(
+            MemberResult(
+                name=m.name,
+                seed=m.seed,
+                meta=dict(m.meta),
+                config={**key, "lr": g.lr[i]},
+                train_idx=m.train_idx.copy(),
+                eval_probs=probs,
+                dynamics=dyn,
+                train_loss=loss_np[i].copy(),
+                diverged=div_epoch is not None,
+                diverged_epoch=div_epoch,
+                message=message,
+                seconds=seconds,
+                batch_members=len(g.members),
+                params=(
+                    {k: v[i].detach().cpu().contiguous().numpy().copy() for k, v in g.params.items()}
+                    if keep_params
+                    else None
+                ),
+                watch_idx=None if m.watch_idx is None else m.watch_idx.copy(),
+                watch_dynamics=w_dyn,
+                watch_probs=w_probs,
+            )
+        )
     return results
+
+
+def _train_group(
+    x_dev: torch.Tensor,
+    members: list[Member],
+    cfg: TrainConfig,
+    eval_dev: dict[str, torch.Tensor],
+    device: torch.device,
+    bar: Any,
+    keep_params: bool = False,
+) -> list[MemberResult]:
+    """Train one batch of members (same subset size, watched count and recording) together."""
+    start = time.perf_counter()
+    # setup: stacked initial weights, optimizer, targets and recording buffers on the device
+    g = _setup_group(members, cfg, device)
+    # epoch loop: the seeded batches of every member, then what the epoch records
+    for epoch in range(cfg.epochs):
+        _train_epoch(g, x_dev, epoch, bar)
+        _record_epoch(g, x_dev, epoch)
+    # final predictions: the watched items and every evaluation set
+    watch_final, eval_probs = _predict_final(g, x_dev, eval_dev)
+    seconds = time.perf_counter() - start
+    # result packing: one MemberResult per member (warnings point at train_members' caller)
+    return _pack_results(g, watch_final, eval_probs, seconds, keep_params, stacklevel=4)
 
 
 def plan_batches(members: Sequence[Member], max_members: int) -> list[list[int]]:
@@ -640,13 +777,18 @@ def plan_batches(members: Sequence[Member], max_members: int) -> list[list[int]]
     batches = []
     for idx in by_size.values():
         for a in range(0, len(idx), max_members):
-            batches.append(idx[a:a + max_members])
+            batches.append(idx[a : a + max_members])
     return batches
 
 
-def train_members(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
-                  eval_sets: Mapping[str, np.ndarray] | None = None, progress: bool = True,
-                  keep_params: bool = False) -> list[MemberResult]:
+def train_members(
+    x: np.ndarray,
+    members: Sequence[Member],
+    cfg: TrainConfig,
+    eval_sets: Mapping[str, np.ndarray] | None = None,
+    progress: bool = True,
+    keep_params: bool = False,
+) -> list[MemberResult]:
     """Train every member (batched) and return one ``MemberResult`` per member, in order
     (with its trained weights in ``.params`` when ``keep_params``).
 
@@ -671,7 +813,9 @@ def train_members(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
     results: list[MemberResult | None] = [None] * len(members)
     try:
         for batch in batches:
-            for i, r in zip(batch, _train_group(x_dev, [members[i] for i in batch], cfg, eval_dev, device, bar, keep_params)):
+            for i, r in zip(
+                batch, _train_group(x_dev, [members[i] for i in batch], cfg, eval_dev, device, bar, keep_params)
+            ):
                 results[i] = r
     finally:
         if bar is not None:
@@ -682,8 +826,9 @@ def train_members(x: np.ndarray, members: Sequence[Member], cfg: TrainConfig,
 # ----------------------------------------------------------------------------- plain reference
 
 
-def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
-                           eval_sets: Mapping[str, np.ndarray] | None = None) -> MemberResult:
+def train_single_reference(
+    x: np.ndarray, member: Member, cfg: TrainConfig, eval_sets: Mapping[str, np.ndarray] | None = None
+) -> MemberResult:
     """The plain loop: one ``nn.Module`` + ``torch.optim.Adam``/``SGD``, same init and batches.
 
     Loss via ``F.cross_entropy`` with probability targets. With dropout > 0 the masks come from
@@ -704,8 +849,9 @@ def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
     idx_t = torch.from_numpy(member.train_idx).to(device)
     model = init_model(cfg.model, member.seed).to(device)
     if cfg.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=cfg.betas, eps=cfg.eps,
-                                                      weight_decay=cfg.weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            model.parameters(), lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
     else:
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     dyn_dtype = np.float16 if cfg.dynamics_dtype == "float16" else np.float32
@@ -716,7 +862,7 @@ def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
     def predict(xs: torch.Tensor) -> np.ndarray:
         model.eval()
         with torch.no_grad():
-            out = [torch.softmax(model(xs[a:a + 1024]), -1).cpu() for a in range(0, len(xs), 1024)]
+            out = [torch.softmax(model(xs[a : a + 1024]), -1).cpu() for a in range(0, len(xs), 1024)]
         return torch.cat(out).numpy()
 
     update = 0
@@ -725,7 +871,7 @@ def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
         for epoch in range(cfg.epochs):
             order = batch_order(member.seed, epoch, n)
             for s in range(n_steps):
-                gi = idx_t[torch.from_numpy(order[s * cfg.batch_size:(s + 1) * cfg.batch_size]).to(device)]
+                gi = idx_t[torch.from_numpy(order[s * cfg.batch_size : (s + 1) * cfg.batch_size]).to(device)]
                 if diverged_at is None:
                     model.train()
                     loss = F.cross_entropy(model(x_t[gi]), t_t[gi])
@@ -743,18 +889,30 @@ def train_single_reference(x: np.ndarray, member: Member, cfg: TrainConfig,
             if dynamics is not None:
                 dynamics[epoch] = predict(x_t[idx_t])
     train_loss /= n
-    probs = {k: predict(torch.from_numpy(np.ascontiguousarray(v)).to(device)).astype(np.float32) for k, v in eval_sets.items()}
+    probs = {
+        k: predict(torch.from_numpy(np.ascontiguousarray(v)).to(device)).astype(np.float32)
+        for k, v in eval_sets.items()
+    }
     message = ""
     if diverged_at is not None:
-        message = (f"{member.describe()} diverged (non-finite loss) at epoch {diverged_at[0]}, step {diverged_at[1]}; "
-                   "its updates were frozen and its outputs from that epoch on are NaN")
+        message = _divergence_message(member, *diverged_at)
         warnings.warn(message, DivergenceWarning, stacklevel=2)
         if dynamics is not None:
-            dynamics[diverged_at[0]:] = np.nan
-        train_loss[diverged_at[0]:] = np.nan
+            dynamics[diverged_at[0] :] = np.nan
+        train_loss[diverged_at[0] :] = np.nan
         probs = {k: np.full_like(v, np.nan) for k, v in probs.items()}
     return MemberResult(
-        name=member.name, seed=member.seed, meta=dict(member.meta), config={**cfg.key_dict(), "lr": float(lr)},
-        train_idx=member.train_idx.copy(), eval_probs=probs, dynamics=dynamics, train_loss=train_loss,
-        diverged=diverged_at is not None, diverged_epoch=None if diverged_at is None else diverged_at[0],
-        message=message, seconds=time.perf_counter() - start, batch_members=1)
+        name=member.name,
+        seed=member.seed,
+        meta=dict(member.meta),
+        config={**cfg.key_dict(), "lr": float(lr)},
+        train_idx=member.train_idx.copy(),
+        eval_probs=probs,
+        dynamics=dynamics,
+        train_loss=train_loss,
+        diverged=diverged_at is not None,
+        diverged_epoch=None if diverged_at is None else diverged_at[0],
+        message=message,
+        seconds=time.perf_counter() - start,
+        batch_members=1,
+    )

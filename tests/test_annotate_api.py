@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
+from fastapi.testclient import TestClient
+from PIL import Image
 
-from softlab.annotate import (  # noqa: E402
+from softlab.annotate import (
     StudyError,
     StudySettings,
     annotator_order,
@@ -35,11 +35,11 @@ from softlab.annotate import (  # noqa: E402
     select_attention_items,
     select_items,
 )
-from softlab.annotate.app import KEY_HEADER, MAX_BODY_BYTES, create_app, host_name, serve  # noqa: E402
-from softlab.annotate.db import AnnotationDB, DatabaseMismatchError  # noqa: E402
-from softlab.annotate.export import annotation_table, attention_report, export_annotations  # noqa: E402
-from softlab.annotate.study import annotator_key, annotator_link, is_loopback  # noqa: E402
-from softlab.data.annotations import to_counts, validate_annotations  # noqa: E402
+from softlab.annotate.app import KEY_HEADER, MAX_BODY_BYTES, create_app, host_name, serve
+from softlab.annotate.db import AnnotationDB, DatabaseMismatchError
+from softlab.annotate.export import annotation_table, attention_report, export_annotations
+from softlab.annotate.study import annotator_key, annotator_link, is_loopback
+from softlab.data.annotations import to_counts, validate_annotations
 
 N_IMAGES = 30
 CLASSES = tuple(str(c) for c in range(10))
@@ -52,15 +52,25 @@ def make_images(n: int = N_IMAGES, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 def make_study(tmp_path: Path, name: str = "study", size: int = 8, attention: int = 0, **settings_kw: object):
     images, labels = make_images()
-    return create_study(tmp_path / name, images=images, labels=labels, classes=CLASSES, dataset="user",
-                        split="test", strategy="stratified", size=size, seed=0,
-                        settings=StudySettings(attention_checks=attention, **settings_kw))  # type: ignore[arg-type]
+    return create_study(
+        tmp_path / name,
+        images=images,
+        labels=labels,
+        classes=CLASSES,
+        dataset="user",
+        split="test",
+        strategy="stratified",
+        size=size,
+        seed=0,
+        settings=StudySettings(attention_checks=attention, **settings_kw),
+    )  # type: ignore[arg-type]
 
 
 def db_rows(study_dir: Path) -> list[tuple]:
     with sqlite3.connect(study_dir / "annotations.sqlite") as conn:
-        return conn.execute("SELECT annotator, item, label, second_label, confidence, response_ms, attempt "
-                            "FROM answers ORDER BY id").fetchall()
+        return conn.execute(
+            "SELECT annotator, item, label, second_label, confidence, response_ms, attempt FROM answers ORDER BY id"
+        ).fetchall()
 
 
 def answer(item: int, label: int = 3, annotator: str = "alice", **kw: object) -> dict:
@@ -109,9 +119,14 @@ def client(study):
 
 # --------------------------------------------------------------------------- study and strategies
 
+
 def test_study_is_written_atomically_and_reopens_identically(study) -> None:
     d = study.study_dir
-    assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == ["annotator.key", "images.npz", "study.json"]
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == [
+        "annotator.key",
+        "images.npz",
+        "study.json",
+    ]
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
     assert stat.S_IMODE(os.stat(d / "study.json").st_mode) & 0o077 == 0  # token file not world-readable
     assert stat.S_IMODE(os.stat(d / "annotator.key").st_mode) & 0o077 == 0  # the signing secret neither
@@ -129,9 +144,13 @@ def test_study_is_written_atomically_and_reopens_identically(study) -> None:
 def test_create_refuses_existing_study_and_bad_inputs(tmp_path: Path, study) -> None:
     images, labels = make_images()
     with pytest.raises(StudyError, match="already holds a study"):
-        create_study(study.study_dir, images=images, labels=labels, classes=CLASSES, dataset="user", split="test", size=5)
+        create_study(
+            study.study_dir, images=images, labels=labels, classes=CLASSES, dataset="user", split="test", size=5
+        )
     with pytest.raises(StudyError, match="uint8"):
-        create_study(tmp_path / "a", images=images.astype(np.float32), labels=labels, classes=CLASSES, dataset="u", split="t")
+        create_study(
+            tmp_path / "a", images=images.astype(np.float32), labels=labels, classes=CLASSES, dataset="u", split="t"
+        )
     with pytest.raises(StudyError, match=r"\(N, 28, 28\)"):
         create_study(tmp_path / "b", images=images[:, :20], labels=labels, classes=CLASSES, dataset="u", split="t")
     with pytest.raises(StudyError, match="labels: row 3"):
@@ -156,12 +175,14 @@ def test_stratified_quota_hand_case() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(counts=st.lists(st.integers(1, 12), min_size=2, max_size=6), frac=st.floats(0.05, 1.0), seed=st.integers(0, 10**6))
+@given(
+    counts=st.lists(st.integers(1, 12), min_size=2, max_size=6), frac=st.floats(0.05, 1.0), seed=st.integers(0, 10**6)
+)
 def test_stratified_property(counts: list[int], frac: float, seed: int) -> None:
     labels = np.repeat(np.arange(len(counts)), counts)
     rng = np.random.default_rng(seed)
     labels = labels[rng.permutation(len(labels))]
-    size = max(1, int(round(frac * len(labels))))
+    size = max(1, round(frac * len(labels)))
     items = select_items("stratified", size, seed, len(labels), labels=labels)
     assert len(items) == size and len(np.unique(items)) == size and np.all(np.diff(items) > 0)
     got = np.bincount(labels[items], minlength=len(counts))
@@ -195,7 +216,7 @@ def test_ambiguous_picks_highest_variability_with_seeded_ties() -> None:
     a, b = select_items("ambiguous", 5, 0, 20, variability=ties), select_items("ambiguous", 5, 0, 20, variability=ties)
     np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, select_items("ambiguous", 5, s, 20, variability=ties)) for s in range(1, 6))
-    with pytest.raises(StudyError, match="row 2"):
+    with pytest.raises(StudyError, match="variability: entry 2: nan is not a variability"):
         select_items("ambiguous", 3, 0, 20, variability=np.r_[0.1, 0.1, np.nan, np.zeros(17)])
     with pytest.raises(StudyError, match="needs cartography variability"):
         select_items("ambiguous", 3, 0, 20)
@@ -225,21 +246,36 @@ def test_annotator_order_is_seeded_permutation(tmp_path: Path) -> None:
     assert sorted(order) == sorted(s.all_items)
     assert order == annotator_order(open_study(s.study_dir), "alice")
     assert order != annotator_order(s, "bob")
-    other_seed = create_study(tmp_path / "s2", images=make_images()[0], labels=make_images()[1], classes=CLASSES,
-                              dataset="user", split="test", size=10, seed=0,
-                              settings=StudySettings(attention_checks=3))
+    other_seed = create_study(
+        tmp_path / "s2",
+        images=make_images()[0],
+        labels=make_images()[1],
+        classes=CLASSES,
+        dataset="user",
+        split="test",
+        size=10,
+        seed=0,
+        settings=StudySettings(attention_checks=3),
+    )
     assert annotator_order(other_seed, "alice") == order  # same seed + id ⇒ same order
 
 
 # --------------------------------------------------------------------------- API: happy path
+
 
 def test_study_info_next_and_submit(client: TestClient, study) -> None:
     info = client.get("/api/study").json()
     assert info["classes"] == list(CLASSES) and info["total"] == 8 and info["confidence"] == {"min": 1, "max": 5}
     nxt = client.get("/api/next", params={"annotator": "alice"}).json()
     order = annotator_order(study, "alice")
-    assert nxt == {"annotator": "alice", "done": 0, "total": 8, "finished": False, "item": order[0],
-                   "image_url": f"/api/image/{order[0]}.png?v={study.study_id}"}
+    assert nxt == {
+        "annotator": "alice",
+        "done": 0,
+        "total": 8,
+        "finished": False,
+        "item": order[0],
+        "image_url": f"/api/image/{order[0]}.png?v={study.study_id}",
+    }
     r = client.post("/api/answers", json=answer(order[0], label=7, second_label=1, confidence=4))
     assert r.status_code == 201, r.text
     body = r.json()
@@ -260,8 +296,14 @@ def test_progress_survives_restart_and_ends_finished(study) -> None:
         assert (p["done"], p["item"]) == (3, order[3])
         for item in order[3:]:
             last = c.post("/api/answers", json=answer(item, annotator="bob")).json()
-        assert last["progress"] == {"annotator": "bob", "done": 8, "total": 8, "finished": True, "item": None,
-                                    "image_url": None}
+        assert last["progress"] == {
+            "annotator": "bob",
+            "done": 8,
+            "total": 8,
+            "finished": True,
+            "item": None,
+            "image_url": None,
+        }
 
 
 def test_image_is_enlarged_crisp_png(client: TestClient, study) -> None:
@@ -315,8 +357,9 @@ INVALID = [
 
 
 @pytest.mark.parametrize("what,change,field", INVALID, ids=[c[0] for c in INVALID])
-def test_invalid_submission_is_rejected_and_changes_nothing(client: TestClient, study, what: str, change: dict,
-                                                            field: str) -> None:
+def test_invalid_submission_is_rejected_and_changes_nothing(
+    client: TestClient, study, what: str, change: dict, field: str
+) -> None:
     client.post("/api/answers", json=answer(study.items[0]))
     before = db_rows(study.study_dir)
     body = answer(study.items[1])
@@ -355,8 +398,10 @@ def test_database_enforces_unique_annotator_item(study) -> None:
     AnnotationDB(study.db_path, study.study_id, allow_reannotation=False).close()
     with sqlite3.connect(study.db_path) as conn:
         row = ("a", 1, 1, None, None, 1.0, "t", 0, 1, None)
-        sql = ("INSERT INTO answers (annotator, item, label, second_label, confidence, response_ms, timestamp, "
-               "is_attention_check, attempt, submission_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        sql = (
+            "INSERT INTO answers (annotator, item, label, second_label, confidence, response_ms, timestamp, "
+            "is_attention_check, attempt, submission_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         conn.execute(sql, row)
         with pytest.raises(sqlite3.IntegrityError):
             conn.execute(sql, row[:8] + (2, None))  # same annotator and item, even as a new attempt
@@ -398,6 +443,7 @@ def test_study_without_confidence_or_second_choice_rejects_them(tmp_path: Path) 
 
 
 # --------------------------------------------------------------------------- token and hosts
+
 
 def test_token_required_when_enforced(study) -> None:
     with annotating_client(study, require_token=True) as c:
@@ -444,6 +490,7 @@ def test_database_of_another_study_is_refused(tmp_path: Path, study) -> None:
 
 # --------------------------------------------------------------------------- attention checks and export
 
+
 def test_attention_checks_flagged_excluded_and_reported(tmp_path: Path) -> None:
     s = make_study(tmp_path, size=6, attention=2)
     assert len(s.attention_items) == 2 and not set(s.attention_items) & set(s.items)
@@ -467,7 +514,7 @@ def test_attention_checks_flagged_excluded_and_reported(tmp_path: Path) -> None:
     assert report.loc["ann", "attention_accuracy"] == pytest.approx(0.5)
     assert report.loc["bea", "attention_accuracy"] == pytest.approx(1.0)
     assert math.isnan(report.loc["cid", "attention_accuracy"])
-    out, rep = export_annotations(s.study_dir, tmp_path / "answers.csv")
+    _, rep = export_annotations(s.study_dir, tmp_path / "answers.csv")
     assert rep == tmp_path / "answers.attention.csv"
     pd.testing.assert_frame_equal(pd.read_csv(rep), attention_report(s.study_dir), check_dtype=False)
 
@@ -501,8 +548,23 @@ def test_cli_create_resume_and_mismatch(tmp_path: Path, capsys: pytest.CaptureFi
     np.save(tmp_path / "labels.npy", labels)
     d = tmp_path / "cli-study"
     base = ["--images", str(tmp_path / "imgs.npy"), "--labels", str(tmp_path / "labels.npy"), "--study-dir", str(d)]
-    assert main_annotate([*base, "--size", "12", "--seed", "3", "--attention-checks", "2",
-                          "--confidence-scale", "50-100", "--create-only"]) == 0
+    assert (
+        main_annotate(
+            [
+                *base,
+                "--size",
+                "12",
+                "--seed",
+                "3",
+                "--attention-checks",
+                "2",
+                "--confidence-scale",
+                "50-100",
+                "--create-only",
+            ]
+        )
+        == 0
+    )
     s = open_study(d)
     assert (len(s.items), s.seed, len(s.attention_items)) == (12, 3, 2)
     assert (s.settings.confidence_min, s.settings.confidence_max) == (50, 100)
@@ -510,8 +572,22 @@ def test_cli_create_resume_and_mismatch(tmp_path: Path, capsys: pytest.CaptureFi
     assert main_annotate([*base, "--size", "12", "--seed", "3", "--create-only"]) == 0  # matching options
     assert main_annotate(["--study-dir", str(d), "--seed", "4", "--create-only"]) == 2
     assert "already holds a different study" in capsys.readouterr().err
-    assert main_annotate(["--images", str(tmp_path / "imgs.npy"), "--study-dir", str(tmp_path / "x"),
-                          "--strategy", "uncertain", "--size", "5", "--create-only"]) == 2
+    assert (
+        main_annotate(
+            [
+                "--images",
+                str(tmp_path / "imgs.npy"),
+                "--study-dir",
+                str(tmp_path / "x"),
+                "--strategy",
+                "uncertain",
+                "--size",
+                "5",
+                "--create-only",
+            ]
+        )
+        == 2
+    )
     assert "--probs" in capsys.readouterr().err
     assert main_annotate(["--study-dir", str(tmp_path / "empty"), "--create-only"]) == 2
     assert "give --dataset or --images" in capsys.readouterr().err
@@ -519,8 +595,9 @@ def test_cli_create_resume_and_mismatch(tmp_path: Path, capsys: pytest.CaptureFi
     assert "no answers yet" in capsys.readouterr().out
 
 
-def test_cli_dataset_uses_softlab_data_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_dataset_uses_softlab_data_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import softlab.data
     from softlab.data import ImageSet
 
@@ -536,8 +613,24 @@ def test_cli_dataset_uses_softlab_data_loader(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(softlab.data, "load_images", fake_load_images)
     d = tmp_path / "fm"
-    assert main_annotate(["--dataset", "fashion-mnist", "--size", "10", "--strategy", "stratified", "--seed", "0",
-                          "--study-dir", str(d), "--create-only"]) == 0
+    assert (
+        main_annotate(
+            [
+                "--dataset",
+                "fashion-mnist",
+                "--size",
+                "10",
+                "--strategy",
+                "stratified",
+                "--seed",
+                "0",
+                "--study-dir",
+                str(d),
+                "--create-only",
+            ]
+        )
+        == 0
+    )
     s = open_study(d)
     assert calls == [("fashion-mnist", "test")] and s.classes == names
     assert (s.dataset, s.split) == ("fashion-mnist", "test")
@@ -546,6 +639,33 @@ def test_cli_dataset_uses_softlab_data_loader(tmp_path: Path, monkeypatch: pytes
         np.testing.assert_array_equal(img, images[i])
     assert main_annotate(["--dataset", "nope", "--study-dir", str(tmp_path / "n"), "--create-only"]) == 2
     assert "--dataset nope" in capsys.readouterr().err
+
+
+def test_cli_synthetic_mnist_comes_from_the_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # generated digits are not a data-layer set: the app asks softlab.generator, not load_images
+    import softlab.data
+    import softlab.generator
+    from softlab.data import ImageSet
+
+    images, labels = make_images(40)
+    calls: list[str] = []
+
+    def fake_load_synthetic_mnist(split: str) -> ImageSet:
+        calls.append(split)
+        return ImageSet("synthetic-mnist", split, images, labels, tuple(str(d) for d in range(10)))
+
+    def no_load_images(dataset: str, split: str) -> ImageSet:
+        raise AssertionError(f"load_images({dataset!r}, {split!r}) was called")
+
+    monkeypatch.setattr(softlab.generator, "load_synthetic_mnist", fake_load_synthetic_mnist)
+    monkeypatch.setattr(softlab.data, "load_images", no_load_images)
+    d = tmp_path / "syn"
+    args = ["--dataset", "synthetic-mnist", "--split", "all", "--size", "8", "--seed", "0", "--study-dir", str(d)]
+    assert main_annotate([*args, "--create-only"]) == 0
+    s = open_study(d)
+    assert calls == ["all"] and (s.dataset, s.split) == ("synthetic-mnist", "all")
+    for i, img in s.load_images().items():
+        np.testing.assert_array_equal(img, images[i])
 
 
 def test_cli_uncertain_reads_probs_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -563,6 +683,7 @@ def test_cli_uncertain_reads_probs_file(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 # --------------------------------------------------------------------------- hardening (issue 13)
+
 
 def _asgi_post(app, path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, list[int]]:
     """POST straight through the ASGI interface; return (status, sizes of the body chunks the app read)."""
@@ -582,10 +703,20 @@ def _asgi_post(app, path: str, chunks: list[bytes], headers: list[tuple[bytes, b
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
-             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
     asyncio.run(app(scope, receive, send))
     return next(m["status"] for m in sent if m["type"] == "http.response.start"), read
 
@@ -627,10 +758,13 @@ def test_annotator_cannot_answer_as_someone_else(study) -> None:
         forged = c.post("/api/answers", json=answer(item, annotator="alice"), headers=bobs_key)
         assert forged.status_code == 403 and "alice" in forged.json()["detail"]
         assert db_rows(study.study_dir) == []  # bob could not take alice's place
-        own = c.post("/api/answers", json=answer(item, annotator="alice"),
-                     headers={KEY_HEADER: annotator_key(study, "alice")})
+        own = c.post(
+            "/api/answers", json=answer(item, annotator="alice"), headers={KEY_HEADER: annotator_key(study, "alice")}
+        )
         assert own.status_code == 201  # alice's first answer is hers, not a 409
-        trimmed = c.get("/api/next", params={"annotator": " alice "}, headers={KEY_HEADER: annotator_key(study, "alice")})
+        trimmed = c.get(
+            "/api/next", params={"annotator": " alice "}, headers={KEY_HEADER: annotator_key(study, "alice")}
+        )
         assert trimmed.json()["done"] == 1
     other = make_study(study.study_dir.parent, name="other")
     assert annotator_key(other, "alice") != annotator_key(study, "alice")  # a key is valid for one study only
@@ -648,8 +782,21 @@ def test_progress_visible_only_to_its_annotator(client: TestClient, study) -> No
 def test_links_command_prints_personal_links_the_server_accepts(study, capsys: pytest.CaptureFixture[str]) -> None:
     from urllib.parse import parse_qs, urlsplit
 
-    assert main_annotate(["links", "--study-dir", str(study.study_dir), "--annotator", "alice", "001",
-                          "--base-url", "http://10.0.0.5:9000"]) == 0
+    assert (
+        main_annotate(
+            [
+                "links",
+                "--study-dir",
+                str(study.study_dir),
+                "--annotator",
+                "alice",
+                "001",
+                "--base-url",
+                "http://10.0.0.5:9000",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["alice", "001"]
     url = urlsplit(lines[1].split("\t")[1])
@@ -740,9 +887,13 @@ def test_export_refuses_existing_target_unless_force(tmp_path: Path, capsys: pyt
     assert len(pd.read_csv(out)) == 1 and "n_attention" in report.read_text()
 
 
-def test_export_to_unwritable_target_is_one_line_error(tmp_path: Path, study, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_to_unwritable_target_is_one_line_error(
+    tmp_path: Path, study, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "a-file").write_text("")
-    assert main_annotate(["export", "--study-dir", str(study.study_dir), "--out", str(tmp_path / "a-file" / "a.csv")]) == 2
+    assert (
+        main_annotate(["export", "--study-dir", str(study.study_dir), "--out", str(tmp_path / "a-file" / "a.csv")]) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("softlab annotate export: error: ") and "a-file" in err
     locked = tmp_path / "locked"
@@ -757,8 +908,9 @@ def test_export_to_unwritable_target_is_one_line_error(tmp_path: Path, study, ca
         locked.chmod(0o700)
 
 
-def test_annotate_offline_creates_study_from_local_data_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_annotate_offline_creates_study_from_local_data_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import urllib.request
 
     from softlab.data import images as image_data

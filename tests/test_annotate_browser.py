@@ -15,8 +15,9 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)",
-                allow_module_level=True)
+    pytest.skip(
+        "Debian chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True
+    )
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("fastapi")
 
@@ -30,8 +31,16 @@ from softlab.annotate import (  # noqa: E402
 from softlab.annotate.testing import running_server  # noqa: E402
 
 pytestmark = pytest.mark.browser
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 N_ITEMS, N_ATTENTION = 6, 2
 TOTAL = N_ITEMS + N_ATTENTION
 
@@ -45,9 +54,18 @@ def test_annotate_in_browser_click_keyboard_reload_export(tmp_path: Path) -> Non
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
     labels = np.arange(30) % 10
-    study = create_study(tmp_path / "study", images=images, labels=labels, classes=[str(c) for c in range(10)],
-                         dataset="user", split="test", strategy="stratified", size=N_ITEMS, seed=0,
-                         settings=StudySettings(attention_checks=N_ATTENTION))
+    study = create_study(
+        tmp_path / "study",
+        images=images,
+        labels=labels,
+        classes=[str(c) for c in range(10)],
+        dataset="user",
+        split="test",
+        strategy="stratified",
+        size=N_ITEMS,
+        seed=0,
+        settings=StudySettings(attention_checks=N_ATTENTION),
+    )
     order = annotator_order(study, "alice")
     answered: list[int] = []
     problems: list[str] = []
@@ -65,7 +83,8 @@ def test_annotate_in_browser_click_keyboard_reload_export(tmp_path: Path) -> Non
                 """Wait until the shown image has loaded (and answers are possible); return its item."""
                 page.wait_for_function(
                     "() => { const i = document.getElementById('image');"
-                    " return !document.getElementById('annotate').hidden && i.complete && i.naturalWidth === 280; }")
+                    " return !document.getElementById('annotate').hidden && i.complete && i.naturalWidth === 280; }"
+                )
                 item = int(page.get_attribute("#image", "data-item") or "-1")
                 assert item == order[len(answered)], "items must come in the annotator's seeded order"
                 return item
@@ -102,7 +121,8 @@ def test_annotate_in_browser_click_keyboard_reload_export(tmp_path: Path) -> Non
                 page.keyboard.press(f"Shift+Digit{(lab + 2) % 10}")
                 page.keyboard.press("e")
                 expect(page.locator(f'.second-button[data-label="{(lab + 2) % 10}"]')).to_have_attribute(
-                    "aria-pressed", "true")
+                    "aria-pressed", "true"
+                )
                 page.keyboard.press("Enter")
                 submitted(item)
 
@@ -142,4 +162,5 @@ def test_annotate_in_browser_click_keyboard_reload_export(tmp_path: Path) -> Non
     assert len(main_items) == N_ITEMS
     report = pd.read_csv(tmp_path / "answers.attention.csv")
     assert report[["annotator", "n_answers", "n_attention", "n_attention_correct"]].values.tolist() == [
-        ["alice", N_ITEMS, N_ATTENTION, N_ATTENTION]]
+        ["alice", N_ITEMS, N_ATTENTION, N_ATTENTION]
+    ]

@@ -56,8 +56,14 @@ def _annotate_all(base: str, annotator: str, key: str, seed: int, start: threadi
             item = int(p["item"])
             shown.append(item)
             label = int(rng.integers(0, 10))
-            body = {"annotator": annotator, "item": item, "label": label, "confidence": int(rng.integers(1, 6)),
-                    "response_ms": float(rng.integers(200, 3000)), "submission_id": f"{annotator}-{item}"}
+            body = {
+                "annotator": annotator,
+                "item": item,
+                "label": label,
+                "confidence": int(rng.integers(1, 6)),
+                "response_ms": float(rng.integers(200, 3000)),
+                "submission_id": f"{annotator}-{item}",
+            }
             r = client.post("/api/answers", json=body)
             assert r.status_code == 201, r.text
             accepted.append((item, label))
@@ -78,24 +84,36 @@ def test_concurrent_annotators_lose_nothing_and_survive_restart(tmp_path: Path) 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(80, 28, 28), dtype=np.uint8)
     labels = np.arange(80) % 10
-    study = create_study(tmp_path / "study", images=images, labels=labels, classes=[str(c) for c in range(10)],
-                         dataset="user", split="test", strategy="stratified", size=N_ITEMS, seed=0,
-                         settings=StudySettings())
+    study = create_study(
+        tmp_path / "study",
+        images=images,
+        labels=labels,
+        classes=[str(c) for c in range(10)],
+        dataset="user",
+        split="test",
+        strategy="stratified",
+        size=N_ITEMS,
+        seed=0,
+        settings=StudySettings(),
+    )
     annotators = [f"annotator-{k:02d}" for k in range(N_ANNOTATORS)]
     start = threading.Barrier(N_ANNOTATORS + 1)
 
     with running_server(study.study_dir) as base:
         with ThreadPoolExecutor(max_workers=N_ANNOTATORS) as pool:
-            futures = [pool.submit(_annotate_all, base, a, annotator_key(study, a), k, start)
-                       for k, a in enumerate(annotators)]
+            futures = [
+                pool.submit(_annotate_all, base, a, annotator_key(study, a), k, start) for k, a in enumerate(annotators)
+            ]
             start.wait(timeout=60)
             t0 = time.perf_counter()
             results = [f.result(timeout=240) for f in futures]
             elapsed = time.perf_counter() - t0
         n_accepted = sum(len(r["accepted"]) for r in results)  # type: ignore[arg-type]
         n_requests = sum(len(r["accepted"]) + 1 + int(r["retried"]) + int(r["refused"]) for r in results)  # type: ignore[arg-type,call-overload]
-        print(f"\nannotate load: {N_ANNOTATORS} annotators x {N_ITEMS} answers = {n_accepted} accepted answers in "
-              f"{elapsed:.2f} s -> {n_accepted / elapsed:.0f} answers/s ({n_requests / elapsed:.0f} requests/s)")
+        print(
+            f"\nannotate load: {N_ANNOTATORS} annotators x {N_ITEMS} answers = {n_accepted} accepted answers in "
+            f"{elapsed:.2f} s -> {n_accepted / elapsed:.0f} answers/s ({n_requests / elapsed:.0f} requests/s)"
+        )
         before = tmp_path / "before.csv"
         assert main_annotate(["export", "--study-dir", str(study.study_dir), "--out", str(before)]) == 0
 
@@ -111,11 +129,15 @@ def test_concurrent_annotators_lose_nothing_and_survive_restart(tmp_path: Path) 
     with running_server(study.study_dir) as base:  # restart on the same folder
         with httpx.Client(base_url=base, timeout=30.0) as client:
             for a in annotators:
-                p = client.get("/api/next", params={"annotator": a}, headers={KEY_HEADER: annotator_key(study, a)}).json()
+                p = client.get(
+                    "/api/next", params={"annotator": a}, headers={KEY_HEADER: annotator_key(study, a)}
+                ).json()
                 assert (p["done"], p["total"], p["finished"]) == (N_ITEMS, N_ITEMS, True)
-            dup = client.post("/api/answers", json={"annotator": annotators[0], "item": study.items[0], "label": 1,
-                                                    "response_ms": 5.0},
-                              headers={KEY_HEADER: annotator_key(study, annotators[0])})
+            dup = client.post(
+                "/api/answers",
+                json={"annotator": annotators[0], "item": study.items[0], "label": 1, "response_ms": 5.0},
+                headers={KEY_HEADER: annotator_key(study, annotators[0])},
+            )
             assert dup.status_code == 409
         after = tmp_path / "after.csv"
         assert main_annotate(["export", "--study-dir", str(study.study_dir), "--out", str(after)]) == 0

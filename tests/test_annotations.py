@@ -72,9 +72,9 @@ def test_missing_file_and_format(tmp_path):
 @pytest.mark.parametrize(
     "counts, match",
     [
-        ([[1, np.nan]], r"row 0, column 1: value nan is NaN"),
-        ([[1, 2], [-1, 3]], r"row 1, column 0: value -1.0 is negative"),
-        ([[1, 0.5]], r"row 0, column 1: value 0.5 is not an integer"),
+        ([[1, np.nan]], r"counts: row 0, column 1: nan is not a vote count \(expected a finite number >= 0\)"),
+        ([[1, 2], [-1, 3]], r"counts: row 1, column 0: -1.0 is not a vote count"),
+        ([[1, 0.5]], r"counts: row 0, column 1: 0.5 is not an integer vote count"),
         ([[1, 1], [0, 0]], r"row 1 has no votes"),
         (np.zeros((0, 3)), r"empty"),
     ],
@@ -102,15 +102,29 @@ def test_majority_tie_rules_and_mode():
 
 def test_fleiss_kappa_matches_statsmodels_worked_example():
     # Fleiss (1971) / Wikipedia worked example: 10 items, 14 raters, 5 categories -> kappa 0.210
-    c = np.array([[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-                  [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]])
+    c = np.array(
+        [
+            [0, 0, 0, 0, 14],
+            [0, 2, 6, 4, 2],
+            [0, 0, 3, 5, 6],
+            [0, 3, 9, 2, 0],
+            [2, 2, 8, 1, 1],
+            [7, 7, 0, 0, 0],
+            [3, 2, 6, 3, 0],
+            [2, 5, 3, 2, 2],
+            [6, 5, 2, 1, 0],
+            [0, 2, 2, 3, 7],
+        ]
+    )
     assert ann.fleiss_kappa(c) == pytest.approx(0.2099, abs=1e-4)
     assert ann.fleiss_kappa(np.array([[5, 0], [0, 5]])) == pytest.approx(1.0)
 
 
-count_matrices = st.integers(1, 6).flatmap(
-    lambda c: arrays(np.int64, st.tuples(st.integers(1, 12), st.just(c)), elements=st.integers(0, 9))
-).filter(lambda a: (a.sum(axis=1) > 0).all())
+count_matrices = (
+    st.integers(1, 6)
+    .flatmap(lambda c: arrays(np.int64, st.tuples(st.integers(1, 12), st.just(c)), elements=st.integers(0, 9)))
+    .filter(lambda a: (a.sum(axis=1) > 0).all())
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -136,9 +150,11 @@ def test_entropy_matches_scipy_and_is_bounded(counts):
 def test_long_count_roundtrip_and_mode_invariants(counts, data):
     df = ann.from_counts(counts)
     clean = ann.validate_annotations(df, n_classes=counts.shape[1])
-    items, back = ann.to_counts(clean, counts.shape[1])
+    _, back = ann.to_counts(clean, counts.shape[1])
     assert np.array_equal(back, counts) and np.array_equal(ann.votes_per_item(back), counts.sum(1))
-    official = np.asarray(data.draw(st.lists(st.integers(0, counts.shape[1] - 1), min_size=len(counts), max_size=len(counts))))
+    official = np.asarray(
+        data.draw(st.lists(st.integers(0, counts.shape[1] - 1), min_size=len(counts), max_size=len(counts)))
+    )
     mode = ann.human_mode(counts, official)
     assert (counts[np.arange(len(counts)), mode] == counts.max(1)).all()  # mode is a maximum
     official_is_max = counts[np.arange(len(counts)), official] == counts.max(1)
@@ -154,8 +170,29 @@ def test_summarise_table():
 # --------------------------------------------------------------------------- read back exactly (issue 13)
 
 TEXT_CHARS = st.characters(codec="utf-8", exclude_characters="\x00", exclude_categories=("Cs",))  # no NUL: binary
-NA_LIKE_IDS = ["001", "1", "01", "NA", "N/A", "null", "NULL", "None", "nan", "NaN", "TRUE", "True", "false", "0",
-               "1.0", "1e3", "-", "#N/A", "Zoë", "李雷", "  padded  "]
+NA_LIKE_IDS = [
+    "001",
+    "1",
+    "01",
+    "NA",
+    "N/A",
+    "null",
+    "NULL",
+    "None",
+    "nan",
+    "NaN",
+    "TRUE",
+    "True",
+    "false",
+    "0",
+    "1.0",
+    "1e3",
+    "-",
+    "#N/A",
+    "Zoë",
+    "李雷",
+    "  padded  ",
+]
 annotator_ids = st.one_of(
     st.sampled_from(NA_LIKE_IDS),
     st.from_regex(r"0{1,3}[0-9]{1,4}", fullmatch=True),  # leading zeros
@@ -166,19 +203,34 @@ annotator_ids = st.one_of(
 def export_like_tables(min_rows: int = 0) -> st.SearchStrategy[pd.DataFrame]:
     """Tables with the annotation app's export columns and dtypes."""
     row = st.tuples(
-        st.integers(0, 2**63 - 1), annotator_ids, st.integers(0, 9),
-        st.floats(min_value=1e-300, max_value=1e300, allow_nan=False), st.none() | st.integers(0, 9),
-        st.none() | st.integers(1, 5), st.text(TEXT_CHARS, max_size=5), st.floats(0, 1e9, allow_nan=False), st.booleans(),
-        st.integers(1, 3))
+        st.integers(0, 2**63 - 1),
+        annotator_ids,
+        st.integers(0, 9),
+        st.floats(min_value=1e-300, max_value=1e300, allow_nan=False),
+        st.none() | st.integers(0, 9),
+        st.none() | st.integers(1, 5),
+        st.text(TEXT_CHARS, max_size=5),
+        st.floats(0, 1e9, allow_nan=False),
+        st.booleans(),
+        st.integers(1, 3),
+    )
 
     def build(rows: list[tuple]) -> pd.DataFrame:
         cols = list(zip(*rows)) if rows else [[] for _ in range(10)]
-        return pd.DataFrame({
-            "item": np.array(cols[0], dtype=np.int64), "annotator": ann.text_series(cols[1]),
-            "label": np.array(cols[2], dtype=np.int64), "weight": np.array(cols[3], dtype=np.float64),
-            "second_label": pd.array(list(cols[4]), dtype="Int64"), "confidence": pd.array(list(cols[5]), dtype="Int64"),
-            "timestamp": ann.text_series(cols[6]), "response_ms": np.array(cols[7], dtype=np.float64),
-            "is_attention_check": np.array(cols[8], dtype=bool), "attempt": np.array(cols[9], dtype=np.int64)})
+        return pd.DataFrame(
+            {
+                "item": np.array(cols[0], dtype=np.int64),
+                "annotator": ann.text_series(cols[1]),
+                "label": np.array(cols[2], dtype=np.int64),
+                "weight": np.array(cols[3], dtype=np.float64),
+                "second_label": pd.array(list(cols[4]), dtype="Int64"),
+                "confidence": pd.array(list(cols[5]), dtype="Int64"),
+                "timestamp": ann.text_series(cols[6]),
+                "response_ms": np.array(cols[7], dtype=np.float64),
+                "is_attention_check": np.array(cols[8], dtype=bool),
+                "attempt": np.array(cols[9], dtype=np.int64),
+            }
+        )
 
     return st.lists(row, min_size=min_rows, max_size=8).map(build)
 
@@ -273,19 +325,22 @@ def test_bool_labels_and_datetime_items_are_rejected(tmp_path):
         ann.validate_annotations(obj, 3)
 
 
-@pytest.mark.parametrize("name, content, match", [
-    ("empty.csv", b"", "the file is empty"),
-    ("blank.csv", b"\n\n  \n", "the file is empty"),
-    ("binary.csv", bytes(range(256)) * 4, "binary data"),
-    ("latin1.csv", "item,annotator,label\n0,Zo\xeb,1\n".encode("latin-1"), "not UTF-8"),
-    ("ragged.csv", b"item,annotator,label\n0,a,1\n1,b\n", r"line 3: 2 fields, expected 3"),
-    ("quote.csv", b'item,annotator,label\n0,"a"b,1\n', "not valid CSV"),
-    ("header.csv", b"item,item,label\n0,a,1\n", "repeated column name"),
-    ("corrupt.parquet", b"PAR1" + b"\x00" * 64 + b"PAR1", "cannot be read as Parquet"),
-    ("text.parquet", b"item,annotator,label\n0,a,1\n", "cannot be read as Parquet"),
-    ("nolabel.csv", b"item,annotator\n0,a\n", r"missing column\(s\) \['label'\]"),
-    ("word.csv", b"item,annotator,label\n0,a,one\n", r"row 0, column 'label': 'one' is not an integer"),
-])
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("empty.csv", b"", "the file is empty"),
+        ("blank.csv", b"\n\n  \n", "the file is empty"),
+        ("binary.csv", bytes(range(256)) * 4, "binary data"),
+        ("latin1.csv", "item,annotator,label\n0,Zo\xeb,1\n".encode("latin-1"), "not UTF-8"),
+        ("ragged.csv", b"item,annotator,label\n0,a,1\n1,b\n", r"line 3: 2 fields, expected 3"),
+        ("quote.csv", b'item,annotator,label\n0,"a"b,1\n', "not valid CSV"),
+        ("header.csv", b"item,item,label\n0,a,1\n", "repeated column name"),
+        ("corrupt.parquet", b"PAR1" + b"\x00" * 64 + b"PAR1", "cannot be read as Parquet"),
+        ("text.parquet", b"item,annotator,label\n0,a,1\n", "cannot be read as Parquet"),
+        ("nolabel.csv", b"item,annotator\n0,a\n", r"missing column\(s\) \['label'\]"),
+        ("word.csv", b"item,annotator,label\n0,a,one\n", r"row 0, column 'label': 'one' is not an integer"),
+    ],
+)
 def test_unreadable_files_raise_annotation_error_naming_the_file(tmp_path, name, content, match):
     path = tmp_path / name
     path.write_bytes(content)
@@ -297,7 +352,9 @@ def test_unreadable_files_raise_annotation_error_naming_the_file(tmp_path, name,
 
 
 def test_bogus_duplicates_policy_is_rejected_without_duplicates():
-    with pytest.raises(AnnotationError, match=r"duplicates: expected one of \['reject', 'keep-first', 'keep-last'\], got 'bogus'"):
+    with pytest.raises(
+        AnnotationError, match=r"duplicates: expected one of \['reject', 'keep-first', 'keep-last'\], got 'bogus'"
+    ):
         ann.validate_annotations(GOOD, n_classes=3, duplicates="bogus")
 
 
@@ -311,13 +368,17 @@ def test_float_annotator_ids_are_refused_not_guessed():
 
 # --------------------------------------------------------------------------- to_counts / soft_labels trust nothing
 
-@pytest.mark.parametrize("label, match", [
-    (-1, r"row 1, column 'label': -1 is outside the class set 0..9"),
-    (10, r"row 1, column 'label': 10 is outside the class set 0..9"),
-    (3.7, r"row 1, column 'label': 3.7 is not an integer"),
-    (np.nan, r"row 1, column 'label': missing value"),
-    (True, r"row 1, column 'label': True is a boolean"),
-])
+
+@pytest.mark.parametrize(
+    "label, match",
+    [
+        (-1, r"row 1, column 'label': -1 is outside the class set 0..9"),
+        (10, r"row 1, column 'label': 10 is outside the class set 0..9"),
+        (3.7, r"row 1, column 'label': 3.7 is not an integer"),
+        (np.nan, r"row 1, column 'label': missing value"),
+        (True, r"row 1, column 'label': True is a boolean"),
+    ],
+)
 def test_to_counts_rejects_labels_outside_the_classes(label, match):
     df = pd.DataFrame({"item": [0, 0], "annotator": ["a", "b"], "label": pd.Series([1, label], dtype=object)})
     with pytest.raises(AnnotationError, match=match):
@@ -326,8 +387,9 @@ def test_to_counts_rejects_labels_outside_the_classes(label, match):
 
 @pytest.mark.parametrize("weight", [-1.0, 0.0, np.nan, np.inf, "heavy", True])
 def test_to_counts_rejects_weights_that_are_not_positive_finite(weight):
-    df = pd.DataFrame({"item": [0, 0], "annotator": ["a", "b"], "label": [1, 2],
-                       "weight": pd.Series([1.0, weight], dtype=object)})
+    df = pd.DataFrame(
+        {"item": [0, 0], "annotator": ["a", "b"], "label": [1, 2], "weight": pd.Series([1.0, weight], dtype=object)}
+    )
     with pytest.raises(AnnotationError, match=r"row 1, column 'weight'"):
         ann.to_counts(df, 3)
 
@@ -338,12 +400,15 @@ def test_to_counts_matches_a_hand_count_with_weights():
     assert ids.tolist() == [9, 5] and counts.tolist() == [[1, 0, 0], [0, 0, 2.5]]
 
 
-@pytest.mark.parametrize("counts, match", [
-    ([[0, 1, 2], [1, -1, 1]], r"row 1, column 1: count -1.0 is negative"),
-    ([[0, np.nan, 2]], r"row 0, column 1: count nan is NaN"),
-    ([[0, np.inf, 2]], r"row 0, column 1: count inf is NaN or infinite"),
-    ([[True, False]], r"expected numeric vote counts"),
-])
+@pytest.mark.parametrize(
+    "counts, match",
+    [
+        ([[0, 1, 2], [1, -1, 1]], r"soft_labels: row 1, column 1: -1.0 is not a vote count"),
+        ([[0, np.nan, 2]], r"soft_labels: row 0, column 1: nan is not a vote count"),
+        ([[0, np.inf, 2]], r"soft_labels: row 0, column 1: inf is not a vote count \(expected a finite number >= 0\)"),
+        ([[True, False]], r"soft_labels: expected numbers, got dtype bool"),
+    ],
+)
 def test_soft_labels_reject_negative_and_nan_counts(counts, match):
     with pytest.raises(AnnotationError, match=match):
         ann.soft_labels(np.asarray(counts))

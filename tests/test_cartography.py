@@ -43,8 +43,10 @@ def test_soft_reference_definitions():
     # a one-hot soft label gives the hard statistics
     hard = CA.cartography_stats(DYN, np.array([0, 1]))
     onehot = CA.cartography_stats(DYN, np.eye(2)[[0, 1]])
-    for a, b in zip((hard.confidence, hard.variability, hard.correctness),
-                    (onehot.confidence, onehot.variability, onehot.correctness)):
+    for a, b in zip(
+        (hard.confidence, hard.variability, hard.correctness),
+        (onehot.confidence, onehot.variability, onehot.correctness),
+    ):
         np.testing.assert_allclose(a, b)
 
 
@@ -68,7 +70,14 @@ def test_regions_follow_the_stated_rule():
     var = np.array([0.01, 0.02, 0.03, 0.04, 0.30, 0.25])
     regions = CA.assign_regions(conf, var)
     # 2/3 quantile of variability = 0.04 + (1/3)(0.25 - 0.04) = 0.11 -> the two items above it are ambiguous
-    assert list(regions) == ["easy-to-learn", "easy-to-learn", "hard-to-learn", "hard-to-learn", "ambiguous", "ambiguous"]
+    assert list(regions) == [
+        "easy-to-learn",
+        "easy-to-learn",
+        "hard-to-learn",
+        "hard-to-learn",
+        "ambiguous",
+        "ambiguous",
+    ]
     strict = CA.assign_regions(conf, var, CA.RegionRule(ambiguous_quantile=1.0, confidence_threshold=0.85))
     assert list(strict) == ["easy-to-learn"] + ["hard-to-learn"] * 5
     assert set(CA.assign_regions(conf, np.zeros(6))) <= {"easy-to-learn", "hard-to-learn"}  # equal: none ambiguous
@@ -138,10 +147,10 @@ def test_data_map_table():
     ("dyn", "ref", "match"),
     [
         (np.ones((2, 3)), np.zeros(2, dtype=int), "dynamics"),
-        (np.full((2, 3, 2), 0.7), np.zeros(3, dtype=int), "probability vector"),
+        (np.full((2, 3, 2), 0.7), np.zeros(3, dtype=int), r"dynamics: row \(0, 0\) sums to 1.4"),
         (DYN, np.zeros(3, dtype=int), "reference"),
         (DYN, np.array([0, 5]), "reference"),
-        (DYN, np.array([[0.5, 0.6], [0.5, 0.5]]), "soft labels"),
+        (DYN, np.array([[0.5, 0.6], [0.5, 0.5]]), "reference: row 0 sums to 1.1"),
         (DYN, np.array(["a", "b"]), "dtype"),
     ],
 )

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 
 from softlab.cli import main
-from softlab.data import DataError, DataUnavailable, cifar, load_human, load_images
+from softlab.data import DataError, DataUnavailable, cifar, load_cifar10h, load_human, load_images
 from softlab.data.cifar import (
     CIFAR10,
     fabricate_cifar10,
     load_cifar10,
-    load_cifar10h,
     parse_batch,
 )
 from softlab.io import md5_bytes
@@ -61,8 +60,10 @@ def test_fabricated_files_are_python2_protocol2_pickles(fake):
     d = pickle.loads(raw, encoding="latin1")  # how torchvision reads them
     assert set(d) == {"batch_label", "labels", "data", "filenames"}
     assert d["data"].dtype == np.uint8 and d["data"].shape == (30, 3072) and len(d["labels"]) == 30
-    assert pickle.loads((root / "cifar-10-batches-py" / "batches.meta").read_bytes(),
-                        encoding="bytes")[b"label_names"][0] == b"airplane"
+    assert (
+        pickle.loads((root / "cifar-10-batches-py" / "batches.meta").read_bytes(), encoding="bytes")[b"label_names"][0]
+        == b"airplane"
+    )
     with tarfile.open(root / "cifar-10-python.tar.gz") as tar:
         assert sorted(tar.getnames()) == sorted(f"cifar-10-batches-py/{f}" for f in [*spec.md5, "readme.html"])
 
@@ -143,8 +144,10 @@ def test_an_archive_with_the_wrong_checksum_is_never_used(tmp_path, monkeypatch)
     monkeypatch.setenv("SOFTLAB_DATA_DIR", str(tmp_path))
     spec = fabricate_cifar10(tmp_path, train_per_batch=2, test_size=3, extracted=False)
     wrong = replace(spec, archive_md5="0" * 32)
-    with pytest.warns(UserWarning, match=r"cifar-10-python.tar.gz from archive .*MD5 mismatch \(expected 0{32}"), \
-            pytest.raises(DataUnavailable, match="failed its MD5 check"):
+    with (
+        pytest.warns(UserWarning, match=r"cifar-10-python.tar.gz from archive .*MD5 mismatch \(expected 0{32}"),
+        pytest.raises(DataUnavailable, match="failed its MD5 check"),
+    ):
         load_cifar10("test", sources=("cache",), spec=wrong)
     assert not (tmp_path / "cifar-10-batches-py").exists()
     # a member whose own checksum differs is refused too, even from a verified archive
@@ -158,9 +161,11 @@ def test_missing_images_raise_data_unavailable_with_one_line(tmp_path, monkeypat
     with pytest.raises(DataUnavailable) as info:
         load_images("cifar10", "test", sources=("cache", "registry"))  # the real, published checksums
     line = str(info.value)
-    assert line == (f"cifar10 images not available: download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
-                    f"(MD5 c58f30108f718f92721af3b95e74349a) and put it in {tmp_path} (SOFTLAB_DATA_DIR), or extract it "
-                    f"there as {tmp_path / 'cifar-10-batches-py'}/, then run `softlab data fetch --dataset cifar10`")
+    assert line == (
+        f"cifar10 images not available: download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
+        f"(MD5 c58f30108f718f92721af3b95e74349a) and put it in {tmp_path} (SOFTLAB_DATA_DIR), or extract it "
+        f"there as {tmp_path / 'cifar-10-batches-py'}/, then run `softlab data fetch --dataset cifar10`"
+    )
     assert any("test_batch: not cached" in f for f in info.value.failures)
     # the mirror source fails (here: a URL that cannot exist) and is reported the same way
     spec = replace(CIFAR10, url="file:///nonexistent/cifar-10-python.tar.gz")
@@ -184,13 +189,16 @@ def test_batches_are_unpickled_without_arbitrary_globals():
         parse_batch(pickle.dumps({b"data": Evil()}, protocol=2), "evil_batch")
 
 
-@pytest.mark.parametrize("content, word", [
-    ({b"labels": [0]}, "missing key b'data'"),
-    ({b"data": np.zeros((2, 3071), np.uint8), b"labels": [0, 1]}, "uint8 array"),
-    ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, "uint8 array"),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "2 integers"),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, r"0\.\.9"),
-])
+@pytest.mark.parametrize(
+    "content, word",
+    [
+        ({b"labels": [0]}, "missing key b'data'"),
+        ({b"data": np.zeros((2, 3071), np.uint8), b"labels": [0, 1]}, "uint8 array"),
+        ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, "uint8 array"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "2 integers"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, r"0\.\.9"),
+    ],
+)
 def test_malformed_batches_are_named(content, word):
     with pytest.raises(DataError, match=f"bad_batch: .*{word}"):
         parse_batch(cifar.py2_pickle(content), "bad_batch")
@@ -232,7 +240,8 @@ def test_cli_lists_cifar10_and_skips_it_with_one_line_when_unavailable(tmp_path,
     assert out.startswith("skip cifar10: cifar10 images not available") and out.count("\n") == 1
     assert main(["data", "info"]) == 0
     assert [line.split()[:3] for line in capsys.readouterr().out.splitlines() if "test_batch" in line] == [
-        ["cifar10", "test_batch", "missing"]]
+        ["cifar10", "test_batch", "missing"]
+    ]
 
 
 def _fabricated_xy(tmp_path, monkeypatch):
@@ -249,8 +258,9 @@ def test_one_smoke_training_step_on_fabricated_cifar(tmp_path, monkeypatch, kind
     x = train.as_float()
     targets = np.full((len(x), 10), 0.02, dtype=np.float32)
     targets[np.arange(len(x)), train.labels] = 0.82  # a soft label per item
-    cfg = TrainConfig(model=ModelConfig(kind, hidden=32, width=4, in_shape=train.input_shape), epochs=2,
-                      batch_size=32, lr=3e-3)
+    cfg = TrainConfig(
+        model=ModelConfig(kind, hidden=32, width=4, in_shape=train.input_shape), epochs=2, batch_size=32, lr=3e-3
+    )
     members = [Member(seed=s, targets=targets, train_idx=np.arange(len(x)), watch_idx=np.arange(8)) for s in (0, 1, 2)]
     results = train_members(x, members, cfg, eval_sets={"test": test.as_float()}, progress=False)
     for r in results:

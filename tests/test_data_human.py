@@ -25,7 +25,10 @@ def test_fashion_mnist_h_has_10k_items_and_18pc_mode_shifts():
     # exact share, ties resolved towards the official label
     assert shifted.sum() == 1754
     plain = (fmh.counts.argmax(1) != fmh.official).mean()  # ties to lowest index
-    print(f"Fashion-MNIST-H: human majority != official on {shifted.mean():.2%} (ties to official), {plain:.2%} (ties to lowest)")
+    print(
+        f"Fashion-MNIST-H: human majority != official on {shifted.mean():.2%} (ties to official), "
+        f"{plain:.2%} (ties to lowest)"
+    )
 
 
 def test_mnist_mturk_spread_rule_and_alignment():
@@ -38,7 +41,9 @@ def test_mnist_mturk_spread_rule_and_alignment():
 
 
 def test_mturk_neither_rules_on_a_hand_case():
-    rec = [{"id": 7, "given_original_label": 1, "our_guessed_label": 7, "mturk": {"given": 2, "guessed": 1, "neither": 4}}]
+    rec = [
+        {"id": 7, "given_original_label": 1, "our_guessed_label": 7, "mturk": {"given": 2, "guessed": 1, "neither": 4}}
+    ]
     _, spread, _ = human.mturk_to_counts(rec, "spread")
     assert spread[0, 1] == 2 and spread[0, 7] == 1 and np.isclose(spread[0, 0], 0.5) and np.isclose(spread.sum(), 7)
     _, drop, _ = human.mturk_to_counts(rec, "drop")
@@ -88,9 +93,8 @@ def test_corrupted_human_copy_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("SOFTLAB_HUMAN_DIR", str(tmp_path / "mine"))
     monkeypatch.setattr(human, "human_dirs", lambda: [tmp_path / "mine"])
     monkeypatch.setattr(human, "_download", lambda url, timeout=20.0: (_ for _ in ()).throw(OSError("offline")))
-    with pytest.warns(UserWarning, match="SHA-256 mismatch"):
-        with pytest.raises(human.HumanDataError) as err:
-            human.fetch_human_file("fashion-mnist-h/fmh_counts.csv")
+    with pytest.warns(UserWarning, match="SHA-256 mismatch"), pytest.raises(human.HumanDataError) as err:
+        human.fetch_human_file("fashion-mnist-h/fmh_counts.csv")
     assert "bec7efff" in str(err.value) and "SOFTLAB_HUMAN_DIR" in str(err.value)
 
 
@@ -111,7 +115,7 @@ def test_offline_switch_skips_the_download(tmp_path, monkeypatch):
     monkeypatch.setenv("SOFTLAB_OFFLINE", "1")
     calls = []
     monkeypatch.setattr(human, "_download", lambda url, timeout=20.0: calls.append(url) or b"")
-    path, origin = human.fetch_human_file("mnist-label-errors/mnist_mturk.json")  # the local copy serves
+    path, _ = human.fetch_human_file("mnist-label-errors/mnist_mturk.json")  # the local copy serves
     assert calls == [] and path.is_relative_to(tmp_path)
     monkeypatch.setattr(human, "human_dirs", lambda: [tmp_path / "nowhere"])
     with pytest.raises(human.HumanDataError, match="skipped, offline") as err:

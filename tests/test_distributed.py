@@ -46,9 +46,14 @@ def _env(**extra: str) -> dict[str, str]:
     """Subprocess environment: this checkout first on the path (CI: the editable install is the
     same tree), one torch thread, a long scheduler log so every task transition is kept."""
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT) + (os.pathsep + path if path else ""),
-            "SOFTLAB_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1",
-            "DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": "100000", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT) + (os.pathsep + path if path else ""),
+        "SOFTLAB_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH": "100000",
+        **extra,
+    }
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -68,9 +73,20 @@ class LoopbackCluster:
         self.workdir = workdir
         self.scheduler_file = workdir / "scheduler.json"
         self.logs: list = []
-        self.scheduler = self._spawn("scheduler", [
-            "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-            "--scheduler-file", str(self.scheduler_file)])
+        self.scheduler = self._spawn(
+            "scheduler",
+            [
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(self.scheduler_file),
+            ],
+        )
         deadline = time.time() + START_TIMEOUT_S
         while not self.scheduler_file.exists():
             if time.time() > deadline or self.scheduler.poll() is not None:
@@ -86,8 +102,9 @@ class LoopbackCluster:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - open while the process runs
         self.logs.append(log)
-        return subprocess.Popen([sys.executable, *args], env=_env(), stdout=log, stderr=subprocess.STDOUT,
-                                cwd=self.workdir)
+        return subprocess.Popen(
+            [sys.executable, *args], env=_env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
 
     def _log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -98,10 +115,27 @@ class LoopbackCluster:
         for name in names:
             proc = self.workers.get(name)
             if proc is None or proc.poll() is not None:
-                self.workers[name] = self._spawn(name, [
-                    "-m", "distributed.cli.dask_worker", "--scheduler-file", str(self.scheduler_file),
-                    "--nthreads", "1", "--no-nanny", "--name", name, "--host", "127.0.0.1", "--no-dashboard",
-                    "--local-directory", str(self.workdir / name), "--death-timeout", "60"])
+                self.workers[name] = self._spawn(
+                    name,
+                    [
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        "--scheduler-file",
+                        str(self.scheduler_file),
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--name",
+                        name,
+                        "--host",
+                        "127.0.0.1",
+                        "--no-dashboard",
+                        "--local-directory",
+                        str(self.workdir / name),
+                        "--death-timeout",
+                        "60",
+                    ],
+                )
         deadline = time.time() + START_TIMEOUT_S
         while set(self.worker_names().values()) != set(names):
             if time.time() > deadline:
@@ -113,12 +147,17 @@ class LoopbackCluster:
 
     def processing(self) -> dict[str, list[str]]:
         """Worker name → keys of the training tasks the scheduler has it running now."""
+
         def probe(dask_scheduler):
             return {str(ws.name): [str(ts.key) for ts in ws.processing] for ws in dask_scheduler.workers.values()}
-        return {n: [k for k in ks if k.startswith(TASK_PREFIX)] for n, ks in self.client.run_on_scheduler(probe).items()}
+
+        return {
+            n: [k for k in ks if k.startswith(TASK_PREFIX)] for n, ks in self.client.run_on_scheduler(probe).items()
+        }
 
     def task_runs(self) -> dict[str, int]:
         """Training task key → how many times the scheduler sent it to a worker (its own log)."""
+
         def probe(dask_scheduler):
             runs: dict[str, int] = {}
             for t in dask_scheduler.transition_log:
@@ -126,6 +165,7 @@ class LoopbackCluster:
                 if key.startswith("softlab-train"):
                     runs[key] = runs.get(key, 0) + (t[2] == "processing")
             return runs
+
         return self.client.run_on_scheduler(probe)
 
     def close(self) -> None:
@@ -150,8 +190,18 @@ def cluster(tmp_path_factory):
 
 def softlab_train(runs_dir: Path, *args: str, wait: bool = True):
     """`softlab train --params smoke …` in a subprocess (one torch thread)."""
-    cmd = [sys.executable, "-m", "softlab.cli", "train", "--params", "smoke", "--runs-dir", str(runs_dir),
-           "--no-progress", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "softlab.cli",
+        "train",
+        "--params",
+        "smoke",
+        "--runs-dir",
+        str(runs_dir),
+        "--no-progress",
+        *args,
+    ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return proc
@@ -171,8 +221,14 @@ def assert_same_runs(a: Path, b: Path, n: int) -> None:
     assert sa.keys() == sb.keys() and len(sa.keys()) == n
     for key in sa:
         ra, rb = sa.load_key(key), sb.load_key(key)
-        assert (ra.name, ra.seed, ra.meta, ra.config, ra.diverged, ra.batch_members) == \
-               (rb.name, rb.seed, rb.meta, rb.config, rb.diverged, rb.batch_members)
+        assert (ra.name, ra.seed, ra.meta, ra.config, ra.diverged, ra.batch_members) == (
+            rb.name,
+            rb.seed,
+            rb.meta,
+            rb.config,
+            rb.diverged,
+            rb.batch_members,
+        )
         for field in ("train_idx", "train_loss", "dynamics"):
             np.testing.assert_array_equal(getattr(ra, field), getattr(rb, field), err_msg=f"{key} {field}")
         assert ra.eval_probs.keys() == rb.eval_probs.keys()
@@ -242,11 +298,23 @@ def test_only_missing_runs_are_submitted(cluster, tmp_path):
     root = tmp_path / "runs"
     first = softlab_train(root, "--set", "arms=[fashion-mnist]", "seeds=1", "record_dynamics=false")
     assert first["trained"] == "22"
-    stored = {p.name: (p / COMPLETE_MARKER).stat().st_mtime_ns for p in root.iterdir()
-              if p.is_dir() and not p.name.startswith(".")}
+    stored = {
+        p.name: (p / COMPLETE_MARKER).stat().st_mtime_ns
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+    }
     before = set(cluster.task_runs())
-    second = softlab_train(root, "--set", "arms=[fashion-mnist]", "seeds=2", "record_dynamics=false",
-                           "--members-per-task", "8", "--dask", cluster.address)
+    second = softlab_train(
+        root,
+        "--set",
+        "arms=[fashion-mnist]",
+        "seeds=2",
+        "record_dynamics=false",
+        "--members-per-task",
+        "8",
+        "--dask",
+        cluster.address,
+    )
     assert (second["runs"], second["trained"], second["loaded"]) == ("44", "22", "22")
     new_tasks = set(cluster.task_runs()) - before
     assert len(new_tasks) == int(second["tasks"]) == 3  # ceil(22 missing / 8); all 44 would be 6 tasks
@@ -295,12 +363,14 @@ def test_results_do_not_depend_on_where_the_image_buffers_start():
     base = np.empty(x.nbytes + 64, dtype=np.uint8)
     for offset in (4, 8, 16):
         start = (-base.ctypes.data) % 64 + offset
-        shifted = base[start:start + x.nbytes].view(np.float32).reshape(x.shape)
+        shifted = base[start : start + x.nbytes].view(np.float32).reshape(x.shape)
         shifted[...] = x
         assert shifted.ctypes.data % 64 == offset and aligned(shifted).ctypes.data % 64 == 0
         np.testing.assert_array_equal(aligned(shifted), x)
-        runs = [[r for _, results in InProcessExecutor().train(a, members, TRAIN, {"test": a[40:]}) for r in results]
-                for a in (x, shifted)]
+        runs = [
+            [r for _, results in InProcessExecutor().train(a, members, TRAIN, {"test": a[40:]}) for r in results]
+            for a in (x, shifted)
+        ]
         for r, s in zip(*runs, strict=True):
             np.testing.assert_array_equal(r.eval_probs["test"], s.eval_probs["test"])
 
@@ -317,8 +387,10 @@ def test_every_member_field_reaches_the_worker(cluster):
     x, members = _members()
     names = {f.name for f in dataclasses.fields(Member)}
     extra = {"record_dynamics": False} if "record_dynamics" in names else {}
-    members = [dataclasses.replace(m, lr=0.01 * (1 + i % 2), watch_idx=np.arange(40, 50) + i % 3,
-                                   **(extra if i % 2 else {})) for i, m in enumerate(members)]
+    members = [
+        dataclasses.replace(m, lr=0.01 * (1 + i % 2), watch_idx=np.arange(40, 50) + i % 3, **(extra if i % 2 else {}))
+        for i, m in enumerate(members)
+    ]
     eval_sets = {"test": x[40:]}
     with torch_threads(1):
         reference = train_members(x, members, TRAIN, eval_sets, progress=False)

@@ -169,8 +169,8 @@ def test_synthetic_arm_has_the_requested_mode_shift_rate_and_generator_reference
 
 def test_teachers_never_see_the_disjoint_evaluation_sample_or_the_generator_half(fashion, synthetic):
     from softlab.data import load_images
-    from softlab.data.synthetic_mnist import mnist_train_halves
     from softlab.experiment import _teacher_config, disjoint_sample
+    from softlab.generator import mnist_train_halves
     from softlab.teachers import train_teacher
 
     cfg = fashion.config
@@ -201,8 +201,9 @@ def test_cache_keys_differ_by_protocol_and_ignore_which_runs_exist(smoke):
     arms, train, _ = smoke
     cfg = arms["fashion-mnist"]
     a = member_key(cfg, train.key_dict(), "human/human", 0, 0)
-    b = member_key(dataclasses.replace(cfg, conditions=("human/human",), run_folds=1), train.key_dict(),
-                   "human/human", 0, 0)
+    b = member_key(
+        dataclasses.replace(cfg, conditions=("human/human",), run_folds=1), train.key_dict(), "human/human", 0, 0
+    )
     assert a == b and a["protocol_version"] >= 2
     c = member_key(dataclasses.replace(cfg, calibration_fraction=0.2), train.key_dict(), "human/human", 0, 0)
     assert c != a
@@ -223,6 +224,7 @@ def test_bad_arm_configuration_is_named():
 
 # ----------------------------------------------------------------------------- from runs to tables
 
+
 @pytest.fixture(scope="module")
 def mnist_grid(smoke, mnist_arm):
     _, train, seeds = smoke
@@ -237,7 +239,7 @@ def test_pooled_predictions_hold_each_labelled_item_once_per_seed(mnist_grid):
     preds = arm_predictions(mnist_grid, temps)
     arm = mnist_grid.arm
     assert preds.official.shape == (100,) and set(preds.probs) >= {c + "+ts" for c in DEFAULT_CONDITIONS}
-    for cond, p in preds.probs.items():
+    for p in preds.probs.values():
         assert p.shape == (len(mnist_grid.seeds), 100, 10) and np.isfinite(p).all()
     # item i of seed s comes from the model of seed s whose held-out fold holds it
     for seed_index, seed in enumerate(mnist_grid.seeds):
@@ -280,8 +282,18 @@ def test_metrics_and_cartography_tables(mnist_grid):
     temps = run_temperatures(mnist_grid)
     preds = arm_predictions(mnist_grid, temps)
     table = metrics_table(heldout_records(preds) + disjoint_records(mnist_grid, temps))
-    assert set(table.columns) >= {"dataset", "condition", "mode", "shape", "seed", "fold", "split", "stratum", "metric",
-                                  "value"}
+    assert set(table.columns) >= {
+        "dataset",
+        "condition",
+        "mode",
+        "shape",
+        "seed",
+        "fold",
+        "split",
+        "stratum",
+        "metric",
+        "value",
+    }
     held = table[table["split"] == "heldout"]
     assert set(held["fold"]) == {-1} and set(table[table["split"] == "disjoint"]["fold"]) == {0, 1}
     n = held[(held["metric"] == "n_items") & (held["condition"] == "human/human") & (held["seed"] == 0)]
@@ -327,8 +339,12 @@ def test_a_votes_table_becomes_an_arm(tmp_path, smoke):
     np.testing.assert_array_equal(np.sort(arm.item_ids[arm.annotated]), items)
     expected = load_votes(path, "mnist", "test")
     order = np.argsort(expected.items)
-    np.testing.assert_allclose(arm.reference, expected.soft()[order] if hasattr(expected, "soft") else
-                               expected.counts[order] / expected.counts[order].sum(1, keepdims=True))
+    np.testing.assert_allclose(
+        arm.reference,
+        expected.soft()[order]
+        if hasattr(expected, "soft")
+        else expected.counts[order] / expected.counts[order].sum(1, keepdims=True),
+    )
     key = member_key(cfg, {}, "human/human", 0, 0)
     _write_votes(path, items, seed=1)  # other votes: another cache key
     assert member_key(cfg, {}, "human/human", 0, 0) != key

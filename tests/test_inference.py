@@ -21,30 +21,50 @@ from softlab import metrics as M
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = (
-    "human/human", "original/hard+ts", "human/hard+ts", "human/smooth+ts", "human/synthetic+ts",
-    "human/synthetic", "human/hard",
+    "human/human",
+    "original/hard+ts",
+    "human/hard+ts",
+    "human/smooth+ts",
+    "human/synthetic+ts",
+    "human/synthetic",
+    "human/hard",
 )
 
 
 # ------------------------------------------------------------------- fixtures
 
 
-def make_arm(name: str = "fashion-mnist", seeds: int = 10, items: int = 600, classes: int = 5, seed: int = 0,
-             conditions: tuple[str, ...] = CONDITIONS, shift: dict[str, float] | None = None) -> inf.ArmPredictions:
+def make_arm(
+    name: str = "fashion-mnist",
+    seeds: int = 10,
+    items: int = 600,
+    classes: int = 5,
+    seed: int = 0,
+    conditions: tuple[str, ...] = CONDITIONS,
+    shift: dict[str, float] | None = None,
+) -> inf.ArmPredictions:
     """Random predictions; ``shift[c]`` sharpens condition ``c`` towards the reference mode."""
     rng = np.random.default_rng(seed)
     ref = rng.dirichlet(np.full(classes, 0.4), size=items)
     official = ref.argmax(1)
     ent = M.entropy(ref)
     t1, t2 = np.quantile(ent, [1 / 3, 2 / 3])
-    strata = {"all": np.ones(items, bool), "easy": ent <= t1, "medium": (ent > t1) & (ent <= t2), "hard": ent > t2,
-              "mode-shifted": rng.random(items) < 0.2}
+    strata = {
+        "all": np.ones(items, bool),
+        "easy": ent <= t1,
+        "medium": (ent > t1) & (ent <= t2),
+        "hard": ent > t2,
+        "mode-shifted": rng.random(items) < 0.2,
+    }
     probs, arrays = {}, {}
     for c in conditions:
         logits = rng.normal(size=(seeds, items, classes)) + 2.0 * np.log(ref + 1e-3) * (1 + (shift or {}).get(c, 0.0))
         p = np.exp(logits - logits.max(-1, keepdims=True))
         probs[c] = (p / p.sum(-1, keepdims=True)).astype(np.float32)
-        arrays[c] = {"heldout_confidence": rng.random((seeds, items)), "heldout_variability": rng.random((seeds, items))}
+        arrays[c] = {
+            "heldout_confidence": rng.random((seeds, items)),
+            "heldout_variability": rng.random((seeds, items)),
+        }
     return inf.ArmPredictions(name, "human", np.arange(seeds), official, ref, strata, probs, arrays)
 
 
@@ -134,7 +154,9 @@ def test_seeds_for_power_reaches_the_power_and_inverts_the_mde():
     rng = np.random.default_rng(6)
     cov = [[0.85, 0.9 * math.sqrt(0.85)], [0.9 * math.sqrt(0.85), 1.0]]
     reps = 600
-    power = np.mean([inf.pitman_morgan(*rng.multivariate_normal([0, 0], cov, size=n).T).p_value < 0.05 for _ in range(reps)])
+    power = np.mean(
+        [inf.pitman_morgan(*rng.multivariate_normal([0, 0], cov, size=n).T).p_value < 0.05 for _ in range(reps)]
+    )
     assert abs(power - 0.8) < 4 * math.sqrt(0.16 / reps)
     with pytest.raises(ValueError, match="ratio"):
         inf.seeds_for_power(1.0)
@@ -180,7 +202,7 @@ def test_crossed_variance_is_unbiased_for_the_variance_of_the_grand_mean():
     s, g, reps = 10, 20, 4000
     sa, sb, se = 0.3, 0.5, 1.0
     truth = sa**2 / s + sb**2 / g + se**2 / (s * g)
-    x = (sa * rng.normal(size=(reps, s, 1)) + sb * rng.normal(size=(reps, 1, g)) + se * rng.normal(size=(reps, s, g)))
+    x = sa * rng.normal(size=(reps, s, 1)) + sb * rng.normal(size=(reps, 1, g)) + se * rng.normal(size=(reps, s, g))
     est = np.array([inf.crossed_variance(t) for t in x])
     assert est[:, 0].mean() == pytest.approx(truth, rel=0.05)
     half = sps.t.ppf(0.975, est[:, 1]) * np.sqrt(est[:, 0])
@@ -202,7 +224,9 @@ def test_leave_group_out_values_equal_the_metric_on_each_subset():
         assert out.shape == (3, 7), name
         for col in range(7):
             keep = np.ones(240, bool) if col == 0 else groups != col - 1
-            direct = spec.function(probs[:, keep], arm.official[keep], ref[keep], {k: v[:, keep] for k, v in arrays.items()})
+            direct = spec.function(
+                probs[:, keep], arm.official[keep], ref[keep], {k: v[:, keep] for k, v in arrays.items()}
+            )
             np.testing.assert_allclose(out[:, col], direct, atol=1e-10, err_msg=name)
 
 
@@ -211,13 +235,29 @@ def test_registry_uses_the_metric_functions():
     p, o, r = arm.probs["human/human"], arm.official, np.asarray(arm.reference)
     a = arm.item_arrays["human/human"]
     np.testing.assert_allclose(inf.METRICS["ece"].function(p, o, r, a), M.ece(p, o))
-    np.testing.assert_allclose(inf.METRICS["debiased_ce_soft"].function(p, o, r, a), M.debiased_soft_calibration_error(p, r))
+    np.testing.assert_allclose(
+        inf.METRICS["debiased_ce_soft"].function(p, o, r, a), M.debiased_soft_calibration_error(p, r)
+    )
     np.testing.assert_allclose(inf.METRICS["ece_human_mode"].function(p, o, r, a), M.human_mode_ece(r, p, o))
     np.testing.assert_allclose(inf.METRICS["entropy_spearman"].function(p, o, r, a), M.entropy_spearman(r, p))
-    np.testing.assert_allclose(inf.METRICS["spearman_confidence_entropy"].function(p, o, r, a),
-                               M.spearman_by_run(a["heldout_confidence"], M.entropy(r)))
-    required = {"accuracy", "accuracy_human_mode", "nll", "brier", "ece", "ece_soft", "debiased_ce", "debiased_ce_soft",
-                "kl_human", "entropy_spearman", "spearman_confidence_entropy", "auroc_variability_ambiguous"}
+    np.testing.assert_allclose(
+        inf.METRICS["spearman_confidence_entropy"].function(p, o, r, a),
+        M.spearman_by_run(a["heldout_confidence"], M.entropy(r)),
+    )
+    required = {
+        "accuracy",
+        "accuracy_human_mode",
+        "nll",
+        "brier",
+        "ece",
+        "ece_soft",
+        "debiased_ce",
+        "debiased_ce_soft",
+        "kl_human",
+        "entropy_spearman",
+        "spearman_confidence_entropy",
+        "auroc_variability_ambiguous",
+    }
     assert required <= set(inf.METRICS)
 
 
@@ -236,8 +276,13 @@ def test_best_of_with_one_comparator_is_the_plain_test():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(-1, 1), st.floats(0.05, 1), st.floats(2, 40), st.floats(0.5, 3)), min_size=1,
-                max_size=4), st.sampled_from(["lower", "higher"]), st.floats(0.01, 0.3))
+@given(
+    st.lists(
+        st.tuples(st.floats(-1, 1), st.floats(0.05, 1), st.floats(2, 40), st.floats(0.5, 3)), min_size=1, max_size=4
+    ),
+    st.sampled_from(["lower", "higher"]),
+    st.floats(0.01, 0.3),
+)
 def test_best_of_p_value_agrees_with_its_interval(parts, direction, a):
     comp = inf.best_of([_diff(*p) for p in parts], direction)
     lo, hi = comp.interval(1 - a)
@@ -263,8 +308,16 @@ def test_sign_flip_test_and_interval_are_exact():
 
 
 def _verdict(**kw):
-    base = {"direction": "lower", "ci": (-0.5, -0.1), "equivalence_ci": (-0.4, -0.2),
-            "equivalence_bounds": (-1.0, 1.0), "p_adjusted": 0.01, "seeds": 10, "min_seeds": 10, "alpha": 0.05}
+    base = {
+        "direction": "lower",
+        "ci": (-0.5, -0.1),
+        "equivalence_ci": (-0.4, -0.2),
+        "equivalence_bounds": (-1.0, 1.0),
+        "p_adjusted": 0.01,
+        "seeds": 10,
+        "min_seeds": 10,
+        "alpha": 0.05,
+    }
     base.update(kw)
     return inf.decide_verdict(**base)
 
@@ -279,9 +332,15 @@ def test_verdict_rules_and_tost():
     assert _verdict(descriptive=True) == "descriptive"
     assert _verdict(ci=(math.nan, math.nan)) == "inconclusive"
     # variance ratio: null at 1, log-symmetric margin
-    assert _verdict(ci=(0.5, 0.9), null=1.0, equivalence_ci=(0.6, 0.8), equivalence_bounds=(0.85, 1 / 0.85)) == "confirmed"
-    assert _verdict(ci=(0.9, 1.1), null=1.0, equivalence_ci=(0.9, 1.1), equivalence_bounds=(0.85, 1 / 0.85),
-                    p_adjusted=0.8) == "equivalent"
+    assert (
+        _verdict(ci=(0.5, 0.9), null=1.0, equivalence_ci=(0.6, 0.8), equivalence_bounds=(0.85, 1 / 0.85)) == "confirmed"
+    )
+    assert (
+        _verdict(
+            ci=(0.9, 1.1), null=1.0, equivalence_ci=(0.9, 1.1), equivalence_bounds=(0.85, 1 / 0.85), p_adjusted=0.8
+        )
+        == "equivalent"
+    )
 
 
 # ------------------------------------------------------------------- the verdict table
@@ -334,8 +393,16 @@ def test_verdict_table_confirms_a_large_effect_and_never_errors_on_missing_parts
     c1 = table[table["test"] == "soft-calibration-hard-vs-synthetic"].iloc[0]
     assert c1["estimate"] < 0 and c1["verdict"] == "confirmed"
     # an arm without item arrays or most conditions: the rows that cannot run are skipped
-    bare = inf.ArmPredictions("fashion-mnist", "human", arm.seeds, arm.official, arm.reference, arm.strata,
-                              {"human/human": arm.probs["human/human"]}, {})
+    bare = inf.ArmPredictions(
+        "fashion-mnist",
+        "human",
+        arm.seeds,
+        arm.official,
+        arm.reference,
+        arm.strata,
+        {"human/human": arm.probs["human/human"]},
+        {},
+    )
     assert inf.verdict_table({"fashion-mnist": bare}, claims).empty
     with pytest.raises(ValueError, match="differs"):
         inf.verdict_table({"other": arm}, claims)
@@ -344,8 +411,9 @@ def test_verdict_table_confirms_a_large_effect_and_never_errors_on_missing_parts
 def test_arm_predictions_validation_names_the_field():
     arm = make_arm(items=50, seeds=3)
     with pytest.raises(ValueError, match=r"probs\['x/y'\].*\(3, 50, 5\)"):
-        inf.ArmPredictions("a", "human", arm.seeds, arm.official, arm.reference, arm.strata,
-                           {"x/y": np.ones((3, 49, 5)) / 5}, {})
+        inf.ArmPredictions(
+            "a", "human", arm.seeds, arm.official, arm.reference, arm.strata, {"x/y": np.ones((3, 49, 5)) / 5}, {}
+        )
     with pytest.raises(ValueError, match="reference_name"):
         inf.ArmPredictions("a", "people", arm.seeds, arm.official, arm.reference, arm.strata, {}, {})
     with pytest.raises(ValueError, match=r"strata\['hard'\]"):
@@ -415,9 +483,11 @@ def test_claims_errors_for_structure(tmp_path):
     path = _mutated(tmp_path, lambda r: r["claims"]["2"]["arms"].pop("synthetic-mnist"))
     with pytest.raises(inf.ClaimsError, match="claim 2, arm 'synthetic-mnist': expected exactly one primary"):
         inf.load_claims(path)
-    path = _mutated(tmp_path, lambda r: r["claims"]["1"]["arms"]["fashion-mnist"]["exploratory"].append(
-        dict(_primary(r), rationale="dup")))
-    with pytest.raises(inf.ClaimsError, match="soft-calibration-hard-vs-best-ts.*unique"):
+    path = _mutated(
+        tmp_path,
+        lambda r: r["claims"]["1"]["arms"]["fashion-mnist"]["exploratory"].append(dict(_primary(r), rationale="dup")),
+    )
+    with pytest.raises(inf.ClaimsError, match=r"soft-calibration-hard-vs-best-ts.*unique"):
         inf.load_claims(path)
     with pytest.raises(inf.ClaimsError, match="no such file"):
         inf.load_claims(tmp_path / "missing.yml")
@@ -428,7 +498,9 @@ def test_claims_errors_for_structure(tmp_path):
 
 @pytest.mark.slow
 def test_inference_calibration_fast():
-    spec = importlib.util.spec_from_file_location("inference_calibration", ROOT / "benchmarks" / "inference_calibration.py")
+    spec = importlib.util.spec_from_file_location(
+        "inference_calibration", ROOT / "benchmarks" / "inference_calibration.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench  # dataclasses resolve their annotations through sys.modules
     try:

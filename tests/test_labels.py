@@ -32,6 +32,7 @@ def onehot(labels, c):
 
 # --------------------------------------------------------------------------- names
 
+
 def test_condition_names():
     assert len(CONDITIONS) == 10 and len(set(CONDITIONS)) == 10
     assert CONDITIONS[0] == "original/hard" and CONDITIONS[-1] == "human/human"
@@ -45,6 +46,7 @@ def test_condition_names():
 
 
 # --------------------------------------------------------------------------- hand-computed cases
+
 
 def test_hand_computed_single_item():
     # C = 3, y = 1, h = (0.5, 0.3, 0.2): human mode m = 0 (mode-shifted).
@@ -74,8 +76,8 @@ def test_hand_computed_single_item():
     ref_t = brentq(lambda T: scipy_entropy(softmax(np.log(teacher[0]) / T)) - target_h, 1e-3, 1e3, xtol=1e-14)
     assert lc.fitted["synthetic_temperature"] == pytest.approx(ref_t, rel=1e-6)
     ref = softmax(np.log(teacher[0]) / ref_t)  # argmax 2
-    np.testing.assert_allclose(t["human/synthetic"], ref[[2, 1, 0]], atol=1e-6)      # swap 2 <-> m = 0
-    np.testing.assert_allclose(t["original/synthetic"], ref[[0, 2, 1]], atol=1e-6)   # swap 2 <-> y = 1
+    np.testing.assert_allclose(t["human/synthetic"], ref[[2, 1, 0]], atol=1e-6)  # swap 2 <-> m = 0
+    np.testing.assert_allclose(t["original/synthetic"], ref[[0, 2, 1]], atol=1e-6)  # swap 2 <-> y = 1
     assert scipy_entropy(t["original/synthetic"]) == pytest.approx(target_h, abs=F32_TOL)
 
 
@@ -158,6 +160,7 @@ def test_human_kind():
 
 # --------------------------------------------------------------------------- invariants
 
+
 @st.composite
 def problems(draw):
     c = draw(st.integers(2, 5))
@@ -226,11 +229,14 @@ def test_fixed_points_and_two_entry_placement(problem):
     src_y = lc.items["shuffled_from_official_group"].to_numpy()[items].astype(np.int64)
     raw = {
         "human": {m: lc.annotated("human/human") for m in L.MODES},
-        "human-shuffled": {"human": lc.annotated("human/human-shuffled"),
-                           "original": h[[pos[s] for s in src_y]]},
-        "synthetic": {m: L.temper(teacher[items], lc.fitted["synthetic_temperature"]).astype(np.float32) for m in L.MODES},
+        "human-shuffled": {"human": lc.annotated("human/human-shuffled"), "original": h[[pos[s] for s in src_y]]},
+        "synthetic": {
+            m: L.temper(teacher[items], lc.fitted["synthetic_temperature"]).astype(np.float32) for m in L.MODES
+        },
         "smooth": {m: L.smooth_shape(y, c, lc.fitted["smoothing_epsilon"]).astype(np.float32) for m in L.MODES},
-        "smooth-mass": {m: L.smooth_shape(y, c, lc.fitted["smoothing_epsilon_mass"]).astype(np.float32) for m in L.MODES},
+        "smooth-mass": {
+            m: L.smooth_shape(y, c, lc.fitted["smoothing_epsilon_mass"]).astype(np.float32) for m in L.MODES
+        },
         "hard": {m: onehot(y, c) for m in L.MODES},
     }
     for shape, by_mode in raw.items():
@@ -243,9 +249,14 @@ def test_fixed_points_and_two_entry_placement(problem):
 
 
 @SETTINGS
-@given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(2, 5)),
-              elements=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.7, 1.0])),
-       st.data())
+@given(
+    arrays(
+        np.float64,
+        st.tuples(st.integers(1, 6), st.integers(2, 5)),
+        elements=st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.7, 1.0]),
+    ),
+    st.data(),
+)
 def test_place_mode_properties(shape, data):
     label = np.array(data.draw(st.lists(st.integers(0, shape.shape[1] - 1), min_size=len(shape), max_size=len(shape))))
     out = place_mode(shape, label)
@@ -344,23 +355,34 @@ T = np.full((4, 3), 1 / 3)
         (dict(human=H[:1]), r"human: has 1 rows but annotated_items lists 2"),
         (dict(human=H[:, :1]), r"human: expected at least 2 classes"),
         (dict(human=H[0]), r"human: expected a 2-D array"),
-        (dict(human=np.array([[0.6, 0.3, 0.0], [0.1, 0.2, 0.7]]), human_kind="distribution"),
-         r"human: row 0 sums to 0.9; expected rows summing to 1"),
-        (dict(human=np.array([[0.6, 0.3, 0.0], [0.1, 0.2, 0.7]])), r"human: row 0 sums to 0.9 and the values are not integer"),
-        (dict(human=np.array([[0.6, -0.1, 0.5], [0.1, 0.2, 0.7]])), r"human: row 0, column 1: -0.1 is not a finite non-negative"),
+        (
+            dict(human=np.array([[0.6, 0.3, 0.0], [0.1, 0.2, 0.7]]), human_kind="distribution"),
+            r"human: row 0 sums to 0.9; expected probabilities summing to 1 \(within 0.001\)",
+        ),
+        (
+            dict(human=np.array([[0.6, 0.3, 0.0], [0.1, 0.2, 0.7]])),
+            r"human: row 0 sums to 0.9 and the values are not integer",
+        ),
+        (
+            dict(human=np.array([[0.6, -0.1, 0.5], [0.1, 0.2, 0.7]])),
+            r"human: row 0, column 1: -0.1 is not a vote count or probability \(expected a finite number >= 0\)",
+        ),
         (dict(human=np.array([[0, 0, 0], [1, 2, 3]]), human_kind="counts"), r"human: row 0 has no votes"),
         (dict(human_kind="soft"), r"human_kind: expected"),
-        (dict(official=np.array([0, 1, 3, 1])), r"official: item 2 has label 3, outside the class set 0..2"),
-        (dict(official=np.array([0, -1, 2, 1])), r"official: item 1 has label -1"),
+        (dict(official=np.array([0, 1, 3, 1])), r"official: entry 2 is 3, outside the class set 0..2"),
+        (dict(official=np.array([0, -1, 2, 1])), r"official: entry 1 is -1, outside the class set"),
         (dict(official=np.array([[0, 1, 2, 1]])), r"official: expected a 1-D array"),
-        (dict(official=np.array([0.5, 1, 2, 1])), r"official: expected integers"),
+        (dict(official=np.array([0.5, 1, 2, 1])), r"official: expected integer class indices"),
         (dict(annotated_items=np.array([0, 4])), r"annotated_items: entry 1 is 4, outside 0..3"),
         (dict(annotated_items=np.array([2, 2])), r"annotated_items: item 2 is listed more than once"),
         (dict(annotated_items=np.array([], dtype=int), human=np.zeros((0, 3))), r"annotated_items: no annotated items"),
         (dict(teacher_probs=None), r"teacher_probs: required for the 'synthetic' shape"),
         (dict(teacher_probs=np.full((3, 3), 1 / 3)), r"teacher_probs: expected shape \(4, 3\) .* or \(2, 3\)"),
         (dict(teacher_probs=np.full((4, 2), 0.5)), r"teacher_probs: expected shape"),
-        (dict(teacher_probs=np.array([[0.5, 0.5, 0.5]] * 4)), r"teacher_probs \(rows of annotated_items\): row 0 sums to 1.5"),
+        (
+            dict(teacher_probs=np.array([[0.5, 0.5, 0.5]] * 4)),
+            r"teacher_probs \(rows of annotated_items\): row 0 sums to 1.5",
+        ),
         (dict(teacher_probs=np.array([[np.nan, 0.5, 0.5]] * 2)), r"teacher_probs: row 0, column 0: nan"),
         (dict(conditions=["human/hard", "human/soft"]), r"condition: unknown condition 'human/soft'"),
         (dict(conditions=[]), r"conditions: empty"),
@@ -384,6 +406,7 @@ def test_synthetic_not_needed_without_teacher():
 
 
 # --------------------------------------------------------------------------- real data
+
 
 def test_fashion_mnist_h_all_conditions():
     from softlab.data import load_human

@@ -256,7 +256,9 @@ def test_hand_computed_case():
     labels = np.array([0, 1, 1, 1])
     # predictions 0,0,1,1 -> correct 1,0,1,1; conf .9,.6,.7,.8 -> 15 bins: .9->13, .6->8, .7->10, .8->11
     assert float(M.accuracy(probs, labels)) == pytest.approx(0.75)
-    assert float(M.nll(probs, labels)) == pytest.approx(-(math.log(0.9) + math.log(0.4) + math.log(0.7) + math.log(0.8)) / 4)
+    assert float(M.nll(probs, labels)) == pytest.approx(
+        -(math.log(0.9) + math.log(0.4) + math.log(0.7) + math.log(0.8)) / 4
+    )
     assert float(M.brier(probs, labels)) == pytest.approx((0.02 + 0.72 + 0.18 + 0.08) / 4)
     expected_ece = (0.1 + 0.6 + 0.3 + 0.2) / 4
     assert float(M.ece(probs, labels)) == pytest.approx(expected_ece)
@@ -297,8 +299,20 @@ def test_perfect_predictions():
     labels = np.array([0, 2, 1, 2])
     probs = np.eye(3)[labels]
     s = M.metric_suite(probs, labels, human=probs)
-    for name in ("nll", "brier", "ece", "adaptive_ece", "mce", "classwise_ece", "kl_human", "js_human",
-                 "tv_human", "entropy_calibration_error", "ece_human_mode", "nll_human_mode"):
+    for name in (
+        "nll",
+        "brier",
+        "ece",
+        "adaptive_ece",
+        "mce",
+        "classwise_ece",
+        "kl_human",
+        "js_human",
+        "tv_human",
+        "entropy_calibration_error",
+        "ece_human_mode",
+        "nll_human_mode",
+    ):
         assert float(s[name]) == pytest.approx(0.0, abs=1e-12), name
     assert float(s["accuracy"]) == 1.0 and float(s["accuracy_human_mode"]) == 1.0
     assert np.isnan(s["entropy_spearman"])  # all entropies are 0: undefined, reported as NaN
@@ -360,11 +374,11 @@ def test_shapes_single_run_many_runs_and_extra_axes(sample):
 @pytest.mark.parametrize(
     ("probs", "labels", "match"),
     [
-        (np.array([[0.5, 0.6]]), np.array([0]), "sum to 1"),
+        (np.array([[0.5, 0.6]]), np.array([0]), "sums to 1.1; expected probabilities summing to 1"),
         (np.array([[1.5, -0.5]]), np.array([0]), r"\[0, 1\]"),
-        (np.array([[np.nan, 1.0]]), np.array([0]), "non-finite"),
+        (np.array([[np.nan, 1.0]]), np.array([0]), "row 0, column 0: nan is not a probability"),
         (np.array([0.5, 0.5]), np.array([0]), "shape"),
-        (np.array([[0.5, 0.5]]), np.array([2]), "labels must be in"),
+        (np.array([[0.5, 0.5]]), np.array([2]), "labels: entry 0 is 2, outside the class set 0..1"),
         (np.array([[0.5, 0.5]]), np.array([0, 1]), "labels: shape"),
         (np.array([[0.5, 0.5]]), np.array([0.5]), "integer"),
     ],
@@ -390,11 +404,9 @@ def prob_stacks(draw):
     runs = draw(st.integers(1, 3))
     items = draw(st.integers(1, 12))
     classes = draw(st.integers(1, 4))
-    raw = draw(
-        arrays(np.float64, (runs, items, classes), elements=st.floats(0, 1, allow_nan=False, width=32))
-    )
+    raw = draw(arrays(np.float64, (runs, items, classes), elements=st.floats(0, 1, allow_nan=False, width=32)))
     raw = np.where(raw < 0.1, 0.0, raw)  # exact zeros are common
-    raw[..., 0] += (raw.sum(-1) == 0)  # never an all-zero row
+    raw[..., 0] += raw.sum(-1) == 0  # never an all-zero row
     probs = raw / raw.sum(-1, keepdims=True)
     labels = draw(arrays(np.int64, (items,), elements=st.integers(0, classes - 1)))
     h_raw = draw(arrays(np.float64, (items, classes), elements=st.floats(0, 1, allow_nan=False, width=32)))
@@ -408,7 +420,12 @@ def prob_stacks(draw):
 @given(prob_stacks())
 def test_property_ranges_and_orderings(data):
     probs, labels, human = data
-    e, m, a, cw = M.ece(probs, labels), M.mce(probs, labels), M.adaptive_ece(probs, labels), M.classwise_ece(probs, labels)
+    e, m, a, cw = (
+        M.ece(probs, labels),
+        M.mce(probs, labels),
+        M.adaptive_ece(probs, labels),
+        M.classwise_ece(probs, labels),
+    )
     for v in (e, m, a, cw):
         assert np.all((v >= 0) & (v <= 1))
     assert np.all(m >= e - 1e-12)
@@ -486,14 +503,20 @@ def test_debiased_and_soft_calibration_hand_computed_case():
     # bin 0.9: d = -0.1, -0.4, 0.1: mean -0.1333, s² = 0.1266667/2, term 0.5 (0.0177778 - 0.0211111)
     # bin 0.65: d = 0.05, -0.25: mean -0.1, s² = 0.045, term (2/6)(0.01 - 0.0225)
     expected_soft = 0.5 * (0.0177777777778 - 0.0211111111111) + (2 / 6) * (0.01 - 0.0225)
-    assert float(M.debiased_soft_calibration_error(HAND_PROBS, HAND_REFERENCE)) == pytest.approx(expected_soft, abs=1e-9)
+    assert float(M.debiased_soft_calibration_error(HAND_PROBS, HAND_REFERENCE)) == pytest.approx(
+        expected_soft, abs=1e-9
+    )
     # soft ECE: (3/6)|0.766667 - 0.9| + (2/6)|0.55 - 0.65| + (1/6)|0.9 - 0.7| = 0.1333333
     assert float(M.soft_ece(HAND_PROBS, HAND_REFERENCE)) == pytest.approx(0.1333333333, abs=1e-9)
 
 
 def test_soft_and_debiased_calibration_match_naive_loops(sample):
     probs, labels, human = sample
-    soft, dl, ds = M.soft_ece(probs, human), M.debiased_calibration_error(probs, labels), M.debiased_soft_calibration_error(probs, human)
+    soft, dl, ds = (
+        M.soft_ece(probs, human),
+        M.debiased_calibration_error(probs, labels),
+        M.debiased_soft_calibration_error(probs, human),
+    )
     assert soft.shape == dl.shape == ds.shape == (3,)
     for r in range(3):
         conf, hit = naive_soft_top_label(probs[r], human)
@@ -597,3 +620,39 @@ def test_leave_group_out_rejects_bad_groups(sample):
         M.spearman_leave_group_out(np.arange(5.0), np.arange(5.0), np.arange(4))
     with pytest.raises(ValueError, match="estimator"):
         M.calibration_leave_group_out(probs, labels, np.arange(120) % 2, estimator="mce")
+
+
+# ------------------------------------------------------------------- generator-teacher agreement
+
+
+def test_agreement_hand_computed() -> None:
+    g = np.array([[0.7, 0.3, 0.0], [0.0, 0.4, 0.6]])
+    p = np.array([[0.2, 0.8, 0.0], [0.1, 0.1, 0.8]])
+    out = M.generator_teacher_agreement(g, p)
+    # modes: g → [0, 2], p → [1, 2]: one of two agree
+    assert out["mode_agreement"] == pytest.approx(0.5)
+    # TV: ½(.5 + .5 + 0) = .5 and ½(.1 + .3 + .2) = .3 → mean .4
+    assert out["mean_total_variation"] == pytest.approx(0.4)
+    # teacher mass on the generator's classes: (.2 + .8) and (.1 + .8) → mean .95
+    assert out["support_mass"] == pytest.approx(0.95)
+    assert out["n_items"] == 2
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 20), st.integers(0, 10_000))
+def test_agreement_properties(n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(10), size=n)
+    q = rng.dirichlet(np.ones(10), size=n)
+    same = M.generator_teacher_agreement(p, p)
+    assert same["mode_agreement"] == 1.0 and same["mean_total_variation"] == pytest.approx(0.0, abs=1e-12)
+    other = M.generator_teacher_agreement(p, q)
+    assert 0.0 <= other["mean_total_variation"] <= 1.0
+    assert other["mean_total_variation"] == pytest.approx(M.generator_teacher_agreement(q, p)["mean_total_variation"])
+
+
+def test_agreement_rejects_mismatched_or_invalid_input() -> None:
+    with pytest.raises(ValueError, match="teacher_probs"):
+        M.generator_teacher_agreement(np.eye(3), np.eye(4))
+    with pytest.raises(ValueError, match="soft_labels"):
+        M.generator_teacher_agreement(np.full((2, 3), 0.5), np.full((2, 3), 1 / 3))

@@ -29,24 +29,37 @@ REFERENCE_CNN = ModelConfig("cnn")
 def test_reference_cnn_architecture_is_the_documented_one():
     shapes = dict(param_shapes(REFERENCE_CNN))
     assert shapes == {
-        "conv1.weight": (16, 1, 3, 3), "conv1.bias": (16,),
-        "conv2.weight": (32, 16, 3, 3), "conv2.bias": (32,),
-        "fc1.weight": (128, 1568), "fc1.bias": (128,),
-        "out.weight": (10, 128), "out.bias": (10,),
+        "conv1.weight": (16, 1, 3, 3),
+        "conv1.bias": (16,),
+        "conv2.weight": (32, 16, 3, 3),
+        "conv2.bias": (32,),
+        "fc1.weight": (128, 1568),
+        "fc1.bias": (128,),
+        "out.weight": (10, 128),
+        "out.bias": (10,),
     }
     # hand count: 16*9+16 + 32*16*9+32 + 1568*128+128 + 128*10+10
     assert count_params(REFERENCE_CNN) == 160 + 4640 + 200832 + 1290
     model = build_model(REFERENCE_CNN)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
-        (1, 16, (3, 3), (1, 1)), (16, 32, (3, 3), (1, 1))]
+        (1, 16, (3, 3), (1, 1)),
+        (16, 32, (3, 3), (1, 1)),
+    ]
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 2
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("cfg", [ModelConfig("mlp"), ModelConfig("mlp", depth=3, hidden=32, dropout=0.5),
-                                 REFERENCE_CNN, ModelConfig("cnn", width=8, depth=3, hidden=64, dropout=0.2),
-                                 ModelConfig("cnn", width=4, depth=1, in_shape=(3, 9, 7), n_classes=4)])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig("mlp"),
+        ModelConfig("mlp", depth=3, hidden=32, dropout=0.5),
+        REFERENCE_CNN,
+        ModelConfig("cnn", width=8, depth=3, hidden=64, dropout=0.2),
+        ModelConfig("cnn", width=4, depth=1, in_shape=(3, 9, 7), n_classes=4),
+    ],
+)
 def test_build_model_matches_param_shapes(cfg: ModelConfig):
     model = build_model(cfg)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == dict(param_shapes(cfg))
@@ -62,11 +75,17 @@ def test_flat_features_for_odd_sizes():
     assert flat_features(ModelConfig("mlp", in_shape=(3, 5, 5))) == 75
 
 
-@pytest.mark.parametrize("kwargs, word", [
-    ({"kind": "rnn"}, "kind"), ({"kind": "mlp", "hidden": 0}, "hidden"), ({"kind": "mlp", "dropout": 1.0}, "dropout"),
-    ({"kind": "cnn", "depth": 6}, "depth"), ({"kind": "mlp", "in_shape": (28, 28)}, "in_shape"),
-    ({"kind": "mlp", "n_classes": 1}, "n_classes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"kind": "rnn"}, "kind"),
+        ({"kind": "mlp", "hidden": 0}, "hidden"),
+        ({"kind": "mlp", "dropout": 1.0}, "dropout"),
+        ({"kind": "cnn", "depth": 6}, "depth"),
+        ({"kind": "mlp", "in_shape": (28, 28)}, "in_shape"),
+        ({"kind": "mlp", "n_classes": 1}, "n_classes"),
+    ],
+)
 def test_bad_model_config_names_the_parameter(kwargs, word):
     with pytest.raises(ValueError, match=word):
         ModelConfig(**kwargs)
@@ -94,8 +113,13 @@ def test_init_params_depend_only_on_seed_and_leave_global_rng_alone():
 
 def test_init_params_follow_the_uniform_fan_in_rule():
     p = init_params(REFERENCE_CNN, 0)
-    for name, fan_in in [("conv1.weight", 9), ("conv2.weight", 144), ("fc1.weight", 1568), ("fc1.bias", 1568),
-                         ("out.weight", 128)]:
+    for name, fan_in in [
+        ("conv1.weight", 9),
+        ("conv2.weight", 144),
+        ("fc1.weight", 1568),
+        ("fc1.bias", 1568),
+        ("out.weight", 128),
+    ]:
         bound = 1 / np.sqrt(fan_in)
         t = p[name].numpy()
         assert np.abs(t).max() <= bound
@@ -134,8 +158,15 @@ def _compare_with_modules(cfg: ModelConfig, n_members: int, batch: int, seed: in
 
 
 @settings(max_examples=12, deadline=None)
-@given(kind=st.sampled_from(["mlp", "cnn"]), width=st.integers(1, 6), depth=st.integers(1, 3),
-       hidden=st.integers(1, 20), n_members=st.integers(1, 4), batch=st.integers(1, 5), seed=st.integers(0, 1000))
+@given(
+    kind=st.sampled_from(["mlp", "cnn"]),
+    width=st.integers(1, 6),
+    depth=st.integers(1, 3),
+    hidden=st.integers(1, 20),
+    n_members=st.integers(1, 4),
+    batch=st.integers(1, 5),
+    seed=st.integers(0, 1000),
+)
 def test_stacked_forward_and_gradients_match_per_member_modules(kind, width, depth, hidden, n_members, batch, seed):
     cfg = ModelConfig(kind, width=width, depth=depth, hidden=hidden, in_shape=(2, 12, 10), n_classes=5)
     _compare_with_modules(cfg, n_members, batch, seed)
@@ -181,14 +212,25 @@ def test_default_input_shape_keeps_config_dicts_and_cache_keys():
     from softlab.train import TrainConfig
 
     assert ModelConfig("mlp", hidden=64).to_dict() == {
-        "kind": "mlp", "hidden": 64, "width": 16, "depth": 2, "dropout": 0.0, "n_classes": 10, "in_shape": [1, 28, 28]}
+        "kind": "mlp",
+        "hidden": 64,
+        "width": 16,
+        "depth": 2,
+        "dropout": 0.0,
+        "n_classes": 10,
+        "in_shape": [1, 28, 28],
+    }
     smoke = TrainConfig(model=ModelConfig("mlp", hidden=64), epochs=3, batch_size=64, lr=0.002)
     assert config_key(smoke.key_dict()) == "3fe887e9c07b7ea2"
     paper = TrainConfig(model=REFERENCE_CNN, epochs=3, batch_size=64, lr=0.002)
     assert config_key(paper.key_dict()) == "2e2824a78949e352"
     assert ModelConfig("cnn", in_shape=CIFAR_SHAPE).to_dict()["in_shape"] == [3, 32, 32]
-    assert config_key(TrainConfig(model=ModelConfig("cnn", in_shape=CIFAR_SHAPE), epochs=3, batch_size=64,
-                                  lr=0.002).key_dict()) != "2e2824a78949e352"
+    assert (
+        config_key(
+            TrainConfig(model=ModelConfig("cnn", in_shape=CIFAR_SHAPE), epochs=3, batch_size=64, lr=0.002).key_dict()
+        )
+        != "2e2824a78949e352"
+    )
 
 
 def test_reference_cnn_and_mlp_on_cifar_inputs():

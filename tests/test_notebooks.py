@@ -12,15 +12,17 @@ import nbformat
 import pytest
 
 from softlab.params import load_params, notebook_parameters
-from softlab.pipeline import notebook_paths
 from softlab.paths import PROJECT_ROOT
+from softlab.pipeline import notebook_paths
 
 EXPECTED = PROJECT_ROOT / "tests" / "expected"
 SOURCES = notebook_paths()
 
 
 def _code(nb) -> list[str]:
-    return [c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+    return [
+        c.source for c in nb.cells if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
 
 
 def test_the_six_chapters_and_the_findings_have_expected_copies():
@@ -38,11 +40,13 @@ def test_sources_are_clean_and_parameterised(source):
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_expected_matches_source_and_smoke_parameters(source):
     expected = nbformat.read(EXPECTED / source.name, as_version=4)
-    assert _code(expected) == _code(nbformat.read(source, as_version=4)), f"run `make expected` after editing {source.name}"
+    assert _code(expected) == _code(nbformat.read(source, as_version=4)), (
+        f"run `make expected` after editing {source.name}"
+    )
     injected = [c for c in expected.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1
     smoke = load_params("smoke")
     namespace: dict = {}
-    exec(injected[0].source, namespace)  # noqa: S102 - papermill's own assignment cell
+    exec(injected[0].source, namespace)
     declared = notebook_parameters(source)
     assert {k: namespace[k] for k in declared if k in namespace} == {k: v for k, v in smoke.items() if k in declared}

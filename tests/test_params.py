@@ -38,29 +38,32 @@ def test_run_fails_before_executing_anything(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-# --------------------------------------------------------------------------- ranges and the whole configuration (issue 13)
+# ------------------------------------------------------------- ranges and the whole configuration (issue 13)
 
 from softlab.params import RULES, Rule, check_ranges, split_override  # noqa: E402
 
 
-@pytest.mark.parametrize("name, value, expected", [
-    ("seeds", 0, "an integer >= 1"),
-    ("seeds", -1, "an integer >= 1"),
-    ("folds", 1, "an integer >= 2"),
-    ("arms", [], "a non-empty list of fashion-mnist, mnist, synthetic-mnist"),
-    ("arms", ["fashion-mnist", "cifar"], "unknown ['cifar']"),
-    ("arms", ["mnist", "mnist"], "repeated entries"),
-    ("disjoint_size", -1, "an integer >= 0 (0 = the whole disjoint split)"),
-    ("pool_size", -5, "an integer >= 0"),
-    ("teacher_epochs", -1, "an integer >= 1"),
-    ("teacher_train_items", 70000, "an integer in [0, 60000]"),
-    ("epochs", 0, "an integer >= 1"),
-    ("lr", 0.0, "a finite number > 0"),
-    ("lr", float("nan"), "not finite"),
-    ("batch_size", 0, "an integer >= 1"),
-    ("model", "resnet", "text among mlp, cnn"),
-    ("n_boot", 0, "an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("seeds", 0, "an integer >= 1"),
+        ("seeds", -1, "an integer >= 1"),
+        ("folds", 1, "an integer >= 2"),
+        ("arms", [], "a non-empty list of fashion-mnist, mnist, synthetic-mnist"),
+        ("arms", ["fashion-mnist", "cifar"], "unknown ['cifar']"),
+        ("arms", ["mnist", "mnist"], "repeated entries"),
+        ("disjoint_size", -1, "an integer >= 0 (0 = the whole disjoint split)"),
+        ("pool_size", -5, "an integer >= 0"),
+        ("teacher_epochs", -1, "an integer >= 1"),
+        ("teacher_train_items", 70000, "an integer in [0, 60000]"),
+        ("epochs", 0, "an integer >= 1"),
+        ("lr", 0.0, "a finite number > 0"),
+        ("lr", float("nan"), "not finite"),
+        ("batch_size", 0, "an integer >= 1"),
+        ("model", "resnet", "text among mlp, cnn"),
+        ("n_boot", 0, "an integer >= 1"),
+    ],
+)
 def test_parameter_ranges_are_checked_before_anything_runs(tmp_path, name, value, expected):
     with pytest.raises(ParameterError, match=rf"parameter '{name}': got .*{re.escape(expected)}"):
         validate({**load_params("smoke"), name: value}, notebook_paths())
@@ -73,11 +76,27 @@ def test_range_rules_are_one_extensible_table():
     for name in ("seeds", "folds", "arms", "disjoint_size", "epochs", "teacher_epochs", "lr", "pool_size"):
         assert isinstance(RULES[name], Rule)
     # announced parameters are already in the table, in their stated ranges
-    check_ranges({"synthetic_mode_shift": 0.5, "n_teachers": 1, "calibration_fraction": 0.25, "record_dynamics": True,
-                  "run_folds": 0, "conditions": [], "votes": {}})
-    for bad in ({"synthetic_mode_shift": 0.6}, {"n_teachers": 0}, {"calibration_fraction": 0.5},
-                {"calibration_fraction": 0.0}, {"record_dynamics": 1}, {"run_folds": -1},
-                {"conditions": ["human/nonsense"]}, {"votes": ["a.csv"]}):
+    check_ranges(
+        {
+            "synthetic_mode_shift": 0.5,
+            "n_teachers": 1,
+            "calibration_fraction": 0.25,
+            "record_dynamics": True,
+            "run_folds": 0,
+            "conditions": [],
+            "votes": {},
+        }
+    )
+    for bad in (
+        {"synthetic_mode_shift": 0.6},
+        {"n_teachers": 0},
+        {"calibration_fraction": 0.5},
+        {"calibration_fraction": 0.0},
+        {"record_dynamics": 1},
+        {"run_folds": -1},
+        {"conditions": ["human/nonsense"]},
+        {"votes": ["a.csv"]},
+    ):
         with pytest.raises(ParameterError, match=next(iter(bad))):
             check_ranges(bad)
     # a parameter without a rule still gets the notebooks' type check
@@ -114,16 +133,15 @@ def test_yaml_errors_name_the_file_and_line(tmp_path):
         load_params(bad)
     assert "<unicode string>" not in str(err.value)
     (tmp_path / "list.yml").write_text("- 1\n- 2\n")
-    with pytest.raises(ParameterError, match="list.yml: expected a mapping"):
+    with pytest.raises(ParameterError, match=r"list\.yml: expected a mapping"):
         load_params(tmp_path / "list.yml")
     with pytest.raises(ParameterError, match=r"--set seeds=\[1,: invalid YAML value"):
         run_notebooks("smoke", overrides={"seeds": "[1,"}, out_dir=tmp_path / "out")
 
 
 def test_only_one_notebook_accepts_a_set_written_for_all(tmp_path):
-    from softlab.pipeline import resolve_parameters
-
     from softlab.params import notebook_parameters
+    from softlab.pipeline import resolve_parameters
 
     paths, per_notebook = resolve_parameters("smoke", {"seeds": "3"}, only=["01"])
     assert [p.name for p in paths] == ["01_data_annotation.ipynb"]

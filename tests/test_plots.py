@@ -49,7 +49,35 @@ def test_style_and_colours():
     assert len(set(palette.values())) == len(CONDITIONS)  # one colour each
     assert P.condition_colour("human/human") == P.SHAPE_COLOURS["human"]
     assert P.condition_colour("original/human") != P.condition_colour("human/human")
-    assert P.condition_colour("weird/thing") == P.condition_colour("weird/thing")
+
+
+def test_unknown_condition_colour_is_the_same_in_every_process():
+    # str hashes change from process to process (PYTHONHASHSEED): a colour picked with hash()
+    # would differ between the notebooks of one book; the documented checksum does not
+    import os
+    import re
+    import subprocess
+    import sys
+
+    code = "from softlab.plots import condition_colour as c; print(c('weird/thing'), c('original/thing'))"
+    root = Path(P.__file__).resolve().parents[1]
+    seen = {
+        tuple(
+            subprocess.run(
+                [sys.executable, "-c", code],
+                env={**os.environ, "PYTHONHASHSEED": seed},
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+        )
+        for seed in ("1", "2")
+    }
+    assert seen == {(P.condition_colour("weird/thing"), P.condition_colour("original/thing"))}
+    assert re.fullmatch(r"#[0-9a-f]{6}", P.condition_colour("weird/thing"))
+    assert P.condition_colour("weird/thing+ts") == P.condition_colour("weird/thing")  # a +ts twin keeps its colour
+    assert P.condition_colour("original/thing") != P.condition_colour("human/thing")  # the original mode is tinted
 
 
 def test_reliability_plot(records, tmp_path):

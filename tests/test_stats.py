@@ -11,7 +11,6 @@ import pytest
 from softlab import stats as S
 from softlab.metrics import entropy
 
-
 # ------------------------------------------------------------------- bootstrap
 
 
@@ -129,17 +128,36 @@ def make_table(rng: np.random.Generator, seeds: int = 6, folds: int = 3) -> pd.D
             for f in range(folds):
                 for metric in ("accuracy", "ece"):
                     rows.append(
-                        dict(dataset="d", condition=cond, mode=mode, shape=shape, seed=s, fold=f,
-                             split="heldout", stratum="all", metric=metric,
-                             value=0.5 + shift + scale * seed_effect + rng.normal(0, 0.01))
+                        dict(
+                            dataset="d",
+                            condition=cond,
+                            mode=mode,
+                            shape=shape,
+                            seed=s,
+                            fold=f,
+                            split="heldout",
+                            stratum="all",
+                            metric=metric,
+                            value=0.5 + shift + scale * seed_effect + rng.normal(0, 0.01),
+                        )
                     )
     return pd.DataFrame(rows)
 
 
 def test_seed_summary_averages_folds_then_seeds():
     df = pd.DataFrame(
-        dict(dataset="d", condition="c", mode="m", shape="s", split="x", stratum="all", metric="acc",
-             seed=[0, 0, 1, 1, 2, 2], fold=[0, 1, 0, 1, 0, 1], value=[1.0, 3.0, 2.0, 2.0, 5.0, 7.0])
+        dict(
+            dataset="d",
+            condition="c",
+            mode="m",
+            shape="s",
+            split="x",
+            stratum="all",
+            metric="acc",
+            seed=[0, 0, 1, 1, 2, 2],
+            fold=[0, 1, 0, 1, 0, 1],
+            value=[1.0, 3.0, 2.0, 2.0, 5.0, 7.0],
+        )
     )
     out = S.seed_summary(df)
     assert len(out) == 1
@@ -206,8 +224,13 @@ def test_variance_ratio_exact_when_paired_scaling():
     rng = np.random.default_rng(4)
     a = rng.normal(size=8)
     df = pd.DataFrame(
-        dict(metric="acc", condition=["A"] * 8 + ["B"] * 8, seed=list(range(8)) * 2, fold=0,
-             value=np.concatenate([a, 0.5 * a + 3.0]))
+        dict(
+            metric="acc",
+            condition=["A"] * 8 + ["B"] * 8,
+            seed=list(range(8)) * 2,
+            fold=0,
+            value=np.concatenate([a, 0.5 * a + 3.0]),
+        )
     )
     out = S.variance_ratio(df, numerator="B", denominator="A", n_boot=400, seed=0)
     row = out.iloc[0]
@@ -256,14 +279,16 @@ def test_tertiles_equal_sizes_for_distinct_values():
 
 def test_tertile_ties_share_a_stratum():
     e = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.2, 0.7, 0.7, 0.9])
-    t1, t2 = S.tertile_thresholds(e)
+    t1, _ = S.tertile_thresholds(e)
     assert t1 == 0.0
     strata = S.difficulty_strata(e)
     assert set(strata[:5]) == {"easy"}  # all H=0 items are easy, more than a third
     assert strata[-1] == "hard"
     assert set(strata[6:8]) in ({"medium"}, {"hard"})  # ties never split
     # given thresholds win
-    np.testing.assert_array_equal(S.difficulty_strata(np.array([0.1, 0.5, 0.9]), (0.2, 0.6)), ["easy", "medium", "hard"])
+    np.testing.assert_array_equal(
+        S.difficulty_strata(np.array([0.1, 0.5, 0.9]), (0.2, 0.6)), ["easy", "medium", "hard"]
+    )
     with pytest.raises(ValueError, match="thresholds"):
         S.difficulty_strata(e, (0.5, 0.1))
     with pytest.raises(ValueError, match="human_entropy"):
@@ -271,7 +296,9 @@ def test_tertile_ties_share_a_stratum():
 
 
 def test_mode_shifted_and_stratum_masks():
-    human = np.array([[0.6, 0.4, 0.0], [0.5, 0.5, 0.0], [0.2, 0.2, 0.6], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4], [0.0, 1.0, 0.0]])
+    human = np.array(
+        [[0.6, 0.4, 0.0], [0.5, 0.5, 0.0], [0.2, 0.2, 0.6], [1.0, 0.0, 0.0], [0.3, 0.3, 0.4], [0.0, 1.0, 0.0]]
+    )
     official = np.array([0, 1, 0, 0, 2, 1])
     shifted = S.mode_shifted(human, official)
     np.testing.assert_array_equal(shifted, [False, False, True, False, False, False])  # tie -> official

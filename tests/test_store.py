@@ -35,14 +35,27 @@ TRAIN = TrainConfig(ModelConfig("mlp", hidden=8), epochs=2, batch_size=32)
 def _data(n: int = 64):
     rng = np.random.default_rng(0)
     x = rng.random((n, 1, 28, 28), dtype=np.float32)
-    targets = {"hard": np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)],
-               "soft": rng.dirichlet(np.ones(10), n).astype(np.float32)}
+    targets = {
+        "hard": np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)],
+        "soft": rng.dirichlet(np.ones(10), n).astype(np.float32),
+    }
     return x, targets
 
 
 def _configs(seeds=(0, 1), conditions=("hard", "soft")) -> list[dict]:
-    return [{"dataset": "synthetic-test", "dataset_version": "v1", "label_source": "none", "condition": c,
-             "seed": s, "fold": 0, "train": TRAIN.key_dict()} for s in seeds for c in conditions]
+    return [
+        {
+            "dataset": "synthetic-test",
+            "dataset_version": "v1",
+            "label_source": "none",
+            "condition": c,
+            "seed": s,
+            "fold": 0,
+            "train": TRAIN.key_dict(),
+        }
+        for s in seeds
+        for c in conditions
+    ]
 
 
 class CountingTrainer:
@@ -54,8 +67,16 @@ class CountingTrainer:
 
     def __call__(self, configs: list[dict]) -> list[MemberResult]:
         self.calls.append(configs)
-        members = [Member(c["seed"], self.targets[c["condition"]], np.arange(48), f"{c['condition']}-{c['seed']}",
-                          {"condition": c["condition"]}) for c in configs]
+        members = [
+            Member(
+                c["seed"],
+                self.targets[c["condition"]],
+                np.arange(48),
+                f"{c['condition']}-{c['seed']}",
+                {"condition": c["condition"]},
+            )
+            for c in configs
+        ]
         return train_members(self.x, members, TRAIN, {"test": self.x[48:]}, progress=False)
 
     @property
@@ -88,8 +109,13 @@ def test_key_covers_every_part_of_the_configuration(tmp_path):
     store = RunStore(tmp_path)
     base = _configs()[0]
     keys = {store.key(base)}
-    for field, value in [("dataset_version", "v2"), ("label_source", "fmh-2"), ("condition", "soft"), ("seed", 9),
-                         ("fold", 3)]:
+    for field, value in [
+        ("dataset_version", "v2"),
+        ("label_source", "fmh-2"),
+        ("condition", "soft"),
+        ("seed", 9),
+        ("fold", 3),
+    ]:
         keys.add(store.key({**base, field: value}))
     for field, value in [("lr", 0.5), ("epochs", 3), ("optimizer", "sgd")]:
         keys.add(store.key({**base, "train": {**base["train"], field: value}}))
@@ -111,7 +137,9 @@ def test_tables_are_tidy_and_parquet_readable(tmp_path):
     listed = store.list_runs()
     assert len(runs) == len(listed) == 4
     assert set(runs["run_key"]) == set(store.keys())
-    assert {"condition", "seed", "fold", "train.lr", "train.model.kind", "run_bytes", "run_diverged"} <= set(runs.columns)
+    assert {"condition", "seed", "fold", "train.lr", "train.model.kind", "run_bytes", "run_diverged"} <= set(
+        runs.columns
+    )
     assert sorted(zip(runs["condition"], runs["seed"])) == [("hard", 0), ("hard", 1), ("soft", 0), ("soft", 1)]
     assert (runs["run_bytes"] > 0).all() and not runs["run_diverged"].any()
     assert json.loads(runs["train.model.in_shape"].iloc[0]) == [1, 28, 28]
@@ -185,8 +213,9 @@ def test_sigkill_mid_run_leaves_only_complete_runs_and_resume_trains_the_rest(tm
     try:
         while time.time() < deadline and proc.poll() is None:
             # kill once at least one run is complete AND another is half-written
-            if len(store.keys()) >= 1 and any(not (d / COMPLETE_MARKER).exists() and any(d.iterdir())
-                                              for d in store.tmp_dirs()):
+            if len(store.keys()) >= 1 and any(
+                not (d / COMPLETE_MARKER).exists() and any(d.iterdir()) for d in store.tmp_dirs()
+            ):
                 proc.send_signal(signal.SIGKILL)
                 killed_mid_write = True
                 break
@@ -237,6 +266,7 @@ def test_watched_items_round_trip_through_the_store(tmp_path):
 
 # ----------------------------------------------------------------------------- streaming chunks
 
+
 def _chunked_trainer(store: RunStore, sizes: list[int], seen_stored: list[int]):
     """A train_fn yielding (positions, results) chunks of the given sizes, recording before each
     chunk how many runs the store already holds."""
@@ -247,8 +277,9 @@ def _chunked_trainer(store: RunStore, sizes: list[int], seen_stored: list[int]):
         start = 0
         for size in sizes:
             seen_stored.append(len(store))
-            yield list(range(start, start + size))[::-1], results[start:start + size][::-1]
+            yield list(range(start, start + size))[::-1], results[start : start + size][::-1]
             start += size
+
     train.inner = inner
     return train
 
@@ -269,9 +300,11 @@ def test_streamed_chunks_are_stored_as_they_arrive_with_a_run_progress_bar(tmp_p
 def test_chunk_protocol_is_checked_and_runs_delivered_before_an_error_are_kept(tmp_path):
     configs = _configs()
     results = CountingTrainer()(configs)
-    bad = {"duplicate": [([0, 1], results[:2]), ([1], results[1:2])],
-           "out of range": [([0], results[:1]), ([7], results[:1])],
-           "missing": [([0, 1], results[:2])]}
+    bad = {
+        "duplicate": [([0, 1], results[:2]), ([1], results[1:2])],
+        "out of range": [([0], results[:1]), ([7], results[:1])],
+        "missing": [([0, 1], results[:2])],
+    }
     messages = {"duplicate": "twice", "out of range": "position 7", "missing": "delivered 2 of 4"}
     for name, chunks in bad.items():
         store = RunStore(tmp_path / name.replace(" ", "-"))
@@ -302,6 +335,7 @@ def test_one_failing_save_does_not_lose_the_others(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- healing (issue 13, item 3)
+
 
 def _stored(tmp_path, seeds=(0, 1)):
     store = RunStore(tmp_path)

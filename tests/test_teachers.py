@@ -20,7 +20,6 @@ from softlab.teachers import (
     softmax,
     synthetic_probs,
     teacher_dir,
-    teacher_logits,
     teacher_probs,
     teacher_probs_on,
     train_teacher,
@@ -52,12 +51,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 def use_cache(monkeypatch: pytest.MonkeyPatch):
     def _use(folder: Path) -> None:
         monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(folder))
+
     return _use
 
 
 def _forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("the teacher was retrained although it is cached")
+
     monkeypatch.setattr(teachers, "_train", boom)
 
 
@@ -144,7 +145,8 @@ def test_probs_on_generated_images(trained, use_cache, monkeypatch) -> None:
 
 
 def test_generator_teacher_agreement_on_tiny_synthetic_set(trained, use_cache) -> None:
-    from softlab.data.synthetic_mnist import SyntheticMnistConfig, generate_synthetic_mnist, generator_teacher_agreement
+    from softlab.generator import SyntheticMnistConfig, generate_synthetic_mnist
+    from softlab.metrics import generator_teacher_agreement
 
     folder, _, _, _ = trained
     use_cache(folder)
@@ -178,6 +180,7 @@ def test_cnn_model_shapes() -> None:
 
 # --------------------------------------------------------------------------- softmax
 
+
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 8), st.floats(0.1, 10.0), st.integers(0, 10_000))
 def test_softmax_matches_scipy(n: int, temperature: float, seed: int) -> None:
@@ -188,6 +191,7 @@ def test_softmax_matches_scipy(n: int, temperature: float, seed: int) -> None:
 
 
 # --------------------------------------------------------------------------- cleanlab-cv
+
 
 def test_cleanlab_cv_is_aligned_with_mnist_test() -> None:
     from softlab.data import load_mnist_cleanlab_probs

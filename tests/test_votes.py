@@ -19,6 +19,7 @@ def _table(rows: list[tuple[int, str, int]]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ agreement
 
+
 def test_krippendorff_alpha_equals_the_hand_computed_value():
     # unit 0: a,a   unit 1: a,b   unit 2: b,b,b   unit 3: c (one vote: unpairable, ignored)
     # coincidences: o_aa = 2, o_ab = o_ba = 1, o_bb = 3 · 2 · (1/2) = 3; n_a = 3, n_b = 4, n = 7
@@ -35,8 +36,20 @@ def test_krippendorff_alpha_equals_the_hand_computed_value():
 
 def test_fleiss_kappa_equals_the_published_example_and_the_hand_computed_unequal_case():
     # Fleiss' kappa example (Wikipedia, "Fleiss' kappa"): 10 subjects, 14 raters, 5 categories: 0.210
-    counts = np.array([[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-                       [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]])
+    counts = np.array(
+        [
+            [0, 0, 0, 0, 14],
+            [0, 2, 6, 4, 2],
+            [0, 0, 3, 5, 6],
+            [0, 3, 9, 2, 0],
+            [2, 2, 8, 1, 1],
+            [7, 7, 0, 0, 0],
+            [3, 2, 6, 3, 0],
+            [2, 5, 3, 2, 2],
+            [6, 5, 2, 1, 0],
+            [0, 2, 2, 3, 7],
+        ]
+    )
     s = agreement(counts)
     assert s.fleiss_kappa == pytest.approx(0.20993, abs=5e-5) and s.equal_votes and s.n_annotators is None
     assert s.votes_per_item.to_dict() == {14: 10}
@@ -90,6 +103,7 @@ def test_alpha_does_not_depend_on_who_gave_which_vote(units, seed):
 
 # ------------------------------------------------------------------------------ votes tables
 
+
 def test_load_votes_gives_items_counts_and_official_labels(tmp_path):
     path = tmp_path / "votes.csv"
     t = _table([(42, "a", 3), (42, "b", 5), (7, "a", 1), (7, "b", 1), (7, "c", 2), (9999, "a", 0)])
@@ -110,20 +124,27 @@ def test_unknown_items_are_all_named_with_the_file_and_split(tmp_path):
     _table([(5, "a", 1), (10000, "a", 1), (-1, "b", 2), (10005, "b", 1), (10000, "b", 1)]).to_csv(path, index=False)
     with pytest.raises(AnnotationError) as info:
         load_votes(path, "mnist", "test")
-    assert str(info.value) == (f"{path}: 3 unknown item id(s) outside mnist/test (valid ids 0..9999): -1, 10000, 10005; "
-                               "first at row 1")
+    assert str(info.value) == (
+        f"{path}: 3 unknown item id(s) outside mnist/test (valid ids 0..9999): -1, 10000, 10005; first at row 1"
+    )
     many = tmp_path / "many.parquet"
     _table([(60000 + k, "a", 1) for k in range(12)]).to_parquet(many)
-    with pytest.raises(AnnotationError, match=r"many.parquet: 12 unknown .*mnist/train \(valid ids 0..59999\): "
-                                              r"60000, .*60009, … \(12 in all\)"):
+    with pytest.raises(
+        AnnotationError,
+        match=r"many.parquet: 12 unknown .*mnist/train \(valid ids 0..59999\): "
+        r"60000, .*60009, … \(12 in all\)",
+    ):
         read_votes(many, "mnist", "train")
 
 
-@pytest.mark.parametrize("rows, word", [
-    ([(1, "a", 10)], r"row 0, column 'label': 10 .*0..9"),
-    ([(1, "a", 1), (1, "a", 2)], r"rows 0, 1: .*item 1 more than once"),
-    ([(1.5, "a", 1)], r"row 0, column 'item': 1.5 .*integer"),
-])
+@pytest.mark.parametrize(
+    "rows, word",
+    [
+        ([(1, "a", 10)], r"row 0, column 'label': 10 .*0..9"),
+        ([(1, "a", 1), (1, "a", 2)], r"rows 0, 1: .*item 1 more than once"),
+        ([(1.5, "a", 1)], r"row 0, column 'item': 1.5 .*integer"),
+    ],
+)
 def test_bad_votes_name_the_file_row_and_column(tmp_path, rows, word):
     path = tmp_path / "bad.csv"
     _table(rows).to_csv(path, index=False)
@@ -139,8 +160,17 @@ def test_the_apps_export_reads_as_votes_of_its_split(tmp_path):
     from softlab.annotate.study import StudySettings, create_study
 
     test = load_images("mnist", "test")
-    study = create_study(tmp_path / "study", images=test.images, labels=test.labels, classes=test.classes,
-                         dataset="mnist", split="test", size=12, seed=3, settings=StudySettings(attention_checks=2))
+    study = create_study(
+        tmp_path / "study",
+        images=test.images,
+        labels=test.labels,
+        classes=test.classes,
+        dataset="mnist",
+        split="test",
+        size=12,
+        seed=3,
+        settings=StudySettings(attention_checks=2),
+    )
     rng = np.random.default_rng(0)
     soft = np.full(10, 0.02)
     soft[[1, 7]] = 0.42  # the simulated annotators' known label distribution

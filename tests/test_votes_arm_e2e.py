@@ -45,8 +45,16 @@ def simulated_annotator(base: str, name: str, key: str, labels: np.ndarray, seed
         while not progress["finished"]:
             item = int(progress["item"])
             label = int(rng.choice(10, p=simulated_soft_label(int(labels[item]), item)))
-            r = client.post("/api/answers", json={"annotator": name, "item": item, "label": label,
-                                                  "response_ms": 500.0, "submission_id": f"{name}-{item}"})
+            r = client.post(
+                "/api/answers",
+                json={
+                    "annotator": name,
+                    "item": item,
+                    "label": label,
+                    "response_ms": 500.0,
+                    "submission_id": f"{name}-{item}",
+                },
+            )
             assert r.status_code == 201, r.text
             answered += 1
             progress = r.json()["progress"]
@@ -56,11 +64,14 @@ def simulated_annotator(base: str, name: str, key: str, labels: np.ndarray, seed
 def test_study_answered_exported_and_run_as_an_arm(tmp_path, monkeypatch):
     study_dir = tmp_path / "study"
     labels = load_images("mnist", "test").labels
-    with running_server(study_dir, ["--dataset", "mnist", "--size", str(N_ITEMS), "--strategy", "random",
-                                    "--seed", "3"]) as base:
+    with running_server(
+        study_dir, ["--dataset", "mnist", "--size", str(N_ITEMS), "--strategy", "random", "--seed", "3"]
+    ) as base:
         study = open_study(study_dir)
-        answered = [simulated_annotator(base.split("?")[0], a, annotator_key(study, a), labels, seed=k)
-                    for k, a in enumerate(SIMULATED_ANNOTATORS)]
+        answered = [
+            simulated_annotator(base.split("?")[0], a, annotator_key(study, a), labels, seed=k)
+            for k, a in enumerate(SIMULATED_ANNOTATORS)
+        ]
     assert answered == [N_ITEMS] * len(SIMULATED_ANNOTATORS)
     votes = tmp_path / "votes.csv"
     assert main_annotate(["export", "--study-dir", str(study_dir), "--out", str(votes)]) == 0
@@ -73,8 +84,9 @@ def test_study_answered_exported_and_run_as_an_arm(tmp_path, monkeypatch):
     from softlab.pipeline import run_notebooks
 
     out = tmp_path / "book"
-    run_notebooks("smoke", overrides={"votes": f"{{{ARM}: {{path: {votes}, images: mnist}}}}"}, out_dir=out,
-                  progress=False)
+    run_notebooks(
+        "smoke", overrides={"votes": f"{{{ARM}: {{path: {votes}, images: mnist}}}}"}, out_dir=out, progress=False
+    )
     assert sorted(p.name for p in out.glob("0*.ipynb")) == [p.name for p in sorted(out.glob("0*.ipynb"))]
 
     metrics = pd.read_parquet(tmp_path / "results" / "smoke" / "metrics.parquet")
@@ -87,8 +99,8 @@ def test_study_answered_exported_and_run_as_an_arm(tmp_path, monkeypatch):
     assert (verdicts.loc[verdicts["arm"] == ARM, "verdict"] != "descriptive").any()  # votes arms get verdict rows
 
     # its reference distribution is the exported votes' normalised counts, item by item
-    from softlab.report import book_results
     from softlab.params import load_params
+    from softlab.report import book_results
 
     params = {**load_params("smoke"), "votes": {ARM: {"path": str(votes), "images": "mnist"}}}
     preds = book_results(params).predictions[ARM]

@@ -51,9 +51,24 @@ from softlab.annotate.study import (
 )
 
 __all__ = [
-    "STRATEGIES", "Study", "StudyError", "StudySettings", "annotator_key", "annotator_link", "annotator_order",
-    "check_annotator_id", "create_study", "open_study", "select_items", "select_attention_items", "main_annotate",
-    "create_app", "serve", "export_annotations", "annotation_table", "attention_report",
+    "STRATEGIES",
+    "Study",
+    "StudyError",
+    "StudySettings",
+    "annotation_table",
+    "annotator_key",
+    "annotator_link",
+    "annotator_order",
+    "attention_report",
+    "check_annotator_id",
+    "create_app",
+    "create_study",
+    "export_annotations",
+    "main_annotate",
+    "open_study",
+    "select_attention_items",
+    "select_items",
+    "serve",
 ]
 
 
@@ -92,12 +107,18 @@ def _serve_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="softlab annotate",
         description="Create (first time) and serve an annotation study in the browser. "
-                    "Subcommands: 'links' (personal annotator links), 'export' (write the answers table), "
-                    "'report' (progress, attention checks).")
+        "Subcommands: 'links' (personal annotator links), 'export' (write the answers table), "
+        "'report' (progress, attention checks).",
+    )
     g = p.add_argument_group("study (only when creating; must match when the study exists)")
-    g.add_argument("--study-dir", required=True, type=Path, help="folder holding study.json, images and the answer database")
-    g.add_argument("--dataset", help="mnist, synthetic-mnist or fashion-mnist (via softlab.data.load_images); "
-                                     "with --images: a name for the user array (default 'user')")
+    g.add_argument(
+        "--study-dir", required=True, type=Path, help="folder holding study.json, images and the answer database"
+    )
+    g.add_argument(
+        "--dataset",
+        help="mnist or fashion-mnist (softlab.data.load_images), synthetic-mnist (softlab.generator); "
+        "with --images: a name for the user array (default 'user')",
+    )
     g.add_argument("--split", default=None, help="dataset split (default test)")
     g.add_argument("--images", type=Path, help="user images: .npy uint8 array (N, 28, 28); item = row index")
     g.add_argument("--labels", type=Path, help="official labels for --images: .npy int array (N,), -1 = unknown")
@@ -107,39 +128,47 @@ def _serve_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="seed of the subset and of the annotator orders (default 0)")
     g.add_argument("--probs", type=Path, help="teacher probabilities .npy (N, n_classes) for --strategy uncertain")
     g.add_argument("--variability", type=Path, help="cartography variability .npy (N,) for --strategy ambiguous")
-    g.add_argument("--attention-checks", type=int, default=None, help="easy known-label items added for every annotator (default 0)")
+    g.add_argument(
+        "--attention-checks",
+        type=int,
+        default=None,
+        help="easy known-label items added for every annotator (default 0)",
+    )
     g.add_argument("--confidence-scale", default=None, help="integer confidence scale MIN-MAX or 'none' (default 1-5)")
     g.add_argument("--no-second-choice", action="store_true", default=None, help="do not offer a second-choice class")
-    g.add_argument("--allow-reannotation", action="store_true", default=None,
-                   help="let an annotator answer an item more than once (all answers are kept, numbered by 'attempt')")
+    g.add_argument(
+        "--allow-reannotation",
+        action="store_true",
+        default=None,
+        help="let an annotator answer an item more than once (all answers are kept, numbered by 'attempt')",
+    )
     s = p.add_argument_group("server")
-    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; any other needs the token)")
+    s.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; any other needs the token)"
+    )
     s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
     s.add_argument("--require-token", action="store_true", help="demand the study token even on 127.0.0.1")
     s.add_argument("--no-token", action="store_true", help="do not demand the token (refused on a non-loopback host)")
     s.add_argument("--create-only", action="store_true", help="create the study and exit without serving")
     s.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
-    s.add_argument("--offline", action="store_true",
-                   help="use local data only, never the network (same as SOFTLAB_OFFLINE=1)")
+    s.add_argument(
+        "--offline", action="store_true", help="use local data only, never the network (same as SOFTLAB_OFFLINE=1)"
+    )
     return p
 
 
 def _check_matches(study: Study, args: argparse.Namespace) -> None:
     """An existing study must agree with every study option given on the command line."""
-    given: dict[str, tuple[Any, Any]] = {}
     st = study.settings
-    if args.dataset is not None:
-        given["--dataset"] = (args.dataset, study.dataset)
-    if args.split is not None:
-        given["--split"] = (args.split, study.split)
-    if args.size is not None:
-        given["--size"] = (args.size, study.size)
-    if args.strategy is not None:
-        given["--strategy"] = (args.strategy, study.strategy)
-    if args.seed is not None:
-        given["--seed"] = (args.seed, study.seed)
-    if args.attention_checks is not None:
-        given["--attention-checks"] = (args.attention_checks, st.attention_checks)
+    as_stored = {  # option -> (value given, value the study holds)
+        "--dataset": (args.dataset, study.dataset),
+        "--split": (args.split, study.split),
+        "--size": (args.size, study.size),
+        "--strategy": (args.strategy, study.strategy),
+        "--seed": (args.seed, study.seed),
+        "--attention-checks": (args.attention_checks, st.attention_checks),
+    }
+    given: dict[str, tuple[Any, Any]] = {opt: pair for opt, pair in as_stored.items() if pair[0] is not None}
     if args.confidence_scale is not None:
         given["--confidence-scale"] = (_confidence_scale(args.confidence_scale), (st.confidence_min, st.confidence_max))
     if args.no_second_choice:
@@ -149,12 +178,17 @@ def _check_matches(study: Study, args: argparse.Namespace) -> None:
     if args.images is not None:
         from softlab.io import sha256_file
 
-        given["--images"] = (sha256_file(args.images) if args.images.is_file() else str(args.images),
-                             study.source.get("images_sha256"))
+        given["--images"] = (
+            sha256_file(args.images) if args.images.is_file() else str(args.images),
+            study.source.get("images_sha256"),
+        )
     bad = [f"{k} {v!r} (study has {s!r})" for k, (v, s) in given.items() if v != s]
     if bad:
-        raise StudyError(f"--study-dir {study.study_dir} already holds a different study: " + "; ".join(bad)
-                         + ". Use a new --study-dir, or omit the study options to resume it.")
+        raise StudyError(
+            f"--study-dir {study.study_dir} already holds a different study: "
+            + "; ".join(bad)
+            + ". Use a new --study-dir, or omit the study options to resume it."
+        )
 
 
 def _create_or_open(args: argparse.Namespace) -> Study:
@@ -169,19 +203,37 @@ def _create_or_open(args: argparse.Namespace) -> Study:
     probs = load_npy(args.probs, "--probs") if args.probs is not None else None
     variability = load_npy(args.variability, "--variability") if args.variability is not None else None
     lo, hi = _confidence_scale(args.confidence_scale or "1-5")
-    settings = StudySettings(confidence_min=lo, confidence_max=hi, second_choice=not args.no_second_choice,
-                             allow_reannotation=bool(args.allow_reannotation),
-                             attention_checks=args.attention_checks or 0)
+    settings = StudySettings(
+        confidence_min=lo,
+        confidence_max=hi,
+        second_choice=not args.no_second_choice,
+        allow_reannotation=bool(args.allow_reannotation),
+        attention_checks=args.attention_checks or 0,
+    )
     if args.probs is not None:
         source["probs"] = str(args.probs.resolve())
     if args.variability is not None:
         source["variability"] = str(args.variability.resolve())
-    study = create_study(args.study_dir, images=images, labels=labels, classes=classes, dataset=dataset, split=split,
-                         strategy=args.strategy or "stratified", size=50 if args.size is None else args.size,
-                         seed=0 if args.seed is None else args.seed, probs=probs, variability=variability,
-                         settings=settings, source=source)
-    print(f"softlab annotate: created study {study.study_id} in {study.study_dir}: {len(study.items)} items "
-          f"({study.strategy}, seed {study.seed}) + {len(study.attention_items)} attention checks", file=sys.stderr)
+    study = create_study(
+        args.study_dir,
+        images=images,
+        labels=labels,
+        classes=classes,
+        dataset=dataset,
+        split=split,
+        strategy=args.strategy or "stratified",
+        size=50 if args.size is None else args.size,
+        seed=0 if args.seed is None else args.seed,
+        probs=probs,
+        variability=variability,
+        settings=settings,
+        source=source,
+    )
+    print(
+        f"softlab annotate: created study {study.study_id} in {study.study_dir}: {len(study.items)} items "
+        f"({study.strategy}, seed {study.seed}) + {len(study.attention_items)} attention checks",
+        file=sys.stderr,
+    )
     return study
 
 
@@ -202,14 +254,21 @@ def _serve_main(argv: list[str]) -> int:
 
 
 def _links_main(argv: list[str]) -> int:
-    p = _Parser(prog="softlab annotate links",
-                description="Print each annotator's personal link (annotator id + key signed with the study secret, "
-                            "plus the access token). Give each annotator only their own link: whoever holds it "
-                            "answers as that annotator.")
+    p = _Parser(
+        prog="softlab annotate links",
+        description="Print each annotator's personal link (annotator id + key signed with the study secret, "
+        "plus the access token). Give each annotator only their own link: whoever holds it "
+        "answers as that annotator.",
+    )
     p.add_argument("--study-dir", required=True, type=Path)
-    p.add_argument("--annotator", required=True, nargs="+", help="annotator ids (1-64 letters, digits, spaces, _ . @ + -)")
-    p.add_argument("--base-url", default="http://127.0.0.1:8765/",
-                   help="the address annotators open (default http://127.0.0.1:8765/)")
+    p.add_argument(
+        "--annotator", required=True, nargs="+", help="annotator ids (1-64 letters, digits, spaces, _ . @ + -)"
+    )
+    p.add_argument(
+        "--base-url",
+        default="http://127.0.0.1:8765/",
+        help="the address annotators open (default http://127.0.0.1:8765/)",
+    )
     args = p.parse_args(argv)
     if not args.base_url.startswith(("http://", "https://")):
         raise StudyError(f"--base-url: expected an http:// or https:// address, got {args.base_url!r}")
@@ -221,8 +280,10 @@ def _links_main(argv: list[str]) -> int:
 
 
 def _export_main(argv: list[str]) -> int:
-    p = _Parser(prog="softlab annotate export",
-                description="Write a study's answers as a long-format table (item, annotator, label, weight, ...).")
+    p = _Parser(
+        prog="softlab annotate export",
+        description="Write a study's answers as a long-format table (item, annotator, label, weight, ...).",
+    )
     p.add_argument("--study-dir", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="FILE.csv or FILE.parquet")
     p.add_argument("--include-attention", action="store_true", help="keep attention-check answers in the main table")
@@ -230,10 +291,14 @@ def _export_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from softlab.annotate.export import annotation_table, export_annotations
 
-    out, report = export_annotations(args.study_dir, args.out, include_attention=args.include_attention,
-                                     overwrite=args.force)
+    out, report = export_annotations(
+        args.study_dir, args.out, include_attention=args.include_attention, overwrite=args.force
+    )
     n = len(annotation_table(args.study_dir, include_attention=args.include_attention))
-    print(f"softlab annotate: wrote {n} answers to {out}" + (f"; attention checks per annotator in {report}" if report else ""))
+    print(
+        f"softlab annotate: wrote {n} answers to {out}"
+        + (f"; attention checks per annotator in {report}" if report else "")
+    )
     return 0
 
 
@@ -245,8 +310,10 @@ def _report_main(argv: list[str]) -> int:
 
     study = open_study(args.study_dir)
     report = attention_report(args.study_dir)
-    print(f"study {study.study_id}: {study.dataset}/{study.split}, {len(study.items)} items "
-          f"({study.strategy}, seed {study.seed}), {len(study.attention_items)} attention checks")
+    print(
+        f"study {study.study_id}: {study.dataset}/{study.split}, {len(study.items)} items "
+        f"({study.strategy}, seed {study.seed}), {len(study.attention_items)} attention checks"
+    )
     if report.empty:
         print("no answers yet")
     else:

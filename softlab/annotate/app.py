@@ -67,8 +67,17 @@ TOKEN_HEADER = "X-Softlab-Token"
 KEY_HEADER = "X-Softlab-Annotator-Key"
 MAX_BODY_BYTES = 16 * 1024
 PUBLIC_API = frozenset({"/api/health"})
-__all__ = ["ANNOTATOR_MAX_LEN", "ANNOTATOR_PATTERN", "KEY_HEADER", "MAX_BODY_BYTES", "TOKEN_HEADER", "clean_annotator",
-           "create_app", "host_name", "serve"]
+__all__ = [
+    "ANNOTATOR_MAX_LEN",
+    "ANNOTATOR_PATTERN",
+    "KEY_HEADER",
+    "MAX_BODY_BYTES",
+    "TOKEN_HEADER",
+    "clean_annotator",
+    "create_app",
+    "host_name",
+    "serve",
+]
 SUBMISSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 MAX_RESPONSE_MS = 24 * 3600 * 1000.0  # one day
 IMAGE_SCALE = 10  # 28 px → 280 px
@@ -77,9 +86,11 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-     b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
 ]
 
 
@@ -147,8 +158,13 @@ class _RequestGate:
                 query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
                 given = query["token"][0].encode("latin-1") if query.get("token") else None
             if not given:
-                await self._answer(scope, receive, send, 401,
-                                   "token: this study needs its access token (open the link with ?token=...)")
+                await self._answer(
+                    scope,
+                    receive,
+                    send,
+                    401,
+                    "token: this study needs its access token (open the link with ?token=...)",
+                )
                 return
             if not secrets.compare_digest(given, self.token):
                 await self._answer(scope, receive, send, 403, "token: wrong access token for this study")
@@ -163,8 +179,13 @@ class _RequestGate:
                 await self._answer(scope, receive, send, 400, "content-length: not a byte count")
                 return
             if n > self.max_body:
-                await self._answer(scope, receive, send, 413,
-                                   f"body: {n} bytes; this server accepts at most {self.max_body} bytes per request")
+                await self._answer(
+                    scope,
+                    receive,
+                    send,
+                    413,
+                    f"body: {n} bytes; this server accepts at most {self.max_body} bytes per request",
+                )
                 return
         received = 0
         limit = self.max_body
@@ -175,8 +196,9 @@ class _RequestGate:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:  # a streamed body without Content-Length
-                    raise HTTPException(413, f"body: more than {limit} bytes; this server accepts at most "
-                                             f"{limit} bytes per request")
+                    raise HTTPException(
+                        413, f"body: more than {limit} bytes; this server accepts at most {limit} bytes per request"
+                    )
             return message
 
         await self.app(scope, limited_receive, send)
@@ -206,7 +228,7 @@ def host_name(host_header: str) -> str:
     """The host part of a ``Host`` header: ``"127.0.0.1:8765"`` → ``"127.0.0.1"``, ``"[::1]:80"`` → ``"::1"``."""
     h = host_header.strip().lower()
     if h.startswith("["):
-        return h[1:h.index("]")] if "]" in h else h
+        return h[1 : h.index("]")] if "]" in h else h
     return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
@@ -239,8 +261,9 @@ def _png(image: np.ndarray, scale: int = IMAGE_SCALE) -> bytes:
     return buf.getvalue()
 
 
-def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False,
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(
+    study_dir: str | os.PathLike[str], *, require_token: bool = False, allowed_hosts: list[str] | None = None
+) -> FastAPI:
     """The FastAPI app serving the study in ``study_dir``.
 
     ``require_token``: demand the study token on every ``/api`` route but ``/api/health``.
@@ -280,8 +303,11 @@ def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False
     def check_key(annotator: str, key: str | None) -> None:
         """Only the holder of ``annotator``'s personal link may act as ``annotator``."""
         if not key:
-            raise _reject(401, "annotator key: missing; open your personal link (the study owner prints it "
-                               "with `softlab annotate links`)")
+            raise _reject(
+                401,
+                "annotator key: missing; open your personal link (the study owner prints it "
+                "with `softlab annotate links`)",
+            )
         if not key_matches(study, annotator, key, secret):
             raise _reject(403, f"annotator key: not the key of annotator {annotator!r}; open your own personal link")
 
@@ -319,8 +345,9 @@ def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False
         }
 
     @app.get("/api/next")
-    def next_item(annotator: str | None = Query(default=None),
-                  key: str | None = Header(default=None, alias=KEY_HEADER)) -> dict[str, Any]:
+    def next_item(
+        annotator: str | None = Query(default=None), key: str | None = Header(default=None, alias=KEY_HEADER)
+    ) -> dict[str, Any]:
         a = clean_annotator(annotator)
         check_key(a, key)
         return progress(a)
@@ -358,16 +385,26 @@ def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False
                 raise _reject(422, "confidence: this study does not ask for a confidence")
             assert s.confidence_min is not None and s.confidence_max is not None
             if not s.confidence_min <= sub.confidence <= s.confidence_max:
-                raise _reject(422, f"confidence: {sub.confidence} is outside the scale "
-                                   f"{s.confidence_min}..{s.confidence_max}")
+                raise _reject(
+                    422, f"confidence: {sub.confidence} is outside the scale {s.confidence_min}..{s.confidence_max}"
+                )
         rms = float(sub.response_ms)
         if not math.isfinite(rms) or rms < 0 or rms > MAX_RESPONSE_MS:
-            raise _reject(422, f"response_ms: {sub.response_ms!r}; expected milliseconds between 0 and {MAX_RESPONSE_MS:.0f}")
+            raise _reject(
+                422, f"response_ms: {sub.response_ms!r}; expected milliseconds between 0 and {MAX_RESPONSE_MS:.0f}"
+            )
         if sub.submission_id is not None and not SUBMISSION_ID_PATTERN.match(sub.submission_id):
             raise _reject(422, "submission_id: expected 1-100 letters, digits, '_' or '-'")
-        answer = Answer(annotator=annotator, item=sub.item, label=sub.label, second_label=sub.second_label,
-                        confidence=sub.confidence, response_ms=rms, is_attention_check=study.is_attention(sub.item),
-                        submission_id=sub.submission_id)
+        answer = Answer(
+            annotator=annotator,
+            item=sub.item,
+            label=sub.label,
+            second_label=sub.second_label,
+            confidence=sub.confidence,
+            response_ms=rms,
+            is_attention_check=study.is_attention(sub.item),
+            submission_id=sub.submission_id,
+        )
         try:
             stored, repeated = db.add(answer)
         except DuplicateAnswerError as exc:
@@ -384,15 +421,20 @@ def create_app(study_dir: str | os.PathLike[str], *, require_token: bool = False
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
-def serve(study_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8765, *,
-          require_token: bool | None = None, log_level: str = "warning") -> None:
+def serve(
+    study_dir: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    require_token: bool | None = None,
+    log_level: str = "warning",
+) -> None:
     """Serve the study with uvicorn until interrupted (Ctrl-C / SIGTERM stop it gracefully).
 
     ``require_token`` defaults to True on a non-loopback ``host``; serving on a non-loopback
@@ -428,13 +470,17 @@ def serve(study_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int 
     if require_token:
         url += f"?token={study.token}"
     print(f"softlab annotate: serving study {study.study_id} ({len(study.all_items)} items) at {url}", flush=True)
-    print(f"softlab annotate: each annotator needs a personal link: softlab annotate links --study-dir "
-          f"{study.study_dir} --base-url http://{shown_host}:{actual_port}/ --annotator NAME ...",
-          file=sys.stderr, flush=True)
+    print(
+        f"softlab annotate: each annotator needs a personal link: softlab annotate links --study-dir "
+        f"{study.study_dir} --base-url http://{shown_host}:{actual_port}/ --annotator NAME ...",
+        file=sys.stderr,
+        flush=True,
+    )
     if not loopback:
-        print("softlab annotate: share this link (with its token) only with your annotators", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=10)
+        print(
+            "softlab annotate: share this link (with its token) only with your annotators", file=sys.stderr, flush=True
+        )
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

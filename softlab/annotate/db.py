@@ -30,14 +30,25 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 30_000
-COLUMNS = ("id", "annotator", "item", "label", "second_label", "confidence", "response_ms", "timestamp",
-           "is_attention_check", "attempt", "submission_id")
+COLUMNS = (
+    "id",
+    "annotator",
+    "item",
+    "label",
+    "second_label",
+    "confidence",
+    "response_ms",
+    "timestamp",
+    "is_attention_check",
+    "attempt",
+    "submission_id",
+)
 
 
 class DuplicateAnswerError(ValueError):
@@ -88,9 +99,19 @@ class StoredAnswer:
 
 def _row(r: sqlite3.Row | tuple[Any, ...]) -> StoredAnswer:
     (id_, annotator, item, label, second, conf, rms, ts, att, attempt, sub) = tuple(r)
-    return StoredAnswer(int(id_), str(annotator), int(item), int(label), None if second is None else int(second),
-                        None if conf is None else int(conf), float(rms), str(ts), bool(att), int(attempt),
-                        None if sub is None else str(sub))
+    return StoredAnswer(
+        int(id_),
+        str(annotator),
+        int(item),
+        int(label),
+        None if second is None else int(second),
+        None if conf is None else int(conf),
+        float(rms),
+        str(ts),
+        bool(att),
+        int(attempt),
+        None if sub is None else str(sub),
+    )
 
 
 def _schema(allow_reannotation: bool) -> str:
@@ -116,7 +137,7 @@ CREATE INDEX IF NOT EXISTS answers_by_annotator ON answers (annotator, item);
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class AnnotationDB:
@@ -152,8 +173,7 @@ class AnnotationDB:
         self.close()
 
     def _new_connection(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous = FULL")
         with self._registry_lock:
@@ -211,8 +231,11 @@ class AnnotationDB:
                     if statement.strip():
                         conn.execute(statement)
                 meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-                expected = {"schema_version": SCHEMA_VERSION, "study_id": self.study_id,
-                            "allow_reannotation": str(int(self.allow_reannotation))}
+                expected = {
+                    "schema_version": SCHEMA_VERSION,
+                    "study_id": self.study_id,
+                    "allow_reannotation": str(int(self.allow_reannotation)),
+                }
                 if not meta:
                     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", sorted(expected.items()))
                 else:
@@ -220,7 +243,8 @@ class AnnotationDB:
                         if meta.get(key) != value:
                             raise DatabaseMismatchError(
                                 f"{self.path}: {key} is {meta.get(key)!r} in the database but {value!r} in the study; "
-                                "the database belongs to another study or other rules")
+                                "the database belongs to another study or other rules"
+                            )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -255,22 +279,41 @@ class AnnotationDB:
             if r is not None:
                 s = _row(r)
                 same = (s.annotator, s.item, s.label, s.second_label, s.confidence) == (
-                    a.annotator, a.item, a.label, a.second_label, a.confidence)
+                    a.annotator,
+                    a.item,
+                    a.label,
+                    a.second_label,
+                    a.confidence,
+                )
                 if not same:
                     raise SubmissionConflictError(
-                        f"submission_id {a.submission_id!r} was already used for a different answer")
+                        f"submission_id {a.submission_id!r} was already used for a different answer"
+                    )
                 return s, True
-        (n_before,) = conn.execute("SELECT COUNT(*) FROM answers WHERE annotator = ? AND item = ?",
-                                   (a.annotator, a.item)).fetchone()
+        (n_before,) = conn.execute(
+            "SELECT COUNT(*) FROM answers WHERE annotator = ? AND item = ?", (a.annotator, a.item)
+        ).fetchone()
         if n_before and not self.allow_reannotation:
             raise DuplicateAnswerError(
-                f"annotator {a.annotator!r} already answered item {a.item}; this study does not allow re-annotation")
+                f"annotator {a.annotator!r} already answered item {a.item}; this study does not allow re-annotation"
+            )
         try:
             cur = conn.execute(
                 "INSERT INTO answers (annotator, item, label, second_label, confidence, response_ms, timestamp, "
                 "is_attention_check, attempt, submission_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (a.annotator, a.item, a.label, a.second_label, a.confidence, float(a.response_ms), utc_now(),
-                 int(a.is_attention_check), int(n_before) + 1, a.submission_id))
+                (
+                    a.annotator,
+                    a.item,
+                    a.label,
+                    a.second_label,
+                    a.confidence,
+                    float(a.response_ms),
+                    utc_now(),
+                    int(a.is_attention_check),
+                    int(n_before) + 1,
+                    a.submission_id,
+                ),
+            )
         except sqlite3.IntegrityError as exc:  # safety net; the checks above should have caught it
             raise DuplicateAnswerError(f"answer rejected by the database constraints: {exc}") from exc
         r = conn.execute(f"SELECT {cols} FROM answers WHERE id = ?", (cur.lastrowid,)).fetchone()
@@ -281,14 +324,17 @@ class AnnotationDB:
     def answer_counts(self, annotator: str) -> dict[int, int]:
         """Item → number of stored answers by ``annotator``."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT item, COUNT(*) FROM answers WHERE annotator = ? GROUP BY item",
-                                (annotator,)).fetchall()
+            rows = conn.execute(
+                "SELECT item, COUNT(*) FROM answers WHERE annotator = ? GROUP BY item", (annotator,)
+            ).fetchall()
         return {int(i): int(n) for i, n in rows}
 
     def answers(self) -> list[StoredAnswer]:
         """Every stored answer, ordered by (item, annotator, attempt)."""
         with self._connect() as conn:
-            rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM answers ORDER BY item, annotator, attempt").fetchall()
+            rows = conn.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM answers ORDER BY item, annotator, attempt"
+            ).fetchall()
         return [_row(r) for r in rows]
 
     def count(self) -> int:

@@ -33,8 +33,18 @@ from softlab.annotate.db import AnnotationDB
 from softlab.annotate.study import StudyError, open_study
 from softlab.data.annotations import text_series, write_annotations
 
-EXPORT_COLUMNS = ("item", "annotator", "label", "weight", "second_label", "confidence", "timestamp",
-                  "response_ms", "is_attention_check", "attempt")
+EXPORT_COLUMNS = (
+    "item",
+    "annotator",
+    "label",
+    "weight",
+    "second_label",
+    "confidence",
+    "timestamp",
+    "response_ms",
+    "is_attention_check",
+    "attempt",
+)
 REPORT_COLUMNS = ("annotator", "n_answers", "n_attention", "n_attention_correct", "attention_accuracy")
 
 
@@ -43,18 +53,20 @@ def all_answers(study_dir: str | os.PathLike[str]) -> pd.DataFrame:
     study = open_study(study_dir)
     with AnnotationDB(study.db_path, study.study_id, study.settings.allow_reannotation) as db:
         rows = db.answers()
-    df = pd.DataFrame({
-        "item": np.array([r.item for r in rows], dtype=np.int64),
-        "annotator": text_series(r.annotator for r in rows),
-        "label": np.array([r.label for r in rows], dtype=np.int64),
-        "weight": np.ones(len(rows), dtype=np.float64),
-        "second_label": pd.array([r.second_label for r in rows], dtype="Int64"),
-        "confidence": pd.array([r.confidence for r in rows], dtype="Int64"),
-        "timestamp": text_series(r.timestamp for r in rows),
-        "response_ms": np.array([r.response_ms for r in rows], dtype=np.float64),
-        "is_attention_check": np.array([r.is_attention_check for r in rows], dtype=bool),
-        "attempt": np.array([r.attempt for r in rows], dtype=np.int64),
-    })
+    df = pd.DataFrame(
+        {
+            "item": np.array([r.item for r in rows], dtype=np.int64),
+            "annotator": text_series(r.annotator for r in rows),
+            "label": np.array([r.label for r in rows], dtype=np.int64),
+            "weight": np.ones(len(rows), dtype=np.float64),
+            "second_label": pd.array([r.second_label for r in rows], dtype="Int64"),
+            "confidence": pd.array([r.confidence for r in rows], dtype="Int64"),
+            "timestamp": text_series(r.timestamp for r in rows),
+            "response_ms": np.array([r.response_ms for r in rows], dtype=np.float64),
+            "is_attention_check": np.array([r.is_attention_check for r in rows], dtype=bool),
+            "attempt": np.array([r.attempt for r in rows], dtype=np.int64),
+        }
+    )
     return df[list(EXPORT_COLUMNS)]
 
 
@@ -80,13 +92,15 @@ def attention_report(study_dir: str | os.PathLike[str]) -> pd.DataFrame:
         att = g[g["is_attention_check"] & (g["attempt"] == 1)]
         correct = int(sum(int(lab) == truth.get(int(i), -1) for i, lab in zip(att["item"], att["label"])))
         n_att = len(att)
-        out.append({
-            "annotator": str(annotator),
-            "n_answers": int((~g["is_attention_check"]).sum()),
-            "n_attention": n_att,
-            "n_attention_correct": correct,
-            "attention_accuracy": correct / n_att if n_att else float("nan"),
-        })
+        out.append(
+            {
+                "annotator": str(annotator),
+                "n_answers": int((~g["is_attention_check"]).sum()),
+                "n_attention": n_att,
+                "n_attention_correct": correct,
+                "attention_accuracy": correct / n_att if n_att else float("nan"),
+            }
+        )
     return pd.DataFrame(out, columns=list(REPORT_COLUMNS))
 
 
@@ -106,8 +120,12 @@ def attention_report_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(f"{out.stem}.attention{out.suffix}")
 
 
-def export_annotations(study_dir: str | os.PathLike[str], out: str | os.PathLike[str],
-                       include_attention: bool = False, overwrite: bool = False) -> tuple[Path, Path | None]:
+def export_annotations(
+    study_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    include_attention: bool = False,
+    overwrite: bool = False,
+) -> tuple[Path, Path | None]:
     """Write the long-format table to ``out`` (.csv or .parquet, atomically); when the study has
     attention checks also write :func:`attention_report` to :func:`attention_report_path`.
     Returns both paths (the second is None without attention checks).
@@ -122,8 +140,10 @@ def export_annotations(study_dir: str | os.PathLike[str], out: str | os.PathLike
     if not overwrite:
         existing = [str(p) for p in (out, report_path) if p is not None and (p.exists() or p.is_symlink())]
         if existing:
-            raise StudyError(f"--out: {' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
-                             "choose another file name or pass --force to replace")
+            raise StudyError(
+                f"--out: {' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                "choose another file name or pass --force to replace"
+            )
     for p in (out, report_path):
         if p is not None and p.is_dir():
             raise StudyError(f"--out: {p} is a folder; expected a file name")

@@ -48,14 +48,18 @@ import secrets
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
+from softlab.data.annotations import entropy
+from softlab.data.imageset import ImageSet
 from softlab.io import atomic_path, atomic_write_text, config_key, load_npz
+from softlab.validation import check_images, check_nonnegative, check_probability_rows, check_shape
 
 STUDY_JSON = "study.json"
 IMAGES_NPZ = "images.npz"
@@ -163,7 +167,10 @@ class Study:
         z = load_npz(self.study_dir / IMAGES_NPZ)
         ids = z["items"].astype(np.int64)
         if set(ids.tolist()) != set(self.all_items):
-            raise StudyError(f"{self.study_dir / IMAGES_NPZ}: its item ids do not match {STUDY_JSON}; the study folder is inconsistent")
+            raise StudyError(
+                f"{self.study_dir / IMAGES_NPZ}: its item ids do not match {STUDY_JSON}; "
+                "the study folder is inconsistent"
+            )
         return {int(i): z["images"][k] for k, i in enumerate(ids)}
 
     def to_json(self) -> dict[str, Any]:
@@ -188,6 +195,7 @@ class Study:
 
 # --------------------------------------------------------------------------- selection
 
+
 def _tie_break_order(n: int, seed: int) -> np.ndarray:
     """A seeded random rank for each of ``n`` items, used to break ties reproducibly."""
     return np.random.default_rng([seed, 7]).permutation(n)
@@ -207,46 +215,18 @@ def _check_size(size: int, available: int, what: str) -> None:
         raise StudyError(f"size: asked for {size} items but only {available} {what} are available")
 
 
-def entropy_nats(probs: np.ndarray) -> np.ndarray:
-    """Row entropy ``-Σ_c p_c ln p_c`` in nats with ``0 · ln 0 = 0``."""
-    p = np.asarray(probs, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
-
-
-def validate_probs(probs: np.ndarray, n_items: int, name: str = "probs") -> np.ndarray:
-    """Check teacher probabilities (N, C): finite, non-negative, rows summing to 1 (±1e-3)."""
+def validate_probs(probs: ArrayLike, n_items: int, name: str = "probs") -> NDArray[np.float64]:
+    """Teacher probabilities (N, C): probability rows (:func:`softlab.validation.check_probability_rows`)."""
     p = np.asarray(probs)
     if p.ndim != 2 or p.shape[0] != n_items:
         raise StudyError(f"{name}: expected shape ({n_items}, n_classes), got {p.shape}")
-    if not np.issubdtype(p.dtype, np.floating):
-        raise StudyError(f"{name}: expected floating-point probabilities, got dtype {p.dtype}")
-    p = p.astype(np.float64)
-    bad = ~np.isfinite(p) | (p < 0)
-    if bad.any():
-        r, c = map(int, np.argwhere(bad)[0])
-        raise StudyError(f"{name}: row {r}, column {c}: {p[r, c]!r} is not a finite non-negative probability")
-    sums = p.sum(axis=1)
-    off = np.abs(sums - 1.0) > 1e-3
-    if off.any():
-        r = int(np.flatnonzero(off)[0])
-        raise StudyError(f"{name}: row {r} sums to {sums[r]:.6f}; expected probabilities summing to 1")
-    return p
+    return check_probability_rows(p, name, error=StudyError)
 
 
-def validate_variability(variability: np.ndarray, n_items: int, name: str = "variability") -> np.ndarray:
-    """Check cartography variability (N,): finite and non-negative."""
-    v = np.asarray(variability)
-    if v.ndim != 1 or v.shape[0] != n_items:
-        raise StudyError(f"{name}: expected shape ({n_items},), got {v.shape}")
-    if not np.issubdtype(v.dtype, np.number):
-        raise StudyError(f"{name}: expected numbers, got dtype {v.dtype}")
-    v = v.astype(np.float64)
-    bad = ~np.isfinite(v) | (v < 0)
-    if bad.any():
-        r = int(np.flatnonzero(bad)[0])
-        raise StudyError(f"{name}: row {r}: {v[r]!r} is not a finite non-negative variability")
-    return v
+def validate_variability(variability: ArrayLike, n_items: int, name: str = "variability") -> NDArray[np.float64]:
+    """Cartography variability (N,): finite and non-negative."""
+    v = check_shape(variability, (n_items,), name, error=StudyError)
+    return check_nonnegative(v, name, what="variability", error=StudyError)
 
 
 def select_items(
@@ -267,7 +247,10 @@ def select_items(
         return np.sort(rng.choice(n_items, size=size, replace=False)).astype(np.int64)
     if strategy == "stratified":
         if labels is None:
-            raise StudyError("strategy 'stratified' needs the official labels (pass --labels with --images, or use --strategy random)")
+            raise StudyError(
+                "strategy 'stratified' needs the official labels "
+                "(pass --labels with --images, or use --strategy random)"
+            )
         y = np.asarray(labels, dtype=np.int64)
         known = np.flatnonzero(y >= 0)
         _check_size(size, len(known), "labelled images")
@@ -284,15 +267,21 @@ def select_items(
         while quota.sum() < size:  # only when caps bind: fill from classes with room
             k = int(np.flatnonzero(quota < counts)[0])
             quota[k] += 1
-        chosen = [rng.choice(np.flatnonzero(y == c), size=int(q), replace=False) for c, q in zip(classes, quota) if q > 0]
+        chosen = [
+            rng.choice(np.flatnonzero(y == c), size=int(q), replace=False) for c, q in zip(classes, quota) if q > 0
+        ]
         return np.sort(np.concatenate(chosen)).astype(np.int64)
     if strategy == "uncertain":
         if probs is None:
-            raise StudyError("strategy 'uncertain' needs teacher probabilities: pass --probs probs.npy with shape (N, n_classes)")
+            raise StudyError(
+                "strategy 'uncertain' needs teacher probabilities: pass --probs probs.npy with shape (N, n_classes)"
+            )
         p = validate_probs(probs, n_items)
-        return _top_k(entropy_nats(p), size, seed, np.arange(n_items)).astype(np.int64)
+        return _top_k(entropy(p), size, seed, np.arange(n_items)).astype(np.int64)
     if variability is None:
-        raise StudyError("strategy 'ambiguous' needs cartography variability: pass --variability variability.npy with shape (N,)")
+        raise StudyError(
+            "strategy 'ambiguous' needs cartography variability: pass --variability variability.npy with shape (N,)"
+        )
     v = validate_variability(variability, n_items)
     return _top_k(v, size, seed, np.arange(n_items)).astype(np.int64)
 
@@ -309,7 +298,9 @@ def select_attention_items(
     if k == 0:
         return np.zeros(0, dtype=np.int64)
     if labels is None:
-        raise StudyError("attention checks need official labels (pass --labels with --images, or use --attention-checks 0)")
+        raise StudyError(
+            "attention checks need official labels (pass --labels with --images, or use --attention-checks 0)"
+        )
     y = np.asarray(labels, dtype=np.int64)
     n = len(y)
     candidates = np.setdiff1d(np.flatnonzero(y >= 0), np.asarray(exclude, dtype=np.int64))
@@ -318,13 +309,15 @@ def select_attention_items(
         agree = candidates[p[candidates].argmax(axis=1) == y[candidates]]
         if len(agree) >= k:
             candidates = agree
-        score = -entropy_nats(p)
+        score = -entropy(p)
     elif variability is not None:
         score = -validate_variability(variability, n)
     else:
         score = np.zeros(n)
     if len(candidates) < k:
-        raise StudyError(f"attention_checks: asked for {k} but only {len(candidates)} labelled images lie outside the subset")
+        raise StudyError(
+            f"attention_checks: asked for {k} but only {len(candidates)} labelled images lie outside the subset"
+        )
     if probs is None and variability is None:
         return np.sort(np.random.default_rng([seed, 2]).choice(candidates, size=k, replace=False)).astype(np.int64)
     return _top_k(score, k, seed + 1, candidates).astype(np.int64)
@@ -346,24 +339,20 @@ def annotator_order(study: Study, annotator: str) -> list[int]:
 
 # --------------------------------------------------------------------------- images / files
 
+
 def load_npy(path: str | os.PathLike[str], name: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise StudyError(f"{name}: file not found: {p}")
     try:
         return np.load(p, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+    except Exception as exc:
         raise StudyError(f"{name}: {p} is not a readable .npy array ({exc})") from exc
 
 
-def validate_images(images: np.ndarray, name: str = "images") -> np.ndarray:
-    """Check a user image array: uint8, shape (N, 28, 28), N >= 1."""
-    a = np.asarray(images)
-    if a.dtype != np.uint8:
-        raise StudyError(f"{name}: expected dtype uint8, got {a.dtype}")
-    if a.ndim != 3 or a.shape[1:] != (28, 28) or a.shape[0] < 1:
-        raise StudyError(f"{name}: expected shape (N, 28, 28), got {a.shape}")
-    return a
+def validate_images(images: ArrayLike, name: str = "images") -> NDArray[np.uint8]:
+    """A user image array: uint8, shape (N, 28, 28), N >= 1."""
+    return check_images(images, name, error=StudyError)
 
 
 def parse_classes(text: str | None, n: int | None = None) -> tuple[str, ...] | None:
@@ -389,6 +378,7 @@ def is_loopback(host: str) -> bool:
 
 
 # --------------------------------------------------------------------------- annotator identity
+
 
 def check_annotator_id(raw: str | None) -> str:
     """The trimmed annotator id: 1–64 letters, digits, spaces or ``_ . @ + -`` (StudyError otherwise)."""
@@ -459,8 +449,9 @@ def annotator_link(study: Study, annotator: str, base_url: str = "http://127.0.0
 
 # --------------------------------------------------------------------------- create / open
 
+
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def create_study(
@@ -504,29 +495,47 @@ def create_study(
     if probs is not None and np.asarray(probs).ndim == 2 and np.asarray(probs).shape[1] != len(cls):
         raise StudyError(f"probs: expected {len(cls)} columns (one per class), got {np.asarray(probs).shape[1]}")
     if (study_dir / STUDY_JSON).exists():
-        raise StudyError(f"study_dir: {study_dir} already holds a study ({STUDY_JSON}); open it instead or choose a new folder")
+        raise StudyError(
+            f"study_dir: {study_dir} already holds a study ({STUDY_JSON}); open it instead or choose a new folder"
+        )
     items = select_items(strategy, size, seed, n, labels=y, probs=probs, variability=variability)
     attention = select_attention_items(settings.attention_checks, seed, items, y, probs=probs, variability=variability)
     att_labels = tuple(int(y[i]) for i in attention) if y is not None else ()
     shown = np.concatenate([items, attention]).astype(np.int64)
     shown_labels = y[shown] if y is not None else np.full(len(shown), -1, dtype=np.int64)
     config = {
-        "dataset": dataset, "split": split, "classes": list(cls), "strategy": strategy, "size": int(size),
-        "seed": int(seed), "items": items.tolist(), "attention_items": attention.tolist(),
-        "settings": asdict(settings), "source": source or {},
+        "dataset": dataset,
+        "split": split,
+        "classes": list(cls),
+        "strategy": strategy,
+        "size": int(size),
+        "seed": int(seed),
+        "items": items.tolist(),
+        "attention_items": attention.tolist(),
+        "settings": asdict(settings),
+        "source": source or {},
     }
     token = secrets.token_urlsafe(24)
     study = Study(
-        study_dir=study_dir, dataset=dataset, split=split, classes=cls, strategy=strategy, size=int(size),
-        seed=int(seed), items=tuple(int(i) for i in items), attention_items=tuple(int(i) for i in attention),
-        attention_labels=att_labels, token=token, settings=settings,
+        study_dir=study_dir,
+        dataset=dataset,
+        split=split,
+        classes=cls,
+        strategy=strategy,
+        size=int(size),
+        seed=int(seed),
+        items=tuple(int(i) for i in items),
+        attention_items=tuple(int(i) for i in attention),
+        attention_labels=att_labels,
+        token=token,
+        settings=settings,
         study_id=config_key({**config, "token": token}),  # unique per study, even for equal settings
-        created_at=_now(), source=dict(source or {}),
+        created_at=_now(),
+        source=dict(source or {}),
     )
     study_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(study_dir / IMAGES_NPZ) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, items=shown, images=imgs[shown], labels=shown_labels.astype(np.int64))
+    with atomic_path(study_dir / IMAGES_NPZ) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, items=shown, images=imgs[shown], labels=shown_labels.astype(np.int64))
     study_secret(study_dir)
     atomic_write_text(study_dir / STUDY_JSON, json.dumps(study.to_json(), indent=2) + "\n")
     return study
@@ -537,18 +546,29 @@ def open_study(study_dir: str | os.PathLike[str]) -> Study:
     study_dir = Path(study_dir)
     path = study_dir / STUDY_JSON
     if not path.is_file():
-        raise StudyError(f"study_dir: no {STUDY_JSON} in {study_dir}; create a study first (softlab annotate --dataset ... --study-dir {study_dir})")
+        raise StudyError(
+            f"study_dir: no {STUDY_JSON} in {study_dir}; create a study first "
+            f"(softlab annotate --dataset ... --study-dir {study_dir})"
+        )
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         if d.get("schema_version") != SCHEMA_VERSION:
             raise StudyError(f"{path}: schema_version {d.get('schema_version')!r}, expected {SCHEMA_VERSION}")
         study = Study(
-            study_dir=study_dir, dataset=str(d["dataset"]), split=str(d["split"]),
-            classes=tuple(str(c) for c in d["classes"]), strategy=str(d["strategy"]), size=int(d["size"]),
-            seed=int(d["seed"]), items=tuple(int(i) for i in d["items"]),
+            study_dir=study_dir,
+            dataset=str(d["dataset"]),
+            split=str(d["split"]),
+            classes=tuple(str(c) for c in d["classes"]),
+            strategy=str(d["strategy"]),
+            size=int(d["size"]),
+            seed=int(d["seed"]),
+            items=tuple(int(i) for i in d["items"]),
             attention_items=tuple(int(i) for i in d["attention_items"]),
-            attention_labels=tuple(int(i) for i in d["attention_labels"]), token=str(d["token"]),
-            settings=StudySettings(**d["settings"]), study_id=str(d["study_id"]), created_at=str(d["created_at"]),
+            attention_labels=tuple(int(i) for i in d["attention_labels"]),
+            token=str(d["token"]),
+            settings=StudySettings(**d["settings"]),
+            study_id=str(d["study_id"]),
+            created_at=str(d["created_at"]),
             source=dict(d.get("source", {})),
         )
     except StudyError:
@@ -564,6 +584,18 @@ def open_study(study_dir: str | os.PathLike[str]) -> Study:
     return study
 
 
+def _load_dataset(dataset: str, split: str) -> ImageSet:
+    """A verified data set (:func:`softlab.data.load_images`), or the default synthetic MNIST set
+    (:func:`softlab.generator.load_synthetic_mnist`: generated and cached on first use)."""
+    if dataset == "synthetic-mnist":
+        from softlab.generator import load_synthetic_mnist
+
+        return load_synthetic_mnist(split)
+    from softlab.data import load_images
+
+    return load_images(dataset, split)
+
+
 def load_source(
     dataset: str | None,
     split: str,
@@ -574,7 +606,9 @@ def load_source(
     """Images, labels, classes, dataset name and provenance for a new study.
 
     Either a user array (``images_path``: .npy uint8 (N, 28, 28); ``labels_path`` optional .npy
-    ints) or a dataset known to :func:`softlab.data.load_images`.
+    ints) or a dataset known to :func:`softlab.data.load_images`, or ``synthetic-mnist`` (the
+    default generated set of :func:`softlab.generator.load_synthetic_mnist`, splits ``all``,
+    ``train``, ``test``).
     """
     if images_path is not None:
         from softlab.io import sha256_file
@@ -592,11 +626,15 @@ def load_source(
         raise StudyError("dataset: give --dataset (mnist, synthetic-mnist, fashion-mnist) or --images path.npy")
     if labels_path is not None:
         raise StudyError("--labels: only used with --images (a dataset brings its own labels)")
-    import softlab.data
-
     try:
-        image_set = softlab.data.load_images(dataset, split)
+        image_set = _load_dataset(dataset, split)
     except (ValueError, RuntimeError, OSError) as exc:  # unknown name/split, DataError (missing or corrupt files)
         raise StudyError(f"--dataset {dataset} --split {split}: {exc}") from exc
     cls = parse_classes(classes, len(image_set.classes)) or tuple(image_set.classes)
-    return np.asarray(image_set.images), np.asarray(image_set.labels), cls, dataset, {"loader": "softlab.data.load_images"}
+    return (
+        np.asarray(image_set.images),
+        np.asarray(image_set.labels),
+        cls,
+        dataset,
+        {"loader": "softlab.data.load_images"},
+    )

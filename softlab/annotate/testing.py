@@ -40,8 +40,12 @@ def _read_line(proc: subprocess.Popen[str], deadline: float) -> str:
 
 
 @contextmanager
-def running_server(study_dir: str | os.PathLike[str], extra_args: Sequence[str] = (),
-                   start_timeout_s: float = 60.0, stop_timeout_s: float = 15.0) -> Iterator[str]:
+def running_server(
+    study_dir: str | os.PathLike[str],
+    extra_args: Sequence[str] = (),
+    start_timeout_s: float = 60.0,
+    stop_timeout_s: float = 15.0,
+) -> Iterator[str]:
     """Serve ``study_dir`` in a subprocess; yield its base URL (``http://127.0.0.1:PORT/``, plus
     ``?token=...`` when the token is required)."""
     import httpx
@@ -59,8 +63,10 @@ def running_server(study_dir: str | os.PathLike[str], extra_args: Sequence[str] 
                 proc.kill()
                 proc.wait()
                 err.seek(0)
-                raise ServerStartError(f"annotation server did not start (exit {proc.returncode}): {line!r} {err.read()[-2000:]}")
-            url = line[line.index("http://"):].split()[0]
+                raise ServerStartError(
+                    f"annotation server did not start (exit {proc.returncode}): {line!r} {err.read()[-2000:]}"
+                )
+            url = line[line.index("http://") :].split()[0]
             base = url.split("?")[0]
             while True:
                 try:
@@ -83,4 +89,3 @@ def running_server(study_dir: str | os.PathLike[str], extra_args: Sequence[str] 
                     proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
-

@@ -21,8 +21,8 @@ from softlab.data.annotations import (
     validate_counts,
     votes_per_item,
 )
-from softlab.data.cifar import DataUnavailable, load_cifar10, load_cifar10h
-from softlab.data.human import HumanLabels, load_human, load_mnist_cleanlab_probs
+from softlab.data.cifar import DataUnavailable, load_cifar10
+from softlab.data.human import HumanLabels, load_cifar10h, load_human, load_mnist_cleanlab_probs
 from softlab.data.images import ChecksumError, DataError, ImageSet, fetch, load_images
 from softlab.data.votes import AgreementSummary, agreement, load_votes, read_votes
 

@@ -2,7 +2,8 @@
 
 The **long format** has one row per answer::
 
-    item (int, index into the dataset split) | annotator (str; may be anonymous) | label (int class) | weight (optional, > 0)
+    item (int, index into the dataset split) | annotator (str; may be anonymous)
+        | label (int class) | weight (optional, > 0)
 
 A **count matrix** has one row per item and one column per class; entry ``[i, c]`` is the
 (weighted) number of votes for class ``c`` on item ``i``. A **soft label** is a row of counts
@@ -21,11 +22,15 @@ import io
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from softlab.validation import check_labels, check_nonnegative
 
 REQUIRED_COLUMNS = ("item", "annotator", "label")
 
@@ -41,6 +46,7 @@ class AnnotationError(ValueError):
 
 # --------------------------------------------------------------------------- counts
 
+
 def validate_counts(counts: np.ndarray, name: str = "counts", integer: bool = True) -> np.ndarray:
     """Check a count matrix (items × classes): finite, non-negative, ≥1 vote per row, and
     integer-valued unless ``integer=False`` (mapping rules such as MTurk's *neither* spread votes).
@@ -52,18 +58,11 @@ def validate_counts(counts: np.ndarray, name: str = "counts", integer: bool = Tr
         raise AnnotationError(f"{name}: expected a 2-D array (items × classes), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise AnnotationError(f"{name}: empty count matrix (shape {arr.shape})")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise AnnotationError(f"{name}: expected numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    checks = (
-        (~np.isfinite(arr), "is NaN or infinite"),
-        (arr < 0, "is negative"),
-        (np.isfinite(arr) & (arr != np.round(arr)) & integer, "is not an integer count"),
-    )
-    for bad, what in checks:
-        if bad.any():
-            r, c = map(int, np.argwhere(bad)[0])
-            raise AnnotationError(f"{name}: row {r}, column {c}: value {_show(arr[r, c])} {what}; expected a non-negative integer count")
+    arr = check_nonnegative(arr, name, what="vote count", error=AnnotationError)
+    fractional = arr != np.round(arr)
+    if integer and fractional.any():
+        r, c = map(int, np.argwhere(fractional)[0])
+        raise AnnotationError(f"{name}: row {r}, column {c}: {_show(arr[r, c])} is not an integer vote count")
     empty = arr.sum(axis=1) == 0
     if empty.any():
         r = int(np.flatnonzero(empty)[0])
@@ -83,19 +82,14 @@ def soft_labels(counts: np.ndarray, alpha: float = 0.0) -> np.ndarray:
     negative or NaN "count" would give a vector that is not a distribution); every item needs
     at least one vote unless ``alpha > 0``. Errors name the first offending row and column.
     """
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(alpha) or alpha < 0:
+    if (
+        isinstance(alpha, (bool, np.bool_))
+        or not isinstance(alpha, (int, float, np.integer, np.floating))
+        or not math.isfinite(alpha)
+        or alpha < 0
+    ):
         raise AnnotationError(f"alpha: expected a finite non-negative smoothing constant, got {alpha!r}")
-    arr = np.asarray(counts)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise AnnotationError(f"soft_labels: expected numeric vote counts, got dtype {arr.dtype}")
-    c = arr.astype(np.float64)
-    for bad, what in ((~np.isfinite(c), "is NaN or infinite"), (c < 0, "is negative")):
-        if bad.any():
-            pos = tuple(int(i) for i in np.argwhere(bad)[0])
-            at = f"row {pos[0]}, column {pos[1]}" if len(pos) == 2 else f"position {pos}"
-            raise AnnotationError(f"soft_labels: {at}: count {_show(c[pos])} {what}; expected non-negative "
-                                  "finite (weighted) vote counts")
+    c = check_nonnegative(counts, "soft_labels", what="vote count", error=AnnotationError)
     c = c + alpha
     total = c.sum(axis=-1, keepdims=True)
     if np.any(total <= 0):
@@ -103,7 +97,7 @@ def soft_labels(counts: np.ndarray, alpha: float = 0.0) -> np.ndarray:
     return c / total
 
 
-def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+def entropy(p: ArrayLike, axis: int = -1) -> NDArray[np.float64]:
     """Shannon entropy in nats, ``-Σ p log p`` with ``0 · log 0 = 0``."""
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -111,27 +105,28 @@ def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     return -terms.sum(axis=axis)
 
 
-def human_mode(counts: np.ndarray, official: np.ndarray | None = None) -> np.ndarray:
+def human_mode(counts: ArrayLike, official: ArrayLike | None = None) -> NDArray[np.int64]:
     """Argmax of each row; ties go to the official label when it is among the tied maxima,
-    otherwise to the lowest class index."""
+    otherwise to the lowest class index. ``official`` has one label per row (or broadcasts)."""
     c = np.asarray(counts, dtype=np.float64)
     mode = c.argmax(axis=-1)
     if official is not None:
-        off = np.asarray(official, dtype=np.int64)
+        off = check_labels(official, "official", c.shape[-1], ndim=None, error=AnnotationError)
         try:
             off = np.broadcast_to(off, mode.shape)
         except ValueError:
-            raise AnnotationError(f"official: expected shape {mode.shape} (or broadcastable), got {off.shape}") from None
-        if off.size and (off.min() < 0 or off.max() >= c.shape[-1]):
-            raise AnnotationError(f"official: labels must be in [0, {c.shape[-1] - 1}]")
+            raise AnnotationError(
+                f"official: expected shape {mode.shape} (or broadcastable), got {off.shape}"
+            ) from None
         top = c.max(axis=-1)
         off_is_top = np.take_along_axis(c, off[..., None], axis=-1)[..., 0] == top
         mode = np.where(off_is_top, off, mode)
     return mode.astype(np.int64)
 
 
-def majority(counts: np.ndarray, tie_break: str = "lowest", official: np.ndarray | None = None,
-             seed: int = 0) -> np.ndarray:
+def majority(
+    counts: np.ndarray, tie_break: str = "lowest", official: np.ndarray | None = None, seed: int = 0
+) -> np.ndarray:
     """Majority label with a stated tie rule: ``lowest`` class index, ``official`` label
     (when tied; else lowest), or ``random`` (seeded)."""
     c = np.asarray(counts, dtype=np.float64)
@@ -149,9 +144,17 @@ def majority(counts: np.ndarray, tie_break: str = "lowest", official: np.ndarray
     raise AnnotationError(f"tie_break: expected 'lowest', 'official' or 'random', got {tie_break!r}")
 
 
-def mode_shifted(counts: np.ndarray, official: np.ndarray) -> np.ndarray:
-    """True where the human mode (ties towards official) differs from the official label."""
-    return human_mode(counts, official) != np.asarray(official, dtype=np.int64)
+def mode_shifted(counts: ArrayLike, official: ArrayLike) -> NDArray[np.bool_]:
+    """True where the human mode (:func:`human_mode`, ties towards official) differs from the
+    official label. ``counts`` (items × classes) are votes or distributions; ``official`` has one
+    integer label per item."""
+    if official is None:
+        raise AnnotationError("official: mode shifts need the official labels, got None")
+    c = np.asarray(counts, dtype=np.float64)
+    off = check_labels(official, "official", c.shape[-1], ndim=None, error=AnnotationError)
+    if off.shape != c.shape[:-1]:
+        raise AnnotationError(f"official: expected integer labels shaped {c.shape[:-1]}, got {off.shape}")
+    return human_mode(c, off) != off
 
 
 def fleiss_kappa(counts: np.ndarray) -> float:
@@ -182,9 +185,16 @@ DUPLICATE_POLICIES = ("reject", "keep-first", "keep-last")
 #: gives every column of these names exactly this type; other columns are read as text (CSV)
 #: or as stored (Parquet). ``text`` is pandas' string dtype (``Series.astype(str)``).
 COLUMN_TYPES: dict[str, str] = {
-    "item": "int64", "annotator": "text", "label": "int64", "weight": "float64",
-    "second_label": "Int64", "confidence": "Int64", "timestamp": "text", "response_ms": "float64",
-    "is_attention_check": "bool", "attempt": "int64",
+    "item": "int64",
+    "annotator": "text",
+    "label": "int64",
+    "weight": "float64",
+    "second_label": "Int64",
+    "confidence": "Int64",
+    "timestamp": "text",
+    "response_ms": "float64",
+    "is_attention_check": "bool",
+    "attempt": "int64",
 }
 #: Columns where every row needs a value when the column is present (an empty cell is an error).
 VALUE_REQUIRED = frozenset({"item", "annotator", "label", "weight", "is_attention_check", "attempt"})
@@ -221,8 +231,10 @@ def _int_value(v: object) -> int:
         if not math.isfinite(f) or f != math.floor(f):
             raise _CellError(f"{_show(v)} is not an integer")
         if abs(f) > FLOAT_EXACT_INT:
-            raise _CellError(f"{_show(v)} is a float above 2**53, where floats cannot hold every integer "
-                             "exactly; store the column as integers")
+            raise _CellError(
+                f"{_show(v)} is a float above 2**53, where floats cannot hold every integer "
+                "exactly; store the column as integers"
+            )
         n = int(f)
     elif isinstance(v, str):
         t = v.strip()
@@ -277,8 +289,10 @@ def _text_value(v: object) -> str:
         return v
     if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
         return str(int(v))
-    raise _CellError(f"{_show(v)} ({type(v).__name__}) is not text; ids are text (read files with "
-                     "read_annotations, which keeps every id exactly as written)")
+    raise _CellError(
+        f"{_show(v)} ({type(v).__name__}) is not text; ids are text (read files with "
+        "read_annotations, which keeps every id exactly as written)"
+    )
 
 
 def _first(mask: np.ndarray) -> int:
@@ -289,7 +303,9 @@ def _cell_error(where: str, row: int, col: str, what: str) -> AnnotationError:
     return AnnotationError(f"{where}: row {row}, column '{col}': {what}")
 
 
-def _convert(values: pd.Series, col: str, where: str, to_value, required: bool, text: bool = False) -> list[object]:
+def _convert(
+    values: pd.Series, col: str, where: str, to_value: Callable[[Any], object], required: bool, text: bool = False
+) -> list[object]:
     """Convert cell by cell; NA, and empty text (unless ``text`` and not ``required``: then it
     is the empty string), are missing: an error where ``required``."""
     out: list[object] = []
@@ -312,8 +328,11 @@ def _reject_kind(values: pd.Series, col: str, where: str, expected: str) -> None
     if pd.api.types.is_bool_dtype(dtype):
         r = _first(values.notna().to_numpy()) if values.notna().any() else 0
         raise _cell_error(where, r, col, f"{_show(values.iloc[r])} is a boolean; expected {expected}")
-    if (pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
-            or isinstance(dtype, pd.PeriodDtype)):
+    if (
+        pd.api.types.is_datetime64_any_dtype(dtype)
+        or pd.api.types.is_timedelta64_dtype(dtype)
+        or isinstance(dtype, pd.PeriodDtype)
+    ):
         raise _cell_error(where, 0, col, f"{values.iloc[0]!r} is a date/time ({dtype}); expected {expected}")
 
 
@@ -344,7 +363,9 @@ def integer_column(values: pd.Series, col: str, where: str = "annotations") -> n
     return np.asarray(_integer_values(values, col, where, nullable=False), dtype=np.int64)
 
 
-def nullable_integer_column(values: pd.Series, col: str, where: str = "annotations") -> pd.api.extensions.ExtensionArray:
+def nullable_integer_column(
+    values: pd.Series, col: str, where: str = "annotations"
+) -> pd.api.extensions.ExtensionArray:
     """Like :func:`integer_column`, but missing values become ``<NA>`` (pandas ``Int64``)."""
     ints = _integer_values(values, col, where, nullable=True)
     return pd.array(list(ints) if isinstance(ints, list) else ints, dtype="Int64")  # type: ignore[call-overload]
@@ -355,8 +376,9 @@ def float_column(values: pd.Series, col: str, where: str = "annotations", requir
     _reject_kind(values, col, where, "a number")
     if pd.api.types.is_numeric_dtype(values.dtype) and not values.isna().any():
         return values.to_numpy(dtype=np.float64)
-    return np.array([np.nan if v is None else v for v in _convert(values, col, where, _float_value, required)],
-                    dtype=np.float64)
+    return np.array(
+        [np.nan if v is None else v for v in _convert(values, col, where, _float_value, required)], dtype=np.float64
+    )
 
 
 def text_series(values: object) -> pd.Series:
@@ -364,8 +386,9 @@ def text_series(values: object) -> pd.Series:
     return pd.Series(list(values), dtype=object).astype(str)  # type: ignore[arg-type,call-overload]
 
 
-def text_column(values: pd.Series, col: str, where: str = "annotations", required: bool = True,
-                unescape: bool = False) -> pd.Series:
+def text_column(
+    values: pd.Series, col: str, where: str = "annotations", required: bool = True, unescape: bool = False
+) -> pd.Series:
     """A column as text: strings exactly as given (integers become their decimal text);
     floats, booleans and dates are errors (a float id has already lost e.g. leading zeros).
     ``unescape`` undoes :func:`escape_csv_text`. Empty or whitespace-only text is missing."""
@@ -374,14 +397,19 @@ def text_column(values: pd.Series, col: str, where: str = "annotations", require
         r = _first(ok) if ok.any() else 0
         if required and not ok.all():
             raise _cell_error(where, _first(~ok), col, "missing value (empty cell or NA)")
-        raise _cell_error(where, r, col, f"{_show(values.iloc[r])} ({values.dtype}) is not text; ids are text "
-                                         "(read files with read_annotations, which keeps every id exactly as written)")
+        raise _cell_error(
+            where,
+            r,
+            col,
+            f"{_show(values.iloc[r])} ({values.dtype}) is not text; ids are text "
+            "(read files with read_annotations, which keeps every id exactly as written)",
+        )
     _reject_kind(values, col, where, "text")
     converted = _convert(values, col, where, _text_value, required, text=True)
     if unescape:
         converted = [unescape_csv_text(v) if isinstance(v, str) else v for v in converted]
     if any(v is None for v in converted):
-        return pd.Series(pd.array(converted, dtype=text_series([]).dtype))  # type: ignore[arg-type,call-overload]
+        return pd.Series(pd.array(converted, dtype=text_series([]).dtype))  # type: ignore[arg-type]
     return text_series(converted)
 
 
@@ -405,6 +433,7 @@ def unescape_csv_text(text: str) -> str:
 
 # --------------------------------------------------------------------------- long table
 
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}"
@@ -414,15 +443,18 @@ def _read_csv_cells(path: Path) -> pd.DataFrame:
     """Every cell of a UTF-8 CSV file as text (no type or NA guessing)."""
     data = path.read_bytes()
     if not data.strip(b" \t\r\n\xef\xbb\xbf"):
-        raise AnnotationError(f"{path}: the file is empty; expected a header line with columns "
-                              f"{', '.join(REQUIRED_COLUMNS)} (+ optional weight) and one row per answer")
+        raise AnnotationError(
+            f"{path}: the file is empty; expected a header line with columns "
+            f"{', '.join(REQUIRED_COLUMNS)} (+ optional weight) and one row per answer"
+        )
     if b"\x00" in data:
         raise AnnotationError(f"{path}: binary data (NUL bytes); expected a UTF-8 CSV text file")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{path}: byte {exc.start} is not UTF-8; expected a UTF-8 CSV text file "
-                              "(with or without BOM)") from None
+        raise AnnotationError(
+            f"{path}: byte {exc.start} is not UTF-8; expected a UTF-8 CSV text file (with or without BOM)"
+        ) from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
     columns: list[list[str]] = []
@@ -434,14 +466,16 @@ def _read_csv_cells(path: Path) -> pd.DataFrame:
                 header = row
                 names = [h.strip() for h in header]
                 if any(not h for h in names) or len(set(names)) != len(names):
-                    raise AnnotationError(f"{path}: line {reader.line_num}: the header {row} has an empty or "
-                                          "repeated column name")
+                    raise AnnotationError(
+                        f"{path}: line {reader.line_num}: the header {row} has an empty or repeated column name"
+                    )
                 header = names
                 columns = [[] for _ in header]
                 continue
             if len(row) != len(header):
-                raise AnnotationError(f"{path}: line {reader.line_num}: {len(row)} fields, expected "
-                                      f"{len(header)} (one per header column)")
+                raise AnnotationError(
+                    f"{path}: line {reader.line_num}: {len(row)} fields, expected {len(header)} (one per header column)"
+                )
             for cells, value in zip(columns, row):
                 cells.append(value)
     except csv.Error as exc:
@@ -458,8 +492,9 @@ def typed_table(raw: pd.DataFrame, where: str = "annotations", from_csv: bool = 
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
-        raise AnnotationError(f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} "
-                              "(+ optional 'weight')")
+        raise AnnotationError(
+            f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} (+ optional 'weight')"
+        )
     out: dict[str, object] = {}
     for col in raw.columns:
         s = raw[col]
@@ -477,8 +512,10 @@ def typed_table(raw: pd.DataFrame, where: str = "annotations", from_csv: bool = 
             out[col] = text_column(s, col, where, required=required, unescape=from_csv)
         else:
             out[col] = s
-    return pd.DataFrame({c: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v) for c, v in out.items()},
-                        columns=list(raw.columns))
+    return pd.DataFrame(
+        {c: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v) for c, v in out.items()},
+        columns=list(raw.columns),
+    )
 
 
 def read_annotations(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -571,7 +608,9 @@ def validate_annotations(
         raise AnnotationError(f"{where}: empty annotation table; expected at least one row")
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise AnnotationError(f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} (+ optional 'weight')")
+        raise AnnotationError(
+            f"{where}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)} (+ optional 'weight')"
+        )
     out = df.copy().reset_index(drop=True)
     for col in (*REQUIRED_COLUMNS, *(["weight"] if "weight" in df.columns else [])):
         na = out[col].isna().to_numpy()
@@ -604,7 +643,8 @@ def validate_annotations(
             r = int(rows[0])
             raise AnnotationError(
                 f"{where}: rows {', '.join(map(str, rows))}: annotator {out['annotator'].iloc[r]!r} answered item "
-                f"{out['item'].iloc[r]} more than once (duplicates='reject'; use 'keep-first' or 'keep-last')")
+                f"{out['item'].iloc[r]} more than once (duplicates='reject'; use 'keep-first' or 'keep-last')"
+            )
         out = out.drop_duplicates(subset=["annotator", "item"], keep="first" if duplicates == "keep-first" else "last")
     return out.reset_index(drop=True)
 
@@ -629,7 +669,9 @@ def _weights(values: pd.Series, where: str) -> np.ndarray:
     return w
 
 
-def to_counts(df: pd.DataFrame, n_classes: int, items: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def to_counts(
+    df: pd.DataFrame, n_classes: int, items: Sequence[int] | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Long table → (item ids, count matrix). Uses ``weight`` when present.
 
     ``items`` fixes the row order (items without answers are rejected); by default the sorted

@@ -25,7 +25,7 @@ actual MD5) and never used. When no source gives verified files, :class:`DataUna
 raised: its message is ONE line saying what to download and where to put it (the book prints
 it and skips the CIFAR arm); ``.failures`` holds what each source said.
 
-Layout: :class:`~softlab.data.images.ImageSet` with ``images`` uint8 **(n, 32, 32, 3)**
+Layout: :class:`~softlab.data.imageset.ImageSet` with ``images`` uint8 **(n, 32, 32, 3)**
 (height, width, RGB — channels last, as ``torchvision.datasets.CIFAR10.data`` and image viewers
 use); ``ImageSet.as_float()`` gives the models' (n, 3, 32, 32) float32 in [0, 1].
 
@@ -50,13 +50,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from softlab.data.images import SOURCES, ChecksumError, DataError, ImageSet
-from softlab.io import atomic_path, atomic_write_bytes, md5_bytes
+from softlab.data.imageset import OFFLINE_HINT, SOURCES, ChecksumError, DataError, ImageSet, cache_row, offline
+from softlab.io import atomic_path, atomic_write_bytes, md5_bytes, md5_file
 from softlab.paths import data_dir
 
 __all__ = [
-    "CIFAR10", "CifarSpec", "DataUnavailable", "cache_info", "cifar_root", "fabricate_cifar10", "fetch",
-    "load_cifar10", "load_cifar10h", "parse_batch", "torchvision_cifar10",
+    "CIFAR10",
+    "CifarSpec",
+    "DataUnavailable",
+    "cache_info",
+    "cifar_root",
+    "fabricate_cifar10",
+    "fetch",
+    "load_cifar10",
+    "parse_batch",
+    "torchvision_cifar10",
 ]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -154,9 +162,11 @@ def unavailable_line(spec: CifarSpec | None = None, problem: str = "") -> str:
     spec = spec or CIFAR10
     root = cifar_root()
     why = f" ({problem})" if problem else ""
-    return (f"{spec.name} images not available{why}: download {spec.url} (MD5 {spec.archive_md5}) and put it in "
-            f"{root} (SOFTLAB_DATA_DIR), or extract it there as {root / spec.folder}/, "
-            f"then run `softlab data fetch --dataset {spec.name}`")
+    return (
+        f"{spec.name} images not available{why}: download {spec.url} (MD5 {spec.archive_md5}) and put it in "
+        f"{root} (SOFTLAB_DATA_DIR), or extract it there as {root / spec.folder}/, "
+        f"then run `softlab data fetch --dataset {spec.name}`"
+    )
 
 
 # ----------------------------------------------------------------------------- sources
@@ -165,20 +175,12 @@ def unavailable_line(spec: CifarSpec | None = None, problem: str = "") -> str:
 _VERIFIED_ARCHIVES: set[tuple[str, int, int, str]] = set()
 
 
-def _file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verify_archive(path: Path, spec: CifarSpec, origin: str) -> None:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns, spec.archive_md5)
     if key in _VERIFIED_ARCHIVES:
         return
-    actual = _file_md5(path)
+    actual = md5_file(path)
     if actual != spec.archive_md5:
         raise ChecksumError(spec.archive, spec.archive_md5, actual, origin)
     _VERIFIED_ARCHIVES.add(key)
@@ -266,8 +268,6 @@ def _obtain(files: Sequence[str], sources: Sequence[str], spec: CifarSpec) -> di
                 failures.append(f"  - registry: no package registry ships {spec.name}")
                 continue
             else:
-                from softlab.data.images import OFFLINE_HINT, offline
-
                 if offline():
                     failures.append(f"  - mirror: skipped, {OFFLINE_HINT}")
                     continue
@@ -282,7 +282,7 @@ def _obtain(files: Sequence[str], sources: Sequence[str], spec: CifarSpec) -> di
         except DataError as exc:
             failures.append(f"  - {name}: {exc}")
             continue
-        except Exception as exc:  # noqa: BLE001 - any network or archive failure means: next source
+        except Exception as exc:
             failures.append(f"  - {name}: {spec.url if name == 'mirror' else archive}: {type(exc).__name__}: {exc}")
             continue
         if name == "mirror":
@@ -309,8 +309,11 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, strings, numbers and numpy arrays; refuses any other global."""
 
     ALLOWED: ClassVar[set[tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -322,7 +325,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 def _unpickle(data: bytes, file: str) -> dict[str, Any]:
     try:
         obj = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a format error
+    except Exception as exc:
         raise DataError(f"{file}: not a CIFAR python-format pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{file}: expected a pickled dict, got {type(obj).__name__}")
@@ -394,27 +397,7 @@ def load_cifar10(split: str, sources: Sequence[str] = SOURCES, spec: CifarSpec |
     return _MEMO[key]
 
 
-def load_cifar10h(sources: Sequence[str] = SOURCES, download: bool = True, spec: CifarSpec | None = None):  # -> HumanLabels
-    """CIFAR-10H vote counts aligned with the CIFAR-10 test images, official labels filled in.
-
-    Row ``i`` of the counts (Peterson et al., 2019) is test image ``i`` (``test_batch`` order);
-    checks that there is one row per test image and one column per class, and that the class
-    order of the counts (``softlab.data.human.CIFAR10_CLASSES``) is ``batches.meta``'s.
-    Raises :class:`DataUnavailable` when the images are not available.
-    """
-    from softlab.data.human import CIFAR10_CLASSES, HumanLabels, load_human
-
-    test = load_cifar10("test", sources, spec)
-    human = load_human("cifar10h", download=download)
-    if human.counts.shape != (len(test), len(test.classes)):
-        raise DataError(f"cifar10h: counts have shape {human.counts.shape}, expected one row per test image and one "
-                        f"column per class: ({len(test)}, {len(test.classes)})")
-    if tuple(CIFAR10_CLASSES) != tuple(test.classes):
-        raise DataError(f"cifar10h: class order {CIFAR10_CLASSES} differs from batches.meta's {test.classes}")
-    return HumanLabels("cifar10h", "cifar10", "test", human.items, human.counts, test.classes, test.labels.copy())
-
-
-def torchvision_cifar10(split: str, **kwargs: Any):  # -> torchvision.datasets.CIFAR10
+def torchvision_cifar10(split: str, **kwargs: Any) -> Any:  # torchvision.datasets.CIFAR10 (torchvision is untyped)
     """The same verified files through ``torchvision.datasets.CIFAR10`` (fetching them first)."""
     import torchvision
 
@@ -425,26 +408,19 @@ def torchvision_cifar10(split: str, **kwargs: Any):  # -> torchvision.datasets.C
 def cache_info(spec: CifarSpec | None = None) -> list[dict[str, str]]:
     """One row per file: path, cached?, origin, checksum status — without fetching."""
     spec = spec or CIFAR10
-    rows = []
-    for file, expected in spec.md5.items():
-        path = _folder(spec) / file
-        if path.exists():
-            actual = _file_md5(path)
-            status = "ok" if actual == expected else f"MISMATCH (got {actual})"
-        else:
-            status = "missing"
-        rows.append({"dataset": spec.name, "file": file, "path": str(path), "status": status, "expected_md5": expected,
-                     "origin": cached_origin(file, spec) or ("-" if status == "missing" else "unknown")})
-    return rows
+    return [
+        cache_row(spec.name, file, _folder(spec) / file, expected, cached_origin(file, spec), md5_file)
+        for file, expected in spec.md5.items()
+    ]
 
 
 # ----------------------------------------------------------------------------- fabricated data
 
 
-_PurePythonPickler: Any = pickle._Pickler  # type: ignore[attr-defined]  # the pure-Python pickler: its dispatch is overridable
+_PurePythonPickler: Any = pickle._Pickler  # the pure-Python pickler: its dispatch is overridable
 
 
-class _Py2Pickler(_PurePythonPickler):
+class _Py2Pickler(_PurePythonPickler):  # type: ignore[misc]  # subclassing the untyped pure-Python pickler
     """Writes pickles as Python 2's cPickle did for the CIFAR files: protocol 2, every bytes
     and str object as a Python 2 ``str`` (SHORT_BINSTRING / BINSTRING), numpy globals under
     their Python 2 module names (``numpy.core.multiarray``)."""
@@ -466,7 +442,7 @@ class _Py2Pickler(_PurePythonPickler):
         module = getattr(obj, "__module__", None) or "numpy"
         name = name or obj.__qualname__
         if module.startswith("numpy._core"):
-            module = "numpy.core" + module[len("numpy._core"):]
+            module = "numpy.core" + module[len("numpy._core") :]
         if (module, name) not in _ArrayOnlyUnpickler.ALLOWED:
             raise pickle.PicklingError(f"fabricated CIFAR pickles hold only numpy arrays, got {module}.{name}")
         self.write(pickle.GLOBAL + module.encode() + b"\n" + name.encode() + b"\n")
@@ -482,8 +458,14 @@ def py2_pickle(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def fabricate_cifar10(root: str | os.PathLike[str], train_per_batch: int = 20, test_size: int = 30, seed: int = 0,
-                      extracted: bool = True, archive: bool = True) -> CifarSpec:
+def fabricate_cifar10(
+    root: str | os.PathLike[str],
+    train_per_batch: int = 20,
+    test_size: int = 30,
+    seed: int = 0,
+    extracted: bool = True,
+    archive: bool = True,
+) -> CifarSpec:
     """Write a small FABRICATED data set in the exact CIFAR-10 python format under ``root``.
 
     ``root/cifar-10-python.tar.gz`` (``archive``) and/or ``root/cifar-10-batches-py/``
@@ -504,16 +486,25 @@ def fabricate_cifar10(root: str | os.PathLike[str], train_per_batch: int = 20, t
         img += (palette[labels] // 2).astype(np.uint8)[:, :, None, None]  # < 64 + 128: no overflow
         for k, c in enumerate(labels):
             r, q = divmod(int(c), 5)
-            img[k, :, 4 + 12 * r:12 + 12 * r, 2 + 6 * q:6 + 6 * q] = 255
+            img[k, :, 4 + 12 * r : 12 + 12 * r, 2 + 6 * q : 6 + 6 * q] = 255
         data = img.reshape(n, ROW_BYTES)
-        return py2_pickle({b"batch_label": label.encode(), b"labels": [int(v) for v in labels], b"data": data,
-                           b"filenames": [f"fabricated_{first + k:05d}.png".encode() for k in range(n)]})
+        return py2_pickle(
+            {
+                b"batch_label": label.encode(),
+                b"labels": [int(v) for v in labels],
+                b"data": data,
+                b"filenames": [f"fabricated_{first + k:05d}.png".encode() for k in range(n)],
+            }
+        )
 
-    files = {f"data_batch_{k}": batch(train_per_batch, f"training batch {k} of 5", (k - 1) * train_per_batch)
-             for k in range(1, 6)}
+    files = {
+        f"data_batch_{k}": batch(train_per_batch, f"training batch {k} of 5", (k - 1) * train_per_batch)
+        for k in range(1, 6)
+    }
     files["test_batch"] = batch(test_size, "testing batch 1 of 1", 0)
-    files["batches.meta"] = py2_pickle({b"num_cases_per_batch": train_per_batch,
-                                        b"label_names": [c.encode() for c in classes], b"num_vis": ROW_BYTES})
+    files["batches.meta"] = py2_pickle(
+        {b"num_cases_per_batch": train_per_batch, b"label_names": [c.encode() for c in classes], b"num_vis": ROW_BYTES}
+    )
     if extracted:
         for file, data in files.items():
             atomic_write_bytes(root / CIFAR10.folder / file, data)
@@ -527,8 +518,15 @@ def fabricate_cifar10(root: str | os.PathLike[str], train_per_batch: int = 20, t
                 tar.addfile(info, io.BytesIO(data))
         atomic_write_bytes(root / CIFAR10.archive, buf.getvalue())
         archive_md5 = md5_bytes(buf.getvalue())
-    return CifarSpec(name="cifar10", folder=CIFAR10.folder, archive=CIFAR10.archive, archive_md5=archive_md5,
-                     url="file:///nonexistent/fabricated-cifar-10-python.tar.gz",
-                     md5={f: md5_bytes(d) for f, d in files.items()}, split_files=CIFAR10.split_files,
-                     meta_file=CIFAR10.meta_file, classes=classes,
-                     sizes={"train": 5 * train_per_batch, "test": test_size})
+    return CifarSpec(
+        name="cifar10",
+        folder=CIFAR10.folder,
+        archive=CIFAR10.archive,
+        archive_md5=archive_md5,
+        url="file:///nonexistent/fabricated-cifar-10-python.tar.gz",
+        md5={f: md5_bytes(d) for f, d in files.items()},
+        split_files=CIFAR10.split_files,
+        meta_file=CIFAR10.meta_file,
+        classes=classes,
+        sizes={"train": 5 * train_per_batch, "test": test_size},
+    )

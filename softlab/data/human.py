@@ -33,11 +33,18 @@ import json
 import os
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from softlab.data.annotations import soft_labels
+from softlab.data.cifar import CifarSpec, load_cifar10
+from softlab.data.images import load_images
+from softlab.data.imageset import OFFLINE_HINT, SOURCES, DataError, offline
 from softlab.io import atomic_write_bytes, sha256_bytes
 from softlab.paths import data_dir, human_dirs
 
@@ -56,18 +63,31 @@ class HumanFile:
 HUMAN_FILES: dict[str, HumanFile] = {
     f.relpath: f
     for f in (
-        HumanFile("fashion-mnist-h/fmh_counts.csv", IRREDUCIBLE + "data/fmh_counts.csv",
-                  "bec7efff5d6f901a6224758d71caadb436dbd8de1284b0be7089d193be94ddbc"),
-        HumanFile("mnist-label-errors/mnist_mturk.json", CLEANLAB + "mturk/mnist_mturk.json",
-                  "448bd00fc9df262c68d50d48709d7fa3d5dc966bc66580e5df20e0dcba6e5612"),
-        HumanFile("mnist-label-errors/mnist_test_set_pyx.npy",
-                  CLEANLAB + "cross_validated_predicted_probabilities/mnist_test_set_pyx.npy",
-                  "403d0f1188c8940ceb47994a2cd9eb2aee6946810b5488d9d4501c97e09f30c2"),
-        HumanFile("mnist-label-errors/mnist_test_set_original_labels.npy",
-                  CLEANLAB + "original_test_labels/mnist_test_set_original_labels.npy",
-                  "9c4b8d0ef379b2ce0d312470484d79e282a47e092738fca1edff326f9b67c20e"),
-        HumanFile("cifar-10h/cifar10h-counts.npy", CIFAR10H + "data/cifar10h-counts.npy",
-                  "9b36b4550349af56c79083356312eb4af856cc5fd3caf1f669d40b9d0bbb69ff"),
+        HumanFile(
+            "fashion-mnist-h/fmh_counts.csv",
+            IRREDUCIBLE + "data/fmh_counts.csv",
+            "bec7efff5d6f901a6224758d71caadb436dbd8de1284b0be7089d193be94ddbc",
+        ),
+        HumanFile(
+            "mnist-label-errors/mnist_mturk.json",
+            CLEANLAB + "mturk/mnist_mturk.json",
+            "448bd00fc9df262c68d50d48709d7fa3d5dc966bc66580e5df20e0dcba6e5612",
+        ),
+        HumanFile(
+            "mnist-label-errors/mnist_test_set_pyx.npy",
+            CLEANLAB + "cross_validated_predicted_probabilities/mnist_test_set_pyx.npy",
+            "403d0f1188c8940ceb47994a2cd9eb2aee6946810b5488d9d4501c97e09f30c2",
+        ),
+        HumanFile(
+            "mnist-label-errors/mnist_test_set_original_labels.npy",
+            CLEANLAB + "original_test_labels/mnist_test_set_original_labels.npy",
+            "9c4b8d0ef379b2ce0d312470484d79e282a47e092738fca1edff326f9b67c20e",
+        ),
+        HumanFile(
+            "cifar-10h/cifar10h-counts.npy",
+            CIFAR10H + "data/cifar10h-counts.npy",
+            "9b36b4550349af56c79083356312eb4af856cc5fd3caf1f669d40b9d0bbb69ff",
+        ),
     )
 }
 
@@ -75,8 +95,10 @@ SOURCE_FILES = {
     "fashion-mnist-h": ("fashion-mnist-h/fmh_counts.csv",),
     "mnist-mturk": ("mnist-label-errors/mnist_mturk.json",),
     "cifar10h": ("cifar-10h/cifar10h-counts.npy",),
-    "mnist-cleanlab-cv": ("mnist-label-errors/mnist_test_set_pyx.npy",
-                          "mnist-label-errors/mnist_test_set_original_labels.npy"),
+    "mnist-cleanlab-cv": (
+        "mnist-label-errors/mnist_test_set_pyx.npy",
+        "mnist-label-errors/mnist_test_set_original_labels.npy",
+    ),
 }
 HUMAN_SOURCES = ("fashion-mnist-h", "mnist-mturk", "cifar10h")
 NEITHER_RULES = ("spread", "drop", "uniform")
@@ -100,8 +122,6 @@ def fetch_human_file(relpath: str, download: bool = True) -> tuple[Path, str]:
     """Return (verified local path, origin) of one human-label file, caching it.
 
     ``download=False`` or ``SOFTLAB_OFFLINE=1`` uses local copies only."""
-    from softlab.data.images import OFFLINE_HINT, offline
-
     f = HUMAN_FILES[relpath]
     local_only = offline()
     download = download and not local_only
@@ -121,7 +141,7 @@ def fetch_human_file(relpath: str, download: bool = True) -> tuple[Path, str]:
                     failures.append(f"  - {kind}: {path} not found")
                     continue
                 data = path.read_bytes()
-        except Exception as exc:  # noqa: BLE001 - any failure of a source means: try the next
+        except Exception as exc:
             failures.append(f"  - {kind}: {where}: {exc}")
             continue
         actual = sha256_bytes(data)
@@ -138,9 +158,12 @@ def fetch_human_file(relpath: str, download: bool = True) -> tuple[Path, str]:
         return cached, origin
     skipped = f"\n  - download: skipped, {OFFLINE_HINT}" if local_only else ""
     raise HumanDataError(
-        f"{relpath}: no verified copy found (expected SHA-256 {f.sha256}):\n" + "\n".join(failures) + skipped
+        f"{relpath}: no verified copy found (expected SHA-256 {f.sha256}):\n"
+        + "\n".join(failures)
+        + skipped
         + "\nSet SOFTLAB_HUMAN_DIR to a folder holding the file, or run `softlab data fetch` on a machine with internet"
-        + (" (the download needs the network)." if local_only else "."))
+        + (" (the download needs the network)." if local_only else ".")
+    )
 
 
 @dataclass(frozen=True)
@@ -164,8 +187,9 @@ class HumanLabels:
     def n_items(self) -> int:
         return len(self.items)
 
-    def soft(self) -> np.ndarray:
-        return self.counts / self.counts.sum(axis=1, keepdims=True)
+    def soft(self) -> NDArray[np.float64]:
+        """The soft labels: normalised counts (:func:`softlab.data.annotations.soft_labels`)."""
+        return soft_labels(self.counts)
 
     def votes(self) -> np.ndarray:
         return self.counts.sum(axis=1)
@@ -187,7 +211,9 @@ def _read_fmh(path: Path) -> np.ndarray:
     return counts
 
 
-def mturk_to_counts(records: list[dict], neither: str = "spread", n_classes: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mturk_to_counts(
+    records: list[dict[str, Any]], neither: str = "spread", n_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map (given, guessed, neither) votes to a 10-class count matrix. Returns (items, counts, given)."""
     if neither not in NEITHER_RULES:
         raise ValueError(f"neither: expected one of {NEITHER_RULES}, got {neither!r}")
@@ -215,18 +241,39 @@ def load_human(source: str, neither: str = "spread", download: bool = True) -> H
         raise ValueError(f"source: expected one of {HUMAN_SOURCES}, got {source!r}")
     path, _ = fetch_human_file(SOURCE_FILES[source][0], download=download)
     if source == "fashion-mnist-h":
-        from softlab.data.images import load_images
-
         counts = _read_fmh(path)
         test = load_images("fashion-mnist", "test")
-        return HumanLabels(source, "fashion-mnist", "test", np.arange(10000, dtype=np.int64), counts,
-                           test.classes, test.labels.copy())
+        return HumanLabels(
+            source, "fashion-mnist", "test", np.arange(10000, dtype=np.int64), counts, test.classes, test.labels.copy()
+        )
     if source == "mnist-mturk":
         records = json.loads(path.read_text())
         items, counts, given = mturk_to_counts(records, neither)
         return HumanLabels(source, "mnist", "test", items, counts, tuple(str(d) for d in range(10)), given)
     counts = np.load(path, allow_pickle=False).astype(np.float64)
     return HumanLabels(source, "cifar10", "test", np.arange(len(counts), dtype=np.int64), counts, CIFAR10_CLASSES, None)
+
+
+def load_cifar10h(
+    sources: Sequence[str] = SOURCES, download: bool = True, spec: CifarSpec | None = None
+) -> HumanLabels:
+    """CIFAR-10H vote counts aligned with the CIFAR-10 test images, official labels filled in.
+
+    Row ``i`` of the counts (Peterson et al., 2019) is test image ``i`` (``test_batch`` order);
+    checks that there is one row per test image and one column per class, and that the class
+    order of the counts (:data:`CIFAR10_CLASSES`) is ``batches.meta``'s.
+    Raises :class:`softlab.data.cifar.DataUnavailable` when the images are not available.
+    """
+    test = load_cifar10("test", sources, spec)
+    human = load_human("cifar10h", download=download)
+    if human.counts.shape != (len(test), len(test.classes)):
+        raise DataError(
+            f"cifar10h: counts have shape {human.counts.shape}, expected one row per test image and one "
+            f"column per class: ({len(test)}, {len(test.classes)})"
+        )
+    if tuple(CIFAR10_CLASSES) != tuple(test.classes):
+        raise DataError(f"cifar10h: class order {CIFAR10_CLASSES} differs from batches.meta's {test.classes}")
+    return HumanLabels("cifar10h", "cifar10", "test", human.items, human.counts, test.classes, test.labels.copy())
 
 
 def load_mnist_cleanlab_probs(download: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -274,6 +321,14 @@ def human_cache_info() -> list[dict[str, str]]:
             origin = f"{kind} {path} ({'verified' if ok else 'checksum differs, not used'}; cached on first use)"
         else:
             status, origin = "missing", "-"
-        rows.append({"dataset": "human", "file": relpath, "path": str(path), "status": status,
-                     "expected_sha256": f.sha256, "origin": origin})
+        rows.append(
+            {
+                "dataset": "human",
+                "file": relpath,
+                "path": str(path),
+                "status": status,
+                "expected_sha256": f.sha256,
+                "origin": origin,
+            }
+        )
     return rows

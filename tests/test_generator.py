@@ -1,29 +1,21 @@
-"""Synthetic MNIST: generator labels, determinism, caching, splits, figures (tiny configs only)."""
+"""The synthetic MNIST generator: generator labels, determinism, caching, splits (tiny configs only)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import softlab.data.synthetic_mnist as sm
-from softlab.data import load_images
-from softlab.data.images import ImageSet
-from softlab.data.synthetic_mnist import (
+import softlab.generator as sm
+from softlab.data import ImageSet, load_images
+from softlab.generator import (
     SyntheticMnistConfig,
     generate_synthetic_mnist,
     generator_modes,
     generator_soft_labels,
-    generator_teacher_agreement,
     load_synthetic_mnist,
     split_synthetic,
 )
@@ -45,16 +37,19 @@ def cache_a(tmp_path_factory: pytest.TempPathFactory):
 def use_cache(monkeypatch: pytest.MonkeyPatch):
     def _use(folder: Path) -> None:
         monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(folder))
+
     return _use
 
 
 def _forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("the generator was retrained although it is cached")
+
     monkeypatch.setattr(sm, "_train_vae", boom)
 
 
 # --------------------------------------------------------------------------- the generated set
+
 
 def test_images_are_28x28_uint8_and_not_blank(cache_a) -> None:
     _, ds = cache_a
@@ -155,6 +150,7 @@ def test_generation_fields_do_not_change_the_generator_key() -> None:
 
 # --------------------------------------------------------------------------- draws
 
+
 def test_weight_distributions_and_class_pairs() -> None:
     labels = load_images("mnist", "train").labels
     cfg = SyntheticMnistConfig(n_items=4000, class_pairs=((3, 5), (4, 9)), orient_randomly=False)
@@ -185,8 +181,11 @@ def test_generator_soft_labels_hand_computed() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.floats(0, 1)), min_size=1, max_size=30)
-       .map(lambda rows: [r for r in rows if r[0] != r[1]]).filter(bool))
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.floats(0, 1)), min_size=1, max_size=30)
+    .map(lambda rows: [r for r in rows if r[0] != r[1]])
+    .filter(bool)
+)
 def test_generator_soft_labels_properties(rows) -> None:
     pairs = np.array([[a, b] for a, b, _ in rows])
     w = np.array([x for _, _, x in rows])
@@ -211,42 +210,8 @@ def test_bad_input_raises_value_error_naming_the_parameter() -> None:
         generator_soft_labels(np.array([[1, 2]]), np.array([1.5]))
 
 
-# --------------------------------------------------------------------------- agreement
+# --------------------------------------------------------------------------- splits, image sets
 
-def test_agreement_hand_computed() -> None:
-    g = np.array([[0.7, 0.3, 0.0], [0.0, 0.4, 0.6]])
-    p = np.array([[0.2, 0.8, 0.0], [0.1, 0.1, 0.8]])
-    out = generator_teacher_agreement(g, p)
-    # modes: g → [0, 2], p → [1, 2]: one of two agree
-    assert out["mode_agreement"] == pytest.approx(0.5)
-    # TV: ½(.5 + .5 + 0) = .5 and ½(.1 + .3 + .2) = .3 → mean .4
-    assert out["mean_total_variation"] == pytest.approx(0.4)
-    # teacher mass on the generator's classes: (.2 + .8) and (.1 + .8) → mean .95
-    assert out["support_mass"] == pytest.approx(0.95)
-    assert out["n_items"] == 2
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.integers(1, 20), st.integers(0, 10_000))
-def test_agreement_properties(n: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    p = rng.dirichlet(np.ones(10), size=n)
-    q = rng.dirichlet(np.ones(10), size=n)
-    same = generator_teacher_agreement(p, p)
-    assert same["mode_agreement"] == 1.0 and same["mean_total_variation"] == pytest.approx(0.0, abs=1e-12)
-    other = generator_teacher_agreement(p, q)
-    assert 0.0 <= other["mean_total_variation"] <= 1.0
-    assert other["mean_total_variation"] == pytest.approx(generator_teacher_agreement(q, p)["mean_total_variation"])
-
-
-def test_agreement_rejects_mismatched_or_invalid_input() -> None:
-    with pytest.raises(ValueError, match="teacher_probs"):
-        generator_teacher_agreement(np.eye(3), np.eye(4))
-    with pytest.raises(ValueError, match="soft_labels"):
-        generator_teacher_agreement(np.full((2, 3), 0.5), np.full((2, 3), 1 / 3))
-
-
-# --------------------------------------------------------------------------- splits, image sets, figures
 
 def test_split_is_disjoint_stratified_and_seeded(cache_a) -> None:
     _, ds = cache_a
@@ -275,34 +240,3 @@ def test_to_imageset_and_loader(cache_a, use_cache) -> None:
     assert 0 < len(test) < len(ds)
     with pytest.raises(ValueError, match="split"):
         load_synthetic_mnist("validation", TINY)
-
-
-def test_grid_figure_shows_items_with_generator_labels(cache_a) -> None:
-    from matplotlib.figure import Figure
-
-    _, ds = cache_a
-    fig = sm.plot_generated_grid(ds, n=12, ncols=4, seed=0)
-    assert isinstance(fig, Figure)
-    shown = [ax for ax in fig.axes if ax.images]
-    assert len(shown) == 12
-    for ax in shown:
-        a, b = ax.get_title().split()
-        wa, wb = float(a.split(":")[1]), float(b.split(":")[1])
-        assert wa + wb == pytest.approx(1.0, abs=0.011)
-    matplotlib.pyplot.close(fig)
-
-
-def test_interpolation_figure(cache_a, use_cache) -> None:
-    folder, _ = cache_a
-    use_cache(folder)
-    fig = sm.plot_interpolation(TINY, class_pairs=((3, 5),), steps=4)
-    assert len([ax for ax in fig.axes if ax.images]) == 4
-    matplotlib.pyplot.close(fig)
-
-
-def test_data_layer_does_not_import_higher_layers() -> None:
-    code = ("import sys, softlab.data.synthetic_mnist; "
-            "bad = [m for m in sys.modules if m.split('.')[:2] in (['softlab', 'models'], ['softlab', 'train'], "
-            "['softlab', 'teachers'], ['softlab', 'labels'], ['softlab', 'metrics'])]; "
-            "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(sm.__file__).resolve().parents[2])

@@ -1,9 +1,14 @@
-"""Synthetic MNIST: ambiguous digits between two classes, with a soft label known by construction.
+"""The synthetic MNIST generator: ambiguous digits between two classes, with a soft label known
+by construction.
+
+This module trains a torch model (a VAE) and caches it, so it sits above the data layer
+(:mod:`softlab.data` only reads verified files); the generated set is handed on as an
+:class:`softlab.data.ImageSet` (:meth:`SyntheticMnist.to_imageset`, :func:`load_synthetic_mnist`).
 
 The generator
 -------------
-1. **A variational autoencoder (VAE) is trained on the MNIST training split** (CPU, a few
-   minutes at most for the default configuration). It is a fully connected VAE:
+1. **A variational autoencoder (VAE) is trained on the MNIST training split**. It is a fully
+   connected VAE:
 
    * encoder ``784 → 512 → 256 → (μ, log σ²) ∈ ℝ^d`` with ReLU activations, ``d = latent_dim``
      (default 16);
@@ -13,7 +18,7 @@ The generator
      (default ``β = 1``), averaged over the mini-batch; Adam, reparameterisation
      ``z = μ + σ · ε``. Model initialisation, batch order and the noise ``ε`` all come from
      ``generator_seed``. Default: 10 epochs over all 60,000 images, batch 128, ``lr = 1e-3``
-     (measured: 110 s on one torch thread of a shared 2-core CPU; final loss 103.6 nats/image).
+     (``meta.json`` of the cached generator records the per-epoch loss and training time).
 
 2. **An item is a decoded interpolation between two real digits of two different classes.**
    For item ``i``: a class pair ``(a, b)``, ``a ≠ b``, is drawn uniformly from ``class_pairs``
@@ -52,8 +57,9 @@ All random draws of step 2 come from ``numpy.random.default_rng(seed)`` (indepen
 generator's training seed), so the same configuration gives the same bytes on CPU with the
 same torch build. The label is a *design* label: the decoded blend need not look like ``w``
 of ``a`` to a person or a classifier (the latent path may pass through a third class, and
-the decoder's perceived class is not linear in ``w``). :func:`generator_teacher_agreement`
-measures how far a classifier agrees with it; the book reports that number next to the data.
+the decoder's perceived class is not linear in ``w``).
+:func:`softlab.metrics.generator_teacher_agreement` measures how far a classifier agrees with it;
+the book reports that number next to the data.
 
 Caching (``softlab.paths.cache_dir()``, every file written atomically):
 
@@ -77,38 +83,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from softlab.data.images import ImageSet, load_images
 from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
 from softlab.paths import cache_dir
 from softlab.runtime import torch_threads
+from softlab.validation import check_images, check_labels, check_shape, field_error
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    from matplotlib.figure import Figure
 
 __all__ = [
     "DATASET_NAME",
     "GENERATOR_VERSION",
-    "WEIGHT_DISTS",
-    "SyntheticMnistConfig",
-    "SyntheticMnist",
-    "Generator",
-    "train_generator",
-    "generate_synthetic_mnist",
-    "load_synthetic_mnist",
-    "split_synthetic",
-    "generator_soft_labels",
-    "generator_modes",
-    "generator_teacher_agreement",
-    "plot_generated_grid",
-    "plot_interpolation",
-    "generator_dir",
-    "dataset_path",
     "MNIST_PARTS",
+    "WEIGHT_DISTS",
+    "Generator",
+    "SyntheticMnist",
+    "SyntheticMnistConfig",
+    "dataset_path",
+    "describe",
+    "generate_synthetic_mnist",
+    "generator_dir",
+    "generator_modes",
+    "generator_soft_labels",
+    "load_synthetic_mnist",
     "mnist_train_halves",
     "official_with_mode_shifts",
-    "describe",
+    "split_synthetic",
+    "train_generator",
 ]
 
 DATASET_NAME = "synthetic-mnist"
@@ -125,6 +129,7 @@ ALL_PAIRS: tuple[tuple[int, int], ...] = tuple((a, b) for a in range(N_CLASSES) 
 
 
 # --------------------------------------------------------------------------- configuration
+
 
 @dataclass(frozen=True)
 class SyntheticMnistConfig:
@@ -161,7 +166,7 @@ class SyntheticMnistConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> ValueError:
-            return ValueError(f"SyntheticMnistConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+            return field_error(self, name, expected)
 
         if not isinstance(self.n_items, (int, np.integer)) or self.n_items < 1:
             raise bad("n_items", "a positive integer")
@@ -194,16 +199,17 @@ class SyntheticMnistConfig:
                 raise bad("class_pairs", "None or a non-empty list of (a, b) class pairs")
             for a, b in pairs:
                 if not (0 <= a < N_CLASSES and 0 <= b < N_CLASSES) or a == b:
-                    raise ValueError(f"SyntheticMnistConfig.class_pairs: pair ({a}, {b}): expected two different "
-                                     f"classes in 0..{N_CLASSES - 1}")
+                    raise ValueError(
+                        f"SyntheticMnistConfig.class_pairs: pair ({a}, {b}): expected two different "
+                        f"classes in 0..{N_CLASSES - 1}"
+                    )
             object.__setattr__(self, "class_pairs", pairs)
 
     @classmethod
     def tiny(cls, **overrides: Any) -> SyntheticMnistConfig:
         """A seconds-scale configuration for tests: a small VAE (784 → 128 → 8) on 2,000 images,
         3 epochs of batch 32 (~190 steps), 200 items."""
-        base: dict[str, Any] = dict(n_items=200, latent_dim=8, hidden=(128,), epochs=3, batch_size=32,
-                                    train_items=2000)
+        base: dict[str, Any] = dict(n_items=200, latent_dim=8, hidden=(128,), epochs=3, batch_size=32, train_items=2000)
         base.update(overrides)
         return cls(**base)
 
@@ -214,16 +220,26 @@ class SyntheticMnistConfig:
     def generator_fields(self) -> dict[str, Any]:
         """The fields that decide the trained generator (its cache key)."""
         return {
-            "version": GENERATOR_VERSION, "latent_dim": self.latent_dim, "hidden": list(self.hidden),
-            "epochs": self.epochs, "train_items": self.train_items, "batch_size": self.batch_size,
-            "lr": self.lr, "beta": self.beta, "generator_seed": self.generator_seed, "mnist_part": self.mnist_part,
+            "version": GENERATOR_VERSION,
+            "latent_dim": self.latent_dim,
+            "hidden": list(self.hidden),
+            "epochs": self.epochs,
+            "train_items": self.train_items,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "beta": self.beta,
+            "generator_seed": self.generator_seed,
+            "mnist_part": self.mnist_part,
         }
 
     def generation_fields(self) -> dict[str, Any]:
         """The fields that decide the generated items given the generator (irrelevant ones dropped)."""
         out: dict[str, Any] = {
-            "n_items": self.n_items, "seed": self.seed, "pairs": [list(p) for p in self.pairs()],
-            "orient_randomly": self.orient_randomly, "weight_dist": self.weight_dist,
+            "n_items": self.n_items,
+            "seed": self.seed,
+            "pairs": [list(p) for p in self.pairs()],
+            "orient_randomly": self.orient_randomly,
+            "weight_dist": self.weight_dist,
         }
         if self.weight_dist == "beta":
             out["weight_concentration"] = self.weight_concentration
@@ -250,6 +266,7 @@ def dataset_path(cfg: SyntheticMnistConfig) -> Path:
 
 # --------------------------------------------------------------------------- MNIST halves
 
+
 def mnist_train_halves(labels: np.ndarray, seed: int = HALVES_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Split the MNIST training split into a *generator* half and a *teacher* half (sorted int64
     positions). Stratified by class: within each class a seeded permutation is dealt alternately
@@ -274,7 +291,9 @@ def _mnist_pool(cfg: SyntheticMnistConfig, labels: np.ndarray) -> np.ndarray:
     return np.arange(len(labels), dtype=np.int64)
 
 
-def official_with_mode_shifts(pairs: np.ndarray, weights: np.ndarray, rate: float, seed: int = 0) -> np.ndarray:
+def official_with_mode_shifts(
+    pairs: npt.ArrayLike, weights: npt.ArrayLike, rate: float, seed: int = 0
+) -> npt.NDArray[np.int64]:
     """Official labels of generated items: the generator mode, except on ``round(rate · n)``
     items where it is the pair's other class.
 
@@ -282,13 +301,12 @@ def official_with_mode_shifts(pairs: np.ndarray, weights: np.ndarray, rate: floa
     with probability proportional to ``min(w, 1 − w)``, the generator's minority mass; items with
     ``w ∈ {0, 1}`` are never flipped. ``rate`` must be in ``[0, 0.5]`` and no larger than the
     share of items that can be flipped."""
-    pairs = np.asarray(pairs)
-    weights = np.asarray(weights, dtype=np.float64)
+    pairs, weights = _pairs_and_weights(pairs, weights)
     if not 0.0 <= rate <= 0.5:
         raise ValueError(f"rate: expected a mode-shift rate in [0, 0.5], got {rate!r}")
     modes = generator_modes(pairs, weights)
     other = np.where(modes == pairs[:, 0], pairs[:, 1], pairs[:, 0])
-    n_flip = int(round(rate * len(weights)))
+    n_flip = round(rate * len(weights))
     minority = np.minimum(weights, 1.0 - weights)
     eligible = int((minority > 0).sum())
     if n_flip > eligible:
@@ -302,69 +320,46 @@ def official_with_mode_shifts(pairs: np.ndarray, weights: np.ndarray, rate: floa
 
 # --------------------------------------------------------------------------- soft labels
 
-def generator_soft_labels(pairs: np.ndarray, weights: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
+
+def _pairs_and_weights(
+    pairs: npt.ArrayLike, weights: npt.ArrayLike, n_classes: int = N_CLASSES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated class pairs (n, 2) int64 with ``a_i ≠ b_i`` and weights (n,) float64 in [0, 1]."""
+    p = check_shape(check_labels(pairs, "pairs", n_classes, ndim=2), (None, 2), "pairs")
+    w = check_shape(np.asarray(weights, dtype=np.float64), (len(p),), "weights")
+    same = p[:, 0] == p[:, 1]
+    if same.any():
+        row = int(np.flatnonzero(same)[0])
+        raise ValueError(f"pairs: row {row}: expected two different classes, got {p[row].tolist()}")
+    outside = ~((w >= 0) & (w <= 1))
+    if outside.any():
+        k = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"weights: entry {k} is {w[k]!r}; expected weights in [0, 1]")
+    return p, w
+
+
+def generator_soft_labels(
+    pairs: npt.ArrayLike, weights: npt.ArrayLike, n_classes: int = N_CLASSES
+) -> npt.NDArray[np.float32]:
     """The generator's soft label: ``s[i, a_i] = w_i``, ``s[i, b_i] = 1 − w_i``, 0 elsewhere.
 
     ``pairs`` is (n, 2) int with ``a_i ≠ b_i``; ``weights`` is (n,) in [0, 1]. Returns float32 (n, C).
     """
-    pairs = np.asarray(pairs)
-    weights = np.asarray(weights, dtype=np.float64)
-    if pairs.ndim != 2 or pairs.shape[1] != 2:
-        raise ValueError(f"pairs: expected shape (n, 2), got {pairs.shape}")
-    if weights.shape != (pairs.shape[0],):
-        raise ValueError(f"weights: expected shape ({pairs.shape[0]},), got {weights.shape}")
-    if np.any((pairs < 0) | (pairs >= n_classes)):
-        raise ValueError(f"pairs: expected classes in 0..{n_classes - 1}")
-    if np.any(pairs[:, 0] == pairs[:, 1]):
-        row = int(np.flatnonzero(pairs[:, 0] == pairs[:, 1])[0])
-        raise ValueError(f"pairs: row {row}: expected two different classes, got {pairs[row].tolist()}")
-    if not np.all((weights >= 0) & (weights <= 1)):
-        raise ValueError("weights: expected values in [0, 1]")
-    n = len(weights)
-    soft = np.zeros((n, n_classes), dtype=np.float64)
-    rows = np.arange(n)
-    soft[rows, pairs[:, 0]] = weights
-    soft[rows, pairs[:, 1]] = 1.0 - weights
+    p, w = _pairs_and_weights(pairs, weights, n_classes)
+    soft = np.zeros((len(w), n_classes), dtype=np.float64)
+    rows = np.arange(len(w))
+    soft[rows, p[:, 0]] = w
+    soft[rows, p[:, 1]] = 1.0 - w
     return soft.astype(np.float32)
 
 
-def generator_modes(pairs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def generator_modes(pairs: npt.ArrayLike, weights: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """The generator's hard label: ``a_i`` where ``w_i ≥ 0.5``, else ``b_i`` (int64)."""
-    pairs = np.asarray(pairs)
-    weights = np.asarray(weights)
-    return np.where(weights >= 0.5, pairs[:, 0], pairs[:, 1]).astype(np.int64)
-
-
-def generator_teacher_agreement(soft_labels: np.ndarray, teacher_probs: np.ndarray) -> dict[str, float]:
-    """How far a classifier (the *teacher*) agrees with the generator's soft labels.
-
-    With ``g_i`` the generator label and ``p_i`` the teacher's distribution of item ``i``:
-
-    * ``mode_agreement`` = mean over items of ``[argmax_c p_ic = argmax_c g_ic]`` (lowest index on ties);
-    * ``mean_total_variation`` = mean over items of ``TV(g_i, p_i) = ½ Σ_c |g_ic − p_ic|`` ∈ [0, 1];
-    * ``support_mass`` = mean over items of ``Σ_{c: g_ic > 0} p_ic``, the teacher's mass on the
-      generator's (one or two) classes;
-    * ``n_items``.
-    """
-    g = np.asarray(soft_labels, dtype=np.float64)
-    p = np.asarray(teacher_probs, dtype=np.float64)
-    if g.ndim != 2:
-        raise ValueError(f"soft_labels: expected shape (n_items, n_classes), got {g.shape}")
-    if p.shape != g.shape:
-        raise ValueError(f"teacher_probs: expected shape {g.shape} (same as soft_labels), got {p.shape}")
-    for name, arr in (("soft_labels", g), ("teacher_probs", p)):
-        if not np.all(np.isfinite(arr)) or np.any(arr < 0) or not np.allclose(arr.sum(axis=1), 1.0, atol=1e-3):
-            raise ValueError(f"{name}: every row must be a probability distribution (non-negative, sums to 1)")
-    return {
-        "mode_agreement": float(np.mean(np.argmax(g, axis=1) == np.argmax(p, axis=1))),
-        "mean_total_variation": float(np.mean(0.5 * np.abs(g - p).sum(axis=1))),
-        "support_mass": float(np.mean(np.where(g > 0, p, 0.0).sum(axis=1))),
-        "n_items": int(g.shape[0]),
-    }
+    p, w = _pairs_and_weights(pairs, weights)
+    return np.where(w >= 0.5, p[:, 0], p[:, 1]).astype(np.int64)
 
 
 # --------------------------------------------------------------------------- the VAE
-
 
 
 def _make_vae(latent_dim: int, hidden: Sequence[int]) -> torch.nn.Module:
@@ -416,8 +411,10 @@ def _train_vae(cfg: SyntheticMnistConfig, progress: bool = True) -> tuple[dict[s
         idx = pool
     else:
         if cfg.train_items > len(pool):
-            raise ValueError(f"SyntheticMnistConfig.train_items: {cfg.train_items} exceeds the {len(pool)} images of "
-                             f"mnist_part={cfg.mnist_part!r}")
+            raise ValueError(
+                f"SyntheticMnistConfig.train_items: {cfg.train_items} exceeds the {len(pool)} images of "
+                f"mnist_part={cfg.mnist_part!r}"
+            )
         idx = np.sort(rng.choice(pool, size=cfg.train_items, replace=False)).astype(np.int64)
     x = torch.from_numpy(train.images[idx].reshape(len(idx), 784).astype(np.float32) / 255.0)
     history: list[float] = []
@@ -432,7 +429,7 @@ def _train_vae(cfg: SyntheticMnistConfig, progress: bool = True) -> tuple[dict[s
             perm = torch.randperm(len(x), generator=gen)
             total = 0.0
             for start in range(0, len(x), cfg.batch_size):
-                xb = x[perm[start:start + cfg.batch_size]]
+                xb = x[perm[start : start + cfg.batch_size]]
                 noise = torch.randn(len(xb), cfg.latent_dim, generator=gen)
                 logits, mu, logvar = model(xb, noise)
                 rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum") / len(xb)
@@ -444,12 +441,19 @@ def _train_vae(cfg: SyntheticMnistConfig, progress: bool = True) -> tuple[dict[s
                 total += float(loss.detach()) * len(xb)
             history.append(total / len(x))
             if progress:
-                print(f"[synthetic-mnist] generator epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]:.2f} "
-                      f"(nats/image), {time.perf_counter() - t0:.1f} s", flush=True)
+                print(
+                    f"[synthetic-mnist] generator epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]:.2f} "
+                    f"(nats/image), {time.perf_counter() - t0:.1f} s",
+                    flush=True,
+                )
     state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
     meta = {
-        "config": cfg.generator_fields(), "loss_per_epoch": history, "train_seconds": time.perf_counter() - t0,
-        "train_split": "mnist/train", "n_train": int(len(idx)), "torch": torch.__version__,
+        "config": cfg.generator_fields(),
+        "loss_per_epoch": history,
+        "train_seconds": time.perf_counter() - t0,
+        "train_split": "mnist/train",
+        "n_train": len(idx),
+        "torch": torch.__version__,
     }
     return state, meta
 
@@ -467,7 +471,7 @@ class Generator:
         """Posterior means μ(x) (n, d) float32 of uint8 images (n, 28, 28)."""
         import torch
 
-        images = _check_images(images, "images")
+        images = check_images(images, "images")
         x = torch.from_numpy(images.reshape(len(images), 784).astype(np.float32) / 255.0)
         with torch_threads(num_threads), torch.no_grad():
             mu, _ = self.model.encode(x)
@@ -489,16 +493,10 @@ class Generator:
         weights = np.asarray(weights, dtype=np.float32)
         za, zb = self.encode(images_a), self.encode(images_b)
         if za.shape != zb.shape or weights.shape != (len(za),):
-            raise ValueError(f"images_a, images_b, weights: expected matching lengths, got {len(za)}, {len(zb)}, "
-                             f"{weights.shape}")
+            raise ValueError(
+                f"images_a, images_b, weights: expected matching lengths, got {len(za)}, {len(zb)}, {weights.shape}"
+            )
         return self.decode(weights[:, None] * za + (1.0 - weights[:, None]) * zb)
-
-
-def _check_images(images: np.ndarray, name: str) -> np.ndarray:
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"{name}: expected uint8 images shaped (n, 28, 28), got {images.dtype} {images.shape}")
-    return images
 
 
 def _load_generator(cfg: SyntheticMnistConfig) -> Generator | None:
@@ -535,6 +533,7 @@ def train_generator(cfg: SyntheticMnistConfig, progress: bool = True, num_thread
 
 # --------------------------------------------------------------------------- the data set
 
+
 @dataclass(frozen=True)
 class SyntheticMnist:
     """A generated set. Arrays are aligned by item.
@@ -567,9 +566,17 @@ class SyntheticMnist:
     def subset(self, idx: np.ndarray, split: str | None = None) -> SyntheticMnist:
         """Items ``idx`` (positions in this set) as a new set."""
         idx = np.asarray(idx, dtype=np.int64)
-        return replace(self, images=self.images[idx], soft_labels=self.soft_labels[idx], labels=self.labels[idx],
-                       pairs=self.pairs[idx], weights=self.weights[idx], anchors=self.anchors[idx],
-                       index=self.index[idx], split=split if split is not None else self.split)
+        return replace(
+            self,
+            images=self.images[idx],
+            soft_labels=self.soft_labels[idx],
+            labels=self.labels[idx],
+            pairs=self.pairs[idx],
+            weights=self.weights[idx],
+            anchors=self.anchors[idx],
+            index=self.index[idx],
+            split=split if split is not None else self.split,
+        )
 
     def to_imageset(self) -> ImageSet:
         """The images and hard generator labels as an :class:`ImageSet` (dataset ``"synthetic-mnist"``)."""
@@ -607,8 +614,9 @@ def _draw_items(cfg: SyntheticMnistConfig, train_labels: np.ndarray) -> tuple[np
     return pairs.astype(np.int64), anchors, weights.astype(np.float32)
 
 
-def generate_synthetic_mnist(cfg: SyntheticMnistConfig | None = None, progress: bool = True,
-                             num_threads: int | None = None) -> SyntheticMnist:
+def generate_synthetic_mnist(
+    cfg: SyntheticMnistConfig | None = None, progress: bool = True, num_threads: int | None = None
+) -> SyntheticMnist:
     """The synthetic set of ``cfg`` (default config if None): read from ``dataset_path(cfg)`` if
     cached, else generated with the (cached or freshly trained) generator and cached."""
     cfg = cfg if cfg is not None else SyntheticMnistConfig()
@@ -631,16 +639,20 @@ def generate_synthetic_mnist(cfg: SyntheticMnistConfig | None = None, progress: 
     soft = generator_soft_labels(pairs, weights)
     labels = generator_modes(pairs, weights)
     index = np.arange(cfg.n_items, dtype=np.int64)
-    arrays = dict(images=images, soft_labels=soft, labels=labels, pairs=pairs, weights=weights, anchors=anchors,
-                  index=index)
+    arrays = dict(
+        images=images, soft_labels=soft, labels=labels, pairs=pairs, weights=weights, anchors=anchors, index=index
+    )
     atomic_save_npz(path, **arrays)
     if progress:
-        print(f"[synthetic-mnist] generated {cfg.n_items} items in {time.perf_counter() - t0:.2f} s -> {path}",
-              flush=True)
+        print(
+            f"[synthetic-mnist] generated {cfg.n_items} items in {time.perf_counter() - t0:.2f} s -> {path}", flush=True
+        )
     return SyntheticMnist(cfg, **arrays, split="all", from_cache=False)
 
 
-def split_synthetic(ds: SyntheticMnist, test_fraction: float = 0.2, seed: int = 0) -> tuple[SyntheticMnist, SyntheticMnist]:
+def split_synthetic(
+    ds: SyntheticMnist, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[SyntheticMnist, SyntheticMnist]:
     """Seeded train/test split, stratified by the unordered class pair.
 
     Items are shuffled (``seed``), stably sorted by their unordered pair, and every item at
@@ -663,8 +675,13 @@ def split_synthetic(ds: SyntheticMnist, test_fraction: float = 0.2, seed: int = 
     return ds.subset(np.flatnonzero(~is_test), "train"), ds.subset(np.flatnonzero(is_test), "test")
 
 
-def load_synthetic_mnist(split: str = "all", cfg: SyntheticMnistConfig | None = None, test_fraction: float = 0.2,
-                         split_seed: int = 0, progress: bool = True) -> ImageSet:
+def load_synthetic_mnist(
+    split: str = "all",
+    cfg: SyntheticMnistConfig | None = None,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    progress: bool = True,
+) -> ImageSet:
     """The synthetic set as an :class:`ImageSet` (``split`` ``"all"``, ``"train"`` or ``"test"``; the
     split is :func:`split_synthetic` with ``test_fraction`` and ``split_seed``)."""
     if split not in ("all", "train", "test"):
@@ -674,74 +691,6 @@ def load_synthetic_mnist(split: str = "all", cfg: SyntheticMnistConfig | None = 
         return ds.to_imageset()
     train, test = split_synthetic(ds, test_fraction, split_seed)
     return (train if split == "train" else test).to_imageset()
-
-
-# --------------------------------------------------------------------------- figures
-
-def _label_text(pair: np.ndarray, w: float) -> str:
-    return f"{pair[0]}:{w:.2f} {pair[1]}:{1 - w:.2f}"
-
-
-def plot_generated_grid(ds: SyntheticMnist, n: int = 36, ncols: int = 9, seed: int = 0,
-                        order: str = "weight", teacher_probs: np.ndarray | None = None) -> Figure:
-    """A grid of ``n`` generated digits (drawn with ``seed``), each titled with its generator label
-    ``"a:w b:1−w"``; with ``teacher_probs`` (aligned with ``ds``) a second line gives the teacher's
-    top class and probability. ``order``: ``"weight"`` (by ``|w − 0.5|``, most ambiguous first) or
-    ``"random"``."""
-    import matplotlib.pyplot as plt
-
-    if order not in ("weight", "random"):
-        raise ValueError(f"order: expected 'weight' or 'random', got {order!r}")
-    if teacher_probs is not None and np.shape(teacher_probs) != ds.soft_labels.shape:
-        raise ValueError(f"teacher_probs: expected shape {ds.soft_labels.shape}, got {np.shape(teacher_probs)}")
-    n = min(n, len(ds))
-    idx = np.random.default_rng(seed).choice(len(ds), size=n, replace=False)
-    if order == "weight":
-        idx = idx[np.argsort(np.abs(ds.weights[idx] - 0.5), kind="stable")]
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.25 * ncols, (1.5 if teacher_probs is None else 1.7) * nrows),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, idx):
-        ax.imshow(ds.images[i], cmap="gray_r", vmin=0, vmax=255)
-        title = _label_text(ds.pairs[i], float(ds.weights[i]))
-        if teacher_probs is not None:
-            top = int(np.argmax(teacher_probs[i]))
-            title += f"\nteacher {top}:{float(teacher_probs[i][top]):.2f}"
-        ax.set_title(title, fontsize=7)
-    fig.suptitle("Synthetic MNIST: generated digits with generator labels (class:weight)", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_interpolation(cfg: SyntheticMnistConfig | None = None,
-                       class_pairs: Sequence[tuple[int, int]] = ((3, 5), (4, 9), (1, 7), (3, 8)),
-                       steps: int = 9, seed: int = 0, progress: bool = False) -> Figure:
-    """One row per class pair ``(a, b)``: the decoded latent path from an anchor of ``b``
-    (``w = 0``) to an anchor of ``a`` (``w = 1``) in ``steps`` equal steps (anchors drawn with ``seed``)."""
-    import matplotlib.pyplot as plt
-
-    cfg = cfg if cfg is not None else SyntheticMnistConfig()
-    if steps < 2:
-        raise ValueError(f"steps: expected at least 2, got {steps}")
-    gen = train_generator(cfg, progress=progress)
-    train = load_images("mnist", "train")
-    rng = np.random.default_rng(seed)
-    weights = np.linspace(0.0, 1.0, steps, dtype=np.float32)
-    fig, axes = plt.subplots(len(class_pairs), steps, figsize=(1.1 * steps, 1.3 * len(class_pairs)), squeeze=False)
-    for row, (a, b) in enumerate(class_pairs):
-        ia = rng.choice(np.flatnonzero(train.labels == a))
-        ib = rng.choice(np.flatnonzero(train.labels == b))
-        imgs = gen.interpolate(np.repeat(train.images[[ia]], steps, 0), np.repeat(train.images[[ib]], steps, 0), weights)
-        for col in range(steps):
-            ax = axes[row, col]
-            ax.imshow(imgs[col], cmap="gray_r", vmin=0, vmax=255)
-            ax.axis("off")
-            ax.set_title(f"{a}:{weights[col]:.2f}", fontsize=7)
-    fig.suptitle("Synthetic MNIST: decoded latent interpolations (title: class a and its weight w)", fontsize=9)
-    fig.tight_layout()
-    return fig
 
 
 def describe(cfg: SyntheticMnistConfig) -> dict[str, Any]:
