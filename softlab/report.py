@@ -253,6 +253,18 @@ def heldout_cartography(preds: ArmPredictions) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "condition", "seed", "items", "metric", "value"])
 
 
+def cartography_metric_rows(relations: pd.DataFrame) -> pd.DataFrame:
+    """The held-out cartography relations (:func:`heldout_cartography`, claim 3's evidence) as
+    rows of the tidy metrics table: ``split = "heldout"``, ``fold = -1`` (folds pooled),
+    ``stratum = "all"``."""
+    columns = ["dataset", "condition", "mode", "shape", "seed", "fold", "split", "stratum", "metric", "value"]
+    if relations.empty:
+        return pd.DataFrame(columns=columns)
+    mode_shape = relations["condition"].str.split("/", n=1, expand=True)
+    out = relations.assign(mode=mode_shape[0], shape=mode_shape[1], fold=-1, split="heldout", stratum="all")
+    return out[columns].astype({"seed": np.int64, "fold": np.int64, "value": np.float64})
+
+
 def training_cartography(grid: GridResults, reference: str = "human-mode") -> pd.DataFrame:
     """Description only: per run, how its dynamics on its labelled *training* items relate to the
     reference entropy (circular for ``human/human``, whose target there is ``h`` itself). Same
@@ -524,8 +536,10 @@ def _compute_book(
         temps = run_temperatures(grid)
         preds = arm_predictions(grid, temps)
         predictions[name] = preds
+        relations = heldout_cartography(preds)
         parts["metrics"].append(metrics_table(heldout_records(preds) + disjoint_records(grid, temps)))
-        parts["heldout_cartography"].append(heldout_cartography(preds))
+        parts["metrics"].append(cartography_metric_rows(relations))
+        parts["heldout_cartography"].append(relations)
         if train_cfg.record_dynamics:
             parts["training_cartography"].append(training_cartography(grid))
             parts["hard_label_cartography"].append(hard_label_cartography(grid))

@@ -366,3 +366,13 @@ def test_cifar_arm_is_skipped_with_one_line_when_images_are_missing(smoke, tmp_p
     cfg = dataclasses.replace(smoke[0]["fashion-mnist"], dataset="cifar10")
     prepared, skipped = prepare_arms({"cifar10": cfg})
     assert prepared == {} and "\n" not in skipped["cifar10"] and "cifar-10-python.tar.gz" in skipped["cifar10"]
+
+
+def test_claim3_evidence_reaches_the_metrics_table_as_heldout_rows(mnist_grid):
+    from softlab.report import arm_predictions, cartography_metric_rows, heldout_cartography, run_temperatures
+
+    rel = heldout_cartography(arm_predictions(mnist_grid, run_temperatures(mnist_grid)))
+    rows = cartography_metric_rows(rel)
+    assert set(rows["split"]) == {"heldout"} and set(rows["fold"]) == {-1} and set(rows["stratum"]) == {"all"}
+    assert {"spearman_confidence_entropy", "auroc_variability_ambiguous"} <= set(rows["metric"])
+    np.testing.assert_array_equal(rows["value"].to_numpy(), rel["value"].to_numpy())
