@@ -28,6 +28,7 @@ __all__ = [
     "claim_rows",
     "claim_sentence",
     "claim_sentences",
+    "csv_link",
     "fmt_number",
     "fmt_p",
     "param_line",
@@ -273,15 +274,18 @@ def claim_rows(verdicts: pd.DataFrame, claim: Any | None, primary: bool = True) 
     (condition vs comparator, prefixed by metric and stratum where they vary), the estimate and
     its 95% interval in the test's natural scale (variance ratio; relative difference for tests
     with a relative margin; absolute difference otherwise), the Holm-adjusted p, the minimum
-    detectable effect in the same scale, and the verdict."""
+    detectable effect in the same scale, and the verdict. Metric and stratum prefix the comparison
+    only for claims whose tests differ in them."""
     part = verdicts[verdicts["primary"] == primary]
     if claim is not None:
         part = part[_same_claim(part["claim"], claim)]
     where = "arm" if claim is not None else "claim · arm"
     columns = [where, "comparison", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"]
-    varies = part[["metric", "stratum"]].drop_duplicates().shape[0] > 1 if len(part) else False
+    # name the metric and stratum only where they vary within a claim (the page says the rest)
+    kinds = part.groupby(part["claim"].astype(str))[["metric", "stratum"]].nunique().max(axis=1) if len(part) else {}
     rows = []
     for row in part.itertuples(index=False):
+        varies = int(kinds.get(str(row.claim), 1)) > 1
         prefix = f"{row.metric} ({row.stratum}): " if varies else ""
         rows.append({where: row.arm if claim is not None else f"{row.claim} · {row.arm}",
                      "comparison": f"{prefix}{row.condition} vs {row.comparator}",
@@ -390,3 +394,30 @@ def claim_sentences(verdicts: pd.DataFrame, links: bool = False) -> str:
             text += f" Evidence: {{ref}}`{CLAIM_CHAPTERS[n][1]}`."
         lines.append(text)
     return "\n".join(lines)
+
+
+class HtmlSnippet:
+    """A piece of HTML that notebooks display as it is (``_repr_html_``), with a plain-text
+    fallback for other outputs."""
+
+    def __init__(self, html: str, text: str):
+        self.html, self.text = html, text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def csv_link(df: pd.DataFrame, filename: str, text: str) -> HtmlSnippet:
+    """A download link carrying ``df`` as CSV inside the page (a ``data:`` URI), so a long table
+    can stay collapsed on the page and still be taken away whole, with no file to ship beside the
+    book. ``filename`` is the name the browser saves it under."""
+    import base64
+    from html import escape
+
+    payload = base64.b64encode(df.to_csv(index=False).encode("utf-8")).decode("ascii")
+    html = (f'<p><a class="softlab-download" download="{escape(filename, quote=True)}" '
+            f'href="data:text/csv;charset=utf-8;base64,{payload}">{escape(text)}</a></p>')
+    return HtmlSnippet(html, f"{text} ({filename})")
