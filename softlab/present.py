@@ -22,6 +22,7 @@ __all__ = [
     "CLAIM_CHAPTERS",
     "CLAIM_STATEMENTS",
     "METRIC_LABELS",
+    "HtmlSnippet",
     "VERDICT_COLOURS",
     "VERDICT_MARKERS",
     "arm_name",
@@ -136,23 +137,35 @@ def arm_name(arm: str) -> str:
     return ARM_NAMES.get(str(arm), str(arm))
 
 
+def _breakable(text: str) -> str:
+    """``text`` escaped for HTML, with a line-break opportunity after each ``_`` and ``/`` (long
+    names such as ``spearman_confidence_entropy`` or ``human/human-shuffled`` may wrap in a
+    narrow column instead of widening it)."""
+    from html import escape
+
+    return escape(text).replace("_", "_<wbr>").replace("/", "/<wbr>")
+
+
 def table(df: pd.DataFrame, digits: int = 3, percent: Iterable[str] = (), uuid: str = "t",
           rename: Mapping[str, str] | None = None, verdict_column: str | None = "verdict",
           nowrap: Iterable[str] = (), zero_below: float = 1e-6) -> Any:
     """A narrow HTML table of ``df``: no index, ``digits`` significant figures, columns in
     ``percent`` as percentages, a coloured verdict column when present. Floats smaller than
     ``zero_below`` in magnitude print as ``0`` (sums of probabilities leave ~1e-9 noise where the
-    exact value is 0). Columns in ``nowrap`` (and the verdict column) never wrap. ``uuid`` must be
-    unique on the page (it keeps the HTML identical between runs)."""
+    exact value is 0). Text is HTML-escaped and may wrap after ``_`` and ``/``; columns in
+    ``nowrap`` (and the verdict column) never wrap. ``uuid`` must be unique on the page (it keeps
+    the HTML identical between runs)."""
     shown = df.reset_index(drop=True)
     if rename:
         shown = shown.rename(columns=dict(rename))
     percent = {dict(rename or {}).get(c, c) for c in percent}
 
     def number(v: Any, d: int = digits) -> str:
+        if isinstance(v, str):
+            return _breakable(v)
         if isinstance(v, (float, np.floating)) and np.isfinite(v) and abs(float(v)) < zero_below:
             return "0"
-        return fmt_number(v, d)
+        return _breakable(fmt_number(v, d))
 
     def pct(v: Any) -> str:
         return "–" if pd.isna(v) else f"{100 * float(v):.1f}%"
