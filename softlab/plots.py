@@ -456,7 +456,7 @@ def plot_verdicts(verdicts: pd.DataFrame, label: str = "label", url: str | None 
 
     _require(verdicts, [label, "scaled_estimate", "scaled_low", "scaled_high", "verdict"], "verdicts")
     rows = verdicts.reset_index(drop=True)
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.34 * len(rows) + 1.4), layout="constrained")
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 * len(rows) + 1.3), layout="constrained")
     ax = fig.add_subplot()
     pos = np.arange(len(rows))[::-1]
     finite = rows[["scaled_low", "scaled_high", "scaled_estimate"]].to_numpy(dtype=np.float64)
@@ -621,7 +621,7 @@ def plot_condition_intervals(
 ) -> Figure:
     """Estimates with intervals per condition, one row per condition (labelled, in its colour;
     no colour legend needed) and one panel per ``facet`` value side by side, each with its own
-    x-axis. With ``marker_by`` (a column with at most two values), the first value is drawn as a
+    x-axis and one shared x label. With ``marker_by`` (a column with at most two values), the first value is drawn as a
     filled and the second as an open marker, nudged apart, with one shared legend.
     """
     _require(summary, ["condition", facet, estimate, low, high], "summary")
@@ -650,11 +650,13 @@ def plot_condition_intervals(
         if reference_line is not None:
             ax.axvline(reference_line, color="black", lw=0.8)
         ax.set_title((facet_names or {}).get(str(fv), str(fv)))
-        ax.set_xlabel(xlabel)
         ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(3))
     axes[0].set_yticks(list(pos.values()))
     axes[0].set_yticklabels(list(pos.keys()))
     axes[0].set_ylim(-0.6, len(conds) - 0.4)
+    if xlabel:
+        fig.supxlabel(xlabel, fontsize=10)  # one label for all panels
+    fig.get_layout_engine().set(wspace=0.06)
     if marker_by:
         handles = [mpl.lines.Line2D([], [], marker="o", ls="", color="#4d4d4d", mfc="#4d4d4d" if k == 0 else "white",
                                     label=str(kind)) for k, kind in enumerate(kinds)]

@@ -26,6 +26,7 @@ __all__ = [
     "VERDICT_COLOURS",
     "VERDICT_MARKERS",
     "arm_name",
+    "claim_headline",
     "claim_rows",
     "claim_sentence",
     "claim_sentences",
@@ -382,16 +383,61 @@ def claim_sentence(verdicts: pd.DataFrame, claim: Any) -> str:
     primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
     if primary.empty:
         return "No primary test of this claim could run with this parameter set."
+    return f"{_verdict_head(primary)}: {_effect_phrases(primary)}."
+
+
+def _verdict_head(primary: pd.DataFrame) -> str:
     words = [verdict_word(v) for v in primary["verdict"]]
     arms = [arm_name(a) for a in primary["arm"]]
     if len(set(words)) == 1:
         scope = "both verdict arms" if len(arms) == 2 else (f"the {arms[0]} arm" if len(arms) == 1
                                                             else f"all {len(arms)} verdict arms")
-        head = f"**{words[0].capitalize()}** on {scope}"
-    else:
-        head = "; ".join(f"**{w}** on {a}" for w, a in zip(words, arms))
-        head = head[:2] + head[2].upper() + head[3:]
-    return f"{head}: {_effect_phrases(primary)}."
+        return f"**{words[0].capitalize()}** on {scope}"
+    head = "; ".join(f"**{w}** on {a}" for w, a in zip(words, arms))
+    return head[:2] + head[2].upper() + head[3:]
+
+
+def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
+    """One short plain sentence on ``claim`` (for the intro): the verdicts, then the measured
+    effect on every verdict arm in one phrase, without intervals (:func:`claim_sentence` has
+    them)."""
+    primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
+    if primary.empty:
+        return "No primary test of this claim could run with this parameter set."
+    first = next(primary.itertuples(index=False))
+    metric = METRIC_LABELS.get(str(first.metric), str(first.metric))
+    where = "" if str(first.stratum) == "all" else f" on {first.stratum} items"
+    pool = [c for c in str(getattr(first, "comparator_set", "") or "").split(", ") if c]
+    comparators = list(dict.fromkeys(primary["comparator"]))
+    against = " or ".join(f"`{c}`" for c in comparators)
+    if len(pool) > 1:
+        against = f"the best of {len(pool)} pre-registered baselines ({against})"
+    if _is_ratio(first):
+        sizes = [f"{fmt_number(r.estimate, 2)} ({arm_name(r.arm)})" for r in primary.itertuples(index=False)
+                 if np.isfinite(r.estimate)]
+        if not sizes:
+            return f"{_verdict_head(primary)}: the variance ratio could not be estimated."
+        cis = " and ".join(f"{fmt_number(r.ci_low, 2)}–{fmt_number(r.ci_high, 2)}"
+                           for r in primary.itertuples(index=False) if np.isfinite(r.estimate))
+        return (f"{_verdict_head(primary)}: the across-seed variance of {metric}{where} under "
+                f"`{first.condition}` is {' and '.join(sizes)} times that under {against} "
+                f"(95% intervals {cis}).")
+    parts, sides = [], []
+    for r in primary.itertuples(index=False):
+        relative = _margin_scale(r) == "relative"
+        est = float(r.relative if relative else r.estimate)
+        if not np.isfinite(est):
+            continue
+        sides.append("higher" if est > 0 else "lower")
+        size = f"{fmt_number(100 * abs(est))}%" if relative else _abs_text(abs(est))
+        parts.append((size, arm_name(r.arm), sides[-1]))
+    if not parts:
+        return f"{_verdict_head(primary)}: the difference could not be estimated."
+    same_side = len(set(sides)) == 1
+    effect = " and ".join(f"{size} ({arm})" if same_side else f"{size} {side} ({arm})" for size, arm, side in parts)
+    side = f" {sides[0]}" if same_side else ""
+    return (f"{_verdict_head(primary)}: the {metric}{where} is {effect}{side} under `{first.condition}` than "
+            f"under {against}.")
 
 
 def claim_sentences(verdicts: pd.DataFrame, links: bool = False) -> str:
