@@ -346,7 +346,7 @@ def plot_seed_spread(
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     groups = [data.loc[data[by].astype(str) == str(v), "value"].to_numpy(dtype=np.float64) for v in order]
     pos = np.arange(len(order))[::-1]  # first condition on top
-    boxes = ax.boxplot(groups, positions=pos, widths=0.6, patch_artist=True, vert=False,
+    boxes = ax.boxplot(groups, positions=pos, widths=0.6, patch_artist=True, orientation="horizontal",
                        showfliers=False, medianprops={"color": "black"})
     for patch, v in zip(boxes["boxes"], order):
         patch.set_facecolor(palette[v] if palette else "#bbbbbb")

@@ -44,9 +44,9 @@ MIN_IMAGE_SCALE = 0.9
 
 #: Text that must never be visible on a page.
 FORBIDDEN = {
-    "a Python traceback": re.compile(r"Traceback \(most recent call last\)|^\s*Cell In\[\d+\], line \d+", re.M),
-    "papermill's parameters cell": re.compile(r"^# Parameters\s*$", re.M),
-    "the parameters cell": re.compile(r"^\s*params_name\s*=", re.M),
+    "a Python traceback": re.compile(r"Traceback \(most recent call last\)|^\s*Cell In\[\d+\], line \d+", re.MULTILINE),
+    "papermill's parameters cell": re.compile(r"^# Parameters\s*$", re.MULTILINE),
+    "the parameters cell": re.compile(r"^\s*params_name\s*=", re.MULTILINE),
     "the setup's name list": re.compile(r"PARAMETER_NAMES"),
 }
 
@@ -106,7 +106,7 @@ class _Ids(HTMLParser):
                 self.ids.add(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ids(path: Path) -> frozenset[str]:
     parser = _Ids()
     parser.feed(path.read_text(encoding="utf-8", errors="replace"))
