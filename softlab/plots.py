@@ -12,7 +12,8 @@ full strength and the ``original`` mode a lighter tint of the same hue, so the t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
@@ -20,6 +21,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import Normalize, to_hex, to_rgb
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 __all__ = [
     "COLUMN_WIDTH_IN",
@@ -102,8 +104,8 @@ def condition_colour(condition: str) -> str:
     else:
         base = _FALLBACK[sum(shape.encode()) % len(_FALLBACK)]
     if mode == "original":
-        rgb = np.array(to_rgb(base))
-        return to_hex(rgb + (1.0 - rgb) * _ORIGINAL_TINT)
+        r, g, b = (v + (1.0 - v) * _ORIGINAL_TINT for v in to_rgb(base))
+        return to_hex((r, g, b))
     return to_hex(base)
 
 
@@ -111,7 +113,7 @@ def order_conditions(conditions: Sequence[str]) -> list[str]:
     """Distinct conditions sorted by mode (original, human) then shape (:data:`SHAPE_ORDER`);
     unknown modes/shapes last, alphabetically."""
 
-    def key(c: str) -> tuple:
+    def key(c: str) -> tuple[int, int, bool, str, str]:
         mode, shape = _split_condition(c)
         ts = shape.endswith("+ts")
         shape = shape.removesuffix("+ts")
@@ -125,6 +127,11 @@ def order_conditions(conditions: Sequence[str]) -> list[str]:
 def condition_palette(conditions: Sequence[str]) -> dict[str, str]:
     """``{condition: colour}`` for the given conditions (see :func:`condition_colour`)."""
     return {c: condition_colour(c) for c in order_conditions(conditions)}
+
+
+def _rows(df: pd.DataFrame) -> Iterator[Any]:
+    """The rows of ``df`` as named tuples (typed ``Any``: their fields are the table's columns)."""
+    return iter(df.itertuples(index=False))
 
 
 def _require(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
@@ -170,9 +177,11 @@ def plot_reliability(
     fig, axes = _grid(len(values), max_cols, (2.8, 2.8))
     for ax, val in zip(axes, values):
         part = table[(table[facet] == val) & (table["count"] > 0)]
-        g = part.assign(
-            conf_sum=part["mean_confidence"] * part["count"], hit_sum=part["accuracy"] * part["count"]
-        ).groupby(["bin_lower", "bin_upper"], as_index=False)[["count", "conf_sum", "hit_sum"]].sum()
+        g = (
+            part.assign(conf_sum=part["mean_confidence"] * part["count"], hit_sum=part["accuracy"] * part["count"])
+            .groupby(["bin_lower", "bin_upper"], as_index=False)[["count", "conf_sum", "hit_sum"]]
+            .sum()
+        )
         width = (g["bin_upper"] - g["bin_lower"]).to_numpy()
         left = g["bin_lower"].to_numpy()
         acc = (g["hit_sum"] / g["count"]).to_numpy()
@@ -180,8 +189,14 @@ def plot_reliability(
         colour = condition_colour(str(val)) if facet == "condition" else "#4d4d4d"
         ax.bar(left, acc, width=width, align="edge", color=colour, edgecolor="white", linewidth=0.5)
         ax.bar(
-            left, conf - acc, bottom=acc, width=width, align="edge",
-            facecolor="none", edgecolor="#d62728", linewidth=0.8,
+            left,
+            conf - acc,
+            bottom=acc,
+            width=width,
+            align="edge",
+            facecolor="none",
+            edgecolor="#d62728",
+            linewidth=0.8,
         )
         ax.plot([0, 1], [0, 1], ls="--", color="black", lw=0.8)
         n = g["count"].sum()
@@ -223,14 +238,14 @@ def plot_data_maps(
         if maps.empty:
             raise ValueError(f"reference: no rows with reference {reference!r}")
     elif "reference" in maps.columns and maps["reference"].nunique() > 1:
-        raise ValueError(
-            f"reference: maps holds several references {sorted(maps['reference'].unique())}; pick one"
-        )
+        raise ValueError(f"reference: maps holds several references {sorted(maps['reference'].unique())}; pick one")
     values = _facet_values(maps, facet)
     colour_values = maps[hue].to_numpy(dtype=np.float64)
     finite = colour_values[np.isfinite(colour_values)]
-    norm = Normalize(vmin=float(finite.min()) if finite.size else 0.0,
-                     vmax=float(finite.max()) if finite.size and finite.max() > finite.min() else 1.0)
+    norm = Normalize(
+        vmin=float(finite.min()) if finite.size else 0.0,
+        vmax=float(finite.max()) if finite.size and finite.max() > finite.min() else 1.0,
+    )
     rng = np.random.default_rng(seed)
     fig, axes = _grid(len(values), max_cols, (3.0, 2.8))
     mappable = None
@@ -239,8 +254,14 @@ def plot_data_maps(
         if len(part) > max_points:
             part = part.iloc[np.sort(rng.choice(len(part), size=max_points, replace=False))]
         mappable = ax.scatter(
-            part["variability"], part["confidence"], c=part[hue], cmap="viridis", norm=norm,
-            s=6, alpha=0.7, linewidths=0,
+            part["variability"],
+            part["confidence"],
+            c=part[hue],
+            cmap="viridis",
+            norm=norm,
+            s=6,
+            alpha=0.7,
+            linewidths=0,
         )
         ax.set_title(str(val))
         ax.set_xlabel("variability")
@@ -276,7 +297,11 @@ def plot_metric_by_stratum(
     for ax, metric in zip(axes, metrics):
         part = summary if metric is None else summary[summary["metric"] == metric]
         xs = [s for s in STRATUM_ORDER if s in set(part[x])] + [s for s in pd.unique(part[x]) if s not in STRATUM_ORDER]
-        hues = order_conditions([str(h) for h in pd.unique(part[hue])]) if hue == "condition" else list(pd.unique(part[hue]))
+        hues = (
+            order_conditions([str(h) for h in pd.unique(part[hue])])
+            if hue == "condition"
+            else list(pd.unique(part[hue]))
+        )
         span = 0.7
         step = span / max(len(hues), 1)
         for j, hv in enumerate(hues):
@@ -294,8 +319,15 @@ def plot_metric_by_stratum(
             est_a, lo_a, hi_a = (np.asarray(v, dtype=np.float64) for v in (est, lo, hi))
             colour = condition_colour(str(hv)) if hue == "condition" else None
             ax.errorbar(
-                pos, est_a, yerr=np.clip(np.vstack([est_a - lo_a, hi_a - est_a]), 0.0, None), fmt="o", ms=4,
-                capsize=2, lw=1, color=colour, label=str(hv),
+                pos,
+                est_a,
+                yerr=np.clip(np.vstack([est_a - lo_a, hi_a - est_a]), 0.0, None),
+                fmt="o",
+                ms=4,
+                capsize=2,
+                lw=1,
+                color=colour,
+                label=str(hv),
             )
         if estimate == "difference":
             ax.axhline(0.0, color="black", lw=0.8)
@@ -305,7 +337,7 @@ def plot_metric_by_stratum(
         ax.set_ylabel(ylabel or (metric if metric is not None else estimate))
         if metric is not None:
             ax.set_title(str(metric))
-    legend: dict[str, object] = {}
+    legend: dict[str, Any] = {}
     for ax in axes[: len(metrics)]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
@@ -333,12 +365,12 @@ def plot_seed_spread(
             if df["metric"].nunique() > 1:
                 raise ValueError(f"metric: df holds several metrics {sorted(df['metric'].unique())}; pick one")
             metric = str(df["metric"].iloc[0])
-        df = df[df["metric"] == metric]
+        df = df.loc[df["metric"] == metric]
         if df.empty:
             raise ValueError(f"metric: no rows with metric {metric!r}")
     data = df.dropna(subset=["value"])
     if average_folds and "fold" in data.columns:
-        data = data.groupby([by, "seed"], as_index=False)["value"].mean()
+        data = data.groupby([by, "seed"], as_index=False).agg(value=("value", "mean"))
     order = order_conditions([str(v) for v in pd.unique(data[by])]) if by == "condition" else list(pd.unique(data[by]))
     palette = condition_palette(order) if by == "condition" else None
     fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 * len(order) + 1.0), layout="constrained")
@@ -346,8 +378,15 @@ def plot_seed_spread(
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     groups = [data.loc[data[by].astype(str) == str(v), "value"].to_numpy(dtype=np.float64) for v in order]
     pos = np.arange(len(order))[::-1]  # first condition on top
-    boxes = ax.boxplot(groups, positions=pos, widths=0.6, patch_artist=True, orientation="horizontal",
-                       showfliers=False, medianprops={"color": "black"})
+    boxes = ax.boxplot(
+        groups,
+        positions=pos,
+        widths=0.6,
+        patch_artist=True,
+        orientation="horizontal",
+        showfliers=False,
+        medianprops={"color": "black"},
+    )
     for patch, v in zip(boxes["boxes"], order):
         patch.set_facecolor(palette[v] if palette else "#bbbbbb")
         patch.set_alpha(0.6)
@@ -441,8 +480,7 @@ def plot_item_distributions(
     return fig
 
 
-def plot_verdicts(verdicts: pd.DataFrame, label: str = "label", url: str | None = None,
-                  limit: float = 12.0) -> Figure:
+def plot_verdicts(verdicts: pd.DataFrame, label: str = "label", url: str | None = None, limit: float = 12.0) -> Figure:
     """Forest plot of tests in units of their pre-registered margin: one row per test, the
     estimate and 95% interval divided by the smallest effect size of interest (so ±1 marks
     the equivalence margin on every row), coloured and shaped by verdict.
@@ -464,7 +502,7 @@ def plot_verdicts(verdicts: pd.DataFrame, label: str = "label", url: str | None 
     lim = min(max(2.0, float(np.abs(finite).max()) * 1.1) if finite.size else 2.0, limit)
     ax.axvspan(-1, 1, color="#d9d9d9", alpha=0.5, lw=0)
     ax.axvline(0.0, color="black", lw=0.8)
-    for p, row in zip(pos, rows.itertuples(index=False)):
+    for p, row in zip(pos, _rows(rows)):
         word = verdict_word(row.verdict)
         colour = VERDICT_COLOURS.get(word, "#000000")
         e, a, b = float(row.scaled_estimate), float(row.scaled_low), float(row.scaled_high)
@@ -475,8 +513,16 @@ def plot_verdicts(verdicts: pd.DataFrame, label: str = "label", url: str | None 
             for end, cut, edge in ((lo, a < -lim, "<"), (hi, b > lim, ">")):
                 ax.plot([end], [p], marker=edge if cut else "|", color=colour, ms=7 if cut else 8, mew=1.6)
         if np.isfinite(e):
-            line = ax.plot([min(max(e, -lim), lim)], [p], marker=VERDICT_MARKERS.get(word, "o"), ls="",
-                           color=colour, ms=7, mec="white", mew=0.6)[0]
+            line = ax.plot(
+                [min(max(e, -lim), lim)],
+                [p],
+                marker=VERDICT_MARKERS.get(word, "o"),
+                ls="",
+                color=colour,
+                ms=7,
+                mec="white",
+                mew=0.6,
+            )[0]
             if link:
                 line.set_url(link)
         else:
@@ -491,11 +537,22 @@ def plot_verdicts(verdicts: pd.DataFrame, label: str = "label", url: str | None 
     ax.set_xlabel("effect in the claimed direction, in units of the pre-registered margin")
     ax.text(0.01, 1.01, "◀ against the claim", transform=ax.transAxes, ha="left", va="bottom", fontsize=9)
     ax.text(0.99, 1.01, "for the claim ▶", transform=ax.transAxes, ha="right", va="bottom", fontsize=9)
-    ax.text(0.5, 1.01, "grey band: within the margin", transform=ax.transAxes, ha="center", va="bottom",
-            fontsize=9, color="#525252")
+    ax.text(
+        0.5,
+        1.01,
+        "grey band: within the margin",
+        transform=ax.transAxes,
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        color="#525252",
+    )
     present = {verdict_word(x) for x in rows["verdict"]}
-    handles = [mpl.lines.Line2D([], [], marker=VERDICT_MARKERS.get(v, "o"), ls="", color=c, mec="white", ms=7,
-                                label=v) for v, c in VERDICT_COLOURS.items() if v in present]
+    handles = [
+        mpl.lines.Line2D([], [], marker=VERDICT_MARKERS.get(v, "o"), ls="", color=c, mec="white", ms=7, label=v)
+        for v, c in VERDICT_COLOURS.items()
+        if v in present
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncols=max(len(handles), 1), fontsize=9)
     return fig
 
@@ -523,12 +580,17 @@ class SvgFigure:
         with mpl.rc_context({"svg.hashsalt": self.salt, "svg.fonttype": "none", "svg.id": self.salt}):
             self.fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
         text = buf.getvalue()
-        text = text[text.index("<svg"):]  # drop the XML prolog and doctype: this goes inside HTML
+        text = text[text.index("<svg") :]  # drop the XML prolog and doctype: this goes inside HTML
         label = escape(self.alt, quote=True)
-        text = re.sub(r"<svg ([^>]*?)width=\"([\d.]+)pt\" height=\"([\d.]+)pt\"",
-                      lambda m: (f'<svg {m.group(1)}role="img" aria-label="{label}" '
-                                 f'style="width: min(100%, {float(m.group(2)) * 4 / 3:.0f}px); height: auto"'),
-                      text, count=1)
+        text = re.sub(
+            r"<svg ([^>]*?)width=\"([\d.]+)pt\" height=\"([\d.]+)pt\"",
+            lambda m: (
+                f'<svg {m.group(1)}role="img" aria-label="{label}" '
+                f'style="width: min(100%, {float(m.group(2)) * 4 / 3:.0f}px); height: auto"'
+            ),
+            text,
+            count=1,
+        )
         return re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + f"<title>{escape(self.alt)}</title>", text, count=1)
 
     def _repr_html_(self) -> str:
@@ -542,8 +604,9 @@ class SvgFigure:
         return buf.getvalue()
 
 
-def plot_image_grid(images: np.ndarray, titles: Sequence[str] | None = None, ncols: int = 8,
-                    cell: float | None = None) -> Figure:
+def plot_image_grid(
+    images: np.ndarray, titles: Sequence[str] | None = None, ncols: int = 8, cell: float | None = None
+) -> Figure:
     """Images in a grid at most ``ncols`` wide (grey-scale (n, H, W) or colour (n, H, W, 3)),
     each with an optional title; sized to the book's column."""
     images = np.asarray(images)
@@ -551,7 +614,9 @@ def plot_image_grid(images: np.ndarray, titles: Sequence[str] | None = None, nco
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
     cell = cell or COLUMN_WIDTH_IN / ncols
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, (cell + (0.45 if titles is not None else 0.0)) * nrows), layout="constrained")
+    fig = Figure(
+        figsize=(COLUMN_WIDTH_IN, (cell + (0.45 if titles is not None else 0.0)) * nrows), layout="constrained"
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -562,8 +627,9 @@ def plot_image_grid(images: np.ndarray, titles: Sequence[str] | None = None, nco
     return fig
 
 
-def plot_condition_targets(targets: dict[str, np.ndarray], class_names: Sequence[str], title: str = "",
-                           marked: dict[str, int] | None = None) -> Figure:
+def plot_condition_targets(
+    targets: dict[str, np.ndarray], class_names: Sequence[str], title: str = "", marked: dict[str, int] | None = None
+) -> Figure:
     """One item's training target under every condition, as a table-like heat map: one row per
     condition (:func:`order_conditions` order, with its colour as a swatch), one column per class
     (full class names), each cell printing its probability. ``marked`` names classes to point out
@@ -590,8 +656,15 @@ def plot_condition_targets(targets: dict[str, np.ndarray], class_names: Sequence
         for j in range(n_cols):
             v = matrix[i, j]
             if v >= 0.005:
-                ax.text(j, i, f"{v:.2f}".lstrip("0") if v < 1 else "1", ha="center", va="center", fontsize=9,
-                        color="white" if v > 0.55 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}".lstrip("0") if v < 1 else "1",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if v > 0.55 else "black",
+                )
     ax.set_yticks([])
     ax.set_xticks(np.arange(n_cols))
     names = [str(c) for c in class_names]
@@ -638,15 +711,14 @@ def plot_condition_intervals(
         for k, kind in enumerate(kinds):
             sub = part if kind is None else part[part[marker_by] == kind]
             nudge = 0.0 if kind is None or len(kinds) == 1 else (0.16 if k == 0 else -0.16)
-            for row in sub.itertuples(index=False):
+            for row in _rows(sub):
                 cond = str(row.condition)
                 e, a, b = (float(getattr(row, c)) for c in (estimate, low, high))
                 colour = condition_colour(cond)
                 y = pos[cond] + nudge
                 if np.isfinite(a) and np.isfinite(b):
                     ax.plot([a, b], [y, y], color=colour, lw=1.4)
-                ax.plot([e], [y], marker="o", ls="", ms=5, color=colour,
-                        mfc=colour if k == 0 else "white", mew=1.2)
+                ax.plot([e], [y], marker="o", ls="", ms=5, color=colour, mfc=colour if k == 0 else "white", mew=1.2)
         if reference_line is not None:
             ax.axvline(reference_line, color="black", lw=0.8)
         ax.set_title((facet_names or {}).get(str(fv), str(fv)))
@@ -656,9 +728,15 @@ def plot_condition_intervals(
     axes[0].set_ylim(-0.6, len(conds) - 0.4)
     if xlabel:
         fig.supxlabel(xlabel, fontsize=10)  # one label for all panels
-    fig.get_layout_engine().set(wspace=0.06)
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):
+        engine.set(wspace=0.06)
     if marker_by:
-        handles = [mpl.lines.Line2D([], [], marker="o", ls="", color="#4d4d4d", mfc="#4d4d4d" if k == 0 else "white",
-                                    label=str(kind)) for k, kind in enumerate(kinds)]
+        handles = [
+            mpl.lines.Line2D(
+                [], [], marker="o", ls="", color="#4d4d4d", mfc="#4d4d4d" if k == 0 else "white", label=str(kind)
+            )
+            for k, kind in enumerate(kinds)
+        ]
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9)
     return fig

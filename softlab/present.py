@@ -11,7 +11,7 @@ percentages where asked, and ``–`` for missing values. Verdicts are coloured w
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -147,9 +147,16 @@ def _breakable(text: str) -> str:
     return escape(text).replace("_", "_<wbr>").replace("/", "/<wbr>")
 
 
-def table(df: pd.DataFrame, digits: int = 3, percent: Iterable[str] = (), uuid: str = "t",
-          rename: Mapping[str, str] | None = None, verdict_column: str | None = "verdict",
-          nowrap: Iterable[str] = (), zero_below: float = 1e-6) -> Any:
+def table(
+    df: pd.DataFrame,
+    digits: int = 3,
+    percent: Iterable[str] = (),
+    uuid: str = "t",
+    rename: Mapping[str, str] | None = None,
+    verdict_column: str | None = "verdict",
+    nowrap: Iterable[str] = (),
+    zero_below: float = 1e-6,
+) -> Any:
     """A narrow HTML table of ``df``: no index, ``digits`` significant figures, columns in
     ``percent`` as percentages, a coloured verdict column when present. Floats smaller than
     ``zero_below`` in magnitude print as ``0`` (sums of probabilities leave ~1e-9 noise where the
@@ -171,22 +178,25 @@ def table(df: pd.DataFrame, digits: int = 3, percent: Iterable[str] = (), uuid: 
     def pct(v: Any) -> str:
         return "–" if pd.isna(v) else f"{100 * float(v):.1f}%"
 
-    fmt = {c: pct if c in percent else number for c in shown.columns}
+    fmt: dict[Any, Any] = {c: pct if c in percent else number for c in shown.columns}
     styler = shown.style.format(fmt).hide(axis="index").set_uuid(uuid)
-    keep = [c for c in shown.columns if c in set(nowrap) or c == verdict_column]
+    keep: list[Hashable] = [c for c in shown.columns if c in set(nowrap) or c == verdict_column]
     if keep:
         styler = styler.map(lambda v: "white-space: nowrap", subset=keep)
     if verdict_column and verdict_column in shown.columns:
-        styler = styler.map(lambda v: f"color: {VERDICT_COLOURS.get(verdict_word(v), '#000')}; font-weight: bold",
-                            subset=[verdict_column])
+        styler = styler.map(
+            lambda v: f"color: {VERDICT_COLOURS.get(verdict_word(v), '#000')}; font-weight: bold",
+            subset=[verdict_column],
+        )
     return styler.set_table_attributes('class="softlab-table"')
 
 
 def run_description(p: Mapping[str, Any]) -> str:
     """The model and grid of a parameter set in words: ``an MLP (128 hidden units), 6 epochs,
     10 seeds × 5 folds``."""
-    model = {"mlp": f"an MLP ({p.get('hidden')} hidden units)", "cnn": "the reference CNN"}.get(p.get("model"),
-                                                                                             str(p.get("model")))
+    model = {"mlp": f"an MLP ({p.get('hidden')} hidden units)", "cnn": "the reference CNN"}.get(
+        str(p.get("model")), str(p.get("model"))
+    )
     folds = int(p.get("folds", 0))
     run_folds = int(p.get("run_folds", 0)) or folds
     fold_text = f"{folds} folds" if run_folds == folds else f"{run_folds} of {folds} folds"
@@ -198,11 +208,19 @@ def param_line(p: Mapping[str, Any], skipped: Mapping[str, str] | None = None) -
     arm that was skipped because its data is not available here (with what to do)."""
     arms = ", ".join(f"`{a}`" for a in p.get("arms", []))
     votes = ", ".join(f"`{v}`" for v in (p.get("votes") or {}))
-    text = (f"*Computed with the `{p.get('params_name')}` parameter set: arms {arms}"
-            + (f" and votes arms {votes}" if votes else "") + f"; {run_description(p)}.*")
+    text = (
+        f"*Computed with the `{p.get('params_name')}` parameter set: arms {arms}"
+        + (f" and votes arms {votes}" if votes else "")
+        + f"; {run_description(p)}.*"
+    )
     for arm, reason in (skipped or {}).items():
         text += f"\n\n**The `{arm}` arm was skipped:** {reason}"
     return text
+
+
+def _rows(df: pd.DataFrame) -> Iterator[Any]:
+    """The rows of ``df`` as named tuples (typed ``Any``: their fields are the table's columns)."""
+    return iter(df.itertuples(index=False))
 
 
 def _claim_number(claim: Any) -> int | None:
@@ -240,10 +258,13 @@ def scaled_effects(verdicts: pd.DataFrame) -> pd.DataFrame:
     (relative effects for tests with a relative margin, differences otherwise)."""
     out = verdicts.reset_index(drop=True).copy()
     est, lo, hi = [], [], []
-    for row in out.itertuples(index=False):
+    for row in _rows(out):
         rel = _margin_scale(row) == "relative"
-        e, a, b = ((row.relative, row.relative_ci_low, row.relative_ci_high) if rel
-                   else (row.estimate, row.ci_low, row.ci_high))
+        e, a, b = (
+            (row.relative, row.relative_ci_low, row.relative_ci_high)
+            if rel
+            else (row.estimate, row.ci_low, row.ci_high)
+        )
         m = float(row.margin) if row.margin and np.isfinite(row.margin) else np.nan
         s = _sign(row)
         vals = [s * float(v) / m if m else np.nan for v in (e, a, b)]
@@ -251,7 +272,7 @@ def scaled_effects(verdicts: pd.DataFrame) -> pd.DataFrame:
         lo.append(min(vals[1], vals[2]))
         hi.append(max(vals[1], vals[2]))
     out["scaled_estimate"], out["scaled_low"], out["scaled_high"] = est, lo, hi
-    out["label"] = [f"claim {r.claim} · {arm_name(r.arm)}" for r in out.itertuples(index=False)]
+    out["label"] = [f"claim {r.claim} · {arm_name(r.arm)}" for r in _rows(out)]
     return out
 
 
@@ -296,17 +317,23 @@ def claim_rows(verdicts: pd.DataFrame, claim: Any | None, primary: bool = True) 
     where = "arm" if claim is not None else "claim · arm"
     columns = [where, "comparison", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"]
     # name the metric and stratum only where they vary within a claim (the page says the rest)
-    kinds = part.groupby(part["claim"].astype(str))[["metric", "stratum"]].nunique().max(axis=1) if len(part) else {}
+    kinds: Any = (
+        part.groupby(part["claim"].astype(str))[["metric", "stratum"]].nunique().max(axis=1) if len(part) else {}
+    )
     rows = []
-    for row in part.itertuples(index=False):
+    for row in _rows(part):
         varies = int(kinds.get(str(row.claim), 1)) > 1
         prefix = f"{row.metric} ({row.stratum}): " if varies else ""
-        rows.append({where: row.arm if claim is not None else f"{row.claim} · {row.arm}",
-                     "comparison": f"{prefix}{row.condition} vs {row.comparator}",
-                     "estimate [95% CI]": _estimate_text(row),
-                     "p (Holm)": fmt_p(row.p_adjusted),
-                     "MDE": _mde_text(row),
-                     "verdict": row.verdict})
+        rows.append(
+            {
+                where: row.arm if claim is not None else f"{row.claim} · {row.arm}",
+                "comparison": f"{prefix}{row.condition} vs {row.comparator}",
+                "estimate [95% CI]": _estimate_text(row),
+                "p (Holm)": fmt_p(row.p_adjusted),
+                "MDE": _mde_text(row),
+                "verdict": row.verdict,
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -331,10 +358,11 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
     share its metric, stratum and comparison in short."""
     parts: list[str] = []
     first: Any = None
-    for row in rows.itertuples(index=False):
+    for row in _rows(rows):
         arm = arm_name(row.arm)
-        same = first is not None and all(getattr(row, k) == getattr(first, k)
-                                         for k in ("metric", "stratum", "condition", "comparator", "kind"))
+        same = first is not None and all(
+            getattr(row, k) == getattr(first, k) for k in ("metric", "stratum", "condition", "comparator", "kind")
+        )
         metric = METRIC_LABELS.get(str(row.metric), str(row.metric))
         where = "" if str(row.stratum) == "all" else f" on {row.stratum} items"
         if _is_ratio(row):
@@ -343,15 +371,20 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
                 continue
             side = "below" if str(row.direction) == "lower" else "above"
             ci = f"95% CI {fmt_number(row.ci_low, 2)} to {fmt_number(row.ci_high, 2)}"
-            mde = (f"with {int(row.seeds)} seeds only a ratio {side} {fmt_number(row.mde, 2)} would be detected "
-                   "with 80% power")
+            mde = (
+                f"with {int(row.seeds)} seeds only a ratio {side} {fmt_number(row.mde, 2)} would be detected "
+                "with 80% power"
+            )
             if same:
-                parts.append(f"on {arm} {fmt_number(row.estimate, 2)} times ({ci}; detectable: {side} "
-                             f"{fmt_number(row.mde, 2)})")
+                parts.append(
+                    f"on {arm} {fmt_number(row.estimate, 2)} times ({ci}; detectable: {side} {fmt_number(row.mde, 2)})"
+                )
             else:
-                parts.append(f"on {arm} the across-seed variance of {metric}{where} under `{row.condition}` is "
-                             f"{fmt_number(row.estimate, 2)} times that under `{row.comparator}` "
-                             f"({_best_of_note(row)}{ci}; {mde})")
+                parts.append(
+                    f"on {arm} the across-seed variance of {metric}{where} under `{row.condition}` is "
+                    f"{fmt_number(row.estimate, 2)} times that under `{row.comparator}` "
+                    f"({_best_of_note(row)}{ci}; {mde})"
+                )
             first = first if same else row
             continue
         relative = _margin_scale(row) == "relative"
@@ -361,18 +394,26 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
             continue
         size = f"{fmt_number(100 * abs(est))}%" if relative else _abs_text(abs(est))
         side = "higher" if est > 0 else "lower"
-        ci = (f"95% CI {_pct(lo)} to {_pct(hi)}" if relative
-              else f"95% CI of the difference {_abs_text(lo)} to {_abs_text(hi)}")
+        ci = (
+            f"95% CI {_pct(lo)} to {_pct(hi)}"
+            if relative
+            else f"95% CI of the difference {_abs_text(lo)} to {_abs_text(hi)}"
+        )
         margin = float(row.margin) if row.margin is not None and np.isfinite(row.margin) else math.nan
         if np.isfinite(margin) and abs(est) < margin:
             margin_text = f"{fmt_number(100 * margin)}%" if relative else fmt_number(margin)
-            ci += ("; also below the margin" if same else
-                   f"; smaller than the pre-registered smallest effect of interest, {margin_text}")
+            ci += (
+                "; also below the margin"
+                if same
+                else f"; smaller than the pre-registered smallest effect of interest, {margin_text}"
+            )
         if same:
             parts.append(f"on {arm} {size} {side} ({ci})")
         else:
-            parts.append(f"on {arm} the {metric}{where} is {size} {side} under `{row.condition}` than under "
-                         f"`{row.comparator}` ({_best_of_note(row)}{ci})")
+            parts.append(
+                f"on {arm} the {metric}{where} is {size} {side} under `{row.condition}` than under "
+                f"`{row.comparator}` ({_best_of_note(row)}{ci})"
+            )
         first = first if same else row
     return "; ".join(parts)
 
@@ -390,8 +431,11 @@ def _verdict_head(primary: pd.DataFrame) -> str:
     words = [verdict_word(v) for v in primary["verdict"]]
     arms = [arm_name(a) for a in primary["arm"]]
     if len(set(words)) == 1:
-        scope = "both verdict arms" if len(arms) == 2 else (f"the {arms[0]} arm" if len(arms) == 1
-                                                            else f"all {len(arms)} verdict arms")
+        scope = (
+            "both verdict arms"
+            if len(arms) == 2
+            else (f"the {arms[0]} arm" if len(arms) == 1 else f"all {len(arms)} verdict arms")
+        )
         return f"**{words[0].capitalize()}** on {scope}"
     head = "; ".join(f"**{w}** on {a}" for w, a in zip(words, arms))
     return head[:2] + head[2].upper() + head[3:]
@@ -404,7 +448,7 @@ def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
     primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
     if primary.empty:
         return "No primary test of this claim could run with this parameter set."
-    first = next(primary.itertuples(index=False))
+    first = next(_rows(primary))
     metric = METRIC_LABELS.get(str(first.metric), str(first.metric))
     where = "" if str(first.stratum) == "all" else f" on {first.stratum} items"
     pool = [c for c in str(getattr(first, "comparator_set", "") or "").split(", ") if c]
@@ -413,17 +457,19 @@ def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
     if len(pool) > 1:
         against = f"the best of {len(pool)} pre-registered baselines ({against})"
     if _is_ratio(first):
-        sizes = [f"{fmt_number(r.estimate, 2)} ({arm_name(r.arm)})" for r in primary.itertuples(index=False)
-                 if np.isfinite(r.estimate)]
+        sizes = [f"{fmt_number(r.estimate, 2)} ({arm_name(r.arm)})" for r in _rows(primary) if np.isfinite(r.estimate)]
         if not sizes:
             return f"{_verdict_head(primary)}: the variance ratio could not be estimated."
-        cis = " and ".join(f"{fmt_number(r.ci_low, 2)}–{fmt_number(r.ci_high, 2)}"
-                           for r in primary.itertuples(index=False) if np.isfinite(r.estimate))
-        return (f"{_verdict_head(primary)}: the across-seed variance of {metric}{where} under "
-                f"`{first.condition}` is {' and '.join(sizes)} times that under {against} "
-                f"(95% intervals {cis}).")
+        cis = " and ".join(
+            f"{fmt_number(r.ci_low, 2)}–{fmt_number(r.ci_high, 2)}" for r in _rows(primary) if np.isfinite(r.estimate)
+        )
+        return (
+            f"{_verdict_head(primary)}: the across-seed variance of {metric}{where} under "
+            f"`{first.condition}` is {' and '.join(sizes)} times that under {against} "
+            f"(95% intervals {cis})."
+        )
     parts, sides = [], []
-    for r in primary.itertuples(index=False):
+    for r in _rows(primary):
         relative = _margin_scale(r) == "relative"
         est = float(r.relative if relative else r.estimate)
         if not np.isfinite(est):
@@ -436,8 +482,10 @@ def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
     same_side = len(set(sides)) == 1
     effect = " and ".join(f"{size} ({arm})" if same_side else f"{size} {side} ({arm})" for size, arm, side in parts)
     side = f" {sides[0]}" if same_side else ""
-    return (f"{_verdict_head(primary)}: the {metric}{where} is {effect}{side} under `{first.condition}` than "
-            f"under {against}.")
+    return (
+        f"{_verdict_head(primary)}: the {metric}{where} is {effect}{side} under `{first.condition}` than "
+        f"under {against}."
+    )
 
 
 def claim_sentences(verdicts: pd.DataFrame, links: bool = False) -> str:
@@ -477,6 +525,8 @@ def csv_link(df: pd.DataFrame, filename: str, text: str) -> HtmlSnippet:
     from html import escape
 
     payload = base64.b64encode(df.to_csv(index=False).encode("utf-8")).decode("ascii")
-    html = (f'<p><a class="softlab-download" download="{escape(filename, quote=True)}" '
-            f'href="data:text/csv;charset=utf-8;base64,{payload}">{escape(text)}</a></p>')
+    html = (
+        f'<p><a class="softlab-download" download="{escape(filename, quote=True)}" '
+        f'href="data:text/csv;charset=utf-8;base64,{payload}">{escape(text)}</a></p>'
+    )
     return HtmlSnippet(html, f"{text} ({filename})")

@@ -53,8 +53,14 @@ def toc_files() -> list[str]:
 
 def _inputs() -> list[Path]:
     book = PROJECT_ROOT / "book"
-    pages = [p for p in sorted(book.rglob("*")) if p.is_file() and "_build" not in p.parts
-             and p.suffix != ".ipynb" and not any(part.startswith(".") for part in p.relative_to(book).parts)]
+    pages = [
+        p
+        for p in sorted(book.rglob("*"))
+        if p.is_file()
+        and "_build" not in p.parts
+        and p.suffix != ".ipynb"
+        and not any(part.startswith(".") for part in p.relative_to(book).parts)
+    ]
     sources = sorted((PROJECT_ROOT / "softlab").rglob("*.py"))  # the API page documents them
     return [PROJECT_ROOT / f for f in BOOK_FILES] + pages + sorted(notebooks_dir().glob("*.ipynb")) + sources
 
@@ -84,14 +90,19 @@ def build_book(root: Path) -> BuiltBook:
     root.mkdir(parents=True, exist_ok=True)
     for name in BOOK_FILES:
         shutil.copy(PROJECT_ROOT / name, root / name)
-    shutil.copytree(PROJECT_ROOT / "book", root / "book", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("_build", "*.ipynb", ".*", "__pycache__"))
+    shutil.copytree(
+        PROJECT_ROOT / "book",
+        root / "book",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("_build", "*.ipynb", ".*", "__pycache__"),
+    )
     for nb in notebooks_dir().glob("*.ipynb"):
         shutil.copy(nb, root / "book" / nb.name)
     missing = [f for f in toc_files() if not any((root / f).with_suffix(s).exists() for s in (".md", ".ipynb"))]
     exe = Path(sys.executable).parent / "jupyter-book"
-    proc = subprocess.run([str(exe), "build", str(root), "-W", "-n", "--keep-going"], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [str(exe), "build", str(root), "-W", "-n", "--keep-going"], capture_output=True, text=True, check=False
+    )
     return BuiltBook(root, proc.returncode, proc.stdout[-6000:] + proc.stderr[-6000:], missing)
 
 

@@ -30,15 +30,24 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
-    pytest.skip("Debian chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)",
-                allow_module_level=True)
+    pytest.skip(
+        "Debian chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True
+    )
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from _book import BuiltBook, built_book, toc_files  # noqa: E402, F401  (built_book is a fixture)
 
 pytestmark = pytest.mark.browser
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 900}
 MIN_IMAGE_SCALE = 0.9
 
@@ -74,8 +83,10 @@ LAYOUT_JS = """() => {
     const inner = el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1;
     const outside = r.right > column.right + 1 || r.left < column.left - 1;
     if (inner || outside) {
+      const box = `${Math.round(r.left)}..${Math.round(r.right)}`;
+      const col = `${Math.round(column.left)}..${Math.round(column.right)}`;
       overflow.push(`${name(el)}: scrollWidth ${el.scrollWidth} > clientWidth ${el.clientWidth}` +
-                    ` or box ${Math.round(r.left)}..${Math.round(r.right)} outside ${Math.round(column.left)}..${Math.round(column.right)}`);
+                    ` or box ${box} outside ${col}`);
     }
   }
   const images = [...main.querySelectorAll('img')].map(img => ({
@@ -89,9 +100,12 @@ LAYOUT_JS = """() => {
     .filter(h => h && !/^(https?:|mailto:|data:|javascript:)/.test(h))
     .map(h => new URL(h, document.baseURI).href);
   const maths = [...main.querySelectorAll('.math')];
-  const untypeset = maths.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.trim().slice(0, 60));
-  const script = [...document.scripts].map(s => s.getAttribute('src') || '').find(s => s.includes('tex-mml-chtml')) || '';
-  return {overflow, images, svgs, links, maths: maths.length, untypeset, localMathjax: script.includes('_static/mathjax')};
+  const untypeset = maths.filter(m => !m.querySelector('mjx-container'))
+    .map(m => m.textContent.trim().slice(0, 60));
+  const script = [...document.scripts].map(s => s.getAttribute('src') || '')
+    .find(s => s.includes('tex-mml-chtml')) || '';
+  const localMathjax = script.includes('_static/mathjax');
+  return {overflow, images, svgs, links, maths: maths.length, untypeset, localMathjax};
 }"""
 
 
@@ -114,15 +128,16 @@ def _ids(path: Path) -> frozenset[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
 @pytest.fixture(scope="module")
 def served_book(built_book: BuiltBook) -> Iterator[tuple[str, Path]]:  # noqa: F811
     if built_book.returncode != 0 or not (built_book.html / "index.html").exists():
-        pytest.fail("the book did not build, so it cannot be read (see test_book_builds_strictly):\n"
-                    + built_book.log[-3000:])
+        pytest.fail(
+            "the book did not build, so it cannot be read (see test_book_builds_strictly):\n" + built_book.log[-3000:]
+        )
     handler = functools.partial(_QuietHandler, directory=str(built_book.html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -140,7 +155,7 @@ def _broken_links(links: list[str], base: str, html: Path) -> list[str]:
         if not link.startswith(base):
             continue  # another origin: not an internal link
         parts = urlsplit(link)
-        rel = unquote(parts.path[len(urlsplit(base).path):])
+        rel = unquote(parts.path[len(urlsplit(base).path) :])
         target = html / rel
         if rel == "" or rel.endswith("/"):
             target = target / "index.html"
@@ -179,10 +194,15 @@ def test_every_page_reads_well_at_1280_px(served_book: tuple[str, Path]) -> None
                     if not img["alt"]:
                         problems.append(f"{rel}: image without alt text: {img['src']}")
                     if img["natural"] and img["shown"] < MIN_IMAGE_SCALE * img["natural"]:
-                        problems.append(f"{rel}: image shrunk to {img['shown']:.0f} of {img['natural']} px "
-                                        f"(text below 9 pt): {img['src']}")
-                problems += [f"{rel}: inline SVG figure without role=img and aria-label" for s in layout["svgs"]
-                             if not s["label"] or s["role"] != "img"]
+                        problems.append(
+                            f"{rel}: image shrunk to {img['shown']:.0f} of {img['natural']} px "
+                            f"(text below 9 pt): {img['src']}"
+                        )
+                problems += [
+                    f"{rel}: inline SVG figure without role=img and aria-label"
+                    for s in layout["svgs"]
+                    if not s["label"] or s["role"] != "img"
+                ]
                 problems += [f"{rel}: broken link {b}" for b in _broken_links(layout["links"], base, html)]
                 if layout["localMathjax"]:
                     problems += [f"{rel}: equation not typeset: {m!r}" for m in layout["untypeset"]]

@@ -8,18 +8,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
 
-from softlab import cartography as CA  # noqa: E402
-from softlab import evaluation as E  # noqa: E402
-from softlab import plots as P  # noqa: E402
-from softlab import present as PR  # noqa: E402
-from softlab import stats as S  # noqa: E402
+from softlab import cartography as CA
+from softlab import evaluation as E
+from softlab import plots as P
+from softlab import present as PR
+from softlab import stats as S
 
 CONDITIONS = [f"{m}/{s}" for m in P.MODE_ORDER for s in P.SHAPE_ORDER]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -87,7 +87,7 @@ def test_verdict_colours_never_read_as_a_condition_colour():
         nearest = min(np.linalg.norm(_lab(colour) - _lab(c)) for c in known)
         assert nearest >= 20, f"{verdict} {colour} is within ΔE {nearest:.1f} of a condition colour"
     verdicts = list(PR.VERDICT_COLOURS.values())
-    assert min(np.linalg.norm(_lab(a) - _lab(b)) for i, a in enumerate(verdicts) for b in verdicts[i + 1:]) >= 20
+    assert min(np.linalg.norm(_lab(a) - _lab(b)) for i, a in enumerate(verdicts) for b in verdicts[i + 1 :]) >= 20
     assert set(PR.VERDICT_MARKERS) == set(PR.VERDICT_COLOURS)
     assert len(set(PR.VERDICT_MARKERS.values())) == len(PR.VERDICT_MARKERS)  # shape encodes it too
 
@@ -125,7 +125,9 @@ def test_data_map_plot(tmp_path):
 
 def test_metric_by_stratum_plot(records, tmp_path):
     df = E.evaluate_runs(records)
-    summary = S.bootstrap_summary(df[df.metric.isin(["ece", "accuracy"])], by=["condition", "stratum", "metric"], n_boot=50)
+    summary = S.bootstrap_summary(
+        df[df.metric.isin(["ece", "accuracy"])], by=["condition", "stratum", "metric"], n_boot=50
+    )
     render(P.plot_metric_by_stratum(summary), tmp_path / "strata.png")
     diffs = S.paired_differences(df[df.metric == "ece"], "original/hard", unit=("seed",), n_boot=50)
     render(P.plot_metric_by_stratum(diffs, estimate="difference"), tmp_path / "diffs.png")
@@ -140,12 +142,16 @@ def test_seed_spread_plot(records, tmp_path):
 
 
 def verdict_table() -> pd.DataFrame:
-    return pd.DataFrame({
-        "label": ["claim 1 · A", "claim 2 · A", "claim 3 · A"],
-        "scaled_estimate": [-8.0, 2.1, np.nan], "scaled_low": [-30.0, -10.0, np.nan],
-        "scaled_high": [-2.9, 5.5, np.nan], "verdict": ["refuted", "inconclusive (n=3 < 10)", "inconclusive"],
-        "url": ["05_calibration.html#claim-1", "04_training.html#claim-2", "06_cartography.html#claim-3"],
-    })
+    return pd.DataFrame(
+        {
+            "label": ["claim 1 · A", "claim 2 · A", "claim 3 · A"],
+            "scaled_estimate": [-8.0, 2.1, np.nan],
+            "scaled_low": [-30.0, -10.0, np.nan],
+            "scaled_high": [-2.9, 5.5, np.nan],
+            "verdict": ["refuted", "inconclusive (n=3 < 10)", "inconclusive"],
+            "url": ["05_calibration.html#claim-1", "04_training.html#claim-2", "06_cartography.html#claim-3"],
+        }
+    )
 
 
 def test_verdict_forest_links_every_row_in_svg(tmp_path):
@@ -190,10 +196,15 @@ def test_condition_targets_heat_map(tmp_path):
 
 def test_condition_intervals_one_row_per_condition(tmp_path):
     P.set_style()
-    rows = [{"dataset": d, "condition": c, "against": a, "estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6}
-            for d in ("a", "b") for c in CONDITIONS[:4] for a in ("official", "reference")]
-    fig = P.plot_condition_intervals(pd.DataFrame(rows), marker_by="against", xlabel="accuracy",
-                                     facet_names={"a": "Arm A"})
+    rows = [
+        {"dataset": d, "condition": c, "against": a, "estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+        for d in ("a", "b")
+        for c in CONDITIONS[:4]
+        for a in ("official", "reference")
+    ]
+    fig = P.plot_condition_intervals(
+        pd.DataFrame(rows), marker_by="against", xlabel="accuracy", facet_names={"a": "Arm A"}
+    )
     legible(fig)
     render(fig, tmp_path / "intervals.png")
     panels = [ax for ax in fig.axes if ax.get_visible()]

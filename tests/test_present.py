@@ -17,30 +17,112 @@ from softlab import present as PR
 
 def verdict_rows() -> pd.DataFrame:
     """A small verdict table in the shape softlab.inference.verdict_table returns (claims as text)."""
-    base = {"primary": True, "stratum": "all", "condition": "human/human", "direction": "lower", "seeds": 10,
-            "p_value": 0.01, "comparator_set": "", "margin_scale": "absolute", "kind": "difference",
-            "relative": np.nan, "relative_ci_low": np.nan, "relative_ci_high": np.nan, "mde_relative": np.nan}
+    base = {
+        "primary": True,
+        "stratum": "all",
+        "condition": "human/human",
+        "direction": "lower",
+        "seeds": 10,
+        "p_value": 0.01,
+        "comparator_set": "",
+        "margin_scale": "absolute",
+        "kind": "difference",
+        "relative": np.nan,
+        "relative_ci_low": np.nan,
+        "relative_ci_high": np.nan,
+        "mde_relative": np.nan,
+    }
     rows = [
-        {**base, "claim": "1", "arm": "fashion-mnist", "metric": "debiased_ce_soft", "stratum": "hard",
-         "comparator": "human/synthetic+ts", "comparator_set": "original/hard+ts, human/hard+ts, human/synthetic+ts",
-         "margin_scale": "relative", "margin": 0.1, "estimate": 0.0023, "ci_low": 0.0012, "ci_high": 0.0032,
-         "relative": 0.799, "relative_ci_low": 0.293, "relative_ci_high": 1.184, "p_adjusted": 0.00022,
-         "mde": 0.0016, "mde_relative": 0.55, "verdict": "refuted"},
-        {**base, "claim": "1", "arm": "synthetic-mnist", "metric": "debiased_ce_soft", "stratum": "hard",
-         "comparator": "human/synthetic+ts", "comparator_set": "original/hard+ts, human/hard+ts, human/synthetic+ts",
-         "margin_scale": "relative", "margin": 0.1, "estimate": 0.0019, "ci_low": 0.0005, "ci_high": 0.003,
-         "relative": 0.159, "relative_ci_low": 0.032, "relative_ci_high": 0.255, "p_adjusted": 0.015,
-         "mde": 0.002, "mde_relative": 0.16, "verdict": "refuted"},
-        {**base, "claim": "2", "arm": "fashion-mnist", "metric": "accuracy", "comparator": "human/synthetic",
-         "kind": "variance_ratio", "margin_scale": "relative", "margin": 0.15, "estimate": 0.68251,
-         "ci_low": 0.1773, "ci_high": 2.627, "relative": -0.3175, "relative_ci_low": -0.8227,
-         "relative_ci_high": 1.627, "p_adjusted": 0.85, "mde": 0.0878, "verdict": "inconclusive"},
-        {**base, "claim": "3", "arm": "fashion-mnist", "metric": "spearman_confidence_entropy",
-         "comparator": "human/synthetic", "margin": 0.05, "estimate": -0.0275, "ci_low": -0.0354, "ci_high": -0.0196,
-         "p_adjusted": 1.4e-6, "mde": 0.0143, "verdict": "confirmed"},
-        {**base, "claim": "3", "arm": "fashion-mnist", "metric": "kl_human", "primary": False,
-         "comparator": "human/hard", "margin": 0.05, "estimate": 1e-12, "ci_low": -0.01, "ci_high": 0.01,
-         "p_adjusted": 1.0, "mde": 0.01, "verdict": "inconclusive"},
+        {
+            **base,
+            "claim": "1",
+            "arm": "fashion-mnist",
+            "metric": "debiased_ce_soft",
+            "stratum": "hard",
+            "comparator": "human/synthetic+ts",
+            "comparator_set": "original/hard+ts, human/hard+ts, human/synthetic+ts",
+            "margin_scale": "relative",
+            "margin": 0.1,
+            "estimate": 0.0023,
+            "ci_low": 0.0012,
+            "ci_high": 0.0032,
+            "relative": 0.799,
+            "relative_ci_low": 0.293,
+            "relative_ci_high": 1.184,
+            "p_adjusted": 0.00022,
+            "mde": 0.0016,
+            "mde_relative": 0.55,
+            "verdict": "refuted",
+        },
+        {
+            **base,
+            "claim": "1",
+            "arm": "synthetic-mnist",
+            "metric": "debiased_ce_soft",
+            "stratum": "hard",
+            "comparator": "human/synthetic+ts",
+            "comparator_set": "original/hard+ts, human/hard+ts, human/synthetic+ts",
+            "margin_scale": "relative",
+            "margin": 0.1,
+            "estimate": 0.0019,
+            "ci_low": 0.0005,
+            "ci_high": 0.003,
+            "relative": 0.159,
+            "relative_ci_low": 0.032,
+            "relative_ci_high": 0.255,
+            "p_adjusted": 0.015,
+            "mde": 0.002,
+            "mde_relative": 0.16,
+            "verdict": "refuted",
+        },
+        {
+            **base,
+            "claim": "2",
+            "arm": "fashion-mnist",
+            "metric": "accuracy",
+            "comparator": "human/synthetic",
+            "kind": "variance_ratio",
+            "margin_scale": "relative",
+            "margin": 0.15,
+            "estimate": 0.68251,
+            "ci_low": 0.1773,
+            "ci_high": 2.627,
+            "relative": -0.3175,
+            "relative_ci_low": -0.8227,
+            "relative_ci_high": 1.627,
+            "p_adjusted": 0.85,
+            "mde": 0.0878,
+            "verdict": "inconclusive",
+        },
+        {
+            **base,
+            "claim": "3",
+            "arm": "fashion-mnist",
+            "metric": "spearman_confidence_entropy",
+            "comparator": "human/synthetic",
+            "margin": 0.05,
+            "estimate": -0.0275,
+            "ci_low": -0.0354,
+            "ci_high": -0.0196,
+            "p_adjusted": 1.4e-6,
+            "mde": 0.0143,
+            "verdict": "confirmed",
+        },
+        {
+            **base,
+            "claim": "3",
+            "arm": "fashion-mnist",
+            "metric": "kl_human",
+            "primary": False,
+            "comparator": "human/hard",
+            "margin": 0.05,
+            "estimate": 1e-12,
+            "ci_low": -0.01,
+            "ci_high": 0.01,
+            "p_adjusted": 1.0,
+            "mde": 0.01,
+            "verdict": "inconclusive",
+        },
     ]
     return pd.DataFrame(rows)
 
@@ -69,8 +151,14 @@ def test_fmt_p():
 
 
 def test_table_html_is_narrow_typed_and_stable():
-    df = pd.DataFrame({"condition": ["human/human", "original/hard"], "TV": [9.7e-9, 0.3341],
-                       "share": [0.825, 1.0], "verdict": ["refuted", "inconclusive (n=3 < 10)"]})
+    df = pd.DataFrame(
+        {
+            "condition": ["human/human", "original/hard"],
+            "TV": [9.7e-9, 0.3341],
+            "share": [0.825, 1.0],
+            "verdict": ["refuted", "inconclusive (n=3 < 10)"],
+        }
+    )
     html = PR.table(df, percent=["share"], uuid="x").to_html()
     assert html == PR.table(df, percent=["share"], uuid="x").to_html()  # byte-stable
     assert ">0<" in html and "9.7" not in html  # float noise below 1e-6 shows as 0
@@ -126,8 +214,16 @@ def test_scaled_effects_point_the_way_the_claim_predicts():
 
 
 def test_param_line_names_the_set_and_skipped_arms():
-    p = {"params_name": "default", "arms": ["fashion-mnist"], "model": "mlp", "hidden": 128, "epochs": 6,
-         "seeds": 10, "folds": 5, "run_folds": 0}
+    p = {
+        "params_name": "default",
+        "arms": ["fashion-mnist"],
+        "model": "mlp",
+        "hidden": 128,
+        "epochs": 6,
+        "seeds": 10,
+        "folds": 5,
+        "run_folds": 0,
+    }
     assert PR.run_description(p) == "an MLP (128 hidden units), 6 epochs, 10 seeds × 5 folds"
     line = PR.param_line(p, skipped={"cifar10": "download it"})
     assert line.startswith("*Computed with the `default` parameter set")

@@ -153,8 +153,14 @@ def _titles_to_rubrics(app: Sphinx, what: str, name: str, obj, options, lines: l
         title = lines[i]
         under = lines[i + 1] if i + 1 < len(lines) else ""
         stripped = under.strip()
-        if (title.strip() and stripped and set(stripped) <= _UNDERLINE and len(set(stripped)) == 1
-                and len(stripped) >= max(3, len(title.strip()) - 1) and not title.startswith(" ")):
+        if (
+            title.strip()
+            and stripped
+            and set(stripped) <= _UNDERLINE
+            and len(set(stripped)) == 1
+            and len(stripped) >= max(3, len(title.strip()) - 1)
+            and not title.startswith(" ")
+        ):
             out += [f".. rubric:: {title.strip()}", ""]
             i += 2
             continue
@@ -190,8 +196,11 @@ def _resolve_short_names(app: Sphinx, env, node, contnode):
         return None
     last = target.rsplit(".", 1)[-1]
     domain = env.get_domain("py")
-    hits = [(full, obj) for full, obj in domain.objects.items()
-            if (full == last or full.endswith("." + last)) and not obj.aliased]
+    hits = [
+        (full, obj)
+        for full, obj in domain.objects.items()
+        if (full == last or full.endswith("." + last)) and not obj.aliased
+    ]
     if len(hits) == 1:
         from sphinx.util.nodes import make_refnode
 
@@ -265,7 +274,7 @@ def _split_fields(app: Sphinx, what: str, name: str, obj, options, lines: list[s
                 continue
             # "seed, fold: …" documents two names: napoleon would read "seed," as a type
             names = [n.strip() for n in field.split(",") if n.strip()]
-            block = [ln for ln in _continuation(lines, i + 1)]
+            block = list(_continuation(lines, i + 1))
             for n in names:
                 out += [f"{n}{head}", f"    {body}", *block]
             skip.update(range(i + 1, i + 1 + len(block)))
