@@ -1,4 +1,4 @@
-"""Classifiers: an MLP and a small CNN, as plain ``nn.Module``s and as *stacked* functions.
+"""Classifiers: an MLP and a small CNN, as plain ``nn.Module`` objects and as *stacked* functions.
 
 Two views of the same models:
 
@@ -250,7 +250,7 @@ def stacked_forward(
 ) -> torch.Tensor:
     """Logits of M models on their own batches: x (M, B, C, H, W) → (M, B, n_classes).
 
-    ``params[name]`` has shape (M, *param_shapes(cfg)[name]). ``dropout_masks`` (training with
+    ``params[name]`` has shape ``(M, *param_shapes(cfg)[name])``. ``dropout_masks`` (training with
     dropout only): one tensor per hidden fully connected layer, shaped (M, B, hidden), holding
     0 or 1/(1−p) (inverted dropout); ``None`` means evaluation mode (no dropout).
     Member m's output depends only on ``x[m]`` and member m's parameters.

@@ -12,7 +12,8 @@ full strength and the ``original`` mode a lighter tint of the same hue, so the t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
@@ -20,26 +21,29 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.colors import Normalize, to_hex, to_rgb
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 __all__ = [
-    "SHAPE_ORDER",
+    "COLUMN_WIDTH_IN",
     "MODE_ORDER",
-    "STRATUM_ORDER",
     "SHAPE_COLOURS",
-    "set_style",
+    "SHAPE_ORDER",
+    "STRATUM_ORDER",
+    "SvgFigure",
     "condition_colour",
     "condition_palette",
     "order_conditions",
-    "plot_reliability",
+    "plot_condition_intervals",
+    "plot_condition_targets",
     "plot_data_maps",
-    "plot_metric_by_stratum",
-    "plot_seed_spread",
+    "plot_image_grid",
     "plot_intervals",
     "plot_item_distributions",
+    "plot_metric_by_stratum",
+    "plot_reliability",
+    "plot_seed_spread",
     "plot_verdicts",
-    "plot_image_grid",
-    "plot_condition_targets",
-    "COLUMN_WIDTH_IN",
+    "set_style",
 ]
 
 #: Width (inches) of a figure that fills the book's ~700 px content column at 100 dpi.
@@ -57,7 +61,9 @@ SHAPE_COLOURS: dict[str, str] = {
     "human": "#2ca02c",
     "generator": "#8c564b",
 }
-_FALLBACK = ("#17becf", "#bcbd22", "#e377c2", "#7f7f7f", "#d62728", "#8c564b")
+# Colours for shapes this module does not know (e.g. a votes arm's own shape): none of them close
+# to a known shape or to a verdict colour (softlab.present.VERDICT_COLOURS).
+_FALLBACK = ("#bcbd22", "#e377c2", "#f781bf", "#a6d854")
 _ORIGINAL_TINT = 0.45  # fraction of white mixed into the hue for the "original" mode
 
 
@@ -98,8 +104,8 @@ def condition_colour(condition: str) -> str:
     else:
         base = _FALLBACK[sum(shape.encode()) % len(_FALLBACK)]
     if mode == "original":
-        rgb = np.array(to_rgb(base))
-        return to_hex(rgb + (1.0 - rgb) * _ORIGINAL_TINT)
+        r, g, b = (v + (1.0 - v) * _ORIGINAL_TINT for v in to_rgb(base))
+        return to_hex((r, g, b))
     return to_hex(base)
 
 
@@ -107,7 +113,7 @@ def order_conditions(conditions: Sequence[str]) -> list[str]:
     """Distinct conditions sorted by mode (original, human) then shape (:data:`SHAPE_ORDER`);
     unknown modes/shapes last, alphabetically."""
 
-    def key(c: str) -> tuple:
+    def key(c: str) -> tuple[int, int, bool, str, str]:
         mode, shape = _split_condition(c)
         ts = shape.endswith("+ts")
         shape = shape.removesuffix("+ts")
@@ -121,6 +127,11 @@ def order_conditions(conditions: Sequence[str]) -> list[str]:
 def condition_palette(conditions: Sequence[str]) -> dict[str, str]:
     """``{condition: colour}`` for the given conditions (see :func:`condition_colour`)."""
     return {c: condition_colour(c) for c in order_conditions(conditions)}
+
+
+def _rows(df: pd.DataFrame) -> Iterator[Any]:
+    """The rows of ``df`` as named tuples (typed ``Any``: their fields are the table's columns)."""
+    return iter(df.itertuples(index=False))
 
 
 def _require(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
@@ -208,9 +219,11 @@ def plot_data_maps(
     max_points: int = 4000,
     max_cols: int = 5,
     seed: int = 0,
+    hue_label: str | None = None,
 ) -> Figure:
     """Data maps (variability on x, confidence on y) coloured by ``hue`` (default human entropy),
-    one panel per ``facet`` value.
+    one panel per ``facet`` value; ``hue_label`` names the colour bar (default: ``hue`` in words,
+    e.g. "reference entropy (nats)" for an arm whose reference is not human).
 
     ``maps`` has ``variability, confidence, hue, facet`` (e.g.
     :func:`softlab.cartography.data_map_table` with a ``condition`` column added). When it has a
@@ -256,11 +269,8 @@ def plot_data_maps(
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlim(left=0)
     if mappable is not None:
-        fig.colorbar(
-            mappable,
-            ax=axes[: len(values)].tolist(),
-            label=hue.replace("_", " ") + (" (nats)" if "entropy" in hue else ""),
-        )
+        label = hue_label or hue.replace("_", " ") + (" (nats)" if "entropy" in hue else "")
+        fig.colorbar(mappable, ax=axes[: len(values)].tolist(), label=label)
     return fig
 
 
@@ -327,11 +337,11 @@ def plot_metric_by_stratum(
         ax.set_ylabel(ylabel or (metric if metric is not None else estimate))
         if metric is not None:
             ax.set_title(str(metric))
-    legend: dict[str, object] = {}
+    legend: dict[str, Any] = {}
     for ax in axes[: len(metrics)]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend.keys()), loc="outside right upper", fontsize="small")
+    fig.legend(list(legend.values()), list(legend.keys()), loc="outside right upper", fontsize=9)
     return fig
 
 
@@ -340,8 +350,10 @@ def plot_seed_spread(
     metric: str | None = None,
     by: str = "condition",
     average_folds: bool = True,
+    xlabel: str | None = None,
 ) -> Figure:
-    """Spread of a metric across seeds: a box and the individual seeds per ``by`` value.
+    """Spread of a metric across seeds: a horizontal box and the individual seeds per ``by``
+    value (one row each, in :func:`order_conditions` order, so labels never collide).
 
     ``df`` is the tidy metric table (columns ``seed``, ``value``, ``by``; ``fold`` and ``metric``
     optional). Pick one ``metric`` when the table has several. With ``average_folds`` each seed's
@@ -353,38 +365,36 @@ def plot_seed_spread(
             if df["metric"].nunique() > 1:
                 raise ValueError(f"metric: df holds several metrics {sorted(df['metric'].unique())}; pick one")
             metric = str(df["metric"].iloc[0])
-        df = df[df["metric"] == metric]
+        df = df.loc[df["metric"] == metric]
         if df.empty:
             raise ValueError(f"metric: no rows with metric {metric!r}")
     data = df.dropna(subset=["value"])
     if average_folds and "fold" in data.columns:
-        data = data.groupby([by, "seed"], as_index=False)["value"].mean()
+        data = data.groupby([by, "seed"], as_index=False).agg(value=("value", "mean"))
     order = order_conditions([str(v) for v in pd.unique(data[by])]) if by == "condition" else list(pd.unique(data[by]))
     palette = condition_palette(order) if by == "condition" else None
-    fig = Figure(figsize=(max(3.5, 0.9 * len(order) + 1.5), 3.2), layout="constrained")
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 * len(order) + 1.0), layout="constrained")
     ax = fig.add_subplot()
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     groups = [data.loc[data[by].astype(str) == str(v), "value"].to_numpy(dtype=np.float64) for v in order]
+    pos = np.arange(len(order))[::-1]  # first condition on top
     boxes = ax.boxplot(
         groups,
-        positions=np.arange(len(order)),
+        positions=pos,
         widths=0.6,
         patch_artist=True,
+        orientation="horizontal",
         showfliers=False,
         medianprops={"color": "black"},
     )
     for patch, v in zip(boxes["boxes"], order):
         patch.set_facecolor(palette[v] if palette else "#bbbbbb")
-        patch.set_alpha(0.5)
-    for i, vals in enumerate(groups):
-        ax.scatter(i + rng.uniform(-0.15, 0.15, size=vals.size), vals, s=12, color="black", zorder=3)
-    ax.set_xticks(np.arange(len(order)))
-    ax.set_xticklabels([str(v) for v in order])
-    ax.set_ylabel(metric or "value")
-    ax.set_xlabel("")
-    ax.tick_params(axis="x", rotation=45)
-    for lab in ax.get_xticklabels():
-        lab.set_horizontalalignment("right")
+        patch.set_alpha(0.6)
+    for p, vals in zip(pos, groups):
+        ax.scatter(vals, p + rng.uniform(-0.15, 0.15, size=vals.size), s=10, color="black", zorder=3)
+    ax.set_yticks(pos)
+    ax.set_yticklabels([str(v) for v in order])
+    ax.set_xlabel(xlabel or metric or "value")
     return fig
 
 
@@ -446,7 +456,7 @@ def plot_item_distributions(
     nrows = int(np.ceil(n / ncols))
     fig = Figure(figsize=(COLUMN_WIDTH_IN, 3.2 * nrows), layout="constrained")
     grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[1.0, 1.1] * nrows)
-    short = [str(c)[:9] for c in class_names]
+    names = [str(c) for c in class_names]
     for k in range(n):
         r, c = divmod(k, ncols)
         ax_img = fig.add_subplot(grid[2 * r, c])
@@ -462,7 +472,7 @@ def plot_item_distributions(
         ax.bar(np.arange(dists.shape[1]), dists[k], color=colours)
         ax.set_ylim(0, 1)
         ax.set_xticks(np.arange(dists.shape[1]))
-        ax.set_xticklabels(short, rotation=90, fontsize=9)
+        ax.set_xticklabels(names, rotation=90, fontsize=9)
         if c == 0:
             ax.set_ylabel(label)
         else:
@@ -470,43 +480,128 @@ def plot_item_distributions(
     return fig
 
 
-def plot_verdicts(verdicts: pd.DataFrame, label: str = "label") -> Figure:
+def plot_verdicts(verdicts: pd.DataFrame, label: str = "label", url: str | None = None, limit: float = 12.0) -> Figure:
     """Forest plot of tests in units of their pre-registered margin: one row per test, the
     estimate and 95% interval divided by the smallest effect size of interest (so ±1 marks
-    the equivalence margin on every row), coloured by verdict.
+    the equivalence margin on every row), coloured and shaped by verdict.
 
     ``verdicts`` needs ``label``, ``scaled_estimate``, ``scaled_low``, ``scaled_high`` and
-    ``verdict`` columns (:func:`softlab.inference.scaled_effects` adds the scaled ones).
+    ``verdict`` columns (:func:`softlab.present.scaled_effects` adds the scaled ones). With
+    ``url`` (a column of link targets), each row's label and marker link there in SVG output
+    (:class:`SvgFigure`). Intervals beyond ``±limit`` margins are cut and end in an arrow.
     """
-    from softlab.present import VERDICT_COLOURS, verdict_word
+    from softlab.present import VERDICT_COLOURS, VERDICT_MARKERS, verdict_word
 
     _require(verdicts, [label, "scaled_estimate", "scaled_low", "scaled_high", "verdict"], "verdicts")
     rows = verdicts.reset_index(drop=True)
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.42 * len(rows) + 1.3), layout="constrained")
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 * len(rows) + 1.3), layout="constrained")
     ax = fig.add_subplot()
     pos = np.arange(len(rows))[::-1]
-    ax.axvspan(-1, 1, color="#4575b4", alpha=0.08, lw=0)
-    ax.axvline(0.0, color="black", lw=0.8)
-    for p, row in zip(pos, rows.itertuples(index=False)):
-        colour = VERDICT_COLOURS.get(verdict_word(row.verdict), "#000000")
-        e, a, b = float(row.scaled_estimate), float(row.scaled_low), float(row.scaled_high)
-        if np.isfinite(e):
-            xerr = np.clip([[e - a], [b - e]], 0, None) if np.isfinite(a) and np.isfinite(b) else None
-            ax.errorbar([e], [p], xerr=xerr, fmt="o", color=colour, capsize=3, ms=6, lw=1.6)
-    ax.set_yticks(pos)
-    ax.set_yticklabels([str(v) for v in rows[label]])
-    ax.set_xlabel("effect in the claimed direction, in units of the pre-registered margin (shaded: within it)")
     finite = rows[["scaled_low", "scaled_high", "scaled_estimate"]].to_numpy(dtype=np.float64)
     finite = finite[np.isfinite(finite)]
-    lim = max(2.0, float(np.abs(finite).max()) * 1.1) if finite.size else 2.0
-    ax.set_xlim(-min(lim, 12), min(lim, 12))
+    lim = min(max(2.0, float(np.abs(finite).max()) * 1.1) if finite.size else 2.0, limit)
+    ax.axvspan(-1, 1, color="#d9d9d9", alpha=0.5, lw=0)
+    ax.axvline(0.0, color="black", lw=0.8)
+    for p, row in zip(pos, _rows(rows)):
+        word = verdict_word(row.verdict)
+        colour = VERDICT_COLOURS.get(word, "#000000")
+        e, a, b = float(row.scaled_estimate), float(row.scaled_low), float(row.scaled_high)
+        link = str(getattr(row, url)) if url else None
+        if np.isfinite(a) and np.isfinite(b):
+            lo, hi = max(a, -lim), min(b, lim)
+            ax.plot([lo, hi], [p, p], color=colour, lw=1.8, solid_capstyle="butt")
+            for end, cut, edge in ((lo, a < -lim, "<"), (hi, b > lim, ">")):
+                ax.plot([end], [p], marker=edge if cut else "|", color=colour, ms=7 if cut else 8, mew=1.6)
+        if np.isfinite(e):
+            line = ax.plot(
+                [min(max(e, -lim), lim)],
+                [p],
+                marker=VERDICT_MARKERS.get(word, "o"),
+                ls="",
+                color=colour,
+                ms=7,
+                mec="white",
+                mew=0.6,
+            )[0]
+            if link:
+                line.set_url(link)
+        else:
+            ax.text(0.0, p, "  not estimable", va="center", ha="left", fontsize=9, color=colour)
+    ax.set_yticks(pos)
+    ax.set_yticklabels([str(v) for v in rows[label]])
+    if url:
+        for tick, link in zip(ax.get_yticklabels(), rows[url]):
+            tick.set_url(str(link))
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel("effect in the claimed direction, in units of the pre-registered margin")
+    ax.text(0.01, 1.01, "◀ against the claim", transform=ax.transAxes, ha="left", va="bottom", fontsize=9)
+    ax.text(0.99, 1.01, "for the claim ▶", transform=ax.transAxes, ha="right", va="bottom", fontsize=9)
+    ax.text(
+        0.5,
+        1.01,
+        "grey band: within the margin",
+        transform=ax.transAxes,
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        color="#525252",
+    )
+    present = {verdict_word(x) for x in rows["verdict"]}
     handles = [
-        mpl.lines.Line2D([], [], marker="o", ls="", color=c, label=v)
+        mpl.lines.Line2D([], [], marker=VERDICT_MARKERS.get(v, "o"), ls="", color=c, mec="white", ms=7, label=v)
         for v, c in VERDICT_COLOURS.items()
-        if v in {verdict_word(x) for x in rows["verdict"]}
+        if v in present
     ]
-    ax.legend(handles=handles, loc="lower right", fontsize=9, frameon=True)
+    fig.legend(handles=handles, loc="outside lower center", ncols=max(len(handles), 1), fontsize=9)
     return fig
+
+
+class SvgFigure:
+    """A figure shown as inline SVG in HTML (so links set with ``artist.set_url`` are clickable),
+    and as PNG elsewhere. ``alt`` becomes the SVG's accessible name (``role="img"``,
+    ``aria-label``, ``<title>``). The SVG scales to the width of the page's column.
+
+    Matplotlib's SVG writer is made deterministic (fixed ids, no date), so re-executing a
+    notebook gives the same markup.
+    """
+
+    def __init__(self, fig: Figure, alt: str, salt: str = "softlab"):
+        if not alt.strip():
+            raise ValueError("alt: a figure needs a non-empty text alternative")
+        self.fig, self.alt, self.salt = fig, alt.strip(), salt
+
+    def svg(self) -> str:
+        import io
+        import re
+        from html import escape
+
+        buf = io.StringIO()
+        with mpl.rc_context({"svg.hashsalt": self.salt, "svg.fonttype": "none", "svg.id": self.salt}):
+            self.fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+        text = buf.getvalue()
+        text = text[text.index("<svg") :]  # drop the XML prolog and doctype: this goes inside HTML
+        label = escape(self.alt, quote=True)
+        text = re.sub(
+            r"<svg ([^>]*?)width=\"([\d.]+)pt\" height=\"([\d.]+)pt\"",
+            lambda m: (
+                f'<svg {m.group(1)}role="img" aria-label="{label}" '
+                f'style="width: min(100%, {float(m.group(2)) * 4 / 3:.0f}px); height: auto"'
+            ),
+            text,
+            count=1,
+        )
+        return re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + f"<title>{escape(self.alt)}</title>", text, count=1)
+
+    def _repr_html_(self) -> str:
+        return f'<div class="softlab-svg-figure">{self.svg()}</div>'
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png")
+        return buf.getvalue()
 
 
 def plot_image_grid(
@@ -532,28 +627,116 @@ def plot_image_grid(
     return fig
 
 
-def plot_condition_targets(targets: dict[str, np.ndarray], class_names: Sequence[str], title: str = "") -> Figure:
-    """One item's training target under every condition: a bar chart per condition, modes in
-    rows and shapes in columns (conditions in :func:`order_conditions` order)."""
+def plot_condition_targets(
+    targets: dict[str, np.ndarray], class_names: Sequence[str], title: str = "", marked: dict[str, int] | None = None
+) -> Figure:
+    """One item's training target under every condition, as a table-like heat map: one row per
+    condition (:func:`order_conditions` order, with its colour as a swatch), one column per class
+    (full class names), each cell printing its probability. ``marked`` names classes to point out
+    under the class axis with a short word, e.g. ``{"official": 4, "majority": 2}``."""
     conds = order_conditions(list(targets))
-    modes = [m for m in MODE_ORDER if any(c.startswith(m + "/") for c in conds)]
-    shapes = [s for s in SHAPE_ORDER if any(c.endswith("/" + s) for c in conds)]
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, 2.2 * len(modes) + 0.6), layout="constrained")
-    axes = fig.subplots(len(modes), len(shapes), squeeze=False, sharey=True)
-    short = [str(c)[:3] for c in class_names]
-    for i, mode in enumerate(modes):
-        for j, shape in enumerate(shapes):
-            ax = axes[i, j]
-            name = f"{mode}/{shape}"
-            if name not in targets:
-                ax.axis("off")
-                continue
-            t = np.asarray(targets[name], dtype=np.float64)
-            ax.bar(np.arange(len(t)), t, color=condition_colour(name))
-            ax.set_ylim(0, 1)
-            ax.set_xticks(np.arange(len(t)))
-            ax.set_xticklabels(short, rotation=90, fontsize=8)
-            ax.set_title(name, fontsize=9)
+    matrix = np.vstack([np.asarray(targets[c], dtype=np.float64) for c in conds])
+    n_rows, n_cols = matrix.shape
+    if len(class_names) != n_cols:
+        raise ValueError(f"class_names: expected {n_cols} names like the targets, got {len(class_names)}")
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 * n_rows + 1.9), layout="constrained")
+    grid = fig.add_gridspec(1, 2, width_ratios=[0.25, n_cols])
+    swatch = fig.add_subplot(grid[0, 0])
+    ax = fig.add_subplot(grid[0, 1])
+    swatch.imshow(np.array([[to_rgb(condition_colour(c))] for c in conds]), aspect="auto")
+    swatch.set_xticks([])
+    swatch.set_yticks(np.arange(n_rows))
+    swatch.set_yticklabels(conds)
+    swatch.tick_params(length=0)
+    swatch.grid(False)
+    for spine in swatch.spines.values():
+        spine.set_visible(False)
+    ax.imshow(matrix, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(n_rows):
+        for j in range(n_cols):
+            v = matrix[i, j]
+            if v >= 0.005:
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}".lstrip("0") if v < 1 else "1",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if v > 0.55 else "black",
+                )
+    ax.set_yticks([])
+    ax.set_xticks(np.arange(n_cols))
+    names = [str(c) for c in class_names]
+    for label, k in (marked or {}).items():
+        names[int(k)] = f"{names[int(k)]}\n({label})"
+    ax.set_xticklabels(names, rotation=45, ha="right", rotation_mode="anchor", fontsize=9)
+    ax.set_xticks(np.arange(n_cols + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(n_rows + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", lw=1.0)
+    ax.grid(which="major", visible=False)
+    ax.tick_params(which="both", length=0)
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_condition_intervals(
+    summary: pd.DataFrame,
+    facet: str = "dataset",
+    estimate: str = "estimate",
+    low: str = "ci_low",
+    high: str = "ci_high",
+    marker_by: str | None = None,
+    xlabel: str = "",
+    reference_line: float | None = None,
+    facet_names: dict[str, str] | None = None,
+) -> Figure:
+    """Estimates with intervals per condition, one row per condition (labelled, in its colour;
+    no colour legend needed) and one panel per ``facet`` value side by side, each with its own
+    x-axis and one shared x label. With ``marker_by`` (a column with at most two values), the first value is drawn as a
+    filled and the second as an open marker, nudged apart, with one shared legend.
+    """
+    _require(summary, ["condition", facet, estimate, low, high], "summary")
+    facets = list(dict.fromkeys(summary[facet]))
+    conds = order_conditions([str(c) for c in summary["condition"]])
+    kinds = list(dict.fromkeys(summary[marker_by])) if marker_by else [None]
+    if len(kinds) > 2:
+        raise ValueError(f"marker_by: at most two values, got {kinds}")
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.27 * len(conds) + 1.5), layout="constrained")
+    axes = fig.subplots(1, len(facets), squeeze=False, sharey=True)[0]
+    pos = {c: float(i) for i, c in enumerate(conds[::-1])}
+    for ax, fv in zip(axes, facets):
+        part = summary[summary[facet] == fv]
+        for k, kind in enumerate(kinds):
+            sub = part if kind is None else part[part[marker_by] == kind]
+            nudge = 0.0 if kind is None or len(kinds) == 1 else (0.16 if k == 0 else -0.16)
+            for row in _rows(sub):
+                cond = str(row.condition)
+                e, a, b = (float(getattr(row, c)) for c in (estimate, low, high))
+                colour = condition_colour(cond)
+                y = pos[cond] + nudge
+                if np.isfinite(a) and np.isfinite(b):
+                    ax.plot([a, b], [y, y], color=colour, lw=1.4)
+                ax.plot([e], [y], marker="o", ls="", ms=5, color=colour, mfc=colour if k == 0 else "white", mew=1.2)
+        if reference_line is not None:
+            ax.axvline(reference_line, color="black", lw=0.8)
+        ax.set_title((facet_names or {}).get(str(fv), str(fv)))
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(3))
+    axes[0].set_yticks(list(pos.values()))
+    axes[0].set_yticklabels(list(pos.keys()))
+    axes[0].set_ylim(-0.6, len(conds) - 0.4)
+    if xlabel:
+        fig.supxlabel(xlabel, fontsize=10)  # one label for all panels
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):
+        engine.set(wspace=0.06)
+    if marker_by:
+        handles = [
+            mpl.lines.Line2D(
+                [], [], marker="o", ls="", color="#4d4d4d", mfc="#4d4d4d" if k == 0 else "white", label=str(kind)
+            )
+            for k, kind in enumerate(kinds)
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9)
     return fig

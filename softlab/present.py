@@ -1,52 +1,150 @@
-"""Presentation helpers for the book's pages: narrow, typed tables and one-line run summaries.
+"""Presentation helpers for the book's pages: narrow, typed tables, plain sentences and one-line
+run summaries.
 
 Tables are rendered as pandas Stylers with a fixed ``uuid`` (so executed notebooks are
 byte-stable), no index, three significant figures for ordinary floats (never e-notation),
-percentages where asked, and ``–`` for missing values.
+percentages where asked, and ``–`` for missing values. Verdicts are coloured with
+:data:`VERDICT_COLOURS`, which differ clearly from every condition colour of
+:mod:`softlab.plots` (a test checks the colour distances).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["VERDICT_COLOURS", "fmt_number", "table", "param_line", "verdict_word"]
+__all__ = [
+    "ARM_NAMES",
+    "CLAIM_CHAPTERS",
+    "CLAIM_STATEMENTS",
+    "METRIC_LABELS",
+    "VERDICT_COLOURS",
+    "VERDICT_MARKERS",
+    "HtmlSnippet",
+    "arm_name",
+    "claim_headline",
+    "claim_rows",
+    "claim_sentence",
+    "claim_sentences",
+    "csv_link",
+    "fmt_number",
+    "fmt_p",
+    "param_line",
+    "run_description",
+    "scaled_effects",
+    "table",
+    "verdict_word",
+]
 
-#: One colour per verdict, used by tables and figures alike.
+#: One colour per verdict, used by tables and figures alike. Dark hues chosen away from every
+#: condition colour (``softlab.plots.condition_colour``): a green verdict must not read as the
+#: green ``human`` shape.
 VERDICT_COLOURS: dict[str, str] = {
-    "confirmed": "#1a9850",
-    "refuted": "#d73027",
-    "equivalent": "#4575b4",
-    "inconclusive": "#969696",
-    "descriptive": "#bdbdbd",
+    "confirmed": "#006d2c",
+    "refuted": "#b2182b",
+    "equivalent": "#08306b",
+    "inconclusive": "#8c6d00",
+    "descriptive": "#000000",
 }
+
+#: One marker per verdict (figures encode the verdict twice: colour and shape).
+VERDICT_MARKERS: dict[str, str] = {
+    "confirmed": "o",
+    "refuted": "X",
+    "equivalent": "s",
+    "inconclusive": "D",
+    "descriptive": "^",
+}
+
+#: How the book names its arms in prose (unknown arms, e.g. votes arms, keep their own name).
+ARM_NAMES: dict[str, str] = {
+    "fashion-mnist": "Fashion-MNIST-H",
+    "mnist": "MNIST MTurk",
+    "synthetic-mnist": "synthetic MNIST",
+    "cifar10": "CIFAR-10H",
+}
+
+#: Plain names of the metrics the pre-registered tests use.
+METRIC_LABELS: dict[str, str] = {
+    "accuracy": "held-out accuracy",
+    "accuracy_human_mode": "accuracy against the reference mode",
+    "debiased_ce_soft": "debiased soft-reference calibration error",
+    "debiased_ce": "debiased calibration error",
+    "ece": "ECE",
+    "ece_soft": "soft-reference ECE",
+    "nll": "negative log-likelihood",
+    "brier": "Brier score",
+    "kl_human": "KL(h‖p)",
+    "entropy_spearman": "Spearman correlation of predicted with reference entropy",
+    "spearman_confidence_entropy": "Spearman correlation of held-out confidence with reference entropy",
+    "spearman_variability_entropy": "Spearman correlation of held-out variability with reference entropy",
+    "auroc_variability_ambiguous": "AUROC of held-out variability for ambiguous items",
+}
+
+CLAIM_STATEMENTS: dict[int, str] = {
+    1: "human soft labels improve calibration on difficult items",
+    2: "human soft labels make training more stable across seeds",
+    3: "models trained on human soft labels mirror human uncertainty",
+}
+
+#: The chapter (document name under ``book/``) and section label holding each claim's evidence.
+CLAIM_CHAPTERS: dict[int, tuple[str, str]] = {
+    1: ("05_calibration", "claim-1"),
+    2: ("04_training", "claim-2"),
+    3: ("06_cartography", "claim-3"),
+}
+
+_THIN_SPACE = "\u202f"  # narrow no-break space: "10 000" never breaks across lines
 
 
 def fmt_number(x: Any, digits: int = 3) -> str:
     """``x`` with ``digits`` significant figures in positional notation (``0.000123``, ``1.23``,
-    ``1230``); integers as integers; NaN/None as ``–``."""
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+    ``1230``); integers as integers (thousands separated by a narrow no-break space from 10 000
+    on); NaN/None as ``–``."""
+    if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
         return "–"
     if isinstance(x, (bool, np.bool_)):
         return str(bool(x))
     if isinstance(x, (int, np.integer)):
-        return f"{int(x):,}".replace(",", " ") if abs(int(x)) >= 10000 else str(int(x))
+        return f"{int(x):,}".replace(",", _THIN_SPACE) if abs(int(x)) >= 10000 else str(int(x))
     if isinstance(x, (float, np.floating)):
         v = float(x)
         if v == 0:
             return "0"
         if abs(v) >= 10**digits:
-            return f"{v:,.0f}".replace(",", " ")
+            return f"{v:,.0f}".replace(",", _THIN_SPACE)
         return np.format_float_positional(v, precision=digits, unique=False, fractional=False, trim="-")
     return str(x)
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value: two significant figures, ``< 0.001`` below 0.001, ``–`` when missing."""
+    if p is None or not np.isfinite(float(p)):
+        return "–"
+    return "< 0.001" if float(p) < 0.001 else fmt_number(float(p), 2)
 
 
 def verdict_word(v: Any) -> str:
     """The first word of a verdict (``"inconclusive (n=3 < 10)"`` → ``inconclusive``)."""
     return str(v).split(" ")[0]
+
+
+def arm_name(arm: str) -> str:
+    """The book's name of an arm (:data:`ARM_NAMES`; other arms keep their own name)."""
+    return ARM_NAMES.get(str(arm), str(arm))
+
+
+def _breakable(text: str) -> str:
+    """``text`` escaped for HTML, with a line-break opportunity after each ``_`` and ``/`` (long
+    names such as ``spearman_confidence_entropy`` or ``human/human-shuffled`` may wrap in a
+    narrow column instead of widening it)."""
+    from html import escape
+
+    return escape(text).replace("_", "_<wbr>").replace("/", "/<wbr>")
 
 
 def table(
@@ -56,21 +154,35 @@ def table(
     uuid: str = "t",
     rename: Mapping[str, str] | None = None,
     verdict_column: str | None = "verdict",
+    nowrap: Iterable[str] = (),
+    zero_below: float = 1e-6,
 ) -> Any:
     """A narrow HTML table of ``df``: no index, ``digits`` significant figures, columns in
-    ``percent`` as percentages, a coloured verdict column when present. ``uuid`` must be unique
-    on the page (it keeps the HTML identical between runs)."""
+    ``percent`` as percentages, a coloured verdict column when present. Floats smaller than
+    ``zero_below`` in magnitude print as ``0`` (sums of probabilities leave ~1e-9 noise where the
+    exact value is 0). Text is HTML-escaped and may wrap after ``_`` and ``/``; columns in
+    ``nowrap`` (and the verdict column) never wrap. ``uuid`` must be unique on the page (it keeps
+    the HTML identical between runs)."""
     shown = df.reset_index(drop=True)
     if rename:
         shown = shown.rename(columns=dict(rename))
     percent = {dict(rename or {}).get(c, c) for c in percent}
-    fmt = {
-        c: (lambda v: "–" if pd.isna(v) else f"{100 * float(v):.1f}%")
-        if c in percent
-        else (lambda v, d=digits: fmt_number(v, d))
-        for c in shown.columns
-    }
+
+    def number(v: Any, d: int = digits) -> str:
+        if isinstance(v, str):
+            return _breakable(v)
+        if isinstance(v, (float, np.floating)) and np.isfinite(v) and abs(float(v)) < zero_below:
+            return "0"
+        return _breakable(fmt_number(v, d))
+
+    def pct(v: Any) -> str:
+        return "–" if pd.isna(v) else f"{100 * float(v):.1f}%"
+
+    fmt: dict[Any, Any] = {c: pct if c in percent else number for c in shown.columns}
     styler = shown.style.format(fmt).hide(axis="index").set_uuid(uuid)
+    keep: list[Hashable] = [c for c in shown.columns if c in set(nowrap) or c == verdict_column]
+    if keep:
+        styler = styler.map(lambda v: "white-space: nowrap", subset=keep)
     if verdict_column and verdict_column in shown.columns:
         styler = styler.map(
             lambda v: f"color: {VERDICT_COLOURS.get(verdict_word(v), '#000')}; font-weight: bold",
@@ -79,32 +191,48 @@ def table(
     return styler.set_table_attributes('class="softlab-table"')
 
 
-def param_line(p: Mapping[str, Any], skipped: Mapping[str, str] | None = None) -> str:
-    """One Markdown sentence saying which parameter set produced the page, and one line per
-    arm that was skipped because its data is not available here (with what to do)."""
-    arms = ", ".join(f"`{a}`" for a in p.get("arms", []))
+def run_description(p: Mapping[str, Any]) -> str:
+    """The model and grid of a parameter set in words: ``an MLP (128 hidden units), 6 epochs,
+    10 seeds × 5 folds``."""
     model = {"mlp": f"an MLP ({p.get('hidden')} hidden units)", "cnn": "the reference CNN"}.get(
-        p.get("model"), str(p.get("model"))
+        str(p.get("model")), str(p.get("model"))
     )
     folds = int(p.get("folds", 0))
     run_folds = int(p.get("run_folds", 0)) or folds
     fold_text = f"{folds} folds" if run_folds == folds else f"{run_folds} of {folds} folds"
+    return f"{model}, {p.get('epochs')} epochs, {p.get('seeds')} seeds × {fold_text}"
+
+
+def param_line(p: Mapping[str, Any], skipped: Mapping[str, str] | None = None) -> str:
+    """One Markdown sentence saying which parameter set produced the page, and one line per
+    arm that was skipped because its data is not available here (with what to do)."""
+    arms = ", ".join(f"`{a}`" for a in p.get("arms", []))
     votes = ", ".join(f"`{v}`" for v in (p.get("votes") or {}))
     text = (
         f"*Computed with the `{p.get('params_name')}` parameter set: arms {arms}"
         + (f" and votes arms {votes}" if votes else "")
-        + f"; {model}, {p.get('epochs')} epochs, {p.get('seeds')} seeds × {fold_text}.*"
+        + f"; {run_description(p)}.*"
     )
     for arm, reason in (skipped or {}).items():
         text += f"\n\n**The `{arm}` arm was skipped:** {reason}"
     return text
 
 
-CLAIM_STATEMENTS: dict[int, str] = {
-    1: "human soft labels improve calibration on difficult items",
-    2: "human soft labels make training more stable across seeds",
-    3: "models trained on human soft labels mirror human uncertainty",
-}
+def _rows(df: pd.DataFrame) -> Iterator[Any]:
+    """The rows of ``df`` as named tuples (typed ``Any``: their fields are the table's columns)."""
+    return iter(df.itertuples(index=False))
+
+
+def _claim_number(claim: Any) -> int | None:
+    try:
+        return int(claim)
+    except (TypeError, ValueError):
+        return None
+
+
+def _same_claim(column: pd.Series, claim: Any) -> pd.Series:
+    """Rows of ``column`` (claims stored as text or numbers) equal to ``claim``."""
+    return column.astype(str) == str(claim)
 
 
 def _margin_scale(row: Any) -> str:
@@ -112,6 +240,10 @@ def _margin_scale(row: Any) -> str:
     if isinstance(scale, str) and scale:
         return scale
     return "relative" if str(getattr(row, "kind", "")) == "variance_ratio" else "absolute"
+
+
+def _is_ratio(row: Any) -> bool:
+    return str(getattr(row, "kind", "")) == "variance_ratio"
 
 
 def _sign(row: Any) -> float:
@@ -126,7 +258,7 @@ def scaled_effects(verdicts: pd.DataFrame) -> pd.DataFrame:
     (relative effects for tests with a relative margin, differences otherwise)."""
     out = verdicts.reset_index(drop=True).copy()
     est, lo, hi = [], [], []
-    for row in out.itertuples(index=False):
+    for row in _rows(out):
         rel = _margin_scale(row) == "relative"
         e, a, b = (
             (row.relative, row.relative_ci_low, row.relative_ci_high)
@@ -140,52 +272,261 @@ def scaled_effects(verdicts: pd.DataFrame) -> pd.DataFrame:
         lo.append(min(vals[1], vals[2]))
         hi.append(max(vals[1], vals[2]))
     out["scaled_estimate"], out["scaled_low"], out["scaled_high"] = est, lo, hi
-    out["label"] = [f"claim {int(r.claim)} · {r.arm}" for r in out.itertuples(index=False)]
+    out["label"] = [f"claim {r.claim} · {arm_name(r.arm)}" for r in _rows(out)]
     return out
 
 
+def _pct(v: float) -> str:
+    """A signed percentage with three significant figures (``+79.9%``, ``-0.963%``, ``+134%``)."""
+    if not np.isfinite(v):
+        return "–"
+    text = fmt_number(100 * abs(float(v)))
+    return ("-" if v < 0 else "+") + text + "%"
+
+
 def _estimate_text(row: Any) -> str:
+    """The estimate and its 95% interval in the test's natural scale: the variance ratio itself,
+    a relative difference in percent, or the absolute difference."""
+    if _is_ratio(row):
+        return f"{fmt_number(row.estimate)} [{fmt_number(row.ci_low)}, {fmt_number(row.ci_high)}]"
     if _margin_scale(row) == "relative" and np.isfinite(row.relative):
-        return f"{row.relative:+.1%} [{row.relative_ci_low:+.1%}, {row.relative_ci_high:+.1%}]".replace("nan%", "–")
-    return f"{fmt_number(row.estimate)} [{fmt_number(row.ci_low)}, {fmt_number(row.ci_high)}]"
+        return f"{_pct(row.relative)} [{_pct(row.relative_ci_low)}, {_pct(row.relative_ci_high)}]"
+    return f"{_abs_text(row.estimate)} [{_abs_text(row.ci_low)}, {_abs_text(row.ci_high)}]"
 
 
-def claim_rows(verdicts: pd.DataFrame, claim: int | None, primary: bool = True) -> pd.DataFrame:
-    """A narrow view of the verdict table (≤ 6 columns): the tests of ``claim`` (all claims
-    when None), primary or exploratory, with the estimate and its interval in one column
-    (relative for tests with a relative margin), Holm-adjusted p, minimum detectable effect and
-    verdict."""
+def _mde_text(row: Any) -> str:
+    if _is_ratio(row):
+        return fmt_number(row.mde, 2)
+    if _margin_scale(row) == "relative":
+        rel = getattr(row, "mde_relative", math.nan)
+        return "–" if not np.isfinite(rel) else f"{fmt_number(100 * abs(rel), 2)}%"
+    return fmt_number(row.mde, 2)
+
+
+def claim_rows(verdicts: pd.DataFrame, claim: Any | None, primary: bool = True) -> pd.DataFrame:
+    """A narrow view of the verdict table (six columns): the tests of ``claim`` (all claims
+    when None), primary or exploratory. Columns: where (arm, or claim · arm), the comparison
+    (condition vs comparator, prefixed by metric and stratum where they vary), the estimate and
+    its 95% interval in the test's natural scale (variance ratio; relative difference for tests
+    with a relative margin; absolute difference otherwise), the Holm-adjusted p, the minimum
+    detectable effect in the same scale, and the verdict. Metric and stratum prefix the comparison
+    only for claims whose tests differ in them."""
     part = verdicts[verdicts["primary"] == primary]
     if claim is not None:
-        part = part[part["claim"] == claim]
+        part = part[_same_claim(part["claim"], claim)]
+    where = "arm" if claim is not None else "claim · arm"
+    columns = [where, "comparison", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"]
+    # name the metric and stratum only where they vary within a claim (the page says the rest)
+    kinds: Any = (
+        part.groupby(part["claim"].astype(str))[["metric", "stratum"]].nunique().max(axis=1) if len(part) else {}
+    )
     rows = []
-    for row in part.itertuples(index=False):
-        where = row.arm if claim is not None else f"{int(row.claim)} · {row.arm}"
+    for row in _rows(part):
+        varies = int(kinds.get(str(row.claim), 1)) > 1
+        prefix = f"{row.metric} ({row.stratum}): " if varies else ""
         rows.append(
             {
-                "claim · arm" if claim is None else "arm": where,
-                "test": f"{row.metric} vs {row.comparator}",
+                where: row.arm if claim is not None else f"{row.claim} · {row.arm}",
+                "comparison": f"{prefix}{row.condition} vs {row.comparator}",
                 "estimate [95% CI]": _estimate_text(row),
-                "p (Holm)": fmt_number(row.p_adjusted, 2),
-                "MDE": fmt_number(row.mde, 2),
+                "p (Holm)": fmt_p(row.p_adjusted),
+                "MDE": _mde_text(row),
                 "verdict": row.verdict,
             }
         )
-    return pd.DataFrame(
-        rows,
-        columns=["claim · arm" if claim is None else "arm", "test", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"],
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _interval(row: Any, relative: bool) -> tuple[float, float, float]:
+    if relative:
+        return float(row.relative), float(row.relative_ci_low), float(row.relative_ci_high)
+    return float(row.estimate), float(row.ci_low), float(row.ci_high)
+
+
+def _abs_text(v: float) -> str:
+    return fmt_number(0.0 if abs(v) < 1e-9 else v)
+
+
+def _best_of_note(row: Any) -> str:
+    """``"the best of 4 pre-registered baselines; "`` for a selection-aware comparator, else ``""``."""
+    pool = [c for c in str(getattr(row, "comparator_set", "") or "").split(", ") if c]
+    return f"the best of {len(pool)} pre-registered baselines; " if len(pool) > 1 else ""
+
+
+def _effect_phrases(rows: pd.DataFrame) -> str:
+    """What the tests of one claim measured, in words: the first arm in full, further arms that
+    share its metric, stratum and comparison in short."""
+    parts: list[str] = []
+    first: Any = None
+    for row in _rows(rows):
+        arm = arm_name(row.arm)
+        same = first is not None and all(
+            getattr(row, k) == getattr(first, k) for k in ("metric", "stratum", "condition", "comparator", "kind")
+        )
+        metric = METRIC_LABELS.get(str(row.metric), str(row.metric))
+        where = "" if str(row.stratum) == "all" else f" on {row.stratum} items"
+        if _is_ratio(row):
+            if not np.isfinite(row.estimate):
+                parts.append(f"on {arm} the variance ratio could not be estimated ({int(row.seeds)} seeds)")
+                continue
+            side = "below" if str(row.direction) == "lower" else "above"
+            ci = f"95% CI {fmt_number(row.ci_low, 2)} to {fmt_number(row.ci_high, 2)}"
+            mde = (
+                f"with {int(row.seeds)} seeds only a ratio {side} {fmt_number(row.mde, 2)} would be detected "
+                "with 80% power"
+            )
+            if same:
+                parts.append(
+                    f"on {arm} {fmt_number(row.estimate, 2)} times ({ci}; detectable: {side} {fmt_number(row.mde, 2)})"
+                )
+            else:
+                parts.append(
+                    f"on {arm} the across-seed variance of {metric}{where} under `{row.condition}` is "
+                    f"{fmt_number(row.estimate, 2)} times that under `{row.comparator}` "
+                    f"({_best_of_note(row)}{ci}; {mde})"
+                )
+            first = first if same else row
+            continue
+        relative = _margin_scale(row) == "relative"
+        est, lo, hi = _interval(row, relative)
+        if not np.isfinite(est):
+            parts.append(f"on {arm} the difference could not be estimated ({int(row.seeds)} seeds)")
+            continue
+        size = f"{fmt_number(100 * abs(est))}%" if relative else _abs_text(abs(est))
+        side = "higher" if est > 0 else "lower"
+        ci = (
+            f"95% CI {_pct(lo)} to {_pct(hi)}"
+            if relative
+            else f"95% CI of the difference {_abs_text(lo)} to {_abs_text(hi)}"
+        )
+        margin = float(row.margin) if row.margin is not None and np.isfinite(row.margin) else math.nan
+        if np.isfinite(margin) and abs(est) < margin:
+            margin_text = f"{fmt_number(100 * margin)}%" if relative else fmt_number(margin)
+            ci += (
+                "; also below the margin"
+                if same
+                else f"; smaller than the pre-registered smallest effect of interest, {margin_text}"
+            )
+        if same:
+            parts.append(f"on {arm} {size} {side} ({ci})")
+        else:
+            parts.append(
+                f"on {arm} the {metric}{where} is {size} {side} under `{row.condition}` than under "
+                f"`{row.comparator}` ({_best_of_note(row)}{ci})"
+            )
+        first = first if same else row
+    return "; ".join(parts)
+
+
+def claim_sentence(verdicts: pd.DataFrame, claim: Any) -> str:
+    """One plain Markdown paragraph on ``claim`` from its primary tests: the verdict on each
+    verdict arm first, then what was measured there."""
+    primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
+    if primary.empty:
+        return "No primary test of this claim could run with this parameter set."
+    return f"{_verdict_head(primary)}: {_effect_phrases(primary)}."
+
+
+def _verdict_head(primary: pd.DataFrame) -> str:
+    words = [verdict_word(v) for v in primary["verdict"]]
+    arms = [arm_name(a) for a in primary["arm"]]
+    if len(set(words)) == 1:
+        scope = (
+            "both verdict arms"
+            if len(arms) == 2
+            else (f"the {arms[0]} arm" if len(arms) == 1 else f"all {len(arms)} verdict arms")
+        )
+        return f"**{words[0].capitalize()}** on {scope}"
+    head = "; ".join(f"**{w}** on {a}" for w, a in zip(words, arms))
+    return head[:2] + head[2].upper() + head[3:]
+
+
+def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
+    """One short plain sentence on ``claim`` (for the intro): the verdicts, then the measured
+    effect on every verdict arm in one phrase, without intervals (:func:`claim_sentence` has
+    them)."""
+    primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
+    if primary.empty:
+        return "No primary test of this claim could run with this parameter set."
+    first = next(_rows(primary))
+    metric = METRIC_LABELS.get(str(first.metric), str(first.metric))
+    where = "" if str(first.stratum) == "all" else f" on {first.stratum} items"
+    pool = [c for c in str(getattr(first, "comparator_set", "") or "").split(", ") if c]
+    comparators = list(dict.fromkeys(primary["comparator"]))
+    against = " or ".join(f"`{c}`" for c in comparators)
+    if len(pool) > 1:
+        against = f"the best of {len(pool)} pre-registered baselines ({against})"
+    if _is_ratio(first):
+        sizes = [f"{fmt_number(r.estimate, 2)} ({arm_name(r.arm)})" for r in _rows(primary) if np.isfinite(r.estimate)]
+        if not sizes:
+            return f"{_verdict_head(primary)}: the variance ratio could not be estimated."
+        cis = " and ".join(
+            f"{fmt_number(r.ci_low, 2)}–{fmt_number(r.ci_high, 2)}" for r in _rows(primary) if np.isfinite(r.estimate)
+        )
+        return (
+            f"{_verdict_head(primary)}: the across-seed variance of {metric}{where} under "
+            f"`{first.condition}` is {' and '.join(sizes)} times that under {against} "
+            f"(95% intervals {cis})."
+        )
+    parts, sides = [], []
+    for r in _rows(primary):
+        relative = _margin_scale(r) == "relative"
+        est = float(r.relative if relative else r.estimate)
+        if not np.isfinite(est):
+            continue
+        sides.append("higher" if est > 0 else "lower")
+        size = f"{fmt_number(100 * abs(est))}%" if relative else _abs_text(abs(est))
+        parts.append((size, arm_name(r.arm), sides[-1]))
+    if not parts:
+        return f"{_verdict_head(primary)}: the difference could not be estimated."
+    same_side = len(set(sides)) == 1
+    effect = " and ".join(f"{size} ({arm})" if same_side else f"{size} {side} ({arm})" for size, arm, side in parts)
+    side = f" {sides[0]}" if same_side else ""
+    return (
+        f"{_verdict_head(primary)}: the {metric}{where} is {effect}{side} under `{first.condition}` than "
+        f"under {against}."
     )
 
 
-def claim_sentences(verdicts: pd.DataFrame) -> str:
-    """One plain Markdown sentence per claim, from its primary tests."""
+def claim_sentences(verdicts: pd.DataFrame, links: bool = False) -> str:
+    """One Markdown bullet per claim: its statement and :func:`claim_sentence`. With ``links``,
+    each bullet ends with a MyST reference to the section holding the claim's evidence."""
     lines = []
     primary = verdicts[verdicts["primary"]]
-    for claim in sorted(primary["claim"].unique()):
-        part = primary[primary["claim"] == claim]
-        bits = [
-            f"**{verdict_word(r.verdict)}** on `{r.arm}` ({_estimate_text(r)})" for r in part.itertuples(index=False)
-        ]
-        statement = CLAIM_STATEMENTS.get(int(claim), f"claim {claim}")
-        lines.append(f"- *Claim {int(claim)} — {statement}:* " + "; ".join(bits) + ".")
+    for claim in sorted(primary["claim"].astype(str).unique(), key=lambda c: (_claim_number(c) or 0, c)):
+        n = _claim_number(claim)
+        statement = CLAIM_STATEMENTS.get(n, f"claim {claim}") if n is not None else f"claim {claim}"
+        text = f"- *Claim {claim} — {statement}.* {claim_sentence(verdicts, claim)}"
+        if links and n in CLAIM_CHAPTERS:
+            text += f" Evidence: {{ref}}`{CLAIM_CHAPTERS[n][1]}`."
+        lines.append(text)
     return "\n".join(lines)
+
+
+class HtmlSnippet:
+    """A piece of HTML that notebooks display as it is (``_repr_html_``), with a plain-text
+    fallback for other outputs."""
+
+    def __init__(self, html: str, text: str):
+        self.html, self.text = html, text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def csv_link(df: pd.DataFrame, filename: str, text: str) -> HtmlSnippet:
+    """A download link carrying ``df`` as CSV inside the page (a ``data:`` URI), so a long table
+    can stay collapsed on the page and still be taken away whole, with no file to ship beside the
+    book. ``filename`` is the name the browser saves it under."""
+    import base64
+    from html import escape
+
+    payload = base64.b64encode(df.to_csv(index=False).encode("utf-8")).decode("ascii")
+    html = (
+        f'<p><a class="softlab-download" download="{escape(filename, quote=True)}" '
+        f'href="data:text/csv;charset=utf-8;base64,{payload}">{escape(text)}</a></p>'
+    )
+    return HtmlSnippet(html, f"{text} ({filename})")

@@ -1,4 +1,6 @@
-"""Every plot renders to a non-empty PNG with the Agg backend."""
+"""Every plot renders to a non-empty PNG with the Agg backend; figures made for the book's column
+keep text at 9 pt or more with no literal escape sequences; colours keep conditions and verdicts
+apart; the summary figure's rows link to their chapters in SVG."""
 
 from __future__ import annotations
 
@@ -6,17 +8,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
 
-from softlab import cartography as CA  # noqa: E402
-from softlab import evaluation as E  # noqa: E402
-from softlab import plots as P  # noqa: E402
-from softlab import stats as S  # noqa: E402
+from softlab import cartography as CA
+from softlab import evaluation as E
+from softlab import plots as P
+from softlab import present as PR
+from softlab import stats as S
 
 CONDITIONS = [f"{m}/{s}" for m in P.MODE_ORDER for s in P.SHAPE_ORDER]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -49,6 +52,7 @@ def test_style_and_colours():
     assert len(set(palette.values())) == len(CONDITIONS)  # one colour each
     assert P.condition_colour("human/human") == P.SHAPE_COLOURS["human"]
     assert P.condition_colour("original/human") != P.condition_colour("human/human")
+    assert P.condition_colour("human/human+ts") == P.condition_colour("human/human")  # +ts twin: same colour
 
 
 def test_unknown_condition_colour_is_the_same_in_every_process():
@@ -80,6 +84,51 @@ def test_unknown_condition_colour_is_the_same_in_every_process():
     assert P.condition_colour("original/thing") != P.condition_colour("human/thing")  # the original mode is tinted
 
 
+def test_unknown_shapes_get_a_stable_colour_of_their_own():
+    # a votes arm's own shape: picked from the fallback list by a checksum of its name (not hash(),
+    # which changes between processes), never the colour of a known shape
+    colour = P.condition_colour("human/my-shape")
+    assert colour == P._FALLBACK[sum(b"my-shape") % len(P._FALLBACK)]
+    assert colour not in {P.condition_colour(f"human/{s}") for s in P.SHAPE_ORDER}
+
+
+def _lab(hex_colour: str) -> np.ndarray:
+    """CIE L*a*b* (D65) of an sRGB colour, from the standard formulas."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.array(to_rgb(hex_colour))
+    rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ rgb
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_lab_reference_values():
+    assert _lab("#ffffff") == pytest.approx([100, 0, 0], abs=0.05)
+    assert _lab("#ff0000") == pytest.approx([53.24, 80.09, 67.20], abs=0.1)  # published sRGB red
+
+
+def test_verdict_colours_never_read_as_a_condition_colour():
+    conditions = [f"{m}/{s}" for m in P.MODE_ORDER for s in (*P.SHAPE_ORDER, "generator")]
+    known = [P.condition_colour(c) for c in conditions] + list(P._FALLBACK)
+    for verdict, colour in PR.VERDICT_COLOURS.items():
+        nearest = min(np.linalg.norm(_lab(colour) - _lab(c)) for c in known)
+        assert nearest >= 20, f"{verdict} {colour} is within ΔE {nearest:.1f} of a condition colour"
+    verdicts = list(PR.VERDICT_COLOURS.values())
+    assert min(np.linalg.norm(_lab(a) - _lab(b)) for i, a in enumerate(verdicts) for b in verdicts[i + 1 :]) >= 20
+    assert set(PR.VERDICT_MARKERS) == set(PR.VERDICT_COLOURS)
+    assert len(set(PR.VERDICT_MARKERS.values())) == len(PR.VERDICT_MARKERS)  # shape encodes it too
+
+
+def legible(fig: Figure) -> None:
+    """Every visible text of the figure is at least 9 pt and has no literal escape sequence."""
+    for text in fig.findobj(matplotlib.text.Text):
+        if text.get_visible() and text.get_text().strip():
+            assert text.get_fontsize() >= 9, (text.get_text(), text.get_fontsize())
+            assert "\\n" not in text.get_text(), text.get_text()
+
+
 def test_reliability_plot(records, tmp_path):
     table = E.reliability_frame(records, n_bins=10)
     fig = P.plot_reliability(table, title="toy")
@@ -105,7 +154,9 @@ def test_data_map_plot(tmp_path):
 
 def test_metric_by_stratum_plot(records, tmp_path):
     df = E.evaluate_runs(records)
-    summary = S.bootstrap_summary(df[df.metric.isin(["ece", "accuracy"])], by=["condition", "stratum", "metric"], n_boot=50)
+    summary = S.bootstrap_summary(
+        df[df.metric.isin(["ece", "accuracy"])], by=["condition", "stratum", "metric"], n_boot=50
+    )
     render(P.plot_metric_by_stratum(summary), tmp_path / "strata.png")
     diffs = S.paired_differences(df[df.metric == "ece"], "original/hard", unit=("seed",), n_boot=50)
     render(P.plot_metric_by_stratum(diffs, estimate="difference"), tmp_path / "diffs.png")
@@ -117,3 +168,88 @@ def test_seed_spread_plot(records, tmp_path):
     render(P.plot_seed_spread(df[df.stratum == "all"], metric="accuracy"), tmp_path / "spread.png")
     with pytest.raises(ValueError, match="metric"):
         P.plot_seed_spread(df)
+
+
+def verdict_table() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "label": ["claim 1 · A", "claim 2 · A", "claim 3 · A"],
+            "scaled_estimate": [-8.0, 2.1, np.nan],
+            "scaled_low": [-30.0, -10.0, np.nan],
+            "scaled_high": [-2.9, 5.5, np.nan],
+            "verdict": ["refuted", "inconclusive (n=3 < 10)", "inconclusive"],
+            "url": ["05_calibration.html#claim-1", "04_training.html#claim-2", "06_cartography.html#claim-3"],
+        }
+    )
+
+
+def test_verdict_forest_links_every_row_in_svg(tmp_path):
+    P.set_style()
+    svg = P.SvgFigure(P.plot_verdicts(verdict_table(), url="url"), alt="Forest plot of the primary tests").svg()
+    again = P.SvgFigure(P.plot_verdicts(verdict_table(), url="url"), alt="Forest plot of the primary tests")
+    assert again.svg() == svg  # deterministic markup: re-executing a notebook does not change it
+    assert svg.startswith("<svg") and 'role="img"' in svg and 'aria-label="Forest plot of the primary tests"' in svg
+    assert "<title>Forest plot of the primary tests</title>" in svg
+    for url in verdict_table()["url"]:
+        assert svg.count(f'xlink:href="{url}"') >= 1  # label (and marker, where estimable) link there
+    assert again._repr_png_().startswith(PNG_MAGIC)
+    with pytest.raises(ValueError, match="alt"):
+        P.SvgFigure(again.fig, alt=" ")
+    fig = P.plot_verdicts(verdict_table(), url="url")
+    legible(fig)
+    render(fig, tmp_path / "verdicts.png")
+    ax = fig.axes[0]
+    top_down = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in top_down] == ["claim 1 · A", "claim 2 · A", "claim 3 · A"]
+    assert ax.get_xlim() == (-12.0, 12.0)  # the first row's interval (to -30) is cut and ends in an arrow
+    assert any(line.get_marker() == "<" for line in ax.get_lines())
+
+
+def test_condition_targets_heat_map(tmp_path):
+    P.set_style()
+    rng = np.random.default_rng(2)
+    classes = [f"class {k}" for k in range(5)]
+    targets = {c: rng.dirichlet(np.ones(5)) for c in CONDITIONS}
+    fig = P.plot_condition_targets(targets, classes, marked={"official": 1, "majority": 3})
+    legible(fig)
+    render(fig, tmp_path / "targets.png")
+    swatch, heat = fig.axes[:2]
+    assert [t.get_text() for t in swatch.get_yticklabels()] == P.order_conditions(CONDITIONS)
+    names = [t.get_text() for t in heat.get_xticklabels()]
+    assert names[1] == "class 1\n(official)" and names[3] == "class 3\n(majority)" and names[0] == "class 0"
+    printed = {t.get_text() for t in heat.texts}
+    assert f"{targets['human/human'][0]:.2f}".lstrip("0") in printed
+    with pytest.raises(ValueError, match="class_names"):
+        P.plot_condition_targets(targets, classes[:4])
+
+
+def test_condition_intervals_one_row_per_condition(tmp_path):
+    P.set_style()
+    rows = [
+        {"dataset": d, "condition": c, "against": a, "estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+        for d in ("a", "b")
+        for c in CONDITIONS[:4]
+        for a in ("official", "reference")
+    ]
+    fig = P.plot_condition_intervals(
+        pd.DataFrame(rows), marker_by="against", xlabel="accuracy", facet_names={"a": "Arm A"}
+    )
+    legible(fig)
+    render(fig, tmp_path / "intervals.png")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["Arm A", "b"]
+    top_down = sorted(panels[0].get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in top_down] == P.order_conditions(CONDITIONS[:4])
+    assert fig.get_supxlabel() == "accuracy" and all(ax.get_xlabel() == "" for ax in panels)
+    with pytest.raises(ValueError, match="marker_by"):
+        P.plot_condition_intervals(pd.DataFrame(rows).assign(against=[0, 1, 2] * 5 + [0]), marker_by="against")
+
+
+def test_seed_spread_is_one_labelled_row_per_condition(records, tmp_path):
+    df = E.evaluate_runs(records)
+    fig = P.plot_seed_spread(df[df.stratum == "all"], metric="accuracy", xlabel="held-out accuracy")
+    legible(fig)
+    ax = fig.axes[0]
+    top_down = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in top_down] == P.order_conditions(CONDITIONS[:4])  # first condition on top
+    assert ax.get_xlabel() == "held-out accuracy"

@@ -1,0 +1,239 @@
+"""The book's presentation helpers: number formatting, narrow tables, verdict rows and plain
+sentences built from a verdict table, checked against hand-written expectations."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from softlab import present as PR
+
+
+def verdict_rows() -> pd.DataFrame:
+    """A small verdict table in the shape softlab.inference.verdict_table returns (claims as text)."""
+    base = {
+        "primary": True,
+        "stratum": "all",
+        "condition": "human/human",
+        "direction": "lower",
+        "seeds": 10,
+        "p_value": 0.01,
+        "comparator_set": "",
+        "margin_scale": "absolute",
+        "kind": "difference",
+        "relative": np.nan,
+        "relative_ci_low": np.nan,
+        "relative_ci_high": np.nan,
+        "mde_relative": np.nan,
+    }
+    rows = [
+        {
+            **base,
+            "claim": "1",
+            "arm": "fashion-mnist",
+            "metric": "debiased_ce_soft",
+            "stratum": "hard",
+            "comparator": "human/synthetic+ts",
+            "comparator_set": "original/hard+ts, human/hard+ts, human/synthetic+ts",
+            "margin_scale": "relative",
+            "margin": 0.1,
+            "estimate": 0.0023,
+            "ci_low": 0.0012,
+            "ci_high": 0.0032,
+            "relative": 0.799,
+            "relative_ci_low": 0.293,
+            "relative_ci_high": 1.184,
+            "p_adjusted": 0.00022,
+            "mde": 0.0016,
+            "mde_relative": 0.55,
+            "verdict": "refuted",
+        },
+        {
+            **base,
+            "claim": "1",
+            "arm": "synthetic-mnist",
+            "metric": "debiased_ce_soft",
+            "stratum": "hard",
+            "comparator": "human/synthetic+ts",
+            "comparator_set": "original/hard+ts, human/hard+ts, human/synthetic+ts",
+            "margin_scale": "relative",
+            "margin": 0.1,
+            "estimate": 0.0019,
+            "ci_low": 0.0005,
+            "ci_high": 0.003,
+            "relative": 0.159,
+            "relative_ci_low": 0.032,
+            "relative_ci_high": 0.255,
+            "p_adjusted": 0.015,
+            "mde": 0.002,
+            "mde_relative": 0.16,
+            "verdict": "refuted",
+        },
+        {
+            **base,
+            "claim": "2",
+            "arm": "fashion-mnist",
+            "metric": "accuracy",
+            "comparator": "human/synthetic",
+            "kind": "variance_ratio",
+            "margin_scale": "relative",
+            "margin": 0.15,
+            "estimate": 0.68251,
+            "ci_low": 0.1773,
+            "ci_high": 2.627,
+            "relative": -0.3175,
+            "relative_ci_low": -0.8227,
+            "relative_ci_high": 1.627,
+            "p_adjusted": 0.85,
+            "mde": 0.0878,
+            "verdict": "inconclusive",
+        },
+        {
+            **base,
+            "claim": "3",
+            "arm": "fashion-mnist",
+            "metric": "spearman_confidence_entropy",
+            "comparator": "human/synthetic",
+            "margin": 0.05,
+            "estimate": -0.0275,
+            "ci_low": -0.0354,
+            "ci_high": -0.0196,
+            "p_adjusted": 1.4e-6,
+            "mde": 0.0143,
+            "verdict": "confirmed",
+        },
+        {
+            **base,
+            "claim": "3",
+            "arm": "fashion-mnist",
+            "metric": "kl_human",
+            "primary": False,
+            "comparator": "human/hard",
+            "margin": 0.05,
+            "estimate": 1e-12,
+            "ci_low": -0.01,
+            "ci_high": 0.01,
+            "p_adjusted": 1.0,
+            "mde": 0.01,
+            "verdict": "inconclusive",
+        },
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_fmt_number_is_positional_with_three_significant_figures():
+    assert PR.fmt_number(0.000123456) == "0.000123"
+    assert PR.fmt_number(1.23456) == "1.23"
+    assert PR.fmt_number(1234.5) == "1\u202f234"  # thousands by a narrow no-break space, never "1.23e+03"
+    assert PR.fmt_number(12000) == "12\u202f000" and PR.fmt_number(9999) == "9999"
+    assert PR.fmt_number(float("nan")) == PR.fmt_number(None) == "–"
+    assert PR.fmt_number(0.0) == "0"
+
+
+@given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).filter(lambda v: v == 0 or abs(v) > 1e-12))
+def test_fmt_number_never_uses_e_notation_and_keeps_the_value(v):
+    text = PR.fmt_number(v)
+    assert "e" not in text.lower()
+    if v != 0 and abs(v) < 1000:
+        assert float(text) == pytest.approx(v, rel=5e-3)  # three significant figures
+
+
+def test_fmt_p():
+    assert PR.fmt_p(1.4e-6) == "< 0.001"
+    assert PR.fmt_p(0.0153) == "0.015"
+    assert PR.fmt_p(float("nan")) == "–"
+
+
+def test_table_html_is_narrow_typed_and_stable():
+    df = pd.DataFrame(
+        {
+            "condition": ["human/human", "original/hard"],
+            "TV": [9.7e-9, 0.3341],
+            "share": [0.825, 1.0],
+            "verdict": ["refuted", "inconclusive (n=3 < 10)"],
+        }
+    )
+    html = PR.table(df, percent=["share"], uuid="x").to_html()
+    assert html == PR.table(df, percent=["share"], uuid="x").to_html()  # byte-stable
+    assert ">0<" in html and "9.7" not in html  # float noise below 1e-6 shows as 0
+    assert "0.334" in html and "82.5%" in html and "100.0%" in html
+    assert "human/<wbr>human" in html  # long names may wrap after "/"
+    assert PR.VERDICT_COLOURS["refuted"] in html and PR.VERDICT_COLOURS["inconclusive"] in html
+    assert "white-space: nowrap" in html
+    assert not re.search(r"<th[^>]*>\s*0\s*</th>", html)  # no index column
+
+
+def test_claim_rows_match_text_claims_and_show_each_test_in_its_own_scale():
+    v = verdict_rows()
+    c1 = PR.claim_rows(v, 1)  # an int claim finds the text claims
+    assert list(c1.columns) == ["arm", "comparison", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"]
+    assert c1["estimate [95% CI]"].tolist() == ["+79.9% [+29.3%, +118%]", "+15.9% [+3.2%, +25.5%]"]
+    assert c1["p (Holm)"].tolist() == ["< 0.001", "0.015"]
+    assert c1["MDE"].tolist() == ["55%", "16%"]
+    assert c1["comparison"].iloc[0] == "human/human vs human/synthetic+ts"
+    c2 = PR.claim_rows(v, "2")
+    assert c2["estimate [95% CI]"].iloc[0] == "0.683 [0.177, 2.63]"  # the variance ratio itself
+    assert c2["MDE"].iloc[0] == "0.088"
+    every = PR.claim_rows(v, None)
+    assert len(every) == 4 and every["claim · arm"].iloc[-1] == "3 · fashion-mnist"
+    assert len(every.columns) == 6
+    exploratory = PR.claim_rows(v, 3, primary=False)
+    assert exploratory["estimate [95% CI]"].iloc[0] == "0 [-0.01, 0.01]"  # 1e-12 is noise
+
+
+def test_claim_sentences_are_plain_and_carry_the_numbers():
+    v = verdict_rows()
+    one = PR.claim_headline(v, 1)
+    assert one.startswith("**Refuted** on both verdict arms")
+    assert "79.9% (Fashion-MNIST-H) and 15.9% (synthetic MNIST) higher" in one
+    assert "best of 3 pre-registered baselines (`human/synthetic+ts`)" in one
+    two = PR.claim_sentence(v, 2)
+    assert two.startswith("**Inconclusive** on the Fashion-MNIST-H arm")
+    assert "0.68 times" in two and "0.18 to 2.6" in two and "below 0.088" in two
+    three = PR.claim_sentence(v, 3)
+    assert "0.0275 lower" in three and "smaller than the pre-registered smallest effect of interest, 0.05" in three
+    bullets = PR.claim_sentences(v, links=True).splitlines()
+    assert len(bullets) == 3 and bullets[1].endswith("Evidence: {ref}`claim-2`.")
+    assert PR.claim_sentence(v, 9) == "No primary test of this claim could run with this parameter set."
+
+
+def test_scaled_effects_point_the_way_the_claim_predicts():
+    out = PR.scaled_effects(verdict_rows().iloc[:4])
+    # claim 1: +79.9% where lower was predicted, margin 10% -> about -8 margins (against the claim)
+    assert out["scaled_estimate"].iloc[0] == pytest.approx(-7.99)
+    assert out["scaled_low"].iloc[0] == pytest.approx(-11.84) and out["scaled_high"].iloc[0] == pytest.approx(-2.93)
+    # claim 3: -0.0275 with margin 0.05, lower predicted -> +0.55 (for the claim, inside the margin)
+    assert out["scaled_estimate"].iloc[3] == pytest.approx(0.55)
+    assert out["label"].iloc[0] == "claim 1 · Fashion-MNIST-H"
+
+
+def test_param_line_names_the_set_and_skipped_arms():
+    p = {
+        "params_name": "default",
+        "arms": ["fashion-mnist"],
+        "model": "mlp",
+        "hidden": 128,
+        "epochs": 6,
+        "seeds": 10,
+        "folds": 5,
+        "run_folds": 0,
+    }
+    assert PR.run_description(p) == "an MLP (128 hidden units), 6 epochs, 10 seeds × 5 folds"
+    line = PR.param_line(p, skipped={"cifar10": "download it"})
+    assert line.startswith("*Computed with the `default` parameter set")
+    assert "**The `cifar10` arm was skipped:** download it" in line
+    assert PR.run_description({**p, "run_folds": 1}).endswith("1 of 5 folds")
+
+
+def test_csv_link_carries_the_whole_table():
+    df = pd.DataFrame({"a": [1, 2], "b": ["x,y", "z"]})
+    html = PR.csv_link(df, "t.csv", "Download")._repr_html_()
+    payload = re.search(r"base64,([A-Za-z0-9+/=]+)", html).group(1)
+    assert base64.b64decode(payload).decode() == df.to_csv(index=False)
+    assert 'download="t.csv"' in html
