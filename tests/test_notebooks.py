@@ -50,3 +50,13 @@ def test_expected_matches_source_and_smoke_parameters(source):
     exec(injected[0].source, namespace)
     declared = notebook_parameters(source)
     assert {k: namespace[k] for k in declared if k in namespace} == {k: v for k, v in smoke.items() if k in declared}
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_parameter_cells_equal_the_default_set(source):
+    """Opening a notebook in JupyterLab and pressing Run All reproduces the book's chapter: its
+    parameters cell holds exactly the values of params/default.yml."""
+    default = load_params("default")
+    declared = notebook_parameters(source)
+    assert declared == {k: v for k, v in default.items() if k in declared}
+    assert set(declared) == set(default), f"{source.name} declares {sorted(set(declared) ^ set(default))} differently"

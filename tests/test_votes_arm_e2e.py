@@ -108,5 +108,5 @@ def test_study_answered_exported_and_run_as_an_arm(tmp_path, monkeypatch):
     order = np.argsort(items)
     np.testing.assert_allclose(preds.reference, soft_labels(counts)[order], rtol=0, atol=1e-12)
     # and every chapter shows the arm under its own name
-    for nb in ("04_training", "05_calibration", "07_findings"):
+    for nb in ("01_data_annotation", "04_training", "05_calibration", "07_findings"):
         assert ARM in (out / f"{nb}.ipynb").read_text()
