@@ -145,9 +145,9 @@ def majority(
 
 
 def mode_shifted(counts: ArrayLike, official: ArrayLike) -> NDArray[np.bool_]:
-    """True where the human mode (:func:`human_mode`, ties towards official) differs from the
-    official label. ``counts`` (items × classes) are votes or distributions; ``official`` has one
-    integer label per item."""
+    """True where the human mode (:func:`softlab.data.annotations.human_mode`, ties towards
+    official) differs from the official label. ``counts`` (items × classes) are votes or
+    distributions; ``official`` has one integer label per item."""
     if official is None:
         raise AnnotationError("official: mode shifts need the official labels, got None")
     c = np.asarray(counts, dtype=np.float64)
