@@ -1,8 +1,10 @@
 """The same training grid in-process and through Dask (`local:N`), at equal cores.
 
 Trains a slice of the ``default`` parameter set's grid (by default its Fashion-MNIST arm: the
-whole 10,000-item pool, 5 folds, 5 seeds, 10 conditions = 250 runs, i.e. two batched groups of
-128 and 122 MLP members) twice, each time into a fresh, empty run cache:
+whole 10,000-item pool, 5 folds, 5 seeds, 11 conditions = 275 runs, without training dynamics so
+that they form two equal batched groups of 138 and 137 MLP members — one task per worker; with
+``--record-dynamics`` the groups are unequal and the ratio also measures load imbalance) twice,
+each time into a fresh, empty run cache:
 
 * in-process, with ``--threads`` torch threads (default: as many as Dask workers);
 * through ``--dask local:N`` (N single-threaded worker processes, one torch thread each),
@@ -14,7 +16,7 @@ line each: ``inprocess_s=``, ``dask_s=``, ``ratio=`` (dask / in-process), ``task
 ``dask_startup_s=``, ``runs=`` and ``identical=`` (whether every stored number agrees bit for
 bit; expected only when both sides use the same torch thread count, e.g. ``--threads 1``).
 
-    python benchmarks/bench_distributed.py                       # the measurement (~1.5 min here)
+    python benchmarks/bench_distributed.py                       # the measurement (~2 min here)
     python benchmarks/bench_distributed.py --seeds 1 --pool-size 1000 --epochs 1 --members-per-task 25
 """
 
@@ -58,23 +60,38 @@ def main() -> int:
     ap.add_argument("--pool-size", type=int, help="default: the parameter set's (0 = whole pool)")
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (local:N)")
     ap.add_argument("--threads", type=int, help="in-process torch threads (default: --workers)")
-    ap.add_argument("--members-per-task", type=int, help="members per group/task, both sides (default: trainer's)")
+    ap.add_argument(
+        "--members-per-task",
+        type=int,
+        help="members per group/task, both sides (default: the runs split evenly over the workers)",
+    )
+    ap.add_argument(
+        "--record-dynamics",
+        action="store_true",
+        help="record training dynamics as the book does (the first seed and original/hard): members then form "
+        "unequal groups, and the ratio measures load imbalance as well as overhead",
+    )
     ap.add_argument("--params", default="default")
     args = ap.parse_args()
 
     p = dict(load_params(args.params))
-    p.update(arms=[args.arm], seeds=args.seeds)
+    p.update(arms=[args.arm], seeds=args.seeds, record_dynamics=bool(args.record_dynamics))
     if args.epochs is not None:
         p["epochs"] = args.epochs
     if args.pool_size is not None:
         p["pool_size" if args.arm != "mnist" else "mnist_pool_size"] = args.pool_size
     arm_configs, train_cfg, seeds = configs_from_params(p)
-    if args.members_per_task is not None:
-        train_cfg = dataclasses.replace(train_cfg, max_members_per_batch=args.members_per_task)
+    members_per_task = args.members_per_task
+    if members_per_task is None:  # equal tasks, one per worker: the ratio then measures Dask's overhead
+        cfg = arm_configs[args.arm]
+        n_runs = len(seeds) * len(cfg.folds_to_run()) * len(cfg.conditions)
+        members_per_task = -(-n_runs // args.workers)
+    train_cfg = dataclasses.replace(train_cfg, max_members_per_batch=members_per_task)
     threads = args.threads or args.workers
     print(
         f"# grid: {args.params} arm={args.arm} seeds={args.seeds} epochs={train_cfg.epochs} "
-        f"pool_size={p['pool_size']} model={train_cfg.model.kind}; in-process torch threads={threads}, "
+        f"pool_size={p['pool_size']} model={train_cfg.model.kind} members_per_task={members_per_task} "
+        f"record_dynamics={p['record_dynamics']}; in-process torch threads={threads}, "
         f"dask local:{args.workers} (1 thread each); cpus={os.cpu_count()}",
         flush=True,
     )
