@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -624,9 +625,13 @@ def _load_predictions(path: Path) -> ArmPredictions:
 
 
 def save_book(results: BookResults, folder: Path) -> None:
-    """Write ``results`` into ``folder`` atomically (a temporary folder renamed into place)."""
+    """Write ``results`` into ``folder`` atomically (a temporary folder renamed into place).
+
+    Safe with concurrent writers of the same key (two notebooks computing the same book at
+    once): the first complete folder wins, a later writer discards its own copy; a folder left
+    incomplete by a killed writer (no ``meta.json``) is replaced."""
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + f".tmp{int(time.time() * 1e6)}")
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}.{int(time.time() * 1e6)}")
     tmp.mkdir(parents=True)
     try:
         for name in BookResults.TABLES:
@@ -635,9 +640,14 @@ def save_book(results: BookResults, folder: Path) -> None:
         for arm, preds in results.predictions.items():
             _save_predictions(preds, tmp / f"predictions__{arm}.npz")
         (tmp / "meta.json").write_text(json.dumps({**results.meta, "arms": list(results.predictions)}, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+        if folder.exists() and not (folder / "meta.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # left incomplete: never read, replaced
+        try:
+            os.rename(tmp, folder)  # atomic; fails when another writer's folder is already there
+        except OSError:
+            if not (folder / "meta.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another writer finished the same results first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -376,3 +377,19 @@ def test_claim3_evidence_reaches_the_metrics_table_as_heldout_rows(mnist_grid):
     assert set(rows["split"]) == {"heldout"} and set(rows["fold"]) == {-1} and set(rows["stratum"]) == {"all"}
     assert {"spearman_confidence_entropy", "auroc_variability_ambiguous"} <= set(rows["metric"])
     np.testing.assert_array_equal(rows["value"].to_numpy(), rel["value"].to_numpy())
+
+
+def test_book_results_saved_by_two_writers_of_the_same_key_keep_the_first(tmp_path):
+    from softlab.report import BookResults, load_book, save_book
+
+    folder = tmp_path / "book" / "key"
+    tables = {name: pd.DataFrame({"x": [i]}) for i, name in enumerate(BookResults.TABLES)}
+    first = BookResults(params_name="a", meta={"params_name": "a", "writer": 1}, **tables)
+    second = BookResults(params_name="a", meta={"params_name": "a", "writer": 2}, **tables)
+    save_book(first, folder)
+    save_book(second, folder)  # the same key written again (a concurrent notebook): no error
+    assert load_book(folder).meta["writer"] == 1
+    assert [p.name for p in folder.parent.iterdir()] == ["key"]  # no temporary folder left behind
+    (folder / "meta.json").unlink()  # an incomplete folder (a killed writer) is replaced
+    save_book(second, folder)
+    assert load_book(folder).meta["writer"] == 2
