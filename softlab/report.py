@@ -38,7 +38,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,7 @@ import pandas as pd
 from softlab.cartography import CartographyStats, auroc, cartography_stats, human_ambiguous, human_uncertainty_relation
 from softlab.data import entropy, human_mode
 from softlab.data.cifar import DataUnavailable
-from softlab.evaluation import RunPredictions, evaluate_runs, write_metrics_table
+from softlab.evaluation import TABLE_COLUMNS, RunPredictions, evaluate_runs, write_metrics_table
 from softlab.experiment import Arm, ArmConfig, GridResults, prepare_arm, run_arm
 from softlab.io import atomic_path, atomic_write_text, config_key
 from softlab.paths import cache_dir, results_dir
@@ -60,7 +60,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from softlab.train import TrainConfig
 
 TS_SUFFIX = "+ts"
-STRATA_ORDER = ("all", "easy", "medium", "hard", "mode-shifted")
 #: Bumped when what is cached by :func:`book_results` changes shape.
 RESULTS_VERSION = 1
 
@@ -258,7 +257,7 @@ def cartography_metric_rows(relations: pd.DataFrame) -> pd.DataFrame:
     """The held-out cartography relations (:func:`heldout_cartography`, claim 3's evidence) as
     rows of the tidy metrics table: ``split = "heldout"``, ``fold = -1`` (folds pooled),
     ``stratum = "all"``."""
-    columns = ["dataset", "condition", "mode", "shape", "seed", "fold", "split", "stratum", "metric", "value"]
+    columns = list(TABLE_COLUMNS)
     if relations.empty:
         return pd.DataFrame(columns=columns)
     mode_shape = relations["condition"].str.split("/", n=1, expand=True)
@@ -690,7 +689,3 @@ def book_results(params: Mapping[str, Any], progress: bool = False, store: Any =
     write_metrics_table(results.metrics, metrics_path(name))
     write_verdicts(results.verdicts, verdicts_path(name))
     return results
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(BookResults)]

@@ -12,12 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _browser import launch, require_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(
-        "Debian chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True
-    )
+require_chromium()
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("fastapi")
 
@@ -31,16 +28,6 @@ from softlab.annotate import (  # noqa: E402
 from softlab.annotate.testing import running_server  # noqa: E402
 
 pytestmark = pytest.mark.browser
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 N_ITEMS, N_ATTENTION = 6, 2
 TOTAL = N_ITEMS + N_ATTENTION
 
@@ -71,7 +58,7 @@ def test_annotate_in_browser_click_keyboard_reload_export(tmp_path: Path) -> Non
     problems: list[str] = []
 
     with running_server(study.study_dir) as url, sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_page()
             page.set_default_timeout(20_000)

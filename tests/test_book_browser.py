@@ -27,27 +27,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from _browser import launch, require_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(
-        "Debian chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True
-    )
+require_chromium()
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from _book import BuiltBook, built_book, toc_files  # noqa: E402, F401  (built_book is a fixture)
 
 pytestmark = pytest.mark.browser
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1280, "height": 900}
 MIN_IMAGE_SCALE = 0.9
 
@@ -171,7 +158,7 @@ def test_every_page_reads_well_at_1280_px(served_book: tuple[str, Path]) -> None
     pages = [doc + ".html" for doc in toc_files()]
     problems: list[str] = []
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(30_000)

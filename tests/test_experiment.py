@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softlab.data import entropy, mode_shifted
+from softlab.evaluation import TABLE_COLUMNS
 from softlab.experiment import (
     DEFAULT_CONDITIONS,
     ArmConfig,
@@ -283,18 +284,7 @@ def test_metrics_and_cartography_tables(mnist_grid):
     temps = run_temperatures(mnist_grid)
     preds = arm_predictions(mnist_grid, temps)
     table = metrics_table(heldout_records(preds) + disjoint_records(mnist_grid, temps))
-    assert set(table.columns) >= {
-        "dataset",
-        "condition",
-        "mode",
-        "shape",
-        "seed",
-        "fold",
-        "split",
-        "stratum",
-        "metric",
-        "value",
-    }
+    assert set(table.columns) >= set(TABLE_COLUMNS)
     held = table[table["split"] == "heldout"]
     assert set(held["fold"]) == {-1} and set(table[table["split"] == "disjoint"]["fold"]) == {0, 1}
     n = held[(held["metric"] == "n_items") & (held["condition"] == "human/human") & (held["seed"] == 0)]
