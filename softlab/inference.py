@@ -68,7 +68,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats as sps
 
 from softlab import cartography
@@ -76,6 +75,7 @@ from softlab import metrics as M
 from softlab.io import atomic_path
 from softlab.paths import PROJECT_ROOT
 from softlab.validation import check_labels, check_probability_rows, check_shape
+from softlab.yamlio import YamlError, load_yaml
 
 __all__ = [
     "CLAIMS_PATH",
@@ -1108,11 +1108,9 @@ def load_claims(path: str | Path | None = None) -> Claims:
     """
     p = Path(path) if path is not None else CLAIMS_PATH
     try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ClaimsError(f"{p}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ClaimsError(f"{p}: not valid YAML: {exc}") from None
+        raw = load_yaml(p, what="claims file")
+    except YamlError as exc:
+        raise ClaimsError(str(exc)) from None
     if not isinstance(raw, dict):
         raise ClaimsError(f"{p}: expected a mapping with 'settings', 'arms' and 'claims'")
     unknown = set(raw) - {"version", "settings", "arms", "claims"}
