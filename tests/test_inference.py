@@ -442,10 +442,10 @@ def test_claims_file_declares_the_preregistered_primary_tests(claims):
 
 
 def _mutated(tmp_path: Path, edit) -> Path:
-    raw = json.loads(json.dumps(yaml.safe_load(inf.CLAIMS_PATH.read_text())))  # anchors resolved, unshared
+    raw = yaml.safe_load(inf.CLAIMS_PATH.read_text())
     edit(raw)
     path = tmp_path / "claims.yml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(raw))))  # unshared: the dump holds no anchors
     return path
 
 
