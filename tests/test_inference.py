@@ -179,7 +179,7 @@ def test_pseudo_values_of_a_mean_are_the_group_means_and_the_variance_is_analyti
     assert np.bincount(groups).tolist() == [5] * 8
     # delete-a-group jackknife of a mean over items: the pseudo-values are exactly the group means
     table = np.concatenate([x.mean(1, keepdims=True)] + [x[:, groups != j].mean(1, keepdims=True) for j in range(g)], 1)
-    pseudo = inf._pseudo_values(table)
+    pseudo = inf.pseudo_values(table)
     means = np.stack([x[:, groups == j].mean(1) for j in range(g)], 1)
     np.testing.assert_allclose(pseudo, means, atol=1e-12)
     # two-way ANOVA of the S x G table of group means, written out by hand

@@ -1,0 +1,463 @@
+"""The pre-registration file ``params/claims.yml`` as typed pydantic models: what each test compares.
+
+:func:`load_claims` reads the file with the strict YAML loader (:mod:`softlab.yamlio`),
+validates it against :class:`ClaimsFile` (unknown keys, wrong types — ``version: true`` is not
+``1`` — and missing fields are refused) and returns :class:`Claims`, the parsed tests per arm.
+Every error is one :class:`ClaimsError` line naming the file, the claim/arm/test and the field::
+
+    params/claims.yml: claim 1, arm 'fashion-mnist', test 'x': field 'margin.value': expected a positive
+    finite number, got -1   (one line; wrapped here)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from softlab import labels
+from softlab.inference.registry import METRICS
+from softlab.paths import PROJECT_ROOT
+from softlab.stats import STRATA
+from softlab.yamlio import YamlError, load_yaml
+
+__all__ = [
+    "CLAIMS_PATH",
+    "KINDS",
+    "ArmRule",
+    "Claims",
+    "ClaimsError",
+    "ClaimsFile",
+    "Settings",
+    "TestSpec",
+    "known_conditions",
+    "load_claims",
+]
+
+KINDS: tuple[str, ...] = ("difference", "variance_ratio")
+CLAIMS_PATH: Path = PROJECT_ROOT / "params" / "claims.yml"
+POST_HOC_SUFFIX = "+ts"
+
+
+class ClaimsError(ValueError):
+    """``claims.yml`` is malformed; the message names the file, the test and the field."""
+
+
+def known_conditions() -> tuple[str, ...]:
+    """Every condition name a test may use: the label conditions of :mod:`softlab.labels` (read
+    when called, so conditions added there are known here) and their temperature-scaled ``+ts``
+    variants."""
+    base = tuple(getattr(labels, "ALL_CONDITIONS", labels.CONDITIONS))
+    return base + tuple(c + POST_HOC_SUFFIX for c in base)
+
+
+def _check_condition(name: str) -> str:
+    if name not in known_conditions():
+        raise ValueError(
+            f"unknown condition {name!r}; expected a label condition of softlab.labels or its '+ts' variant"
+        )
+    return name
+
+
+# ----------------------------------------------------------------------------------------------
+# The file's schema
+# ----------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SettingsModel(_Strict):
+    """``settings:`` — the decision rule's constants."""
+
+    alpha: float = 0.05
+    confidence: float = 0.95
+    equivalence_confidence: float = 0.90
+    min_seeds: int = Field(default=10, ge=0)
+    power: float = 0.8
+    item_groups: int = Field(default=20, ge=0)
+    item_group_seed: int = Field(default=0, ge=0)
+
+    @field_validator("alpha", "confidence", "equivalence_confidence", "power")
+    @classmethod
+    def _probability(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"expected a number in (0, 1), got {v!r}")
+        return v
+
+    @field_validator("item_groups")
+    @classmethod
+    def _groups(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("expected 0 (no item jackknife) or at least 2, got 1")
+        return v
+
+
+class ArmRuleModel(_Strict):
+    """``arms: <arm>:`` — whether the arm gets verdicts, and whose tests it runs."""
+
+    role: Literal["verdict", "descriptive"]
+    tests_of: str | None = None
+
+
+class MarginModel(_Strict):
+    """``margin:`` — the smallest effect of interest (equivalence margin)."""
+
+    value: float
+    scale: Literal["absolute", "relative"]
+
+    @field_validator("value")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"expected a positive finite number, got {v!r}")
+        return v
+
+
+class BestOfModel(_Strict):
+    """``comparator: {best_of: [...]}`` — the best of several baselines."""
+
+    best_of: list[str] = Field(min_length=1)
+
+    @field_validator("best_of")
+    @classmethod
+    def _conditions(cls, v: list[str]) -> list[str]:
+        for c in v:
+            _check_condition(c)
+        if len(set(v)) != len(v):
+            raise ValueError(f"a comparator is listed twice in {v}")
+        return v
+
+
+class TestModel(_Strict):
+    """One test: ``name, kind, metric, stratum, condition, comparator, direction, margin, rationale``."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str = Field(min_length=1)
+    kind: Literal["difference", "variance_ratio"] = "difference"
+    metric: str
+    stratum: str
+    condition: str
+    comparator: str | BestOfModel
+    direction: Literal["lower", "higher"]
+    margin: MarginModel
+    rationale: str = ""
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in METRICS:
+            raise ValueError(f"unknown metric {v!r}; known: {sorted(METRICS)}")
+        return v
+
+    @field_validator("stratum")
+    @classmethod
+    def _stratum(cls, v: str) -> str:
+        if v not in STRATA:
+            raise ValueError(f"expected one of {STRATA}, got {v!r}")
+        return v
+
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, v: str) -> str:
+        return _check_condition(v)
+
+    @field_validator("comparator")
+    @classmethod
+    def _comparator(cls, v: str | BestOfModel) -> str | BestOfModel:
+        return _check_condition(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TestModel:
+        comparators = self.comparators
+        if self.condition in comparators:
+            raise ValueError(f"field 'comparator': the condition {self.condition!r} cannot be its own comparator")
+        if isinstance(self.comparator, BestOfModel) and self.kind != "difference":
+            raise ValueError("field 'comparator': best_of is only defined for kind 'difference'")
+        if self.margin.scale == "relative" and not self.margin.value < 1:
+            raise ValueError(
+                f"field 'margin': a relative margin must be below 1 (100% of the comparator), got {self.margin.value!r}"
+            )
+        if self.kind == "variance_ratio" and self.margin.scale != "relative":
+            raise ValueError("field 'margin': a variance ratio needs a relative margin below 1")
+        return self
+
+    @property
+    def comparators(self) -> tuple[str, ...]:
+        return (self.comparator,) if isinstance(self.comparator, str) else tuple(self.comparator.best_of)
+
+
+class ClaimArmModel(_Strict):
+    """``claims: <id>: arms: <arm>:`` — one primary test and the exploratory ones."""
+
+    primary: TestModel
+    exploratory: list[TestModel] = []
+
+    @model_validator(mode="after")
+    def _rationale(self) -> ClaimArmModel:
+        if not self.primary.rationale.strip():
+            raise ValueError(
+                f"test {self.primary.name!r}: field 'rationale': a primary test needs a one-line rationale"
+            )
+        return self
+
+
+class ClaimModel(_Strict):
+    """``claims: <id>:`` — the claim in words and its tests per arm."""
+
+    statement: str = Field(min_length=1)
+    arms: dict[str, ClaimArmModel] = Field(min_length=1)
+
+
+class ClaimsFile(_Strict):
+    """The whole file."""
+
+    version: int
+    settings: SettingsModel = SettingsModel()
+    arms: dict[str, ArmRuleModel] = Field(min_length=1)
+    claims: dict[str, ClaimModel] = Field(min_length=1)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError(f"expected 1, got {v!r}")
+        return v
+
+    @field_validator("claims", mode="before")
+    @classmethod
+    def _claim_ids_as_text(cls, v: Any) -> Any:
+        return {str(k): c for k, c in v.items()} if isinstance(v, dict) else v
+
+
+# ----------------------------------------------------------------------------------------------
+# What the rest of the package reads
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """One pre-registered test (a row of the verdict table)."""
+
+    __test__ = False  # not a pytest test class
+
+    claim: str
+    name: str
+    primary: bool
+    kind: str
+    metric: str
+    stratum: str
+    condition: str
+    comparators: tuple[str, ...]
+    comparator_rule: str  # "single" or "best"
+    direction: str
+    margin: float
+    margin_scale: str  # "absolute" or "relative"
+    rationale: str
+
+
+@dataclass(frozen=True)
+class ArmRule:
+    role: str  # "verdict" or "descriptive"
+    tests_of: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    alpha: float = 0.05
+    confidence: float = 0.95
+    equivalence_confidence: float = 0.90
+    min_seeds: int = 10
+    power: float = 0.8
+    item_groups: int = 20
+    item_group_seed: int = 0
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The parsed pre-registration: settings, arm rules and, per arm, its tests."""
+
+    path: Path
+    settings: Settings
+    statements: Mapping[str, str]
+    arms: Mapping[str, ArmRule]
+    tests: Mapping[str, tuple[TestSpec, ...]]  # arm name -> its tests (primary and exploratory)
+
+    def rule(self, arm: str) -> ArmRule:
+        if arm in self.arms:
+            return self.arms[arm]
+        if "*" in self.arms:
+            return self.arms["*"]
+        raise ClaimsError(f"{self.path}: arm {arm!r} is not listed under 'arms' and there is no '*' rule")
+
+    def tests_for(self, arm: str) -> tuple[ArmRule, tuple[TestSpec, ...]]:
+        rule = self.rule(arm)
+        return rule, self.tests[rule.tests_of]
+
+    def primary_only(self) -> Claims:
+        """The same claims with the exploratory tests dropped."""
+        tests = {a: tuple(t for t in ts if t.primary) for a, ts in self.tests.items()}
+        return Claims(self.path, self.settings, self.statements, self.arms, tests)
+
+
+def _spec(test: TestModel, claim: str, primary: bool) -> TestSpec:
+    return TestSpec(
+        claim=claim,
+        name=test.name,
+        primary=primary,
+        kind=test.kind,
+        metric=test.metric,
+        stratum=test.stratum,
+        condition=test.condition,
+        comparators=test.comparators,
+        comparator_rule="single" if isinstance(test.comparator, str) else "best",
+        direction=test.direction,
+        margin=float(test.margin.value),
+        margin_scale=test.margin.scale,
+        rationale=" ".join(test.rationale.split()),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors in words
+# ----------------------------------------------------------------------------------------------
+
+
+_UNION_TAGS = frozenset({"str", "BestOfModel", "TestModel", "list[TestModel]"})
+
+
+def _where(loc: tuple[Any, ...], raw: Any) -> tuple[str, str]:
+    """(``claim 1, arm 'x', test 'y'``, dotted field) for a pydantic error location in ``raw``."""
+    parts: list[str] = []
+    field: list[str] = []
+    node = raw
+    i = 0
+    while i < len(loc):
+        key = loc[i]
+        nxt = (
+            node.get(key)
+            if isinstance(node, dict)
+            else (node[key] if isinstance(node, list) and isinstance(key, int) and key < len(node) else None)
+        )
+        if not field and i == 0 and key == "claims" and i + 1 < len(loc):
+            parts.append(f"claim {loc[i + 1]}")
+            node = nxt.get(loc[i + 1]) if isinstance(nxt, dict) else None
+            i += 2
+            continue
+        if not field and parts and key == "arms" and i + 1 < len(loc):
+            parts.append(f"arm {loc[i + 1]!r}")
+            node = nxt.get(loc[i + 1]) if isinstance(nxt, dict) else None
+            i += 2
+            continue
+        if not field and i == 0 and key == "arms" and i + 1 < len(loc):
+            parts.append(f"arms, arm {loc[i + 1]!r}")
+            node = nxt.get(loc[i + 1]) if isinstance(nxt, dict) else None
+            i += 2
+            continue
+        if not field and key == "exploratory" and i + 1 < len(loc) and isinstance(loc[i + 1], int):
+            test = nxt[loc[i + 1]] if isinstance(nxt, list) and loc[i + 1] < len(nxt) else None
+            name = test.get("name") if isinstance(test, dict) else None
+            parts.append(f"test {name!r}" if name else f"exploratory test {loc[i + 1] + 1}")
+            node = test
+            i += 2
+            continue
+        if not field and key == "primary" and isinstance(nxt, dict) and nxt.get("name"):
+            parts.append(f"test {nxt['name']!r}")
+            node = nxt
+            i += 1
+            continue
+        if isinstance(key, str) and key not in _UNION_TAGS and not key.startswith("function-"):
+            field.append(key)
+        node = nxt
+        i += 1
+    return ", ".join(parts), ".".join(field)
+
+
+def _message(exc: ValidationError, raw: Any, path: Path) -> str:
+    errors = exc.errors(include_url=False)
+    # a value that fits neither branch of ``str | {best_of: ...}``: report the branch its type chose
+    errors = [
+        e for e in errors if not (isinstance(e.get("input"), dict) and "str" in e["loc"] and len(errors) > 1)
+    ] or errors
+    err = errors[0]
+    where, field = _where(tuple(err["loc"]), raw)
+    msg = re.sub(r" or instance of \w+", "", str(err["msg"]).removeprefix("Value error, "))
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown field {field.rsplit('.', 1)[-1]!r}"
+        field = field.rsplit(".", 1)[0] if "." in field else ""
+    elif err["type"] == "missing":
+        return f"{path}: " + (f"{where}: " if where else "") + f"field {field!r} is missing"
+    elif "input" in err and err["type"] not in ("value_error",):
+        msg = f"{msg}, got {err['input']!r}"
+    head = f"{path}: " + (f"{where}: " if where else "")
+    if field and not msg.startswith(("field ", "test ")):
+        return f"{head}field {field!r}: {msg}"
+    return f"{head}{msg}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+def load_claims(path: str | Path | None = None) -> Claims:
+    """Read and validate the pre-registration file (default ``params/claims.yml``).
+
+    Raises :class:`ClaimsError` naming the file, the claim/arm/test and the field for anything
+    malformed: strict-YAML violations (duplicated keys, anchors, non-UTF-8), unknown fields,
+    wrong types, unknown metrics, strata, conditions, comparators or directions, margins that
+    are not positive and finite (or relative margins of 1 and more), missing rationale, not exactly
+    one primary test per claim and verdict arm, an arm rule pointing at an arm without tests.
+    """
+    p = Path(path) if path is not None else CLAIMS_PATH
+    try:
+        raw = load_yaml(p, what="claims file")
+    except YamlError as exc:
+        raise ClaimsError(str(exc)) from None
+    if not isinstance(raw, dict):
+        raise ClaimsError(f"{p}: expected a mapping with 'version', 'settings', 'arms' and 'claims'")
+    try:
+        model = ClaimsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ClaimsError(_message(exc, raw, p)) from None
+
+    statements = {cid: " ".join(c.statement.split()) for cid, c in model.claims.items()}
+    tests: dict[str, list[TestSpec]] = {}
+    for cid, c in model.claims.items():
+        for arm, block in c.arms.items():
+            arm_tests = tests.setdefault(arm, [])
+            arm_tests.append(_spec(block.primary, cid, primary=True))
+            arm_tests.extend(_spec(t, cid, primary=False) for t in block.exploratory)
+    for arm, ts in tests.items():
+        seen: set[str] = set()
+        for t in ts:
+            if t.name in seen:
+                raise ClaimsError(
+                    f"{p}: arm {arm!r}, test {t.name!r}: field 'name': test names must be unique within an arm"
+                )
+            seen.add(t.name)
+    arms: dict[str, ArmRule] = {}
+    for arm, rule in model.arms.items():
+        tests_of = rule.tests_of if rule.tests_of is not None else arm
+        if tests_of not in tests:
+            raise ClaimsError(f"{p}: arms, arm {arm!r}: field 'tests_of': no tests are declared for arm {tests_of!r}")
+        arms[arm] = ArmRule(rule.role, tests_of)
+    for arm in tests:
+        if arm not in arms:
+            raise ClaimsError(f"{p}: arm {arm!r} has tests under 'claims' but no rule under 'arms'")
+        for claim in statements:
+            n_primary = sum(1 for t in tests[arm] if t.claim == claim and t.primary)
+            if arms[arm].role == "verdict" and n_primary != 1:
+                raise ClaimsError(f"{p}: claim {claim}, arm {arm!r}: expected exactly one primary test")
+    s = model.settings
+    settings = Settings(
+        s.alpha, s.confidence, s.equivalence_confidence, s.min_seeds, s.power, s.item_groups, s.item_group_seed
+    )
+    return Claims(p, settings, statements, arms, {a: tuple(ts) for a, ts in tests.items()})
