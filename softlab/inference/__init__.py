@@ -78,6 +78,7 @@ from softlab.inference.claims import (
     TestSpec,
     known_conditions,
     load_claims,
+    validate_claims_for,
 )
 from softlab.inference.estimators import (
     DIRECTIONS,
@@ -145,6 +146,7 @@ __all__ = [
     "sign_flip_interval",
     "sign_flip_test",
     "swap_permutation_variance_test",
+    "validate_claims_for",
     "variance_ratio_mde",
     "verdict_table",
     "write_verdicts",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ __all__ = [
     "TestSpec",
     "known_conditions",
     "load_claims",
+    "validate_claims_for",
 ]
 
 KINDS: tuple[str, ...] = ("difference", "variance_ratio")
@@ -461,3 +462,33 @@ def load_claims(path: str | Path | None = None) -> Claims:
         s.alpha, s.confidence, s.equivalence_confidence, s.min_seeds, s.power, s.item_groups, s.item_group_seed
     )
     return Claims(p, settings, statements, arms, {a: tuple(ts) for a, ts in tests.items()})
+
+
+def validate_claims_for(
+    arm_conditions: Mapping[str, Sequence[str]], claims: Claims | str | Path | None = None
+) -> Claims:
+    """Check, before anything trains, that the claims file is valid and that every primary test of
+    every verdict arm can run with the conditions a parameter set trains.
+
+    ``arm_conditions`` maps each arm the set will build to the label conditions it trains (every
+    condition also gets its ``+ts`` twin). ``claims`` is a parsed :class:`Claims` or a path
+    (default ``params/claims.yml``, read with :func:`load_claims`). Raises :class:`ClaimsError`
+    (one line) for an arm without a rule (and no ``'*'`` rule) or a primary test whose condition
+    or any comparator is not trained — such a test would silently not run and the family would
+    shrink. Exploratory tests may be missing. Returns the parsed claims.
+    """
+    parsed = claims if isinstance(claims, Claims) else load_claims(claims)
+    for arm, conditions in arm_conditions.items():
+        rule, tests = parsed.tests_for(arm)
+        if rule.role != "verdict":
+            continue
+        available = set(conditions) | {c + POST_HOC_SUFFIX for c in conditions}
+        for test in tests:
+            missing = [c for c in (test.condition, *test.comparators) if c not in available]
+            if test.primary and missing:
+                raise ClaimsError(
+                    f"{parsed.path}: arm {arm!r}, primary test {test.name!r}: condition(s) {missing} are not "
+                    f"trained by this parameter set (it trains {sorted(conditions)}); add them to "
+                    "`conditions` or amend the claims file"
+                )
+    return parsed
