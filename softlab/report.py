@@ -151,7 +151,27 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredict
         probs=probs,
         item_arrays=arrays,
         design=design,
+        disjoint_official=np.asarray(arm.disjoint_labels),
+        disjoint_probs=_disjoint_probs(grid),
     )
+
+
+def _disjoint_probs(grid: GridResults) -> dict[str, np.ndarray]:
+    """condition -> ``(seeds, folds, items, classes)``: every fold model's probabilities on the
+    disjoint evaluation sample (tests with ``split: disjoint``); NaN where a run diverged."""
+    arm = grid.arm
+    folds = list(arm.config.folds_to_run())
+    n = len(arm.disjoint_labels)
+    if n == 0:
+        return {}
+    out = {}
+    for cond in grid.conditions:
+        stack = np.full((len(grid.seeds), len(folds), n, arm.n_classes), np.nan, dtype=np.float32)
+        for si, seed in enumerate(grid.seeds):
+            for fi, fold in enumerate(folds):
+                stack[si, fi] = grid.results[grid.index(cond, seed, fold)].eval_probs["disjoint"]
+        out[cond] = stack
+    return out
 
 
 def heldout_records(preds: ArmPredictions) -> list[RunPredictions]:

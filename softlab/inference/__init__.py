@@ -2,8 +2,10 @@
 
 One job per module (layers top to bottom; a module imports only those below it):
 
-* :mod:`~softlab.inference.verdicts` — the decision rule and the verdict table;
+* :mod:`~softlab.inference.verdicts` — the verdict table: families, Holm, versions;
+* :mod:`~softlab.inference.kinds` — one evaluator per test kind and the five-outcome decision rule;
 * :mod:`~softlab.inference.claims` — ``params/claims.yml`` as pydantic models;
+* :mod:`~softlab.inference.values` — per-seed metric values of an arm with their jackknife, cached;
 * :mod:`~softlab.inference.registry` — the metrics a test may name, with their item jackknife;
 * :mod:`~softlab.inference.estimators` — pure estimators on arrays;
 * :mod:`~softlab.inference.predictions` — :class:`ArmPredictions`, the unit every test works on.
@@ -70,6 +72,8 @@ from __future__ import annotations
 from softlab.inference.claims import (
     CLAIMS_PATH,
     KINDS,
+    VERSIONS,
+    Amendment,
     ArmRule,
     Claims,
     ClaimsError,
@@ -98,13 +102,30 @@ from softlab.inference.estimators import (
     swap_permutation_variance_test,
     variance_ratio_mde,
 )
+from softlab.inference.kinds import (
+    KIND_EVALUATORS,
+    BoundKind,
+    DifferenceKind,
+    TestKind,
+    VarianceRatioKind,
+    decide_bound_verdict,
+    decide_verdict,
+    kind_of,
+)
 from softlab.inference.predictions import ArmPredictions
-from softlab.inference.registry import METRICS, MetricSpec, item_groups, leave_group_out_values
+from softlab.inference.registry import (
+    METRICS,
+    OFFICIAL_LABEL_METRICS,
+    MetricSpec,
+    item_groups,
+    leave_group_out_values,
+)
+from softlab.inference.values import SPLITS, ArmValues
 from softlab.inference.verdicts import (
     EXTRA_COLUMNS,
+    FAMILIES,
     VERDICT_COLUMNS,
     VERDICTS,
-    decide_verdict,
     verdict_table,
     write_verdicts,
 )
@@ -114,28 +135,41 @@ __all__ = [
     "CLAIMS_PATH",
     "DIRECTIONS",
     "EXTRA_COLUMNS",
+    "FAMILIES",
     "KINDS",
+    "KIND_EVALUATORS",
     "METRICS",
+    "OFFICIAL_LABEL_METRICS",
+    "SPLITS",
     "STRATA",
     "VERDICTS",
     "VERDICT_COLUMNS",
+    "VERSIONS",
+    "Amendment",
     "ArmPredictions",
     "ArmRule",
+    "ArmValues",
+    "BoundKind",
     "Claims",
     "ClaimsError",
     "ClaimsFile",
     "Composite",
+    "DifferenceKind",
     "DifferenceResult",
     "MetricSpec",
     "PitmanMorgan",
     "Settings",
+    "TestKind",
     "TestSpec",
+    "VarianceRatioKind",
     "best_of",
     "crossed_variance",
+    "decide_bound_verdict",
     "decide_verdict",
     "difference_mde",
     "holm",
     "item_groups",
+    "kind_of",
     "known_conditions",
     "leave_group_out_values",
     "load_claims",

@@ -15,13 +15,14 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from softlab import labels
-from softlab.inference.registry import METRICS
+from softlab.inference.registry import METRICS, OFFICIAL_LABEL_METRICS
 from softlab.paths import PROJECT_ROOT
 from softlab.stats import STRATA
 from softlab.yamlio import YamlError, load_yaml
@@ -29,6 +30,8 @@ from softlab.yamlio import YamlError, load_yaml
 __all__ = [
     "CLAIMS_PATH",
     "KINDS",
+    "VERSIONS",
+    "Amendment",
     "ArmRule",
     "Claims",
     "ClaimsError",
@@ -40,7 +43,9 @@ __all__ = [
     "validate_claims_for",
 ]
 
-KINDS: tuple[str, ...] = ("difference", "variance_ratio")
+KINDS: tuple[str, ...] = ("difference", "variance_ratio", "bound")
+VERSIONS: tuple[int, ...] = (1, 2)
+"""Pre-registration versions this code reads (the file's ``version`` is the latest it holds)."""
 CLAIMS_PATH: Path = PROJECT_ROOT / "params" / "claims.yml"
 POST_HOC_SUFFIX = "+ts"
 
@@ -142,14 +147,17 @@ class TestModel(_Strict):
     __test__ = False  # not a pytest test class
 
     name: str = Field(min_length=1)
-    kind: Literal["difference", "variance_ratio"] = "difference"
+    kind: Literal["difference", "variance_ratio", "bound"] = "difference"
     metric: str
     stratum: str
+    split: Literal["heldout", "disjoint"] = "heldout"
     condition: str
-    comparator: str | BestOfModel
-    direction: Literal["lower", "higher"]
+    comparator: str | BestOfModel | None = None
+    direction: Literal["lower", "higher", "within"]
     margin: MarginModel
     rationale: str = ""
+    registered: int = Field(default=1, ge=1)
+    superseded: int | None = Field(default=None, ge=2)
 
     @field_validator("metric")
     @classmethod
@@ -177,6 +185,23 @@ class TestModel(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TestModel:
+        if self.kind == "bound":
+            if self.comparator is not None or self.direction != "within" or self.margin.scale != "absolute":
+                raise ValueError(
+                    "field 'kind': a bound test has no comparator, direction 'within' and an absolute margin "
+                    "(the bound on |value|)"
+                )
+        elif self.comparator is None:
+            raise ValueError("field 'comparator' is missing")
+        elif self.direction == "within":
+            raise ValueError("field 'direction': 'within' is only defined for kind 'bound'")
+        if self.split == "disjoint" and (self.stratum != "all" or self.metric not in OFFICIAL_LABEL_METRICS):
+            raise ValueError(
+                f"field 'split': the disjoint sample has official labels only: stratum 'all' and a metric of "
+                f"{list(OFFICIAL_LABEL_METRICS)}"
+            )
+        if self.superseded is not None and self.superseded <= self.registered:
+            raise ValueError(f"field 'superseded': expected a version after 'registered' ({self.registered})")
         comparators = self.comparators
         if self.condition in comparators:
             raise ValueError(f"field 'comparator': the condition {self.condition!r} cannot be its own comparator")
@@ -192,22 +217,48 @@ class TestModel(_Strict):
 
     @property
     def comparators(self) -> tuple[str, ...]:
+        if self.comparator is None:
+            return ()
         return (self.comparator,) if isinstance(self.comparator, str) else tuple(self.comparator.best_of)
 
 
 class ClaimArmModel(_Strict):
-    """``claims: <id>: arms: <arm>:`` — one primary test and the exploratory ones."""
+    """``claims: <id>: arms: <arm>:`` — the primary test(s) and the exploratory ones.
 
-    primary: TestModel
+    In a version-1 file ``primary`` is one test; from version 2 it is a list whose tests say when
+    they became primary (``registered``) and, once an amendment replaced them, from which version
+    on they are not (``superseded``; they then run as exploratory tests)."""
+
+    primary: list[TestModel] = Field(min_length=1)
     exploratory: list[TestModel] = []
+
+    @field_validator("primary", mode="before")
+    @classmethod
+    def _one_as_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    @property
+    def primaries(self) -> list[TestModel]:
+        return self.primary
 
     @model_validator(mode="after")
     def _rationale(self) -> ClaimArmModel:
-        if not self.primary.rationale.strip():
-            raise ValueError(
-                f"test {self.primary.name!r}: field 'rationale': a primary test needs a one-line rationale"
-            )
+        for test in self.primaries:
+            if not test.rationale.strip():
+                raise ValueError(f"test {test.name!r}: field 'rationale': a primary test needs a one-line rationale")
+        for test in self.exploratory:
+            if test.superseded is not None or test.registered != 1:
+                raise ValueError(f"test {test.name!r}: fields 'registered'/'superseded' belong to primary tests only")
         return self
+
+
+class AmendmentModel(_Strict):
+    """``amendments:`` — one dated entry per version after the first: what changed and why."""
+
+    version: int = Field(ge=2)
+    date: date
+    changed: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
 
 
 class ClaimModel(_Strict):
@@ -221,6 +272,7 @@ class ClaimsFile(_Strict):
     """The whole file."""
 
     version: int
+    amendments: list[AmendmentModel] = []
     settings: SettingsModel = SettingsModel()
     arms: dict[str, ArmRuleModel] = Field(min_length=1)
     claims: dict[str, ClaimModel] = Field(min_length=1)
@@ -228,9 +280,27 @@ class ClaimsFile(_Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, v: int) -> int:
-        if v != 1:
-            raise ValueError(f"expected 1, got {v!r}")
+        if v not in VERSIONS:
+            raise ValueError(f"expected one of {list(VERSIONS)}, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _amended(self) -> ClaimsFile:
+        versions = [a.version for a in self.amendments]
+        if versions != list(range(2, self.version + 1)):
+            raise ValueError(
+                f"field 'amendments': expected one dated amendment for each version 2..{self.version} in order, "
+                f"got versions {versions}"
+            )
+        for cid, claim in self.claims.items():
+            for arm, block in claim.arms.items():
+                for test in [*block.primaries, *block.exploratory]:
+                    if test.registered > self.version or (test.superseded or 0) > self.version:
+                        raise ValueError(
+                            f"claim {cid}, arm {arm!r}, test {test.name!r}: field 'registered'/'superseded': "
+                            f"the file is version {self.version}"
+                        )
+        return self
 
     @field_validator("claims", mode="before")
     @classmethod
@@ -262,6 +332,22 @@ class TestSpec:
     margin: float
     margin_scale: str  # "absolute" or "relative"
     rationale: str
+    split: str = "heldout"  # "heldout" (pooled out-of-fold) or "disjoint" (the evaluation sample)
+    primary_versions: tuple[int, ...] = ()  # the pre-registration versions in which it is primary
+    registered: int = 1  # the version that made it primary (1 for exploratory tests)
+
+    def primary_in(self, version: int) -> bool:
+        return version in self.primary_versions
+
+
+@dataclass(frozen=True)
+class Amendment:
+    """One dated change of the pre-registration."""
+
+    version: int
+    date: date
+    changed: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -290,6 +376,8 @@ class Claims:
     statements: Mapping[str, str]
     arms: Mapping[str, ArmRule]
     tests: Mapping[str, tuple[TestSpec, ...]]  # arm name -> its tests (primary and exploratory)
+    version: int = 1  # the latest version; ``TestSpec.primary`` means primary in this version
+    amendments: tuple[Amendment, ...] = ()
 
     def rule(self, arm: str) -> ArmRule:
         if arm in self.arms:
@@ -304,15 +392,15 @@ class Claims:
 
     def primary_only(self) -> Claims:
         """The same claims with the exploratory tests dropped."""
-        tests = {a: tuple(t for t in ts if t.primary) for a, ts in self.tests.items()}
-        return Claims(self.path, self.settings, self.statements, self.arms, tests)
+        tests = {a: tuple(t for t in ts if t.primary_versions) for a, ts in self.tests.items()}
+        return Claims(self.path, self.settings, self.statements, self.arms, tests, self.version, self.amendments)
 
 
-def _spec(test: TestModel, claim: str, primary: bool) -> TestSpec:
+def _spec(test: TestModel, claim: str, versions: tuple[int, ...], latest: int) -> TestSpec:
     return TestSpec(
         claim=claim,
         name=test.name,
-        primary=primary,
+        primary=latest in versions,
         kind=test.kind,
         metric=test.metric,
         stratum=test.stratum,
@@ -323,6 +411,9 @@ def _spec(test: TestModel, claim: str, primary: bool) -> TestSpec:
         margin=float(test.margin.value),
         margin_scale=test.margin.scale,
         rationale=" ".join(test.rationale.split()),
+        split=test.split,
+        primary_versions=versions,
+        registered=test.registered if versions else 1,
     )
 
 
@@ -331,7 +422,7 @@ def _spec(test: TestModel, claim: str, primary: bool) -> TestSpec:
 # ----------------------------------------------------------------------------------------------
 
 
-_UNION_TAGS = frozenset({"str", "BestOfModel", "TestModel", "list[TestModel]"})
+_UNION_TAGS = frozenset({"str", "BestOfModel"})
 
 
 def _where(loc: tuple[Any, ...], raw: Any) -> tuple[str, str]:
@@ -362,17 +453,14 @@ def _where(loc: tuple[Any, ...], raw: Any) -> tuple[str, str]:
             node = nxt.get(loc[i + 1]) if isinstance(nxt, dict) else None
             i += 2
             continue
-        if not field and key == "exploratory" and i + 1 < len(loc) and isinstance(loc[i + 1], int):
+        if not field and key in ("primary", "exploratory") and isinstance(nxt, dict):
+            nxt = [nxt]  # a version-1 primary: one test, read as a list of one
+        if not field and key in ("primary", "exploratory") and i + 1 < len(loc) and isinstance(loc[i + 1], int):
             test = nxt[loc[i + 1]] if isinstance(nxt, list) and loc[i + 1] < len(nxt) else None
             name = test.get("name") if isinstance(test, dict) else None
-            parts.append(f"test {name!r}" if name else f"exploratory test {loc[i + 1] + 1}")
+            parts.append(f"test {name!r}" if name else f"{key} test {loc[i + 1] + 1}")
             node = test
             i += 2
-            continue
-        if not field and key == "primary" and isinstance(nxt, dict) and nxt.get("name"):
-            parts.append(f"test {nxt['name']!r}")
-            node = nxt
-            i += 1
             continue
         if isinstance(key, str) and key not in _UNION_TAGS and not key.startswith("function-"):
             field.append(key)
@@ -434,8 +522,10 @@ def load_claims(path: str | Path | None = None) -> Claims:
     for cid, c in model.claims.items():
         for arm, block in c.arms.items():
             arm_tests = tests.setdefault(arm, [])
-            arm_tests.append(_spec(block.primary, cid, primary=True))
-            arm_tests.extend(_spec(t, cid, primary=False) for t in block.exploratory)
+            for pt in block.primaries:
+                until = pt.superseded if pt.superseded is not None else model.version + 1
+                arm_tests.append(_spec(pt, cid, tuple(range(pt.registered, until)), model.version))
+            arm_tests.extend(_spec(et, cid, (), model.version) for et in block.exploratory)
     for arm, ts in tests.items():
         seen: set[str] = set()
         for t in ts:
@@ -453,15 +543,26 @@ def load_claims(path: str | Path | None = None) -> Claims:
     for arm in tests:
         if arm not in arms:
             raise ClaimsError(f"{p}: arm {arm!r} has tests under 'claims' but no rule under 'arms'")
+        if arms[arm].role != "verdict":
+            continue
         for claim in statements:
-            n_primary = sum(1 for t in tests[arm] if t.claim == claim and t.primary)
-            if arms[arm].role == "verdict" and n_primary != 1:
-                raise ClaimsError(f"{p}: claim {claim}, arm {arm!r}: expected exactly one primary test")
+            of_claim = [t for t in tests[arm] if t.claim == claim]
+            registered_v1 = any(t.claim == claim and t.primary_in(1) for ts in tests.values() for t in ts)
+            if registered_v1 and sum(t.primary_in(1) for t in of_claim) != 1:
+                raise ClaimsError(f"{p}: claim {claim}, arm {arm!r}: expected exactly one primary test in version 1")
+            if not any(t.primary for t in of_claim):
+                raise ClaimsError(
+                    f"{p}: claim {claim}, arm {arm!r}: expected exactly one primary test (at least one from "
+                    f"version 2 on) in version {model.version}"
+                )
     s = model.settings
     settings = Settings(
         s.alpha, s.confidence, s.equivalence_confidence, s.min_seeds, s.power, s.item_groups, s.item_group_seed
     )
-    return Claims(p, settings, statements, arms, {a: tuple(ts) for a, ts in tests.items()})
+    amendments = tuple(
+        Amendment(a.version, a.date, " ".join(a.changed.split()), " ".join(a.reason.split())) for a in model.amendments
+    )
+    return Claims(p, settings, statements, arms, {a: tuple(ts) for a, ts in tests.items()}, model.version, amendments)
 
 
 def validate_claims_for(

@@ -31,6 +31,10 @@ class ArmPredictions:
         dynamics: ``"heldout_confidence"`` (mean over epochs of the probability of the reference
         mode), ``"heldout_variability"`` (its SD over epochs).
     design: ``"pooled"`` (K-fold cross-fitting, folds pooled per seed) or ``"single-fold"``.
+    disjoint_official: ``(J,)`` int, official labels of the disjoint evaluation sample (never
+        annotated; empty when the arm has none).
+    disjoint_probs: condition -> ``(S, F, J, C)`` float: each of seed ``s``'s ``F`` fold models'
+        probabilities on the disjoint sample (tests with ``split: disjoint``).
     """
 
     arm: str
@@ -42,6 +46,8 @@ class ArmPredictions:
     probs: Mapping[str, np.ndarray]
     item_arrays: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
     design: str = "pooled"
+    disjoint_official: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    disjoint_probs: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"ArmPredictions {self.arm!r}"
@@ -80,6 +86,17 @@ class ArmPredictions:
                         f"{where}: item_arrays[{cond!r}][{name!r}]: expected shape (seeds, items) = "
                         f"({n_seeds}, {n_items}), got {np.shape(a)}"
                     )
+
+        n_disjoint = np.asarray(self.disjoint_official).shape[0]
+        if self.disjoint_probs:
+            check_labels(self.disjoint_official, f"{where}: disjoint_official")
+        for cond, p in self.disjoint_probs.items():
+            shape = np.shape(p)
+            if len(shape) != 4 or shape[0] != n_seeds or shape[2:] != (n_disjoint, n_classes):
+                raise ValueError(
+                    f"{where}: disjoint_probs[{cond!r}]: expected shape (seeds, folds, items, classes) = "
+                    f"({n_seeds}, F, {n_disjoint}, {n_classes}), got {shape}"
+                )
 
     @property
     def n_seeds(self) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 from softlab import cartography
 from softlab import metrics as M
 
-__all__ = ["METRICS", "MetricSpec", "item_groups", "leave_group_out_values"]
+__all__ = ["METRICS", "OFFICIAL_LABEL_METRICS", "MetricSpec", "item_groups", "leave_group_out_values"]
 
 MetricFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, Mapping[str, np.ndarray]], np.ndarray]
 LeaveGroupOut = Callable[[np.ndarray, np.ndarray, np.ndarray, Mapping[str, np.ndarray], np.ndarray], np.ndarray]
@@ -75,17 +75,22 @@ def _calibration_spec(name: str, correctness: str, estimator: str, labels: str, 
     return MetricSpec(name, function, ("probs",), description, leave_group_out=lgo)
 
 
-def _spearman_spec(name: str, array: str | None, description: str) -> MetricSpec:
-    """Spearman correlation with the reference entropy ``H(h)`` of a held-out item array, or of the
-    predictive entropy ``H(p)`` when ``array`` is None (:func:`softlab.metrics.entropy_spearman`)."""
+def _spearman_spec(name: str, array: str | None, description: str, series_of: str = "entropy") -> MetricSpec:
+    """Spearman correlation with the reference entropy ``H(h)`` of a held-out item array, or, when
+    ``array`` is None, of a function of the final probabilities: the predictive entropy ``H(p)``
+    (``series_of="entropy"``, :func:`softlab.metrics.entropy_spearman`) or the maximum probability
+    ``max_c p_c`` (``series_of="max_probability"``; mode-free: it does not depend on which label
+    is the reference mode)."""
 
     def series(probs: np.ndarray, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-        return M.entropy(probs) if array is None else np.asarray(arrays[array], dtype=np.float64)
+        if array is not None:
+            return np.asarray(arrays[array], dtype=np.float64)
+        return M.entropy(probs) if series_of == "entropy" else np.asarray(probs, dtype=np.float64).max(axis=-1)
 
     def function(
         probs: np.ndarray, official: np.ndarray, reference: np.ndarray, arrays: Mapping[str, np.ndarray]
     ) -> np.ndarray:
-        if array is None:
+        if array is None and series_of == "entropy":
             return M.entropy_spearman(reference, probs)
         return M.spearman_by_run(series(probs, arrays), M.entropy(reference))
 
@@ -167,6 +172,12 @@ def _build_registry() -> dict[str, MetricSpec]:
         ),
         _spearman_spec("entropy_spearman", None, "Spearman of H(p) with H(h) across items"),
         _spearman_spec(
+            "spearman_max_probability_entropy",
+            None,
+            "Spearman of the final model's maximum probability with H(h) (mode-free confidence)",
+            series_of="max_probability",
+        ),
+        _spearman_spec(
             "spearman_confidence_entropy",
             "heldout_confidence",
             "Spearman of held-out confidence (mean over epochs of p[reference mode]) with H(h)",
@@ -187,6 +198,9 @@ def _build_registry() -> dict[str, MetricSpec]:
 
 
 METRICS: dict[str, MetricSpec] = _build_registry()
+
+OFFICIAL_LABEL_METRICS: tuple[str, ...] = ("accuracy", "nll", "brier", "ece", "debiased_ce")
+"""The metrics that need only official labels: the ones a test on the disjoint sample may name."""
 """The metric registry: name -> :class:`MetricSpec`."""
 
 
