@@ -20,6 +20,7 @@ class NoAliasDumper(yaml.SafeDumper):
     def ignore_aliases(self, data: object) -> bool:
         return True
 
+
 PRIMARY = "soft-calibration-hard-vs-best-ts"
 
 
