@@ -48,7 +48,7 @@ __all__ = [
 VERDICT_COLOURS: dict[str, str] = {
     "confirmed": "#006d2c",
     "refuted": "#b2182b",
-    "negligible": "#6a3d9a",
+    "negligible": "#7a0177",  # magenta-purple: apart from confirmed green and equivalent blue
     "equivalent": "#08306b",
     "inconclusive": "#8c6d00",
     "descriptive": "#000000",
@@ -305,9 +305,10 @@ def _is_bound(row: Any) -> bool:
 def values_text(row: Any) -> str:
     """The compared values in the metric's own units (``"0.0052 vs 0.0029"``): the condition's and
     the comparator's means over seeds, or a bound test's own value against its bound."""
+    cond = float(getattr(row, "mean_condition", math.nan))
     if _is_bound(row):
-        return f"{_abs_text(row.mean_condition)} vs bound ±{fmt_number(row.margin)}"
-    return f"{_abs_text(row.mean_condition)} vs {_abs_text(row.mean_comparator)}"
+        return f"{_abs_text(cond)} vs bound ±{fmt_number(row.margin)}"
+    return f"{_abs_text(cond)} vs {_abs_text(float(getattr(row, 'mean_comparator', math.nan)))}"
 
 
 def _estimate_text(row: Any) -> str:
@@ -468,10 +469,11 @@ def claim_sentence(verdicts: pd.DataFrame, claim: Any) -> str:
     primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
     if primary.empty:
         return "No primary test of this claim could run with this parameter set."
-    tests = list(dict.fromkeys(primary["test"]))
+    by_test = primary["test"] if "test" in primary.columns else pd.Series("", index=primary.index)
+    tests = list(dict.fromkeys(by_test))
     sentences = []
     for k, test in enumerate(tests):
-        rows = primary[primary["test"] == test]
+        rows = primary[by_test == test]
         lead = "" if k == 0 else f"Co-primary `{test}`: "
         sentences.append(f"{lead}{_verdict_head(rows)}: {_effect_phrases(rows)}.")
     return " ".join(sentences)
@@ -498,7 +500,8 @@ def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
     primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
     if primary.empty:
         return "No primary test of this claim could run with this parameter set."
-    primary = primary[primary["test"] == primary["test"].iloc[0]]  # the claim's first primary test
+    if "test" in primary.columns:
+        primary = primary[primary["test"] == primary["test"].iloc[0]]  # the claim's first primary test
     first = next(_rows(primary))
     if _is_bound(first):
         values = " and ".join(f"{_abs_text(r.estimate)} ({arm_name(r.arm)})" for r in _rows(primary))
