@@ -240,6 +240,13 @@ def _latest(verdicts: pd.DataFrame) -> pd.DataFrame:
     return verdicts[~verdicts["family"].astype(str).str.startswith("registered-v")]
 
 
+def _primary_family(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Every primary test of the latest version (co-primaries included)."""
+    if "family" in verdicts.columns:
+        return verdicts[verdicts["family"] == "primary"]
+    return verdicts[verdicts["primary"]]
+
+
 def _claim_number(claim: Any) -> int | None:
     try:
         return int(claim)
@@ -341,7 +348,11 @@ def claim_rows(verdicts: pd.DataFrame, claim: Any | None, primary: bool = True) 
     detectable effect in the same scale, and the verdict. Metric and stratum prefix the comparison
     only for claims whose tests differ in them."""
     part = _latest(verdicts)
-    part = part[part["primary"] == primary]
+    if "family" in part.columns:  # co-primaries are primary-family rows whose `primary` flag is off
+        part = part[(part["family"] == "primary") == primary]
+        part = part if primary else part[part["family"] != "descriptive"]
+    else:
+        part = part[part["primary"] == primary]
     if claim is not None:
         part = part[_same_claim(part["claim"], claim)]
     where = "arm" if claim is not None else "claim · arm"
@@ -466,7 +477,8 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
 def claim_sentence(verdicts: pd.DataFrame, claim: Any) -> str:
     """One plain Markdown paragraph on ``claim`` from its primary tests: the verdict on each
     verdict arm first, then what was measured there."""
-    primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
+    primary = _primary_family(verdicts)
+    primary = primary[_same_claim(primary["claim"], claim)]
     if primary.empty:
         return "No primary test of this claim could run with this parameter set."
     by_test = primary["test"] if "test" in primary.columns else pd.Series("", index=primary.index)
@@ -601,8 +613,8 @@ def registered_vs_amended(verdicts: pd.DataFrame) -> pd.DataFrame:
     if "registered_version" not in verdicts.columns:
         raise ValueError("verdicts: no column 'registered_version' (a table written before claims version 2)")
     latest = int(verdicts["registered_version"].max())
-    v1 = verdicts[verdicts["family"] == "registered-v1"] if latest > 1 else verdicts[verdicts["primary"]]
-    amended = verdicts[verdicts["primary"]]
+    v1 = verdicts[verdicts["family"] == "registered-v1"] if latest > 1 else _primary_family(verdicts)
+    amended = _primary_family(verdicts)
     keys = list(dict.fromkeys([(r.claim, r.arm, r.test) for r in _rows(pd.concat([v1, amended]))]))
 
     def cell(part: pd.DataFrame, key: tuple[Any, Any, Any]) -> str:

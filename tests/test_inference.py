@@ -374,7 +374,13 @@ def test_verdict_table_columns_families_and_rules(claims, tmp_path):
     # votes arm gets the fashion-mnist tests; its claim-1 primary test needs the +ts baselines: not run;
     # nor do claim 1's both-scaled co-primary (no human/human+ts) and claim 4 (no disjoint sample) anywhere
     assert set(primary["arm"]) == {"fashion-mnist", "synthetic-mnist", "my-votes"}
-    assert len(primary) == 4 + 4 + 3 and (primary["family_size"] == 11).all() and primary["primary"].all()
+    assert len(primary) == 4 + 4 + 3 and (primary["family_size"] == 11).all()
+    # the `primary` flag marks one headline test per claim and arm (the pages key on it); the
+    # co-primaries (claim 3's bound test here) are primary-family rows without it
+    headline = primary[primary["primary"]]
+    assert not headline.duplicated(["claim", "arm"]).any() and len(headline) == 3 + 3 + 2
+    assert set(primary.loc[~primary["primary"], "test"]) == {"synthetic-does-not-mirror"}
+    assert not table.loc[table["family"] != "primary", "primary"].any()
     assert (primary["registered_version"] == 2).all()
     assert table["primary"].tolist() == sorted(table["primary"].tolist(), reverse=True)  # primary rows first
     # version 1 as registered: its own Holm family of the 3 + 3 + 2 tests that ran, beside version 2

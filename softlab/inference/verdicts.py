@@ -140,15 +140,20 @@ def verdict_table(
     ``arms`` maps arm names to :class:`ArmPredictions`; ``claims`` defaults to :func:`load_claims`.
     A test whose stratum, condition, every comparator or a needed item array is absent from an arm
     is skipped (it does not run and is not counted in a family). Families (Holm within each):
-    ``primary`` (the primary tests of the latest version, on verdict arms; ``primary`` column
-    True), ``registered-v<v>`` (the primary tests of an earlier version ``v`` as registered, beside
+    ``primary`` (every primary test of the latest version, on verdict arms, co-primaries
+    included: select the family with ``family == "primary"``), ``registered-v<v>`` (the primary
+    tests of an earlier version ``v`` as registered, beside
     the amended ones: a test primary in both appears in both, each with its own family's Holm
     adjustment), ``exploratory`` (the other tests of verdict arms), ``descriptive`` (descriptive
     arms). ``registered_version`` says which version's family a row belongs to. Columns:
     :data:`VERDICT_COLUMNS`, then :data:`EXTRA_COLUMNS`. For variance ratios, ``estimate``/``ci_*``
     are the ratio and ``relative = ratio − 1``; ``mde`` is the detectable ratio. For differences
     ``mde`` is the detectable absolute difference (``mde_relative`` over the comparator's mean).
-    ``beyond_margin``: the whole 95% interval lies beyond the margin on the estimate's side. Rows
+    ``beyond_margin``: the whole 95% interval lies beyond the margin on the estimate's side.
+    ``primary`` is True on one row per claim and verdict arm: the claim's *headline* test, its
+    first primary test that ran in the file's order (for claim 1 the registered one); the pages
+    key one row per claim and arm on it, and co-primaries are ``family == "primary"`` rows with
+    ``primary`` False. Rows
     are sorted: primary family first, then earlier versions' families, exploratory, descriptive;
     within a family by claim, arm and the file's test order.
     """
@@ -161,6 +166,7 @@ def verdict_table(
         rule, tests = claims.tests_for(arm.arm)
         descriptive = rule.role == "descriptive"
         ev = ArmValues(arm, st.item_groups, st.item_group_seed, with_groups=not descriptive and st.item_groups >= 2)
+        headline: set[str] = set()  # claims whose first primary test on this arm has been seen
         for order, test in enumerate(tests):
             kind = KIND_EVALUATORS[test.kind]
             present = kind.available(ev, test)
@@ -168,10 +174,12 @@ def verdict_table(
                 continue
             row = _base_row(arm, test, present, int(ev.items(test.stratum, test.split).size))
             row.update(kind.evaluate(ev, test, present, st, descriptive))
+            first = test.primary and not descriptive and test.claim not in headline
+            if first:
+                headline.add(test.claim)
             for family, version in _families(test, claims.version, descriptive):
-                rows.append(
-                    dict(row, family=family, registered_version=version, primary=family == "primary", _order=order)
-                )
+                is_headline = family == "primary" and first
+                rows.append(dict(row, family=family, registered_version=version, primary=is_headline, _order=order))
     columns = list(VERDICT_COLUMNS) + list(EXTRA_COLUMNS)
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
