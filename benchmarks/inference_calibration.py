@@ -28,9 +28,14 @@ tests of ``params/claims.yml`` on it. Printed, one per line: ``coverage`` (share
 of primary tests covering the true effect, at ``seeds`` seeds), ``familywise_error`` (share of null
 books with any primary test confirmed or refuted), ``equivalence_rate`` (share of primary tests
 declared equivalent when the true effect is 0), ``power_claim1``/``power_claim2`` (share of
-claimed-effect primary tests confirmed), then diagnostics.
+claimed-effect primary tests confirmed), ``negligible_rate_inside`` / ``confirmed_rate_inside``
+(with true effects inside the margins, about half the claimed sizes: share of primary tests
+``negligible`` or ``equivalent``, and share ``confirmed``, target ≤ 0.05), ``confirmed_rate_beyond``
+(true effects about twice the claimed sizes), then diagnostics. The tests simulated are the
+version-1 primary family (the one the simulated conditions are built for), judged by the current
+five-outcome rule.
 
-    .venv/bin/python benchmarks/inference_calibration.py           # 500 null + 200 effect books, 2 processes
+    .venv/bin/python benchmarks/inference_calibration.py           # 500 null + 200 effect + 2 x 200 margin books
     .venv/bin/python benchmarks/inference_calibration.py --fast    # the test-suite version
 """
 
@@ -95,12 +100,27 @@ NULL_CONDITIONS: dict[str, Condition] = {
 }
 # claimed effects: tuned offline with --truth so that the Monte-Carlo truth is ≈ the claimed size
 EFFECT_TREATED = Condition(-0.2329, 0.1354, 0.7403)
+# true effects inside the margin (about half the claimed size) and beyond it (about twice); their
+# Monte-Carlo truths are printed (--truth) and checked to lie inside / beyond the margins
+INSIDE_TREATED = Condition(-0.2165, 0.1427, 0.8700)
+BEYOND_TREATED = Condition(-0.2660, 0.1200, 0.5000)
+SCENARIOS: dict[str, Condition | None] = {
+    "null": None,
+    "effect": EFFECT_TREATED,
+    "inside": INSIDE_TREATED,
+    "beyond": BEYOND_TREATED,
+}
 
 
-def effect_conditions() -> dict[str, Condition]:
+def effect_conditions(treated: Condition = EFFECT_TREATED) -> dict[str, Condition]:
     out = dict(NULL_CONDITIONS)
-    out[TREATED] = EFFECT_TREATED
+    out[TREATED] = treated
     return out
+
+
+def scenario_conditions(scenario: str) -> dict[str, Condition]:
+    treated = SCENARIOS[scenario]
+    return NULL_CONDITIONS if treated is None else effect_conditions(treated)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,12 +277,14 @@ def population_values(
     return out
 
 
-def true_effects(design: Design, n_items: int = 200_000, nodes: int = 7) -> dict[str, float]:
-    """True primary effects at the claimed sizes (:data:`EFFECT_TREATED` against the best baseline
-    for claim 1 and against human/synthetic for claims 2 and 3)."""
+def true_effects(
+    design: Design, n_items: int = 200_000, nodes: int = 7, treated: Condition = EFFECT_TREATED
+) -> dict[str, float]:
+    """True primary effects of ``treated`` (default the claimed sizes, :data:`EFFECT_TREATED`) against
+    the best baseline for claim 1 and against human/synthetic for claims 2 and 3."""
     pv = population_values(
         design,
-        {"treated": EFFECT_TREATED, "best": NULL_CONDITIONS[BASELINES[0]], "synthetic": NULL_CONDITIONS[SYNTHETIC]},
+        {"treated": treated, "best": NULL_CONDITIONS[BASELINES[0]], "synthetic": NULL_CONDITIONS[SYNTHETIC]},
         n_items,
         nodes,
     )
@@ -281,20 +303,33 @@ def true_effects(design: Design, n_items: int = 200_000, nodes: int = 7) -> dict
 # ----------------------------------------------------------------------------------------------
 
 
+def simulated_claims() -> inf.Claims:
+    """The version-1 primary family of ``params/claims.yml`` (one test per claim: the tests this
+    simulation's conditions and truths are built for) run as the primary family, plus one
+    exploratory plain (single-comparator) difference of claim 1's metric as a diagnostic of the
+    crossed-variance interval without the best-of rule; exploratory rows form their own Holm
+    family, so the primary family is unchanged. The decision rule is the current one (five
+    outcomes), so every version's verdicts are judged by the same code."""
+    full = inf.load_claims()
+    tests = {
+        arm: tuple(
+            replace(t, primary=t.primary_in(1), primary_versions=(1,) if t.primary_in(1) else ())
+            for t in ts
+            if t.primary_in(1) or t.name == PLAIN_TEST
+        )
+        for arm, ts in full.tests.items()
+    }
+    return replace(full, tests=tests, version=1, amendments=())
+
+
 def run_books(task: tuple[str, int, int, Design]) -> list[dict]:
     """Simulate books ``start .. start + count − 1`` of a scenario; one record per primary row."""
     scenario, start, count, design = task
-    full = inf.load_claims()
-    # the primary tests, plus one exploratory plain (single-comparator) difference of claim 1's metric as a
-    # diagnostic of the crossed-variance interval without the best-of rule; exploratory rows form their
-    # own Holm family, so the primary family is unchanged
-    claims = replace(
-        full, tests={arm: tuple(t for t in ts if t.primary or t.name == PLAIN_TEST) for arm, ts in full.tests.items()}
-    )
-    conditions = NULL_CONDITIONS if scenario == "null" else effect_conditions()
+    claims = simulated_claims()
+    conditions = scenario_conditions(scenario)
     out = []
     for book in range(start, start + count):
-        rng = np.random.default_rng([20_250_611, 0 if scenario == "null" else 1, book])
+        rng = np.random.default_rng([20_250_611, list(SCENARIOS).index(scenario), book])
         arms = {name: simulate_arm(rng, name, design, conditions) for name in ARMS}
         table = inf.verdict_table(arms, claims)
         for row in table.itertuples(index=False):
@@ -306,6 +341,7 @@ def run_books(task: tuple[str, int, int, Design]) -> list[dict]:
                     "arm": row.arm,
                     "verdict": row.verdict,
                     "family": row.family,
+                    "beyond_margin": row.beyond_margin,
                     "test": row.test,
                     "relative": row.relative,
                     "mde": row.mde,
@@ -338,6 +374,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument(
         "--effect-books", type=int, default=None, help="books at the claimed effects (default 200; --fast 20)"
     )
+    ap.add_argument(
+        "--margin-books",
+        type=int,
+        default=None,
+        help="books with true effects inside and beyond the margin each (default 200; --fast 20)",
+    )
     ap.add_argument("--workers", type=int, default=None, help="processes (default 2; --fast 1)")
     ap.add_argument("--seeds", type=int, default=10, help="seeds per arm")
     ap.add_argument("--items", type=int, default=Design.n_items, help="items per arm (default 10,000)")
@@ -345,20 +387,47 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = ap.parse_args(argv)
     n_null = args.null_books if args.null_books is not None else (40 if args.fast else 500)
     n_effect = args.effect_books if args.effect_books is not None else (20 if args.fast else 200)
+    n_margin = args.margin_books if args.margin_books is not None else (20 if args.fast else 200)
     workers = args.workers if args.workers is not None else (1 if args.fast else 2)
     design = replace(Design(), n_seeds=args.seeds, n_items=args.items)
     t0 = time.perf_counter()
 
-    truth = true_effects(design, n_items=60_000 if args.fast else 200_000, nodes=5 if args.fast else 7)
+    mc = {"n_items": 60_000 if args.fast else 200_000, "nodes": 5 if args.fast else 7}
+    truth = true_effects(design, **mc)
     effect_truth = {"1": truth["1"], "2": truth["2"], "3": truth["3"]}
     null_truth = {"1": 0.0, "2": 1.0, "3": 0.0}
+    margin_truth = {s: true_effects(design, treated=SCENARIOS[s], **mc) for s in ("inside", "beyond")}  # type: ignore[arg-type]
+    truths = {"null": null_truth, "effect": effect_truth} | {
+        s: {"1": t["1"], "2": t["2"], "3": t["3"]} for s, t in margin_truth.items()
+    }
+    rel_truth = {"null": 0.0, "effect": truth["1_relative"]} | {s: t["1_relative"] for s, t in margin_truth.items()}
+    margins = {"1": 0.10, "2": 0.15, "3": 0.05}  # the version-1 primary margins of params/claims.yml
+
+    def inside_margin(claim: str, t: dict[str, float]) -> bool:
+        if claim == "1":
+            return abs(t["1_relative"]) < margins["1"]
+        if claim == "2":
+            return 1 - margins["2"] < t["2"] < 1 / (1 - margins["2"])
+        return abs(t["3"]) < margins["3"]
+
+    for s, t in margin_truth.items():
+        where = [inside_margin(c, t) for c in ("1", "2", "3")]
+        if where != [s == "inside"] * 3:
+            raise SystemExit(f"scenario {s}: true effects {t} are not all {s} the margins {margins}")
     if args.truth:
-        print(f"true_claim1={truth['1']:.6g} relative={truth['1_relative']:.4f} comparator={truth['1_comparator']:.6g}")
-        print(f"true_claim2_ratio={truth['2']:.4f}")
-        print(f"true_claim3={truth['3']:.4f}")
+        for name, t in [("effect", truth), *margin_truth.items()]:
+            print(
+                f"{name}: true_claim1={t['1']:.6g} relative={t['1_relative']:.4f} comparator={t['1_comparator']:.6g} "
+                f"true_claim2_ratio={t['2']:.4f} true_claim3={t['3']:.4f}"
+            )
         return {}
 
-    tasks = _chunks("null", n_null, workers, design) + _chunks("effect", n_effect, workers, design)
+    tasks = (
+        _chunks("null", n_null, workers, design)
+        + _chunks("effect", n_effect, workers, design)
+        + _chunks("inside", n_margin, workers, design)
+        + _chunks("beyond", n_margin, workers, design)
+    )
     records: list[dict] = []
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -373,15 +442,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     every = pd.DataFrame(records)
     plain = every[every["family"] != "primary"].copy()
     df = every[every["family"] == "primary"].copy()
-    rel_truth = {"null": 0.0, "effect": truth["1_relative"]}
     for frame in (df, plain):
-        frame["truth"] = [
-            (null_truth if s == "null" else effect_truth)[c] for s, c in zip(frame["scenario"], frame["claim"])
-        ]
+        frame["truth"] = [truths[s][c] for s, c in zip(frame["scenario"], frame["claim"])]
         frame["relative_truth"] = [rel_truth[s] for s in frame["scenario"]]
     covered = (df["ci_low"] <= df["truth"]) & (df["truth"] <= df["ci_high"])
     null = df[df["scenario"] == "null"]
     effect = df[df["scenario"] == "effect"]
+    inside = df[df["scenario"] == "inside"]
+    beyond = df[df["scenario"] == "beyond"]
     fw = null.groupby("book")["verdict"].apply(lambda v: v.isin(["confirmed", "refuted"]).any())
     results = {
         "coverage": float(covered.mean()),
@@ -389,13 +457,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "equivalence_rate": float((null["verdict"] == "equivalent").mean()),
         "power_claim1": float((effect[effect["claim"] == "1"]["verdict"] == "confirmed").mean()),
         "power_claim2": float((effect[effect["claim"] == "2"]["verdict"] == "confirmed").mean()),
+        "negligible_rate_inside": float(inside["verdict"].isin(["negligible", "equivalent"]).mean()),
+        "confirmed_rate_inside": float((inside["verdict"] == "confirmed").mean()),
+        "confirmed_rate_beyond": float((beyond["verdict"] == "confirmed").mean()),
+        "beyond_margin_rate_beyond": float(beyond["beyond_margin"].mean()),
+        "beyond_margin_rate_inside": float(inside["beyond_margin"].mean()),
     }
     elapsed = time.perf_counter() - t0
     for key, value in results.items():
         print(f"{key}={value:.4f}")
     print(f"seeds={design.n_seeds}")
     print(
-        f"items={design.n_items} books_null={n_null} books_effect={n_effect} "
+        f"items={design.n_items} books_null={n_null} books_effect={n_effect} books_inside=books_beyond={n_margin} "
         f"family_size={int(df['family_size'].max())} workers={workers} wall_s={elapsed:.1f}"
     )
     for claim in ("1", "2", "3"):
@@ -403,7 +476,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(
             f"coverage_claim{claim}={covered[sel].mean():.4f} "
             f"(null {covered[sel & (df['scenario'] == 'null')].mean():.4f}, "
-            f"effect {covered[sel & (df['scenario'] == 'effect')].mean():.4f})"
+            f"effect {covered[sel & (df['scenario'] == 'effect')].mean():.4f}, "
+            f"inside {covered[sel & (df['scenario'] == 'inside')].mean():.4f}, "
+            f"beyond {covered[sel & (df['scenario'] == 'beyond')].mean():.4f})"
         )
     results["power_claim3"] = float((effect[effect["claim"] == "3"]["verdict"] == "confirmed").mean())
     print(f"power_claim3={results['power_claim3']:.4f}")
@@ -439,6 +514,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "between-seed correlation of paired metric values (mean over rows): "
         + " ".join(f"claim{c}={v:.3f}" for c, v in corr.items())
     )
+    for name, part in (("inside", inside), ("beyond", beyond)):
+        shares = part.groupby("claim")["verdict"].value_counts(normalize=True).unstack(fill_value=0.0)
+        print(
+            f"verdict_shares_{name}: "
+            + "; ".join(
+                f"claim{c}: " + " ".join(f"{v}={shares.loc[c, v]:.3f}" for v in shares.columns) for c in shares.index
+            )
+        )
+        t = margin_truth[name]
+        print(
+            f"true_effects_{name}: claim1_relative={t['1_relative']:.4f} claim2_ratio={t['2']:.4f} claim3={t['3']:.4f}"
+        )
     results["wall_s"] = elapsed
     return results
 

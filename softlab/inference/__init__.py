@@ -4,7 +4,8 @@ One job per module (layers top to bottom; a module imports only those below it):
 
 * :mod:`~softlab.inference.verdicts` — the verdict table: families, Holm, versions;
 * :mod:`~softlab.inference.kinds` — one evaluator per test kind and the five-outcome decision rule;
-* :mod:`~softlab.inference.claims` — ``params/claims.yml`` as pydantic models;
+* :mod:`~softlab.inference.claims` — ``params/claims.yml`` read: tests per arm and version, errors in words;
+* :mod:`~softlab.inference.schema` — the file's strict pydantic models;
 * :mod:`~softlab.inference.values` — per-seed metric values of an arm with their jackknife, cached;
 * :mod:`~softlab.inference.registry` — the metrics a test may name, with their item jackknife;
 * :mod:`~softlab.inference.estimators` — pure estimators on arrays;
@@ -77,10 +78,8 @@ from softlab.inference.claims import (
     ArmRule,
     Claims,
     ClaimsError,
-    ClaimsFile,
     Settings,
     TestSpec,
-    known_conditions,
     load_claims,
     validate_claims_for,
 )
@@ -120,6 +119,7 @@ from softlab.inference.registry import (
     item_groups,
     leave_group_out_values,
 )
+from softlab.inference.schema import ClaimsFile, known_conditions
 from softlab.inference.values import SPLITS, ArmValues
 from softlab.inference.verdicts import (
     EXTRA_COLUMNS,
