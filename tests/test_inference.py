@@ -563,3 +563,7 @@ def test_inference_calibration_fast():
     assert res["familywise_error"] <= 0.15
     assert 0.0 <= res["equivalence_rate"] <= 1.0
     assert res["power_claim3"] >= 0.7  # the simulated claim-3 effect is large: the machinery can confirm
+    # issue 22: a true effect inside the margin is (almost) never "confirmed"; beyond it, it is
+    assert res["confirmed_rate_inside"] <= 0.05
+    assert res["confirmed_rate_beyond"] > res["confirmed_rate_inside"]
+    assert res["beyond_margin_rate_inside"] == 0.0

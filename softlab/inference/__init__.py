@@ -58,14 +58,29 @@ permutation test over seeds of ``d_s`` (all ``2^S`` sign patterns up to 16 seeds
 ``2^16`` seeded draws) with the interval obtained by inverting it, and for variance ratios an
 exact within-seed swap permutation test of ``|log F|``; verdict ``descriptive``.
 
+**Bound** (``kind: bound``, claim 3's second half): one condition's own per-seed value ``θ``
+against a pre-registered bound, predicted ``|θ| ≤ m``: the mean over seeds with the same
+crossed variance (jackknife pseudo-values of the condition alone), p-value of the TOST
+``max(P(θ ≤ −m), P(θ ≥ m))``.
+
+**Disjoint split** (``split: disjoint``, claim 4): the arm's evaluation sample of items never
+annotated, official labels only; each seed has one prediction per fold model and its value is
+the mean over those models (the item groups are the same for every model).
+
 **Multiplicity**: Holm's step-down adjustment over the primary tests of all verdict arms (the
-family); exploratory rows are adjusted within their own family and descriptive rows within
-theirs. **Verdicts** (:func:`decide_verdict`): ``confirmed`` / ``refuted`` when the interval
-excludes 0 (ratio 1) on the predicted / other side and the Holm-adjusted p < α; otherwise
-``equivalent`` when the ``equivalence_confidence`` (90%) interval lies inside ± the margin — a
-TOST at α = 5% per side, Schuirmann 1987; otherwise ``inconclusive``. Fewer than ``min_seeds``
-seeds → ``inconclusive``. **MDE**: the effect detectable with the configured power at two-sided
-level ``α / family size`` (Holm's first step).
+family; every primary test of the latest version of the claims file, co-primaries included);
+each earlier version's primary tests form their own family ``registered-v<v>``, computed beside
+the amended one; exploratory rows are adjusted within their own family and descriptive rows
+within theirs. **Verdicts** (:mod:`softlab.inference.kinds`, five outcomes in this order):
+``negligible`` when the interval excludes 0 (ratio 1) with Holm-adjusted p < α but the
+``equivalence_confidence`` (90%) interval lies inside ± the margin; ``confirmed`` / ``refuted``
+when significant on the predicted / other side and not inside; ``equivalent`` when not
+significant and inside — a TOST at α = 5% per side, Schuirmann 1987; otherwise
+``inconclusive``. A bound test is ``confirmed`` when its Holm-adjusted TOST p < α, ``refuted``
+when its ``1 − α/family`` interval lies wholly beyond the bound. Fewer than ``min_seeds`` seeds →
+``inconclusive``. ``beyond_margin``: the 95% interval lies wholly beyond the margin. **MDE**: the
+effect detectable with the configured power at two-sided level ``α / family size`` (Holm's
+first step).
 """
 
 from __future__ import annotations
