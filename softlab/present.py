@@ -240,11 +240,20 @@ def _latest(verdicts: pd.DataFrame) -> pd.DataFrame:
     return verdicts[~verdicts["family"].astype(str).str.startswith("registered-v")]
 
 
-def _primary_family(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """Every primary test of the latest version (co-primaries included)."""
+def primary_family(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Every primary test of the latest version of the claims file, co-primaries included (the
+    ``primary`` flag marks only each claim's headline test per arm)."""
     if "family" in verdicts.columns:
         return verdicts[verdicts["family"] == "primary"]
     return verdicts[verdicts["primary"]]
+
+
+def primary_family_size(verdicts: pd.DataFrame) -> int:
+    """The number of tests Holm adjusts over in the primary family (the pages print it)."""
+    return len(primary_family(verdicts))
+
+
+_primary_family = primary_family
 
 
 def _claim_number(claim: Any) -> int | None:

@@ -282,3 +282,10 @@ def test_scaled_effects_read_the_scale_from_the_kind_evaluators():
     bound = v.iloc[[0]].assign(kind="bound", direction="within", margin=0.2, estimate=-0.7, ci_low=-0.75, ci_high=-0.65)
     scaled = PR.scaled_effects(bound).iloc[0]
     assert scaled["scaled_estimate"] == pytest.approx(0.7 / 0.2)  # its own value, not the relative column
+
+
+def test_the_primary_family_includes_co_primaries():
+    v = _versioned()
+    v.loc[1, "primary"] = False  # a co-primary: in the family, without the headline flag
+    assert PR.primary_family_size(v) == int((v["family"] == "primary").sum()) == 4
+    assert len(PR.primary_family(v)) == 4 and int(v["primary"].sum()) == 3
