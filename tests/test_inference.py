@@ -559,7 +559,7 @@ def test_inference_calibration_fast():
     finally:
         sys.modules.pop(spec.name, None)
     res = bench.main(["--fast"])
-    assert res["coverage"] >= 0.85
+    assert res["coverage"] >= 0.93
     assert res["familywise_error"] <= 0.15
     assert 0.0 <= res["equivalence_rate"] <= 1.0
     assert res["power_claim3"] >= 0.7  # the simulated claim-3 effect is large: the machinery can confirm
@@ -567,3 +567,27 @@ def test_inference_calibration_fast():
     assert res["confirmed_rate_inside"] <= 0.05
     assert res["confirmed_rate_beyond"] > res["confirmed_rate_inside"]
     assert res["beyond_margin_rate_inside"] == 0.0
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location(
+        "inference_calibration", ROOT / "benchmarks" / "inference_calibration.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses resolve their annotations through sys.modules
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        sys.modules.pop(spec.name, None)
+    return bench
+
+
+@pytest.mark.slow
+def test_inference_calibration_hard_design_fast():
+    """Issue 21: between-seed correlations from the range measured on real runs (0.3-0.5), one
+    teacher per seed with its own effect, split variance: per-claim coverage still >= 0.93."""
+    res = _bench().main(["--fast", "--hard"])
+    assert res["coverage"] >= 0.93
+    for claim in ("1", "2", "3"):
+        assert res[f"coverage_claim{claim}"] >= 0.93, claim
+    assert res["familywise_error"] <= 0.06
