@@ -237,6 +237,8 @@ class _StackedLinear(torch.autograd.Function):
 
 def _stacked_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """h (M, B, in) @ weightᵀ (M, in, out) + bias (M, out)  →  (M, B, out)."""
+    if torch.is_autocast_enabled(h.device.type):  # low precision: autograd's generic backward casts
+        return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad or bias.requires_grad):
         return _StackedLinear.apply(h, weight, bias)
     return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
