@@ -452,3 +452,18 @@ def test_torch_compile_gives_the_eager_numbers_within_float32_rounding(data):
     for a, b in zip(r_eager, r_comp):
         np.testing.assert_allclose(b.train_loss, a.train_loss, rtol=1e-4)
         np.testing.assert_allclose(b.eval_probs["eval"], a.eval_probs["eval"], atol=1e-4)
+
+
+def test_parameter_rules_for_device_precision_and_compile_agree_with_the_trainer():
+    from softlab.params import RULES, ParameterError, check_ranges
+
+    assert RULES["precision"].describe().endswith(", ".join(T.PRECISIONS))
+    assert RULES["compile_mode"].describe().endswith(", ".join(T.COMPILE_MODES))
+    check_ranges({"device": "cuda:1", "precision": "bfloat16", "compile_mode": "reduce-overhead"})
+    for bad in ({"device": "gpu"}, {"precision": "fp16"}, {"compile_mode": "yes"}):
+        with pytest.raises(ParameterError, match=rf"parameter '{next(iter(bad))}': got"):
+            check_ranges(bad)
+    from softlab.params import TRAIN_DEVICES
+
+    for device in TRAIN_DEVICES:  # every name the rule accepts is one torch parses (resolve_device's input)
+        assert device == "auto" or torch.device(device).type in ("cpu", "cuda")
