@@ -98,9 +98,10 @@ def option_name(precision: str, compile_mode: str) -> str:
     )
 
 
-def check_against_fp32(x: np.ndarray, kind: str, cfg: TrainConfig, n_total: int) -> float:
-    """Max |p_option − p_fp32| over the eval probabilities of 2 members trained on a fixed seed."""
-    members = make_members(2, n_total, 512, cfg.model.n_classes, seed=3)
+def check_against_fp32(x: np.ndarray, cfg: TrainConfig, n_total: int, n_items: int = 512) -> float:
+    """Max |p_option − p_fp32| over the eval probabilities of 2 members trained on a fixed seed
+    (``n_items`` training items each, 2 epochs)."""
+    members = make_members(2, n_total, n_items, cfg.model.n_classes, seed=3)
     ref_cfg = replace(cfg, precision="float32", compile_mode="none", epochs=2, record_dynamics=False)
     opt_cfg = replace(cfg, epochs=2, record_dynamics=False)
     ev = {"eval": x[:256]}
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="option label (fp32, bf16, fp32_compile …) of the headline lines; default: the fastest measured",
     )
+    ap.add_argument("--check-items", type=int, default=512, help="training items of the check against fp32")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_train, args.epochs, args.naive_max = 1024, 1, 4
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             model, epochs=args.epochs, batch_size=args.batch_size, record_dynamics=args.dynamics, device=str(device)
         )
         # warm-up (allocator, kernels, lazy imports) and the naive baseline (float32 eager)
-        warm = make_members(2, n_total, 256, model.n_classes)
+        warm = make_members(2, n_total, min(256, args.n_train), model.n_classes)
         wcfg = replace(base, epochs=1, record_dynamics=False)
         time_batched(x, warm, wcfg)
         time_naive(x, warm[:1], wcfg)
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = replace(base, precision=precision, compile_mode=compile_mode)
             label = option_name(precision, compile_mode)
             if (precision, compile_mode) != ("float32", "none"):
-                diff = check_against_fp32(x, kind, cfg, n_total)
+                diff = check_against_fp32(x, cfg, n_total, args.check_items)
                 figures.append(f"{kind}_{label}_max_abs_prob_diff_vs_fp32={diff:.3g}")
             if compile_mode != "none":  # compilation happens on the first call: keep it out of the timing
                 time_batched(x, make_members(max(args.members), n_total, 256, model.n_classes), wcfg_for(cfg))
