@@ -64,20 +64,27 @@ def make_members(n_members: int, n_total: int, n_train: int, n_classes: int, see
 
 
 def time_batched(x: np.ndarray, members: list[Member], cfg: TrainConfig) -> float:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     train_members(x, members, cfg, progress=False)
     if cfg.device != "cpu" and torch.cuda.is_available():
         torch.cuda.synchronize()
+    CPU_SECONDS.append(time.process_time() - c0)
     return time.perf_counter() - t0
 
 
 def time_naive(x: np.ndarray, members: list[Member], cfg: TrainConfig) -> float:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for m in members:
         train_single_reference(x, m, cfg)
     if cfg.device != "cpu" and torch.cuda.is_available():
         torch.cuda.synchronize()
+    CPU_SECONDS.append(time.process_time() - c0)
     return time.perf_counter() - t0
+
+
+CPU_SECONDS: list[float] = []
+"""CPU seconds (this process, all threads) of each timing, in order: on shared, oversubscribed
+cores wall time measures the neighbours too; with ``--threads 1`` CPU time is the work itself."""
 
 
 def bf16_supported() -> bool:
@@ -122,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave torch's default)")
     ap.add_argument("--naive-max", type=int, default=8, help="members the naive loop actually trains")
     ap.add_argument("--dynamics", action="store_true", help="also record per-epoch dynamics (both trainers)")
-    ap.add_argument("--repeats", type=int, default=1, help="best of this many timings")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds (each times naive and every option once, interleaved); the best round counts",
+    )
     ap.add_argument(
         "--precision",
         nargs="+",
@@ -191,31 +203,47 @@ def main(argv: list[str] | None = None) -> int:
         time_naive(x, warm[:1], wcfg)
         n_naive = min(max(args.members), args.naive_max)
         naive_members = make_members(n_naive, n_total, args.n_train, model.n_classes)
-        tn = min(time_naive(x, naive_members, base) for _ in range(args.repeats))
-        naive_rate = n_naive * args.n_train * args.epochs / tn
-        rates: dict[tuple[str, int], float] = {}
-        for precision, compile_mode in options:
-            cfg = replace(base, precision=precision, compile_mode=compile_mode)
-            label = option_name(precision, compile_mode)
-            if (precision, compile_mode) != ("float32", "none"):
+        cfgs = {option_name(p, c): replace(base, precision=p, compile_mode=c) for p, c in options}
+        for label, cfg in cfgs.items():
+            if label != "fp32":
                 diff = check_against_fp32(x, cfg, n_total, args.check_items)
                 figures.append(f"{kind}_{label}_max_abs_prob_diff_vs_fp32={diff:.3g}")
-            if compile_mode != "none":  # compilation happens on the first call: keep it out of the timing
+            if cfg.compile_mode != "none":  # compilation happens on the first call: keep it out of the timing
                 time_batched(x, make_members(max(args.members), n_total, 256, model.n_classes), wcfg_for(cfg))
-            for n_members in args.members:
-                members = make_members(n_members, n_total, args.n_train, model.n_classes)
-                work = n_members * args.n_train * args.epochs
-                tb = min(time_batched(x, members, cfg) for _ in range(args.repeats))
-                rate_b = work / tb
-                rates[(label, n_members)] = rate_b
-                print(
-                    f"{kind:5s} {label:14s} {count_params(model):8d} {n_members:7d} {tb:9.2f} {rate_b:13.0f} "
-                    f"{tn:8.2f} {n_naive:7d} {naive_rate:11.0f} {rate_b / naive_rate:6.2f}",
-                    flush=True,
-                )
-                suffix = "" if label == "fp32" else f"_{label}"
-                figures.append(f"{kind}_samples_per_s_{n_members}{suffix}={rate_b:.0f}")
-                figures.append(f"{kind}_batched_over_naive_{n_members}{suffix}={rate_b / naive_rate:.2f}")
+        # --repeats rounds, each timing the naive loop and every option once (interleaved, so that
+        # a change in the machine's load hits all of them alike); the best of the rounds counts
+        naive_times: list[float] = []
+        naive_cpu: list[float] = []
+        batched_times: dict[tuple[str, int], list[float]] = {}
+        batched_cpu: dict[tuple[str, int], list[float]] = {}
+        for _ in range(args.repeats):
+            naive_times.append(time_naive(x, naive_members, base))
+            naive_cpu.append(CPU_SECONDS[-1])
+            for label, cfg in cfgs.items():
+                for n_members in args.members:
+                    members = make_members(n_members, n_total, args.n_train, model.n_classes)
+                    batched_times.setdefault((label, n_members), []).append(time_batched(x, members, cfg))
+                    batched_cpu.setdefault((label, n_members), []).append(CPU_SECONDS[-1])
+        tn = min(naive_times)
+        naive_rate = n_naive * args.n_train * args.epochs / tn
+        naive_cpu_rate = n_naive * args.n_train * args.epochs / min(naive_cpu)
+        figures.append(f"{kind}_naive_samples_per_cpu_s={naive_cpu_rate:.0f}")
+        rates: dict[tuple[str, int], float] = {}
+        for (label, n_members), times in batched_times.items():
+            tb = min(times)
+            rate_b = n_members * args.n_train * args.epochs / tb
+            rates[(label, n_members)] = rate_b
+            print(
+                f"{kind:5s} {label:14s} {count_params(model):8d} {n_members:7d} {tb:9.2f} {rate_b:13.0f} "
+                f"{tn:8.2f} {n_naive:7d} {naive_rate:11.0f} {rate_b / naive_rate:6.2f}",
+                flush=True,
+            )
+            suffix = "" if label == "fp32" else f"_{label}"
+            cpu_rate = n_members * args.n_train * args.epochs / min(batched_cpu[(label, n_members)])
+            figures.append(f"{kind}_samples_per_cpu_s_{n_members}{suffix}={cpu_rate:.0f}")
+            figures.append(f"{kind}_batched_over_naive_cpu_{n_members}{suffix}={cpu_rate / naive_cpu_rate:.2f}")
+            figures.append(f"{kind}_samples_per_s_{n_members}{suffix}={rate_b:.0f}")
+            figures.append(f"{kind}_batched_over_naive_{n_members}{suffix}={rate_b / naive_rate:.2f}")
         figures.append(f"{kind}_naive_samples_per_s={naive_rate:.0f}")
         at_target = {lab: r for (lab, m), r in rates.items() if m == args.target_members}
         if at_target:
