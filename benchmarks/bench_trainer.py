@@ -12,6 +12,15 @@ member-sample; the table says how many it ran.
     python benchmarks/bench_trainer.py --quick
     python benchmarks/bench_trainer.py --models cnn --members 1 8 32 --n-train 4096 --epochs 2
     python benchmarks/bench_trainer.py --device cuda --members 1 64 256
+    python benchmarks/bench_trainer.py --models cnn --members 8 --precision float32 bfloat16 --repeats 3
+
+Options of the batched trainer (``--precision float32 bfloat16``, ``--compile none default``) are
+each checked against float32 eager on a fixed seed (``<model>_<option>_max_abs_prob_diff_vs_fp32=``);
+the naive baseline is always float32 eager, the path the book ran with. The last lines are
+``key=value`` figures: ``<model>_samples_per_s_<members>[_<option>]=``,
+``<model>_batched_over_naive_<members>[_<option>]=`` and the headline pair
+``<model>_batched_over_naive=`` / ``<model>_samples_per_s=`` at ``--target-members`` (default 8)
+for the fastest measured option (named by ``<model>_headline_option=``).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,7 +40,7 @@ import torch
 
 from softlab.models import ModelConfig, count_params
 from softlab.runtime import resolve_device, tune_cpu_allocator
-from softlab.train import Member, TrainConfig, train_members, train_single_reference
+from softlab.train import COMPILE_MODES, PRECISIONS, Member, TrainConfig, train_members, train_single_reference
 
 
 def cpu_name() -> str:
@@ -54,20 +64,57 @@ def make_members(n_members: int, n_total: int, n_train: int, n_classes: int, see
 
 
 def time_batched(x: np.ndarray, members: list[Member], cfg: TrainConfig) -> float:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     train_members(x, members, cfg, progress=False)
     if cfg.device != "cpu" and torch.cuda.is_available():
         torch.cuda.synchronize()
+    CPU_SECONDS.append(time.process_time() - c0)
     return time.perf_counter() - t0
 
 
 def time_naive(x: np.ndarray, members: list[Member], cfg: TrainConfig) -> float:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for m in members:
         train_single_reference(x, m, cfg)
     if cfg.device != "cpu" and torch.cuda.is_available():
         torch.cuda.synchronize()
+    CPU_SECONDS.append(time.process_time() - c0)
     return time.perf_counter() - t0
+
+
+CPU_SECONDS: list[float] = []
+"""CPU seconds (this process, all threads) of each timing, in order: on shared, oversubscribed
+cores wall time measures the neighbours too; with ``--threads 1`` CPU time is the work itself."""
+
+
+def bf16_supported() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (avx512_bf16 / AMX); elsewhere bf16 is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def option_name(precision: str, compile_mode: str) -> str:
+    """``fp32``, ``bf16``, ``fp32_compile``, ``bf16_compile-max-autotune`` …: the label of a measured option."""
+    short = {"float32": "fp32", "bfloat16": "bf16"}[precision]
+    return (
+        short
+        if compile_mode == "none"
+        else f"{short}_compile" + ("" if compile_mode == "default" else f"-{compile_mode}")
+    )
+
+
+def check_against_fp32(x: np.ndarray, cfg: TrainConfig, n_total: int, n_items: int = 512) -> float:
+    """Max |p_option − p_fp32| over the eval probabilities of 2 members trained on a fixed seed
+    (``n_items`` training items each, 2 epochs)."""
+    members = make_members(2, n_total, n_items, cfg.model.n_classes, seed=3)
+    ref_cfg = replace(cfg, precision="float32", compile_mode="none", epochs=2, record_dynamics=False)
+    opt_cfg = replace(cfg, epochs=2, record_dynamics=False)
+    ev = {"eval": x[:256]}
+    ref = train_members(x, members, ref_cfg, eval_sets=ev, progress=False)
+    got = train_members(x, members, opt_cfg, eval_sets=ev, progress=False)
+    return float(max(np.abs(a.eval_probs["eval"] - b.eval_probs["eval"]).max() for a, b in zip(ref, got)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +129,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave torch's default)")
     ap.add_argument("--naive-max", type=int, default=8, help="members the naive loop actually trains")
     ap.add_argument("--dynamics", action="store_true", help="also record per-epoch dynamics (both trainers)")
-    ap.add_argument("--repeats", type=int, default=1, help="best of this many timings")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds (each times naive and every option once, interleaved); the best round counts",
+    )
+    ap.add_argument(
+        "--precision",
+        nargs="+",
+        default=["float32"],
+        choices=list(PRECISIONS),
+        help="batched-trainer precisions to measure (the naive baseline is always float32 eager)",
+    )
+    ap.add_argument(
+        "--compile",
+        nargs="+",
+        default=["none"],
+        choices=list(COMPILE_MODES),
+        help="torch.compile modes of the batched step to measure ('none' = eager)",
+    )
+    ap.add_argument(
+        "--target-members",
+        type=int,
+        default=8,
+        help="member count of the headline lines <model>_batched_over_naive= / <model>_samples_per_s=",
+    )
+    ap.add_argument(
+        "--headline",
+        default="",
+        help="option label (fp32, bf16, fp32_compile …) of the headline lines; default: the fastest measured",
+    )
+    ap.add_argument("--check-items", type=int, default=512, help="training items of the check against fp32")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_train, args.epochs, args.naive_max = 1024, 1, 4
@@ -96,45 +174,100 @@ def main(argv: list[str] | None = None) -> int:
         f"threads={torch.get_num_threads()} | device={device}"
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
         + f" | glibc malloc tuned={tuned} (applies to both trainers)"
+        + (f" | cpu bf16 kernels={bf16_supported()}" if device.type == "cpu" else "")
+        + f" | load average {' '.join(f'{v:.2f}' for v in load_average())}"
     )
     print(
         f"n_train={args.n_train} epochs={args.epochs} batch={args.batch_size} dynamics={args.dynamics} "
         f"repeats={args.repeats}"
     )
     header = (
-        f"{'model':5s} {'params':>8s} {'members':>7s} {'batched s':>9s} {'batched smp/s':>13s} "
+        f"{'model':5s} {'option':14s} {'params':>8s} {'members':>7s} {'batched s':>9s} {'batched smp/s':>13s} "
         f"{'naive s':>8s} {'naive n':>7s} {'naive smp/s':>11s} {'ratio':>6s}"
     )
     print(header)
     print("-" * len(header))
     n_total = max(args.n_train * 2, 2048)
     x = np.random.default_rng(1).random((n_total, 1, 28, 28), dtype=np.float32)
+    options = [(p, c) for p in args.precision for c in args.compile]
+    figures: list[str] = []
     for kind in args.models:
         model = ModelConfig(kind)
-        cfg = TrainConfig(
+        base = TrainConfig(
             model, epochs=args.epochs, batch_size=args.batch_size, record_dynamics=args.dynamics, device=str(device)
         )
-        # warm-up (allocator, kernels, lazy imports)
-        warm = make_members(2, n_total, 256, model.n_classes)
-        wcfg = TrainConfig(model, epochs=1, batch_size=args.batch_size, record_dynamics=False, device=str(device))
+        # warm-up (allocator, kernels, lazy imports) and the naive baseline (float32 eager)
+        warm = make_members(2, n_total, min(256, args.n_train), model.n_classes)
+        wcfg = replace(base, epochs=1, record_dynamics=False)
         time_batched(x, warm, wcfg)
         time_naive(x, warm[:1], wcfg)
-        naive_rate = None
-        for n_members in args.members:
-            members = make_members(n_members, n_total, args.n_train, model.n_classes)
-            work = n_members * args.n_train * args.epochs
-            tb = min(time_batched(x, members, cfg) for _ in range(args.repeats))
-            n_naive = min(n_members, args.naive_max)
-            if naive_rate is None or n_naive > naive_rate[1]:
-                tn = min(time_naive(x, members[:n_naive], cfg) for _ in range(args.repeats))
-                naive_rate = (n_naive * args.n_train * args.epochs / tn, n_naive, tn)
-            rate_b = work / tb
+        n_naive = min(max(args.members), args.naive_max)
+        naive_members = make_members(n_naive, n_total, args.n_train, model.n_classes)
+        cfgs = {option_name(p, c): replace(base, precision=p, compile_mode=c) for p, c in options}
+        for label, cfg in cfgs.items():
+            if label != "fp32":
+                diff = check_against_fp32(x, cfg, n_total, args.check_items)
+                figures.append(f"{kind}_{label}_max_abs_prob_diff_vs_fp32={diff:.3g}")
+            if cfg.compile_mode != "none":  # compilation happens on the first call: keep it out of the timing
+                time_batched(x, make_members(max(args.members), n_total, 256, model.n_classes), wcfg_for(cfg))
+        # --repeats rounds, each timing the naive loop and every option once (interleaved, so that
+        # a change in the machine's load hits all of them alike); the best of the rounds counts
+        naive_times: list[float] = []
+        naive_cpu: list[float] = []
+        batched_times: dict[tuple[str, int], list[float]] = {}
+        batched_cpu: dict[tuple[str, int], list[float]] = {}
+        for _ in range(args.repeats):
+            naive_times.append(time_naive(x, naive_members, base))
+            naive_cpu.append(CPU_SECONDS[-1])
+            for label, cfg in cfgs.items():
+                for n_members in args.members:
+                    members = make_members(n_members, n_total, args.n_train, model.n_classes)
+                    batched_times.setdefault((label, n_members), []).append(time_batched(x, members, cfg))
+                    batched_cpu.setdefault((label, n_members), []).append(CPU_SECONDS[-1])
+        tn = min(naive_times)
+        naive_rate = n_naive * args.n_train * args.epochs / tn
+        naive_cpu_rate = n_naive * args.n_train * args.epochs / min(naive_cpu)
+        figures.append(f"{kind}_naive_samples_per_cpu_s={naive_cpu_rate:.0f}")
+        rates: dict[tuple[str, int], float] = {}
+        for (label, n_members), times in batched_times.items():
+            tb = min(times)
+            rate_b = n_members * args.n_train * args.epochs / tb
+            rates[(label, n_members)] = rate_b
             print(
-                f"{kind:5s} {count_params(model):8d} {n_members:7d} {tb:9.2f} {rate_b:13.0f} "
-                f"{naive_rate[2]:8.2f} {naive_rate[1]:7d} {naive_rate[0]:11.0f} {rate_b / naive_rate[0]:6.2f}",
+                f"{kind:5s} {label:14s} {count_params(model):8d} {n_members:7d} {tb:9.2f} {rate_b:13.0f} "
+                f"{tn:8.2f} {n_naive:7d} {naive_rate:11.0f} {rate_b / naive_rate:6.2f}",
                 flush=True,
             )
+            suffix = "" if label == "fp32" else f"_{label}"
+            cpu_rate = n_members * args.n_train * args.epochs / min(batched_cpu[(label, n_members)])
+            figures.append(f"{kind}_samples_per_cpu_s_{n_members}{suffix}={cpu_rate:.0f}")
+            figures.append(f"{kind}_batched_over_naive_cpu_{n_members}{suffix}={cpu_rate / naive_cpu_rate:.2f}")
+            figures.append(f"{kind}_samples_per_s_{n_members}{suffix}={rate_b:.0f}")
+            figures.append(f"{kind}_batched_over_naive_{n_members}{suffix}={rate_b / naive_rate:.2f}")
+        figures.append(f"{kind}_naive_samples_per_s={naive_rate:.0f}")
+        at_target = {lab: r for (lab, m), r in rates.items() if m == args.target_members}
+        if at_target:
+            head = args.headline if args.headline in at_target else max(at_target, key=lambda k: at_target[k])
+            figures.append(f"{kind}_headline_option={head}")
+            figures.append(f"{kind}_headline_members={args.target_members}")
+            figures.append(f"{kind}_batched_over_naive={at_target[head] / naive_rate:.2f}")
+            figures.append(f"{kind}_samples_per_s={at_target[head]:.0f}")
+    print(f"load_average_after={' '.join(f'{v:.2f}' for v in load_average())}")
+    for line in figures:
+        print(line)
     return 0
+
+
+def wcfg_for(cfg: TrainConfig) -> TrainConfig:
+    """A one-epoch copy of ``cfg`` without dynamics (warm-up / compilation run)."""
+    return replace(cfg, epochs=1, record_dynamics=False)
+
+
+def load_average() -> tuple[float, float, float]:
+    try:
+        return os.getloadavg()
+    except OSError:  # pragma: no cover - not on Unix
+        return (float("nan"),) * 3
 
 
 if __name__ == "__main__":

@@ -237,6 +237,13 @@ class _StackedLinear(torch.autograd.Function):
 
 def _stacked_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """h (M, B, in) @ weightᵀ (M, in, out) + bias (M, out)  →  (M, B, out)."""
+    device_type = h.device.type
+    if torch.is_autocast_enabled(device_type):
+        # autocast does not reach into an autograd.Function: cast here (the casts are recorded, so
+        # ∂weight and ∂bias come back in float32), then run the same product in the low precision.
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type=device_type, enabled=False):
+            return _stacked_linear(h.to(dtype), weight.to(dtype), bias.to(dtype))
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad or bias.requires_grad):
         return _StackedLinear.apply(h, weight, bias)
     return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))

@@ -171,6 +171,10 @@ def _known_conditions() -> tuple[str, ...]:
 
 
 MODEL_KINDS = ("mlp", "cnn")  # softlab.models.ModelConfig.kind (not imported here: that would load torch)
+# softlab.train.PRECISIONS / COMPILE_MODES (not imported: torch); tests/test_train.py checks they agree
+TRAIN_PRECISIONS = ("float32", "bfloat16")
+TRAIN_COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+TRAIN_DEVICES = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(16)))  # softlab.runtime.resolve_device
 
 #: The range of every parameter that has one: name -> rule. One line per parameter; a
 #: parameter without a line still gets the type check against its notebook default.
@@ -202,6 +206,9 @@ RULES: dict[str, Rule] = {
     "run_folds": integer(0, note="0 = all folds; at most folds"),
     "conditions": subset_of(_known_conditions, non_empty=False),
     "votes": Rule("dict", note="arm name -> votes table"),
+    "device": one_of(TRAIN_DEVICES),
+    "precision": one_of(TRAIN_PRECISIONS),
+    "compile_mode": one_of(TRAIN_COMPILE_MODES),
 }
 
 

@@ -15,7 +15,24 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["resolve_device", "torch_threads", "tune_cpu_allocator"]
+__all__ = ["THREADS_ENV", "env_torch_threads", "resolve_device", "torch_threads", "tune_cpu_allocator"]
+
+
+THREADS_ENV = "SOFTLAB_TORCH_THREADS"
+
+
+def env_torch_threads(default: int) -> int:
+    """``$SOFTLAB_TORCH_THREADS`` as a positive int, or ``default`` when unset or empty.
+
+    Raises ``ValueError`` naming the variable when it holds anything else (``abc``, ``0``, ``-2``).
+    """
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return default
+    value = int(text) if text.isascii() and text.isdigit() else 0  # plain ASCII digits only
+    if value < 1:
+        raise ValueError(f"${THREADS_ENV}: expected a positive integer (torch threads), got {text!r}")
+    return value
 
 
 @contextmanager
@@ -30,8 +47,7 @@ def torch_threads(n: int | None = None) -> Iterator[None]:
     import torch
 
     old = torch.get_num_threads()
-    env = os.environ.get("SOFTLAB_TORCH_THREADS")
-    want = n if n is not None else (int(env) if env else old)
+    want = n if n is not None else env_torch_threads(default=old)
     torch.set_num_threads(max(1, want))
     try:
         yield

@@ -47,10 +47,11 @@ and without this every step would map them fresh and re-fault them from the kern
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -74,6 +75,13 @@ TRAINER_VERSION = "1"
 
 OptimizerName = Literal["adam", "sgd"]
 ScheduleName = Literal["constant", "cosine", "step"]
+PrecisionName = Literal["float32", "bfloat16"]
+CompileMode = Literal["none", "default", "reduce-overhead", "max-autotune"]
+
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+"""``TrainConfig.precision`` values: plain fp32, or bf16 autocast of the forward pass."""
+COMPILE_MODES: tuple[str, ...] = ("none", "default", "reduce-overhead", "max-autotune")
+"""``TrainConfig.compile_mode`` values: eager (``none``) or a ``torch.compile`` mode."""
 
 
 USE_FUSED_OPTIMIZER = True
@@ -96,6 +104,14 @@ class TrainConfig:
     device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` …
     max_members_per_batch: members per batched computation (None: 32 CNN / 128 MLP on CPU,
     256 on GPU). Execution settings (device, max_members_per_batch) do not enter ``key_dict``.
+    precision: ``"float32"`` (default) or ``"bfloat16"``: the forward pass (training and
+      prediction) runs under ``torch.autocast(device, bfloat16)``; parameters, optimizer state,
+      loss and gradients' accumulation stay float32 (mixed precision). Changes the numbers
+      (about 1e-2 in probabilities after a few epochs; ``tests/test_train.py`` states the bound).
+    compile_mode: ``"none"`` (eager, default) or a ``torch.compile`` mode for the batched
+      training step's forward and loss (``train_single_reference`` stays eager). Compiled kernels
+      may round differently, so both settings enter ``key_dict`` — but only when not the
+      default, so every key computed before they existed is unchanged.
     """
 
     model: ModelConfig
@@ -114,6 +130,8 @@ class TrainConfig:
     dynamics_dtype: Literal["float16", "float32"] = "float16"
     device: str = "auto"
     max_members_per_batch: int | None = None
+    precision: PrecisionName = "float32"
+    compile_mode: CompileMode = "none"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
@@ -138,6 +156,12 @@ class TrainConfig:
             raise field_error(self, "dynamics_dtype", "'float16' or 'float32'")
         if self.max_members_per_batch is not None and self.max_members_per_batch < 1:
             raise field_error(self, "max_members_per_batch", "None or >= 1")
+        if self.precision not in PRECISIONS:
+            raise field_error(self, "precision", " or ".join(repr(p) for p in PRECISIONS))
+        if self.compile_mode not in COMPILE_MODES:
+            raise field_error(self, "compile_mode", ", ".join(repr(c) for c in COMPILE_MODES))
+        if not isinstance(self.device, str) or not self.device:
+            raise field_error(self, "device", "'auto', 'cpu', 'cuda' or 'cuda:<n>'")
         object.__setattr__(self, "step_milestones", tuple(float(m) for m in self.step_milestones))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
@@ -149,6 +173,10 @@ class TrainConfig:
         d["betas"] = list(self.betas)
         for execution_only in ("device", "max_members_per_batch"):
             d.pop(execution_only)
+        # numeric settings added later: in the key only when not the default (old keys unchanged)
+        for name, default in (("precision", "float32"), ("compile_mode", "none")):
+            if d[name] == default:
+                d.pop(name)
         return d
 
     @classmethod
@@ -289,6 +317,45 @@ def lr_factor(cfg: TrainConfig, update: int, epoch: int, total_updates: int) -> 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over the batch axis (−2) of −Σ_c t_c log softmax(z)_c: (..., B, C) → (...)."""
     return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean(-1)
+
+
+def autocast_context(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast(device.type, bfloat16)`` when ``cfg.precision == "bfloat16"``, else a no-op
+    (the float32 path runs exactly as it did before precision was a setting)."""
+    if cfg.precision == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+BatchLoss = Callable[[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, "list[torch.Tensor] | None"], torch.Tensor]
+
+
+def make_batch_loss(cfg: TrainConfig, device: torch.device) -> BatchLoss:
+    """The training step's objective ``(params, x (M, b, C, H, W), targets (M, b, K), dropout
+    masks) → per-member soft cross-entropy (M,)`` in ``cfg.precision`` (the loss itself always in
+    float32), compiled with ``torch.compile(mode=cfg.compile_mode)`` unless that is ``"none"``."""
+    model_cfg = cfg.model
+
+    if cfg.precision == "float32":
+
+        def batch_loss(
+            params: dict[str, torch.Tensor], xb: torch.Tensor, tb: torch.Tensor, masks: list[torch.Tensor] | None
+        ) -> torch.Tensor:
+            return soft_cross_entropy(stacked_forward(model_cfg, params, xb, masks), tb)
+
+    else:
+
+        def batch_loss(
+            params: dict[str, torch.Tensor], xb: torch.Tensor, tb: torch.Tensor, masks: list[torch.Tensor] | None
+        ) -> torch.Tensor:
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                logits = stacked_forward(model_cfg, params, xb, masks)
+            return soft_cross_entropy(logits.float(), tb)
+
+    if cfg.compile_mode == "none":
+        return batch_loss
+    compiled: BatchLoss = torch.compile(batch_loss, mode=cfg.compile_mode, dynamic=False)
+    return compiled
 
 
 def _dropout_seed(seed: int) -> int:
@@ -517,7 +584,9 @@ def _predict(
             xb = _gather_images(cfg, x_dev, index[:, a:b])
         else:
             xb = x_dev[a:b].unsqueeze(0).expand(n_members, *x_dev[a:b].shape)
-        probs = torch.softmax(stacked_forward(cfg.model, params, xb), dim=-1)
+        with autocast_context(cfg, x_dev.device):
+            logits = stacked_forward(cfg.model, params, xb)
+        probs = torch.softmax(logits.float(), dim=-1)
         out[:, a:b] = probs.to(device=out.device, dtype=out.dtype)
 
 
@@ -537,6 +606,7 @@ class _Group:
     params: dict[str, torch.Tensor]
     lr: list[float]
     opt: _StackedOptimizer
+    batch_loss: BatchLoss  # make_batch_loss(cfg, device)
     train_idx: torch.Tensor  # (M, n) rows of x
     targets: torch.Tensor  # (M, n, C) float32
     member_axis: torch.Tensor  # (M, 1)
@@ -590,6 +660,7 @@ def _setup_group(members: list[Member], cfg: TrainConfig, device: torch.device) 
         params=params,
         lr=lr,
         opt=_StackedOptimizer(cfg, params, lr),
+        batch_loss=make_batch_loss(cfg, device),
         train_idx=torch.from_numpy(np.stack([m.train_idx for m in members])).to(device),
         targets=torch.from_numpy(np.stack([m.targets[m.train_idx] for m in members]).astype(np.float32)).to(device),
         member_axis=torch.arange(n_members, device=device).unsqueeze(1),
@@ -628,8 +699,7 @@ def _train_epoch(g: _Group, x_dev: torch.Tensor, epoch: int, bar: Any) -> None:
         # forward: each member's own images and targets, its own dropout masks
         xb = _gather_images(cfg, x_dev, g.train_idx.gather(1, pos))
         tb = g.targets[g.member_axis, pos]  # (M, b, n_classes)
-        logits = stacked_forward(cfg.model, g.params, xb, _dropout_masks(g, b))
-        loss_m = soft_cross_entropy(logits, tb)  # (M,)
+        loss_m = g.batch_loss(g.params, xb, tb, _dropout_masks(g, b))  # (M,)
         # backward: a non-finite member loss is left out of the summed objective
         finite = torch.isfinite(loss_m)
         all_finite = bool(finite.all())
@@ -831,6 +901,9 @@ def train_single_reference(
 ) -> MemberResult:
     """The plain loop: one ``nn.Module`` + ``torch.optim.Adam``/``SGD``, same init and batches.
 
+    Honours ``cfg.precision`` (bf16 autocast of the forward pass); ignores ``cfg.compile_mode``
+    (it is the eager baseline).
+
     Loss via ``F.cross_entropy`` with probability targets. With dropout > 0 the masks come from
     the global RNG seeded with ``member.seed`` (inside ``torch.random.fork_rng``), so they
     differ from ``train_members``'; without dropout both compute the same function.
@@ -859,10 +932,15 @@ def train_single_reference(
     train_loss = np.zeros(cfg.epochs)
     diverged_at: tuple[int, int] | None = None
 
+    def forward(xs: torch.Tensor) -> torch.Tensor:
+        with autocast_context(cfg, device):
+            logits = model(xs)
+        return logits.float()
+
     def predict(xs: torch.Tensor) -> np.ndarray:
         model.eval()
         with torch.no_grad():
-            out = [torch.softmax(model(xs[a : a + 1024]), -1).cpu() for a in range(0, len(xs), 1024)]
+            out = [torch.softmax(forward(xs[a : a + 1024]), -1).cpu() for a in range(0, len(xs), 1024)]
         return torch.cat(out).numpy()
 
     update = 0
@@ -874,7 +952,7 @@ def train_single_reference(
                 gi = idx_t[torch.from_numpy(order[s * cfg.batch_size : (s + 1) * cfg.batch_size]).to(device)]
                 if diverged_at is None:
                     model.train()
-                    loss = F.cross_entropy(model(x_t[gi]), t_t[gi])
+                    loss = F.cross_entropy(forward(x_t[gi]), t_t[gi])
                     loss_value = loss.item()
                     train_loss[epoch] += loss_value * len(gi)
                     if not math.isfinite(loss_value):

@@ -98,3 +98,24 @@ def test_torch_threads_restores_the_previous_setting(monkeypatch):
     with R.torch_threads():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-2", "1.5", "２"])
+def test_a_bad_thread_count_in_the_environment_is_an_error_naming_the_variable(monkeypatch, bad):
+    monkeypatch.setenv("SOFTLAB_TORCH_THREADS", bad)
+    before = torch.get_num_threads()
+    with (
+        pytest.raises(ValueError, match=r"^\$SOFTLAB_TORCH_THREADS: expected a positive integer.*got"),
+        R.torch_threads(),
+    ):
+        pass  # pragma: no cover
+    assert torch.get_num_threads() == before  # nothing was changed
+
+
+def test_thread_count_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SOFTLAB_TORCH_THREADS", " 3 ")
+    assert R.env_torch_threads(default=7) == 3
+    monkeypatch.setenv("SOFTLAB_TORCH_THREADS", "")
+    assert R.env_torch_threads(default=7) == 7
+    monkeypatch.delenv("SOFTLAB_TORCH_THREADS")
+    assert R.env_torch_threads(default=7) == 7
