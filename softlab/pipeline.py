@@ -39,6 +39,15 @@ def notebook_paths(only: list[str] | None = None, notebooks_dir: Path = NOTEBOOK
     return paths
 
 
+def check_claims() -> None:
+    """Read and check the pre-registration (``params/claims.yml``) before anything trains: a bad
+    claims file used to be reported only after every run had trained. (For now this calls
+    :func:`softlab.inference.load_claims`; a dedicated check function may replace it.)"""
+    from softlab.inference import load_claims
+
+    load_claims()
+
+
 def resolve_parameters(
     params: str | dict[str, Any],
     overrides: dict[str, Any] | None = None,
@@ -54,6 +63,7 @@ def resolve_parameters(
     # names, types and ranges are checked against every notebook, so that `--only 01` accepts a
     # set written for all of them (it used to call the other notebooks' parameters unknown)
     per_notebook = validate(values, notebook_paths(None, notebooks_dir))
+    check_claims()
     return paths, {p: per_notebook[p] for p in paths}
 
 
