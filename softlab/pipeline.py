@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from softlab.params import NOTEBOOKS_DIR, ParameterError, coerce_override, load_params, validate
-from softlab.paths import PROJECT_ROOT
+from softlab.paths import PROJECT_ROOT, cache_dir, check_writable
 
 BOOK_DIR = PROJECT_ROOT / "book"
 KERNEL = "python3"
@@ -64,6 +64,7 @@ def resolve_parameters(
     # set written for all of them (it used to call the other notebooks' parameters unknown)
     per_notebook = validate(values, notebook_paths(None, notebooks_dir))
     check_claims()
+    check_writable(cache_dir() / "runs", "SOFTLAB_CACHE_DIR")
     return paths, {p: per_notebook[p] for p in paths}
 
 
