@@ -83,3 +83,183 @@ def test_generator_and_synthetic_and_teacher_caches_load_through_the_quarantinin
     assert "load_cached_npz(path, required=_ARRAYS)" in inspect.getsource(generator.generate_synthetic_mnist)
     assert "intact_npz(" in inspect.getsource(teachers._load_teacher)
     assert "intact_npz(" in inspect.getsource(teachers.teacher_logits)
+
+
+# ------------------------------------------------ one line, bounded time (CLI, Dask, annotate)
+
+
+def _one_error_line(err: str, prog: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def test_unwritable_run_cache_is_one_line_before_training_not_a_RunSaveError_traceback(tmp_path, monkeypatch, capsys):
+    from softlab.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(blocker / "cache"))  # a folder inside a file: never writable
+    assert main(["train", "--params", "smoke", "--no-progress"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "softlab train")
+    assert "SOFTLAB_CACHE_DIR" in line and "cannot write there" in line
+    out = tmp_path / "book"
+    assert main(["run", "--params", "smoke", "--only", "01"]) == 2
+    assert "cannot write there" in _one_error_line(capsys.readouterr().err, "softlab run")
+    assert not out.exists()
+
+
+def test_run_save_error_is_a_user_error_with_status_2():
+    from softlab.cli import _failure
+    from softlab.store import RunSaveError
+
+    assert _failure(RunSaveError("2 of 2 trained runs could not be saved")) == 2
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_dask_at_a_wrong_port_stops_in_bounded_time_with_one_line(monkeypatch):
+    import time
+
+    from softlab.distributed import DaskUnavailable, dask_environment
+
+    monkeypatch.setenv("SOFTLAB_DASK_TIMEOUT", "1")
+    start = time.monotonic()
+    with pytest.raises(DaskUnavailable, match=r"--dask tcp://127.0.0.1:\d+: no Dask scheduler answered within 1 s"):
+        with dask_environment(f"tcp://127.0.0.1:{_closed_port()}"):
+            pytest.fail("the notebooks must not start")
+    assert time.monotonic() - start < 20
+
+
+def test_dask_at_an_http_responder_is_one_line_not_a_3_EiB_allocation(monkeypatch):
+    import http.server
+    import threading
+
+    from softlab.distributed import DaskUnavailable, DaskExecutor
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+        def handle(self) -> None:  # answer whatever arrives with an HTTP reply
+            self.wfile.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SOFTLAB_DASK_TIMEOUT", "2")
+    try:
+        with pytest.raises(DaskUnavailable, match="no Dask scheduler answered"):
+            DaskExecutor(address=f"tcp://127.0.0.1:{server.server_address[1]}").client  # noqa: B018
+    finally:
+        server.shutdown()
+
+
+def test_dask_timeout_env_var_is_named_when_bad(monkeypatch):
+    from softlab.distributed import dask_timeout
+
+    for bad in ("abc", "0", "-1", "inf", "nan"):
+        monkeypatch.setenv("SOFTLAB_DASK_TIMEOUT", bad)
+        with pytest.raises(ValueError, match=r"\$SOFTLAB_DASK_TIMEOUT: expected a number of seconds > 0"):
+            dask_timeout()
+
+
+def test_scheduler_with_no_workers_stops_after_a_bounded_wait(monkeypatch):
+    from softlab.distributed import DaskExecutor, DaskUnavailable
+
+    class NoWorkers:  # a connected client whose scheduler never gets a worker
+        class scheduler:  # noqa: N801
+            address = "tcp://10.0.0.1:8786"
+
+        def scheduler_info(self, n_workers: int = -1) -> dict:
+            return {"workers": {}}
+
+        def wait_for_workers(self, n: int, timeout: float | None = None) -> None:
+            assert timeout is not None, "the wait must be bounded"
+            raise TimeoutError
+
+    monkeypatch.setenv("SOFTLAB_DASK_TIMEOUT", "1")
+    ex = DaskExecutor(client=NoWorkers())
+    x = np.zeros((4, 1, 28, 28), dtype=np.float32)
+    with pytest.raises(DaskUnavailable, match=r"no Dask worker joined the scheduler within 10 s"):
+        next(iter(ex.train(x, [_member()], _tiny_cfg())))
+
+
+def _member():
+    from softlab.train import Member
+
+    return Member(seed=0, targets=np.full((4, 10), 0.1, dtype=np.float32), train_idx=np.arange(4))
+
+
+def _tiny_cfg():
+    from softlab.models import ModelConfig
+    from softlab.train import TrainConfig
+
+    return TrainConfig(ModelConfig(kind="mlp", hidden=4), epochs=1, batch_size=4)
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--port", "99999"], "argument --port: expected an integer 0..65535"),
+        (["--port", "-1"], "argument --port: expected an integer 0..65535"),
+        (["--log-level", "bogus"], "argument --log-level: invalid choice: 'bogus'"),
+    ],
+)
+def test_annotate_bad_port_and_log_level_are_one_line_before_serving(tmp_path, capsys, argv, expected):
+    from softlab.annotate import main_annotate
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse's one-line error, status 2
+        main_annotate(["--study-dir", str(tmp_path / "s"), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_annotate_serve_refuses_bad_port_and_log_level_from_python(tmp_path):
+    from softlab.annotate.app import serve
+    from softlab.annotate.study import StudyError
+
+    with pytest.raises(StudyError, match="log_level: expected one of critical"):
+        serve(tmp_path, log_level="bogus")
+    with pytest.raises(StudyError, match="port: expected an integer 0..65535"):
+        serve(tmp_path, port=99999)
+
+
+def test_ctrl_c_prints_one_line_and_no_ZMQError(tmp_path):
+    """SIGINT to the real `softlab` command while it runs: 'interrupted' and nothing after it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from softlab.paths import PROJECT_ROOT
+
+    script = (
+        "import sys, time, softlab.cli as c\n"
+        "def slow(args):\n"
+        "    import atexit; atexit.register(lambda: print('Traceback (most recent call last): ZMQError', "
+        "file=sys.stderr))\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "c._cmd_book = slow\n"
+        "sys.argv = ['softlab', 'book']\n"
+        "raise SystemExit(c.main())\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == ["softlab book: interrupted"]
