@@ -142,10 +142,10 @@ def test_dask_at_an_http_responder_is_one_line_not_a_3_EiB_allocation(monkeypatc
     import http.server
     import threading
 
-    from softlab.distributed import DaskUnavailable, DaskExecutor
+    from softlab.distributed import DaskExecutor, DaskUnavailable
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.end_headers()
 
@@ -175,7 +175,7 @@ def test_scheduler_with_no_workers_stops_after_a_bounded_wait(monkeypatch):
     from softlab.distributed import DaskExecutor, DaskUnavailable
 
     class NoWorkers:  # a connected client whose scheduler never gets a worker
-        class scheduler:  # noqa: N801
+        class scheduler:
             address = "tcp://10.0.0.1:8786"
 
         def scheduler_info(self, n_workers: int = -1) -> dict:
@@ -263,3 +263,50 @@ def test_ctrl_c_prints_one_line_and_no_ZMQError(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert err.strip().splitlines() == ["softlab book: interrupted"]
+
+
+# ------------------------------------------------ votes tables: cells read as numbers only when they are
+
+
+@pytest.mark.parametrize("cell", ["0_3", "1_000", "\uff13", "1e3", "3.0", " 3.5", "٣"])
+def test_vote_cells_like_0_3_full_width_digits_and_1e3_are_refused_not_read_as_numbers(tmp_path, cell):
+    from softlab.data.annotations import AnnotationError, read_annotations
+
+    path = tmp_path / "votes.csv"
+    path.write_text(f"item,annotator,label\n0,a,1\n1,a,{cell}\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"votes.csv: row 1, column 'label': .* is not an integer"):
+        read_annotations(path)
+    path.write_text(f"item,annotator,label\n{cell},a,1\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"row 0, column 'item': .* is not an integer"):
+        read_annotations(path)
+
+
+@pytest.mark.parametrize("cell", ["1_000", "\uff11", "0x10"])
+def test_weight_cells_with_underscores_or_full_width_digits_are_refused(tmp_path, cell):
+    from softlab.data.annotations import AnnotationError, read_annotations
+
+    path = tmp_path / "votes.csv"
+    path.write_text(f"item,annotator,label,weight\n0,a,1,{cell}\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"row 0, column 'weight': .* is not a number"):
+        read_annotations(path)
+
+
+def test_annotator_a_and_a_space_are_refused_not_counted_as_two(tmp_path):
+    from softlab.data.annotations import AnnotationError, read_annotations, validate_annotations
+
+    path = tmp_path / "votes.csv"
+    path.write_text("item,annotator,label\n0,a,1\n0,a ,1\n", encoding="utf-8")
+    table = read_annotations(path)  # read exactly as written ...
+    assert table["annotator"].tolist() == ["a", "a "]
+    with pytest.raises(AnnotationError, match=r"votes.csv: row 1, column 'annotator': 'a ' has leading or trailing"):
+        validate_annotations(table, 10)  # ... but refused as votes
+
+
+def test_weights_1e308_overflowing_to_inf_are_refused_naming_the_file(tmp_path):
+    from softlab.data.annotations import AnnotationError
+    from softlab.data.votes import load_votes
+
+    path = tmp_path / "votes.csv"
+    path.write_text("item,annotator,label,weight\n0,a,1,1e308\n0,b,1,1e308\n1,a,2,1\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"votes.csv: the weights of item 0 sum beyond the largest float"):
+        load_votes(path, "mnist", "test")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import decimal
 import io
 import math
 import os
@@ -204,6 +203,10 @@ VALUE_REQUIRED = frozenset({"item", "annotator", "label", "weight", "is_attentio
 CSV_ESCAPED_STARTS = frozenset("=+-@\t\r'")
 
 _INT_TEXT = re.compile(r"^[+-]?[0-9]{1,30}$")
+_LONG_INT_TEXT = re.compile(r"^[+-]?[0-9]{31,}$")
+#: A number cell of a CSV as Python writes floats: ``2``, ``-0.5``, ``1e-300``, ``inf``, ``nan``
+#: (ASCII only; ``float()`` alone would also read ``1_000`` and full-width digits).
+_FLOAT_TEXT = re.compile(r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)$", re.I | re.A)
 
 
 class _CellError(Exception):
@@ -240,16 +243,11 @@ def _int_value(v: object) -> int:
         t = v.strip()
         if _INT_TEXT.match(t):
             n = int(t)
-        else:
-            try:
-                d = decimal.Decimal(t)
-            except decimal.InvalidOperation:
-                raise _CellError(f"{v!r} is not an integer") from None
-            if not d.is_finite() or d != d.to_integral_value():
-                raise _CellError(f"{t if t == v else repr(v)} is not an integer")  # a number shown as such
-            if d.adjusted() > 30:
-                raise _CellError(f"{v!r} is too large for a 64-bit integer (above 2**63 - 1)")
-            n = int(d)
+        elif _LONG_INT_TEXT.match(t):
+            raise _CellError(f"{v!r} is too large for a 64-bit integer (above 2**63 - 1)")
+        else:  # '1e3', '3.0', '0_3', '1_000', full-width digits: int()/Decimal() would read them
+            shown = t if t == v and _FLOAT_TEXT.match(t) else repr(v)  # a number shown as such
+            raise _CellError(f"{shown} is not an integer (expected ASCII digits only, e.g. 3)")
     elif _is_datetime(v):
         raise _CellError(f"{v!r} is a date/time; expected an integer")
     else:
@@ -267,10 +265,9 @@ def _float_value(v: object) -> float:
     if isinstance(v, (int, float, np.integer, np.floating)):
         return float(v)
     if isinstance(v, str):
-        try:
-            return float(v.strip())
-        except ValueError:
-            raise _CellError(f"{v!r} is not a number") from None
+        if not _FLOAT_TEXT.match(v.strip()):
+            raise _CellError(f"{v!r} is not a number (expected ASCII digits, e.g. 0.5 or 1e-3)")
+        return float(v.strip())
     if _is_datetime(v):
         raise _CellError(f"{v!r} is a date/time; expected a number")
     raise _CellError(f"{v!r} ({type(v).__name__}) is not a number")
@@ -618,6 +615,16 @@ def validate_annotations(
             raise _cell_error(where, _first(na), col, "missing value (empty cell or NA)")
     out["item"] = integer_column(out["item"], "item", where)
     out["annotator"] = text_column(out["annotator"], "annotator", where)
+    padded = (out["annotator"] != out["annotator"].str.strip()).to_numpy(dtype=bool)
+    if padded.any():  # 'a' and 'a ' would count as two annotators; stripping could merge two people
+        r = _first(padded)
+        raise _cell_error(
+            where,
+            r,
+            "annotator",
+            f"{out['annotator'].iloc[r]!r} has leading or trailing spaces; expected the id without them "
+            "(the app never writes them: they come from an edit by hand)",
+        )
     out["label"] = integer_column(out["label"], "label", where)
     lab = out["label"].to_numpy()
     bad = (lab < 0) | (lab >= n_classes)
@@ -670,7 +677,7 @@ def _weights(values: pd.Series, where: str) -> np.ndarray:
 
 
 def to_counts(
-    df: pd.DataFrame, n_classes: int, items: Sequence[int] | np.ndarray | None = None
+    df: pd.DataFrame, n_classes: int, items: Sequence[int] | np.ndarray | None = None, source: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Long table → (item ids, count matrix). Uses ``weight`` when present.
 
@@ -680,7 +687,7 @@ def to_counts(
     numbers (checked here too, so a table that skipped :func:`validate_annotations` cannot
     count a label -1 as the last class or make a negative "count"); errors name the row.
     """
-    where = df.attrs.get("source", "to_counts")
+    where = source or df.attrs.get("source", "to_counts")
     n_classes = _check_n_classes(n_classes)
     for col in ("item", "label"):
         if col not in df.columns:
@@ -701,7 +708,15 @@ def to_counts(
         raise _cell_error(where, r, "item", f"item {item_col[r]} is not in the requested items")
     counts = np.zeros((len(ids), n_classes), dtype=np.float64)
     np.add.at(counts, (rows, labels), w)
-    empty = counts.sum(axis=1) == 0
+    totals = counts.sum(axis=1)
+    overflow = ~np.isfinite(totals)
+    if overflow.any():  # weights of 1e308 each sum to inf, and inf/inf soft labels are NaN
+        i = _first(overflow)
+        raise AnnotationError(
+            f"{where}: the weights of item {int(ids[i])} sum beyond the largest float (inf); "
+            "expected weights whose sum per item is finite (e.g. at most 1e300 each)"
+        )
+    empty = totals == 0
     if empty.any():
         raise AnnotationError(f"{where}: item {int(ids[_first(empty)])} has no answers")
     return ids, counts

@@ -133,7 +133,7 @@ def load_votes(
         n_items=len(images),
         n_classes=len(images.classes),
     )
-    items, counts = to_counts(table, len(images.classes))
+    items, counts = to_counts(table, len(images.classes), source=str(path))
     return HumanLabels(str(path), dataset, split, items, counts, tuple(images.classes), images.labels[items].copy())
 
 
