@@ -313,3 +313,59 @@ def test_weights_1e308_overflowing_to_inf_are_refused_naming_the_file(tmp_path):
     path.write_text("item,annotator,label,weight\n0,a,1,1e308\n0,b,1,1e308\n1,a,2,1\n", encoding="utf-8")
     with pytest.raises(AnnotationError, match=r"votes.csv: the weights of item 0 sum beyond the largest float"):
         load_votes(path, "mnist", "test")
+
+
+# ------------------------------------------------ annotation studies: exports carry their images, damaged database
+
+
+def _user_study(tmp_path: Path, dataset: str = "user"):
+    from softlab.annotate.study import StudySettings, create_study
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 28, 28), dtype=np.uint8)
+    return create_study(
+        tmp_path / "study",
+        images=images,
+        labels=np.arange(30, dtype=np.int64) % 10,
+        classes=tuple(str(c) for c in range(10)),
+        dataset=dataset,
+        split="test",
+        strategy="stratified",
+        size=8,
+        seed=0,
+        settings=StudySettings(),
+    )
+
+
+def test_fashion_mnist_export_paired_with_mnist_images_is_refused(tmp_path):
+    from softlab.annotate.db import AnnotationDB, Answer
+    from softlab.annotate.export import export_annotations
+    from softlab.data.annotations import AnnotationError
+    from softlab.data.votes import load_votes
+
+    study = _user_study(tmp_path, dataset="fashion-mnist")
+    with AnnotationDB(study.db_path, study.study_id, False) as db:
+        for item in study.items[:3]:
+            db.add(Answer("alice", int(item), 1, None, None, 100.0, False))
+    out, _ = export_annotations(study.study_dir, tmp_path / "answers.csv")
+    assert "dataset,split" in out.read_text().splitlines()[0]  # the export names its images
+    with pytest.raises(AnnotationError, match=r"answers.csv: row 0, column 'dataset': .*'fashion-mnist'.*mnist/test"):
+        load_votes(out, "mnist", "test")
+    assert len(load_votes(out, "fashion-mnist", "test").items) == 3
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_annotations_sqlite_is_one_line_not_a_DatabaseError_traceback(tmp_path, capsys, damage):
+    from softlab.annotate import main_annotate
+    from softlab.annotate.db import AnnotationDB
+
+    study = _user_study(tmp_path)
+    AnnotationDB(study.db_path, study.study_id, False).close()
+    db = study.db_path
+    data = db.read_bytes()
+    db.write_bytes(b"this is not a database" * 200 if damage == "garbage" else data[:100])
+    assert main_annotate(["export", "--study-dir", str(study.study_dir), "--out", str(tmp_path / "a.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "annotations.sqlite: the answer database cannot be read" in err
+    assert not (tmp_path / "a.csv").exists()
