@@ -67,8 +67,8 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
             else:
                 print(f"skip {dataset}: {exc}")
             continue
-        except images.DataError as exc:
-            print(f"FAILED {dataset}:\n{exc}", file=sys.stderr)
+        except (images.DataError, OSError) as exc:  # one data set's trouble never aborts the others
+            print(f"FAILED {dataset}:\n{one_line(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
             status = 1
             continue
         for file, origin in origins.items():

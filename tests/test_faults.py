@@ -369,3 +369,39 @@ def test_corrupt_annotations_sqlite_is_one_line_not_a_DatabaseError_traceback(tm
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "annotations.sqlite: the answer database cannot be read" in err
     assert not (tmp_path / "a.csv").exists()
+
+
+# ------------------------------------------------ data files (on a copy of the data folder, never the real one)
+
+
+def _linked_data_dir(tmp_path: Path) -> Path:
+    """A data folder whose files are symlinks to the verified ones (nothing real is touched)."""
+    from softlab.paths import data_dir
+
+    real = data_dir()
+    copy = tmp_path / "data"
+    for src in real.rglob("*"):
+        if src.is_file():
+            dest = copy / src.relative_to(real)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(src)
+    return copy
+
+
+def test_a_data_file_replaced_by_a_folder_does_not_abort_data_info_or_the_whole_fetch(tmp_path, monkeypatch, capsys):
+    from softlab.cli import main
+
+    data = _linked_data_dir(tmp_path)
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(data))
+    target = data / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    target.unlink()
+    target.mkdir()
+    assert main(["data", "info"]) == 1  # a MISMATCH row, not an IsADirectoryError
+    out = capsys.readouterr().out
+    assert "MISMATCH (a folder, not a file" in out
+    assert "fashion-mnist" in out  # the rows after it are still listed
+    status = main(["data", "fetch", "--dataset", "mnist", "fashion-mnist", "--sources", "cache", "--no-human"])
+    captured = capsys.readouterr()
+    assert status == 1 and "Traceback" not in captured.err
+    assert "FAILED mnist" in captured.err and "ok  fashion-mnist" in captured.out  # the other set still fetched
+    assert not target.exists() and list((target.parent / ".quarantine").iterdir())  # moved aside, not deleted
