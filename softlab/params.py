@@ -30,6 +30,7 @@ import yaml
 
 from softlab.paths import PROJECT_ROOT
 from softlab.validation import check_plain_name
+from softlab.yamlio import YamlError, load_yaml
 
 PARAMS_DIR = PROJECT_ROOT / "params"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -283,19 +284,13 @@ def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
 
 
 def load_params(name_or_path: str | Path) -> dict[str, Any]:
-    """Read a parameter set; a YAML error names the file and line."""
+    """Read a parameter set (strict YAML, :func:`softlab.yamlio.load_yaml`: duplicated keys,
+    aliases and non-UTF-8 bytes are refused); an error names the file and line."""
     path = params_path(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParameterError(f"{path}: cannot read the parameter set ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where, problem = _yaml_problem(exc)
-        raise ParameterError(
-            f"{path}{':' if where else ''}{' ' + where if where else ''}: invalid YAML: {problem}"
-        ) from None
+    try:  # strict: a duplicated key (seeds twice) is refused instead of silently last-wins
+        data = load_yaml(Path(path), what="parameter set")
+    except YamlError as exc:
+        raise ParameterError(str(exc)) from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
@@ -417,7 +412,11 @@ def split_override(text: str) -> tuple[str, str]:
 def coerce_override(value: str, key: str | None = None) -> Any:
     """Parse a ``--set KEY=VALUE`` value as YAML (``3`` → int, ``[1, 2]`` → list)."""
     try:
-        return yaml.safe_load(value)
+        return load_yaml(value, what="--set", name=f"{key or ''}={value}")
+    except YamlError as exc:  # "--set KEY=VALUE, line 1: invalid YAML: ..." -> the old one-line form
+        head = f"--set {key or ''}={value}"
+        problem = str(exc).removeprefix(head).removeprefix(", line 1").removeprefix(": ").removeprefix("invalid YAML: ")
+        raise ParameterError(f"{head}: invalid YAML value ({problem})") from None
     except yaml.YAMLError as exc:
         where, problem = _yaml_problem(exc)
         raise ParameterError(

@@ -3,6 +3,7 @@ and the fast profile of the fault-injection script (``benchmarks/faults.py --fas
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -405,3 +406,38 @@ def test_a_data_file_replaced_by_a_folder_does_not_abort_data_info_or_the_whole_
     assert status == 1 and "Traceback" not in captured.err
     assert "FAILED mnist" in captured.err and "ok  fashion-mnist" in captured.out  # the other set still fetched
     assert not target.exists() and list((target.parent / ".quarantine").iterdir())  # moved aside, not deleted
+
+
+# ------------------------------------------------ parameter sets: strict YAML, names, ranges
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("seeds: 2\nseeds: 3\n", r"duplicate"),
+        ("a: &x [1]\nseeds: *x\n", r"alias|anchor"),
+    ],
+)
+def test_params_duplicate_yaml_keys_and_aliases_are_refused_not_last_wins(tmp_path, text, expected):
+    from softlab.params import ParameterError, load_params
+
+    path = tmp_path / "mine.yml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ParameterError, match=rf"parameter set {re.escape(str(path))}, line \d+: .*({expected})"):
+        load_params(path)
+
+
+def test_params_non_utf8_byte_is_one_line_naming_the_file(tmp_path):
+    from softlab.params import ParameterError, load_params
+
+    path = tmp_path / "mine.yml"
+    path.write_bytes(b"seeds: 2\nparams_name: caf\xe9\n")
+    with pytest.raises(ParameterError, match=rf"{re.escape(str(path))}.*not UTF-8"):
+        load_params(path)
+
+
+def test_set_override_duplicate_keys_are_refused():
+    from softlab.params import ParameterError, coerce_override
+
+    with pytest.raises(ParameterError, match="duplicate"):
+        coerce_override("{a: {path: x.csv, path: y.csv}}", "votes")
