@@ -1319,6 +1319,10 @@ def _evaluate_test(ev: _ArmEvaluator, test: TestSpec, settings: Settings, descri
         item_groups=0,
         comparator=present[0],
     )
+    if n_items == 0:  # an empty stratum (a votes arm with one vote per item has no hard items): the test
+        # stays in its family with no estimate (inconclusive) instead of failing on a (seeds, 0, C) array
+        row.update(method="no items in this stratum")
+        return row
     conf, eq_conf = settings.confidence, settings.equivalence_confidence
     if test.kind == "variance_ratio":
         x = ev.values(test.condition, test.metric, test.stratum, with_groups=False)[:, 0]

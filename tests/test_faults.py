@@ -441,3 +441,45 @@ def test_set_override_duplicate_keys_are_refused():
 
     with pytest.raises(ParameterError, match="duplicate"):
         coerce_override("{a: {path: x.csv, path: y.csv}}", "votes")
+
+
+# ------------------------------------------------ a votes arm with one vote per item: empty hard stratum
+
+
+def test_votes_arm_with_one_vote_per_item_empty_hard_stratum_gives_inconclusive_rows_not_a_shape_error():
+    from softlab import inference as inf
+
+    conditions = (
+        "human/human",
+        "original/hard+ts",
+        "human/hard+ts",
+        "human/smooth+ts",
+        "human/synthetic+ts",
+        "human/synthetic",
+        "human/hard",
+    )
+    rng = np.random.default_rng(0)
+    seeds, items, classes = 4, 60, 10
+    votes = rng.integers(0, classes, items)
+    ref = np.eye(classes)[votes]  # one vote per item: every item is "easy", no hard items
+    strata = {
+        "all": np.ones(items, bool),
+        "easy": np.ones(items, bool),
+        "medium": np.zeros(items, bool),
+        "hard": np.zeros(items, bool),
+        "mode-shifted": np.zeros(items, bool),
+    }
+    probs, arrays = {}, {}
+    for c in conditions:
+        p = rng.dirichlet(np.ones(classes), size=(seeds, items))
+        probs[c] = p.astype(np.float32)
+        arrays[c] = {
+            "heldout_confidence": rng.random((seeds, items)),
+            "heldout_variability": rng.random((seeds, items)),
+        }
+    arm = inf.ArmPredictions("my-votes", "human", np.arange(seeds), votes, ref, strata, probs, arrays)
+    table = inf.verdict_table({"my-votes": arm})  # raised "probs ... shape (4, 0, 10)" before
+    empty = table[table["stratum"].isin(["hard", "medium", "mode-shifted"])]
+    assert len(empty), "the tests on empty strata stay in their family"
+    assert (empty["n_items"] == 0).all() and (empty["verdict"] == "inconclusive").all()
+    assert empty["estimate"].isna().all()
