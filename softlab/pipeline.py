@@ -82,6 +82,9 @@ def run_notebooks(
     and :class:`PipelineError` naming the notebook, cell and failed copy when a notebook fails.
     """
     paths, per_notebook = resolve_parameters(params, overrides, only, notebooks_dir)
+    from softlab.store import heal_result_folders
+
+    heal_result_folders(cache_dir() / "book")  # a damaged book cache is recomputed, not failed on every run
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)

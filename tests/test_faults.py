@@ -483,3 +483,45 @@ def test_votes_arm_with_one_vote_per_item_empty_hard_stratum_gives_inconclusive_
     assert len(empty), "the tests on empty strata stay in their family"
     assert (empty["n_items"] == 0).all() and (empty["verdict"] == "inconclusive").all()
     assert empty["estimate"].isna().all()
+
+
+# ------------------------------------------------ a damaged book cache folder is healed
+
+
+def _book_folder(root: Path, name: str) -> Path:
+    import json
+
+    import pandas as pd
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    pd.DataFrame({"x": np.arange(50.0)}).to_parquet(folder / "metrics.parquet")
+    atomic_save_npz(folder / "predictions__mnist.npz", probs=np.random.default_rng(0).random((30, 10)))
+    (folder / "meta.json").write_text(json.dumps({"params_name": "smoke", "arms": ["mnist"]}))
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["meta-empty", "meta-missing", "parquet-truncated", "npz-flipped", "npz-missing"])
+def test_damaged_book_cache_folder_is_quarantined_and_recomputed_not_failed_on_every_run(tmp_path, damage, capsys):
+    from softlab.store import heal_result_folders
+
+    intact = _book_folder(tmp_path, "aaaa")
+    bad = _book_folder(tmp_path, "bbbb")
+    if damage == "meta-empty":
+        (bad / "meta.json").write_text("")
+    elif damage == "meta-missing":
+        (bad / "meta.json").unlink()
+    elif damage == "parquet-truncated":
+        data = (bad / "metrics.parquet").read_bytes()
+        (bad / "metrics.parquet").write_bytes(data[: len(data) // 2])
+    elif damage == "npz-flipped":
+        path = bad / "predictions__mnist.npz"
+        data = path.read_bytes()
+        i = len(data) // 3
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0x55]) + data[i + 1 :])
+    else:
+        (bad / "predictions__mnist.npz").unlink()
+    moved = heal_result_folders(tmp_path)
+    assert [p.name.split(".")[0] for p in moved] == ["bbbb"] and not bad.exists() and intact.exists()
+    assert "cached results" in capsys.readouterr().out
+    assert heal_result_folders(tmp_path) == []  # the intact one is never touched
