@@ -403,10 +403,14 @@ def text_column(
             "(read files with read_annotations, which keeps every id exactly as written)",
         )
     _reject_kind(values, col, where, "text")
-    if not unescape and values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
-        distinct = pd.unique(values.to_numpy(dtype=object))  # ids repeat: check each distinct one once
+    already_text = values.dtype == text_series([]).dtype and not values.isna().any()
+    if not unescape and (
+        already_text or (values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string")
+    ):
+        distinct = values.unique()  # ids repeat: check each distinct one once (arrow: no per-cell objects)
         if not required or all(v.strip() for v in distinct):
-            return values.reset_index(drop=True)  # already exactly the text (no per-cell copy of a big table)
+            # already exactly the text: no per-cell copy of a big table
+            return values.reset_index(drop=True).astype(text_series([]).dtype)
     converted = _convert(values, col, where, _text_value, required, text=True)
     if unescape:
         converted = [unescape_csv_text(v) if isinstance(v, str) else v for v in converted]
@@ -527,11 +531,10 @@ def typed_table(raw: pd.DataFrame, where: str = "annotations", from_csv: bool = 
 FAST_CSV_BYTES = 16 * 2**20
 
 
-def _read_csv_arrow(path: Path, shared_text: bool = False) -> pd.DataFrame | None:
+def _read_csv_arrow(path: Path) -> pd.DataFrame | None:
     """The typed table of a CSV file read with pyarrow, or None when only the exact reader can
     say what it holds (then nothing has been decided: the caller reads it the exact way).
-    ``shared_text``: each distinct text value is one Python string shared by its rows (an
-    object column all the same), instead of one string per cell: ids repeat on every answer."""
+    Text stays in arrow buffers (the exact reader's text dtype), never one Python string per cell."""
     import mmap
 
     import pyarrow as pa
@@ -579,18 +582,14 @@ def _read_csv_arrow(path: Path, shared_text: bool = False) -> pd.DataFrame | Non
                 return None
             if col in VALUE_REQUIRED and pc.any(pc.match_substring_regex(cells, r"^\s*$")).as_py():
                 return None
-            if shared_text:
-                codes = pc.dictionary_encode(cells).combine_chunks()
-                values = np.asarray(codes.dictionary.to_pylist(), dtype=object)
-                out[col] = pd.Series(values[codes.indices.to_numpy(zero_copy_only=False)], dtype=object)
-            else:
-                out[col] = pd.Series(cells.to_numpy(zero_copy_only=False), dtype=object)
+            text_dtype = text_series([]).dtype  # the exact reader's text dtype (arrow-backed under pandas 3)
+            out[col] = cells.to_pandas(types_mapper={pa.string(): text_dtype}.get).reset_index(drop=True)
         table = table.drop_columns([col])  # free each column once converted
         del cells
     return pd.DataFrame(out, columns=header)
 
 
-def read_annotations(path: str | os.PathLike[str], *, shared_text: bool = False) -> pd.DataFrame:
+def read_annotations(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a long-format annotation table from CSV or Parquet, exactly as written.
 
     Types are explicit, never guessed: ``item``, ``label``, ``attempt`` int64 (parsed as
@@ -613,7 +612,7 @@ def read_annotations(path: str | os.PathLike[str], *, shared_text: bool = False)
     if suffix not in (".csv", ".parquet", ".pq"):
         raise AnnotationError(f"{path}: expected a .csv or .parquet file")
     if suffix == ".csv" and path.stat().st_size > FAST_CSV_BYTES:
-        fast = _read_csv_arrow(path, shared_text)
+        fast = _read_csv_arrow(path)
         if fast is not None:
             fast.attrs["source"] = str(path)
             return fast
@@ -696,7 +695,7 @@ def validate_annotations(
     out["item"] = integer_column(out["item"], "item", where)
     out["annotator"] = text_column(out["annotator"], "annotator", where)
     # 'a' and 'a ' would count as two annotators, and stripping them could merge two people
-    distinct = pd.unique(out["annotator"].to_numpy(dtype=object))
+    distinct = out["annotator"].unique()
     if any(a != a.strip() for a in distinct):
         padded = (out["annotator"] != out["annotator"].str.strip()).to_numpy(dtype=bool)
         r = _first(padded)

@@ -103,7 +103,7 @@ def read_votes(
         images = _split_images(dataset, split)
         n_items = len(images) if n_items is None else n_items
         n_classes = len(images.classes) if n_classes is None else n_classes
-    df = read_annotations(path, shared_text=True)  # large files: typed reader, one string per distinct id
+    df = read_annotations(path)
     where = str(path)
     _check_images_match(df, where, dataset, split)
     if "is_attention_check" in df.columns and not include_attention:
