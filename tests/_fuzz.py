@@ -11,14 +11,17 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 LONG = os.environ.get("SOFTLAB_FUZZ", "").strip().lower() == "long"
 
 
-def fuzz(examples: int) -> Callable[[Any], Any]:
-    """``@fuzz(n)``: ``n`` examples in the fast profile, ``25 n`` in the long one; no deadline."""
+def fuzz(examples: int, shrink: bool = True) -> Callable[[Any], Any]:
+    """``@fuzz(n)``: ``n`` examples in the fast profile, ``25 n`` in the long one; no deadline.
+    ``shrink=False`` for a test expected to fail for now (xfail): shrinking would cost minutes."""
+    phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
     return settings(
+        phases=phases,
         max_examples=examples * 25 if LONG else examples,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

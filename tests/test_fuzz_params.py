@@ -129,7 +129,7 @@ CLAIMS_MUTATIONS = [
     "when it is merged",
     strict=False,
 )
-@fuzz(6)
+@fuzz(6, shrink=False)
 @given(
     mutations=st.lists(st.sampled_from(CLAIMS_MUTATIONS), min_size=1, max_size=3, unique=True),
     extra=st.sampled_from(["", "\nversion: 1\n", "\nbomb: &a [x, x]\nb2: [*a, *a]\n", "\n\x00", "\n: :"]),
