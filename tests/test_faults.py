@@ -525,3 +525,36 @@ def test_damaged_book_cache_folder_is_quarantined_and_recomputed_not_failed_on_e
     assert [p.name.split(".")[0] for p in moved] == ["bbbb"] and not bad.exists() and intact.exists()
     assert "cached results" in capsys.readouterr().out
     assert heal_result_folders(tmp_path) == []  # the intact one is never touched
+
+
+# ------------------------------------------------ the fault-injection script, fast profile (issue 25)
+
+
+def test_fault_injection_script_fast_profile_survives_everything():
+    """``benchmarks/faults.py --fast``: kill -9 of a run-cache writer, two writers on one cache,
+    damaged cache entries and data files, an unreachable scheduler, the annotation server killed
+    mid-load under concurrent writers, a 50 MB body: every fault survived, nothing lost."""
+    import subprocess
+    import sys
+
+    from softlab.paths import PROJECT_ROOT
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(
+                PROJECT_ROOT / "benchmarks" / "faults.py",
+            ),
+            "--fast",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=300,
+    )
+    line = proc.stdout.strip().splitlines()[-1]
+    figures = dict(kv.split("=") for kv in line.split())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert figures["tracebacks"] == "0" and figures["answers_lost"] == "0" and figures["answers_duplicated"] == "0"
+    assert figures["faults_survived"] == figures["faults_injected"] and int(figures["faults_injected"]) >= 20
+    assert int(figures["refused_cleanly"]) + int(figures["round_trips_exact"]) == int(figures["inputs_tried"])

@@ -799,7 +799,8 @@ def to_counts(
         r = _first(rows < 0)
         raise _cell_error(where, r, "item", f"item {item_col[r]} is not in the requested items")
     counts = np.zeros((len(ids), n_classes), dtype=np.float64)
-    np.add.at(counts, (rows, labels), w)
+    with np.errstate(over="ignore"):  # an overflow to inf is reported below, naming the item
+        np.add.at(counts, (rows, labels), w)
     totals = counts.sum(axis=1)
     overflow = ~np.isfinite(totals)
     if overflow.any():  # weights of 1e308 each sum to inf, and inf/inf soft labels are NaN
