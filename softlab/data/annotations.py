@@ -537,9 +537,9 @@ def _read_csv_arrow(path: Path) -> pd.DataFrame | None:
     Text stays in arrow buffers (the exact reader's text dtype), never one Python string per cell."""
     import mmap
 
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pcsv
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+    import pyarrow.csv as pcsv  # type: ignore[import-untyped]
 
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:

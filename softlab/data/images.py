@@ -294,7 +294,7 @@ def parse_idx(data: bytes, file: str = "<idx>") -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
-_MEMO: dict[tuple[str, str], ImageSet] = {}
+_MEMO: dict[tuple[str, str, str], ImageSet] = {}
 
 
 def load_images(dataset: str, split: str, sources: tuple[str, ...] = SOURCES) -> ImageSet:
@@ -314,7 +314,7 @@ def load_images(dataset: str, split: str, sources: tuple[str, ...] = SOURCES) ->
     s = spec(dataset)
     if split not in SPLIT_FILES:
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
-    key = (dataset, split)
+    key = (dataset, split, str(raw_dir(dataset)))  # another SOFTLAB_DATA_DIR is other files, verified anew
     if key not in _MEMO:
         img_file, lab_file = SPLIT_FILES[split]
         img_path, _ = fetch_file(dataset, img_file, sources)
