@@ -558,3 +558,20 @@ def test_fault_injection_script_fast_profile_survives_everything():
     assert figures["tracebacks"] == "0" and figures["answers_lost"] == "0" and figures["answers_duplicated"] == "0"
     assert figures["faults_survived"] == figures["faults_injected"] and int(figures["faults_injected"]) >= 20
     assert int(figures["refused_cleanly"]) + int(figures["round_trips_exact"]) == int(figures["inputs_tried"])
+
+
+def test_switching_the_data_folder_in_a_process_verifies_the_new_folders_files(tmp_path, monkeypatch):
+    """Found by faults.py's long profile: the loaded-images memo ignored SOFTLAB_DATA_DIR."""
+    from softlab.data.images import DataError, load_images
+
+    load_images("mnist", "test")  # verified and remembered from the real folder
+    data = _linked_data_dir(tmp_path)
+    target = data / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    raw = target.read_bytes()
+    target.unlink()  # the link only: the real file is never touched
+    target.write_bytes(raw[:-10])
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+            load_images("mnist", "test", sources=("cache",))
