@@ -53,6 +53,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -349,9 +350,12 @@ class DaskExecutor:
         x, members, eval_sets = _checked_inputs(x, members, cfg, eval_sets)
         client = self.client
         if not client.scheduler_info(n_workers=-1).get("workers"):
-            if progress:
-                print(f"[softlab] waiting for a Dask worker to join {self.scheduler_address}", flush=True)
             wait = 10 * dask_timeout()
+            print(  # also without progress bars: a silent wait looked like a hang
+                f"[softlab] waiting up to {wait:g} s for a Dask worker to join {self.scheduler_address}",
+                file=sys.stderr,
+                flush=True,
+            )
             try:
                 client.wait_for_workers(1, timeout=wait)
             except TimeoutError:

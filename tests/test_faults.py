@@ -175,7 +175,7 @@ def test_dask_timeout_env_var_is_named_when_bad(monkeypatch):
             dask_timeout()
 
 
-def test_scheduler_with_no_workers_stops_after_a_bounded_wait(monkeypatch):
+def test_scheduler_with_no_workers_stops_after_a_bounded_wait_and_says_so(monkeypatch, capsys):
     from softlab.distributed import DaskExecutor, DaskUnavailable
 
     class NoWorkers:  # a connected client whose scheduler never gets a worker
@@ -194,6 +194,7 @@ def test_scheduler_with_no_workers_stops_after_a_bounded_wait(monkeypatch):
     x = np.zeros((4, 1, 28, 28), dtype=np.float32)
     with pytest.raises(DaskUnavailable, match=r"no Dask worker joined the scheduler within 10 s"):
         next(iter(ex.train(x, [_member()], _tiny_cfg())))
+    assert "waiting up to 10 s for a Dask worker" in capsys.readouterr().err  # not silent without progress
 
 
 def _member():
