@@ -67,8 +67,8 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
             else:
                 print(f"skip {dataset}: {exc}")
             continue
-        except images.DataError as exc:
-            print(f"FAILED {dataset}:\n{exc}", file=sys.stderr)
+        except (images.DataError, OSError) as exc:  # one data set's trouble never aborts the others
+            print(f"FAILED {dataset}:\n{one_line(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
             status = 1
             continue
         for file, origin in origins.items():
@@ -141,6 +141,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from softlab.distributed import open_executor
     from softlab.experiment import configs_from_params, run_arms
+    from softlab.paths import check_writable
     from softlab.pipeline import resolve_parameters
     from softlab.store import RunStore
 
@@ -153,6 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.members_per_task is not None:
         train_cfg = dataclasses.replace(train_cfg, max_members_per_batch=args.members_per_task)
     store = RunStore(args.runs_dir)
+    check_writable(store.root, "--runs-dir" if args.runs_dir else "SOFTLAB_CACHE_DIR")  # before anything trains
     start = time.perf_counter()
     with open_executor(args.dask) as ex:
         grids = run_arms(arm_configs, train_cfg, seeds, progress=args.progress, store=store, executor=ex)
@@ -255,10 +257,11 @@ def _failure(exc: BaseException) -> int | None:
     from softlab.data.human import HumanDataError
     from softlab.data.images import DataError
     from softlab.pipeline import PipelineError
+    from softlab.store import RunSaveError
 
     if isinstance(exc, PipelineError):
         return 1
-    if isinstance(exc, (CliError, ValueError, OSError, DataError, HumanDataError, yaml.YAMLError)):
+    if isinstance(exc, (CliError, ValueError, OSError, DataError, HumanDataError, yaml.YAMLError, RunSaveError)):
         return 2
     return None
 
@@ -270,8 +273,18 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _silence_stderr() -> None:
+    """After "interrupted": the notebook kernel's ZMQ sockets, torn down while the interpreter
+    exits, printed a 20-line ZMQError traceback; the one line already said what happened."""
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (see the module docstring for errors)."""
+    from_console = argv is None  # the `softlab` command itself, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "annotate":
         from softlab.annotate import main_annotate
@@ -285,7 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"{_command_name(args)}: interrupted", file=sys.stderr)
+        print(f"{_command_name(args)}: interrupted", file=sys.stderr, flush=True)
+        if from_console:
+            _silence_stderr()
         return 130
     except Exception as exc:
         status = _failure(exc)

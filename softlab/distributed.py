@@ -53,6 +53,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -79,6 +80,31 @@ TASK_PREFIX = "softlab-train"
 DATA_PREFIX = "softlab-data"
 """Keys of the tasks holding the shared arrays (images, evaluation sets, targets, indices)."""
 INPROCESS = "inprocess"
+
+TIMEOUT_ENV_VAR = "SOFTLAB_DASK_TIMEOUT"
+"""Seconds to wait for a scheduler to answer, and (ten times as long) for a first worker to
+join; default :data:`DEFAULT_TIMEOUT_S`. A wrong address then stops with one line instead of
+hanging (or, at an HTTP server, a 3 EiB allocation traceback)."""
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class DaskUnavailable(ValueError):
+    """No Dask scheduler answered at the address, or no worker joined it in time (one line)."""
+
+
+def dask_timeout() -> float:
+    """``$SOFTLAB_DASK_TIMEOUT`` (seconds, > 0) or :data:`DEFAULT_TIMEOUT_S`."""
+    text = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(f"${TIMEOUT_ENV_VAR}: expected a number of seconds > 0, got {text!r}")
+    return value
+
 
 Chunk = tuple[list[int], list[MemberResult]]
 
@@ -286,7 +312,7 @@ class DaskExecutor:
                 )
                 self._client = Client(self._cluster)
             else:
-                self._client = Client(self.address)
+                self._client = _connect(Client, self.address)
         return self._client
 
     @property
@@ -324,9 +350,19 @@ class DaskExecutor:
         x, members, eval_sets = _checked_inputs(x, members, cfg, eval_sets)
         client = self.client
         if not client.scheduler_info(n_workers=-1).get("workers"):
-            if progress:
-                print(f"[softlab] waiting for a Dask worker to join {self.scheduler_address}", flush=True)
-            client.wait_for_workers(1)
+            wait = 10 * dask_timeout()
+            print(  # also without progress bars: a silent wait looked like a hang
+                f"[softlab] waiting up to {wait:g} s for a Dask worker to join {self.scheduler_address}",
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                client.wait_for_workers(1, timeout=wait)
+            except TimeoutError:
+                raise DaskUnavailable(
+                    f"--dask {self.address}: no Dask worker joined the scheduler within {wait:g} s "
+                    f"(start one with `dask worker {self.scheduler_address}`; ${TIMEOUT_ENV_VAR} sets the wait)"
+                ) from None
         groups = plan_groups(members, cfg, self._plan_device(cfg))
         resources = self._task_resources()
 
@@ -428,6 +464,22 @@ class DaskExecutor:
 Executor = InProcessExecutor | DaskExecutor
 
 
+def _connect(client_class: Any, address: str) -> Any:
+    """A ``distributed.Client`` of ``address`` within :func:`dask_timeout` seconds, else
+    :class:`DaskUnavailable` in one line: a closed port, a host that never answers, or a server
+    that speaks something else (an HTTP server's reply read as a frame length asked numpy for
+    3 EiB)."""
+    timeout = dask_timeout()
+    try:
+        return client_class(address, timeout=timeout)
+    except (OSError, TimeoutError, MemoryError, ValueError, TypeError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DaskUnavailable(
+            f"--dask {address}: no Dask scheduler answered within {timeout:g} s ({type(exc).__name__}: {reason}); "
+            f"check the address and port (${TIMEOUT_ENV_VAR} sets the wait)"
+        ) from None
+
+
 # ----------------------------------------------------------------------------- addresses
 
 _LOCAL = re.compile(r"^local(?::(\d+))?$")
@@ -509,6 +561,12 @@ def dask_environment(spec: str | None) -> Iterator[str | None]:
         if _local_workers(s) is not None:
             executor = DaskExecutor(address=s)
             s = executor.scheduler_address
+        elif s not in ("", INPROCESS):  # a remote scheduler: fail now, in one line, not in a notebook
+            probe = DaskExecutor(address=s)
+            try:
+                probe.client  # noqa: B018 - connects, or raises DaskUnavailable
+            finally:
+                probe.close()
         os.environ[ENV_VAR] = s or INPROCESS
         yield os.environ[ENV_VAR]
     finally:

@@ -86,7 +86,7 @@ import numpy as np
 import numpy.typing as npt
 
 from softlab.data.images import ImageSet, load_images
-from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
+from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_cached_npz
 from softlab.paths import cache_dir
 from softlab.runtime import torch_threads
 from softlab.validation import check_images, check_labels, check_shape, field_error
@@ -504,10 +504,13 @@ def _load_generator(cfg: SyntheticMnistConfig) -> Generator | None:
 
     folder = generator_dir(cfg)
     weights, meta_path = folder / "vae.npz", folder / "meta.json"
-    if not (weights.exists() and meta_path.exists()):
+    if not meta_path.exists():
+        return None
+    arrays = load_cached_npz(weights)  # a damaged file is quarantined and the VAE retrained
+    if arrays is None:
         return None
     model = _make_vae(cfg.latent_dim, cfg.hidden)
-    state = {k: torch.from_numpy(v) for k, v in load_npz(weights).items()}
+    state = {k: torch.from_numpy(v) for k, v in arrays.items()}
     model.load_state_dict(state)
     model.eval()
     return Generator(cfg, model, json.loads(meta_path.read_text()), from_cache=True)
@@ -621,8 +624,8 @@ def generate_synthetic_mnist(
     cached, else generated with the (cached or freshly trained) generator and cached."""
     cfg = cfg if cfg is not None else SyntheticMnistConfig()
     path = dataset_path(cfg)
-    if path.exists():
-        arrays = load_npz(path)
+    arrays = load_cached_npz(path, required=_ARRAYS)  # a damaged file is quarantined and regenerated
+    if arrays is not None:
         return SyntheticMnist(cfg, **{k: arrays[k] for k in _ARRAYS}, split="all", from_cache=True)
     gen = train_generator(cfg, progress=progress, num_threads=num_threads)
     train = load_images("mnist", "train")

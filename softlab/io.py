@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,62 @@ def atomic_save_npz(dest: str | os.PathLike[str], **arrays: npt.ArrayLike) -> Pa
 def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+QUARANTINE_DIR = ".quarantine"
+
+
+class DamagedCacheWarning(UserWarning):
+    """A cached file failed to load; it was moved to quarantine (and will be recomputed)."""
+
+
+def quarantine_file(path: str | os.PathLike[str], reason: str) -> Path | None:
+    """Move a damaged cache file to ``<its folder>/.quarantine/<name>.<UTC time>`` (never
+    deleted; a second copy gets ``.1``, ...), with a one-line :class:`DamagedCacheWarning`.
+    Returns the new path, or None when the file had already gone (moved by another process)."""
+    path = Path(path)
+    qdir = path.parent / QUARANTINE_DIR
+    qdir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest, n = qdir / f"{path.name}.{stamp}", 1
+    while os.path.lexists(dest):
+        dest, n = qdir / f"{path.name}.{stamp}.{n}", n + 1
+    try:
+        os.rename(path, dest)
+    except FileNotFoundError:
+        return None
+    warnings.warn(f"{path} is damaged ({reason}); moved to {dest} and will be recomputed", DamagedCacheWarning, 2)
+    return dest
+
+
+def load_cached_npz(path: str | os.PathLike[str], required: Sequence[str] = ()) -> dict[str, np.ndarray] | None:
+    """The arrays of a cached ``.npz``, or None when there is none to use: missing, or damaged
+    (empty, truncated, a flipped byte — the zip CRC of every array is checked as it is read —,
+    a folder where the file should be, or lacking one of the ``required`` arrays). A damaged
+    entry is quarantined (:func:`quarantine_file`), so the caller recomputes it instead of
+    failing on every rerun."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return None
+    try:
+        arrays = load_npz(path)
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            raise KeyError(f"no array {missing[0]!r}")
+    except FileNotFoundError:  # removed meanwhile by another process
+        return None
+    except Exception as exc:  # zip/zlib/npy errors of all kinds (a flipped compression-method
+        # byte raises NotImplementedError): whatever the damage, the entry is unusable and is recomputed
+        why = "a folder where a file should be" if path.is_dir() else " ".join(str(exc).split()) or type(exc).__name__
+        quarantine_file(path, why)  # os.rename moves a folder as well as a file
+        return None
+    return arrays
+
+
+def intact_npz(*paths: str | os.PathLike[str]) -> bool:
+    """Whether every cached ``.npz`` in ``paths`` exists and loads (damaged ones are quarantined
+    by :func:`load_cached_npz`, so a False means "recompute")."""
+    return all(load_cached_npz(p) is not None for p in paths)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 
 from softlab.paths import PROJECT_ROOT
+from softlab.validation import check_plain_name
+from softlab.yamlio import YamlError, load_yaml
 
 PARAMS_DIR = PROJECT_ROOT / "params"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -43,6 +45,11 @@ class ParameterError(ValueError):
 Choices = tuple[str, ...] | Callable[[], Sequence[str]]
 
 
+def _bound(x: float) -> str:
+    """A bound as written in a parameter set: ``10000000``, not ``1e+07``; ``0.5`` as is."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 @dataclass(frozen=True)
 class Rule:
     """What one parameter's value must be.
@@ -53,6 +60,8 @@ class Rule:
     ``choices``: the allowed values (for a list: the allowed items), or a function returning
     them (looked up when checked, so a new arm needs no edit here). ``non_empty``: a list or
     text needs at least one element. ``note``: what special values mean (``0 = all``).
+    ``plain_names``: the text (for a mapping: every key) becomes a file or folder name, so it
+    must be a plain name (:func:`softlab.validation.check_plain_name`).
     """
 
     kind: str
@@ -63,6 +72,7 @@ class Rule:
     choices: Choices | None = None
     non_empty: bool = False
     note: str = ""
+    plain_names: bool = False
 
     def _choices(self) -> tuple[str, ...]:
         c = self.choices
@@ -79,22 +89,28 @@ class Rule:
             "dict": "a mapping",
         }[self.kind]
         if self.low is not None and self.high is not None:
-            what += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            what += f" in {left}{_bound(self.low)}, {_bound(self.high)}{right}"
         elif self.low is not None:
-            what += f" {'>' if self.low_open else '>='} {self.low:g}"
+            what += f" {'>' if self.low_open else '>='} {_bound(self.low)}"
         elif self.high is not None:
-            what += f" {'<' if self.high_open else '<='} {self.high:g}"
+            what += f" {'<' if self.high_open else '<='} {_bound(self.high)}"
         if self.choices is not None:
             what += (" of " if self.kind == "list" else " among ") + ", ".join(self._choices())
         if self.non_empty:
             what = "a non-empty " + what.removeprefix("a ")
+        if self.plain_names:
+            what += " whose keys are plain names" if self.kind == "dict" else ", a plain name"
+            what += " (letters, digits, _ - .)"
         return what + (f" ({self.note})" if self.note else "")
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` breaks the rule, or None when it is fine."""
         kind = self.kind
         if kind == "dict":
-            return None if isinstance(value, dict) else "not a mapping"
+            if not isinstance(value, dict):
+                return "not a mapping"
+            return self._name_problem(value) if self.plain_names else None
         if kind == "bool":
             return None if isinstance(value, bool) else "not true/false"
         if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
@@ -123,11 +139,23 @@ class Rule:
                 return "empty"
             if self.choices is not None and value not in self._choices():
                 return "not one of them"
-            return None
+            return self._name_problem([value]) if self.plain_names else None
+        return self._range_problem(value)
+
+    def _range_problem(self, value: float) -> str | None:
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return "too small"
         if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
             return "too large"
+        return None
+
+    @staticmethod
+    def _name_problem(names: Any) -> str | None:
+        for name in names:
+            try:
+                check_plain_name(name, "name")
+            except ValueError:
+                return f"{name!r} is not a plain name: it becomes a file name, so no '/', '..' or absolute path"
         return None
 
 
@@ -176,36 +204,40 @@ TRAIN_PRECISIONS = ("float32", "bfloat16")
 TRAIN_COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 TRAIN_DEVICES = ("auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(16)))  # softlab.runtime.resolve_device
 
+#: Every count has an upper bound too: a huge value (``seeds=1000000000``) is a typo, refused
+#: in one line instead of a MemoryError after minutes. Sizes: at most this many items.
+MAX_ITEMS = 10_000_000
+
 #: The range of every parameter that has one: name -> rule. One line per parameter; a
 #: parameter without a line still gets the type check against its notebook default.
 RULES: dict[str, Rule] = {
-    "params_name": Rule("str", non_empty=True),
-    "n_examples": integer(1),
+    "params_name": Rule("str", non_empty=True, plain_names=True, note="results/<params_name>/ is its folder"),
+    "n_examples": integer(1, MAX_ITEMS),
     "arms": subset_of(_known_arms),
-    "pool_size": integer(0, note="0 = the whole pool"),
-    "mnist_pool_size": integer(0, note="0 = all test images"),
-    "synthetic_items": integer(1),
-    "folds": integer(2),
-    "seeds": integer(1),
-    "epochs": integer(1),
+    "pool_size": integer(0, MAX_ITEMS, note="0 = the whole pool"),
+    "mnist_pool_size": integer(0, MAX_ITEMS, note="0 = all test images"),
+    "synthetic_items": integer(1, MAX_ITEMS),
+    "folds": integer(2, 100),
+    "seeds": integer(1, 10_000),
+    "epochs": integer(1, 10_000),
     "model": one_of(MODEL_KINDS),
-    "hidden": integer(1),
-    "batch_size": integer(1),
-    "lr": number(0, low_open=True),
-    "teacher_epochs": integer(1),
+    "hidden": integer(1, 65_536),
+    "batch_size": integer(1, MAX_ITEMS),
+    "lr": number(0, 10, low_open=True),
+    "teacher_epochs": integer(1, 10_000),
     "teacher_train_items": integer(0, 60000, note="0 = all"),
-    "generator_epochs": integer(1),
+    "generator_epochs": integer(1, 10_000),
     "generator_train_items": integer(0, 60000, note="0 = all"),
-    "disjoint_size": integer(0, note="0 = the whole disjoint split"),
-    "n_boot": integer(1),
+    "disjoint_size": integer(0, MAX_ITEMS, note="0 = the whole disjoint split"),
+    "n_boot": integer(1, 1_000_000),
     "progress": flag(),
     "synthetic_mode_shift": number(0, 0.5),
-    "n_teachers": integer(1),
+    "n_teachers": integer(1, 100),
     "calibration_fraction": number(0, 0.5, low_open=True, high_open=True),
     "record_dynamics": flag(),
-    "run_folds": integer(0, note="0 = all folds; at most folds"),
+    "run_folds": integer(0, 100, note="0 = all folds; at most folds"),
     "conditions": subset_of(_known_conditions, non_empty=False),
-    "votes": Rule("dict", note="arm name -> votes table"),
+    "votes": Rule("dict", plain_names=True, note="arm name -> votes table"),
     "device": one_of(TRAIN_DEVICES),
     "precision": one_of(TRAIN_PRECISIONS),
     "compile_mode": one_of(TRAIN_COMPILE_MODES),
@@ -259,19 +291,13 @@ def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
 
 
 def load_params(name_or_path: str | Path) -> dict[str, Any]:
-    """Read a parameter set; a YAML error names the file and line."""
+    """Read a parameter set (strict YAML, :func:`softlab.yamlio.load_yaml`: duplicated keys,
+    aliases and non-UTF-8 bytes are refused); an error names the file and line."""
     path = params_path(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParameterError(f"{path}: cannot read the parameter set ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where, problem = _yaml_problem(exc)
-        raise ParameterError(
-            f"{path}{':' if where else ''}{' ' + where if where else ''}: invalid YAML: {problem}"
-        ) from None
+    try:  # strict: a duplicated key (seeds twice) is refused instead of silently last-wins
+        data = load_yaml(Path(path), what="parameter set")
+    except YamlError as exc:
+        raise ParameterError(str(exc)) from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: expected a mapping of parameter names to values, got {type(data).__name__}")
@@ -333,6 +359,25 @@ def check_config(values: dict[str, Any]) -> None:
         raise ParameterError(f"parameter set: {exc}") from None
 
 
+def check_votes_tables(values: dict[str, Any]) -> None:
+    """Read and check every votes table of the ``votes`` parameter now, as its arm will read it
+    (:func:`softlab.data.votes.load_votes` on the test split), so that a bad file is refused
+    before any training rather than after all other runs trained. Errors become ParameterError."""
+    from softlab.data.annotations import AnnotationError
+    from softlab.data.votes import load_votes
+
+    for name, spec in (values.get("votes") or {}).items():
+        entry = {"path": spec} if isinstance(spec, (str, Path)) else spec
+        if not isinstance(entry, dict) or not Path(str(entry.get("path", ""))).expanduser().is_file():
+            continue  # check_config has reported a bad entry or a missing file with its own message
+        path = Path(str(entry["path"])).expanduser()
+        images = str(entry.get("images", entry.get("dataset", "mnist")))  # as experiment.votes_arm_config
+        try:
+            load_votes(path, images, "test")
+        except (AnnotationError, ValueError, OSError) as exc:
+            raise ParameterError(f"parameter 'votes': arm {name!r}: {' '.join(str(exc).split())}") from None
+
+
 def validate(params: dict[str, Any], notebooks: list[Path]) -> dict[Path, dict[str, Any]]:
     """Check names, types, ranges (:data:`RULES`) and the whole configuration against the
     notebooks; return each notebook's parameters. Nothing runs when this raises."""
@@ -358,6 +403,7 @@ def validate(params: dict[str, Any], notebooks: list[Path]) -> dict[Path, dict[s
         if repr(sorted(merged.items())) not in checked and _calls(nb, "configs_from_params"):
             checked.add(repr(sorted(merged.items())))
             check_config(merged)
+    check_votes_tables(params)
     return {nb: {k: v for k, v in params.items() if k in decl} for nb, decl in declared.items()}
 
 
@@ -373,7 +419,11 @@ def split_override(text: str) -> tuple[str, str]:
 def coerce_override(value: str, key: str | None = None) -> Any:
     """Parse a ``--set KEY=VALUE`` value as YAML (``3`` → int, ``[1, 2]`` → list)."""
     try:
-        return yaml.safe_load(value)
+        return load_yaml(value, what="--set", name=f"{key or ''}={value}")
+    except YamlError as exc:  # "--set KEY=VALUE, line 1: invalid YAML: ..." -> the old one-line form
+        head = f"--set {key or ''}={value}"
+        problem = str(exc).removeprefix(head).removeprefix(", line 1").removeprefix(": ").removeprefix("invalid YAML: ")
+        raise ParameterError(f"{head}: invalid YAML value ({problem})") from None
     except yaml.YAMLError as exc:
         where, problem = _yaml_problem(exc)
         raise ParameterError(

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -44,3 +45,19 @@ def human_dirs() -> list[Path]:
 def results_dir() -> Path:
     env = os.environ.get("SOFTLAB_RESULTS_DIR")
     return Path(env).expanduser() if env else PROJECT_ROOT / "results"
+
+
+def check_writable(folder: Path, name: str) -> Path:
+    """``folder`` after checking that files can be created in it (creating it if needed); else
+    a one-line :class:`ValueError` naming ``name`` (the environment
+    variable that sets it), so an unwritable cache is refused before anything trains instead of
+    failing when the first trained run is saved."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".softlab-write-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"{name} {folder}: cannot write there ({reason}); point {name} at a writable folder") from None
+    return folder

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from softlab.params import NOTEBOOKS_DIR, ParameterError, coerce_override, load_params, validate
-from softlab.paths import PROJECT_ROOT
+from softlab.paths import PROJECT_ROOT, cache_dir, check_writable
 
 BOOK_DIR = PROJECT_ROOT / "book"
 KERNEL = "python3"
@@ -39,6 +39,17 @@ def notebook_paths(only: list[str] | None = None, notebooks_dir: Path = NOTEBOOK
     return paths
 
 
+def check_claims() -> None:
+    """Read and check the pre-registration (``params/claims.yml``) before anything trains: a bad
+    claims file used to be reported only after every run had trained. :func:`softlab.inference.load_claims`
+    refuses unknown metrics, conditions (also inside ``best_of``) and arms. It does not require every
+    primary test to be trainable by this set (:func:`softlab.inference.validate_claims_for`): a set that
+    trains a few conditions on purpose (``stability``) runs only the tests it can."""
+    from softlab.inference import load_claims
+
+    load_claims()
+
+
 def resolve_parameters(
     params: str | dict[str, Any],
     overrides: dict[str, Any] | None = None,
@@ -54,6 +65,8 @@ def resolve_parameters(
     # names, types and ranges are checked against every notebook, so that `--only 01` accepts a
     # set written for all of them (it used to call the other notebooks' parameters unknown)
     per_notebook = validate(values, notebook_paths(None, notebooks_dir))
+    check_claims()
+    check_writable(cache_dir() / "runs", "SOFTLAB_CACHE_DIR")
     return paths, {p: per_notebook[p] for p in paths}
 
 
@@ -71,6 +84,9 @@ def run_notebooks(
     and :class:`PipelineError` naming the notebook, cell and failed copy when a notebook fails.
     """
     paths, per_notebook = resolve_parameters(params, overrides, only, notebooks_dir)
+    from softlab.store import heal_result_folders
+
+    heal_result_folders(cache_dir() / "book")  # a damaged book cache is recomputed, not failed on every run
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -710,3 +710,61 @@ def _chunks(out: Any, n: int) -> Iterator[tuple[list[int], list[MemberResult]]]:
             if not isinstance(r, MemberResult):
                 raise TypeError(f"train_fn must return MemberResult objects, got {type(r).__name__}")
         yield positions, results
+
+
+# --------------------------------------------------------------------------- other cached result folders
+
+
+def _folder_damage(folder: Path) -> str | None:
+    """Why a cached result folder (``cache_dir()/book/<key>``: ``meta.json``, ``*.parquet``
+    tables, ``predictions__<arm>.npz``) cannot be read back, or None when it is intact. Every
+    file is read in full (zip CRCs included), so a flipped byte is found, not only truncation."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no meta.json (left incomplete)"
+    except (OSError, ValueError) as exc:
+        return f"meta.json unreadable ({' '.join(str(exc).split())[:120]})"
+    if not isinstance(meta, dict):
+        return "meta.json is not a mapping"
+    for arm in meta.get("arms", []) or []:
+        if not (folder / f"predictions__{arm}.npz").is_file():
+            return f"predictions__{arm}.npz missing"
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".parquet":
+                pd.read_parquet(path)
+            elif path.suffix == ".npz":
+                with zipfile.ZipFile(path) as z:
+                    bad = z.testzip()
+                if bad is not None:
+                    return f"{path.name}: member {bad} fails its CRC"
+        except Exception as exc:  # any reader error means the folder cannot be used
+            return f"{path.name} unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+    return None
+
+
+def heal_result_folders(root: str | os.PathLike[str]) -> list[Path]:
+    """Quarantine every damaged result folder under ``root`` (default use: ``cache_dir()/book``),
+    moving it to ``root/.quarantine/<name>.<UTC time>`` with a one-line warning, so the next run
+    recomputes it instead of failing on it every time until it is deleted by hand. Temporary
+    folders of writers still at work (``*.tmp*``) are left alone. Returns the new paths."""
+    from softlab.io import DamagedCacheWarning, quarantine_file
+
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    moved = []
+    for folder in sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and ".tmp" not in p.name
+    ):
+        why = _folder_damage(folder)
+        if why is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DamagedCacheWarning)
+            dest = quarantine_file(folder, why)
+        if dest is not None:
+            print(f"[softlab] cached results {folder} were damaged ({why}): moved to {dest}; recomputed", flush=True)
+            moved.append(dest)
+    return moved

@@ -49,7 +49,7 @@ from torch import nn
 
 from softlab import labels
 from softlab.data import load_images, load_mnist_cleanlab_probs
-from softlab.io import atomic_save_npz, atomic_write_text, config_key, load_npz
+from softlab.io import atomic_save_npz, atomic_write_text, config_key, intact_npz, load_npz
 from softlab.models import ModelConfig, build_model
 from softlab.paths import cache_dir
 from softlab.runtime import torch_threads
@@ -272,7 +272,7 @@ def softmax(logits: ArrayLike, temperature: float = 1.0) -> NDArray[np.float32]:
 def _load_teacher(cfg: TeacherConfig) -> Teacher | None:
     folder = teacher_dir(cfg)
     paths = [folder / "weights.npz", folder / "train_indices.npz", folder / "meta.json"]
-    if not all(p.exists() for p in paths):
+    if not (paths[2].exists() and intact_npz(*paths[:2])):  # damaged files: quarantined, retrained
         return None
     model = _make_model(cfg)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in load_npz(paths[0]).items()})
@@ -342,7 +342,7 @@ def teacher_logits(
     _check_pool(pool)
     cfg = _resolve(dataset, cfg)
     path = teacher_dir(cfg) / f"logits_{pool}.npz"
-    if path.exists() and (teacher_dir(cfg) / "meta.json").exists():
+    if (teacher_dir(cfg) / "meta.json").exists() and intact_npz(path):
         return load_npz(path)["logits"]
     teacher = train_teacher(cfg.dataset, cfg, progress=progress)
     logits = teacher.logits(load_images(cfg.dataset, pool).images)

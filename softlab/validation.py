@@ -26,6 +26,7 @@ This module imports nothing but numpy, so any layer may use it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "check_images",
     "check_labels",
     "check_nonnegative",
+    "check_plain_name",
     "check_probability_rows",
     "check_shape",
     "field_error",
@@ -199,3 +201,20 @@ def field_error(config: object, field: str, expected: str) -> ValueError:
     """The error for a configuration field holding a bad value:
     ``"TrainConfig.epochs: expected a positive integer, got 0"``."""
     return ValueError(f"{type(config).__name__}.{field}: expected {expected}, got {getattr(config, field)!r}")
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A name that becomes a file or folder name (a votes arm, a parameter set's ``params_name``,
+...): 1-64 ASCII letters, digits, ``_``, ``-`` or ``.``, starting with a letter or digit; so
+never ``..``, a ``/``, an absolute path, a hidden name or a control character."""
+
+
+def check_plain_name(name: object, what: str, *, error: ErrorType = ValueError) -> str:
+    """``name`` after checking that it is a :data:`PLAIN_NAME` (one path component that stays
+    inside the folder it is joined to); ``what`` names it in the message."""
+    if not isinstance(name, str) or PLAIN_NAME.fullmatch(name) is None or ".." in name:
+        raise error(
+            f"{what}: got {name!r}; expected a plain name (1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit; no '/', '..' or absolute path)"
+        )
+    return name

@@ -79,7 +79,7 @@ def test_cli_yaml_error_names_the_file_and_line(tmp_path, capsys):
     broken.write_text("seeds: 3\nfolds: [2\n")
     assert main(["run", "--params", str(broken)]) == 2
     line = _one_error_line(capsys.readouterr().err, "softlab run")
-    assert f"{broken}: line 3, column 1: invalid YAML" in line
+    assert f"parameter set {broken}, line 3: invalid YAML" in line
 
 
 def test_cli_run_error_in_a_real_process_has_no_traceback(tmp_path):

@@ -46,22 +46,29 @@ from softlab.params import RULES, Rule, check_ranges, split_override  # noqa: E4
 @pytest.mark.parametrize(
     "name, value, expected",
     [
-        ("seeds", 0, "an integer >= 1"),
-        ("seeds", -1, "an integer >= 1"),
-        ("folds", 1, "an integer >= 2"),
+        ("seeds", 0, "an integer in [1, 10000]"),
+        ("seeds", -1, "an integer in [1, 10000]"),
+        ("folds", 1, "an integer in [2, 100]"),
         ("arms", [], "a non-empty list of fashion-mnist, mnist, synthetic-mnist"),
         ("arms", ["fashion-mnist", "cifar"], "unknown ['cifar']"),
         ("arms", ["mnist", "mnist"], "repeated entries"),
-        ("disjoint_size", -1, "an integer >= 0 (0 = the whole disjoint split)"),
-        ("pool_size", -5, "an integer >= 0"),
-        ("teacher_epochs", -1, "an integer >= 1"),
+        ("disjoint_size", -1, "an integer in [0, 10000000] (0 = the whole disjoint split)"),
+        ("pool_size", -5, "an integer in [0, 10000000]"),
+        ("teacher_epochs", -1, "an integer in [1, 10000]"),
         ("teacher_train_items", 70000, "an integer in [0, 60000]"),
-        ("epochs", 0, "an integer >= 1"),
-        ("lr", 0.0, "a finite number > 0"),
+        ("epochs", 0, "an integer in [1, 10000]"),
+        ("lr", 0.0, "a finite number in (0, 10]"),
         ("lr", float("nan"), "not finite"),
-        ("batch_size", 0, "an integer >= 1"),
+        ("batch_size", 0, "an integer in [1, 10000000]"),
         ("model", "resnet", "text among mlp, cnn"),
-        ("n_boot", 0, "an integer >= 1"),
+        ("n_boot", 0, "an integer in [1, 1000000]"),
+        # issue 27: huge counts are typos, refused in one line (seeds=1000000000 was a MemoryError)
+        ("seeds", 1_000_000_000, "an integer in [1, 10000]"),
+        ("n_boot", 10**12, "an integer in [1, 1000000]"),
+        # issue 27: names that become paths must be plain names (params_name=../x wrote outside results/)
+        ("params_name", "../x", "a plain name"),
+        ("params_name", "/tmp/abs", "a plain name"),
+        ("votes", {"../../x": "votes.csv"}, "keys are plain names"),
     ],
 )
 def test_parameter_ranges_are_checked_before_anything_runs(tmp_path, name, value, expected):
@@ -129,7 +136,7 @@ def test_set_without_equals_is_a_clear_error():
 def test_yaml_errors_name_the_file_and_line(tmp_path):
     bad = tmp_path / "broken.yml"
     bad.write_text("seeds: 3\nfolds: [2, 3\nepochs: 1\n")
-    with pytest.raises(ParameterError, match=rf"{re.escape(str(bad))}: line \d+, column \d+: invalid YAML") as err:
+    with pytest.raises(ParameterError, match=rf"{re.escape(str(bad))}, line \d+: invalid YAML") as err:
         load_params(bad)
     assert "<unicode string>" not in str(err.value)
     (tmp_path / "list.yml").write_text("- 1\n- 2\n")

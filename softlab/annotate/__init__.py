@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from softlab.annotate.study import (
+    LOG_LEVELS,
     STRATEGIES,
     Study,
     StudyError,
@@ -103,6 +104,17 @@ def _confidence_scale(text: str) -> tuple[int | None, int | None]:
     return lo, hi
 
 
+def _port(text: str) -> int:
+    """``--port``: an integer 0..65535 (``--port 99999`` was an OverflowError traceback)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..65535 (0 = any free port), got {port}")
+    return port
+
+
 def _serve_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="softlab annotate",
@@ -146,11 +158,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; any other needs the token)"
     )
-    s.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    s.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0 = any free port)")
     s.add_argument("--require-token", action="store_true", help="demand the study token even on 127.0.0.1")
     s.add_argument("--no-token", action="store_true", help="do not demand the token (refused on a non-loopback host)")
     s.add_argument("--create-only", action="store_true", help="create the study and exit without serving")
-    s.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    s.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="uvicorn log level (default warning)")
     s.add_argument(
         "--offline", action="store_true", help="use local data only, never the network (same as SOFTLAB_OFFLINE=1)"
     )

@@ -52,6 +52,7 @@ from softlab.annotate.db import AnnotationDB, Answer, DuplicateAnswerError, Subm
 from softlab.annotate.study import (
     ANNOTATOR_MAX_LEN,
     ANNOTATOR_PATTERN,
+    LOG_LEVELS,
     Study,
     StudyError,
     annotator_order,
@@ -443,6 +444,10 @@ def serve(
     """
     import uvicorn
 
+    if log_level not in LOG_LEVELS:  # uvicorn raised KeyError after printing "serving"
+        raise StudyError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise StudyError(f"port: expected an integer 0..65535 (0 = any free port), got {port!r}")
     loopback = is_loopback(host)
     if require_token is None:
         require_token = not loopback

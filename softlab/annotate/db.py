@@ -63,6 +63,10 @@ class DatabaseMismatchError(ValueError):
     """The database file belongs to another study or uses other rules."""
 
 
+class AnnotationDBError(ValueError):
+    """The answer database file is not a readable SQLite database (one line, names the file)."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """One answer as submitted (before the server adds timestamp and attempt)."""
@@ -162,6 +166,12 @@ class AnnotationDB:
         self._writer: sqlite3.Connection | None = None
         try:
             self._init()
+        except sqlite3.DatabaseError as exc:  # not a database, damaged pages, ...: one line, not a traceback
+            self.close()
+            raise AnnotationDBError(
+                f"{self.path}: the answer database cannot be read ({exc}); restore it from a backup "
+                "(the study's answers are in it: it is never replaced automatically)"
+            ) from None
         except BaseException:
             self.close()
             raise

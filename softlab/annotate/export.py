@@ -7,7 +7,9 @@ Columns (one row per stored answer, sorted by item, annotator, attempt):
 - ``second_label`` (nullable Int64), ``confidence`` (nullable Int64, on the study's scale);
 - ``timestamp`` (ISO 8601 UTC, when the server stored the answer), ``response_ms`` (float64,
   milliseconds from the image being shown to the answer, measured client-side);
-- ``is_attention_check`` (bool), ``attempt`` (int64; > 1 only with re-annotation).
+- ``is_attention_check`` (bool), ``attempt`` (int64; > 1 only with re-annotation);
+- ``dataset``, ``split`` (str): the image split the items index (``study.json``'s), so that a
+  votes arm refuses an export paired with other images (:func:`softlab.data.read_votes`).
 
 Attention-check answers are left out of the main table unless ``include_attention`` and are
 summarised per annotator by :func:`attention_report`.
@@ -44,6 +46,8 @@ EXPORT_COLUMNS = (
     "response_ms",
     "is_attention_check",
     "attempt",
+    "dataset",
+    "split",
 )
 REPORT_COLUMNS = ("annotator", "n_answers", "n_attention", "n_attention_correct", "attention_accuracy")
 
@@ -65,6 +69,8 @@ def all_answers(study_dir: str | os.PathLike[str]) -> pd.DataFrame:
             "response_ms": np.array([r.response_ms for r in rows], dtype=np.float64),
             "is_attention_check": np.array([r.is_attention_check for r in rows], dtype=bool),
             "attempt": np.array([r.attempt for r in rows], dtype=np.int64),
+            "dataset": text_series(study.dataset for _ in rows),
+            "split": text_series(study.split for _ in rows),
         }
     )
     return df[list(EXPORT_COLUMNS)]

@@ -73,6 +73,10 @@ STRATEGIES = ("stratified", "random", "uncertain", "ambiguous")
 USER_DATASET = "user"
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+"""The server's log levels (uvicorn's ``LOG_LEVELS``; ``softlab annotate --log-level``)."""
+
+
 class StudyError(ValueError):
     """A study cannot be created or opened (bad parameter, file or mismatching settings)."""
 

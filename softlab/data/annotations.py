@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import decimal
 import io
 import math
 import os
@@ -204,6 +203,10 @@ VALUE_REQUIRED = frozenset({"item", "annotator", "label", "weight", "is_attentio
 CSV_ESCAPED_STARTS = frozenset("=+-@\t\r'")
 
 _INT_TEXT = re.compile(r"^[+-]?[0-9]{1,30}$")
+_LONG_INT_TEXT = re.compile(r"^[+-]?[0-9]{31,}$")
+#: A number cell of a CSV as Python writes floats: ``2``, ``-0.5``, ``1e-300``, ``inf``, ``nan``
+#: (ASCII only; ``float()`` alone would also read ``1_000`` and full-width digits).
+_FLOAT_TEXT = re.compile(r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)$", re.I | re.A)
 
 
 class _CellError(Exception):
@@ -240,16 +243,11 @@ def _int_value(v: object) -> int:
         t = v.strip()
         if _INT_TEXT.match(t):
             n = int(t)
-        else:
-            try:
-                d = decimal.Decimal(t)
-            except decimal.InvalidOperation:
-                raise _CellError(f"{v!r} is not an integer") from None
-            if not d.is_finite() or d != d.to_integral_value():
-                raise _CellError(f"{t if t == v else repr(v)} is not an integer")  # a number shown as such
-            if d.adjusted() > 30:
-                raise _CellError(f"{v!r} is too large for a 64-bit integer (above 2**63 - 1)")
-            n = int(d)
+        elif _LONG_INT_TEXT.match(t):
+            raise _CellError(f"{v!r} is too large for a 64-bit integer (above 2**63 - 1)")
+        else:  # '1e3', '3.0', '0_3', '1_000', full-width digits: int()/Decimal() would read them
+            shown = t if t == v and _FLOAT_TEXT.match(t) else repr(v)  # a number shown as such
+            raise _CellError(f"{shown} is not an integer (expected ASCII digits only, e.g. 3)")
     elif _is_datetime(v):
         raise _CellError(f"{v!r} is a date/time; expected an integer")
     else:
@@ -267,10 +265,9 @@ def _float_value(v: object) -> float:
     if isinstance(v, (int, float, np.integer, np.floating)):
         return float(v)
     if isinstance(v, str):
-        try:
-            return float(v.strip())
-        except ValueError:
-            raise _CellError(f"{v!r} is not a number") from None
+        if not _FLOAT_TEXT.match(v.strip()):
+            raise _CellError(f"{v!r} is not a number (expected ASCII digits, e.g. 0.5 or 1e-3)")
+        return float(v.strip())
     if _is_datetime(v):
         raise _CellError(f"{v!r} is a date/time; expected a number")
     raise _CellError(f"{v!r} ({type(v).__name__}) is not a number")
@@ -356,7 +353,8 @@ def integer_column(values: pd.Series, col: str, where: str = "annotations") -> n
     """A column as exact 64-bit integers (int64; a missing value is an error).
 
     Accepts integer dtypes, floats holding whole numbers of magnitude ≤ 2**53, and text of
-    whole numbers (``"12"``, ``"12.0"``); integers are never passed through float64, so ids
+    ASCII digits (``"12"``, ``"-3"``; never ``"12.0"``, ``"1e3"``, ``"1_000"`` or full-width
+    digits, which are errors); integers are never passed through float64, so ids
     above 2**53 survive. Booleans, dates and values outside ``[-2**63, 2**63)`` are errors
     naming the row and column.
     """
@@ -405,6 +403,14 @@ def text_column(
             "(read files with read_annotations, which keeps every id exactly as written)",
         )
     _reject_kind(values, col, where, "text")
+    already_text = values.dtype == text_series([]).dtype and not values.isna().any()
+    if not unescape and (
+        already_text or (values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string")
+    ):
+        distinct = values.unique()  # ids repeat: check each distinct one once (arrow: no per-cell objects)
+        if not required or all(v.strip() for v in distinct):
+            # already exactly the text: no per-cell copy of a big table
+            return values.reset_index(drop=True).astype(text_series([]).dtype)
     converted = _convert(values, col, where, _text_value, required, text=True)
     if unescape:
         converted = [unescape_csv_text(v) if isinstance(v, str) else v for v in converted]
@@ -518,6 +524,71 @@ def typed_table(raw: pd.DataFrame, where: str = "annotations", from_csv: bool = 
     )
 
 
+#: CSV files larger than this are read with pyarrow's typed, multi-threaded reader (a 912 MB
+#: table peaked at 6.9 GB with the cell-by-cell reader); any cell that reader cannot type
+#: exactly as :func:`typed_table` would (an empty required cell, ``0_3``, an escaped text, ...)
+#: sends the file back to the exact reader, whose errors name the row and column.
+FAST_CSV_BYTES = 16 * 2**20
+
+
+def _read_csv_arrow(path: Path) -> pd.DataFrame | None:
+    """The typed table of a CSV file read with pyarrow, or None when only the exact reader can
+    say what it holds (then nothing has been decided: the caller reads it the exact way).
+    Text stays in arrow buffers (the exact reader's text dtype), never one Python string per cell."""
+    import mmap
+
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+    import pyarrow.csv as pcsv  # type: ignore[import-untyped]
+
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if mm.find(b"\x00") != -1:
+                return None
+            first = mm.readline().decode("utf-8-sig")
+        header = next(csv.reader([first]))
+        if not header or any(h != h.strip() or not h for h in header) or len(set(header)) != len(header):
+            return None
+        if any(c not in header for c in REQUIRED_COLUMNS):
+            return None
+        arrow_types = {"int64": pa.int64(), "Int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
+        table = pcsv.read_csv(  # typed by pyarrow's strict parsers: '1e3' is no int64, '1_000' no float
+            path,
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                column_types={h: arrow_types.get(COLUMN_TYPES.get(h, "text"), pa.string()) for h in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                null_values=[],
+                true_values=["True", "true"],
+                false_values=["False", "false"],
+                check_utf8=True,
+            ),
+        )
+    except Exception:  # anything unusual (an empty required cell, 0_3, ...): the exact reader decides
+        return None
+    if table.column_names != header:
+        return None
+    out: dict[str, object] = {}
+    for col in header:
+        cells = table.column(col)
+        kind = COLUMN_TYPES.get(col)
+        if kind in ("int64", "float64", "bool"):
+            out[col] = cells.to_numpy()
+        elif kind == "Int64":
+            out[col] = pd.array(cells.to_numpy(), dtype="Int64")
+        else:  # text: exactly as written, unless it needs unescaping or is a missing required value
+            if pc.any(pc.starts_with(cells, "'")).as_py():
+                return None
+            if col in VALUE_REQUIRED and pc.any(pc.match_substring_regex(cells, r"^\s*$")).as_py():
+                return None
+            text_dtype = text_series([]).dtype  # the exact reader's text dtype (arrow-backed under pandas 3)
+            out[col] = cells.to_pandas(types_mapper={pa.string(): text_dtype}.get).reset_index(drop=True)
+        table = table.drop_columns([col])  # free each column once converted
+        del cells
+    return pd.DataFrame(out, columns=header)
+
+
 def read_annotations(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a long-format annotation table from CSV or Parquet, exactly as written.
 
@@ -540,6 +611,11 @@ def read_annotations(path: str | os.PathLike[str]) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise AnnotationError(f"{path}: expected a .csv or .parquet file")
+    if suffix == ".csv" and path.stat().st_size > FAST_CSV_BYTES:
+        fast = _read_csv_arrow(path)
+        if fast is not None:
+            fast.attrs["source"] = str(path)
+            return fast
     try:
         if suffix == ".csv":
             raw = _read_csv_cells(path)
@@ -618,6 +694,18 @@ def validate_annotations(
             raise _cell_error(where, _first(na), col, "missing value (empty cell or NA)")
     out["item"] = integer_column(out["item"], "item", where)
     out["annotator"] = text_column(out["annotator"], "annotator", where)
+    # 'a' and 'a ' would count as two annotators, and stripping them could merge two people
+    distinct = out["annotator"].unique()
+    if any(a != a.strip() for a in distinct):
+        padded = (out["annotator"] != out["annotator"].str.strip()).to_numpy(dtype=bool)
+        r = _first(padded)
+        raise _cell_error(
+            where,
+            r,
+            "annotator",
+            f"{out['annotator'].iloc[r]!r} has leading or trailing spaces; expected the id without them "
+            "(the app never writes them: they come from an edit by hand)",
+        )
     out["label"] = integer_column(out["label"], "label", where)
     lab = out["label"].to_numpy()
     bad = (lab < 0) | (lab >= n_classes)
@@ -636,7 +724,7 @@ def validate_annotations(
         raise _cell_error(where, r, "item", f"negative item id {item_ids[r]}; expected an index >= 0")
     if "weight" in out.columns:
         out["weight"] = _weights(out["weight"], where)
-    dup = out.duplicated(subset=["annotator", "item"], keep=False).to_numpy()
+    dup = _duplicated_pairs(out["annotator"], out["item"].to_numpy())
     if dup.any():
         if duplicates == "reject":
             rows = np.flatnonzero(dup)[:2]
@@ -647,6 +735,17 @@ def validate_annotations(
             )
         out = out.drop_duplicates(subset=["annotator", "item"], keep="first" if duplicates == "keep-first" else "last")
     return out.reset_index(drop=True)
+
+
+def _duplicated_pairs(annotators: pd.Series, items: np.ndarray) -> np.ndarray:
+    """Rows whose (annotator, item) pair occurs more than once; one int64 key per row when the
+    ids fit (a 200 MB table: a fraction of the memory of ``DataFrame.duplicated``)."""
+    codes, _ = pd.factorize(annotators)
+    if len(items) and codes.max() < 2**31 and items.min() >= 0 and items.max() < 2**32:
+        keys = (codes.astype(np.int64) << 32) | items.astype(np.int64)
+        return pd.Series(keys).duplicated(keep=False).to_numpy()
+    frame = pd.DataFrame({"annotator": annotators, "item": items})
+    return frame.duplicated(keep=False).to_numpy()
 
 
 def _check_n_classes(n_classes: object) -> int:
@@ -670,7 +769,7 @@ def _weights(values: pd.Series, where: str) -> np.ndarray:
 
 
 def to_counts(
-    df: pd.DataFrame, n_classes: int, items: Sequence[int] | np.ndarray | None = None
+    df: pd.DataFrame, n_classes: int, items: Sequence[int] | np.ndarray | None = None, source: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Long table → (item ids, count matrix). Uses ``weight`` when present.
 
@@ -680,7 +779,7 @@ def to_counts(
     numbers (checked here too, so a table that skipped :func:`validate_annotations` cannot
     count a label -1 as the last class or make a negative "count"); errors name the row.
     """
-    where = df.attrs.get("source", "to_counts")
+    where = source or df.attrs.get("source", "to_counts")
     n_classes = _check_n_classes(n_classes)
     for col in ("item", "label"):
         if col not in df.columns:
@@ -700,8 +799,17 @@ def to_counts(
         r = _first(rows < 0)
         raise _cell_error(where, r, "item", f"item {item_col[r]} is not in the requested items")
     counts = np.zeros((len(ids), n_classes), dtype=np.float64)
-    np.add.at(counts, (rows, labels), w)
-    empty = counts.sum(axis=1) == 0
+    with np.errstate(over="ignore"):  # an overflow to inf is reported below, naming the item
+        np.add.at(counts, (rows, labels), w)
+    totals = counts.sum(axis=1)
+    overflow = ~np.isfinite(totals)
+    if overflow.any():  # weights of 1e308 each sum to inf, and inf/inf soft labels are NaN
+        i = _first(overflow)
+        raise AnnotationError(
+            f"{where}: the weights of item {int(ids[i])} sum beyond the largest float (inf); "
+            "expected weights whose sum per item is finite (e.g. at most 1e300 each)"
+        )
+    empty = totals == 0
     if empty.any():
         raise AnnotationError(f"{where}: item {int(ids[_first(empty)])} has no answers")
     return ids, counts

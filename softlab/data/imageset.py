@@ -98,9 +98,15 @@ def cache_row(
     """One row of ``softlab data info`` for a file of the local cache, without fetching anything:
     ``status`` is ``ok``, ``MISMATCH (got <md5>)`` or ``missing``; ``origin`` where the file first
     came from (``-`` when missing, ``unknown`` when not recorded)."""
-    if path.exists():
-        actual = md5_of(path)
-        status = "ok" if actual == expected_md5 else f"MISMATCH (got {actual})"
+    if path.is_dir():  # a folder where the file should be: one row, not an IsADirectoryError for all
+        status = "MISMATCH (a folder, not a file; `softlab data fetch` moves it aside)"
+    elif path.exists():
+        try:
+            actual = md5_of(path)
+        except OSError as exc:
+            status = f"MISMATCH (unreadable: {exc.strerror or exc})"
+        else:
+            status = "ok" if actual == expected_md5 else f"MISMATCH (got {actual})"
     else:
         status = "missing"
     return {

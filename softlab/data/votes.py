@@ -62,6 +62,24 @@ def _show_ids(ids: np.ndarray, limit: int = 10) -> str:
     return shown + (f", … ({len(ids)} in all)" if len(ids) > limit else "")
 
 
+def _check_images_match(df: pd.DataFrame, where: str, dataset: str, split: str) -> None:
+    """An export names the split its items index (``dataset``, ``split`` columns); pairing it
+    with other images (a Fashion-MNIST study read as MNIST votes) is refused."""
+    for col, want in (("dataset", dataset), ("split", split)):
+        if col not in df.columns or len(df) == 0:
+            continue
+        values = df[col].astype(str)
+        bad = (values != want).to_numpy(dtype=bool)
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise AnnotationError(
+                f"{where}: row {r}, column {col!r}: the answers are about {col} {values.iloc[r]!r}, but they are "
+                f"being paired with the images of {dataset}/{split}; set the arm's images to {values.iloc[r]!r}"
+                if col == "dataset"
+                else f"{where}: row {r}, column 'split': the answers index split {values.iloc[r]!r}, not {split!r}"
+            )
+
+
 def read_votes(
     path: str | os.PathLike[str],
     dataset: str,
@@ -87,6 +105,7 @@ def read_votes(
         n_classes = len(images.classes) if n_classes is None else n_classes
     df = read_annotations(path)
     where = str(path)
+    _check_images_match(df, where, dataset, split)
     if "is_attention_check" in df.columns and not include_attention:
         att = df["is_attention_check"].astype("boolean").fillna(False).to_numpy(dtype=bool)
         df = df.loc[~att].reset_index(drop=True)
@@ -133,7 +152,7 @@ def load_votes(
         n_items=len(images),
         n_classes=len(images.classes),
     )
-    items, counts = to_counts(table, len(images.classes))
+    items, counts = to_counts(table, len(images.classes), source=str(path))
     return HumanLabels(str(path), dataset, split, items, counts, tuple(images.classes), images.labels[items].copy())
 
 

@@ -172,8 +172,13 @@ def verdict_table(
             present = kind.available(ev, test)
             if present is None:
                 continue
-            row = _base_row(arm, test, present, int(ev.items(test.stratum, test.split).size))
-            row.update(kind.evaluate(ev, test, present, st, descriptive))
+            n_items = int(ev.items(test.stratum, test.split).size)
+            row = _base_row(arm, test, present, n_items)
+            if n_items == 0:  # an empty stratum (a votes arm with one vote per item has no hard items): the
+                # test stays in its family with no estimate (inconclusive) instead of failing on a (seeds, 0, C) array
+                row.update(method="no items in this stratum")
+            else:
+                row.update(kind.evaluate(ev, test, present, st, descriptive))
             first = test.primary and not descriptive and test.claim not in headline
             if first:
                 headline.add(test.claim)

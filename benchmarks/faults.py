@@ -1,0 +1,632 @@
+"""The standing fault-and-fuzz script (issue 25): inputs a user can get wrong and interruptions a
+machine can suffer, each tried for real, with one line of figures at the end::
+
+    inputs_tried=<n> refused_cleanly=<n> round_trips_exact=<n> faults_injected=<n> faults_survived=<n>
+    answers_lost=<n> answers_duplicated=<n> tracebacks=<n>
+
+What it does (``--fast``: a few of each, seconds to a minute; default: the long profile):
+
+- **inputs**: hostile ``--set`` values through ``softlab run`` (in-process, papermill stubbed out),
+  hostile votes tables through :func:`softlab.data.load_votes`, exported tables read back
+  (``round_trips_exact``); a refusal counts when it is one line, exit status 2, nothing written;
+- **caches**: every cached ``.npz`` kind (teacher/generator/synthetic, :func:`softlab.io.load_cached_npz`)
+  and stored runs (:class:`softlab.store.RunStore`) emptied, truncated, byte-flipped, replaced by
+  a folder or given a wrong trainer version: each is healed (recomputed to the identical numbers)
+  or refused in one line, never a wrong number;
+- **interruptions**: ``kill -9`` and SIGINT of a process filling a run cache at a random moment,
+  then a re-run: the results equal an uninterrupted run's and no partial file is read; two such
+  processes at once on one cache: both finish with identical results; a read-only (unwritable)
+  cache is one line;
+- **data files**: a flipped byte and a truncation in each verified image file, on a copy of the
+  data folder (``SOFTLAB_DATA_DIR``; ``~/.cache/softlab/data`` is never touched): refused naming
+  the file and both checksums;
+- **Dask**: a scheduler address nobody answers at: one line within ``SOFTLAB_DASK_TIMEOUT``;
+- **annotation app**: N concurrent writers, the server killed with ``kill -9`` mid-load and
+  restarted, every unacknowledged answer resent with its submission id: 0 lost, 0 duplicated;
+  a 50 MB body refused before it is read.
+
+A Python traceback anywhere a user would see it counts in ``tracebacks``.
+
+    python benchmarks/faults.py --fast      # what tests/test_faults.py runs
+    python benchmarks/faults.py             # the long profile (README, reliability section)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = (
+    "inputs_tried",
+    "refused_cleanly",
+    "round_trips_exact",
+    "faults_injected",
+    "faults_survived",
+    "answers_lost",
+    "answers_duplicated",
+    "tracebacks",
+)
+
+
+class Tally:
+    """The figures, and a line per failure (printed, so a failing case can be found)."""
+
+    def __init__(self) -> None:
+        self.n: Counter[str] = Counter(dict.fromkeys(FIGURES, 0))
+        self.failures: list[str] = []
+
+    def fault(self, name: str, survived: bool, detail: str = "") -> None:
+        self.n["faults_injected"] += 1
+        self.n["faults_survived"] += int(survived)
+        if not survived:
+            self.failures.append(f"fault {name}: {detail}")
+        if "Traceback" in detail:
+            self.n["tracebacks"] += 1
+
+    def refusal(self, name: str, clean: bool, detail: str = "") -> None:
+        self.n["inputs_tried"] += 1
+        self.n["refused_cleanly"] += int(clean)
+        if "Traceback" in detail:
+            self.n["tracebacks"] += 1
+        if not clean:
+            self.failures.append(f"input {name}: {detail}")
+
+    def line(self) -> str:
+        return " ".join(f"{k}={self.n[k]}" for k in FIGURES)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+IDS = ["001", "NA", "null", "Zoë", "=x", "a b"]
+
+
+def hostile_inputs(t: Tally, fast: bool, work: Path) -> None:
+    import pandas as pd
+
+    import softlab.pipeline
+    from softlab.cli import main
+    from softlab.data.annotations import AnnotationError, read_annotations, write_annotations
+
+    sets = [
+        "seeds=0", "seeds=-1", "seeds=1000000000", "seeds=2.5", "seeds=abc", "folds=1", "epochs=0", "lr=0",
+        "lr=.nan", "params_name=../x", "params_name=/tmp/abs", "votes={../../x: v.csv}", "arms=[]",
+        "arms=[nope]", "unknown=1", "seeds=[", "votes={a: {path: x, path: y}}", "n_boot=1000000000000",
+        "batch_size=0", "model=resnet", "votes={ok: /nonexistent.csv}",
+    ]  # fmt: skip
+    if fast:
+        sets = sets[::3]
+    ran: list[object] = []
+    real_run = softlab.pipeline.run_notebooks
+    softlab.pipeline.run_notebooks = lambda *a, **k: ran.append(a)  # type: ignore[assignment]
+    try:
+        for text in sets:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    status = main(["run", "--params", "smoke", "--set", text])
+                except BaseException as exc:
+                    status, err = -1, io.StringIO(f"Traceback: {type(exc).__name__}: {exc}")
+            msg = err.getvalue()
+            t.refusal(f"--set {text}", status == 2 and msg.count("\n") == 1 and not ran, msg.strip())
+            ran.clear()
+    finally:
+        softlab.pipeline.run_notebooks = real_run  # type: ignore[assignment]
+
+    cells = ["-1", "10", "3.0", "1e3", "0_3", "\uff13", "", "NA", "nan", "9223372036854775808", "'=1"]
+    header = "item,annotator,label\n"
+    tables = [header + f"0,a,{c}\n" for c in cells] + [
+        "", header, "item;annotator;label\n0;a;1\n", "annotator,item\na,1\n", header + "0,a,1\n0,a,2\n",
+        header + "0,a,1\n0,a ,1\n", header + "99999,a,1\n", "item,annotator,label,weight\n0,a,1,1e308\n0,b,1,1e308\n",
+        "\x00\x01binary", "item,annotator,label,dataset\n0,a,1,fashion-mnist\n",
+    ]  # fmt: skip
+    for k, text in enumerate(tables[:: 2 if fast else 1]):
+        folder = work / f"votes{k}"
+        folder.mkdir()
+        path = folder / "votes.csv"
+        path.write_text(text, encoding="utf-8")
+        try:
+            from softlab.data.votes import load_votes
+
+            load_votes(path, "mnist", "test")
+            clean, detail = False, "accepted"
+        except AnnotationError as exc:
+            clean, detail = "\n" not in str(exc) and str(path) in str(exc), str(exc)
+        except BaseException as exc:
+            clean, detail = False, f"Traceback: {type(exc).__name__}: {exc}"
+        clean = clean and sorted(p.name for p in folder.iterdir()) == ["votes.csv"]
+        t.refusal(f"votes {text[:30]!r}", clean, detail)
+
+    rng = np.random.default_rng(0)
+    for k in range(5 if fast else 60):
+        n = int(rng.integers(1, 50))
+        df = pd.DataFrame(
+            {
+                "item": rng.integers(0, 10_000, n).astype(np.int64),
+                "annotator": pd.Series(
+                    [rng.choice(["001", "NA", "null", "Zoë", "=x", "a b"]) for _ in range(n)]
+                ).astype(str),
+                "label": rng.integers(0, 10, n).astype(np.int64),
+                "weight": rng.random(n) + 0.01,
+            }
+        )
+        for suffix in (".csv", ".parquet"):
+            path = work / f"rt{k}{suffix}"
+            write_annotations(df, path)
+            t.n["inputs_tried"] += 1
+            try:
+                pd.testing.assert_frame_equal(read_annotations(path), df)
+                t.n["round_trips_exact"] += 1
+            except AssertionError as exc:
+                t.failures.append(f"round trip {path.name}: {' '.join(str(exc).split())[:200]}")
+
+
+# --------------------------------------------------------------------------- caches
+
+
+def cache_faults(t: Tally, fast: bool, work: Path) -> None:
+    from softlab.io import DamagedCacheWarning, atomic_save_npz, load_cached_npz
+
+    arrays = {"logits": np.arange(200, dtype=np.float32).reshape(20, 10)}
+    damages: dict[str, Callable[[Path], None]] = {
+        "empty": lambda p: p.write_bytes(b""),
+        "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        "flipped": lambda p: _flip(p, random.Random(p.name).randrange(p.stat().st_size)),
+        "folder": lambda p: (p.unlink(), p.mkdir()),  # type: ignore[func-returns-value]
+    }
+    for kind in ("teacher-logits", "generator-vae", "synthetic-set"):
+        for name, damage in damages.items():
+            for rep in range(1 if fast else 8):
+                path = work / kind / f"{name}{rep}.npz"
+                atomic_save_npz(path, **arrays)
+                damage(path)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DamagedCacheWarning)
+                    got = load_cached_npz(path, required=("logits",))
+                if got is None:  # quarantined: the caller recomputes and rewrites it
+                    atomic_save_npz(path, **arrays)
+                    got = load_cached_npz(path, required=("logits",))
+                ok = got is not None and np.array_equal(got["logits"], arrays["logits"])
+                t.fault(f"{kind} {name}", ok, "wrong numbers after healing")
+
+    store_faults(t, fast, work / "runs")
+
+
+def _flip(path: Path, i: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[i] ^= 0xA5
+    path.write_bytes(bytes(data))
+
+
+def _fake_result(config: dict[str, Any]) -> Any:
+    from softlab.train import MemberResult
+
+    rng = np.random.default_rng(int(config["seed"]))
+    p = rng.dirichlet(np.ones(10), size=30).astype(np.float32)
+    return MemberResult(
+        name=f"run{config['seed']}",
+        seed=int(config["seed"]),
+        meta={},
+        config=dict(config),
+        train_idx=np.arange(30),
+        eval_probs={"heldout": p},
+        dynamics=None,
+        train_loss=np.array([1.0, 0.5]),
+    )
+
+
+def _fingerprint(results: list[Any]) -> str:
+    from softlab.io import sha256_bytes
+
+    return sha256_bytes(b"".join(np.ascontiguousarray(r.eval_probs["heldout"]).tobytes() for r in results))
+
+
+def store_faults(t: Tally, fast: bool, root: Path) -> None:
+    from softlab.store import DamagedRunWarning, RunStore
+
+    configs = [{"seed": s, "what": "faults"} for s in range(6)]
+    store = RunStore(root)
+    reference = _fingerprint(store.get_or_train(configs, lambda cs: [_fake_result(c) for c in cs]))
+    for name in ("truncate", "zero-byte", "flip", "folder", "wrong-version", "missing-file"):
+        for rep in range(1 if fast else 4):
+            key = store.key(configs[rep % len(configs)])
+            files = sorted(p for p in (root / key).iterdir() if p.is_file())
+            target = files[rep % len(files)]
+            if name == "truncate":
+                target.write_bytes(target.read_bytes()[: max(1, target.stat().st_size // 2)])
+            elif name == "zero-byte":
+                target.write_bytes(b"")
+            elif name == "flip":
+                _flip(target, target.stat().st_size // 2)
+            elif name == "folder":
+                target.unlink()
+                target.mkdir()
+            elif name == "missing-file":
+                target.unlink()
+            else:
+                meta = root / key / "result.json"
+                doc = json.loads(meta.read_text())
+                doc["store_version"] = -1
+                meta.write_text(json.dumps(doc))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DamagedRunWarning)
+                try:
+                    got = _fingerprint(store.get_or_train(configs, lambda cs: [_fake_result(c) for c in cs]))
+                    ok, detail = got == reference, "different numbers after healing"
+                except Exception as exc:
+                    ok, detail = False, f"Traceback: {type(exc).__name__}: {exc}"
+            t.fault(f"run store {name}", ok, detail)
+
+
+# --------------------------------------------------------------------------- interruptions
+
+CHILD = r"""
+import sys, time, numpy as np
+sys.path.insert(0, {bench!r})
+from faults import _fake_result, _fingerprint
+from softlab.store import RunStore
+configs = [{{"seed": s, "what": "interrupt"}} for s in range({n})]
+def slow(cs):
+    for i, c in enumerate(cs):
+        time.sleep({delay})
+        yield [i], [_fake_result(c)]
+res = RunStore({root!r}).get_or_train(configs, slow)
+print("fingerprint", _fingerprint(res), flush=True)
+"""
+
+
+def _child(root: Path, n: int, delay: float) -> subprocess.Popen[str]:
+    code = CHILD.format(bench=str(Path(__file__).parent), n=n, delay=delay, root=str(root))
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[str | None, str]:
+    out, err = proc.communicate(timeout=timeout)
+    m = re.search(r"fingerprint (\w+)", out)
+    return (m.group(1) if m else None), err
+
+
+def _in_process(root: Path, n: int) -> tuple[str, str]:
+    """The child's job here (a re-run after an interruption reads what the killed one left)."""
+    from softlab.store import DamagedRunWarning, RunStore
+
+    configs = [{"seed": s, "what": "interrupt"} for s in range(n)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedRunWarning)
+        results = RunStore(root).get_or_train(configs, lambda cs: [_fake_result(c) for c in cs])
+    return _fingerprint(results), "\n".join(str(w.message) for w in caught if "damaged" in str(w.message))
+
+
+def interruptions(t: Tally, fast: bool, work: Path) -> None:
+    n, delay = (8, 0.05) if fast else (24, 0.05)
+    reference, _ = _in_process(work / "reference", n)
+    rng = random.Random(0)
+    for k, sig in enumerate([signal.SIGKILL] if fast else [signal.SIGKILL, signal.SIGINT] * 6):
+        root = work / f"interrupted{k}"
+        proc = _child(root, n, delay)
+        time.sleep(rng.uniform(0.5, 0.5 + n * delay))
+        proc.send_signal(sig)
+        _finish(proc)
+        again, err2 = _in_process(root, n)
+        ok = again == reference and not err2.strip()
+        t.fault(f"{signal.Signals(sig).name} then re-run", ok, err2.strip()[-300:] or f"fingerprint {again}")
+    root = work / "concurrent"
+    a, b = _child(root, n, delay), _child(root, n, delay)
+    (fa, ea), (fb, eb) = _finish(a), _finish(b)
+    t.fault("two runs on one cache", fa == fb == reference, (ea + eb).strip()[-300:])
+
+    if fast:  # the unwritable cache through the CLI is tests/test_faults.py's regression test
+        return
+    blocker = work / "not-a-folder"
+    blocker.write_text("x")
+    proc = subprocess.run(
+        [sys.executable, "-m", "softlab.cli", "train", "--params", "smoke", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=_env(SOFTLAB_CACHE_DIR=str(blocker / "cache")),
+        cwd=ROOT,
+        timeout=300,
+    )
+    t.fault(
+        "unwritable run cache",
+        proc.returncode == 2 and proc.stderr.count("\n") == 1 and "cannot write there" in proc.stderr,
+        proc.stderr.strip()[-300:],
+    )
+
+
+# --------------------------------------------------------------------------- data files
+
+
+def data_faults(t: Tally, fast: bool, work: Path) -> None:
+    from softlab.data.images import DataError, load_images, raw_dir, spec
+    from softlab.paths import data_dir
+
+    warnings.simplefilter("ignore", UserWarning)  # each refusal also warns; the figures count them
+
+    real = data_dir()
+    datasets = ["mnist"] if fast else ["mnist", "fashion-mnist"]
+    for dataset in datasets:
+        files = list(spec(dataset).md5)
+        for file in files[:2] if fast else files:
+            for damage in ("flip", "truncate"):
+                copy = work / f"data-{dataset}-{file}-{damage}"
+                for src in real.rglob("*"):
+                    if src.is_file():
+                        dest = copy / src.relative_to(real)
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        dest.symlink_to(src)
+                os.environ["SOFTLAB_DATA_DIR"] = str(copy)
+                try:
+                    target = raw_dir(dataset) / file
+                    data = target.read_bytes()
+                    target.unlink()  # the link, never the real file
+                    target.write_bytes(data[:-100] if damage == "truncate" else _flipped(data))
+                    split = "test" if file.startswith("t10k") else "train"
+                    try:
+                        load_images(dataset, split, sources=("cache",))
+                        ok, detail = False, "damaged file accepted"
+                    except DataError as exc:
+                        msg = str(exc)
+                        ok = file in msg and len(re.findall(r"\b[0-9a-f]{32}\b", msg)) >= 2
+                        detail = msg[:300]
+                    except Exception as exc:
+                        ok, detail = False, f"Traceback: {type(exc).__name__}: {exc}"
+                    t.fault(f"data {dataset}/{file} {damage}", ok, detail)
+                finally:
+                    os.environ.pop("SOFTLAB_DATA_DIR", None)
+                    shutil.rmtree(copy, ignore_errors=True)
+
+
+def _flipped(data: bytes) -> bytes:
+    i = len(data) // 2
+    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+
+
+# --------------------------------------------------------------------------- Dask
+
+
+def dask_faults(t: Tally, fast: bool) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    if fast:  # in-process (the CLI path is the long profile's and a regression test's)
+        from softlab.distributed import DaskUnavailable, dask_environment
+
+        os.environ["SOFTLAB_DASK_TIMEOUT"] = "1"
+        try:
+            with dask_environment(f"tcp://127.0.0.1:{port}"):
+                ok, detail = False, "connected to nothing"
+        except DaskUnavailable as exc:
+            ok, detail = "\n" not in str(exc) and time.monotonic() - start < 30, str(exc)
+        finally:
+            os.environ.pop("SOFTLAB_DASK_TIMEOUT", None)
+        t.fault("dask scheduler unreachable", ok, detail)
+        return
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "softlab.cli",
+            "run",
+            "--params",
+            "smoke",
+            "--only",
+            "01",
+            "--dask",
+            f"tcp://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(SOFTLAB_DASK_TIMEOUT="2"),
+        cwd=ROOT,
+        timeout=300,
+    )
+    took = time.monotonic() - start
+    t.fault(
+        "dask scheduler unreachable",
+        proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no Dask scheduler answered" in proc.stderr,
+        proc.stderr.strip()[-300:] + f" ({took:.0f} s)",
+    )
+
+
+# --------------------------------------------------------------------------- annotation app
+
+
+@contextlib.contextmanager
+def _server(study_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "softlab.annotate", "--study-dir", str(study_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"at (http://\S+?)/", line)
+        if m is None:
+            raise RuntimeError(f"annotation server did not start: {line!r}")
+        base = m.group(1)
+        import httpx
+
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/api/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.05)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def annotation_faults(t: Tally, fast: bool, work: Path) -> None:
+    import httpx
+
+    from softlab.annotate import StudySettings, annotator_key, create_study
+    from softlab.annotate.app import KEY_HEADER
+
+    writers, items = (10, 6) if fast else (50, 20)
+    rng = np.random.default_rng(0)
+    study = create_study(
+        work / "study",
+        images=rng.integers(0, 256, (2 * items + 10, 28, 28), dtype=np.uint8),
+        labels=np.arange(2 * items + 10) % 10,
+        classes=[str(c) for c in range(10)],
+        dataset="user",
+        split="test",
+        strategy="stratified",
+        size=items,
+        seed=0,
+        settings=StudySettings(),
+    )
+    state: dict[str, Any] = {"base": None}
+    acked: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def writer(k: int) -> None:
+        annotator = f"w{k}"
+        headers = {KEY_HEADER: annotator_key(study, annotator)}
+        for item in (int(i) for i in study.items):
+            body = {"annotator": annotator, "item": item, "label": item % 10, "response_ms": 500.0,
+                    "submission_id": f"{annotator}-{item}"}  # fmt: skip
+            for _ in range(600):  # resend until acknowledged (the server may be down meanwhile)
+                try:
+                    r = httpx.post(state["base"] + "/api/answers", json=body, headers=headers, timeout=10)
+                    if r.status_code in (200, 201):
+                        with lock:
+                            acked[f"{annotator}/{item}"] += 1
+                        break
+                    raise RuntimeError(f"status {r.status_code}: {r.text[:200]}")
+                except (httpx.HTTPError, TypeError):
+                    time.sleep(0.05)
+
+    with _server(study.study_dir) as (proc, base):
+        state["base"] = base
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(writers)]
+        for th in threads:
+            th.start()
+        total = writers * items
+        while sum(acked.values()) < total // 3:
+            time.sleep(0.01)
+        proc.kill()  # kill -9 mid-load
+        proc.wait()
+        state["base"] = None
+        with _server(study.study_dir) as (_, base2):
+            state["base"] = base2
+            for th in threads:
+                th.join(300)
+            big = _big_body(base2)
+    with sqlite3.connect(study.db_path) as conn:
+        rows, distinct = conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT annotator || '/' || item) FROM answers"
+        ).fetchone()
+    t.n["answers_lost"] += total - distinct
+    t.n["answers_duplicated"] += rows - distinct
+    t.fault(
+        "annotation server kill -9 mid-load", distinct == total == rows and len(acked) == total, f"{rows=} {distinct=}"
+    )
+    t.fault("50 MB body", big, "not refused before it was read")
+
+
+def _big_body(base: str) -> bool:
+    """Send the headers of a 50 MB answer and 64 KiB of it: a 413 must come back at once."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(
+            f"POST /api/answers HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {50 * 2**20}\r\n\r\n".encode()
+        )
+        with contextlib.suppress(OSError):
+            s.sendall(b"x" * 65536)
+        reply = s.recv(200).decode(errors="replace")
+    return reply.startswith("HTTP/1.1 413")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(fast: bool) -> Tally:
+    t = Tally()
+    with tempfile.TemporaryDirectory(prefix="softlab-faults-") as tmp:
+        work = Path(tmp)
+        os.environ["SOFTLAB_CACHE_DIR"] = str(work / "cache")
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("inputs", lambda: hostile_inputs(t, fast, work / "inputs")),
+            ("caches", lambda: cache_faults(t, fast, work / "caches")),
+            ("interruptions", lambda: interruptions(t, fast, work / "interrupt")),
+            ("data", lambda: data_faults(t, fast, work / "data")),
+            ("dask", lambda: dask_faults(t, fast)),
+            ("annotation", lambda: annotation_faults(t, fast, work / "annotate")),
+        ]
+        for name, step in steps:
+            (work / name).mkdir(exist_ok=True)
+            for sub in ("inputs", "caches", "interrupt", "data", "annotate"):
+                (work / sub).mkdir(exist_ok=True)
+            start = time.monotonic()
+            try:
+                step()
+            except Exception as exc:
+                t.n["tracebacks"] += 1
+                t.failures.append(f"step {name}: {type(exc).__name__}: {exc}")
+            print(f"[faults] {name} done in {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fast", action="store_true", help="a few cases of each kind (what the tests run)")
+    args = ap.parse_args(argv)
+    t = run(args.fast)
+    for failure in t.failures:
+        print(f"[faults] FAILED {failure}", file=sys.stderr)
+    print(t.line(), flush=True)
+    ok = (
+        t.n["tracebacks"] == 0
+        and t.n["answers_lost"] == 0
+        and t.n["answers_duplicated"] == 0
+        and t.n["faults_survived"] == t.n["faults_injected"]
+        and t.n["refused_cleanly"] + t.n["round_trips_exact"] == t.n["inputs_tried"]
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
