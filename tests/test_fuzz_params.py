@@ -123,12 +123,6 @@ CLAIMS_MUTATIONS = [
 ]
 
 
-@pytest.mark.xfail(
-    reason="defect found by this suite, owned by the inference helper: load_claims passes PyYAML's multi-line "
-    "errors through (a NUL byte, a stray ': :'); their strict loader (softlab.yamlio) fixes it - drop this mark "
-    "when it is merged",
-    strict=False,
-)
 @fuzz(6, shrink=False)
 @given(
     mutations=st.lists(st.sampled_from(CLAIMS_MUTATIONS), min_size=1, max_size=3, unique=True),
