@@ -286,7 +286,7 @@ def plot_metric_by_stratum(
     """Point estimates with interval error bars per stratum and condition.
 
     ``summary`` has ``x``, ``hue``, ``estimate``, ``low``, ``high`` columns — e.g.
-    :func:`softlab.stats.bootstrap_summary` (``estimate``) or :func:`softlab.stats.paired_differences`
+    a per-stratum summary (``estimate``) or a paired-difference table
     (pass ``estimate="difference"``). With a ``metric`` column holding several metrics, one panel
     per metric. Conditions are dodged sideways within each stratum.
     """
@@ -408,7 +408,7 @@ def plot_intervals(
     xlabel: str | None = None,
 ) -> Figure:
     """Forest plot: one row per ``y`` value with its estimate and interval (e.g. the output of
-    :func:`softlab.stats.paired_differences` or :func:`softlab.stats.variance_ratio` with
+    a paired-difference table or a variance-ratio table with
     ``estimate="ratio", reference_line=1``)."""
     _require(table, [y, estimate, low, high], "table")
     if table[y].duplicated().any():

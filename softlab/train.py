@@ -105,13 +105,13 @@ class TrainConfig:
     max_members_per_batch: members per batched computation (None: 32 CNN / 128 MLP on CPU,
     256 on GPU). Execution settings (device, max_members_per_batch) do not enter ``key_dict``.
     precision: ``"float32"`` (default) or ``"bfloat16"``: the forward pass (training and
-      prediction) runs under ``torch.autocast(device, bfloat16)``; parameters, optimizer state,
-      loss and gradients' accumulation stay float32 (mixed precision). Changes the numbers
-      (about 1e-2 in probabilities after a few epochs; ``tests/test_train.py`` states the bound).
+    prediction) runs under ``torch.autocast(device, bfloat16)``; parameters, optimizer state,
+    loss and gradients' accumulation stay float32 (mixed precision). Changes the numbers
+    (about 1e-2 in probabilities after a few epochs; ``tests/test_train.py`` states the bound).
     compile_mode: ``"none"`` (eager, default) or a ``torch.compile`` mode for the batched
-      training step's forward and loss (``train_single_reference`` stays eager). Compiled kernels
-      may round differently, so both settings enter ``key_dict`` — but only when not the
-      default, so every key computed before they existed is unchanged.
+    training step's forward and loss (``train_single_reference`` stays eager). Compiled kernels
+    may round differently, so both settings enter ``key_dict`` — but only when not the
+    default, so every key computed before they existed is unchanged.
     """
 
     model: ModelConfig
