@@ -1284,3 +1284,120 @@ def run_arms(
             )
             for name, cfg in arm_configs.items()
         }
+
+
+# ----------------------------------------------------------------------------- where the variance comes from
+
+#: Conditions and (metric, stratum) pairs of the variance decomposition: held-out accuracy, and the
+#: claim-1 metric (debiased soft-reference calibration error on hard items) of ``human/human``.
+DECOMPOSITION_CONDITIONS: tuple[str, ...] = ("human/human", "human/synthetic")
+DECOMPOSITION_METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("accuracy", "all", DECOMPOSITION_CONDITIONS),
+    ("debiased_ce_soft", "hard", ("human/human",)),
+)
+
+
+def design_name(resample: Sequence[str]) -> str:
+    """``("init", "split")`` → ``"init+split"``."""
+    return "+".join(check_resample(resample))
+
+
+def nested_design_configs(cfg: ArmConfig, conditions: Sequence[str] = DECOMPOSITION_CONDITIONS) -> dict[str, ArmConfig]:
+    """The arm under each nested design of :data:`NESTED_DESIGNS`, with ``conditions`` only and
+    a single shared teacher where the teacher is not re-drawn (so that the smaller designs hold
+    the teacher fixed, not round-robin). The full design's runs are the book's own runs (same
+    cache keys)."""
+    from dataclasses import replace as _replace
+
+    out = {}
+    for design in NESTED_DESIGNS:
+        fields: dict[str, Any] = {"resample": design, "conditions": tuple(conditions), "run_folds": 0}
+        if "teacher" not in design:
+            fields["n_teachers"] = 1
+        out[design_name(design)] = _replace(cfg, **fields)
+    return out
+
+
+def run_nested_designs(
+    cfg: ArmConfig,
+    train_cfg: Any,
+    seeds: Sequence[int],
+    conditions: Sequence[str] = DECOMPOSITION_CONDITIONS,
+    progress: bool = False,
+    store: Any = None,
+    executor: Any = None,
+) -> dict[str, GridResults]:
+    """Train (or load) the arm's ``conditions`` for ``seeds`` under every nested design:
+    design name → its :class:`GridResults`."""
+    return {
+        name: run_arm(prepare_arm(c, progress=progress, seeds=seeds), train_cfg, seeds, progress, store, executor)
+        for name, c in nested_design_configs(cfg, conditions).items()
+    }
+
+
+def per_seed_metric(preds: Any, condition: str, metric: str, stratum: str) -> np.ndarray:
+    """(S,) ``metric`` (a name of ``softlab.inference.METRICS``) of ``condition`` on ``stratum``
+    in each seed's pooled out-of-fold predictions (``preds``: ``softlab.inference.ArmPredictions``)."""
+    from softlab.inference import METRICS
+
+    spec = METRICS[metric]
+    mask = np.asarray(preds.strata[stratum], dtype=bool)
+    arrays = {k: np.asarray(v)[:, mask] for k, v in preds.item_arrays.get(condition, {}).items()}
+    probs = np.asarray(preds.probs[condition])[:, mask]
+    return np.asarray(spec.function(probs, preds.official[mask], preds.reference[mask], arrays), dtype=np.float64)
+
+
+def variance_decomposition(
+    predictions: Mapping[str, Any],
+    metrics: Sequence[tuple[str, str, Sequence[str]]] = DECOMPOSITION_METRICS,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Share of the seed-to-seed variance due to each source (exploratory).
+
+    ``predictions``: design name (``"init"``, ``"init+split"``, ``"init+split+teacher"``) →
+    ``ArmPredictions`` of one arm under that design (:func:`run_nested_designs`, then
+    ``softlab.report.arm_predictions``). For every (metric, stratum, condition) of ``metrics``:
+    ``V_d`` = the across-seed variance (``ddof=1``) of the per-seed metric under design ``d``
+    (with a ``confidence`` chi-square interval on ``S − 1`` df); the source a design adds has
+    ``increment = V_d − V_{previous design}`` (``V_init`` for ``init``) and ``share = increment /
+    V_{full}``. Shares sum to 1; with few seeds an increment can be negative (sampling noise —
+    the intervals say how much). One row per (arm, condition, metric, stratum, design)."""
+    import scipy.stats as sps
+
+    order = [design_name(d) for d in NESTED_DESIGNS]
+    missing = [d for d in order if d not in predictions]
+    if missing:
+        raise ValueError(f"predictions: missing design(s) {missing}; expected one ArmPredictions per {order}")
+    rows = []
+    alpha = 1.0 - confidence
+    for metric, stratum, conditions in metrics:
+        for condition in conditions:
+            values = {d: per_seed_metric(predictions[d], condition, metric, stratum) for d in order}
+            variances = {d: float(np.var(v, ddof=1)) if len(v) > 1 else float("nan") for d, v in values.items()}
+            full = variances[order[-1]]
+            previous = 0.0
+            for d in order:
+                v, n = variances[d], len(values[d])
+                df = n - 1
+                lo = df * v / sps.chi2.ppf(1 - alpha / 2, df) if df > 0 else float("nan")
+                hi = df * v / sps.chi2.ppf(alpha / 2, df) if df > 0 else float("nan")
+                rows.append(
+                    {
+                        "arm": predictions[d].arm,
+                        "condition": condition,
+                        "metric": metric,
+                        "stratum": stratum,
+                        "design": d,
+                        "source": d.split("+")[-1],
+                        "seeds": n,
+                        "mean": float(np.mean(values[d])),
+                        "variance": v,
+                        "variance_ci_low": float(lo),
+                        "variance_ci_high": float(hi),
+                        "sd": float(np.sqrt(v)),
+                        "increment": v - previous,
+                        "share": (v - previous) / full if full > 0 else float("nan"),
+                    }
+                )
+                previous = v
+    return pd.DataFrame(rows)

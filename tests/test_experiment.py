@@ -497,3 +497,92 @@ def test_book_results_saved_by_two_writers_of_the_same_key_keep_the_first(tmp_pa
     (folder / "meta.json").unlink()  # an incomplete folder (a killed writer) is replaced
     save_book(second, folder)
     assert load_book(folder).meta["writer"] == 2
+
+
+# ----------------------------------------------------------------------------- variance decomposition
+
+
+def _predictions_with_accuracies(correct_per_seed, n_items=20, arm="toy"):
+    """ArmPredictions whose seed s is right on the first ``correct_per_seed[s]`` items (one-hot
+    predictions), for both decomposition conditions."""
+    from softlab.inference import ArmPredictions
+
+    official = np.arange(n_items) % 3
+    probs = np.zeros((len(correct_per_seed), n_items, 3), dtype=np.float32)
+    for s, k in enumerate(correct_per_seed):
+        pred = np.where(np.arange(n_items) < k, official, (official + 1) % 3)
+        probs[s, np.arange(n_items), pred] = 1.0
+    ref = np.eye(3)[official] * 0.8 + 0.2 / 3
+    mask = np.ones(n_items, dtype=bool)
+    return ArmPredictions(
+        arm=arm,
+        reference_name="human",
+        seeds=np.arange(len(correct_per_seed)),
+        official=official,
+        reference=ref,
+        strata={"all": mask, "hard": mask},
+        probs={"human/human": probs, "human/synthetic": probs[::-1].copy()},
+    )
+
+
+def test_variance_decomposition_shares_are_increments_of_nested_variances():
+    import statistics
+
+    from softlab.experiment import variance_decomposition
+
+    per_design = {"init": [10, 11, 10, 11], "init+split": [8, 12, 10, 11], "init+split+teacher": [5, 15, 9, 12]}
+    preds = {d: _predictions_with_accuracies(k) for d, k in per_design.items()}
+    table = variance_decomposition(preds, metrics=[("accuracy", "all", ["human/human"])])
+    assert list(table["design"]) == ["init", "init+split", "init+split+teacher"]
+    assert list(table["source"]) == ["init", "split", "teacher"]
+    var = {d: statistics.variance([k / 20 for k in ks]) for d, ks in per_design.items()}
+    np.testing.assert_allclose(table["variance"], [var["init"], var["init+split"], var["init+split+teacher"]])
+    full = var["init+split+teacher"]
+    np.testing.assert_allclose(
+        table["share"],
+        [var["init"] / full, (var["init+split"] - var["init"]) / full, (full - var["init+split"]) / full],
+    )
+    assert table["share"].sum() == pytest.approx(1.0)
+    assert (table["variance_ci_low"] < table["variance"]).all() and (
+        table["variance"] < table["variance_ci_high"]
+    ).all()
+    with pytest.raises(ValueError, match="missing design"):
+        variance_decomposition({"init": preds["init"]})
+
+
+def test_nested_designs_redraw_one_source_more_each(smoke, fashion):
+    """``init`` holds split and teacher fixed, ``init+split`` re-draws the split with one fixed
+    teacher, the full design also re-draws the teacher; human/human never uses a teacher, so its runs
+    under the last two designs are the same numbers."""
+    from softlab.experiment import nested_design_configs, run_nested_designs
+
+    cfgs = nested_design_configs(fashion.config)
+    assert [c.resample for c in cfgs.values()] == [("init",), ("init", "split"), ("init", "split", "teacher")]
+    assert cfgs["init"].n_teachers == 1 and cfgs["init+split"].n_teachers == 1
+    assert cfgs["init+split+teacher"].key_dict() == fashion.config.key_dict()  # the book's own runs
+    _, train, _ = smoke
+    grids = run_nested_designs(fashion.config, train, [0, 1])
+    init, split, full = (grids[d].arm for d in ("init", "init+split", "init+split+teacher"))
+    np.testing.assert_array_equal(init.folds_of(0), init.folds_of(1))
+    assert init.teacher_of(0) == init.teacher_of(1) == split.teacher_of(1)
+    assert not np.array_equal(split.folds_of(0), split.folds_of(1))
+    assert full.teacher_of(0) != full.teacher_of(1)
+    for seed in (0, 1):
+        a = grids["init+split"].results[grids["init+split"].index("human/human", seed, 0)]
+        b = grids["init+split+teacher"].results[grids["init+split+teacher"].index("human/human", seed, 0)]
+        np.testing.assert_array_equal(a.watch_probs, b.watch_probs)
+
+
+def test_variance_decomposition_figure_draws_one_bar_per_quantity():
+    from softlab.experiment import variance_decomposition
+    from softlab.plots import SOURCE_COLOURS, plot_variance_decomposition
+
+    per_design = {"init": [10, 11, 10, 11], "init+split": [8, 12, 10, 11], "init+split+teacher": [5, 15, 9, 12]}
+    table = variance_decomposition({d: _predictions_with_accuracies(k) for d, k in per_design.items()})
+    fig = plot_variance_decomposition(table)
+    ax = fig.axes[0]
+    assert len(ax.get_yticklabels()) == 3  # accuracy of two conditions, calibration of one
+    widths = [p.get_width() for p in ax.patches]
+    assert len(widths) == 9 and all(w >= 0 for w in widths)
+    colours = {p.get_facecolor()[:3] for p in ax.patches}
+    assert len(colours) == len(SOURCE_COLOURS)
