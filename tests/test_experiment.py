@@ -627,3 +627,22 @@ def test_stability_summary_matches_an_independent_variance_ratio():
     assert row["rho"] == pytest.approx(np.corrcoef(x, y)[0, 1])
     assert row["ci_low"] < row["variance_ratio"] < row["ci_high"] and row["seeds"] == 8
     assert row["seeds_for_power"] == seeds_for_power(0.85, row["rho"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_every_seeds_split_partitions_the_pool_like_the_reference_split(mnist_arm, seed):
+    """Whatever the seed: held-out folds partition the pool, each fold's training, calibration and
+    held-out items are disjoint and cover it, fold sizes and the annotated items' spread match the
+    reference split's (±1), and the calibration share is the configured one."""
+    arm, k = mnist_arm, mnist_arm.config.folds
+    folds = arm.folds_of(seed)
+    sizes, ref_sizes = np.bincount(folds, minlength=k), np.bincount(arm.folds, minlength=k)
+    assert sizes.max() - sizes.min() <= 1 and sorted(sizes) == sorted(ref_sizes)
+    per_fold = np.bincount(folds[arm.annotated], minlength=k)
+    assert per_fold.max() - per_fold.min() <= 1
+    for fold in range(k):
+        train, cal = arm.train_positions(fold, seed), arm.calibration_positions(fold, seed)
+        held = arm.heldout_positions(fold, seed)
+        assert len(np.union1d(np.union1d(train, cal), held)) == len(train) + len(cal) + len(held) == arm.n_items
+        assert abs(len(cal) / (len(cal) + len(train)) - arm.config.calibration_fraction) < 0.02
