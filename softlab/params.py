@@ -192,6 +192,12 @@ def _known_arms() -> tuple[str, ...]:
     return tuple(ARMS)
 
 
+def _resample_sources() -> tuple[str, ...]:
+    from softlab.experiment import RESAMPLE_SOURCES
+
+    return tuple(RESAMPLE_SOURCES)
+
+
 def _known_conditions() -> tuple[str, ...]:
     import softlab.labels
 
@@ -241,6 +247,7 @@ RULES: dict[str, Rule] = {
     "device": one_of(TRAIN_DEVICES),
     "precision": one_of(TRAIN_PRECISIONS),
     "compile_mode": one_of(TRAIN_COMPILE_MODES),
+    "resample": subset_of(_resample_sources, non_empty=True),  # 'init' required: configs_from_params
 }
 
 
