@@ -1,0 +1,136 @@
+"""Annotation budgets: k-vote subsamples, annotated fractions and per-epoch sampled votes
+(hypothesis invariants, an independent reference for the sampled distribution, bad input)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.stats import hypergeom
+
+from softlab.budgets import annotated_mask, sampled_vote_labels, subsample_votes, whole_counts
+
+SETTINGS = settings(max_examples=60, deadline=None)
+
+
+@st.composite
+def vote_counts(draw, max_items=30, max_classes=6, max_votes=40):
+    n = draw(st.integers(1, max_items))
+    c = draw(st.integers(2, max_classes))
+    counts = draw(arrays(np.int64, (n, c), elements=st.integers(0, max_votes)))
+    counts[counts.sum(axis=1) == 0, 0] = 1  # every item has at least one vote
+    return counts
+
+
+@SETTINGS
+@given(vote_counts(), st.integers(1, 50), st.integers(0, 2**31))
+def test_subsample_never_exceeds_the_items_own_counts_and_keeps_min_k_n(counts, k, seed):
+    sub = subsample_votes(counts, k, seed)
+    assert sub.shape == counts.shape and sub.dtype == np.int64
+    assert (sub >= 0).all() and (sub <= counts).all()  # drawn from the item's own votes only
+    np.testing.assert_array_equal(sub.sum(axis=1), np.minimum(k, counts.sum(axis=1)))
+    few = counts.sum(axis=1) <= k  # an item with at most k votes keeps all of them
+    np.testing.assert_array_equal(sub[few], counts[few])
+    np.testing.assert_array_equal(sub, subsample_votes(counts, k, seed))  # deterministic per seed
+
+
+@SETTINGS
+@given(vote_counts(), st.integers(0, 2**31))
+def test_all_votes_is_the_counts_themselves(counts, seed):
+    np.testing.assert_array_equal(subsample_votes(counts, None, seed), counts)
+
+
+def test_subsample_differs_between_seeds_and_is_fresh_per_seed():
+    rng = np.random.default_rng(0)
+    counts = rng.multinomial(60, [0.5, 0.3, 0.2, 0, 0], size=200)
+    draws = [subsample_votes(counts, 3, s) for s in range(5)]
+    for a in range(5):
+        for b in range(a + 1, 5):
+            assert (draws[a] != draws[b]).any(axis=1).mean() > 0.3
+    assert not np.array_equal(subsample_votes(counts, 3, [0, 1]), subsample_votes(counts, 3, [1, 0]))
+
+
+def test_subsample_is_hypergeometric_against_scipy():
+    """The count of class 0 in a k-vote draw from (a, b) votes follows Hypergeom(a+b, a, k)."""
+    counts = np.tile([[30, 20]], (4000, 1))
+    k = 5
+    got = subsample_votes(counts, k, 7)[:, 0]
+    expected = hypergeom(50, 30, k).pmf(np.arange(k + 1))
+    freq = np.bincount(got, minlength=k + 1) / len(got)
+    np.testing.assert_allclose(freq, expected, atol=0.025)
+
+
+@SETTINGS
+@given(
+    arrays(np.int64, st.integers(1, 300), elements=st.integers(0, 4)),
+    st.floats(0.01, 1.0),
+    st.integers(0, 2**31),
+)
+def test_annotated_fraction_is_stratified_and_seeded(labels, fraction, seed):
+    mask = annotated_mask(labels, fraction, seed)
+    n = len(labels)
+    assert mask.sum() == (n if fraction == 1.0 else max(1, round(fraction * n)))
+    for c in np.unique(labels):  # each class gets its share to within one item
+        in_c = labels == c
+        assert abs(mask[in_c].sum() - mask.sum() * in_c.sum() / n) <= 1 + 1e-9
+    np.testing.assert_array_equal(mask, annotated_mask(labels, fraction, seed))
+
+
+def test_annotated_fraction_differs_between_seeds():
+    labels = np.repeat(np.arange(10), 100)
+    assert not np.array_equal(annotated_mask(labels, 0.25, 0), annotated_mask(labels, 0.25, 1))
+    assert annotated_mask(labels, 1.0, 3).all()
+
+
+@SETTINGS
+@given(vote_counts(max_items=15), st.integers(1, 8), st.integers(0, 2**31))
+def test_sampled_labels_are_votes_of_the_item_itself(counts, epochs, seed):
+    labels = sampled_vote_labels(counts, epochs, seed)
+    assert labels.shape == (epochs, len(counts))
+    rows = np.broadcast_to(np.arange(len(counts)), labels.shape)
+    assert (counts[rows, labels] > 0).all()  # every drawn class is one this item has votes for
+    np.testing.assert_array_equal(labels, sampled_vote_labels(counts, epochs, seed))
+
+
+def test_sampled_labels_never_take_another_items_vote():
+    # each item votes for its own class only: any mixing between items would show
+    counts = np.eye(10, dtype=np.int64)[np.arange(50) % 10] * 7
+    labels = sampled_vote_labels(counts, 20, 3)
+    np.testing.assert_array_equal(labels, np.broadcast_to(np.arange(50) % 10, (20, 50)))
+
+
+def test_sampled_labels_mean_approaches_the_subsampled_distribution():
+    rng = np.random.default_rng(1)
+    counts = rng.multinomial(60, [0.6, 0.25, 0.1, 0.05], size=20)
+    sub = subsample_votes(counts, 5, 0)
+    epochs = 4000
+    labels = sampled_vote_labels(sub, epochs, 11)
+    freq = np.stack([np.bincount(labels[:, i], minlength=4) for i in range(len(sub))]) / epochs
+    target = sub / sub.sum(axis=1, keepdims=True)
+    # binomial standard error at 4000 draws is at most 0.008; 0.035 is > 4 of them
+    np.testing.assert_allclose(freq, target, atol=0.035)
+    assert np.abs(freq - counts / counts.sum(1, keepdims=True)).max() > 0.05  # the subsample, not the full counts
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: subsample_votes(np.array([[1.5, 2.0]]), 1, 0), "row 0"),
+        (lambda: subsample_votes(np.array([[1, 2], [0, 0]]), 1, 0), "row 1 has no votes"),
+        (lambda: subsample_votes(np.array([1, 2]), 1, 0), "2-D"),
+        (lambda: subsample_votes(np.array([[1, 2]]), 0, 0), "votes_per_item"),
+        (lambda: subsample_votes(np.array([[1, 2]]), 1, -1), "seed"),
+        (lambda: annotated_mask(np.array([0, 1]), 0.0, 0), "annotated_fraction"),
+        (lambda: annotated_mask(np.array([0, 1]), 1.5, 0), "annotated_fraction"),
+        (lambda: sampled_vote_labels(np.array([[1, 2]]), 0, 0), "epochs"),
+    ],
+)
+def test_bad_input_is_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_whole_counts_accepts_float_whole_numbers():
+    assert whole_counts(np.array([[2.0, 3.0]])).dtype == np.int64
