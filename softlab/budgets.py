@@ -105,7 +105,8 @@ def annotated_mask(labels: ArrayLike, fraction: float, seed: int | Sequence[int]
     annotated — ``round(fraction · n)`` items (at least one), stratified by ``labels`` (the
     official label): the total is apportioned over classes by largest remainder (exact integer
     arithmetic, ties in seeded random order), so each class contributes its share
-    ``size · n_class / n`` to within one item, and each class's items are a seeded uniform choice. ``fraction = 1`` keeps every item."""
+    ``size · n_class / n`` to within one item, and each class's items are a seeded uniform
+    choice. ``fraction = 1`` keeps every item."""
     y = np.asarray(labels)
     if y.ndim != 1:
         raise ValueError(f"labels: expected a 1-D array of official labels, got shape {y.shape}")
@@ -113,7 +114,7 @@ def annotated_mask(labels: ArrayLike, fraction: float, seed: int | Sequence[int]
     n = len(y)
     if f == 1.0 or n == 0:
         return np.ones(n, dtype=bool)
-    size = max(1, int(round(f * n)))
+    size = max(1, round(f * n))
     rng = _rng(_FRACTION_TAG, seed)
     classes, n_class = np.unique(y, return_counts=True)
     # largest-remainder apportionment of ``size`` over the classes (exact integers, random ties)
