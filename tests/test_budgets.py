@@ -134,3 +134,80 @@ def test_bad_input_is_named(call, message):
 
 def test_whole_counts_accepts_float_whole_numbers():
     assert whole_counts(np.array([[2.0, 3.0]])).dtype == np.int64
+
+
+# --------------------------------------------------------------------------- the trainer's per-epoch hook
+
+
+def _tiny_task(n=200, c=4, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    protos = rng.random((c, 1, 28, 28)).astype(np.float32)
+    x = (0.6 * protos[y] + 0.4 * rng.random((n, 1, 28, 28))).astype(np.float32)
+    counts = rng.multinomial(30, [0.7, 0.1, 0.1, 0.1], size=n)
+    counts = np.take_along_axis(counts, (np.arange(c)[None, :] + y[:, None]) % c, axis=1)  # mode at y
+    return x, y, counts
+
+
+def _cfg(epochs=3, c=4):
+    from softlab.models import ModelConfig
+    from softlab.train import TrainConfig
+
+    return TrainConfig(ModelConfig(kind="mlp", hidden=16, n_classes=c), epochs=epochs, batch_size=64, lr=1e-3)
+
+
+def test_each_epoch_trains_on_one_hot_votes_of_the_item_itself():
+    import torch
+
+    from softlab import train as T
+
+    _, _, counts = _tiny_task()
+    train_idx = np.arange(20, 180)
+    labels = sampled_vote_labels(counts, 3, 5)
+    soft = (counts / counts.sum(1, keepdims=True)).astype(np.float32)
+    members = [
+        T.Member(0, soft, train_idx, "sampled", epoch_labels=labels),
+        T.Member(0, soft, train_idx, "soft"),
+    ]
+    g = T._setup_group(members, _cfg(), torch.device("cpu"))
+    for epoch in range(3):
+        t = T._epoch_targets(g, epoch).numpy()
+        np.testing.assert_array_equal(t[0], np.eye(4, dtype=np.float32)[labels[epoch, train_idx]])
+        assert (counts[train_idx, t[0].argmax(1)] > 0).all()  # a vote this very item received
+        np.testing.assert_array_equal(t[1], soft[train_idx])  # the other member keeps its soft targets
+
+
+def test_sampled_delivery_with_constant_votes_equals_hard_training_and_changes_with_the_draw():
+    from softlab import train as T
+
+    x, y, counts = _tiny_task()
+    train_idx = np.arange(160)
+    hard = np.eye(4, dtype=np.float32)[y]
+    soft = (counts / counts.sum(1, keepdims=True)).astype(np.float32)
+    cfg = _cfg()
+    constant = np.broadcast_to(y, (3, len(y))).copy()
+    res = T.train_members(
+        x,
+        [
+            T.Member(0, hard, train_idx, "hard"),
+            T.Member(0, soft, train_idx, "sampled-const", epoch_labels=constant),
+            T.Member(0, soft, train_idx, "sampled", epoch_labels=sampled_vote_labels(counts, 3, 1)),
+        ],
+        cfg,
+        {"x": x},
+    )
+    np.testing.assert_allclose(res[0].eval_probs["x"], res[1].eval_probs["x"], atol=1e-6)
+    assert np.abs(res[0].eval_probs["x"] - res[2].eval_probs["x"]).max() > 1e-4
+
+
+def test_epoch_labels_are_checked():
+    from softlab import train as T
+
+    x, y, _ = _tiny_task()
+    soft = np.full((len(y), 4), 0.25, dtype=np.float32)
+    with pytest.raises(ValueError, match="epoch_labels must be an integer"):
+        T.Member(0, soft, np.arange(10), "m", epoch_labels=np.zeros((3, 5), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"classes in 0\.\.3"):
+        T.Member(0, soft, np.arange(10), "m", epoch_labels=np.full((3, len(y)), 4))
+    with pytest.raises(ValueError, match="has 2 epochs, training runs 3"):
+        T.train_members(x, [T.Member(0, soft, np.arange(10), "m", epoch_labels=np.zeros((2, len(y)), int))], _cfg())
