@@ -68,6 +68,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from softlab.budgets import (
+    BUDGETS_VERSION,
+    annotated_mask,
+    check_annotated_fraction,
+    check_votes_per_item,
+    sampled_vote_labels,
+    subsample_votes,
+)
 from softlab.data import entropy, load_cifar10h, load_human, load_images, soft_labels
 from softlab.data.human import HumanLabels
 from softlab.generator import (
@@ -76,7 +84,7 @@ from softlab.generator import (
     mnist_train_halves,
     official_with_mode_shifts,
 )
-from softlab.labels import CONDITIONS, LabelConditions, build_conditions, parse_condition
+from softlab.labels import CONDITIONS, DELIVERY_CONDITIONS, LabelConditions, build_conditions, parse_condition
 
 if TYPE_CHECKING:  # pragma: no cover  (torch-side modules are imported where they are used)
     from softlab.teachers import TeacherConfig
@@ -129,6 +137,9 @@ class ArmConfig:
     name: str = ""
     votes: str = ""
     images: str = ""
+    # annotation budgets (softlab.budgets): both decide what a run trains on, so they enter its key
+    votes_per_item: int = 0  # 0 = all votes; else k votes per annotated item, drawn afresh per seed
+    annotated_fraction: float = 1.0  # share of annotated items that keep their votes; the rest original/hard
 
     def __post_init__(self) -> None:
         if self.dataset not in ARMS + (VOTES,):
@@ -166,6 +177,19 @@ class ArmConfig:
             raise ValueError("conditions: expected at least one condition")
         for c in self.conditions:
             parse_condition(c)
+        check_votes_per_item(self.votes_per_item or None)
+        check_annotated_fraction(self.annotated_fraction)
+        needs_votes = self.votes_per_item > 0 or any(c in DELIVERY_CONDITIONS for c in self.conditions)
+        if needs_votes and self.dataset == "synthetic-mnist":
+            raise ValueError(
+                "votes_per_item / human/sampled: the synthetic-mnist arm's reference is the generator's "
+                "distribution, not votes; use them on an arm with vote counts (fashion-mnist, cifar10, votes)"
+            )
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether an annotation budget applies (fewer votes per item, or fewer annotated items)."""
+        return self.votes_per_item > 0 or self.annotated_fraction < 1.0
 
     def folds_to_run(self) -> list[int]:
         return list(range(self.run_folds or self.folds))
@@ -194,6 +218,12 @@ class ArmConfig:
             d.pop("synthetic_mode_shift")
         if self.dataset != "mnist":
             d.pop("mturk_neither")
+        if not self.votes_per_item:  # the default (all votes) keeps every earlier run's key
+            d.pop("votes_per_item")
+        if self.annotated_fraction == 1.0:
+            d.pop("annotated_fraction")
+        if self.budgeted:
+            d["budgets_version"] = BUDGETS_VERSION
         return d
 
 
@@ -290,6 +320,7 @@ class Arm:
     disjoint_images: np.ndarray
     disjoint_labels: np.ndarray
     classes: tuple[str, ...]
+    counts: np.ndarray | None = None  # (n, C) vote counts of the annotated items (None: a generator reference)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     # --------------------------------------------------------------- positions
@@ -338,15 +369,79 @@ class Arm:
         out[has] = ref[has]
         return out
 
+    # --------------------------------------------------------------- annotation budgets
+    def _vote_counts(self) -> np.ndarray:
+        if self.counts is None:
+            raise ValueError(
+                f"arm {self.name!r}: its reference is a {self.reference_name} distribution, not votes; "
+                "votes_per_item and human/sampled need vote counts"
+            )
+        return self.counts
+
+    def budget_votes(self, seed: int) -> np.ndarray:
+        """(n, C) int64 votes of the annotated items that seed ``seed``'s runs train on:
+        ``votes_per_item`` votes per item drawn without replacement from its counts (all of them
+        when it is 0, or when the item has fewer), a fresh draw per seed
+        (:func:`softlab.budgets.subsample_votes`). Evaluation never uses them: held-out items are
+        judged against the full :attr:`reference`."""
+        key = ("budget_votes", int(seed))
+        if key not in self._memo:
+            k = self.config.votes_per_item or None
+            self._memo[key] = subsample_votes(self._vote_counts(), k, [self.config.label_seed, int(seed)])
+        return self._memo[key]
+
+    def budget_annotated(self, seed: int) -> np.ndarray:
+        """(n,) bool: the annotated items whose votes seed ``seed``'s runs train on (a seeded,
+        official-label-stratified share ``annotated_fraction``; :func:`softlab.budgets.annotated_mask`);
+        the others train as if unannotated (``original/hard``)."""
+        key = ("budget_annotated", int(seed))
+        if key not in self._memo:
+            y = self.official[self.annotated]
+            self._memo[key] = annotated_mask(y, self.config.annotated_fraction, [self.config.label_seed, int(seed)])
+        return self._memo[key]
+
+    def training_reference(self, seed: int) -> np.ndarray:
+        """(n, C) reference distributions the training targets of seed ``seed`` are built from:
+        the normalised :meth:`budget_votes` when ``votes_per_item`` is set, else :attr:`reference`."""
+        if not self.config.votes_per_item:
+            return self.reference
+        return soft_labels(self.budget_votes(seed).astype(np.float64))
+
+    def epoch_labels(self, seed: int, fold: int, epochs: int) -> np.ndarray:
+        """(epochs, N) int64 classes of the ``human/sampled`` run (seed, fold): every epoch, each
+        annotated training item (within the budget) gets one vote drawn from its own
+        :meth:`budget_votes`; every other row keeps its official label."""
+        train = self.train_positions(fold)
+        ann_in_train = np.flatnonzero(np.isin(train, self.annotated))
+        at = np.searchsorted(self.annotated, train[ann_in_train])
+        keep = self.budget_annotated(seed)[at]
+        out = np.broadcast_to(self.official, (int(epochs), self.n_items)).copy()
+        votes = self.budget_votes(seed)[at[keep]]
+        out[:, train[ann_in_train[keep]]] = sampled_vote_labels(
+            votes, epochs, [self.config.label_seed, int(seed), int(fold)]
+        )
+        return out
+
     # --------------------------------------------------------------- fold-clean conditions
     def _fold_labels(
-        self, fold: int, conditions: tuple[str, ...], teacher: int | None, shuffle_seed: int
+        self,
+        fold: int,
+        conditions: tuple[str, ...],
+        teacher: int | None,
+        shuffle_seed: int,
+        budget_seed: int | None = None,
     ) -> LabelConditions:
-        key = ("labels", fold, conditions, teacher, shuffle_seed)
+        key = ("labels", fold, conditions, teacher, shuffle_seed, budget_seed)
         if key not in self._memo:
             train = self.train_positions(fold)
             ann_in_train = np.flatnonzero(np.isin(train, self.annotated))
-            ref = self.reference[np.searchsorted(self.annotated, train[ann_in_train])]
+            at = np.searchsorted(self.annotated, train[ann_in_train])
+            if budget_seed is None:
+                ref = self.reference[at]
+            else:  # the seed's budget: fewer votes per item, fewer annotated items (ε, T, shuffle follow)
+                keep = self.budget_annotated(budget_seed)[at]
+                ann_in_train, at = ann_in_train[keep], at[keep]
+                ref = self.training_reference(budget_seed)[at]
             tprobs = None if teacher is None else self.teacher_probs[teacher][train]
             self._memo[key] = build_conditions(
                 self.official[train],
@@ -362,14 +457,17 @@ class Arm:
     def fold_conditions(self, condition: str, seed: int, fold: int) -> LabelConditions:
         """The :class:`LabelConditions` (over the fold's training items, in
         :meth:`train_positions` order) that holds ``condition``'s targets for run (seed, fold).
-        Built from those items only; deterministic shapes are shared by all seeds of the fold."""
+        Built from those items only; deterministic shapes are shared by all seeds of the fold
+        (unless an annotation budget applies: then every seed has its own votes).
+        ``human/sampled``: the ``human/human`` targets (the mean of its per-epoch votes)."""
         mode, shape = parse_condition(condition)
+        budget = int(seed) if self.config.budgeted else None
         if shape == "human-shuffled":
             return self._fold_labels(
-                fold, (f"{mode}/human-shuffled",), None, _sub_seed(self.config.label_seed, seed, fold)
+                fold, (f"{mode}/human-shuffled",), None, _sub_seed(self.config.label_seed, seed, fold), budget
             )
         if shape == "synthetic":
-            return self._fold_labels(fold, ("original/synthetic", "human/synthetic"), self.teacher_of(seed), 0)
+            return self._fold_labels(fold, ("original/synthetic", "human/synthetic"), self.teacher_of(seed), 0, budget)
         return self._fold_labels(
             fold,
             (
@@ -384,6 +482,7 @@ class Arm:
             ),
             None,
             0,
+            budget,
         )
 
     def targets(self, condition: str, seed: int, fold: int) -> np.ndarray:
@@ -393,11 +492,13 @@ class Arm:
             ("targets", condition, fold)
             + ((seed,) if condition.endswith("human-shuffled") else ())
             + ((self.teacher_of(seed),) if condition.endswith("/synthetic") else ())
+            + (("budget", seed) if self.config.budgeted else ())
         )
         if key not in self._memo:
             lc = self.fold_conditions(condition, seed, fold)
             full = np.eye(self.n_classes, dtype=np.float32)[self.official]
-            full[self.train_positions(fold)] = lc.target(condition)
+            built = "human/human" if condition in DELIVERY_CONDITIONS else condition
+            full[self.train_positions(fold)] = lc.target(built)
             full.setflags(write=False)
             self._memo[key] = full
         return self._memo[key]
@@ -520,6 +621,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
         official = test.labels[pos].astype(np.int64)
         item_ids = pos.astype(np.int64)
         reference = soft_labels(counts)
+        vote_counts = counts if np.array_equal(counts, np.round(counts)) else None  # weighted votes: no budgets
         disjoint = load_images(image_ds, "train")
         dis = disjoint_sample(len(disjoint.labels), cfg.disjoint_size, cfg.pool_seed)
         teachers = [_teacher_config(image_ds, cfg, t, dis) for t in range(cfg.n_teachers)]
@@ -567,6 +669,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
         _as_float(disjoint.images[dis]),
         disjoint.labels[dis].astype(np.int64),
         classes,
+        counts=None if ds == "synthetic-mnist" else vote_counts,
     )
 
 
@@ -637,6 +740,7 @@ def member_key(
         "fold": int(fold),
         "protocol_version": PROTOCOL_VERSION,
         "training_dynamics": bool(training_dynamics and train_key.get("record_dynamics", True)),
+        **({"budgets_version": BUDGETS_VERSION} if condition in DELIVERY_CONDITIONS else {}),
     }
 
 
@@ -848,12 +952,18 @@ def votes_arm_config(name: str, spec: Any, common: Mapping[str, Any], pool_size:
     )
 
 
-def grid_members(arm: Arm, seeds: Sequence[int], record_dynamics: bool = True) -> tuple[pd.DataFrame, list[Any]]:
+def grid_members(
+    arm: Arm, seeds: Sequence[int], record_dynamics: bool = True, epochs: int = 0
+) -> tuple[pd.DataFrame, list[Any]]:
     """The paired grid: one member per (seed, fold, condition). Members of the same seed share
     initial weights and batch order (the trainer derives both from the seed alone). With
     ``record_dynamics`` False (the training configuration records none) no member records
-    training dynamics."""
+    training dynamics. ``epochs``: the training length, needed by ``human/sampled`` members
+    (one drawn vote per item per epoch, :meth:`Arm.epoch_labels`)."""
     from softlab.train import Member
+
+    if epochs < 1 and any(c in DELIVERY_CONDITIONS for c in arm.config.conditions):
+        raise ValueError("epochs: human/sampled members need the training length (one vote per item per epoch)")
 
     rows, members = [], []
     for seed in seeds:
@@ -884,6 +994,7 @@ def grid_members(arm: Arm, seeds: Sequence[int], record_dynamics: bool = True) -
                         meta=meta,
                         watch_idx=watch,
                         record_dynamics=record,
+                        epoch_labels=arm.epoch_labels(seed, fold, epochs) if cond in DELIVERY_CONDITIONS else None,
                     )
                 )
     return pd.DataFrame(rows), members
@@ -903,7 +1014,7 @@ def run_arm(
 
     store = store if store is not None else RunStore()
     train_cfg = for_images(train_cfg, arm.images.shape[1:])
-    runs, members = grid_members(arm, seeds, record_dynamics=train_cfg.record_dynamics)
+    runs, members = grid_members(arm, seeds, record_dynamics=train_cfg.record_dynamics, epochs=train_cfg.epochs)
     train_key = train_cfg.key_dict()
     configs = [
         member_key(arm.config, train_key, condition, seed, fold, dynamics)

@@ -167,7 +167,7 @@ def _known_arms() -> tuple[str, ...]:
 def _known_conditions() -> tuple[str, ...]:
     import softlab.labels
 
-    return tuple(getattr(softlab.labels, "ALL_CONDITIONS", softlab.labels.CONDITIONS))
+    return tuple(getattr(softlab.labels, "TRAINABLE_CONDITIONS", softlab.labels.ALL_CONDITIONS))
 
 
 MODEL_KINDS = ("mlp", "cnn")  # softlab.models.ModelConfig.kind (not imported here: that would load torch)

@@ -211,3 +211,122 @@ def test_epoch_labels_are_checked():
         T.Member(0, soft, np.arange(10), "m", epoch_labels=np.full((3, len(y)), 4))
     with pytest.raises(ValueError, match="has 2 epochs, training runs 3"):
         T.train_members(x, [T.Member(0, soft, np.arange(10), "m", epoch_labels=np.zeros((2, len(y)), int))], _cfg())
+
+
+# --------------------------------------------------------------------------- the protocol: budgeted arms
+
+
+def _toy_arm(**budget):
+    """A small hand-made arm (no data files): 160 items, 4 classes, 25 votes each, 2 folds."""
+    import pandas as pd
+
+    from softlab.data import soft_labels
+    from softlab.experiment import Arm, ArmConfig, calibration_split, stratified_folds
+
+    conditions = ("original/hard", "human/hard", "human/smooth", "human/human", "human/sampled")
+    cfg = ArmConfig("fashion-mnist", folds=2, n_teachers=1, conditions=conditions, **budget)
+    x, official, counts = _tiny_task(n=160)
+    rng = np.random.default_rng(3)
+    annotated = np.arange(len(official))
+    folds = stratified_folds(official, 2, 0)
+    calibration = {f: calibration_split(official, annotated, np.flatnonzero(folds != f), 0.1, 7 + f) for f in range(2)}
+    return Arm(
+        cfg,
+        x,
+        official.astype(np.int64),
+        annotated,
+        annotated,
+        soft_labels(counts.astype(np.float64)),
+        "human",
+        folds,
+        calibration,
+        rng.dirichlet(np.ones(4), (1, len(official))).astype(np.float32),
+        pd.DataFrame(),
+        x[:30],
+        official[:30].astype(np.int64),
+        ("a", "b", "c", "d"),
+        counts=counts.astype(np.float64),
+    )
+
+
+def test_budgeted_training_targets_come_from_the_seeds_own_k_vote_subsample():
+    arm = _toy_arm(votes_per_item=3)
+    counts = arm.counts.astype(np.int64)
+    train = arm.train_positions(0)
+    for seed in (0, 1):
+        votes = arm.budget_votes(seed)
+        assert (votes <= counts).all() and (votes.sum(1) == 3).all()
+        np.testing.assert_allclose(arm.targets("human/human", seed, 0)[train], votes[train] / 3, atol=1e-6)
+        np.testing.assert_allclose(arm.targets("human/sampled", seed, 0), arm.targets("human/human", seed, 0))
+    assert (arm.budget_votes(0) != arm.budget_votes(1)).any()
+    np.testing.assert_allclose(arm.reference, counts / counts.sum(1, keepdims=True))  # the full reference stays
+
+
+def test_fitted_smoothing_follows_the_subsample():
+    full = _toy_arm().fold_conditions("human/smooth", 0, 0).fitted["smoothing_epsilon"]
+    one_vote = _toy_arm(votes_per_item=1).fold_conditions("human/smooth", 0, 0).fitted["smoothing_epsilon"]
+    assert one_vote == 0.0 < full  # one vote per item: every human target is one-hot, no softness to match
+
+
+def test_annotated_fraction_leaves_the_rest_with_official_hard_targets():
+    arm = _toy_arm(annotated_fraction=0.25)
+    train = arm.train_positions(0)
+    kept = arm.budget_annotated(0)
+    t = arm.targets("human/human", 0, 0)
+    hard = np.eye(4, dtype=np.float32)[arm.official]
+    out = train[~kept[train]]
+    np.testing.assert_array_equal(t[out], hard[out])
+    np.testing.assert_allclose(t[train[kept[train]]], arm.reference[train[kept[train]]], atol=1e-6)
+    assert abs(kept.mean() - 0.25) < 0.01
+    labels = arm.epoch_labels(0, 0, 5)
+    np.testing.assert_array_equal(labels[:, out], np.broadcast_to(arm.official[out], (5, len(out))))
+
+
+def test_sampled_epoch_labels_are_votes_of_the_items_own_subsample():
+    arm = _toy_arm(votes_per_item=2)
+    train = arm.train_positions(1)
+    labels = arm.epoch_labels(1, 1, 50)
+    votes = arm.budget_votes(1)
+    assert (votes[np.broadcast_to(train, (50, len(train))), labels[:, train]] > 0).all()
+
+
+def test_budgets_enter_run_keys_and_the_default_keeps_earlier_keys():
+    from softlab.experiment import ArmConfig, member_key
+
+    base = ArmConfig("fashion-mnist")
+    assert "votes_per_item" not in base.key_dict() and "annotated_fraction" not in base.key_dict()
+    budgeted = (ArmConfig("fashion-mnist", votes_per_item=3), ArmConfig("fashion-mnist", annotated_fraction=0.5))
+    keys = {
+        repr(member_key(cfg, {}, cond, 0, 0)) for cfg in (base, *budgeted) for cond in ("human/human", "human/sampled")
+    }
+    assert len(keys) == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"votes_per_item": -1}, "votes_per_item"),
+        ({"annotated_fraction": 0.0}, "annotated_fraction"),
+        ({"dataset": "synthetic-mnist", "votes_per_item": 3}, "generator"),
+        ({"dataset": "synthetic-mnist", "conditions": ("human/sampled",)}, "generator"),
+    ],
+)
+def test_bad_budget_configuration_is_named(kwargs, message):
+    from softlab.experiment import ArmConfig
+
+    with pytest.raises(ValueError, match=message):
+        ArmConfig(**{"dataset": "fashion-mnist", **kwargs})
+
+
+def test_heldout_evaluation_uses_the_full_distribution_whatever_the_budget(tmp_path):
+    from softlab.experiment import run_arm
+    from softlab.report import arm_predictions, run_temperatures
+    from softlab.store import RunStore
+
+    arm = _toy_arm(votes_per_item=1, annotated_fraction=0.5)
+    grid = run_arm(arm, _cfg(epochs=2), [0, 1], store=RunStore(tmp_path))
+    preds = arm_predictions(grid, run_temperatures(grid))
+    np.testing.assert_array_equal(preds.reference, arm.reference)  # never the 1-vote subsample
+    assert set(preds.probs) >= {"human/sampled", "human/human"}
+    # the difficulty strata are the full distribution's entropy tertiles, not the subsample's (all 0)
+    assert preds.strata["hard"].sum() > 0 and preds.strata["easy"].sum() > 0
