@@ -856,8 +856,8 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
     Parameters used: ``arms, pool_size, mnist_pool_size, synthetic_items, synthetic_mode_shift,
     folds, run_folds, seeds, epochs, model, hidden, batch_size, lr, teacher_epochs,
     teacher_train_items, n_teachers, generator_epochs, generator_train_items, disjoint_size,
-    calibration_fraction, conditions, record_dynamics`` (0 means "all" for the sizes; an empty
-    ``conditions`` list means the default 11).
+    calibration_fraction, conditions, record_dynamics, votes_per_item, annotated_fraction`` (0 means
+    "all" for the sizes and for ``votes_per_item``; an empty ``conditions`` list means the default 11).
     """
     from softlab.models import ModelConfig
     from softlab.train import TrainConfig
@@ -895,12 +895,22 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
         conditions=conditions,
         run_folds=int(p.get("run_folds", 0)),
     )
+    budget: dict[str, Any] = {  # annotation budgets apply to arms with votes (not the generator reference)
+        "votes_per_item": int(p.get("votes_per_item", 0)),
+        "annotated_fraction": float(p.get("annotated_fraction", 1.0)),
+    }
     arms = {
-        a: ArmConfig(a, pool_size=pools[a], synthetic=synthetic if a == "synthetic-mnist" else {}, **common)
+        a: ArmConfig(
+            a,
+            pool_size=pools[a],
+            synthetic=synthetic if a == "synthetic-mnist" else {},
+            **common,
+            **({} if a == "synthetic-mnist" else budget),
+        )
         for a in p["arms"]
     }
     for name, spec in (p.get("votes") or {}).items():
-        arms[str(name)] = votes_arm_config(str(name), spec, common, pool_size=int(p["mnist_pool_size"]))
+        arms[str(name)] = votes_arm_config(str(name), spec, {**common, **budget}, pool_size=int(p["mnist_pool_size"]))
     train = TrainConfig(
         ModelConfig(kind=p["model"], hidden=int(p["hidden"])),
         epochs=int(p["epochs"]),

@@ -202,6 +202,10 @@ RULES: dict[str, Rule] = {
     "run_folds": integer(0, note="0 = all folds; at most folds"),
     "conditions": subset_of(_known_conditions, non_empty=False),
     "votes": Rule("dict", note="arm name -> votes table"),
+    # annotation budgets and the robustness grid (softlab.budgets, softlab.robustness)
+    "votes_per_item": integer(0, note="0 = all votes of every item"),
+    "annotated_fraction": number(0, 1, low_open=True),
+    "robustness": Rule("dict", note="the robustness grid: models, epochs, lr, hidden, votes_per_item, ..."),
 }
 
 
