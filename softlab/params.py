@@ -164,6 +164,12 @@ def _known_arms() -> tuple[str, ...]:
     return tuple(ARMS)
 
 
+def _resample_sources() -> tuple[str, ...]:
+    from softlab.experiment import RESAMPLE_SOURCES
+
+    return tuple(RESAMPLE_SOURCES)
+
+
 def _known_conditions() -> tuple[str, ...]:
     import softlab.labels
 
@@ -206,6 +212,7 @@ RULES: dict[str, Rule] = {
     "votes_per_item": integer(0, note="0 = all votes of every item"),
     "annotated_fraction": number(0, 1, low_open=True),
     "robustness": Rule("dict", note="the robustness grid: models, epochs, lr, hidden, votes_per_item, ..."),
+    "resample": subset_of(_resample_sources, non_empty=True),  # 'init' required: configs_from_params
 }
 
 

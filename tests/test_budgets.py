@@ -217,33 +217,33 @@ def test_epoch_labels_are_checked():
 
 
 def _toy_arm(**budget):
-    """A small hand-made arm (no data files): 160 items, 4 classes, 25 votes each, 2 folds."""
-    import pandas as pd
-
-    from softlab.data import soft_labels
-    from softlab.experiment import Arm, ArmConfig, calibration_split, stratified_folds
+    """A small hand-made arm (no data files): 160 items, 4 classes, 25 votes each, 2 folds; a
+    seed re-draws the split (the protocol's default), no teacher conditions."""
+    from softlab.data import mode_shifted, soft_labels
+    from softlab.experiment import Arm, ArmConfig, TeacherSource, draw_split
 
     conditions = ("original/hard", "human/hard", "human/smooth", "human/human", "human/sampled")
-    cfg = ArmConfig("fashion-mnist", folds=2, n_teachers=1, conditions=conditions, **budget)
+    cfg = ArmConfig("fashion-mnist", folds=2, conditions=conditions, **budget)
     x, official, counts = _tiny_task(n=160)
-    rng = np.random.default_rng(3)
+    official = official.astype(np.int64)
     annotated = np.arange(len(official))
-    folds = stratified_folds(official, 2, 0)
-    calibration = {f: calibration_split(official, annotated, np.flatnonzero(folds != f), 0.1, 7 + f) for f in range(2)}
+    reference = soft_labels(counts.astype(np.float64))
+    groups = np.where(mode_shifted(reference, official), 0, 1)
+    split = draw_split(official, annotated, groups, cfg, cfg.pool_seed)
     return Arm(
         cfg,
         x,
-        official.astype(np.int64),
+        official,
         annotated,
         annotated,
-        soft_labels(counts.astype(np.float64)),
+        reference,
         "human",
-        folds,
-        calibration,
-        rng.dirichlet(np.ones(4), (1, len(official))).astype(np.float32),
-        pd.DataFrame(),
+        split.folds,
+        split.calibration,
+        groups,
+        TeacherSource("fashion-mnist", np.arange(0), annotated, None),
         x[:30],
-        official[:30].astype(np.int64),
+        official[:30],
         ("a", "b", "c", "d"),
         counts=counts.astype(np.float64),
     )
@@ -252,8 +252,8 @@ def _toy_arm(**budget):
 def test_budgeted_training_targets_come_from_the_seeds_own_k_vote_subsample():
     arm = _toy_arm(votes_per_item=3)
     counts = arm.counts.astype(np.int64)
-    train = arm.train_positions(0)
     for seed in (0, 1):
+        train = arm.train_positions(0, seed)
         votes = arm.budget_votes(seed)
         assert (votes <= counts).all() and (votes.sum(1) == 3).all()
         np.testing.assert_allclose(arm.targets("human/human", seed, 0)[train], votes[train] / 3, atol=1e-6)
@@ -270,7 +270,7 @@ def test_fitted_smoothing_follows_the_subsample():
 
 def test_annotated_fraction_leaves_the_rest_with_official_hard_targets():
     arm = _toy_arm(annotated_fraction=0.25)
-    train = arm.train_positions(0)
+    train = arm.train_positions(0, 0)
     kept = arm.budget_annotated(0)
     t = arm.targets("human/human", 0, 0)
     hard = np.eye(4, dtype=np.float32)[arm.official]
@@ -284,7 +284,7 @@ def test_annotated_fraction_leaves_the_rest_with_official_hard_targets():
 
 def test_sampled_epoch_labels_are_votes_of_the_items_own_subsample():
     arm = _toy_arm(votes_per_item=2)
-    train = arm.train_positions(1)
+    train = arm.train_positions(1, 1)
     labels = arm.epoch_labels(1, 1, 50)
     votes = arm.budget_votes(1)
     assert (votes[np.broadcast_to(train, (50, len(train))), labels[:, train]] > 0).all()

@@ -33,15 +33,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     """A tiny MNIST teacher in a private cache, with a record of the data its training loop saw."""
     folder = tmp_path_factory.mktemp("teachers")
     seen: dict[str, torch.Tensor] = {}
-    real = teachers._train
+    real = teachers.train_members
 
-    def spy(x, y, cfg, progress=False):
-        seen["x"], seen["y"] = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
-        return real(x, y, cfg, progress)
+    def spy(x, members, cfg, **kwargs):
+        (member,) = members
+        idx = member.train_idx
+        seen["x"] = torch.from_numpy(x[idx].copy())
+        seen["y"] = torch.from_numpy(member.targets[idx].argmax(axis=1))
+        assert np.array_equal(member.targets[idx].max(axis=1), np.ones(len(idx), dtype=np.float32))  # one-hot
+        return real(x, members, cfg, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOFTLAB_CACHE_DIR", str(folder))
-        mp.setattr(teachers, "_train", spy)
+        mp.setattr(teachers, "train_members", spy)
         teacher = train_teacher("mnist", TINY)
         probs = teacher_probs("mnist", "test", TINY)
     return folder, teacher, probs, seen
@@ -59,7 +63,7 @@ def _forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("the teacher was retrained although it is cached")
 
-    monkeypatch.setattr(teachers, "_train", boom)
+    monkeypatch.setattr(teachers, "train_members", boom)
 
 
 def test_probs_on_the_pool_are_distributions_in_item_order(trained) -> None:
@@ -218,3 +222,31 @@ def test_synthetic_source_validation() -> None:
         synthetic_probs("mnist", source="smooth")
     with pytest.raises(ValueError, match="dataset"):
         synthetic_probs("fashion-mnist", source="cleanlab-cv")
+
+
+def test_teachers_trained_together_equal_teachers_trained_alone(use_cache, tmp_path, monkeypatch) -> None:
+    """``train_teachers`` trains the missing teachers of several seeds in one batched call; each is
+    the teacher it would have been alone (same weights), is cached, and a second call trains nothing."""
+    from softlab.teachers import train_teachers
+
+    cfgs = [TeacherConfig.tiny(seed=s, n_train=1000) for s in (3, 4)]
+    use_cache(tmp_path / "alone")
+    alone = [train_teacher("mnist", c) for c in cfgs]
+    use_cache(tmp_path / "together")
+    calls: list[int] = []
+    real = teachers.train_members
+
+    def count(x, members, cfg, **kwargs):
+        calls.append(len(members))
+        return real(x, members, cfg, **kwargs)
+
+    monkeypatch.setattr(teachers, "train_members", count)
+    together = train_teachers(cfgs + [cfgs[0]])  # a repeated configuration is trained once
+    assert calls == [2] and len(together) == 3
+    images = load_images("mnist", "test").images[:200]
+    for a, b in zip(alone, together):
+        assert np.array_equal(a.train_indices, b.train_indices)
+        np.testing.assert_allclose(a.logits(images), b.logits(images), atol=1e-5)
+    assert not np.allclose(together[0].logits(images), together[1].logits(images))
+    _forbid_training(monkeypatch)
+    assert all(t.from_cache for t in train_teachers(cfgs))
