@@ -35,7 +35,8 @@ DELIVERY_STYLE: dict[str, dict[str, str]] = {
     "soft": {"color": "#1f77b4", "marker": "o"},
     "sampled": {"color": "#ff7f0e", "marker": "s"},
 }
-_SETTINGS = ("model", "epochs", "lr", "hidden")
+_SETTINGS = ("model", "epochs", "lr", "hidden", "votes_per_item", "annotated_fraction", "delivery")
+_SETTING_LABELS = ("model", "epochs", "lr", "width", "votes k", "fraction f", "delivery")
 
 
 def _effect(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -48,18 +49,29 @@ def _effect(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
+def _setting_text(setting: str, value: object) -> str:
+    if setting == "votes_per_item":
+        return "all" if value == 0 else str(value)
+    if setting == "annotated_fraction":
+        return f"{float(value):.0%}"  # type: ignore[arg-type]
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def plot_specification_curve(
-    table: pd.DataFrame, arm: str = "fashion-mnist", tests: Sequence[str] | None = None
+    table: pd.DataFrame,
+    arm: str = "fashion-mnist",
+    tests: Sequence[str] | None = None,
+    families: Sequence[str] = ("default", "specification", "budget"),
 ) -> Figure:
-    """One column per primary test: the default and specification cells sorted by relative effect
-    (percent, with its 95% interval), the marker's colour the cell's verdict, the default cell
-    ringed; below, a strip with each cell's model, epochs, learning rate and width (bold where it
-    differs from the default cell)."""
-    rows = table[(table["arm"] == arm) & table["family"].isin(["default", "specification"])]
+    """One column per primary test: the cells of ``families`` sorted by relative effect (percent,
+    with its 95% interval), the marker's colour the cell's verdict, the default cell ringed; below,
+    a strip with each cell's settings (model, epochs, learning rate, width, votes per item,
+    annotated fraction, delivery), in bold black where they differ from the default cell, grey where equal."""
+    rows = table[(table["arm"] == arm) & table["family"].isin(list(families))]
     names = list(dict.fromkeys(rows["test"])) if tests is None else list(tests)
     n = max(len(names), 1)
-    fig = Figure(figsize=(3.6 * n, 4.4), layout="constrained")
-    grid = fig.add_gridspec(2, n, height_ratios=(3, 1.3))
+    fig = Figure(figsize=(3.6 * n, 5.2), layout="constrained")
+    grid = fig.add_gridspec(2, n, height_ratios=(3, 2))
     default = rows[rows["family"] == "default"]
     base = default.iloc[0] if len(default) else None
     for j, test in enumerate(names):
@@ -80,11 +92,18 @@ def plot_specification_curve(
         for k, setting in enumerate(_SETTINGS):
             for i, r in enumerate(part.to_dict("records")):
                 differs = base is not None and r[setting] != base[setting]
-                label = f"{r[setting]:g}" if isinstance(r[setting], float) else str(r[setting])
                 strip.text(
-                    x[i], k, label, ha="center", va="center", fontsize=7, fontweight="bold" if differs else "normal"
+                    x[i],
+                    k,
+                    _setting_text(setting, r[setting]),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    fontweight="bold" if differs else "normal",
+                    color="black" if differs else "0.55",
                 )
-        strip.set_yticks(range(len(_SETTINGS)), _SETTINGS if j == 0 else [""] * len(_SETTINGS), fontsize=7)
+        labels = _SETTING_LABELS if j == 0 else [""] * len(_SETTINGS)
+        strip.set_yticks(range(len(_SETTINGS)), labels, fontsize=7)
         strip.set_ylim(len(_SETTINGS) - 0.5, -0.5)
         strip.set_xlim(-0.6, max(len(part) - 0.4, 0.4))
         strip.set_xticks([])

@@ -497,7 +497,7 @@ def findings_sentence(table: pd.DataFrame) -> str:
         }
     )
     if n_spec == 0:
-        head = "No specification cell was run"
+        head = "This slice of the grid varies no model setting (the `robustness` parameter set does)"
     elif not changed:
         head = f"Every default primary verdict holds in all {n_spec} specification cells"
     else:
