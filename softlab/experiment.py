@@ -638,28 +638,37 @@ class Arm:
             self.prepare_own_data_teachers([seed])
         return self._memo["own-data"][(seed, fold)]
 
-    def own_data_accuracy(self, seeds: Sequence[int]) -> pd.DataFrame:
-        """Per (seed, fold): accuracy of the own-data teachers' cross-fitted predictions on the
-        run's training items (official label; reference mode on the labelled ones)."""
+    def teacher_accuracies(self, seeds: Sequence[int]) -> pd.DataFrame:
+        """Both teachers of every run (seed, fold), side by side, on the run's own training items
+        (the items whose targets they make): the big teacher (trained on the disjoint split) and
+        the own-data teachers (cross-fitted on the run's training items). One row per (seed, fold,
+        teacher): ``teacher`` (``big``/``own-data``), ``training images`` (per teacher),
+        ``accuracy (official)`` and ``accuracy on labelled items (reference mode)``."""
         rows = []
         for seed in seeds:
             for fold in self.config.folds_to_run():
                 train = self.train_positions(fold, seed)
-                probs = self.own_data_probs(seed, fold)
                 ann = np.isin(train, self.annotated)
-                ref = self.reference[np.searchsorted(self.annotated, train[ann])]
-                rows.append(
-                    {
-                        "arm": self.name,
-                        "seed": int(seed),
-                        "fold": int(fold),
-                        "training images": int(len(train) * (OWN_DATA_PARTS - 1) / OWN_DATA_PARTS),
-                        "accuracy (official)": float((probs.argmax(1) == self.official[train]).mean()),
-                        "accuracy on labelled items (reference mode)": float(
-                            (probs[ann].argmax(1) == ref.argmax(1)).mean()
-                        ),
-                    }
-                )
+                ref_mode = self.reference[np.searchsorted(self.annotated, train[ann])].argmax(1)
+                big = self.teacher_probs_of(seed)[train]  # prepares the teacher if needed
+                big_n = int(self._memo["teachers"][self.teacher_of(seed)][1])
+                for name, probs, n_train in (
+                    ("big", big, big_n),
+                    ("own-data", self.own_data_probs(seed, fold), len(train) * (OWN_DATA_PARTS - 1) // OWN_DATA_PARTS),
+                ):
+                    rows.append(
+                        {
+                            "arm": self.name,
+                            "seed": int(seed),
+                            "fold": int(fold),
+                            "teacher": name,
+                            "training images": int(n_train),
+                            "accuracy (official)": float((probs.argmax(1) == self.official[train]).mean()),
+                            "accuracy on labelled items (reference mode)": float(
+                                (probs[ann].argmax(1) == ref_mode).mean()
+                            ),
+                        }
+                    )
         return pd.DataFrame(rows)
 
     def prepare_seeds(self, seeds: Sequence[int], progress: bool = False) -> None:
@@ -1522,3 +1531,49 @@ def variance_decomposition(
                 )
                 previous = v
     return pd.DataFrame(rows)
+
+
+def stability_summary(
+    preds: Any,
+    condition: str = "human/human",
+    comparator: str = "human/synthetic",
+    metric: str = "accuracy",
+    stratum: str = "all",
+    target_ratio: float = 0.85,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Claim 2 on a many-seed pool (the ``stability`` set), in one row for chapter 4: seeds, the
+    across-seed SD of ``metric`` under both conditions, their variance ratio with the
+    Pitman–Morgan interval and p-value, the measured between-seed correlation ``rho``, the smallest
+    ratio detectable with 80% power at this seed count, and the seeds the test would need for
+    ``target_ratio`` at the measured ``rho`` (``softlab.inference.seeds_for_power``)."""
+    from softlab.inference import pitman_morgan, seeds_for_power, variance_ratio_mde
+
+    x = per_seed_metric(preds, condition, metric, stratum)
+    y = per_seed_metric(preds, comparator, metric, stratum)
+    pm = pitman_morgan(x, y, confidence)
+    rho = float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 else float("nan")
+    needed = seeds_for_power(target_ratio, rho) if np.isfinite(rho) and abs(rho) < 1 else -1
+    return pd.DataFrame(
+        [
+            {
+                "arm": preds.arm,
+                "condition": condition,
+                "comparator": comparator,
+                "metric": metric,
+                "stratum": stratum,
+                "seeds": len(x),
+                "mean_condition": float(np.mean(x)),
+                "mean_comparator": float(np.mean(y)),
+                "sd_condition": float(np.std(x, ddof=1)),
+                "sd_comparator": float(np.std(y, ddof=1)),
+                "variance_ratio": pm.ratio,
+                "ci_low": pm.ci_low,
+                "ci_high": pm.ci_high,
+                "p_value": pm.p_value,
+                "rho": rho,
+                "mde_ratio": variance_ratio_mde(len(x), rho) if np.isfinite(rho) else float("nan"),
+                "seeds_for_power": int(needed),
+            }
+        ]
+    )

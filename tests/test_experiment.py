@@ -586,3 +586,63 @@ def test_variance_decomposition_figure_draws_one_bar_per_quantity():
     assert len(widths) == 9 and all(w >= 0 for w in widths)
     colours = {p.get_facecolor()[:3] for p in ax.patches}
     assert len(colours) == len(SOURCE_COLOURS)
+
+
+def test_teacher_accuracy_table_puts_both_teachers_of_a_run_side_by_side(fashion):
+    table = fashion.teacher_accuracies([0])
+    assert len(table) == 2 * fashion.config.folds and set(table["teacher"]) == {"big", "own-data"}
+    for fold in range(fashion.config.folds):
+        train = fashion.train_positions(fold, 0)
+        row = table[(table["fold"] == fold) & (table["teacher"] == "big")].iloc[0]
+        expected = (fashion.teacher_probs_of(0)[train].argmax(1) == fashion.official[train]).mean()
+        assert row["accuracy (official)"] == pytest.approx(expected)
+        own = table[(table["fold"] == fold) & (table["teacher"] == "own-data")].iloc[0]
+        assert own["training images"] < row["training images"]  # the big teacher saw far more data
+        assert 0.1 < own["accuracy (official)"] <= 1.0
+
+
+def test_resample_parameter_rule_names_the_parameter():
+    from softlab.params import ParameterError, check_ranges
+
+    check_ranges({"resample": ["init", "split"]})
+    with pytest.raises(ParameterError, match=r"parameter 'resample': .*unknown \['teachers'\]"):
+        check_ranges({"resample": ["init", "teachers"]})
+    with pytest.raises(ValueError, match="including 'init'"):
+        configs_from_params({**load_params("smoke"), "resample": ["split"]})
+    arms, _, _ = configs_from_params({**load_params("smoke"), "resample": ["init"]})
+    assert all(c.resample == ("init",) for c in arms.values())
+
+
+def test_stability_summary_matches_an_independent_variance_ratio():
+    from softlab.experiment import stability_summary
+    from softlab.inference import seeds_for_power
+
+    hh, hs = [10, 11, 10, 12, 9, 11, 10, 10], [8, 13, 9, 14, 7, 12, 10, 11]
+    preds = _predictions_with_accuracies(hh)
+    other = _predictions_with_accuracies(hs)
+    preds.probs["human/synthetic"] = other.probs["human/human"]
+    row = stability_summary(preds).iloc[0]
+    x, y = np.array(hh) / 20, np.array(hs) / 20
+    assert row["variance_ratio"] == pytest.approx(x.var(ddof=1) / y.var(ddof=1))
+    assert row["rho"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert row["ci_low"] < row["variance_ratio"] < row["ci_high"] and row["seeds"] == 8
+    assert row["seeds_for_power"] == seeds_for_power(0.85, row["rho"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_every_seeds_split_partitions_the_pool_like_the_reference_split(mnist_arm, seed):
+    """Whatever the seed: held-out folds partition the pool, each fold's training, calibration and
+    held-out items are disjoint and cover it, fold sizes and the annotated items' spread match the
+    reference split's (±1), and the calibration share is the configured one."""
+    arm, k = mnist_arm, mnist_arm.config.folds
+    folds = arm.folds_of(seed)
+    sizes, ref_sizes = np.bincount(folds, minlength=k), np.bincount(arm.folds, minlength=k)
+    assert sizes.max() - sizes.min() <= 1 and sorted(sizes) == sorted(ref_sizes)
+    per_fold = np.bincount(folds[arm.annotated], minlength=k)
+    assert per_fold.max() - per_fold.min() <= 1
+    for fold in range(k):
+        train, cal = arm.train_positions(fold, seed), arm.calibration_positions(fold, seed)
+        held = arm.heldout_positions(fold, seed)
+        assert len(np.union1d(np.union1d(train, cal), held)) == len(train) + len(cal) + len(held) == arm.n_items
+        assert abs(len(cal) / (len(cal) + len(train)) - arm.config.calibration_fraction) < 0.02
