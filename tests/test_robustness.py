@@ -224,3 +224,10 @@ def test_cells_are_named_by_their_settings():
     }
     assert "mlp e6 lr0.001 h128 k=3 f=0.25 sampled" in names
     assert replace(c, name="x").settings() == c.settings()
+
+
+def test_robustness_set_is_the_default_set_plus_the_full_grid():
+    """The grid is centred on the book's own settings: the two sets differ only in name and grid."""
+    default, full = load_params("default"), load_params("robustness")
+    drop = ("params_name", "robustness")
+    assert {k: v for k, v in full.items() if k not in drop} == {k: v for k, v in default.items() if k not in drop}
