@@ -125,8 +125,9 @@ REFERENCE_NAME = {
 #: own-data teacher at the human mode.
 DEFAULT_CONDITIONS: tuple[str, ...] = CONDITIONS + ("human/smooth-mass", "human/synthetic-own-data")
 #: Bumped whenever the protocol changes what a run trains on (it enters every run's cache key).
-#: 3: a seed re-draws split and teacher (``resample``); own-data teachers.
-PROTOCOL_VERSION = 3
+#: 3: a seed re-draws split and teacher (``resample``); own-data teachers. 4: the largest-remainder
+#: stratified subsample (:func:`stratified_subsample`; pools and calibration splits change).
+PROTOCOL_VERSION = 4
 #: What a seed may re-draw (``ArmConfig.resample``); ``init`` is always re-drawn.
 RESAMPLE_SOURCES: tuple[str, ...] = ("init", "split", "teacher")
 #: The nested designs of the variance decomposition, smallest first.
@@ -311,20 +312,26 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int, groups: np.ndarray |
 def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Sorted positions of a seeded subsample of ``size`` items, proportional per class.
 
-    Within each class, items get a seeded random rank ``r``; an item's score is
-    ``(r + ½) / n_class`` and the ``size`` lowest scores are kept (equal scores in random order),
-    so each class contributes ``size · n_class / N`` items to within one. ``size`` 0 keeps
-    everything.
+    Class ``c`` (``n_c`` of ``N`` items) gets ``⌊size · n_c / N⌋`` items plus one more for the
+    classes with the largest remainders (equal remainders in seeded random order) — the
+    largest-remainder rule, so each class contributes ``size · n_c / N`` items to within one —
+    and its items are a seeded random choice among its own. ``size`` 0 keeps everything.
     """
     if size <= 0 or size >= len(labels):
         return np.arange(len(labels))
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    score = np.empty(len(labels))
-    for c in np.unique(labels):
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = size * counts / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    left = size - int(take.sum())
+    order = np.lexsort((rng.random(len(classes)), -(quota - take)))
+    take[order[:left]] += 1
+    out = []
+    for c, k in zip(classes, take):
         idx = np.flatnonzero(labels == c)
-        score[idx] = (rng.permutation(len(idx)) + 0.5) / len(idx)
-    order = np.lexsort((rng.random(len(labels)), score))
-    return np.sort(order[:size])
+        out.append(idx[rng.permutation(len(idx))[:k]])
+    return np.sort(np.concatenate(out)).astype(np.int64)
 
 
 def calibration_split(

@@ -82,13 +82,59 @@ from softlab.validation import (
 Floats = NDArray[np.float64]
 
 MODES: tuple[str, ...] = ("original", "human")
-SHAPES: tuple[str, ...] = ("hard", "smooth", "synthetic", "human-shuffled", "human")
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """One label shape, in one line each: how its target is built (``target``), what is fitted on
+    the training items of a fold (``fitted``, empty: nothing), which input of
+    :func:`build_conditions` it needs besides the human labels (``needs``), and whether it is one of
+    the canonical grid's shapes (``canonical``) or a comparison-only extra."""
+
+    name: str
+    target: str
+    fitted: str = ""
+    needs: str = ""
+    canonical: bool = True
+
+
+#: The table of label shapes: the shape tuples below are read from it.
+SHAPE_SPECS: tuple[ShapeSpec, ...] = (
+    ShapeSpec("hard", "one-hot"),
+    ShapeSpec("smooth", "(1 - eps) onehot + eps / C", "eps: entropy-matched to the mean human entropy"),
+    ShapeSpec(
+        "synthetic",
+        "the big teacher's probabilities tempered softmax(log t / T)",
+        "T: entropy-matched to the mean human entropy",
+        "teacher_probs",
+    ),
+    ShapeSpec(
+        "human-shuffled",
+        "human distributions permuted within official-label (original) or human-mode (human) groups",
+        "the permutation, per (seed, fold)",
+    ),
+    ShapeSpec("human", "the item's own human distribution"),
+    ShapeSpec(
+        "smooth-mass",
+        "(1 - eps) onehot + eps / C",
+        "eps: mass-matched to the mean human off-mode mass",
+        canonical=False,
+    ),
+    ShapeSpec(
+        "synthetic-own-data",
+        "cross-fitted probabilities of teachers trained on the student's own training items, tempered",
+        "T: entropy-matched to the mean human entropy",
+        "own_teacher_probs",
+        canonical=False,
+    ),
+)
+SHAPES: tuple[str, ...] = tuple(s.name for s in SHAPE_SPECS if s.canonical)
 #: The 10 canonical mode × shape conditions.
 CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in SHAPES)
-#: Shapes outside the canonical grid (comparison only): mass-matched label smoothing.
-EXTRA_SHAPES: tuple[str, ...] = ("smooth-mass", "synthetic-own-data")
+#: Shapes outside the canonical grid (comparison only): mass-matched label smoothing, the own-data teacher.
+EXTRA_SHAPES: tuple[str, ...] = tuple(s.name for s in SHAPE_SPECS if not s.canonical)
 #: Shapes made from teacher probabilities (each needs its own teacher input in :func:`build_conditions`).
-TEACHER_SHAPES: tuple[str, ...] = ("synthetic", "synthetic-own-data")
+TEACHER_SHAPES: tuple[str, ...] = tuple(s.name for s in SHAPE_SPECS if s.needs)
 EXTRA_CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in EXTRA_SHAPES)
 ALL_CONDITIONS: tuple[str, ...] = CONDITIONS + EXTRA_CONDITIONS
 #: Delivery conditions: not a target shape but a way of feeding the human votes. ``human/sampled``

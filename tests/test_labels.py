@@ -478,3 +478,18 @@ def test_own_data_shape_tempers_its_own_teacher_with_an_independently_fitted_tem
     assert lc.summary().loc["human/synthetic-own-data", "parameter"] == lc.fitted["own_data_temperature"]
     with pytest.raises(ValueError, match=r"own_teacher_probs: required for the 'synthetic-own-data' shape"):
         build_conditions(official, items, counts, big, conditions="human/synthetic-own-data")
+
+
+def test_shape_table_is_the_one_source_of_the_shape_names_and_their_inputs():
+    assert L.SHAPES == ("hard", "smooth", "synthetic", "human-shuffled", "human")
+    assert L.EXTRA_SHAPES == ("smooth-mass", "synthetic-own-data")
+    official, items = np.array([0, 1, 2, 1]), np.array([0, 1, 3])
+    counts = np.array([[3, 1, 0], [0, 2, 2], [1, 1, 2]])
+    probs = np.full((4, 3), 1 / 3)
+    for spec in L.SHAPE_SPECS:
+        cond = f"human/{spec.name}"
+        if spec.needs:  # the named input is required, and enough
+            with pytest.raises(ValueError, match=spec.needs):
+                build_conditions(official, items, counts, conditions=cond)
+        lc = build_conditions(official, items, counts, conditions=cond, **({spec.needs: probs} if spec.needs else {}))
+        assert lc.target(cond).shape == (4, 3)
