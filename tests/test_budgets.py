@@ -330,3 +330,27 @@ def test_heldout_evaluation_uses_the_full_distribution_whatever_the_budget(tmp_p
     assert set(preds.probs) >= {"human/sampled", "human/human"}
     # the difficulty strata are the full distribution's entropy tertiles, not the subsample's (all 0)
     assert preds.strata["hard"].sum() > 0 and preds.strata["easy"].sum() > 0
+
+
+def test_sampled_members_train_alike_on_a_dask_worker():
+    """``Member.epoch_labels`` travels to a Dask worker (every Member field does): the worker
+    trains the sampled member bit for bit as this process does at the same thread count."""
+    pytest.importorskip("distributed")
+    from softlab import train as T
+    from softlab.distributed import open_executor
+    from softlab.runtime import torch_threads
+
+    x, _, counts = _tiny_task()
+    soft = (counts / counts.sum(1, keepdims=True)).astype(np.float32)
+    members = [
+        T.Member(0, soft, np.arange(160), "sampled", epoch_labels=sampled_vote_labels(counts, 3, 1)),
+        T.Member(0, soft, np.arange(160), "soft"),
+    ]
+    cfg = _cfg()
+    with torch_threads(1):
+        reference = T.train_members(x, members, cfg, {"x": x}, progress=False)
+    with open_executor("local:1") as ex:
+        got = {i: r for positions, results in ex.train(x, members, cfg, {"x": x}) for i, r in zip(positions, results)}
+    for i, ref in enumerate(reference):
+        np.testing.assert_array_equal(got[i].eval_probs["x"], ref.eval_probs["x"])
+    assert np.abs(got[0].eval_probs["x"] - got[1].eval_probs["x"]).max() > 1e-4
