@@ -87,6 +87,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from softlab.budgets import (
+    BUDGETS_VERSION,
+    annotated_mask,
+    check_annotated_fraction,
+    check_votes_per_item,
+    sampled_vote_labels,
+    subsample_votes,
+)
 from softlab.data import entropy, load_cifar10h, load_human, load_images, soft_labels
 from softlab.data.human import HumanLabels
 from softlab.generator import (
@@ -96,7 +104,7 @@ from softlab.generator import (
     official_with_mode_shifts,
 )
 from softlab.io import atomic_save_npz, config_key, load_npz
-from softlab.labels import CONDITIONS, LabelConditions, build_conditions, parse_condition
+from softlab.labels import CONDITIONS, DELIVERY_CONDITIONS, LabelConditions, build_conditions, parse_condition
 
 if TYPE_CHECKING:  # pragma: no cover  (torch-side modules are imported where they are used)
     from softlab.teachers import TeacherConfig
@@ -161,6 +169,9 @@ class ArmConfig:
     votes: str = ""
     images: str = ""
     resample: tuple[str, ...] = RESAMPLE_SOURCES
+    # annotation budgets (softlab.budgets): both decide what a run trains on, so they enter its key
+    votes_per_item: int = 0  # 0 = all votes; else k votes per annotated item, drawn afresh per seed
+    annotated_fraction: float = 1.0  # share of annotated items that keep their votes; the rest original/hard
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resample", check_resample(self.resample))
@@ -205,6 +216,19 @@ class ArmConfig:
             raise ValueError("conditions: expected at least one condition")
         for c in self.conditions:
             parse_condition(c)
+        check_votes_per_item(self.votes_per_item or None)
+        check_annotated_fraction(self.annotated_fraction)
+        needs_votes = self.votes_per_item > 0 or any(c in DELIVERY_CONDITIONS for c in self.conditions)
+        if needs_votes and self.dataset == "synthetic-mnist":
+            raise ValueError(
+                "votes_per_item / human/sampled: the synthetic-mnist arm's reference is the generator's "
+                "distribution, not votes; use them on an arm with vote counts (fashion-mnist, cifar10, votes)"
+            )
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether an annotation budget applies (fewer votes per item, or fewer annotated items)."""
+        return self.votes_per_item > 0 or self.annotated_fraction < 1.0
 
     def folds_to_run(self) -> list[int]:
         return list(range(self.run_folds or self.folds))
@@ -235,6 +259,12 @@ class ArmConfig:
             d.pop("mturk_neither")
         if "teacher" in self.resample:
             d.pop("n_teachers")  # one teacher per seed
+        if not self.votes_per_item:  # the default (all votes) keeps every earlier run's key
+            d.pop("votes_per_item")
+        if self.annotated_fraction == 1.0:
+            d.pop("annotated_fraction")
+        if self.budgeted:
+            d["budgets_version"] = BUDGETS_VERSION
         return d
 
     def resamples(self, source: str) -> bool:
@@ -392,6 +422,7 @@ class Arm:
     disjoint_images: np.ndarray
     disjoint_labels: np.ndarray
     classes: tuple[str, ...]
+    counts: np.ndarray | None = None  # (n, C) vote counts of the annotated items (None: a generator reference)
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     # --------------------------------------------------------------- positions
@@ -671,20 +702,85 @@ class Arm:
         out[has] = ref[has]
         return out
 
+    # --------------------------------------------------------------- annotation budgets
+    def _vote_counts(self) -> np.ndarray:
+        if self.counts is None:
+            raise ValueError(
+                f"arm {self.name!r}: its reference is a {self.reference_name} distribution, not votes; "
+                "votes_per_item and human/sampled need vote counts"
+            )
+        return self.counts
+
+    def budget_votes(self, seed: int) -> np.ndarray:
+        """(n, C) int64 votes of the annotated items that seed ``seed``'s runs train on:
+        ``votes_per_item`` votes per item drawn without replacement from its counts (all of them
+        when it is 0, or when the item has fewer), a fresh draw per seed
+        (:func:`softlab.budgets.subsample_votes`). Evaluation never uses them: held-out items are
+        judged against the full :attr:`reference`."""
+        key = ("budget_votes", int(seed))
+        if key not in self._memo:
+            k = self.config.votes_per_item or None
+            self._memo[key] = subsample_votes(self._vote_counts(), k, [self.config.label_seed, int(seed)])
+        return self._memo[key]
+
+    def budget_annotated(self, seed: int) -> np.ndarray:
+        """(n,) bool: the annotated items whose votes seed ``seed``'s runs train on (a seeded,
+        official-label-stratified share ``annotated_fraction``; :func:`softlab.budgets.annotated_mask`);
+        the others train as if unannotated (``original/hard``)."""
+        key = ("budget_annotated", int(seed))
+        if key not in self._memo:
+            y = self.official[self.annotated]
+            self._memo[key] = annotated_mask(y, self.config.annotated_fraction, [self.config.label_seed, int(seed)])
+        return self._memo[key]
+
+    def training_reference(self, seed: int) -> np.ndarray:
+        """(n, C) reference distributions the training targets of seed ``seed`` are built from:
+        the normalised :meth:`budget_votes` when ``votes_per_item`` is set, else :attr:`reference`."""
+        if not self.config.votes_per_item:
+            return self.reference
+        return soft_labels(self.budget_votes(seed).astype(np.float64))
+
+    def epoch_labels(self, seed: int, fold: int, epochs: int) -> np.ndarray:
+        """(epochs, N) int64 classes of the ``human/sampled`` run (seed, fold): every epoch, each
+        annotated training item (within the budget) gets one vote drawn from its own
+        :meth:`budget_votes`; every other row keeps its official label."""
+        train = self.train_positions(fold, seed)
+        ann_in_train = np.flatnonzero(np.isin(train, self.annotated))
+        at = np.searchsorted(self.annotated, train[ann_in_train])
+        keep = self.budget_annotated(seed)[at]
+        out = np.broadcast_to(self.official, (int(epochs), self.n_items)).copy()
+        votes = self.budget_votes(seed)[at[keep]]
+        out[:, train[ann_in_train[keep]]] = sampled_vote_labels(
+            votes, epochs, [self.config.label_seed, int(seed), int(fold)]
+        )
+        return out
+
     # --------------------------------------------------------------- fold-clean conditions
     def _fold_labels(
-        self, seed: int, fold: int, conditions: tuple[str, ...], teacher: str | None, shuffle_seed: int
+        self,
+        seed: int,
+        fold: int,
+        conditions: tuple[str, ...],
+        teacher: str | None,
+        shuffle_seed: int,
+        budget_seed: int | None = None,
     ) -> LabelConditions:
         """Conditions of run (seed, fold); ``teacher``: None, ``"big"`` or ``"own-data"``. The
-        memo is keyed by what decides the targets (the split, the teacher, the shuffle), so
-        seeds that share them share one object."""
+        memo is keyed by what decides the targets (the split, the teacher, the shuffle, the
+        budget's draw), so seeds that share them share one object."""
         split_seed = self.split_seed(seed)
         teacher_key = {None: None, "big": ("big", self.teacher_of(seed)), "own-data": ("own", seed)}[teacher]
-        key = ("labels", split_seed, fold, conditions, teacher_key, shuffle_seed)
+        key = ("labels", split_seed, fold, conditions, teacher_key, shuffle_seed, budget_seed)
         if key not in self._memo:
             train = self.train_positions(fold, seed)
             ann_in_train = np.flatnonzero(np.isin(train, self.annotated))
-            ref = self.reference[np.searchsorted(self.annotated, train[ann_in_train])]
+            at = np.searchsorted(self.annotated, train[ann_in_train])
+            if budget_seed is None:
+                ref = self.reference[at]
+            else:  # the seed's budget: fewer votes per item, fewer annotated items (ε, T, shuffle follow)
+                keep = self.budget_annotated(budget_seed)[at]
+                ann_in_train, at = ann_in_train[keep], at[keep]
+                ref = self.training_reference(budget_seed)[at]
             tprobs = self.teacher_probs_of(seed)[train] if teacher == "big" else None
             own = self.own_data_probs(seed, fold) if teacher == "own-data" else None
             self._memo[key] = build_conditions(
@@ -702,17 +798,20 @@ class Arm:
     def fold_conditions(self, condition: str, seed: int, fold: int) -> LabelConditions:
         """The :class:`LabelConditions` (over the fold's training items, in
         :meth:`train_positions` order) that holds ``condition``'s targets for run (seed, fold).
-        Built from those items only; deterministic shapes are shared by all seeds with the same split."""
+        Built from those items only; deterministic shapes are shared by all seeds with the same split
+        (unless an annotation budget applies: then every seed has its own votes).
+        ``human/sampled``: the ``human/human`` targets (the mean of its per-epoch votes)."""
         mode, shape = parse_condition(condition)
+        budget = int(seed) if self.config.budgeted else None
         if shape == "human-shuffled":
             return self._fold_labels(
-                seed, fold, (f"{mode}/human-shuffled",), None, _sub_seed(self.config.label_seed, seed, fold)
+                seed, fold, (f"{mode}/human-shuffled",), None, _sub_seed(self.config.label_seed, seed, fold), budget
             )
         if shape == "synthetic":
-            return self._fold_labels(seed, fold, ("original/synthetic", "human/synthetic"), "big", 0)
+            return self._fold_labels(seed, fold, ("original/synthetic", "human/synthetic"), "big", 0, budget)
         if shape == "synthetic-own-data":
             return self._fold_labels(
-                seed, fold, ("original/synthetic-own-data", "human/synthetic-own-data"), "own-data", 0
+                seed, fold, ("original/synthetic-own-data", "human/synthetic-own-data"), "own-data", 0, budget
             )
         return self._fold_labels(
             seed,
@@ -729,6 +828,7 @@ class Arm:
             ),
             None,
             0,
+            budget,
         )
 
     def targets(self, condition: str, seed: int, fold: int) -> np.ndarray:
@@ -738,7 +838,8 @@ class Arm:
         key = ("targets", condition, id(lc))
         if key not in self._memo:
             full = np.eye(self.n_classes, dtype=np.float32)[self.official]
-            full[self.train_positions(fold, seed)] = lc.target(condition)
+            built = "human/human" if condition in DELIVERY_CONDITIONS else condition
+            full[self.train_positions(fold, seed)] = lc.target(built)
             full.setflags(write=False)
             self._memo[key] = (lc, full)  # lc kept alive with its id
         return self._memo[key][1]
@@ -871,6 +972,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False, seeds: Sequence[int] | N
         official = test.labels[pos].astype(np.int64)
         item_ids = pos.astype(np.int64)
         reference = soft_labels(counts)
+        vote_counts = counts if np.array_equal(counts, np.round(counts)) else None  # weighted votes: no budgets
         disjoint = load_images(image_ds, "train")
         dis = disjoint_sample(len(disjoint.labels), cfg.disjoint_size, cfg.pool_seed)
         source = TeacherSource(image_ds, dis, pos.astype(np.int64), None)
@@ -895,6 +997,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False, seeds: Sequence[int] | N
         _as_float(disjoint.images[dis]),
         disjoint.labels[dis].astype(np.int64),
         classes,
+        counts=None if ds == "synthetic-mnist" else vote_counts,
     )
     if seeds is None:
         seeds = [0] if cfg.resamples("teacher") else list(range(cfg.n_teachers))
@@ -969,6 +1072,7 @@ def member_key(
         "fold": int(fold),
         "protocol_version": PROTOCOL_VERSION,
         "training_dynamics": bool(training_dynamics and train_key.get("record_dynamics", True)),
+        **({"budgets_version": BUDGETS_VERSION} if condition in DELIVERY_CONDITIONS else {}),
     }
 
 
@@ -1085,9 +1189,9 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
     Parameters used: ``arms, pool_size, mnist_pool_size, synthetic_items, synthetic_mode_shift,
     folds, run_folds, seeds, epochs, model, hidden, batch_size, lr, teacher_epochs,
     teacher_train_items, n_teachers, generator_epochs, generator_train_items, disjoint_size,
-    calibration_fraction, conditions, record_dynamics, resample`` (0 means "all" for the sizes; an
-    empty ``conditions`` list means :data:`DEFAULT_CONDITIONS`; ``resample`` defaults to all of
-    :data:`RESAMPLE_SOURCES`).
+    calibration_fraction, conditions, record_dynamics, resample, votes_per_item, annotated_fraction``
+    (0 means "all" for the sizes and for ``votes_per_item``; an empty ``conditions`` list means
+    :data:`DEFAULT_CONDITIONS`; ``resample`` defaults to all of :data:`RESAMPLE_SOURCES`).
     """
     from softlab.models import ModelConfig
     from softlab.train import TrainConfig
@@ -1126,12 +1230,22 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
         run_folds=int(p.get("run_folds", 0)),
         resample=check_resample(p.get("resample", RESAMPLE_SOURCES)),
     )
+    budget: dict[str, Any] = {  # annotation budgets apply to arms with votes (not the generator reference)
+        "votes_per_item": int(p.get("votes_per_item", 0)),
+        "annotated_fraction": float(p.get("annotated_fraction", 1.0)),
+    }
     arms = {
-        a: ArmConfig(a, pool_size=pools[a], synthetic=synthetic if a == "synthetic-mnist" else {}, **common)
+        a: ArmConfig(
+            a,
+            pool_size=pools[a],
+            synthetic=synthetic if a == "synthetic-mnist" else {},
+            **common,
+            **({} if a == "synthetic-mnist" else budget),
+        )
         for a in p["arms"]
     }
     for name, spec in (p.get("votes") or {}).items():
-        arms[str(name)] = votes_arm_config(str(name), spec, common, pool_size=int(p["mnist_pool_size"]))
+        arms[str(name)] = votes_arm_config(str(name), spec, {**common, **budget}, pool_size=int(p["mnist_pool_size"]))
     train = TrainConfig(
         ModelConfig(kind=p["model"], hidden=int(p["hidden"])),
         epochs=int(p["epochs"]),
@@ -1183,12 +1297,18 @@ def votes_arm_config(name: str, spec: Any, common: Mapping[str, Any], pool_size:
     )
 
 
-def grid_members(arm: Arm, seeds: Sequence[int], record_dynamics: bool = True) -> tuple[pd.DataFrame, list[Any]]:
+def grid_members(
+    arm: Arm, seeds: Sequence[int], record_dynamics: bool = True, epochs: int = 0
+) -> tuple[pd.DataFrame, list[Any]]:
     """The paired grid: one member per (seed, fold, condition). Members of the same seed share
     initial weights and batch order (the trainer derives both from the seed alone). With
     ``record_dynamics`` False (the training configuration records none) no member records
-    training dynamics."""
+    training dynamics. ``epochs``: the training length, needed by ``human/sampled`` members
+    (one drawn vote per item per epoch, :meth:`Arm.epoch_labels`)."""
     from softlab.train import Member
+
+    if epochs < 1 and any(c in DELIVERY_CONDITIONS for c in arm.config.conditions):
+        raise ValueError("epochs: human/sampled members need the training length (one vote per item per epoch)")
 
     rows, members = [], []
     for seed in seeds:
@@ -1219,6 +1339,7 @@ def grid_members(arm: Arm, seeds: Sequence[int], record_dynamics: bool = True) -
                         meta=meta,
                         watch_idx=watch,
                         record_dynamics=record,
+                        epoch_labels=arm.epoch_labels(seed, fold, epochs) if cond in DELIVERY_CONDITIONS else None,
                     )
                 )
     return pd.DataFrame(rows), members
@@ -1239,7 +1360,7 @@ def run_arm(
     store = store if store is not None else RunStore()
     train_cfg = for_images(train_cfg, arm.images.shape[1:])
     arm.prepare_seeds(seeds, progress=progress)
-    runs, members = grid_members(arm, seeds, record_dynamics=train_cfg.record_dynamics)
+    runs, members = grid_members(arm, seeds, record_dynamics=train_cfg.record_dynamics, epochs=train_cfg.epochs)
     train_key = train_cfg.key_dict()
     configs = [
         member_key(arm.config, train_key, condition, seed, fold, dynamics)

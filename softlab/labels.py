@@ -137,6 +137,13 @@ EXTRA_SHAPES: tuple[str, ...] = tuple(s.name for s in SHAPE_SPECS if not s.canon
 TEACHER_SHAPES: tuple[str, ...] = tuple(s.name for s in SHAPE_SPECS if s.needs)
 EXTRA_CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in EXTRA_SHAPES)
 ALL_CONDITIONS: tuple[str, ...] = CONDITIONS + EXTRA_CONDITIONS
+#: Delivery conditions: not a target shape but a way of feeding the human votes. ``human/sampled``
+#: trains each epoch on one vote per item drawn from its votes (:mod:`softlab.budgets`); its fixed
+#: target (the mean of those one-hots) is ``human/human``. Built by the protocol, not by
+#: :func:`build_conditions`.
+DELIVERY_CONDITIONS: tuple[str, ...] = ("human/sampled",)
+#: Every condition a run can train on.
+TRAINABLE_CONDITIONS: tuple[str, ...] = ALL_CONDITIONS + DELIVERY_CONDITIONS
 
 #: Teacher probabilities are clipped below at this before taking the logarithm.
 TEACHER_FLOOR: float = 1e-12
@@ -150,10 +157,10 @@ HumanKind = Literal["auto", "counts", "distribution"]
 
 
 def parse_condition(name: str) -> tuple[str, str]:
-    """``"mode/shape"`` → ``(mode, shape)``; raises ValueError for names not in :data:`ALL_CONDITIONS`."""
-    if not isinstance(name, str) or name not in ALL_CONDITIONS:
+    """``"mode/shape"`` → ``(mode, shape)``; raises ValueError for names not in :data:`TRAINABLE_CONDITIONS`."""
+    if not isinstance(name, str) or name not in TRAINABLE_CONDITIONS:
         raise ValueError(
-            f"condition: unknown condition {name!r}; expected one of {list(ALL_CONDITIONS)} "
+            f"condition: unknown condition {name!r}; expected one of {list(TRAINABLE_CONDITIONS)} "
             f"(format 'mode/shape', mode in {list(MODES)}, shape in {list(SHAPES + EXTRA_SHAPES)})"
         )
     mode, shape = name.split("/", 1)
@@ -166,6 +173,11 @@ def _condition_list(conditions: str | Sequence[str]) -> tuple[str, ...]:
         raise ValueError("conditions: empty; expected at least one condition name")
     for name in names:
         parse_condition(name)
+        if name in DELIVERY_CONDITIONS:
+            raise ValueError(
+                f"conditions: {name!r} is a delivery of the human votes, built by the protocol "
+                "(softlab.experiment with softlab.budgets), not a target shape"
+            )
     dup = [n for k, n in enumerate(names) if n in names[:k]]
     if dup:
         raise ValueError(f"conditions: {dup[0]!r} is listed more than once")

@@ -201,7 +201,7 @@ def _resample_sources() -> tuple[str, ...]:
 def _known_conditions() -> tuple[str, ...]:
     import softlab.labels
 
-    return tuple(getattr(softlab.labels, "ALL_CONDITIONS", softlab.labels.CONDITIONS))
+    return tuple(getattr(softlab.labels, "TRAINABLE_CONDITIONS", softlab.labels.ALL_CONDITIONS))
 
 
 MODEL_KINDS = ("mlp", "cnn")  # softlab.models.ModelConfig.kind (not imported here: that would load torch)
@@ -247,6 +247,10 @@ RULES: dict[str, Rule] = {
     "device": one_of(TRAIN_DEVICES),
     "precision": one_of(TRAIN_PRECISIONS),
     "compile_mode": one_of(TRAIN_COMPILE_MODES),
+    # annotation budgets and the robustness grid (softlab.budgets, softlab.robustness)
+    "votes_per_item": integer(0, 100_000, note="0 = all votes of every item"),
+    "annotated_fraction": number(0, 1, low_open=True),
+    "robustness": Rule("dict", note="the robustness grid: models, epochs, lr, hidden, votes_per_item, ..."),
     "resample": subset_of(_resample_sources, non_empty=True),  # 'init' required: configs_from_params
 }
 

@@ -205,6 +205,10 @@ class Member:
     record_dynamics: record this member's training dynamics (when ``TrainConfig.record_dynamics``
       is on); predicting every training item after every epoch costs about half a training
       epoch, so a grid records them only where it uses them.
+    epoch_labels: optional (epochs, N) int class per row of ``x`` and epoch: when given, epoch
+      ``e`` trains on the one-hot of ``epoch_labels[e]`` instead of ``targets`` (the
+      ``human/sampled`` delivery, one vote per item per epoch: :func:`softlab.budgets.sampled_vote_labels`);
+      ``targets`` stays the expected target (its mean). Rows outside ``train_idx`` are ignored.
     """
 
     seed: int
@@ -215,6 +219,7 @@ class Member:
     lr: float | None = None
     watch_idx: np.ndarray | None = None
     record_dynamics: bool = True
+    epoch_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or int(self.seed) < 0:
@@ -243,6 +248,8 @@ class Member:
                     f"Member {self.name!r}: watch_idx must be a 1-D integer array, got shape {w.shape} dtype {w.dtype}"
                 )
             self.watch_idx = w.astype(np.int64, copy=False)
+        if self.epoch_labels is not None:
+            self.epoch_labels = _checked_epoch_labels(self)
 
     @property
     def n_watch(self) -> int:
@@ -250,6 +257,20 @@ class Member:
 
     def describe(self) -> str:
         return f"member {self.name!r} (seed={self.seed}, meta={self.meta})"
+
+
+def _checked_epoch_labels(member: Member) -> np.ndarray:
+    """``member.epoch_labels`` as int64 (epochs, N), checked against its targets (one line otherwise)."""
+    lab = np.asarray(member.epoch_labels)
+    n_rows, n_classes = member.targets.shape
+    if lab.ndim != 2 or lab.shape[1] != n_rows or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(
+            f"Member {member.name!r}: epoch_labels must be an integer (epochs, {n_rows}) array (one class per "
+            f"row of x per epoch), got shape {lab.shape} dtype {lab.dtype}"
+        )
+    if lab.size and (lab.min() < 0 or lab.max() >= n_classes):
+        raise ValueError(f"Member {member.name!r}: epoch_labels must be classes in 0..{n_classes - 1}")
+    return lab.astype(np.int64, copy=False)
 
 
 @dataclass
@@ -620,6 +641,7 @@ class _Group:
     any_dead: bool = False
     diverged_at: dict[int, tuple[int, int]] = field(default_factory=dict)  # member -> (epoch, step)
     update: int = 0  # optimizer updates so far (the learning-rate schedule's k)
+    epoch_labels: dict[int, torch.Tensor] = field(default_factory=dict)  # member -> (epochs, n) sampled classes
 
     @property
     def n_watch(self) -> int:
@@ -644,6 +666,16 @@ def _setup_group(members: list[Member], cfg: TrainConfig, device: torch.device) 
     generators = (
         [torch.Generator(device=device).manual_seed(_dropout_seed(m.seed)) for m in members] if drop_widths else []
     )
+    for m in members:
+        if m.epoch_labels is not None and len(m.epoch_labels) < cfg.epochs:
+            raise ValueError(
+                f"Member {m.name!r}: epoch_labels has {len(m.epoch_labels)} epochs, training runs {cfg.epochs}"
+            )
+    epoch_labels = {
+        i: torch.from_numpy(m.epoch_labels[:, m.train_idx]).to(device)
+        for i, m in enumerate(members)
+        if m.epoch_labels is not None
+    }
     dyn_dtype = torch.float16 if cfg.dynamics_dtype == "float16" else torch.float32
     record = cfg.record_dynamics and members[0].record_dynamics
     watch_idx = (
@@ -671,7 +703,19 @@ def _setup_group(members: list[Member], cfg: TrainConfig, device: torch.device) 
         watch_dynamics=(torch.empty((n_members, cfg.epochs, n_watch, n_classes), dtype=dyn_dtype) if n_watch else None),
         loss_sum=torch.zeros((cfg.epochs, n_members), dtype=torch.float64, device=device),
         alive=torch.ones(n_members, dtype=torch.bool, device=device),
+        epoch_labels=epoch_labels,
     )
+
+
+def _epoch_targets(g: _Group, epoch: int) -> torch.Tensor:
+    """(M, n, C) targets of this epoch: each member's fixed targets, except that a member with
+    ``epoch_labels`` trains on the one-hot of this epoch's sampled classes."""
+    if not g.epoch_labels:
+        return g.targets
+    out = g.targets.clone()
+    for i, labels in g.epoch_labels.items():
+        out[i] = torch.nn.functional.one_hot(labels[epoch], out.shape[-1]).to(out.dtype)
+    return out
 
 
 def _dropout_masks(g: _Group, batch: int) -> list[torch.Tensor] | None:
@@ -693,12 +737,13 @@ def _train_epoch(g: _Group, x_dev: torch.Tensor, epoch: int, bar: Any) -> None:
     cfg = g.cfg
     total_updates = g.n_steps * cfg.epochs
     order = torch.from_numpy(np.stack([batch_order(m.seed, epoch, g.n) for m in g.members])).to(g.device)
+    targets = _epoch_targets(g, epoch)
     for s in range(g.n_steps):
         pos = order[:, s * cfg.batch_size : (s + 1) * cfg.batch_size]  # (M, b)
         b = pos.shape[1]
         # forward: each member's own images and targets, its own dropout masks
         xb = _gather_images(cfg, x_dev, g.train_idx.gather(1, pos))
-        tb = g.targets[g.member_axis, pos]  # (M, b, n_classes)
+        tb = targets[g.member_axis, pos]  # (M, b, n_classes)
         loss_m = g.batch_loss(g.params, xb, tb, _dropout_masks(g, b))  # (M,)
         # backward: a non-finite member loss is left out of the summed objective
         finite = torch.isfinite(loss_m)

@@ -1,0 +1,182 @@
+"""Figures of the chapter "Robustness and annotation budgets" (``notebooks/08_robustness.ipynb``),
+drawn from the table of :mod:`softlab.robustness` (``results/<set>/robustness.parquet``).
+
+- :func:`plot_specification_curve` — per primary test, the cells sorted by their effect with 95%
+  intervals, coloured by verdict, over a strip that shows each cell's settings (Simonsohn, Simmons &
+  Nelson 2020).
+- :func:`plot_budget_curves` — the claim-1 effect against the best baseline, held-out accuracy and
+  the claim-3 effect, against votes per item k and against the annotated fraction f, soft vs
+  sampled delivery, with the reference (best baseline / hard-label model) as a line.
+
+Like :mod:`softlab.plots`, every function returns a :class:`matplotlib.figure.Figure` built
+without pyplot's global state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["VERDICT_COLOURS", "plot_budget_curves", "plot_specification_curve"]
+
+#: One colour per verdict (grey for anything without a verdict of its own).
+VERDICT_COLOURS: dict[str, str] = {
+    "confirmed": "#2ca02c",
+    "refuted": "#d62728",
+    "negligible": "#bcbd22",
+    "equivalent": "#1f77b4",
+    "inconclusive": "#7f7f7f",
+    "descriptive": "#7f7f7f",
+}
+DELIVERY_STYLE: dict[str, dict[str, str]] = {
+    "soft": {"color": "#1f77b4", "marker": "o"},
+    "sampled": {"color": "#ff7f0e", "marker": "s"},
+}
+_SETTINGS = ("model", "epochs", "lr", "hidden", "votes_per_item", "annotated_fraction", "delivery")
+_SETTING_LABELS = ("model", "epochs", "lr", "width", "votes k", "fraction f", "delivery")
+
+
+def _effect(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Relative effect and its interval, in percent (difference over the comparator's mean;
+    variance ratio − 1)."""
+    return (
+        100 * rows["relative"].to_numpy(float),
+        100 * rows["relative_ci_low"].to_numpy(float),
+        100 * rows["relative_ci_high"].to_numpy(float),
+    )
+
+
+def _setting_text(setting: str, value: object) -> str:
+    if setting == "votes_per_item":
+        return "all" if value == 0 else str(value)
+    if setting == "annotated_fraction":
+        return f"{float(value):.0%}"  # type: ignore[arg-type]
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plot_specification_curve(
+    table: pd.DataFrame,
+    arm: str = "fashion-mnist",
+    tests: Sequence[str] | None = None,
+    families: Sequence[str] = ("default", "specification", "budget"),
+) -> Figure:
+    """One column per primary test: the cells of ``families`` sorted by relative effect (percent,
+    with its 95% interval), the marker's colour the cell's verdict, the default cell ringed; below,
+    a strip with each cell's settings (model, epochs, learning rate, width, votes per item,
+    annotated fraction, delivery), in bold black where they differ from the default cell, grey where equal."""
+    rows = table[(table["arm"] == arm) & table["family"].isin(list(families))]
+    names = list(dict.fromkeys(rows["test"])) if tests is None else list(tests)
+    n = max(len(names), 1)
+    fig = Figure(figsize=(3.6 * n, 5.2), layout="constrained")
+    grid = fig.add_gridspec(2, n, height_ratios=(3, 2))
+    default = rows[rows["family"] == "default"]
+    base = default.iloc[0] if len(default) else None
+    for j, test in enumerate(names):
+        ax = fig.add_subplot(grid[0, j])
+        strip = fig.add_subplot(grid[1, j], sharex=ax)
+        part = rows[rows["test"] == test].sort_values("relative", kind="stable").reset_index(drop=True)
+        est, lo, hi = _effect(part)
+        x = np.arange(len(part))
+        ax.axhline(0, color="0.5", lw=0.8)
+        for i, r in enumerate(part.to_dict("records")):
+            colour = VERDICT_COLOURS.get(str(r["verdict"]), "#7f7f7f")
+            ax.errorbar(x[i], est[i], yerr=[[est[i] - lo[i]], [hi[i] - est[i]]], fmt="o", color=colour, ms=5, capsize=2)
+            if r["family"] == "default":
+                ax.plot(x[i], est[i], "o", mfc="none", mec="black", ms=10)
+        ax.set_title(str(test), fontsize=9)
+        ax.set_ylabel("effect vs comparator (%)" if j == 0 else "")
+        ax.tick_params(labelbottom=False)
+        for k, setting in enumerate(_SETTINGS):
+            for i, r in enumerate(part.to_dict("records")):
+                differs = base is not None and r[setting] != base[setting]
+                strip.text(
+                    x[i],
+                    k,
+                    _setting_text(setting, r[setting]),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    fontweight="bold" if differs else "normal",
+                    color="black" if differs else "0.55",
+                )
+        labels = _SETTING_LABELS if j == 0 else [""] * len(_SETTINGS)
+        strip.set_yticks(range(len(_SETTINGS)), labels, fontsize=7)
+        strip.set_ylim(len(_SETTINGS) - 0.5, -0.5)
+        strip.set_xlim(-0.6, max(len(part) - 0.4, 0.4))
+        strip.set_xticks([])
+    handles = [
+        ax.plot([], [], "o", color=c, label=v)[0] for v, c in VERDICT_COLOURS.items() if v in set(rows["verdict"])
+    ]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    return fig
+
+
+def _budget_axis(part: pd.DataFrame, factor: str) -> tuple[np.ndarray, list[str]]:
+    values = sorted(part[factor].unique(), key=lambda v: (v == 0, v) if factor == "votes_per_item" else (False, v))
+    labels = [("all" if v == 0 else f"{v:g}") if factor == "votes_per_item" else f"{v:.0%}" for v in values]
+    return np.asarray(values), labels
+
+
+def plot_budget_curves(table: pd.DataFrame, arm: str = "fashion-mnist") -> Figure:
+    """Two rows (against votes per item k at f = 100%; against the annotated fraction f at the
+    smallest k the grid varies it at) × three panels: claim 1's primary effect (relative, %, 95%
+    interval; 0 = the best temperature-scaled baseline), held-out accuracy (the hard-label model's
+    as a dashed line) and claim 3's primary effect; soft and sampled delivery as two series."""
+    rows = table[(table["arm"] == arm) & table["family"].isin(["default", "budget"])]
+    fig = Figure(figsize=(10.5, 6.0), layout="constrained")
+    axes = fig.subplots(2, 3)
+    claim1 = rows[rows["claim"].astype(str) == "1"]
+    claim3 = rows[rows["claim"].astype(str) == "3"]
+    k_rows = rows["annotated_fraction"] == 1.0
+    by_k = rows[k_rows]
+    fraction_k = rows.loc[~k_rows, "votes_per_item"]
+    f_votes = int(fraction_k.iloc[0]) if len(fraction_k) else 0
+    by_f = rows[rows["votes_per_item"] == f_votes]
+    for r, (factor, sel, label) in enumerate(
+        (
+            ("votes_per_item", by_k, "votes per item k (f = 100%)"),
+            ("annotated_fraction", by_f, f"annotated fraction f (k = {'all' if f_votes == 0 else f_votes})"),
+        )
+    ):
+        values, ticks = _budget_axis(sel, factor) if len(sel) else (np.asarray([]), [])
+        pos = {v: i for i, v in enumerate(values)}
+        panels = (
+            (claim1, "claim 1 effect vs best baseline (%)", "relative"),
+            (sel, "held-out accuracy", "heldout_accuracy"),
+            (claim3, "claim 3 effect (%)", "relative"),
+        )
+        for c, (source, ylabel, column) in enumerate(panels):
+            ax = axes[r, c]
+            part = source[source.index.isin(sel.index)]
+            if column == "heldout_accuracy":
+                part = part.drop_duplicates(["cell"])
+            if part.empty:
+                ax.text(0.5, 0.5, "not in this grid", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+            for d, (delivery, style) in enumerate(DELIVERY_STYLE.items()):
+                series = part[part["delivery"] == delivery].sort_values(factor)
+                if series.empty:
+                    continue
+                x = np.array([pos[v] for v in series[factor]]) + (d - 0.5) * 0.12
+                if column == "relative":
+                    est, lo, hi = _effect(series)
+                    ax.errorbar(x, est, yerr=[est - lo, hi - est], capsize=2, label=delivery, **style)
+                else:
+                    ax.plot(x, series[column].to_numpy(float), label=delivery, **style)
+            if column == "relative":
+                ax.axhline(0, color="black", lw=0.9, ls="--", label="best baseline" if c == 0 else "comparator")
+            else:
+                hard = part.drop_duplicates(["cell"]).sort_values(factor)
+                if len(hard):
+                    hard_x = [pos[v] for v in hard[factor]]
+                    hard_y = hard["heldout_accuracy_hard"].to_numpy(float)
+                    ax.plot(hard_x, hard_y, "k--", lw=0.9, label="original/hard")
+            ax.set_xticks(range(len(values)), ticks)
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
+            if r == 0:
+                ax.legend(fontsize=7, frameon=False)
+    return fig
