@@ -38,8 +38,10 @@ claimed sizes), ``coverage_claim1``.. ``coverage_claim3`` (per claim), then diag
 The default design is the harder one (issue 21), the design of the book with per-seed teachers
 and splits: the between-seed correlation is drawn per arm from [0.28, 0.5] (0.28-0.30 measured on
 real runs), the teacher-based conditions get a teacher effect (one teacher per seed; or
-``--teacher-clusters K``: seed s uses teacher s mod K, the old shared-teacher design, for which
-the intervals are not cluster-aware and claim 3 covers about 0.88 at K = 3) and every condition
+``--teacher-clusters K``: seed s uses teacher s mod K, the old shared-teacher design; the
+simulated book then tells the inference each seed's teacher (``ArmPredictions.seed_clusters``:
+difference tests take their variance from the K clusters), ``--seed-level-interval`` withholds it
+(claim 3 then covers about 0.88 at K = 3)) and every condition
 of a seed shares a split effect. ``--simple`` is the earlier design (correlation 0.5, no teacher
 or split variance). The tests simulated are the version-1 primary family (the one the simulated
 conditions are built for), judged by the current five-outcome rule.
@@ -106,6 +108,7 @@ class Design:
     sd_teacher_temp: float = 0.0  # teacher SD of the log inverse temperature
     sd_teacher_conf: float = 0.0  # teacher SD of the log confidence noise (claim 3)
     sd_split: float = 0.0  # seed x item effect shared by every condition of a seed (its folds and split)
+    cluster_interval: bool = True  # with n_teachers < seeds: pass each seed's teacher as its cluster
 
 
 # best baseline and three worse ones (more over-confident); human/synthetic (raw) = reference for claims 2, 3
@@ -265,6 +268,7 @@ def simulate_arm(
         strata=strata,
         probs=probs,
         item_arrays=arrays,
+        seed_clusters=which if (design.cluster_interval and k < s) else None,
     )
 
 
@@ -455,6 +459,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     ap.add_argument("--hard", action="store_true", help="accepted for old command lines: the default design")
     ap.add_argument(
+        "--seed-level-interval",
+        action="store_true",
+        help="with --teacher-clusters: do not tell the inference which seeds share a teacher (the seed-level "
+        "interval, anti-conservative there)",
+    )
+    ap.add_argument(
         "--teacher-clusters",
         type=int,
         default=0,
@@ -472,7 +482,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     workers = args.workers if args.workers is not None else (1 if args.fast else 2)
     design = replace(Design(), n_seeds=args.seeds, n_items=args.items)
     if hard:
-        design = replace(design, **HARD, n_teachers=args.teacher_clusters)
+        design = replace(
+            design, **HARD, n_teachers=args.teacher_clusters, cluster_interval=not args.seed_level_interval
+        )
     t0 = time.perf_counter()
 
     mc = {"n_items": 60_000 if args.fast else 200_000, "nodes": 5 if args.fast else 7}
@@ -575,6 +587,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"design: hard={hard} rho_seed={design.rho_seed_range or design.rho_seed} "
         f"teachers={'one per seed' if design.n_teachers == 0 else design.n_teachers} "
+        f"cluster_interval={design.cluster_interval and 0 < design.n_teachers < design.n_seeds} "
         f"sd_teacher={design.sd_teacher} sd_split={design.sd_split}"
     )
     for claim in ("1", "2", "3"):

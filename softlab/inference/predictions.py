@@ -35,6 +35,10 @@ class ArmPredictions:
         annotated; empty when the arm has none).
     disjoint_probs: condition -> ``(S, F, J, C)`` float: each of seed ``s``'s ``F`` fold models'
         probabilities on the disjoint sample (tests with ``split: disjoint``).
+    seed_clusters: ``(S,)`` int or None: seeds with the same id share a random draw (a teacher
+        used by several seeds) and are not independent; ``difference`` tests then take their
+        variance from the clusters. None (the book's design: every seed re-draws everything):
+        every seed is its own replication.
     """
 
     arm: str
@@ -48,6 +52,7 @@ class ArmPredictions:
     design: str = "pooled"
     disjoint_official: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     disjoint_probs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    seed_clusters: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         where = f"ArmPredictions {self.arm!r}"
@@ -87,6 +92,13 @@ class ArmPredictions:
                         f"({n_seeds}, {n_items}), got {np.shape(a)}"
                     )
 
+        if self.seed_clusters is not None:
+            clusters = np.asarray(self.seed_clusters)
+            if clusters.shape != (n_seeds,) or clusters.dtype.kind not in "iu":
+                raise ValueError(
+                    f"{where}: seed_clusters: expected one integer id per seed ({n_seeds},), "
+                    f"got {clusters.shape} {clusters.dtype}"
+                )
         n_disjoint = np.asarray(self.disjoint_official).shape[0]
         if self.disjoint_probs:
             check_labels(self.disjoint_official, f"{where}: disjoint_official")
