@@ -269,6 +269,7 @@ def simulate_arm(
         probs=probs,
         item_arrays=arrays,
         seed_clusters=which if (design.cluster_interval and k < s) else None,
+        clustered_conditions=tuple(c for c in conditions if "synthetic" in c),
     )
 
 

@@ -155,6 +155,12 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredict
         "mode-shifted": arm.mode_shifted()[keep],
     }
     design = "pooled" if len(arm.config.folds_to_run()) == arm.config.folds else "single-fold"
+    # seeds that share a teacher (the fixed-teacher design: n_teachers < seeds) are not independent
+    # for the teacher-based conditions: their tests take the variance from the teachers
+    suffixes = ("", TS_SUFFIX, OFFICIAL_TS_SUFFIX)
+    teacher_based = tuple(c + x for c in grid.conditions if c.endswith("/synthetic") for x in suffixes)
+    teachers = np.array([arm.teacher_of(s) for s in seeds] if teacher_based else list(seeds))
+    shared = bool(teacher_based) and len(np.unique(teachers)) < len(teachers)
     return ArmPredictions(
         arm=arm.name,
         reference_name=arm.reference_name,
@@ -167,6 +173,8 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredict
         design=design,
         disjoint_official=np.asarray(arm.disjoint_labels),
         disjoint_probs=_disjoint_probs(grid),
+        seed_clusters=teachers if shared else None,
+        clustered_conditions=teacher_based if shared else (),
     )
 
 
@@ -634,7 +642,15 @@ def _save_predictions(preds: ArmPredictions, path: Path) -> None:
         np.savez(fh, allow_pickle=False, **arrays)
     atomic_write_text(
         path.with_suffix(".json"),
-        json.dumps({"arm": preds.arm, "reference_name": preds.reference_name, "design": preds.design}),
+        json.dumps(
+            {
+                "arm": preds.arm,
+                "reference_name": preds.reference_name,
+                "design": preds.design,
+                "seed_clusters": None if preds.seed_clusters is None else np.asarray(preds.seed_clusters).tolist(),
+                "clustered_conditions": list(preds.clustered_conditions),
+            }
+        ),
     )
 
 
@@ -661,6 +677,8 @@ def _load_predictions(path: Path) -> ArmPredictions:
         probs=probs,
         item_arrays=items,
         design=info["design"],
+        seed_clusters=None if info.get("seed_clusters") is None else np.asarray(info["seed_clusters"], dtype=np.int64),
+        clustered_conditions=tuple(info.get("clustered_conditions", ())),
     )
 
 

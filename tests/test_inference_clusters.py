@@ -74,3 +74,14 @@ def test_seed_clusters_reach_the_verdict_table_and_are_validated():
     assert a["estimate"] == b["estimate"] and a["se"] != b["se"]
     with pytest.raises(ValueError, match="seed_clusters: expected one integer id per seed"):
         dataclasses.replace(arm, seed_clusters=np.zeros(9, dtype=int))
+
+
+def test_only_tests_of_the_clustered_conditions_are_clustered():
+    arm = dataclasses.replace(
+        make_arm("fashion-mnist", seeds=6),
+        seed_clusters=np.array([0, 1, 2, 0, 1, 2]),
+        clustered_conditions=("human/synthetic", "human/synthetic+ts"),
+    )
+    np.testing.assert_array_equal(arm.clusters_for(("human/human", "human/synthetic")), [0, 1, 2, 0, 1, 2])
+    assert arm.clusters_for(("human/human", "human/hard+ts")) is None
+    assert dataclasses.replace(arm, clustered_conditions=()).clusters_for(("human/human",)) is not None

@@ -80,3 +80,22 @@ def test_official_twins_feed_the_verdict_table_not_the_metrics_table():
     assert "human/hard+ts-official" in inf.known_conditions()
     assert not any(r.condition.endswith(OFFICIAL_TS_SUFFIX) for r in heldout_records(arm))
     assert any(r.condition.endswith(TS_SUFFIX) for r in heldout_records(arm))
+
+
+def test_seeds_that_share_a_teacher_are_clustered_for_the_teacher_based_conditions(monkeypatch, tmp_path):
+    from softlab.experiment import configs_from_params, prepare_arm, run_arm
+    from softlab.params import load_params
+    from softlab.report import _load_predictions, _save_predictions, arm_predictions
+
+    cfgs, train, seeds = configs_from_params(load_params("smoke"))
+    grid = run_arm(prepare_arm(cfgs["mnist"]), train, seeds)
+    temps = run_temperatures(grid)
+    assert arm_predictions(grid, temps).seed_clusters is None  # smoke: one teacher per seed
+    monkeypatch.setattr(Arm, "teacher_of", lambda self, seed: 0)  # every seed on one teacher
+    preds = arm_predictions(grid, temps)
+    np.testing.assert_array_equal(preds.seed_clusters, [0] * len(seeds))
+    assert "human/synthetic+ts" in preds.clustered_conditions and "human/hard" not in preds.clustered_conditions
+    _save_predictions(preds, tmp_path / "p.npz")
+    back = _load_predictions(tmp_path / "p.npz")
+    np.testing.assert_array_equal(back.seed_clusters, preds.seed_clusters)
+    assert back.clustered_conditions == preds.clustered_conditions

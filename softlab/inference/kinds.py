@@ -251,7 +251,7 @@ class DifferenceKind(TestKind):
         groups = ev.groups(test.stratum, test.split)
         row["item_groups"] = 0 if groups is None else int(groups.max()) + 1
         cvals = ev.values(test.condition, test.metric, test.stratum, split=test.split)
-        clusters = ev.arm.seed_clusters
+        clusters = ev.arm.clusters_for((test.condition, *present))
         results = [
             paired_difference(cvals, ev.values(c, test.metric, test.stratum, split=test.split), clusters)
             for c in present

@@ -36,9 +36,12 @@ class ArmPredictions:
     disjoint_probs: condition -> ``(S, F, J, C)`` float: each of seed ``s``'s ``F`` fold models'
         probabilities on the disjoint sample (tests with ``split: disjoint``).
     seed_clusters: ``(S,)`` int or None: seeds with the same id share a random draw (a teacher
-        used by several seeds) and are not independent; ``difference`` tests then take their
-        variance from the clusters. None (the book's design: every seed re-draws everything):
-        every seed is its own replication.
+        used by several seeds) and are not independent; ``difference`` tests that involve one of
+        ``clustered_conditions`` (all tests when it is empty) then take their variance from the
+        clusters. None (the book's design: every seed re-draws everything): every seed is its
+        own replication.
+    clustered_conditions: the conditions whose runs share the clusters' draw (the
+        teacher-based ones and their post-hoc twins).
     """
 
     arm: str
@@ -53,6 +56,7 @@ class ArmPredictions:
     disjoint_official: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     disjoint_probs: Mapping[str, np.ndarray] = field(default_factory=dict)
     seed_clusters: np.ndarray | None = None
+    clustered_conditions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"ArmPredictions {self.arm!r}"
@@ -113,6 +117,14 @@ class ArmPredictions:
     @property
     def n_seeds(self) -> int:
         return int(np.asarray(self.seeds).shape[0])
+
+    def clusters_for(self, conditions: Sequence[str]) -> np.ndarray | None:
+        """The seed clusters a test of ``conditions`` must respect (None: seeds are independent)."""
+        if self.seed_clusters is None:
+            return None
+        if self.clustered_conditions and not set(conditions) & set(self.clustered_conditions):
+            return None
+        return np.asarray(self.seed_clusters)
 
     def has(self, condition: str, needs: Sequence[str]) -> bool:
         """Whether ``condition`` has everything a metric needs (``"probs"`` and/or item arrays)."""
