@@ -1,11 +1,12 @@
-"""Post-hoc temperature scaling (Guo et al. 2017): the ``+ts`` baselines.
+"""Post-hoc temperature scaling (Guo et al. 2017): the ``+ts`` and ``+ts-official`` baselines.
 
 A trained model's probabilities ``p`` are rescaled as ``softmax(log p / T)`` (equal to
 ``softmax(z / T)`` of its logits ``z``, since ``log p = z − logsumexp(z)``). ``T`` is fitted on a
 calibration split the model never trained on and that is never evaluated
 (:mod:`softlab.experiment`), by minimising the mean cross-entropy against each calibration
-item's reference distribution ``r`` (its human distribution where it has one, else its one-hot
-official label)::
+item's reference distribution ``r`` — for ``+ts`` its human distribution where it has one, else
+its one-hot official label; for ``+ts-official`` (:func:`fit_official_temperature`) always the
+one-hot official label, what a practitioner without human labels can fit::
 
     T* = argmin_T  −(1/n) Σ_i Σ_c r_ic · log softmax(log p_i / T)_c
 
@@ -23,7 +24,13 @@ from scipy.special import log_softmax
 
 from softlab.labels import TEACHER_FLOOR, temper
 
-__all__ = ["T_BOUNDS", "apply_temperature", "fit_temperature_scaling", "scaled_cross_entropy"]
+__all__ = [
+    "T_BOUNDS",
+    "apply_temperature",
+    "fit_official_temperature",
+    "fit_temperature_scaling",
+    "scaled_cross_entropy",
+]
 
 #: The temperatures searched (a model needing more than this is reported at the bound).
 T_BOUNDS: tuple[float, float] = (0.05, 20.0)
@@ -53,6 +60,20 @@ def fit_temperature_scaling(probs: np.ndarray, reference: np.ndarray, bounds: tu
         options={"xatol": 1e-6},
     )
     return float(np.exp(res.x))
+
+
+def fit_official_temperature(probs: np.ndarray, official: np.ndarray, bounds: tuple[float, float] = T_BOUNDS) -> float:
+    """The temperature ``T*`` for ``probs`` (n, C) against the one-hot ``official`` labels (n,
+    integers in ``[0, C)``): it takes no distribution, so no human label can reach it."""
+    p = np.asarray(probs)
+    y = np.asarray(official)
+    if p.ndim != 2 or y.shape != (len(p),):
+        raise ValueError(f"probs and official: expected shapes (n, C) and (n,), got {p.shape} and {y.shape}")
+    if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= p.shape[1]):
+        raise ValueError(
+            f"official: expected integer labels in [0, {p.shape[1]}), got {y.dtype} values in [{y.min()}, {y.max()}]"
+        )
+    return fit_temperature_scaling(p, np.eye(p.shape[1])[y], bounds)
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:

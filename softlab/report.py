@@ -9,7 +9,10 @@ What is computed for each arm (``softlab.experiment`` defines the grid):
 
 * **Post-hoc temperatures** (:func:`run_temperatures`): per run, ``T`` fitted on the run's
   calibration split (:mod:`softlab.posthoc`). Every condition ``c`` gets a ``c+ts`` twin: the
-  same runs with their probabilities rescaled by their own ``T``.
+  same runs with their probabilities rescaled by their own ``T`` (fitted against the human
+  distribution where a calibration item has one), and a ``c+ts-official`` twin (held-out
+  predictions only) rescaled by a ``T`` fitted against the official labels alone (what a
+  practitioner without human labels has; issue 22).
 * **Out-of-fold predictions** (:func:`arm_predictions`): per seed, every labelled pool item's
   prediction by the one model of that seed that held it out (folds pooled: each item exactly
   once per seed), for every condition and ``+ts`` twin; plus per-item statistics of the held-out
@@ -52,7 +55,7 @@ from softlab.evaluation import TABLE_COLUMNS, RunPredictions, evaluate_runs, wri
 from softlab.experiment import Arm, ArmConfig, GridResults, prepare_arm, run_arm
 from softlab.io import atomic_path, atomic_write_text, config_key
 from softlab.paths import cache_dir, results_dir
-from softlab.posthoc import apply_temperature, fit_temperature_scaling
+from softlab.posthoc import apply_temperature, fit_official_temperature, fit_temperature_scaling
 
 if TYPE_CHECKING:  # pragma: no cover
     from softlab.inference import ArmPredictions
@@ -60,21 +63,26 @@ if TYPE_CHECKING:  # pragma: no cover
     from softlab.train import TrainConfig
 
 TS_SUFFIX = "+ts"
+#: The twin scaled on official labels only (:func:`softlab.posthoc.fit_official_temperature`).
+OFFICIAL_TS_SUFFIX = "+ts-official"
 #: Bumped when what is cached by :func:`book_results` changes shape.
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- per run
 
 
 def run_temperatures(grid: GridResults) -> pd.DataFrame:
-    """Per run: the post-hoc temperature fitted on its calibration split (columns ``dataset,
-    condition, seed, fold, temperature, calibration_items``)."""
+    """Per run: the post-hoc temperatures fitted on its calibration split (columns ``dataset,
+    condition, seed, fold, temperature, temperature_official, calibration_items``):
+    ``temperature`` against each item's human distribution where it has one (else its official
+    label), ``temperature_official`` against the official labels only."""
     arm = grid.arm
     rows = []
     for i, row in enumerate(grid.run_keys()):
         pos, probs = grid.calibration_probs(i)
         t = fit_temperature_scaling(probs, arm.target_reference(pos))
+        t_official = fit_official_temperature(probs, arm.official[pos])
         rows.append(
             {
                 "dataset": arm.name,
@@ -82,14 +90,15 @@ def run_temperatures(grid: GridResults) -> pd.DataFrame:
                 "seed": int(row.seed),
                 "fold": int(row.fold),
                 "temperature": t,
+                "temperature_official": t_official,
                 "calibration_items": len(pos),
             }
         )
     return pd.DataFrame(rows)
 
 
-def _temperature_lookup(temperatures: pd.DataFrame) -> dict[tuple[str, int, int], float]:
-    columns = (temperatures[c].tolist() for c in ("condition", "seed", "fold", "temperature"))
+def _temperature_lookup(temperatures: pd.DataFrame, column: str = "temperature") -> dict[tuple[str, int, int], float]:
+    columns = (temperatures[c].tolist() for c in ("condition", "seed", "fold", column))
     return {(str(c), int(s), int(f)): float(t) for c, s, f, t in zip(*columns)}
 
 
@@ -100,7 +109,8 @@ def evaluated_items(arm: Arm) -> np.ndarray:
 
 def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredictions:
     """The arm's :class:`softlab.inference.ArmPredictions`: pooled out-of-fold predictions of
-    every condition and its ``+ts`` twin, with held-out dynamics statistics per item."""
+    every condition and its ``+ts`` and ``+ts-official`` twins, with held-out dynamics statistics
+    per item."""
     from softlab.inference import ArmPredictions
 
     arm = grid.arm
@@ -111,12 +121,14 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredict
     ref_mode = human_mode(ref, official)
     seeds = grid.seeds
     temps = _temperature_lookup(temperatures)
+    temps_official = _temperature_lookup(temperatures, "temperature_official")
     n, c = len(ann), arm.n_classes
     probs: dict[str, np.ndarray] = {}
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for cond in grid.conditions:
         raw = np.full((len(seeds), n, c), np.nan, dtype=np.float32)
         scaled = np.full_like(raw, np.nan)
+        scaled_official = np.full_like(raw, np.nan)
         conf = np.full((len(seeds), n), np.nan)
         var = np.full_like(conf, np.nan)
         corr = np.full_like(conf, np.nan)
@@ -127,12 +139,14 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredict
                 where = np.searchsorted(ann, pos)
                 raw[si, where] = p
                 scaled[si, where] = apply_temperature(p, temps[(cond, seed, fold)])
+                scaled_official[si, where] = apply_temperature(p, temps_official[(cond, seed, fold)])
                 _, dyn = grid.heldout_dynamics(i)
                 if np.isfinite(dyn).all():
                     st = cartography_stats(dyn, ref_mode[where])
                     conf[si, where], var[si, where], corr[si, where] = st.confidence, st.variability, st.correctness
         probs[cond] = raw
         probs[cond + TS_SUFFIX] = scaled
+        probs[cond + OFFICIAL_TS_SUFFIX] = scaled_official
         arrays[cond] = {"heldout_confidence": conf, "heldout_variability": var, "heldout_correctness": corr}
     difficulty = arm.difficulty()[keep]
     strata = {
@@ -141,6 +155,12 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredict
         "mode-shifted": arm.mode_shifted()[keep],
     }
     design = "pooled" if len(arm.config.folds_to_run()) == arm.config.folds else "single-fold"
+    # seeds that share a teacher (the fixed-teacher design: n_teachers < seeds) are not independent
+    # for the teacher-based conditions: their tests take the variance from the teachers
+    suffixes = ("", TS_SUFFIX, OFFICIAL_TS_SUFFIX)
+    teacher_based = tuple(c + x for c in grid.conditions if c.endswith("/synthetic") for x in suffixes)
+    teachers = np.array([arm.teacher_of(s) for s in seeds] if teacher_based else list(seeds))
+    shared = bool(teacher_based) and len(np.unique(teachers)) < len(teachers)
     return ArmPredictions(
         arm=arm.name,
         reference_name=arm.reference_name,
@@ -153,6 +173,8 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredict
         design=design,
         disjoint_official=np.asarray(arm.disjoint_labels),
         disjoint_probs=_disjoint_probs(grid),
+        seed_clusters=teachers if shared else None,
+        clustered_conditions=teacher_based if shared else (),
     )
 
 
@@ -176,11 +198,14 @@ def _disjoint_probs(grid: GridResults) -> dict[str, np.ndarray]:
 
 def heldout_records(preds: ArmPredictions) -> list[RunPredictions]:
     """One :class:`RunPredictions` per (condition, seed) of the pooled held-out predictions
-    (``fold = -1``), with the arm's per-fold difficulty strata."""
+    (``fold = -1``), with the arm's per-fold difficulty strata. The ``+ts-official`` twins are
+    left out (they feed the verdict table only; the chapters' tables filter on ``+ts``)."""
     strata = {k: v for k, v in preds.strata.items() if k != "all"}
     ids = np.arange(len(preds.official))
     out = []
     for cond, p in preds.probs.items():
+        if cond.endswith(OFFICIAL_TS_SUFFIX):
+            continue
         for si, seed in enumerate(preds.seeds):
             if not np.isfinite(p[si]).all():
                 continue  # a diverged run: its items have no prediction
@@ -617,7 +642,15 @@ def _save_predictions(preds: ArmPredictions, path: Path) -> None:
         np.savez(fh, allow_pickle=False, **arrays)
     atomic_write_text(
         path.with_suffix(".json"),
-        json.dumps({"arm": preds.arm, "reference_name": preds.reference_name, "design": preds.design}),
+        json.dumps(
+            {
+                "arm": preds.arm,
+                "reference_name": preds.reference_name,
+                "design": preds.design,
+                "seed_clusters": None if preds.seed_clusters is None else np.asarray(preds.seed_clusters).tolist(),
+                "clustered_conditions": list(preds.clustered_conditions),
+            }
+        ),
     )
 
 
@@ -644,6 +677,8 @@ def _load_predictions(path: Path) -> ArmPredictions:
         probs=probs,
         item_arrays=items,
         design=info["design"],
+        seed_clusters=None if info.get("seed_clusters") is None else np.asarray(info["seed_clusters"], dtype=np.int64),
+        clustered_conditions=tuple(info.get("clustered_conditions", ())),
     )
 
 

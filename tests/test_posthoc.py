@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from softlab.posthoc import apply_temperature, fit_temperature_scaling, scaled_cross_entropy
+from softlab.posthoc import apply_temperature, fit_official_temperature, fit_temperature_scaling, scaled_cross_entropy
 
 
 def _calibrated_problem(n=4000, c=5, seed=0):
@@ -54,3 +54,25 @@ def test_degenerate_inputs():
     assert fit_temperature_scaling(np.full((4, 3), np.nan), np.eye(3)[[0, 1, 2, 0]]) == 1.0
     with pytest.raises(ValueError, match="equal shapes"):
         fit_temperature_scaling(np.ones((4, 3)) / 3, np.ones((4, 2)) / 2)
+
+
+def test_official_temperature_is_fitted_on_the_one_hot_labels_alone():
+    z, ref = _calibrated_problem(seed=3)
+    labels = ref.argmax(1)
+    overconfident = softmax(2.5 * z, axis=1)
+    t = fit_official_temperature(overconfident, labels)
+    assert t == pytest.approx(2.5, rel=0.1)
+    assert t == fit_temperature_scaling(overconfident, np.eye(5)[labels])
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.array([0, 1, 5]), r"official: expected integer labels in \[0, 3\)"),
+        (np.array([0.0, 1.0, 2.0]), "official: expected integer labels"),
+        (np.array([[0, 1, 2]]), "expected shapes"),
+    ],
+)
+def test_official_temperature_refuses_what_is_not_a_label(labels, match):
+    with pytest.raises(ValueError, match=match):
+        fit_official_temperature(np.full((3, 3), 1 / 3), labels)

@@ -67,6 +67,17 @@ crossed variance (jackknife pseudo-values of the condition alone), p-value of th
 annotated, official labels only; each seed has one prediction per fold model and its value is
 the mean over those models (the item groups are the same for every model).
 
+**Seeds that share a draw** (``ArmPredictions.seed_clusters``): seeds are the independent
+replications only when each seed re-draws every random choice (split, folds, teacher, initial
+weights: the book's design). When several seeds share a teacher (the old design: ``K`` teachers
+for ``S > K`` seeds, seed ``s`` uses teacher ``s mod K``), seeds of one teacher are correlated and
+the seed-level interval is anti-conservative (simulated: claim 3 covers about 0.88 at ``K = 3``,
+``S = 10``). Given ``seed_clusters`` (one id per seed, e.g. its teacher), a ``difference`` test
+takes its variance and degrees of freedom from the ``K`` clusters (:func:`cluster_rows`;
+``K − 1`` seed-level degrees of freedom, so few clusters give wide intervals). Variance-ratio and
+bound tests are not clustered: under a shared-teacher design their intervals stay
+anti-conservative.
+
 **Multiplicity**: Holm's step-down adjustment over the primary tests of all verdict arms (the
 family; every primary test of the latest version of the claims file, co-primaries included);
 each earlier version's primary tests form their own family ``registered-v<v>``, computed beside
@@ -104,6 +115,7 @@ from softlab.inference.estimators import (
     DifferenceResult,
     PitmanMorgan,
     best_of,
+    cluster_rows,
     crossed_variance,
     difference_mde,
     holm,
@@ -178,6 +190,7 @@ __all__ = [
     "TestSpec",
     "VarianceRatioKind",
     "best_of",
+    "cluster_rows",
     "crossed_variance",
     "decide_bound_verdict",
     "decide_verdict",

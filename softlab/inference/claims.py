@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from softlab.inference.schema import (
     KINDS,
-    POST_HOC_SUFFIX,
+    POST_HOC_SUFFIXES,
     VERSIONS,
     ClaimsFile,
     TestModel,
@@ -320,7 +320,7 @@ def validate_claims_for(
     every verdict arm can run with the conditions a parameter set trains.
 
     ``arm_conditions`` maps each arm the set will build to the label conditions it trains (every
-    condition also gets its ``+ts`` twin). ``claims`` is a parsed :class:`Claims` or a path
+    condition also gets its ``+ts`` and ``+ts-official`` twins). ``claims`` is a parsed :class:`Claims` or a path
     (default ``params/claims.yml``, read with :func:`load_claims`). Raises :class:`ClaimsError`
     (one line) for an arm without a rule (and no ``'*'`` rule) or a primary test whose condition
     or any comparator is not trained — such a test would silently not run and the family would
@@ -331,7 +331,7 @@ def validate_claims_for(
         rule, tests = parsed.tests_for(arm)
         if rule.role != "verdict":
             continue
-        available = set(conditions) | {c + POST_HOC_SUFFIX for c in conditions}
+        available = set(conditions) | {c + suffix for suffix in POST_HOC_SUFFIXES for c in conditions}
         for test in tests:
             missing = [c for c in (test.condition, *test.comparators) if c not in available]
             if test.primary and missing:

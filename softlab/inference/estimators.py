@@ -21,6 +21,7 @@ __all__ = [
     "DifferenceResult",
     "PitmanMorgan",
     "best_of",
+    "cluster_rows",
     "crossed_variance",
     "difference_mde",
     "holm",
@@ -147,14 +148,38 @@ class DifferenceResult:
         return min(1.0, 2.0 * min(self.p_below(), self.p_above())) if self.se > 0 else math.nan
 
 
-def paired_difference(condition_values: np.ndarray, comparator_values: np.ndarray) -> DifferenceResult:
+def cluster_rows(pseudo: np.ndarray, clusters: np.ndarray | None) -> np.ndarray:
+    """The ``(S, G)`` pseudo-value table of seeds as a ``(K, G)`` table of their ``K`` clusters:
+    row ``k`` is ``(K/S)·Σ_{s in k} P_s`` (so the grand mean is unchanged and clusters of unequal
+    size keep their weight). Seeds that share a random draw (a teacher used by several seeds) are
+    not independent replications; their clusters are. ``clusters=None``, or one cluster per
+    seed, returns the table unchanged."""
+    p = np.asarray(pseudo, dtype=np.float64)
+    if clusters is None:
+        return p
+    ids = np.asarray(clusters)
+    if ids.shape != (p.shape[0],):
+        raise ValueError(f"clusters: expected one cluster id per seed ({p.shape[0]},), got shape {ids.shape}")
+    labels, which = np.unique(ids, return_inverse=True)
+    if len(labels) == p.shape[0]:
+        return p
+    out = np.zeros((len(labels), p.shape[1]))
+    np.add.at(out, which, p)
+    return out * (len(labels) / p.shape[0])
+
+
+def paired_difference(
+    condition_values: np.ndarray, comparator_values: np.ndarray, clusters: np.ndarray | None = None
+) -> DifferenceResult:
     """Seed-level paired difference with seed and item-sampling variance.
 
     Inputs are ``(S, G + 1)`` tables from :func:`leave_group_out_values` (column 0: all items;
     column ``g + 1``: group ``g`` left out; ``G = 0`` allowed: seed variance only). Estimate
     ``D = mean_s (c_s − b_s)`` on all items; variance from :func:`crossed_variance` of the
     pseudo-values of ``c − b``; relative effect ``R = D / |B̄|`` (``B̄`` the comparator's mean)
-    with the delta-method pseudo-values ``(P^{c−b} − R·sign(B̄)·P^b) / |B̄|``.
+    with the delta-method pseudo-values ``(P^{c−b} − R·sign(B̄)·P^b) / |B̄|``. ``clusters`` (one
+    id per seed): the variance and degrees of freedom come from the seeds' clusters
+    (:func:`cluster_rows`) instead of the seeds.
     """
     c = np.asarray(condition_values, dtype=np.float64)
     b = np.asarray(comparator_values, dtype=np.float64)
@@ -168,11 +193,11 @@ def paired_difference(condition_values: np.ndarray, comparator_values: np.ndarra
     mean_c = float(c[:, 0].mean())
     mean_b = float(b[:, 0].mean())
     pd_ = pseudo_values(c) - pseudo_values(b)
-    var, df = crossed_variance(pd_)
+    var, df = crossed_variance(cluster_rows(pd_, clusters))
     if mean_b != 0 and math.isfinite(mean_b):
         rel = est / abs(mean_b)
         pr = (pd_ - rel * np.sign(mean_b) * pseudo_values(b)) / abs(mean_b)
-        rvar, rdf = crossed_variance(pr)
+        rvar, rdf = crossed_variance(cluster_rows(pr, clusters))
     else:
         rel, rvar, rdf = math.nan, math.nan, math.nan
     return DifferenceResult(

@@ -251,8 +251,17 @@ class DifferenceKind(TestKind):
         groups = ev.groups(test.stratum, test.split)
         row["item_groups"] = 0 if groups is None else int(groups.max()) + 1
         cvals = ev.values(test.condition, test.metric, test.stratum, split=test.split)
-        results = [paired_difference(cvals, ev.values(c, test.metric, test.stratum, split=test.split)) for c in present]
+        clusters = ev.arm.clusters_for((test.condition, *present))
+        results = [
+            paired_difference(cvals, ev.values(c, test.metric, test.stratum, split=test.split), clusters)
+            for c in present
+        ]
         method = "t, seeds x item-groups crossed variance (jackknife), Satterthwaite df"
+        if clusters is not None and len(np.unique(clusters)) < len(clusters):
+            method = (
+                f"t, {len(np.unique(clusters))} seed clusters x item-groups crossed variance (jackknife), "
+                "Satterthwaite df"
+            )
         if test.comparator_rule == "best":
             comp = best_of(results, test.direction)
             sel = results[comp.selected]

@@ -35,6 +35,13 @@ class ArmPredictions:
         annotated; empty when the arm has none).
     disjoint_probs: condition -> ``(S, F, J, C)`` float: each of seed ``s``'s ``F`` fold models'
         probabilities on the disjoint sample (tests with ``split: disjoint``).
+    seed_clusters: ``(S,)`` int or None: seeds with the same id share a random draw (a teacher
+        used by several seeds) and are not independent; ``difference`` tests that involve one of
+        ``clustered_conditions`` (all tests when it is empty) then take their variance from the
+        clusters. None (the book's design: every seed re-draws everything): every seed is its
+        own replication.
+    clustered_conditions: the conditions whose runs share the clusters' draw (the
+        teacher-based ones and their post-hoc twins).
     """
 
     arm: str
@@ -48,6 +55,8 @@ class ArmPredictions:
     design: str = "pooled"
     disjoint_official: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     disjoint_probs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    seed_clusters: np.ndarray | None = None
+    clustered_conditions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"ArmPredictions {self.arm!r}"
@@ -87,6 +96,13 @@ class ArmPredictions:
                         f"({n_seeds}, {n_items}), got {np.shape(a)}"
                     )
 
+        if self.seed_clusters is not None:
+            clusters = np.asarray(self.seed_clusters)
+            if clusters.shape != (n_seeds,) or clusters.dtype.kind not in "iu":
+                raise ValueError(
+                    f"{where}: seed_clusters: expected one integer id per seed ({n_seeds},), "
+                    f"got {clusters.shape} {clusters.dtype}"
+                )
         n_disjoint = np.asarray(self.disjoint_official).shape[0]
         if self.disjoint_probs:
             check_labels(self.disjoint_official, f"{where}: disjoint_official")
@@ -101,6 +117,14 @@ class ArmPredictions:
     @property
     def n_seeds(self) -> int:
         return int(np.asarray(self.seeds).shape[0])
+
+    def clusters_for(self, conditions: Sequence[str]) -> np.ndarray | None:
+        """The seed clusters a test of ``conditions`` must respect (None: seeds are independent)."""
+        if self.seed_clusters is None:
+            return None
+        if self.clustered_conditions and not set(conditions) & set(self.clustered_conditions):
+            return None
+        return np.asarray(self.seed_clusters)
 
     def has(self, condition: str, needs: Sequence[str]) -> bool:
         """Whether ``condition`` has everything a metric needs (``"probs"`` and/or item arrays)."""

@@ -21,6 +21,7 @@ from softlab.stats import STRATA
 __all__ = [
     "KINDS",
     "POST_HOC_SUFFIX",
+    "POST_HOC_SUFFIXES",
     "VERSIONS",
     "AmendmentModel",
     "ArmRuleModel",
@@ -38,20 +39,24 @@ KINDS: tuple[str, ...] = ("difference", "variance_ratio", "bound")
 VERSIONS: tuple[int, ...] = (1, 2)
 """Pre-registration versions this code reads (the file's ``version`` is the latest it holds)."""
 POST_HOC_SUFFIX = "+ts"
+POST_HOC_SUFFIXES: tuple[str, ...] = (POST_HOC_SUFFIX, "+ts-official")
+"""The post-hoc twins of every condition (:mod:`softlab.report`): ``+ts``, scaled against the
+human distribution of the calibration items, and ``+ts-official``, against their official labels."""
 
 
 def known_conditions() -> tuple[str, ...]:
     """Every condition name a test may use: the label conditions of :mod:`softlab.labels` (read
-    when called, so conditions added there are known here) and their temperature-scaled ``+ts``
-    variants."""
+    when called, so conditions added there are known here) and their post-hoc twins (``+ts``,
+    ``+ts-official``)."""
     base = tuple(getattr(labels, "ALL_CONDITIONS", labels.CONDITIONS))
-    return base + tuple(c + POST_HOC_SUFFIX for c in base)
+    return base + tuple(c + suffix for suffix in POST_HOC_SUFFIXES for c in base)
 
 
 def _check_condition(name: str) -> str:
     if name not in known_conditions():
         raise ValueError(
-            f"unknown condition {name!r}; expected a label condition of softlab.labels or its '+ts' variant"
+            f"unknown condition {name!r}; expected a label condition of softlab.labels or its '+ts' or "
+            "'+ts-official' variant"
         )
     return name
 
