@@ -18,11 +18,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
+
 from softlab.params import NOTEBOOKS_DIR, ParameterError, coerce_override, load_params, validate
 from softlab.paths import PROJECT_ROOT
 
 BOOK_DIR = PROJECT_ROOT / "book"
 KERNEL = "python3"
+
+
+class IpcKernelManager(AsyncKernelManager):
+    """The notebooks' kernel talks over local IPC sockets, not unencrypted TCP (ipykernel warns
+    about TCP without encryption on every start; nothing here needs a network port)."""
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc"
 
 
 class PipelineError(RuntimeError):
@@ -64,8 +76,12 @@ def run_notebooks(
     out_dir: Path = BOOK_DIR,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     progress: bool = True,
+    train_first: bool = True,
 ) -> list[Path]:
     """Validate everything, then execute the notebooks in order (see the module docstring).
+    With ``train_first`` the runs and results the notebooks read are computed (or loaded) in
+    this process before papermill starts, so training shows its progress bar on this process's
+    stderr and the notebooks load it from the cache (their outputs stay clean).
 
     Raises :class:`softlab.params.ParameterError` before anything runs for a bad parameter,
     and :class:`PipelineError` naming the notebook, cell and failed copy when a notebook fails.
@@ -73,19 +89,25 @@ def run_notebooks(
     paths, per_notebook = resolve_parameters(params, overrides, only, notebooks_dir)
     import papermill as pm
 
+    from softlab.chapter import injected_parameters
+
+    if train_first and paths:
+        _train_first(per_notebook[paths[0]], paths, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for src in paths:
         dest = out_dir / src.name
         tmp = out_dir / f".{src.stem}.running.ipynb"
         start = time.time()
-        print(f"[softlab run] {src.name} with {per_notebook[src]}", flush=True)
+        injected = injected_parameters(per_notebook[src])
+        print(f"[softlab run] {src.name} with {injected}", flush=True)
         try:
             pm.execute_notebook(
                 str(src),
                 str(tmp),
-                parameters=per_notebook[src],
+                parameters=injected,
                 kernel_name=KERNEL,
+                kernel_manager_class=IpcKernelManager,
                 cwd=str(notebooks_dir),
                 progress_bar=progress,
             )
@@ -105,6 +127,33 @@ def run_notebooks(
         print(f"[softlab run] {src.name} done in {time.time() - start:.1f} s", flush=True)
         written.append(dest)
     return written
+
+
+def _uses(notebook: Path, names: tuple[str, ...]) -> bool:
+    """Whether a code cell of ``notebook`` mentions one of ``names``."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    return any(c.cell_type == "code" and any(n in c.source for n in names) for c in nb.cells)
+
+
+def _train_first(values: dict[str, Any], paths: list[Path], progress: bool) -> None:
+    """Compute (or load) what the notebooks read — every run and table when one of them shows
+    results, else the prepared arms — with progress bars on stderr (tqdm)."""
+    start = time.time()
+    if any(_uses(p, ("book.results", "book.verdicts")) for p in paths):
+        from softlab.report import book_results
+
+        print("[softlab run] training the runs the chapters read (cached runs load)", flush=True)
+        book_results(values, progress=progress)
+    elif any(_uses(p, ("book.prepared",)) for p in paths):
+        from softlab.experiment import configs_from_params, prepare_arms
+
+        print("[softlab run] preparing the arms the chapters read (cached teachers load)", flush=True)
+        prepare_arms(configs_from_params(values)[0], progress=progress)
+    else:
+        return
+    print(f"[softlab run] ready in {time.time() - start:.1f} s", flush=True)
 
 
 def _hide_injected_parameters(path: Path) -> None:

@@ -12,7 +12,7 @@ full strength and the ``original`` mode a lighter tint of the same hue, so the t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import matplotlib as mpl
@@ -68,13 +68,14 @@ _ORIGINAL_TINT = 0.45  # fraction of white mixed into the hue for the "original"
 
 
 def set_style() -> None:
-    """Apply the project's one style: seaborn white grid, 100 dpi, text ≥ 9 pt at the size the
-    book shows a :data:`COLUMN_WIDTH_IN`-wide figure."""
+    """Apply the project's one style: seaborn white grid, 200 dpi (sharp on high-density screens),
+    text ≥ 9 pt at the size the book shows a :data:`COLUMN_WIDTH_IN`-wide figure."""
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.9)
     mpl.rcParams.update(
         {
-            "figure.dpi": 100,
-            "savefig.dpi": 100,
+            # 2x density: a figure COLUMN_WIDTH_IN wide is 1400 px, shown at most ~730 px wide
+            "figure.dpi": 200,
+            "savefig.dpi": 200,
             "savefig.bbox": "tight",
             "font.size": 10,
             "axes.titlesize": 10,
@@ -282,20 +283,26 @@ def plot_metric_by_stratum(
     x: str = "stratum",
     hue: str = "condition",
     ylabel: str | None = None,
+    facet: str = "metric",
+    facet_names: Mapping[str, str] | None = None,
+    zero_line: bool | None = None,
 ) -> Figure:
-    """Point estimates with interval error bars per stratum and condition.
+    """Point estimates with interval error bars per stratum and condition, one panel per value of
+    ``facet`` (stacked, one per row; e.g. ``facet="dataset"``).
 
     ``summary`` has ``x``, ``hue``, ``estimate``, ``low``, ``high`` columns — e.g.
-    :func:`softlab.stats.bootstrap_summary` (``estimate``) or :func:`softlab.stats.paired_differences`
-    (pass ``estimate="difference"``). With a ``metric`` column holding several metrics, one panel
-    per metric. Conditions are dodged sideways within each stratum.
+    :func:`softlab.chapter.seed_intervals` of the tidy metric table. Conditions are dodged
+    sideways within each stratum; temperature-scaled twins (``+ts``) are open squares.
+    ``facet_names`` titles the panels (e.g. :data:`softlab.present.ARM_NAMES`); ``zero_line``
+    draws y = 0 (default: when the estimates change sign or ``estimate == "difference"``).
     """
     _require(summary, [x, hue, estimate, low, high], "summary")
-    metrics = list(pd.unique(summary["metric"])) if "metric" in summary.columns else [None]
+    facets = list(pd.unique(summary[facet])) if facet in summary.columns else [None]
     n_x = summary[x].nunique()
-    fig, axes = _grid(len(metrics), 3, (max(4.2, 1.2 * n_x), 3.0))
-    for ax, metric in zip(axes, metrics):
-        part = summary if metric is None else summary[summary["metric"] == metric]
+    fig = Figure(figsize=(max(COLUMN_WIDTH_IN, 1.2 * n_x), 2.6 * len(facets) + 0.9), layout="constrained")
+    axes = fig.subplots(len(facets), 1, squeeze=False)[:, 0]
+    for ax, fv in zip(axes, facets):
+        part = summary if fv is None else summary[summary[facet] == fv]
         xs = [s for s in STRATUM_ORDER if s in set(part[x])] + [s for s in pd.unique(part[x]) if s not in STRATUM_ORDER]
         hues = (
             order_conditions([str(h) for h in pd.unique(part[hue])])
@@ -318,30 +325,34 @@ def plot_metric_by_stratum(
                     hi.append(row[high])
             est_a, lo_a, hi_a = (np.asarray(v, dtype=np.float64) for v in (est, lo, hi))
             colour = condition_colour(str(hv)) if hue == "condition" else None
+            scaled = str(hv).endswith("+ts")
             ax.errorbar(
                 pos,
                 est_a,
-                yerr=np.clip(np.vstack([est_a - lo_a, hi_a - est_a]), 0.0, None),
-                fmt="o",
+                yerr=np.nan_to_num(np.clip(np.vstack([est_a - lo_a, hi_a - est_a]), 0.0, None)),
+                fmt="s" if scaled else "o",
+                mfc="white" if scaled else None,
                 ms=4,
                 capsize=2,
                 lw=1,
                 color=colour,
                 label=str(hv),
             )
-        if estimate == "difference":
-            ax.axhline(0.0, color="black", lw=0.8)
+        values = part[estimate].to_numpy(dtype=np.float64)
+        changes_sign = bool(np.nanmin(values) < 0 < np.nanmax(values)) if np.isfinite(values).any() else False
+        if zero_line if zero_line is not None else (estimate == "difference" or changes_sign):
+            ax.axhline(0.0, color="black", lw=0.6)
         ax.set_xticks(range(len(xs)))
         ax.set_xticklabels(xs)
-        ax.set_xlabel(x)
-        ax.set_ylabel(ylabel or (metric if metric is not None else estimate))
-        if metric is not None:
-            ax.set_title(str(metric))
+        ax.set_ylabel(ylabel or (str(fv) if facet == "metric" and fv is not None else estimate))
+        if fv is not None:
+            ax.set_title(str((facet_names or {}).get(str(fv), fv)))
+    axes[-1].set_xlabel(x)
     legend: dict[str, Any] = {}
-    for ax in axes[: len(metrics)]:
+    for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend.keys()), loc="outside right upper", fontsize=9)
+    fig.legend(list(legend.values()), list(legend.keys()), loc="outside lower center", ncols=3, fontsize=9)
     return fig
 
 

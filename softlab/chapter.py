@@ -1,0 +1,321 @@
+"""One call sets up a chapter: ``book = open_book(params_name, overrides)`` — the parameters from
+``params/*.yml``, the results, the display names and the small computations several chapters share.
+
+A notebook's ``parameters`` cell holds only the set's name and its overrides::
+
+    params_name = "default"   # a set in params/
+    overrides = {}            # e.g. {"seeds": 3}
+
+and its setup is ``book = open_book(params_name, overrides)``. ``softlab run --params X --set k=v``
+injects ``params_name = "X"`` and ``overrides = {"k": v}`` (:func:`injected_parameters`), so the
+defaults live in ``params/*.yml`` only.
+
+What lives here, once, instead of in several notebooks: the seed-level interval
+(:func:`seed_interval`, :func:`seed_intervals`), the pooled reliability bins against the primary
+test's soft reference (:func:`soft_reliability`), display names (:func:`condition_label` names a
+synthetic arm's conditions after its reference, ``generator/…``; :data:`METRIC_NAMES`, the one
+mapping of metric ids to plain names), the one-line run summary (:meth:`Book.setup_line`,
+listing the arms that actually ran) and the notice of a skipped arm, shown once and without
+machine paths (:func:`skip_notice`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from softlab.params import ParameterError, load_params
+from softlab.present import ARM_NAMES, METRIC_LABELS, fmt_number, run_description
+
+__all__ = [
+    "METRIC_NAMES",
+    "Book",
+    "condition_label",
+    "display_conditions",
+    "injected_parameters",
+    "metric_name",
+    "open_book",
+    "resolve_book_parameters",
+    "seed_interval",
+    "seed_intervals",
+    "skip_notice",
+    "soft_reliability",
+]
+
+#: The one mapping from metric ids to the plain names tables and figures show.
+METRIC_NAMES: dict[str, str] = {
+    **METRIC_LABELS,
+    "accuracy": "accuracy",
+    "accuracy_human_mode": "accuracy (reference mode)",
+    "kl_human": "KL divergence",
+    "js_human": "Jensen–Shannon divergence",
+    "tv_human": "total variation",
+    "entropy_calibration_error": "entropy gap |H(p) − H(h)|",
+    "entropy_spearman": "rank correlation of entropies",
+    "spearman_confidence_entropy": "ρ(confidence, reference entropy)",
+    "spearman_variability_entropy": "ρ(variability, reference entropy)",
+    "auroc_variability_ambiguous": "AUROC of variability for ambiguous items",
+}
+
+
+def metric_name(metric: str) -> str:
+    """The plain name of a metric id (:data:`METRIC_NAMES`; unknown ids are shown as they are)."""
+    return METRIC_NAMES.get(str(metric), str(metric))
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def resolve_book_parameters(params_name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The full parameter set a chapter runs with: ``params/default.yml`` (every parameter's
+    default), then the named set, then ``overrides``. A name that is not a set in ``params/``
+    (a set given as a file path to ``softlab run``) reads its values from ``overrides`` alone."""
+    values = dict(load_params("default"))
+    try:
+        values.update(load_params(params_name))
+    except ParameterError:
+        if not overrides:
+            raise
+    values.update(dict(overrides or {}))
+    values["params_name"] = str(values.get("params_name", params_name)) if overrides else str(params_name)
+    unknown = sorted(set(values) - set(load_params("default")))
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter(s) {unknown}; params/default.yml declares: {sorted(load_params('default'))}"
+        )
+    return values
+
+
+def injected_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``softlab run`` injects into a notebook for the full parameter set ``values``: the
+    set's name and the values that differ from it (everything, when the name is not a set in
+    ``params/``). :func:`resolve_book_parameters` of the result gives ``values`` back."""
+    name = str(values.get("params_name", "custom"))
+    base = dict(load_params("default"))
+    try:
+        base.update(load_params(name))
+    except ParameterError:
+        return {"params_name": name, "overrides": dict(values)}
+    return {"params_name": name, "overrides": {k: v for k, v in values.items() if k not in base or base[k] != v}}
+
+
+# --------------------------------------------------------------------------- display names
+
+
+def condition_label(condition: str, reference_name: str = "human") -> str:
+    """A condition as the book shows it: on an arm whose reference is not human (the synthetic
+    arm's ``generator``), ``human`` in the mode and in the shape is replaced by the reference's
+    name (``human/human`` → ``generator/generator``, ``human/synthetic+ts`` →
+    ``generator/synthetic+ts``). The internal condition id is unchanged."""
+    if reference_name == "human" or "/" not in str(condition):
+        return str(condition)
+    text, suffix = (str(condition)[:-3], "+ts") if str(condition).endswith("+ts") else (str(condition), "")
+    mode, shape = text.split("/", 1)
+    mode = reference_name if mode == "human" else mode
+    shape = re.sub(r"^human(?=$|-)", reference_name, shape)
+    return f"{mode}/{shape}{suffix}"
+
+
+#: The reference of each arm that is not human (every other arm's reference is human votes).
+REFERENCE_NAMES: dict[str, str] = {"synthetic-mnist": "generator"}
+
+
+def display_conditions(df: pd.DataFrame, column: str = "condition", arm: str | None = None) -> pd.DataFrame:
+    """``df`` with its ``column`` of condition ids renamed by :func:`condition_label`, per row's
+    ``dataset``/``arm`` column (or for the one ``arm`` given)."""
+    out = df.copy()
+    if arm is not None:
+        arms: Iterable[Any] = [arm] * len(out)
+    else:
+        arm_col = next((c for c in ("dataset", "arm") if c in out.columns), None)
+        arms = out[arm_col] if arm_col else ["?"] * len(out)
+    out[column] = [condition_label(c, REFERENCE_NAMES.get(str(a), "human")) for c, a in zip(out[column], arms)]
+    return out
+
+
+_PATH = re.compile(r"(?<![\w.])(?:~|/)(?:[\w.+@-]+/)*[\w.+@-]+/?")
+
+
+def skip_notice(arm: str, reason: str) -> str:
+    """One Markdown paragraph saying that ``arm`` was skipped and what to do, with every machine
+    path replaced by the setting that names it (``$SOFTLAB_DATA_DIR/…``) or its last part."""
+    from softlab.paths import cache_dir, data_dir
+
+    text = str(reason)
+    for root, name in ((data_dir(), "$SOFTLAB_DATA_DIR"), (cache_dir(), "$SOFTLAB_CACHE_DIR")):
+        text = text.replace(str(root), name)
+    text = text.replace(str(Path.home()), "~")
+    text = _PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text) if os.sep == "/" else text
+    return f"**The {ARM_NAMES.get(arm, arm)} arm was skipped here:** {text}"
+
+
+# --------------------------------------------------------------------------- shared computations
+
+
+def seed_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> pd.Series:
+    """Mean over seeds with a ``level`` *t* interval (NaN bounds for one seed):
+    ``estimate, ci_low, ci_high``."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean()) if v.size else float("nan")
+    if v.size > 1:
+        half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    else:
+        half = float("nan")
+    return pd.Series({"estimate": mean, "ci_low": mean - half, "ci_high": mean + half})
+
+
+def seed_intervals(frame: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
+    """:func:`seed_interval` of ``value`` per group of ``by`` (one row per group)."""
+    if frame.empty:
+        return pd.DataFrame(columns=[*by, "estimate", "ci_low", "ci_high"])
+    grouped = frame.groupby(list(by))[value]
+    return grouped.apply(lambda v: seed_interval(v.to_numpy())).unstack().reset_index()
+
+
+def soft_reliability(preds: Any, conditions: Sequence[str], stratum: str = "hard", n_bins: int = 15) -> pd.DataFrame:
+    """Reliability bins of the pooled out-of-fold predictions of ``conditions`` (all seeds pooled
+    per bin) against the **soft reference** — the primary calibration test's: the "accuracy" of
+    item *i* is ``h_i[ŷ_i]``, the chance that a random annotator agrees with the prediction.
+
+    ``preds`` is a :class:`softlab.inference.ArmPredictions`. Columns: ``condition, bin_lower,
+    bin_upper, mean_confidence, accuracy, count`` (input for :func:`softlab.plots.plot_reliability`).
+    """
+    mask = np.asarray(preds.strata[stratum], dtype=bool)
+    ref = np.asarray(preds.reference, dtype=np.float64)[mask]
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    rows = []
+    for cond in conditions:
+        if cond not in preds.probs:
+            continue
+        p = np.asarray(preds.probs[cond], dtype=np.float64)[:, mask]  # (S, I, C)
+        conf = p.max(axis=-1).ravel()
+        hit = np.take_along_axis(np.broadcast_to(ref, p.shape), p.argmax(axis=-1)[..., None], axis=-1).ravel()
+        which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+        for b in range(n_bins):
+            sel = which == b
+            n = int(sel.sum())
+            rows.append(
+                {
+                    "condition": cond,
+                    "bin_lower": edges[b],
+                    "bin_upper": edges[b + 1],
+                    "mean_confidence": float(conf[sel].mean()) if n else float("nan"),
+                    "accuracy": float(hit[sel].mean()) if n else float("nan"),
+                    "count": n,
+                }
+            )
+    return pd.DataFrame(rows, columns=["condition", "bin_lower", "bin_upper", "mean_confidence", "accuracy", "count"])
+
+
+# --------------------------------------------------------------------------- the book object
+
+
+class Book:
+    """A chapter's view of one run: ``params`` (the full parameter set), ``results`` (the
+    cached :class:`softlab.report.BookResults`, computed on first use), ``prepared``/``skipped``
+    (the arms, for chapters that show data before training) and display helpers."""
+
+    def __init__(self, params: Mapping[str, Any]):
+        self.params: dict[str, Any] = dict(params)
+
+    @property
+    def name(self) -> str:
+        return str(self.params["params_name"])
+
+    @property
+    def progress(self) -> bool:
+        return bool(self.params.get("progress", False))
+
+    @cached_property
+    def results(self) -> Any:
+        from softlab.report import book_results
+
+        return book_results(self.params, progress=self.progress)
+
+    @property
+    def verdicts(self) -> pd.DataFrame:
+        return self.results.verdicts
+
+    @cached_property
+    def _arms(self) -> tuple[dict[str, Any], dict[str, str]]:
+        from softlab.experiment import configs_from_params, prepare_arms
+
+        arm_configs, _, _ = configs_from_params(self.params)
+        return prepare_arms(arm_configs, progress=self.progress)
+
+    @property
+    def prepared(self) -> dict[str, Any]:
+        """The prepared arms (teachers, folds, labels) by name: only those whose data is here."""
+        return self._arms[0]
+
+    @property
+    def configs(self) -> tuple[Any, Any, list[int]]:
+        """``(arm_configs, train_config, seeds)`` of :func:`softlab.experiment.configs_from_params`."""
+        from softlab.experiment import configs_from_params
+
+        arm_configs, train_cfg, seeds = configs_from_params(self.params)
+        return arm_configs, train_cfg, list(seeds)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Arms whose data is missing here: name -> reason (from the results when they were
+        computed, else from preparing the arms)."""
+        if "results" in self.__dict__:
+            return dict(self.results.meta.get("skipped", {}))
+        if "_arms" in self.__dict__:
+            return dict(self._arms[1])
+        return self.missing_data()
+
+    def missing_data(self) -> dict[str, str]:
+        """Arms of the set whose images cannot be had here (CIFAR-10 offline) -> reason, found
+        without preparing any arm (what :func:`softlab.experiment.prepare_arms` would skip)."""
+        from softlab.data.cifar import DataUnavailable, load_cifar10
+
+        missing = {}
+        if "cifar10" in self.params.get("arms", []):
+            try:
+                load_cifar10("test")
+            except DataUnavailable as exc:
+                missing["cifar10"] = str(exc)
+        return missing
+
+    def ran_arms(self) -> list[str]:
+        """The arms that actually ran (the set's arms minus the skipped ones, plus votes arms)."""
+        skipped = self.skipped
+        arms = [a for a in self.params.get("arms", []) if a not in skipped]
+        return arms + [v for v in (self.params.get("votes") or {}) if v not in skipped]
+
+    def setup_line(self) -> str:
+        """One italic Markdown line: the parameter set, the arms that ran and the model and grid."""
+        arms = ", ".join(ARM_NAMES.get(a, a) for a in self.ran_arms())
+        return f"*Computed with the `{self.name}` parameter set: {arms}; {run_description(self.params)}.*"
+
+    def skip_notices(self) -> str:
+        """The notice of every skipped arm (:func:`skip_notice`), for the one page that would show it."""
+        return "\n\n".join(skip_notice(a, r) for a, r in self.skipped.items())
+
+    def parameter_set(self, name: str) -> dict[str, Any]:
+        """Another parameter set, complete (:func:`resolve_book_parameters`), e.g. ``stability``."""
+        return resolve_book_parameters(name)
+
+    def fmt(self, x: Any, digits: int = 3) -> str:
+        """The book's one number format (:func:`softlab.present.fmt_number`)."""
+        return fmt_number(x, digits)
+
+
+def open_book(params_name: str = "default", overrides: Mapping[str, Any] | None = None) -> Book:
+    """Set up a chapter: resolve the parameters (:func:`resolve_book_parameters`), apply the
+    figure style, and return the :class:`Book` (results load on first use)."""
+    from softlab import plots
+
+    plots.set_style()
+    return Book(resolve_book_parameters(params_name, overrides))
