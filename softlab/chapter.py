@@ -35,11 +35,14 @@ from softlab.params import ParameterError, load_params
 from softlab.present import ARM_NAMES, METRIC_LABELS, fmt_number, run_description
 
 __all__ = [
+    "CLAIM_TOPICS",
     "METRIC_NAMES",
     "Book",
     "condition_label",
     "display_conditions",
+    "forest_rows",
     "injected_parameters",
+    "key_results",
     "metric_name",
     "open_book",
     "resolve_book_parameters",
@@ -216,6 +219,139 @@ def soft_reliability(preds: Any, conditions: Sequence[str], stratum: str = "hard
     return pd.DataFrame(rows, columns=["condition", "bin_lower", "bin_upper", "mean_confidence", "accuracy", "count"])
 
 
+# --------------------------------------------------------------------------- the answer, in natural units
+
+#: What each claim's primary tests test, in words (rows and panels are named by it).
+CLAIM_TOPICS: dict[int, str] = {
+    1: "Calibration on hard items",
+    2: "Stability across seeds",
+    3: "Confidence follows human uncertainty",
+    4: "Accuracy",
+}
+
+
+def _claim_topic(claim: Any) -> str:
+    try:
+        return CLAIM_TOPICS.get(int(claim), f"Claim {claim}")
+    except (TypeError, ValueError):
+        return f"Claim {claim}"
+
+
+def _latest_primary(verdicts: pd.DataFrame) -> pd.DataFrame:
+    part = verdicts[verdicts["primary"].astype(bool)]
+    if "registered_version" in part.columns and part["registered_version"].notna().any():
+        part = part[part["registered_version"] == part["registered_version"].max()]
+    return part.reset_index(drop=True)
+
+
+def _is_relative(row: Any) -> bool:
+    scale = row.get("margin_scale")
+    if isinstance(scale, str) and scale:
+        return scale == "relative"
+    return str(row.get("kind", "")) == "variance_ratio"
+
+
+def _signed(x: float, digits: int = 2) -> str:
+    return "–" if not np.isfinite(x) else ("+" if x > 0 else "") + fmt_number(float(x), digits).replace("-", "−")
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return fmt_number(float(x), digits).replace("-", "−") if np.isfinite(float(x)) else "–"
+
+
+def _pct(x: float) -> str:
+    return "–" if not np.isfinite(x) else f"{_signed(100 * float(x), 2)}%"
+
+
+def _difference_text(row: Any) -> str:
+    """The effect with its 95% interval in the metric's units (a variance ratio as a ratio), and
+    for tests with a relative margin the relative difference in percent after it."""
+    if str(row.get("kind", "")) == "variance_ratio":
+        return f"ratio {_num(row['estimate'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+    text = f"{_signed(row['estimate'])} [{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
+    if _is_relative(row) and np.isfinite(float(row.get("relative", np.nan))):
+        text += f" ({_pct(row['relative'])} [{_pct(row['relative_ci_low'])}, {_pct(row['relative_ci_high'])}])"
+    return text
+
+
+def _shown(condition: Any, arm: Any) -> str:
+    return condition_label(str(condition), REFERENCE_NAMES.get(str(arm), "human"))
+
+
+def key_results(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The front page's table: one row per primary test (the latest registered version), named
+    by what it tests, with both sides' means in the metric's own units, the difference with its
+    95% interval (and the relative difference where the margin is relative) and the verdict."""
+    from softlab.present import arm_name, fmt_p
+
+    rows = []
+    for _, row in _latest_primary(verdicts).iterrows():
+        rows.append(
+            {
+                "what is tested": f"{_claim_topic(row['claim'])} · {arm_name(row['arm'])}",
+                "condition vs comparator (means)": (
+                    f"{_shown(row['condition'], row['arm'])} {_num(row['mean_condition'], 3)} vs "
+                    f"{_shown(row['comparator'], row['arm'])} {_num(row['mean_comparator'], 3)}"
+                ),
+                "difference [95% CI]": _difference_text(row),
+                "p (Holm)": fmt_p(row.get("p_adjusted")),
+                "verdict": row["verdict"],
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["what is tested", "condition vs comparator (means)", "difference [95% CI]", "p (Holm)", "verdict"],
+    )
+
+
+def forest_rows(verdicts: pd.DataFrame, url: Mapping[int, str] | None = None) -> pd.DataFrame:
+    """The rows :func:`softlab.plots.plot_verdicts` draws: every primary test in its metric's
+    own units (relative differences in percent), one panel per claim and metric, each row named
+    by its arm and comparison, with a hover text (test, means, estimate, interval, p, verdict)
+    and, with ``url`` (claim -> page#anchor), a link to its evidence."""
+    from softlab.present import arm_name, fmt_p
+
+    out = []
+    for _, row in _latest_primary(verdicts).iterrows():
+        relative = _is_relative(row)
+        ratio = str(row.get("kind", "")) == "variance_ratio"
+        scale = 100.0 if relative else 1.0
+        est, lo, hi = (
+            (row["relative"], row["relative_ci_low"], row["relative_ci_high"])
+            if relative
+            else (row["estimate"], row["ci_low"], row["ci_high"])
+        )
+        what = metric_name(str(row["metric"]))
+        unit = (
+            f"{'variance of ' + what + ' across seeds' if ratio else what}: difference in % of the comparator"
+            if relative
+            else f"{what}: difference"
+        )
+        topic = _claim_topic(row["claim"])
+        condition, comparator = _shown(row["condition"], row["arm"]), _shown(row["comparator"], row["arm"])
+        tip = (
+            f"{topic}, {arm_name(row['arm'])}: {condition} {_num(row['mean_condition'], 3)} vs {comparator} "
+            f"{_num(row['mean_comparator'], 3)}; difference {_difference_text(row)}; p (Holm) "
+            f"{fmt_p(row.get('p_adjusted'))}; verdict: {row['verdict']}"
+        )
+        out.append(
+            {
+                "claim": row["claim"],
+                "panel": topic,
+                "unit": unit,
+                "label": f"{arm_name(row['arm'])}: {condition} vs {comparator}",
+                "estimate": scale * float(est),
+                "ci_low": scale * float(min(lo, hi)),
+                "ci_high": scale * float(max(lo, hi)),
+                "margin": scale * float(row["margin"]) if np.isfinite(float(row["margin"])) else float("nan"),
+                "verdict": row["verdict"],
+                "tooltip": tip,
+                "url": (url or {}).get(int(row["claim"]), "") if str(row["claim"]).isdigit() else "",
+            }
+        )
+    return pd.DataFrame(out)
+
+
 # --------------------------------------------------------------------------- the book object
 
 
@@ -254,7 +390,7 @@ class Book:
 
     @property
     def prepared(self) -> dict[str, Any]:
-        """The prepared arms (teachers, folds, labels) by name: only those whose data is here."""
+        """The prepared arms (teachers, folds, labels) by name, only those whose data is here."""
         return self._arms[0]
 
     @property
@@ -267,8 +403,8 @@ class Book:
 
     @property
     def skipped(self) -> dict[str, str]:
-        """Arms whose data is missing here: name -> reason (from the results when they were
-        computed, else from preparing the arms)."""
+        """Arms whose data is missing here, name to reason (from the results when they were
+        computed, else from preparing the arms, else from looking for their images)."""
         if "results" in self.__dict__:
             return dict(self.results.meta.get("skipped", {}))
         if "_arms" in self.__dict__:
@@ -294,10 +430,33 @@ class Book:
         arms = [a for a in self.params.get("arms", []) if a not in skipped]
         return arms + [v for v in (self.params.get("votes") or {}) if v not in skipped]
 
-    def setup_line(self) -> str:
-        """One italic Markdown line: the parameter set, the arms that ran and the model and grid."""
+    def setup_line(self, accuracy: bool = False) -> str:
+        """One italic Markdown line: the parameter set, the arms that ran and the model and grid;
+        with ``accuracy``, each arm's held-out accuracy (the range of the conditions' means over
+        seeds, against the official label)."""
         arms = ", ".join(ARM_NAMES.get(a, a) for a in self.ran_arms())
-        return f"*Computed with the `{self.name}` parameter set: {arms}; {run_description(self.params)}.*"
+        text = f"*Computed with the `{self.name}` parameter set: {arms}; {run_description(self.params)}"
+        if accuracy:
+            acc = self.heldout_accuracy()
+            if len(acc):
+                parts = [
+                    f"{ARM_NAMES.get(str(a), str(a))} {fmt_number(g.min(), 2)}–{fmt_number(g.max(), 2)}"
+                    for a, g in acc.groupby("dataset", sort=False)["value"]
+                ]
+                text += "; held-out accuracy " + ", ".join(parts)
+        return text + ".*"
+
+    def heldout_accuracy(self) -> pd.DataFrame:
+        """Mean over seeds of each raw condition's held-out accuracy (official label, all items):
+        ``dataset, condition, value``."""
+        m = self.results.metrics
+        part = m[
+            (m["split"] == "heldout")
+            & (m["stratum"] == "all")
+            & (m["metric"] == "accuracy")
+            & ~m["condition"].astype(str).str.endswith("+ts")
+        ]
+        return part.groupby(["dataset", "condition"], sort=False, as_index=False)["value"].mean()
 
     def skip_notices(self) -> str:
         """The notice of every skipped arm (:func:`skip_notice`), for the one page that would show it."""
@@ -318,4 +477,19 @@ def open_book(params_name: str = "default", overrides: Mapping[str, Any] | None 
     from softlab import plots
 
     plots.set_style()
+    _retina_figures()
     return Book(resolve_book_parameters(params_name, overrides))
+
+
+def _retina_figures() -> None:
+    """Inside a kernel, figures become PNGs at twice their display density (the output says
+    the display size, so the book shows them at their size, sharp on high-density screens)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook tools
+        return
+    if get_ipython() is None:
+        return
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("retina")

@@ -28,7 +28,7 @@ BOOK_DIR = PROJECT_ROOT / "book"
 KERNEL = "python3"
 
 
-class IpcKernelManager(AsyncKernelManager):
+class _IpcKernelManager(AsyncKernelManager):
     """The notebooks' kernel talks over local IPC sockets, not unencrypted TCP (ipykernel warns
     about TCP without encryption on every start; nothing here needs a network port)."""
 
@@ -107,7 +107,7 @@ def run_notebooks(
                 str(tmp),
                 parameters=injected,
                 kernel_name=KERNEL,
-                kernel_manager_class=IpcKernelManager,
+                kernel_manager_class=_IpcKernelManager,
                 cwd=str(notebooks_dir),
                 progress_bar=progress,
             )

@@ -12,6 +12,7 @@ full strength and the ``original`` mode a lighter tint of the same hue, so the t
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -68,14 +69,14 @@ _ORIGINAL_TINT = 0.45  # fraction of white mixed into the hue for the "original"
 
 
 def set_style() -> None:
-    """Apply the project's one style: seaborn white grid, 200 dpi (sharp on high-density screens),
-    text ≥ 9 pt at the size the book shows a :data:`COLUMN_WIDTH_IN`-wide figure."""
+    """Apply the project's one style: seaborn white grid, 100 dpi, text ≥ 9 pt at the size the
+    book shows a :data:`COLUMN_WIDTH_IN`-wide figure (notebooks draw at twice that density:
+    :func:`softlab.chapter.open_book`)."""
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.9)
     mpl.rcParams.update(
         {
-            # 2x density: a figure COLUMN_WIDTH_IN wide is 1400 px, shown at most ~730 px wide
-            "figure.dpi": 200,
-            "savefig.dpi": 200,
+            "figure.dpi": 100,
+            "savefig.dpi": 100,
             "savefig.bbox": "tight",
             "font.size": 10,
             "axes.titlesize": 10,
@@ -491,80 +492,95 @@ def plot_item_distributions(
     return fig
 
 
-def plot_verdicts(verdicts: pd.DataFrame, label: str = "label", url: str | None = None, limit: float = 12.0) -> Figure:
-    """Forest plot of tests in units of their pre-registered margin: one row per test, the
-    estimate and 95% interval divided by the smallest effect size of interest (so ±1 marks
-    the equivalence margin on every row), coloured and shaped by verdict.
+def plot_verdicts(
+    verdicts: pd.DataFrame,
+    label: str = "label",
+    url: str | None = None,
+    tooltip: str | None = "tooltip",
+    width: float = 4.6,
+) -> Figure:
+    """Forest plot of tests in their own units: one panel per ``panel`` value (its title; the
+    optional ``unit`` column is its x label, for example a relative difference in percent or a
+    difference of correlations), one row
+    per test with its estimate and 95% interval, the pre-registered margin as a grey band around
+    0, and colour and marker by verdict. The row's name is written above its interval, so the
+    intervals use the whole width (``width`` inches: readable on a phone).
 
-    ``verdicts`` needs ``label``, ``scaled_estimate``, ``scaled_low``, ``scaled_high`` and
-    ``verdict`` columns (:func:`softlab.present.scaled_effects` adds the scaled ones). With
-    ``url`` (a column of link targets), each row's label and marker link there in SVG output
-    (:class:`SvgFigure`). Intervals beyond ``±limit`` margins are cut and end in an arrow.
+    ``verdicts`` needs ``label``, ``panel``, ``estimate``, ``ci_low``, ``ci_high``, ``margin``
+    and ``verdict`` (:func:`softlab.chapter.forest_rows` builds them from the verdict table).
+    With ``url`` (a column of link targets) each row's name and marker link there in SVG output;
+    with ``tooltip`` (a column of text) each row shows it on hover (:class:`SvgFigure` turns the
+    row's group id ``row-<i>`` into an SVG ``<title>``).
     """
     from softlab.present import VERDICT_COLOURS, VERDICT_MARKERS, verdict_word
 
-    _require(verdicts, [label, "scaled_estimate", "scaled_low", "scaled_high", "verdict"], "verdicts")
+    _require(verdicts, [label, "panel", "estimate", "ci_low", "ci_high", "margin", "verdict"], "verdicts")
     rows = verdicts.reset_index(drop=True)
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 * len(rows) + 1.3), layout="constrained")
-    ax = fig.add_subplot()
-    pos = np.arange(len(rows))[::-1]
-    finite = rows[["scaled_low", "scaled_high", "scaled_estimate"]].to_numpy(dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    lim = min(max(2.0, float(np.abs(finite).max()) * 1.1) if finite.size else 2.0, limit)
-    ax.axvspan(-1, 1, color="#d9d9d9", alpha=0.5, lw=0)
-    ax.axvline(0.0, color="black", lw=0.8)
-    for p, row in zip(pos, _rows(rows)):
-        word = verdict_word(row.verdict)
-        colour = VERDICT_COLOURS.get(word, "#000000")
-        e, a, b = float(row.scaled_estimate), float(row.scaled_low), float(row.scaled_high)
-        link = str(getattr(row, url)) if url else None
-        if np.isfinite(a) and np.isfinite(b):
-            lo, hi = max(a, -lim), min(b, lim)
-            ax.plot([lo, hi], [p, p], color=colour, lw=1.8, solid_capstyle="butt")
-            for end, cut, edge in ((lo, a < -lim, "<"), (hi, b > lim, ">")):
-                ax.plot([end], [p], marker=edge if cut else "|", color=colour, ms=7 if cut else 8, mew=1.6)
-        if np.isfinite(e):
-            line = ax.plot(
-                [min(max(e, -lim), lim)],
-                [p],
-                marker=VERDICT_MARKERS.get(word, "o"),
-                ls="",
-                color=colour,
-                ms=7,
-                mec="white",
-                mew=0.6,
-            )[0]
+    panels = list(pd.unique(rows["panel"]))
+    heights = [0.62 * int((rows["panel"] == pv).sum()) + 0.75 for pv in panels]
+    fig = Figure(figsize=(width, sum(heights) + 0.5), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, pv in zip(axes, panels):
+        part = rows[rows["panel"] == pv]
+        pos = np.arange(len(part))[::-1].astype(float)
+        values = part[["ci_low", "ci_high", "estimate"]].to_numpy(dtype=np.float64)
+        margins = part["margin"].to_numpy(dtype=np.float64)
+        finite = np.concatenate(
+            [values[np.isfinite(values)], margins[np.isfinite(margins)], -margins[np.isfinite(margins)]]
+        )
+        lim = float(np.abs(finite).max()) * 1.15 if finite.size else 1.0
+        margin = float(np.nanmax(margins)) if np.isfinite(margins).any() else float("nan")
+        if np.isfinite(margin):
+            ax.axvspan(-margin, margin, color="#d9d9d9", alpha=0.6, lw=0)
+        ax.axvline(0.0, color="black", lw=0.8)
+        for p, (index, row) in zip(pos, part.iterrows()):
+            word = verdict_word(row["verdict"])
+            colour = VERDICT_COLOURS.get(word, "#000000")
+            gid = f"row-{index}"
+            link = str(row[url]) if url else None
+            e, a, b = float(row["estimate"]), float(row["ci_low"]), float(row["ci_high"])
+            hover = ax.axhspan(p - 0.45, p + 0.45, color="white", alpha=0.0, lw=0)
+            hover.set_gid(gid)
+            name = ax.text(-lim, p + 0.18, str(row[label]), ha="left", va="bottom", fontsize=9, gid=gid + "-label")
             if link:
-                line.set_url(link)
-        else:
-            ax.text(0.0, p, "  not estimable", va="center", ha="left", fontsize=9, color=colour)
-    ax.set_yticks(pos)
-    ax.set_yticklabels([str(v) for v in rows[label]])
-    if url:
-        for tick, link in zip(ax.get_yticklabels(), rows[url]):
-            tick.set_url(str(link))
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel("effect in the claimed direction, in units of the pre-registered margin")
-    ax.text(0.01, 1.01, "◀ against the claim", transform=ax.transAxes, ha="left", va="bottom", fontsize=9)
-    ax.text(0.99, 1.01, "for the claim ▶", transform=ax.transAxes, ha="right", va="bottom", fontsize=9)
-    ax.text(
-        0.5,
-        1.01,
-        "grey band: within the margin",
-        transform=ax.transAxes,
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        color="#525252",
-    )
+                name.set_url(link)
+            if np.isfinite(a) and np.isfinite(b):
+                ax.plot([a, b], [p - 0.05, p - 0.05], color=colour, lw=1.8, solid_capstyle="butt", gid=gid + "-ci")
+                for end in (a, b):
+                    ax.plot([end], [p - 0.05], marker="|", color=colour, ms=8, mew=1.6)
+            if np.isfinite(e):
+                dot = ax.plot(
+                    [e],
+                    [p - 0.05],
+                    marker=VERDICT_MARKERS.get(word, "o"),
+                    ls="",
+                    color=colour,
+                    ms=7,
+                    mec="white",
+                    mew=0.6,
+                )[0]
+                dot.set_gid(gid + "-dot")
+                if link:
+                    dot.set_url(link)
+            else:
+                ax.text(0.0, p - 0.05, "  not estimable", va="center", ha="left", fontsize=9, color=colour)
+        ax.set_yticks([])
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-0.6, len(part) - 0.1)
+        ax.set_title(str(pv), fontsize=10, loc="left")
+        if "unit" in part.columns:
+            ax.set_xlabel(textwrap.fill(str(part["unit"].iloc[0]), 60), fontsize=9)
+        ax.grid(axis="y", visible=False)
     present = {verdict_word(x) for x in rows["verdict"]}
     handles = [
         mpl.lines.Line2D([], [], marker=VERDICT_MARKERS.get(v, "o"), ls="", color=c, mec="white", ms=7, label=v)
         for v, c in VERDICT_COLOURS.items()
         if v in present
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=max(len(handles), 1), fontsize=9)
+    handles.append(mpl.patches.Patch(color="#d9d9d9", label="within the margin"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=9)
+    if tooltip and tooltip in rows.columns:
+        fig.softlab_tooltips = {f"row-{i}": str(t) for i, t in zip(rows.index, rows[tooltip])}  # type: ignore[attr-defined]
     return fig
 
 
@@ -602,7 +618,15 @@ class SvgFigure:
             text,
             count=1,
         )
-        return re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + f"<title>{escape(self.alt)}</title>", text, count=1)
+        text = re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + f"<title>{escape(self.alt)}</title>", text, count=1)
+        # hover text: a group whose id has a tooltip gets it as its SVG <title> (plot_verdicts)
+        for gid, tip in getattr(self.fig, "softlab_tooltips", {}).items():
+            text = re.sub(
+                rf'(<g id="{re.escape(gid)}(?:-label|-ci|-dot)?"[^>]*>)',
+                lambda m, tip=tip: m.group(1) + f"<title>{escape(tip)}</title>",
+                text,
+            )
+        return text
 
     def _repr_html_(self) -> str:
         return f'<div class="softlab-svg-figure">{self.svg()}</div>'
