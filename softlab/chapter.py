@@ -38,7 +38,10 @@ __all__ = [
     "CLAIM_TOPICS",
     "METRIC_NAMES",
     "Book",
+    "DataMap",
     "condition_label",
+    "data_map",
+    "data_map_frame",
     "display_conditions",
     "forest_rows",
     "injected_parameters",
@@ -350,6 +353,139 @@ def forest_rows(verdicts: pd.DataFrame, url: Mapping[int, str] | None = None) ->
             }
         )
     return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------- the interactive data map
+
+
+def _png_data_uri(image: np.ndarray, scale: int = 4) -> str:
+    """A (H, W) or (C, H, W) image in [0, 1] as a ``data:image/png;base64,...`` URI."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    a = np.asarray(image, dtype=np.float64)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
+    pixels = np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _top(dist: np.ndarray, classes: Sequence[str], k: int = 3) -> str:
+    order = np.argsort(-dist, kind="stable")[:k]
+    return ", ".join(f"{classes[c]} {100 * dist[c]:.0f}%" for c in order if dist[c] >= 0.005)
+
+
+def data_map_frame(book: Book, arm: str, condition: str = "human/human", max_items: int = 1500) -> pd.DataFrame:
+    """One row per held-out item of ``arm`` (a seeded subset of at most ``max_items``): its
+    held-out cartography coordinates under ``condition`` (mean over seeds of the confidence in
+    the reference mode and of its variability over epochs), the reference entropy, the image as
+    a PNG data URI, and in words the reference distribution (the votes' shares) and the model's
+    predicted distribution (final probabilities, mean over seeds)."""
+    from softlab.data import entropy
+    from softlab.report import evaluated_items
+
+    preds = book.results.predictions[arm]
+    prepared = book.prepared[arm]
+    extras = preds.item_arrays.get(condition, {})
+    if "heldout_confidence" not in extras:
+        return pd.DataFrame()
+    pool = np.asarray(prepared.annotated)[evaluated_items(prepared)]
+    n = len(pool)
+    pick = np.sort(np.random.default_rng(0).choice(n, size=min(n, max_items), replace=False))
+    reference = np.asarray(preds.reference, dtype=np.float64)
+    predicted = np.asarray(preds.probs[condition], dtype=np.float64).mean(axis=0)
+    classes = list(prepared.classes)
+    return pd.DataFrame(
+        {
+            "item": pool[pick],
+            "confidence": np.asarray(extras["heldout_confidence"], dtype=np.float64).mean(axis=0)[pick],
+            "variability": np.asarray(extras["heldout_variability"], dtype=np.float64).mean(axis=0)[pick],
+            "entropy": entropy(reference[pick]),
+            "official": [classes[int(c)] for c in np.asarray(preds.official)[pick]],
+            "reference": [_top(reference[i], classes) for i in pick],
+            "predicted": [_top(predicted[i], classes) for i in pick],
+            "image": [_png_data_uri(prepared.images[int(p)]) for p in pool[pick]],
+        }
+    )
+
+
+class DataMap:
+    """An interactive data map (Bokeh, with BokehJS inline: it works offline): points at their
+    held-out cartography coordinates coloured by reference entropy; hovering one shows its image,
+    its reference distribution, the model's predicted distribution and its coordinates."""
+
+    def __init__(self, frame: pd.DataFrame, title: str, reference_name: str = "human"):
+        self.frame, self.title, self.reference_name = frame, title, reference_name
+
+    def figure(self) -> Any:
+        from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper
+        from bokeh.palettes import Viridis256
+        from bokeh.plotting import figure
+
+        source = ColumnDataSource(self.frame)
+        mapper = LinearColorMapper(
+            palette=Viridis256, low=float(self.frame["entropy"].min()), high=float(self.frame["entropy"].max())
+        )
+        fig = figure(
+            title=self.title,
+            x_axis_label="variability (SD over epochs)",
+            y_axis_label="confidence in the reference mode",
+            sizing_mode="stretch_width",
+            height=420,
+            tools="pan,wheel_zoom,box_zoom,reset",
+            toolbar_location="above",
+        )
+        fig.scatter(
+            "variability",
+            "confidence",
+            source=source,
+            size=6,
+            alpha=0.7,
+            color={"field": "entropy", "transform": mapper},
+            line_color=None,
+        )
+        who = "votes" if self.reference_name == "human" else self.reference_name
+        hover = HoverTool(
+            tooltips=f"""
+            <div class="softlab-datamap-tip" style="max-width: 240px">
+              <img src="@image" width="56" height="56" alt="item @item" style="image-rendering: pixelated">
+              <div><b>item @item</b> (official: @official)</div>
+              <div>{who}: @reference</div>
+              <div>model: @predicted</div>
+              <div>confidence @confidence{{0.00}}, variability @variability{{0.000}},
+                   entropy @entropy{{0.00}} nats</div>
+            </div>""",
+        )
+        fig.add_tools(hover)
+        fig.add_layout(ColorBar(color_mapper=mapper, title="reference entropy (nats)", width=8), "right")
+        return fig
+
+    def _repr_html_(self) -> str:
+        from bokeh.embed import components
+        from bokeh.resources import Resources
+
+        script, div = components(self.figure())
+        bokeh_js = Resources(mode="inline", components=["bokeh"]).render_js()  # offline: BokehJS in the page
+        return f'<div class="softlab-datamap">{bokeh_js}{script}{div}</div>'
+
+
+def data_map(book: Book, arm: str, condition: str = "human/human", max_items: int = 1500) -> DataMap | None:
+    """The interactive :class:`DataMap` of ``arm`` under ``condition`` (None when the run
+    recorded no held-out dynamics)."""
+    from softlab.present import arm_name
+
+    frame = data_map_frame(book, arm, condition, max_items)
+    if frame.empty:
+        return None
+    reference = REFERENCE_NAMES.get(arm, "human")
+    title = f"{arm_name(arm)}, {condition_label(condition, reference)}: held-out items ({len(frame)} shown)"
+    return DataMap(frame, title, reference)
 
 
 # --------------------------------------------------------------------------- the book object
