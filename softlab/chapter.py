@@ -1,14 +1,12 @@
 """One call sets up a chapter: ``book = open_book(params_name, overrides)`` — the parameters from
 ``params/*.yml``, the results, the display names and the small computations several chapters share.
 
-A notebook's ``parameters`` cell holds only the set's name and its overrides::
-
-    params_name = "default"   # a set in params/
-    overrides = {}            # e.g. {"seeds": 3}
-
-and its setup is ``book = open_book(params_name, overrides)``. ``softlab run --params X --set k=v``
-injects ``params_name = "X"`` and ``overrides = {"k": v}`` (:func:`injected_parameters`), so the
-defaults live in ``params/*.yml`` only.
+A notebook's ``parameters`` cell holds only the set's name and its overrides — two
+assignments, ``params_name = "default"`` (a set in ``params/``) and ``overrides = {}`` (for
+example ``{"seeds": 3}``) — and its setup is ``book = open_book(params_name, overrides)``.
+``softlab run --params X --set k=v`` injects ``params_name = "X"`` and
+``overrides = {"k": v}`` (:func:`injected_parameters`), so the defaults live in ``params/*.yml``
+only.
 
 What lives here, once, instead of in several notebooks: the seed-level interval
 (:func:`seed_interval`, :func:`seed_intervals`), the pooled reliability bins against the primary
@@ -424,7 +422,7 @@ class DataMap:
         self.frame, self.title, self.reference_name = frame, title, reference_name
 
     def figure(self) -> Any:
-        from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper
+        from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper  # type: ignore[attr-defined]
         from bokeh.palettes import Viridis256
         from bokeh.plotting import figure
 
@@ -628,4 +626,4 @@ def _retina_figures() -> None:
         return
     from matplotlib_inline.backend_inline import set_matplotlib_formats
 
-    set_matplotlib_formats("retina")
+    set_matplotlib_formats("retina")  # type: ignore[no-untyped-call]

@@ -572,7 +572,7 @@ def plot_verdicts(
             ax.set_xlabel(textwrap.fill(str(part["unit"].iloc[0]), 60), fontsize=9)
         ax.grid(axis="y", visible=False)
     present = {verdict_word(x) for x in rows["verdict"]}
-    handles = [
+    handles: list[Any] = [
         mpl.lines.Line2D([], [], marker=VERDICT_MARKERS.get(v, "o"), ls="", color=c, mec="white", ms=7, label=v)
         for v, c in VERDICT_COLOURS.items()
         if v in present
@@ -620,11 +620,12 @@ class SvgFigure:
         )
         text = re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + f"<title>{escape(self.alt)}</title>", text, count=1)
         # hover text: a group whose id has a tooltip gets it as its SVG <title> (plot_verdicts)
-        for gid, tip in getattr(self.fig, "softlab_tooltips", {}).items():
-            text = re.sub(
-                rf'(<g id="{re.escape(gid)}(?:-label|-ci|-dot)?"[^>]*>)',
-                lambda m, tip=tip: m.group(1) + f"<title>{escape(tip)}</title>",
-                text,
+        tooltips: dict[str, str] = getattr(self.fig, "softlab_tooltips", {})
+        for gid, tip in tooltips.items():
+            group = re.compile(rf'<g id="{re.escape(gid)}(?:-label|-ci|-dot)?"[^>]*>')
+            text = "".join(
+                part + (f"<title>{escape(tip)}</title>" if group.fullmatch(part) else "")
+                for part in re.split(rf"({group.pattern})", text)
             )
         return text
 

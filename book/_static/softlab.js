@@ -14,11 +14,13 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 });
 
-// On a phone, a wide table is shown one row at a time (CSS in softlab.css): each cell carries
-// its column's name.
+// On a phone, a table is shown one row at a time (CSS in softlab.css, class softlab-stacked):
+// each cell carries its column's name.
 document.addEventListener("DOMContentLoaded", () => {
-  document.querySelectorAll("table.softlab-table").forEach((table) => {
+  document.querySelectorAll(".bd-article table").forEach((table) => {
     const names = Array.from(table.querySelectorAll("thead th")).map((th) => th.textContent.trim());
+    if (!names.length) return;
+    table.classList.add("softlab-stacked");
     table.querySelectorAll("tbody tr").forEach((row) => {
       Array.from(row.children).forEach((cell, i) => {
         if (names[i]) cell.setAttribute("data-label", names[i]);
@@ -26,3 +28,23 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
 });
+
+// A displayed equation wider than the column (a phone) is scaled down to fit it, once MathJax
+// has typeset the page.
+function fitEquations() {
+  document.querySelectorAll('.bd-article mjx-container[display="true"]').forEach((eq) => {
+    eq.style.fontSize = "";
+    eq.style.minWidth = "0";
+    const room = eq.parentElement.clientWidth;
+    let size = 100;
+    for (let pass = 0; pass < 6 && room > 0 && eq.scrollWidth > room; pass++) {
+      size = Math.floor((size * room) / eq.scrollWidth) - 1;
+      eq.style.fontSize = `${size}%`;
+    }
+  });
+}
+window.addEventListener("load", () => {
+  const ready = window.MathJax && MathJax.startup && MathJax.startup.promise;
+  (ready ? MathJax.startup.promise : Promise.resolve()).then(fitEquations);
+});
+window.addEventListener("resize", fitEquations);
