@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,15 @@ class _IpcKernelManager(AsyncKernelManager):
     @default("transport")
     def _default_transport(self) -> str:
         return "ipc"
+
+    socket_root: str | None = None  # set per run (run_notebooks): removed when the run ends
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        # the socket files live in a folder of this kernel's own: jupyter_client's default path
+        # ("kernel-ipc-<n>" beside the process) is shared by two runs at once, and a client then
+        # reaches the other run's kernel ("Invalid Signature")
+        return os.path.join(tempfile.mkdtemp(prefix="kernel-", dir=self.socket_root), "kernel")
 
 
 class PipelineError(RuntimeError):
@@ -87,13 +97,26 @@ def run_notebooks(
     and :class:`PipelineError` naming the notebook, cell and failed copy when a notebook fails.
     """
     paths, per_notebook = resolve_parameters(params, overrides, only, notebooks_dir)
+    if train_first and paths:
+        _train_first(per_notebook[paths[0]], paths, progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="softlab-kernels-") as sockets:
+        manager = type("_RunKernelManager", (_IpcKernelManager,), {"socket_root": sockets})
+        return _execute(paths, per_notebook, out_dir, notebooks_dir, progress, manager)
+
+
+def _execute(
+    paths: list[Path],
+    per_notebook: dict[Path, dict[str, Any]],
+    out_dir: Path,
+    notebooks_dir: Path,
+    progress: bool,
+    manager: type,
+) -> list[Path]:
     import papermill as pm
 
     from softlab.chapter import injected_parameters
 
-    if train_first and paths:
-        _train_first(per_notebook[paths[0]], paths, progress)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for src in paths:
         dest = out_dir / src.name
@@ -107,7 +130,7 @@ def run_notebooks(
                 str(tmp),
                 parameters=injected,
                 kernel_name=KERNEL,
-                kernel_manager_class=_IpcKernelManager,
+                kernel_manager_class=manager,
                 cwd=str(notebooks_dir),
                 progress_bar=progress,
             )

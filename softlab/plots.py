@@ -541,7 +541,16 @@ def plot_verdicts(
             e, a, b = float(row["estimate"]), float(row["ci_low"]), float(row["ci_high"])
             hover = ax.axhspan(p - 0.45, p + 0.45, color="white", alpha=0.0, lw=0)
             hover.set_gid(gid)
-            name = ax.text(-lim, p + 0.18, str(row[label]), ha="left", va="bottom", fontsize=9, gid=gid + "-label")
+            name = ax.text(
+                -lim,
+                p + 0.18,
+                str(row[label]),
+                ha="left",
+                va="bottom",
+                fontsize=9,
+                gid=gid + "-label",
+                bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 0.6},
+            )
             if link:
                 name.set_url(link)
             if np.isfinite(a) and np.isfinite(b):
@@ -774,5 +783,6 @@ def plot_condition_intervals(
             )
             for k, kind in enumerate(kinds)
         ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9)
+        # above the panels: below them it would cover the shared x label
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=9)
     return fig
