@@ -1,8 +1,10 @@
 """Execute the notebooks with papermill into ``book/`` and build the HTML book.
 
-``run_notebooks("smoke")`` validates the parameter set against every notebook's ``parameters``
-cell — names, types, ranges and the whole configuration (:func:`softlab.params.validate`) —
-*before* running anything, then executes ``notebooks/NN_*.ipynb`` in order into
+``run_notebooks("smoke")`` validates the parameter set against the parameters the notebooks read
+(``params/default.yml``) — names, types, ranges and the whole configuration
+(:func:`softlab.params.validate`) — *before* running anything, trains (or loads) the runs the
+chapters read with progress bars on stderr, then executes ``notebooks/NN_*.ipynb`` in order
+(each gets the set's name and its overrides, :func:`softlab.chapter.injected_parameters`) into
 ``book/NN_*.ipynb`` (written atomically: a failed run leaves the previous copy untouched and
 the failed copy beside it as ``book/failed-NN_*.ipynb``). ``build_book()`` runs Jupyter Book 1.x
 with warnings as errors.
