@@ -34,9 +34,11 @@ __all__ = [
     "fmt_number",
     "fmt_p",
     "param_line",
+    "registered_vs_amended",
     "run_description",
     "scaled_effects",
     "table",
+    "values_text",
     "verdict_word",
 ]
 
@@ -46,6 +48,7 @@ __all__ = [
 VERDICT_COLOURS: dict[str, str] = {
     "confirmed": "#006d2c",
     "refuted": "#b2182b",
+    "negligible": "#7a0177",  # magenta-purple: apart from confirmed green and equivalent blue
     "equivalent": "#08306b",
     "inconclusive": "#8c6d00",
     "descriptive": "#000000",
@@ -55,6 +58,7 @@ VERDICT_COLOURS: dict[str, str] = {
 VERDICT_MARKERS: dict[str, str] = {
     "confirmed": "o",
     "refuted": "X",
+    "negligible": "P",
     "equivalent": "s",
     "inconclusive": "D",
     "descriptive": "^",
@@ -81,6 +85,7 @@ METRIC_LABELS: dict[str, str] = {
     "kl_human": "KL(h‖p)",
     "entropy_spearman": "Spearman correlation of predicted with reference entropy",
     "spearman_confidence_entropy": "Spearman correlation of held-out confidence with reference entropy",
+    "spearman_max_probability_entropy": "Spearman correlation of the maximum probability with reference entropy",
     "spearman_variability_entropy": "Spearman correlation of held-out variability with reference entropy",
     "auroc_variability_ambiguous": "AUROC of held-out variability for ambiguous items",
 }
@@ -88,7 +93,8 @@ METRIC_LABELS: dict[str, str] = {
 CLAIM_STATEMENTS: dict[int, str] = {
     1: "human soft labels improve calibration on difficult items",
     2: "human soft labels make training more stable across seeds",
-    3: "models trained on human soft labels mirror human uncertainty",
+    3: "models trained on human soft labels mirror human uncertainty; models trained on synthetic labels do not",
+    4: "human soft labels give some accuracy gain over synthetic soft labels",
 }
 
 #: The chapter (document name under ``book/``) and section label holding each claim's evidence.
@@ -96,6 +102,9 @@ CLAIM_CHAPTERS: dict[int, tuple[str, str]] = {
     1: ("05_calibration", "claim-1"),
     2: ("04_training", "claim-2"),
     3: ("06_cartography", "claim-3"),
+    # claim 4 (accuracy, claims version 2): chapter 4's held-out accuracy section, until the chapter
+    # gets a (claim-4)= label of its own
+    4: ("04_training", "claim-2"),
 }
 
 _THIN_SPACE = "\u202f"  # narrow no-break space: "10 000" never breaks across lines
@@ -223,6 +232,30 @@ def _rows(df: pd.DataFrame) -> Iterator[Any]:
     return iter(df.itertuples(index=False))
 
 
+def _latest(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the latest version of the claims file (not an earlier version's family as
+    registered; tables written before versions existed have only latest rows)."""
+    if "family" not in verdicts.columns:
+        return verdicts
+    return verdicts[~verdicts["family"].astype(str).str.startswith("registered-v")]
+
+
+def primary_family(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Every primary test of the latest version of the claims file, co-primaries included (the
+    ``primary`` flag marks only each claim's headline test per arm)."""
+    if "family" in verdicts.columns:
+        return verdicts[verdicts["family"] == "primary"]
+    return verdicts[verdicts["primary"]]
+
+
+def primary_family_size(verdicts: pd.DataFrame) -> int:
+    """The number of tests Holm adjusts over in the primary family (the pages print it)."""
+    return len(primary_family(verdicts))
+
+
+_primary_family = primary_family
+
+
 def _claim_number(claim: Any) -> int | None:
     try:
         return int(claim)
@@ -256,15 +289,12 @@ def scaled_effects(verdicts: pd.DataFrame) -> pd.DataFrame:
     """``verdicts`` with ``label`` and ``scaled_estimate/low/high``: each test's effect in units
     of its pre-registered margin, signed so that positive values go the way the claim predicts
     (relative effects for tests with a relative margin, differences otherwise)."""
+    from softlab.inference import kind_of
+
     out = verdicts.reset_index(drop=True).copy()
     est, lo, hi = [], [], []
     for row in _rows(out):
-        rel = _margin_scale(row) == "relative"
-        e, a, b = (
-            (row.relative, row.relative_ci_low, row.relative_ci_high)
-            if rel
-            else (row.estimate, row.ci_low, row.ci_high)
-        )
+        e, a, b = kind_of(row).effect_on_margin_scale(row)
         m = float(row.margin) if row.margin and np.isfinite(row.margin) else np.nan
         s = _sign(row)
         vals = [s * float(v) / m if m else np.nan for v in (e, a, b)]
@@ -284,9 +314,22 @@ def _pct(v: float) -> str:
     return ("-" if v < 0 else "+") + text + "%"
 
 
+def _is_bound(row: Any) -> bool:
+    return str(getattr(row, "kind", "")) == "bound"
+
+
+def values_text(row: Any) -> str:
+    """The compared values in the metric's own units (``"0.0052 vs 0.0029"``): the condition's and
+    the comparator's means over seeds, or a bound test's own value against its bound."""
+    cond = float(getattr(row, "mean_condition", math.nan))
+    if _is_bound(row):
+        return f"{_abs_text(cond)} vs bound ±{fmt_number(row.margin)}"
+    return f"{_abs_text(cond)} vs {_abs_text(float(getattr(row, 'mean_comparator', math.nan)))}"
+
+
 def _estimate_text(row: Any) -> str:
     """The estimate and its 95% interval in the test's natural scale: the variance ratio itself,
-    a relative difference in percent, or the absolute difference."""
+    a relative difference in percent, or the absolute difference (a bound test: its own value)."""
     if _is_ratio(row):
         return f"{fmt_number(row.estimate)} [{fmt_number(row.ci_low)}, {fmt_number(row.ci_high)}]"
     if _margin_scale(row) == "relative" and np.isfinite(row.relative):
@@ -304,18 +347,25 @@ def _mde_text(row: Any) -> str:
 
 
 def claim_rows(verdicts: pd.DataFrame, claim: Any | None, primary: bool = True) -> pd.DataFrame:
-    """A narrow view of the verdict table (six columns): the tests of ``claim`` (all claims
-    when None), primary or exploratory. Columns: where (arm, or claim · arm), the comparison
-    (condition vs comparator, prefixed by metric and stratum where they vary), the estimate and
+    """A narrow view of the verdict table (seven columns): the tests of ``claim`` (all claims
+    when None), primary or exploratory (of the latest version of the claims file; the registered
+    version's family is :func:`registered_vs_amended`). Columns: where (arm, or claim · arm), the
+    comparison (condition vs comparator, prefixed by metric and stratum where they vary), the
+    compared values in the metric's own units (:func:`values_text`), the estimate and
     its 95% interval in the test's natural scale (variance ratio; relative difference for tests
     with a relative margin; absolute difference otherwise), the Holm-adjusted p, the minimum
     detectable effect in the same scale, and the verdict. Metric and stratum prefix the comparison
     only for claims whose tests differ in them."""
-    part = verdicts[verdicts["primary"] == primary]
+    part = _latest(verdicts)
+    if "family" in part.columns:  # co-primaries are primary-family rows whose `primary` flag is off
+        part = part[(part["family"] == "primary") == primary]
+        part = part if primary else part[part["family"] != "descriptive"]
+    else:
+        part = part[part["primary"] == primary]
     if claim is not None:
         part = part[_same_claim(part["claim"], claim)]
     where = "arm" if claim is not None else "claim · arm"
-    columns = [where, "comparison", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"]
+    columns = [where, "comparison", "values", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"]
     # name the metric and stratum only where they vary within a claim (the page says the rest)
     kinds: Any = (
         part.groupby(part["claim"].astype(str))[["metric", "stratum"]].nunique().max(axis=1) if len(part) else {}
@@ -328,6 +378,7 @@ def claim_rows(verdicts: pd.DataFrame, claim: Any | None, primary: bool = True) 
             {
                 where: row.arm if claim is not None else f"{row.claim} · {row.arm}",
                 "comparison": f"{prefix}{row.condition} vs {row.comparator}",
+                "values": values_text(row),
                 "estimate [95% CI]": _estimate_text(row),
                 "p (Holm)": fmt_p(row.p_adjusted),
                 "MDE": _mde_text(row),
@@ -365,6 +416,20 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
         )
         metric = METRIC_LABELS.get(str(row.metric), str(row.metric))
         where = "" if str(row.stratum) == "all" else f" on {row.stratum} items"
+        if _is_bound(row):
+            if not np.isfinite(row.estimate):
+                parts.append(f"on {arm} the value could not be estimated ({int(row.seeds)} seeds)")
+                continue
+            ci = f"95% CI {_abs_text(row.ci_low)} to {_abs_text(row.ci_high)}"
+            bound = f"the pre-registered bound ±{fmt_number(row.margin)}"
+            parts.append(
+                f"on {arm} {_abs_text(row.estimate)} ({ci})"
+                if same
+                else f"on {arm} the {metric}{where} of `{row.condition}` itself is {_abs_text(row.estimate)} "
+                f"({ci}; {bound})"
+            )
+            first = first if same else row
+            continue
         if _is_ratio(row):
             if not np.isfinite(row.estimate):
                 parts.append(f"on {arm} the variance ratio could not be estimated ({int(row.seeds)} seeds)")
@@ -421,10 +486,18 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
 def claim_sentence(verdicts: pd.DataFrame, claim: Any) -> str:
     """One plain Markdown paragraph on ``claim`` from its primary tests: the verdict on each
     verdict arm first, then what was measured there."""
-    primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
+    primary = _primary_family(verdicts)
+    primary = primary[_same_claim(primary["claim"], claim)]
     if primary.empty:
         return "No primary test of this claim could run with this parameter set."
-    return f"{_verdict_head(primary)}: {_effect_phrases(primary)}."
+    by_test = primary["test"] if "test" in primary.columns else pd.Series("", index=primary.index)
+    tests = list(dict.fromkeys(by_test))
+    sentences = []
+    for k, test in enumerate(tests):
+        rows = primary[by_test == test]
+        lead = "" if k == 0 else f"Co-primary `{test}`: "
+        sentences.append(f"{lead}{_verdict_head(rows)}: {_effect_phrases(rows)}.")
+    return " ".join(sentences)
 
 
 def _verdict_head(primary: pd.DataFrame) -> str:
@@ -448,7 +521,15 @@ def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
     primary = verdicts[verdicts["primary"] & _same_claim(verdicts["claim"], claim)]
     if primary.empty:
         return "No primary test of this claim could run with this parameter set."
+    if "test" in primary.columns:
+        primary = primary[primary["test"] == primary["test"].iloc[0]]  # the claim's first primary test
     first = next(_rows(primary))
+    if _is_bound(first):
+        values = " and ".join(f"{_abs_text(r.estimate)} ({arm_name(r.arm)})" for r in _rows(primary))
+        return (
+            f"{_verdict_head(primary)}: the {METRIC_LABELS.get(str(first.metric), str(first.metric))} of "
+            f"`{first.condition}` is {values}, against a bound of ±{fmt_number(first.margin)}."
+        )
     metric = METRIC_LABELS.get(str(first.metric), str(first.metric))
     where = "" if str(first.stratum) == "all" else f" on {first.stratum} items"
     pool = [c for c in str(getattr(first, "comparator_set", "") or "").split(", ") if c]
@@ -530,3 +611,38 @@ def csv_link(df: pd.DataFrame, filename: str, text: str) -> HtmlSnippet:
         f'href="data:text/csv;charset=utf-8;base64,{payload}">{escape(text)}</a></p>'
     )
     return HtmlSnippet(html, f"{text} ({filename})")
+
+
+def registered_vs_amended(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The findings page's side-by-side view: every primary test of any version, one row per test
+    and arm, with its verdict and estimate as registered (version 1, Holm over the version-1
+    family) and as amended (the latest version, Holm over its family). A test that is not primary
+    in a version shows "–" there (superseded, or added by the amendment). Columns: ``claim``,
+    ``arm``, ``test``, ``as registered (v1)``, ``as amended (v<latest>)``, ``family sizes``."""
+    if "registered_version" not in verdicts.columns:
+        raise ValueError("verdicts: no column 'registered_version' (a table written before claims version 2)")
+    latest = int(verdicts["registered_version"].max())
+    v1 = verdicts[verdicts["family"] == "registered-v1"] if latest > 1 else _primary_family(verdicts)
+    amended = _primary_family(verdicts)
+    keys = list(dict.fromkeys([(r.claim, r.arm, r.test) for r in _rows(pd.concat([v1, amended]))]))
+
+    def cell(part: pd.DataFrame, key: tuple[Any, Any, Any]) -> str:
+        hit = part[(part["claim"] == key[0]) & (part["arm"] == key[1]) & (part["test"] == key[2])]
+        if hit.empty:
+            return "–"
+        row = next(_rows(hit))
+        return f"{verdict_word(row.verdict)}: {_estimate_text(row)}"
+
+    sizes = f"{len(v1)} (v1) / {len(amended)} (v{latest})"
+    rows = [
+        {
+            "claim": key[0],
+            "arm": key[1],
+            "test": key[2],
+            "as registered (v1)": cell(v1, key),
+            f"as amended (v{latest})": cell(amended, key),
+            "family sizes": sizes,
+        }
+        for key in sorted(keys, key=lambda k: (_claim_number(k[0]) or 0, str(k[0]), str(k[1])))
+    ]
+    return pd.DataFrame(rows)

@@ -151,7 +151,27 @@ def arm_predictions(grid: GridResults, temperatures: pd.DataFrame) -> ArmPredict
         probs=probs,
         item_arrays=arrays,
         design=design,
+        disjoint_official=np.asarray(arm.disjoint_labels),
+        disjoint_probs=_disjoint_probs(grid),
     )
+
+
+def _disjoint_probs(grid: GridResults) -> dict[str, np.ndarray]:
+    """condition -> ``(seeds, folds, items, classes)``: every fold model's probabilities on the
+    disjoint evaluation sample (tests with ``split: disjoint``); NaN where a run diverged."""
+    arm = grid.arm
+    folds = list(arm.config.folds_to_run())
+    n = len(arm.disjoint_labels)
+    if n == 0:
+        return {}
+    out = {}
+    for cond in grid.conditions:
+        stack = np.full((len(grid.seeds), len(folds), n, arm.n_classes), np.nan, dtype=np.float32)
+        for si, seed in enumerate(grid.seeds):
+            for fi, fold in enumerate(folds):
+                stack[si, fi] = grid.results[grid.index(cond, seed, fold)].eval_probs["disjoint"]
+        out[cond] = stack
+    return out
 
 
 def heldout_records(preds: ArmPredictions) -> list[RunPredictions]:
@@ -432,34 +452,38 @@ class BookResults:
 DATA_MAP_CONDITIONS = ("original/hard", "human/hard", "human/synthetic", "human/human-shuffled", "human/human")
 
 
-def _analysis_fingerprint() -> str:
-    """SHA-256 of the source of every module whose code decides the cached analysis, and of
-    the claims file: editing any of them recomputes the book's tables (not its runs)."""
-    import softlab
+NOT_ANALYSIS: tuple[str, ...] = ("cli.py", "pipeline.py", "plots.py", "present.py", "annotate/", "__main__.py")
+"""Paths (relative to the package) whose code never reaches a cached table: the command line, the
+notebook runner, figures, page text and the annotation app. Everything else is hashed."""
 
-    root = Path(softlab.__file__).parent
-    h = hashlib.sha256()
-    for name in (
-        "report",
-        "inference",
-        "metrics",
-        "evaluation",
-        "stats",
-        "cartography",
-        "posthoc",
-        "experiment",
-        "labels",
-        "validation",
-        "data/annotations",
-    ):
-        path = root / f"{name}.py"
-        if path.exists():
-            h.update(path.read_bytes())
+
+def analysis_sources(root: Path | None = None) -> list[Path]:
+    """Every ``*.py`` file of the package under ``root`` (default: softlab's own folder) except
+    :data:`NOT_ANALYSIS`, found by walking the tree, sorted by relative path: a module added
+    later is hashed without anyone listing it."""
+    base = Path(__file__).parent if root is None else Path(root)
+    found = []
+    for path in sorted(base.rglob("*.py")):
+        rel = path.relative_to(base).as_posix()
+        if "__pycache__" in rel or any(rel == x or (x.endswith("/") and rel.startswith(x)) for x in NOT_ANALYSIS):
+            continue
+        found.append(path)
+    return found
+
+
+def _analysis_fingerprint(root: Path | None = None, claims: Path | None = None) -> str:
+    """SHA-256 over the relative path and source of every module of :func:`analysis_sources` and the
+    claims file: editing, adding or removing any of them recomputes the book's tables (not its runs)."""
     from softlab.paths import PROJECT_ROOT
 
-    claims = PROJECT_ROOT / "params" / "claims.yml"
-    if claims.exists():
-        h.update(claims.read_bytes())
+    base = Path(__file__).parent if root is None else Path(root)  # this module lives at the package root
+    h = hashlib.sha256()
+    for path in analysis_sources(base):
+        rel = path.relative_to(base).as_posix()
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    claims_path = PROJECT_ROOT / "params" / "claims.yml" if claims is None else Path(claims)
+    if claims_path.exists():
+        h.update(b"claims\0" + claims_path.read_bytes())
     return h.hexdigest()
 
 

@@ -12,12 +12,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from _cifar_fabrication import fabricate_cifar10, py2_pickle
 
 from softlab.cli import main
 from softlab.data import DataError, DataUnavailable, cifar, load_cifar10h, load_human, load_images
 from softlab.data.cifar import (
     CIFAR10,
-    fabricate_cifar10,
     load_cifar10,
     parse_batch,
 )
@@ -201,7 +201,7 @@ def test_batches_are_unpickled_without_arbitrary_globals():
 )
 def test_malformed_batches_are_named(content, word):
     with pytest.raises(DataError, match=f"bad_batch: .*{word}"):
-        parse_batch(cifar.py2_pickle(content), "bad_batch")
+        parse_batch(py2_pickle(content), "bad_batch")
     with pytest.raises(DataError, match="not a CIFAR python-format pickle"):
         parse_batch(b"\x00garbage", "bad_batch")
 
@@ -284,7 +284,7 @@ def test_wrong_input_shape_is_named(tmp_path, monkeypatch):
 
 def test_py2_pickle_round_trips_through_both_encodings():
     obj = {b"label_names": [b"a", b"b"], b"data": np.arange(6, dtype=np.uint8).reshape(2, 3), b"num_vis": 3}
-    raw = cifar.py2_pickle(obj)
+    raw = py2_pickle(obj)
     for enc in ("bytes", "latin1"):
         back = pickle.load(io.BytesIO(raw), encoding=enc)
         key = (lambda k: k) if enc == "bytes" else (lambda k: k.decode())

@@ -33,21 +33,6 @@ def cache_a(tmp_path_factory: pytest.TempPathFactory):
     return folder, ds
 
 
-@pytest.fixture
-def use_cache(monkeypatch: pytest.MonkeyPatch):
-    def _use(folder: Path) -> None:
-        monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(folder))
-
-    return _use
-
-
-def _forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*args, **kwargs):
-        raise AssertionError("the generator was retrained although it is cached")
-
-    monkeypatch.setattr(sm, "_train_vae", boom)
-
-
 # --------------------------------------------------------------------------- the generated set
 
 
@@ -105,36 +90,36 @@ def test_same_config_gives_same_bytes_in_a_fresh_cache(cache_a, use_cache, tmp_p
         assert getattr(again, name).tobytes() == getattr(ds, name).tobytes(), name
 
 
-def test_another_seed_gives_other_items_without_retraining(cache_a, use_cache, monkeypatch) -> None:
+def test_another_seed_gives_other_items_without_retraining(cache_a, use_cache, forbid) -> None:
     folder, ds = cache_a
     use_cache(folder)
-    _forbid_training(monkeypatch)
+    forbid(sm, "_train_vae", "the generator was retrained although it is cached")
     other = generate_synthetic_mnist(SyntheticMnistConfig.tiny(seed=1), progress=False)
     assert other.images.tobytes() != ds.images.tobytes()
     assert not np.array_equal(other.weights, ds.weights)
 
 
-def test_cache_hit_returns_identical_arrays_without_training(cache_a, use_cache, monkeypatch) -> None:
+def test_cache_hit_returns_identical_arrays_without_training(cache_a, use_cache, forbid) -> None:
     folder, ds = cache_a
     use_cache(folder)
     assert (folder / "generators" / TINY.generator_key() / "vae.npz").exists()
     assert sm.dataset_path(TINY) == folder / "synthetic-mnist" / f"{TINY.dataset_key()}.npz"
     assert sm.dataset_path(TINY).exists()
-    _forbid_training(monkeypatch)
+    forbid(sm, "_train_vae", "the generator was retrained although it is cached")
     hit = generate_synthetic_mnist(TINY, progress=False)
     assert hit.from_cache
     for name in ("images", "soft_labels", "labels", "pairs", "weights", "anchors", "index"):
         assert np.array_equal(getattr(hit, name), getattr(ds, name)), name
 
 
-def test_generator_cache_is_reused_when_the_set_is_regenerated(cache_a, use_cache, monkeypatch, tmp_path) -> None:
+def test_generator_cache_is_reused_when_the_set_is_regenerated(cache_a, use_cache, forbid, tmp_path) -> None:
     folder, ds = cache_a
     # copy only the generator into a fresh cache: the set must be regenerated, identically, without training
     import shutil
 
     shutil.copytree(folder / "generators", tmp_path / "generators")
     use_cache(tmp_path)
-    _forbid_training(monkeypatch)
+    forbid(sm, "_train_vae", "the generator was retrained although it is cached")
     again = generate_synthetic_mnist(TINY, progress=False)
     assert not again.from_cache
     assert again.images.tobytes() == ds.images.tobytes()

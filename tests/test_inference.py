@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import sys
 from pathlib import Path
@@ -18,6 +17,14 @@ from scipy import stats as sps
 
 from softlab import inference as inf
 from softlab import metrics as M
+
+
+class NoAliasDumper(yaml.SafeDumper):
+    """Writes every shared sub-mapping out in full: the strict loader refuses anchors."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = (
@@ -179,7 +186,7 @@ def test_pseudo_values_of_a_mean_are_the_group_means_and_the_variance_is_analyti
     assert np.bincount(groups).tolist() == [5] * 8
     # delete-a-group jackknife of a mean over items: the pseudo-values are exactly the group means
     table = np.concatenate([x.mean(1, keepdims=True)] + [x[:, groups != j].mean(1, keepdims=True) for j in range(g)], 1)
-    pseudo = inf._pseudo_values(table)
+    pseudo = inf.pseudo_values(table)
     means = np.stack([x[:, groups == j].mean(1) for j in range(g)], 1)
     np.testing.assert_allclose(pseudo, means, atol=1e-12)
     # two-way ANOVA of the S x G table of group means, written out by hand
@@ -323,11 +330,16 @@ def _verdict(**kw):
 
 
 def test_verdict_rules_and_tost():
-    assert _verdict() == "confirmed"  # excludes 0 below, as predicted; significant; also inside the margin
-    assert _verdict(direction="higher") == "refuted"
+    # significant below 0 as predicted, but the 90% interval (-0.4, -0.2) lies inside +-1: negligible
+    assert _verdict() == "negligible"
+    assert _verdict(direction="higher") == "negligible"  # inside the margin whatever the side
+    narrow = {"equivalence_bounds": (-0.3, 0.3)}  # the interval reaches beyond the margin: not inside
+    assert _verdict(**narrow) == "confirmed"
+    assert _verdict(direction="higher", **narrow) == "refuted"
     assert _verdict(p_adjusted=0.2) == "equivalent"  # not significant after Holm, 90% interval inside ±1
-    assert _verdict(p_adjusted=0.2, equivalence_bounds=(-0.3, 0.3)) == "inconclusive"
+    assert _verdict(p_adjusted=0.2, **narrow) == "inconclusive"
     assert _verdict(p_adjusted=0.2, equivalence_ci=(-1.0, 0.2)) == "inconclusive"  # touching the margin is not inside
+    assert _verdict(ci=(-0.5, 0.1), equivalence_ci=(-0.4, 0.05)) == "equivalent"  # p small but ci covers 0
     assert _verdict(seeds=9) == "inconclusive"  # fewer than 10 seeds: inconclusive whatever the numbers
     assert _verdict(descriptive=True) == "descriptive"
     assert _verdict(ci=(math.nan, math.nan)) == "inconclusive"
@@ -359,10 +371,33 @@ def test_verdict_table_columns_families_and_rules(claims, tmp_path):
     ok = table["p_value"].notna()
     assert (table.loc[ok, "p_adjusted"] >= table.loc[ok, "p_value"] - 1e-12).all()
     primary = table[table["family"] == "primary"]
-    # votes arm gets the fashion-mnist tests; its claim-1 primary test needs the +ts baselines: not run
+    # votes arm gets the fashion-mnist tests; its claim-1 primary test needs the +ts baselines: not run;
+    # nor do claim 1's both-scaled co-primary (no human/human+ts) and claim 4 (no disjoint sample) anywhere
     assert set(primary["arm"]) == {"fashion-mnist", "synthetic-mnist", "my-votes"}
-    assert len(primary) == 3 + 3 + 2 and (primary["family_size"] == 8).all() and primary["primary"].all()
-    assert table["primary"].tolist() == sorted(table["primary"].tolist(), reverse=True)  # primary rows first
+    assert len(primary) == 4 + 4 + 3 and (primary["family_size"] == 11).all()
+    # the `primary` flag marks one headline test per claim and arm (the pages key on it); the
+    # co-primaries (claim 3's bound test here) are primary-family rows without it
+    headline = primary[primary["primary"]]
+    assert not headline.duplicated(["claim", "arm"]).any() and len(headline) == 3 + 3 + 2
+    assert set(primary.loc[~primary["primary"], "test"]) == {"synthetic-does-not-mirror"}
+    assert not table.loc[table["family"] != "primary", "primary"].any()
+    assert (primary["registered_version"] == 2).all()
+    fam = (table["family"] == "primary").tolist()
+    assert fam == sorted(fam, reverse=True)  # primary-family rows first
+    # version 1 as registered: its own Holm family of the 3 + 3 + 2 tests that ran, beside version 2
+    v1 = table[table["family"] == "registered-v1"]
+    assert len(v1) == 8 and (v1["family_size"] == 8).all() and not v1["primary"].any()
+    assert (v1["registered_version"] == 1).all()
+    assert set(v1["test"]) == {
+        "soft-calibration-hard-vs-best-ts",
+        "accuracy-variance-vs-synthetic",
+        "heldout-confidence-entropy-vs-synthetic",
+    }
+    both = v1.merge(primary, on=["arm", "test"], suffixes=("_v1", "_v2"))
+    assert len(both) == 5  # claim 1 (2 arms) and claim 2 (3 arms) are primary in both versions
+    assert (both["estimate_v1"] == both["estimate_v2"]).all()
+    superseded = table[(table["test"] == "heldout-confidence-entropy-vs-synthetic") & (table["arm"] == "fashion-mnist")]
+    assert set(superseded["family"]) == {"registered-v1", "exploratory"}
     assert (table.loc[table["arm"] == "synthetic-mnist", "verdict"] == "inconclusive").all()
     mnist = table[table["arm"] == "mnist"]
     assert (mnist["verdict"] == "descriptive").all() and not mnist["primary"].any()
@@ -424,33 +459,49 @@ def test_arm_predictions_validation_names_the_field():
 
 
 def test_claims_file_declares_the_preregistered_primary_tests(claims):
+    assert claims.version == 2 and [a.version for a in claims.amendments] == [2]
+    assert str(claims.amendments[0].date) == "2026-12-03" and claims.amendments[0].reason
     for arm in ("fashion-mnist", "synthetic-mnist"):
         rule, tests = claims.tests_for(arm)
         assert rule.role == "verdict"
-        primary = {t.claim: t for t in tests if t.primary}
-        assert set(primary) == {"1", "2", "3"}
-        assert primary["1"].metric == "debiased_ce_soft" and primary["1"].stratum == "hard"
-        assert primary["1"].comparator_rule == "best" and len(primary["1"].comparators) == 4
-        assert (primary["1"].margin, primary["1"].margin_scale) == (0.10, "relative")
-        assert primary["2"].kind == "variance_ratio" and primary["2"].comparators == ("human/synthetic",)
-        assert (primary["2"].margin, primary["2"].direction) == (0.15, "lower")
-        assert primary["3"].metric == "spearman_confidence_entropy" and primary["3"].margin_scale == "absolute"
-        assert all(t.rationale for t in primary.values())
+        v1 = {t.claim: t for t in tests if t.primary_in(1)}
+        assert set(v1) == {"1", "2", "3"}
+        assert v1["1"].metric == "debiased_ce_soft" and v1["1"].stratum == "hard"
+        assert v1["1"].comparator_rule == "best" and len(v1["1"].comparators) == 4
+        assert (v1["1"].margin, v1["1"].margin_scale) == (0.10, "relative")
+        assert v1["2"].kind == "variance_ratio" and v1["2"].comparators == ("human/synthetic",)
+        assert (v1["2"].margin, v1["2"].direction) == (0.15, "lower")
+        assert v1["3"].metric == "spearman_confidence_entropy" and v1["3"].margin_scale == "absolute"
+        assert not v1["3"].primary  # superseded by amendment 2: exploratory from version 2 on
+        v2 = {(t.claim, t.name): t for t in tests if t.primary}
+        assert sorted(c for c, _ in v2) == ["1", "1", "2", "3", "3", "4"]
+        assert v2[("1", "soft-calibration-hard-both-scaled")].condition == "human/human+ts"
+        bound = v2[("3", "synthetic-does-not-mirror")]
+        assert (bound.kind, bound.condition, bound.direction, bound.margin) == (
+            "bound",
+            "human/synthetic",
+            "within",
+            0.2,
+        )
+        assert v2[("3", "heldout-max-probability-entropy-vs-synthetic")].metric == "spearman_max_probability_entropy"
+        accuracy = v2[("4", "disjoint-accuracy-vs-synthetic")]
+        assert (accuracy.split, accuracy.metric, accuracy.direction) == ("disjoint", "accuracy", "higher")
+        assert all(t.rationale for t in tests if t.primary_versions)
     assert claims.rule("mnist").role == "descriptive"
     assert claims.rule("some-votes") == inf.ArmRule("verdict", "fashion-mnist")
     assert claims.settings.min_seeds == 10 and claims.settings.equivalence_confidence == 0.90
 
 
 def _mutated(tmp_path: Path, edit) -> Path:
-    raw = json.loads(json.dumps(yaml.safe_load(inf.CLAIMS_PATH.read_text())))  # anchors resolved, unshared
+    raw = yaml.safe_load(inf.CLAIMS_PATH.read_text())
     edit(raw)
     path = tmp_path / "claims.yml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.dump(raw, Dumper=NoAliasDumper))  # shared sub-mappings written out, no anchors
     return path
 
 
 def _primary(raw, claim="1", arm="fashion-mnist"):
-    return raw["claims"][claim]["arms"][arm]["primary"]
+    return raw["claims"][claim]["arms"][arm]["primary"][0]  # the version-1 primary test
 
 
 @pytest.mark.parametrize(
@@ -466,7 +517,7 @@ def _primary(raw, claim="1", arm="fashion-mnist"):
         (lambda r: _primary(r).pop("condition"), "'condition'"),
         (lambda r: _primary(r, "2").update(comparator={"best_of": ["human/hard"]}), "'comparator'"),
         (lambda r: _primary(r, "2").update(margin={"value": 1.5, "scale": "relative"}), "'margin'"),
-        (lambda r: r["claims"]["3"]["arms"]["fashion-mnist"].update(primary=[{}, {}]), "'primary'"),
+        (lambda r: r["claims"]["3"]["arms"]["fashion-mnist"].update(primary=[]), "'primary'"),
         (lambda r: r["arms"]["mnist"].update(tests_of="cifar10"), "'tests_of'"),
         (lambda r: r["settings"].update(alpha=5), "'settings.alpha'"),
     ],
@@ -508,7 +559,35 @@ def test_inference_calibration_fast():
     finally:
         sys.modules.pop(spec.name, None)
     res = bench.main(["--fast"])
-    assert res["coverage"] >= 0.85
+    assert res["coverage"] >= 0.93
     assert res["familywise_error"] <= 0.15
     assert 0.0 <= res["equivalence_rate"] <= 1.0
     assert res["power_claim3"] >= 0.7  # the simulated claim-3 effect is large: the machinery can confirm
+    # issue 22: a true effect inside the margin is (almost) never "confirmed"; beyond it, it is
+    assert res["confirmed_rate_inside"] <= 0.05
+    assert res["confirmed_rate_beyond"] > res["confirmed_rate_inside"]
+    assert res["beyond_margin_rate_inside"] == 0.0
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location(
+        "inference_calibration", ROOT / "benchmarks" / "inference_calibration.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses resolve their annotations through sys.modules
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        sys.modules.pop(spec.name, None)
+    return bench
+
+
+@pytest.mark.slow
+def test_inference_calibration_hard_design_fast():
+    """Issue 21: between-seed correlations from the range measured on real runs (0.3-0.5), one
+    teacher per seed with its own effect, split variance: per-claim coverage still >= 0.93."""
+    res = _bench().main(["--fast", "--hard"])
+    assert res["coverage"] >= 0.93
+    for claim in ("1", "2", "3"):
+        assert res[f"coverage_claim{claim}"] >= 0.93, claim
+    assert res["familywise_error"] <= 0.06

@@ -46,6 +46,8 @@ def verdict_rows() -> pd.DataFrame:
             "estimate": 0.0023,
             "ci_low": 0.0012,
             "ci_high": 0.0032,
+            "mean_condition": 0.0052,
+            "mean_comparator": 0.0029,
             "relative": 0.799,
             "relative_ci_low": 0.293,
             "relative_ci_high": 1.184,
@@ -172,7 +174,9 @@ def test_table_html_is_narrow_typed_and_stable():
 def test_claim_rows_match_text_claims_and_show_each_test_in_its_own_scale():
     v = verdict_rows()
     c1 = PR.claim_rows(v, 1)  # an int claim finds the text claims
-    assert list(c1.columns) == ["arm", "comparison", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"]
+    assert list(c1.columns) == ["arm", "comparison", "values", "estimate [95% CI]", "p (Holm)", "MDE", "verdict"]
+    assert c1["values"].iloc[0] == "0.0052 vs 0.0029"  # absolute values beside the relative effect
+    assert c1["values"].iloc[1] == "– vs –"  # a table without the means
     assert c1["estimate [95% CI]"].tolist() == ["+79.9% [+29.3%, +118%]", "+15.9% [+3.2%, +25.5%]"]
     assert c1["p (Holm)"].tolist() == ["< 0.001", "0.015"]
     assert c1["MDE"].tolist() == ["55%", "16%"]
@@ -182,7 +186,7 @@ def test_claim_rows_match_text_claims_and_show_each_test_in_its_own_scale():
     assert c2["MDE"].iloc[0] == "0.088"
     every = PR.claim_rows(v, None)
     assert len(every) == 4 and every["claim · arm"].iloc[-1] == "3 · fashion-mnist"
-    assert len(every.columns) == 6
+    assert len(every.columns) == 7
     exploratory = PR.claim_rows(v, 3, primary=False)
     assert exploratory["estimate [95% CI]"].iloc[0] == "0 [-0.01, 0.01]"  # 1e-12 is noise
 
@@ -237,3 +241,51 @@ def test_csv_link_carries_the_whole_table():
     payload = re.search(r"base64,([A-Za-z0-9+/=]+)", html).group(1)
     assert base64.b64decode(payload).decode() == df.to_csv(index=False)
     assert 'download="t.csv"' in html
+
+
+def _versioned() -> pd.DataFrame:
+    v = verdict_rows()
+    v["test"] = [f"t{c}" for c in v["claim"]]
+    v["family"] = np.where(v["primary"], "primary", "exploratory")
+    v["registered_version"] = 2
+    v1 = v[v["primary"]].copy()
+    v1["family"], v1["primary"], v1["registered_version"] = "registered-v1", False, 1
+    v1.loc[v1["claim"] == "3", "test"] = "t3-mode"  # superseded by the amendment
+    v1.loc[v1["claim"] == "1", "verdict"] = "inconclusive"  # another family, another Holm adjustment
+    return pd.concat([v, v1], ignore_index=True)
+
+
+def test_registered_and_amended_verdicts_side_by_side():
+    side = PR.registered_vs_amended(_versioned())
+    assert list(side.columns) == ["claim", "arm", "test", "as registered (v1)", "as amended (v2)", "family sizes"]
+    row = side[(side["claim"] == "1") & (side["arm"] == "fashion-mnist")].iloc[0]
+    assert row["as registered (v1)"].startswith("inconclusive: +79.9%")
+    assert row["as amended (v2)"].startswith("refuted: +79.9%")
+    superseded = side[side["test"] == "t3-mode"].iloc[0]
+    assert superseded["as amended (v2)"] == "–" and superseded["as registered (v1)"] != "–"
+    added = side[side["test"] == "t3"].iloc[0]
+    assert added["as registered (v1)"] == "–"
+
+
+def test_claim_rows_leave_out_the_registered_family():
+    rows = PR.claim_rows(_versioned(), 1)
+    assert len(rows) == 2 and set(rows["verdict"]) == {"refuted"}
+    with pytest.raises(ValueError, match="registered_version"):
+        PR.registered_vs_amended(verdict_rows())
+
+
+def test_scaled_effects_read_the_scale_from_the_kind_evaluators():
+    v = verdict_rows()
+    out = PR.scaled_effects(v)
+    rel = out.iloc[0]  # relative margin 0.1, direction lower: +79.9% is -7.99 margins (against the claim)
+    assert rel["scaled_estimate"] == pytest.approx(-7.99)
+    bound = v.iloc[[0]].assign(kind="bound", direction="within", margin=0.2, estimate=-0.7, ci_low=-0.75, ci_high=-0.65)
+    scaled = PR.scaled_effects(bound).iloc[0]
+    assert scaled["scaled_estimate"] == pytest.approx(0.7 / 0.2)  # its own value, not the relative column
+
+
+def test_the_primary_family_includes_co_primaries():
+    v = _versioned()
+    v.loc[1, "primary"] = False  # a co-primary: in the family, without the headline flag
+    assert PR.primary_family_size(v) == int((v["family"] == "primary").sum()) == 4
+    assert len(PR.primary_family(v)) == 4 and int(v["primary"].sum()) == 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,21 +46,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     return folder, teacher, probs, seen
 
 
-@pytest.fixture
-def use_cache(monkeypatch: pytest.MonkeyPatch):
-    def _use(folder: Path) -> None:
-        monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(folder))
-
-    return _use
-
-
-def _forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*args, **kwargs):
-        raise AssertionError("the teacher was retrained although it is cached")
-
-    monkeypatch.setattr(teachers, "_train", boom)
-
-
 def test_probs_on_the_pool_are_distributions_in_item_order(trained) -> None:
     _, _, probs, _ = trained
     test = load_images("mnist", "test")
@@ -94,13 +78,13 @@ def test_in_sample_pool_is_refused() -> None:
         synthetic_probs("mnist", "teacher", pool="validation")
 
 
-def test_cache_hit_returns_identical_probs_without_training(trained, use_cache, monkeypatch) -> None:
+def test_cache_hit_returns_identical_probs_without_training(trained, use_cache, forbid) -> None:
     folder, teacher, probs, _ = trained
     use_cache(folder)
     assert teacher_dir(TINY) == folder / "teachers" / TINY.key()
     for name in ("weights.npz", "train_indices.npz", "meta.json", "logits_test.npz"):
         assert (teacher_dir(TINY) / name).exists(), name
-    _forbid_training(monkeypatch)
+    forbid(teachers, "_train", "the teacher was retrained although it is cached")
     assert np.array_equal(teacher_probs("mnist", "test", TINY), probs)
     # without the logits file, the cached weights recompute the same numbers, still without training
     (teacher_dir(TINY) / "logits_test.npz").unlink()
@@ -132,10 +116,10 @@ def test_different_seed_gives_a_different_teacher(trained, use_cache) -> None:
     assert TeacherConfig.tiny(seed=1).key() != TINY.key()
 
 
-def test_probs_on_generated_images(trained, use_cache, monkeypatch) -> None:
+def test_probs_on_generated_images(trained, use_cache, forbid) -> None:
     folder, teacher, _, _ = trained
     use_cache(folder)
-    _forbid_training(monkeypatch)
+    forbid(teachers, "_train", "the teacher was retrained although it is cached")
     images = load_images("mnist", "test").images[:50]
     p = teacher_probs_on(images, TINY)
     assert p.shape == (50, 10) and p.dtype == np.float32 and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
