@@ -231,6 +231,15 @@ CLAIM_TOPICS: dict[int, str] = {
 }
 
 
+#: Words for the primary tests that share a claim and an arm (their ids otherwise, dashes as spaces).
+TEST_WORDS: dict[str, str] = {
+    "soft-calibration-hard-vs-best-ts": "raw vs the best +ts",
+    "soft-calibration-hard-both-scaled": "both temperature-scaled",
+    "heldout-max-probability-entropy-vs-synthetic": "maximum-probability confidence",
+    "synthetic-does-not-mirror": "synthetic labels do not mirror",
+}
+
+
 def _claim_topic(claim: Any) -> str:
     try:
         return CLAIM_TOPICS.get(int(claim), f"Claim {claim}")
@@ -239,10 +248,30 @@ def _claim_topic(claim: Any) -> str:
 
 
 def _latest_primary(verdicts: pd.DataFrame) -> pd.DataFrame:
-    part = verdicts[verdicts["primary"].astype(bool)]
-    if "registered_version" in part.columns and part["registered_version"].notna().any():
+    """Every primary test of the latest claims version, co-primaries included
+    (:func:`softlab.present.primary_family`), in claim order; ``test_label`` adds the test's
+    name where a claim has several primary tests on one arm."""
+    from softlab.present import primary_family
+
+    part = primary_family(verdicts).copy()
+    if (
+        "family" not in part.columns
+        and "registered_version" in part.columns
+        and part["registered_version"].notna().any()
+    ):
         part = part[part["registered_version"] == part["registered_version"].max()]
-    return part.reset_index(drop=True)
+    part = part.reset_index(drop=True)
+    if "test" in part.columns and len(part):
+        several = part.groupby([part["claim"].astype(str), part["arm"]])["test"].transform("nunique") > 1
+        part["test_label"] = [
+            f" ({TEST_WORDS.get(str(t), str(t).replace('-', ' '))})" if many else ""
+            for t, many in zip(part["test"], several)
+        ]
+        order = part["claim"].astype(str).map(lambda c: int(c) if c.isdigit() else 99)
+        part = part.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
+    else:
+        part["test_label"] = ""
+    return part
 
 
 def _is_relative(row: Any) -> bool:
@@ -279,6 +308,13 @@ def _shown(condition: Any, arm: Any) -> str:
     return condition_label(str(condition), REFERENCE_NAMES.get(str(arm), "human"))
 
 
+def _means_text(row: Any) -> str:
+    """``condition mean vs comparator mean`` (a bound test's comparator is its bound: no mean)."""
+    theirs = f" {_num(row['mean_comparator'], 3)}" if np.isfinite(float(row.get("mean_comparator", np.nan))) else ""
+    comparator = _shown(row["comparator"], row["arm"]).replace("|value|", "|ρ|").replace("<=", "≤")
+    return f"{_shown(row['condition'], row['arm'])} {_num(row['mean_condition'], 3)} vs {comparator}{theirs}"
+
+
 def key_results(verdicts: pd.DataFrame) -> pd.DataFrame:
     """The front page's table: one row per primary test (the latest registered version), named
     by what it tests, with both sides' means in the metric's own units, the difference with its
@@ -289,11 +325,8 @@ def key_results(verdicts: pd.DataFrame) -> pd.DataFrame:
     for _, row in _latest_primary(verdicts).iterrows():
         rows.append(
             {
-                "what is tested": f"{_claim_topic(row['claim'])} · {arm_name(row['arm'])}",
-                "condition vs comparator (means)": (
-                    f"{_shown(row['condition'], row['arm'])} {_num(row['mean_condition'], 3)} vs "
-                    f"{_shown(row['comparator'], row['arm'])} {_num(row['mean_comparator'], 3)}"
-                ),
+                "what is tested": f"{_claim_topic(row['claim'])}{row['test_label']} · {arm_name(row['arm'])}",
+                "condition vs comparator (means)": _means_text(row),
                 "difference [95% CI]": _difference_text(row),
                 "p (Holm)": fmt_p(row.get("p_adjusted")),
                 "verdict": row["verdict"],
@@ -329,10 +362,10 @@ def forest_rows(verdicts: pd.DataFrame, url: Mapping[int, str] | None = None) ->
             else f"{what}: difference"
         )
         topic = _claim_topic(row["claim"])
-        condition, comparator = _shown(row["condition"], row["arm"]), _shown(row["comparator"], row["arm"])
+        condition = _shown(row["condition"], row["arm"])
+        comparator = _shown(row["comparator"], row["arm"]).replace("|value|", "|ρ|").replace("<=", "≤")
         tip = (
-            f"{topic}, {arm_name(row['arm'])}: {condition} {_num(row['mean_condition'], 3)} vs {comparator} "
-            f"{_num(row['mean_comparator'], 3)}; difference {_difference_text(row)}; p (Holm) "
+            f"{topic}, {arm_name(row['arm'])}: {_means_text(row)}; difference {_difference_text(row)}; p (Holm) "
             f"{fmt_p(row.get('p_adjusted'))}; verdict: {row['verdict']}"
         )
         out.append(
@@ -340,7 +373,7 @@ def forest_rows(verdicts: pd.DataFrame, url: Mapping[int, str] | None = None) ->
                 "claim": row["claim"],
                 "panel": topic,
                 "unit": unit,
-                "label": f"{arm_name(row['arm'])}: {condition} vs {comparator}",
+                "label": f"{arm_name(row['arm'])}: {condition} vs {comparator}{row['test_label']}",
                 "estimate": scale * float(est),
                 "ci_low": scale * float(min(lo, hi)),
                 "ci_high": scale * float(max(lo, hi)),

@@ -419,9 +419,8 @@ def plot_intervals(
     reference_line: float | None = 0.0,
     xlabel: str | None = None,
 ) -> Figure:
-    """Forest plot: one row per ``y`` value with its estimate and interval (e.g. the output of
-    :func:`softlab.stats.paired_differences` or :func:`softlab.stats.variance_ratio` with
-    ``estimate="ratio", reference_line=1``)."""
+    """Forest plot: one row per ``y`` value with its estimate and interval (for example paired
+    differences per condition; a ratio with ``estimate="ratio", reference_line=1``)."""
     _require(table, [y, estimate, low, high], "table")
     if table[y].duplicated().any():
         raise ValueError(f"table: several rows per {y!r}; filter to one metric/stratum first")
