@@ -29,8 +29,19 @@ An **arm** is a dataset with a human-labelled (or generator-labelled) pool:
 
 Protocol of one arm
 -------------------
-* **Folds.** The pool is split into ``folds`` folds stratified by official label (seeded by
-  ``pool_seed``); mode-shifted annotated items are dealt first, then the other annotated items,
+* **A seed is one re-run of the whole pipeline** (``resample``, default ``("init", "split",
+  "teacher")``). Seed ``s`` re-draws the fold assignment and calibration split (``"split"``:
+  seeded by ``SeedSequence([pool_seed, SPLIT_STREAM, s])``), the teacher (``"teacher"``: trained
+  from the seed ``SeedSequence([pool_seed, TEACHER_STREAM, s])`` on the same teacher data) and the
+  student's initial weights and batch order (``"init"``, always: the trainer derives them from
+  ``s``). All conditions of one seed share all of these (the pairing). ``resample=("init",)`` is
+  the earlier design: one split from ``pool_seed`` and ``n_teachers`` teachers shared round-robin
+  (seed ``s`` uses teacher ``s mod n_teachers``). The nested designs ``("init",)``, ``("init",
+  "split")``, ``("init", "split", "teacher")`` decompose the seed-to-seed variance
+  (:func:`variance_decomposition`). With ``"split"`` every fold is trained (``run_folds`` 0): a
+  single-fold design would evaluate different items in every seed.
+* **Folds.** The pool is split into ``folds`` folds stratified by official label (seeded as
+  above); mode-shifted annotated items are dealt first, then the other annotated items,
   then the rest, so each of these groups spreads evenly over folds (±1) — which matters when
   only some items are annotated (:func:`stratified_folds`).
 * **Calibration split.** For each fold ``k``, a seeded share ``calibration_fraction`` of the
@@ -41,10 +52,16 @@ Protocol of one arm
   the training folds, not a slice of the disjoint split, because only the pool carries reference
   distributions of the same kind as the evaluation (and, for synthetic MNIST, images of the same
   kind: the disjoint split there is real MNIST).
-* **Teachers.** ``n_teachers`` teachers (seeds ``0 … n_teachers − 1``) are trained on the
-  disjoint split *minus the disjoint evaluation sample* (fashion-mnist, mnist) or on the
-  teacher half of MNIST (synthetic-mnist). Student seed ``s`` uses teacher ``s mod n_teachers``,
-  so teacher variance enters every interval.
+* **Teachers.** Teachers are trained on the disjoint split *minus the disjoint evaluation
+  sample* (fashion-mnist, mnist) or on the teacher half of MNIST (synthetic-mnist): one per seed
+  (``"teacher"`` resampled) or ``n_teachers`` shared ones. All teachers of a run are trained
+  together, batched like students (:func:`softlab.teachers.train_teachers`), and cached.
+* **Own-data teachers** (``synthetic-own-data``). For run (seed, fold), the fold's training
+  items are split (stratified, seeded by the seed and fold) into ``OWN_DATA_PARTS`` parts; a
+  teacher of the arm's teacher architecture trained on the other parts labels each part, so every
+  training item's probabilities come from a teacher that saw only the student's own training
+  items and never that item. All of an arm's own-data teachers train in one batched call; their
+  cross-fitted probabilities are cached (``cache_dir()/own-data-teachers/``).
 * **Fold-clean conditions.** The targets of fold ``k`` are built (:func:`softlab.labels.build_conditions`)
   from the items a fold-``k`` model trains on *only*: ε of ``smooth``/``smooth-mass``, the
   teacher temperature ``T`` and the ``human-shuffled`` permutations never see a held-out (or
@@ -56,13 +73,15 @@ Protocol of one arm
   sample of the disjoint split. The same seed gives every condition the same initial weights and
   batch order (paired comparisons).
 * **Strata.** Difficulty tertiles of the reference entropy are fitted per fold on the training
-  items' entropies and applied to the held-out items (:meth:`Arm.difficulty`).
+  items' entropies and applied to the held-out items (:meth:`Arm.difficulty`), on the reference
+  split (``pool_seed``) for every seed, so a stratum holds the same items in every seed (strata
+  are never a training target).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -76,6 +95,7 @@ from softlab.generator import (
     mnist_train_halves,
     official_with_mode_shifts,
 )
+from softlab.io import atomic_save_npz, config_key, load_npz
 from softlab.labels import CONDITIONS, LabelConditions, build_conditions, parse_condition
 
 if TYPE_CHECKING:  # pragma: no cover  (torch-side modules are imported where they are used)
@@ -93,10 +113,21 @@ REFERENCE_NAME = {
     "cifar10": "human",
     VOTES: "human",
 }
-#: The conditions trained by default: the 10 canonical ones and mass-matched smoothing at the human mode.
-DEFAULT_CONDITIONS: tuple[str, ...] = CONDITIONS + ("human/smooth-mass",)
+#: The conditions trained by default: the 10 canonical ones, mass-matched smoothing and the
+#: own-data teacher at the human mode.
+DEFAULT_CONDITIONS: tuple[str, ...] = CONDITIONS + ("human/smooth-mass", "human/synthetic-own-data")
 #: Bumped whenever the protocol changes what a run trains on (it enters every run's cache key).
-PROTOCOL_VERSION = 2
+#: 3: a seed re-draws split and teacher (``resample``); own-data teachers. 4: the largest-remainder
+#: stratified subsample (:func:`stratified_subsample`; pools and calibration splits change).
+PROTOCOL_VERSION = 4
+#: What a seed may re-draw (``ArmConfig.resample``); ``init`` is always re-drawn.
+RESAMPLE_SOURCES: tuple[str, ...] = ("init", "split", "teacher")
+#: The nested designs of the variance decomposition, smallest first.
+NESTED_DESIGNS: tuple[tuple[str, ...], ...] = (("init",), ("init", "split"), ("init", "split", "teacher"))
+#: Streams of ``SeedSequence([pool_seed, stream, seed])`` for a seed's split and teacher.
+SPLIT_STREAM, TEACHER_STREAM, OWN_DATA_STREAM = 5101, 5102, 5103
+#: Parts of a fold's training items cross-fitted by own-data teachers.
+OWN_DATA_PARTS = 2
 DIFFICULTY = ("easy", "medium", "hard")
 
 
@@ -129,8 +160,10 @@ class ArmConfig:
     name: str = ""
     votes: str = ""
     images: str = ""
+    resample: tuple[str, ...] = RESAMPLE_SOURCES
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "resample", check_resample(self.resample))
         if self.dataset not in ARMS + (VOTES,):
             raise ValueError(f"dataset: expected one of {ARMS + (VOTES,)}, got {self.dataset!r}")
         if self.dataset == VOTES:
@@ -162,6 +195,12 @@ class ArmConfig:
             raise ValueError(f"calibration_fraction: expected a share in (0, 0.5), got {self.calibration_fraction}")
         if not 0 <= self.run_folds <= self.folds:
             raise ValueError(f"run_folds: expected 0 (all) or 1..{self.folds}, got {self.run_folds}")
+        if "split" in self.resample and self.run_folds not in (0, self.folds):
+            raise ValueError(
+                f"run_folds: {self.run_folds} with resample {list(self.resample)}: a seed that re-draws the split "
+                "would evaluate different items in every seed; expected run_folds 0 (all folds), or resample "
+                "without 'split'"
+            )
         if not self.conditions:
             raise ValueError("conditions: expected at least one condition")
         for c in self.conditions:
@@ -194,7 +233,25 @@ class ArmConfig:
             d.pop("synthetic_mode_shift")
         if self.dataset != "mnist":
             d.pop("mturk_neither")
+        if "teacher" in self.resample:
+            d.pop("n_teachers")  # one teacher per seed
         return d
+
+    def resamples(self, source: str) -> bool:
+        """Whether a seed re-draws ``source`` (one of :data:`RESAMPLE_SOURCES`)."""
+        return source in self.resample
+
+
+def check_resample(value: Any) -> tuple[str, ...]:
+    """``value`` as a tuple of :data:`RESAMPLE_SOURCES` in their canonical order; ``init`` must
+    be among them (the trainer always derives initial weights and batch order from the seed)."""
+    names = [value] if isinstance(value, str) else list(value)
+    unknown = [v for v in names if v not in RESAMPLE_SOURCES]
+    if unknown or len(set(names)) != len(names) or "init" not in names:
+        raise ValueError(
+            f"resample: got {names!r}; expected distinct entries of {list(RESAMPLE_SOURCES)} including 'init'"
+        )
+    return tuple(v for v in RESAMPLE_SOURCES if v in names)
 
 
 # ----------------------------------------------------------------------------- folds and samples
@@ -225,20 +282,26 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int, groups: np.ndarray |
 def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Sorted positions of a seeded subsample of ``size`` items, proportional per class.
 
-    Within each class, items get a seeded random rank ``r``; an item's score is
-    ``(r + ½) / n_class`` and the ``size`` lowest scores are kept (equal scores in random order),
-    so each class contributes ``size · n_class / N`` items to within one. ``size`` 0 keeps
-    everything.
+    Class ``c`` (``n_c`` of ``N`` items) gets ``⌊size · n_c / N⌋`` items plus one more for the
+    classes with the largest remainders (equal remainders in seeded random order) — the
+    largest-remainder rule, so each class contributes ``size · n_c / N`` items to within one —
+    and its items are a seeded random choice among its own. ``size`` 0 keeps everything.
     """
     if size <= 0 or size >= len(labels):
         return np.arange(len(labels))
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    score = np.empty(len(labels))
-    for c in np.unique(labels):
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = size * counts / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    left = size - int(take.sum())
+    order = np.lexsort((rng.random(len(classes)), -(quota - take)))
+    take[order[:left]] += 1
+    out = []
+    for c, k in zip(classes, take):
         idx = np.flatnonzero(labels == c)
-        score[idx] = (rng.permutation(len(idx)) + 0.5) / len(idx)
-    order = np.lexsort((rng.random(len(labels)), score))
-    return np.sort(order[:size])
+        out.append(idx[rng.permutation(len(idx))[:k]])
+    return np.sort(np.concatenate(out)).astype(np.int64)
 
 
 def calibration_split(
@@ -272,9 +335,48 @@ def _sub_seed(*parts: int) -> int:
 # ----------------------------------------------------------------------------- the arm
 
 
+@dataclass(frozen=True)
+class SeedSplit:
+    """One seed's fold assignment and calibration splits (pool positions)."""
+
+    folds: np.ndarray  # (N,) fold of each pool item
+    calibration: dict[int, np.ndarray]  # fold -> positions set apart for post-hoc calibration
+
+
+def draw_split(official: np.ndarray, annotated: np.ndarray, groups: np.ndarray, cfg: ArmConfig, seed: int) -> SeedSplit:
+    """Folds (:func:`stratified_folds` with ``groups``) and each fold's calibration split
+    (:func:`calibration_split`), all drawn from ``seed``."""
+    folds = stratified_folds(official, cfg.folds, seed, groups=groups)
+    calibration = {
+        fold: calibration_split(
+            official, annotated, np.flatnonzero(folds != fold), cfg.calibration_fraction, _sub_seed(seed, 77, fold)
+        )
+        for fold in range(cfg.folds)
+    }
+    return SeedSplit(folds, calibration)
+
+
+@dataclass(eq=False)
+class TeacherSource:
+    """Where an arm's (big) teachers come from: their data and how a seed picks one.
+
+    ``exclude``: positions of the teacher split the teachers never see; ``pool_positions``:
+    positions of the pool in the test split (None: the pool is generated, ``pool_images`` holds its
+    uint8 images, synthetic MNIST)."""
+
+    dataset: str
+    exclude: np.ndarray
+    pool_positions: np.ndarray | None
+    pool_images: np.ndarray | None
+
+
 @dataclass(eq=False)
 class Arm:
-    """Prepared data of one arm. Positions ``0..N-1`` index the pool."""
+    """Prepared data of one arm. Positions ``0..N-1`` index the pool.
+
+    ``folds`` and ``calibration`` are the **reference split** (drawn from ``pool_seed``): a seed's
+    own split is :meth:`split` (the same object when the arm does not resample the split). Every
+    position method takes the run's ``seed`` (None: the reference split)."""
 
     config: ArmConfig
     images: np.ndarray  # (N, C, H, W) float32 in [0, 1]
@@ -283,10 +385,10 @@ class Arm:
     annotated: np.ndarray  # (n,) sorted positions of the labelled items in the pool
     reference: np.ndarray  # (n, C) human (or generator) distribution of those items
     reference_name: str  # "human" or "generator"
-    folds: np.ndarray  # (N,) fold of each pool item
-    calibration: dict[int, np.ndarray]  # fold -> positions set apart for post-hoc calibration
-    teacher_probs: np.ndarray  # (n_teachers, N, C) out-of-sample teacher probabilities on the pool
-    teacher_info: pd.DataFrame  # one row per teacher: seed, training items, accuracy on the pool
+    folds: np.ndarray  # (N,) fold of each pool item (reference split)
+    calibration: dict[int, np.ndarray]  # fold -> positions set apart for post-hoc calibration (reference split)
+    fold_groups: np.ndarray  # (N,) 0 mode-shifted, 1 other annotated, 2 unannotated (dealt in this order)
+    teacher_source: TeacherSource
     disjoint_images: np.ndarray
     disjoint_labels: np.ndarray
     classes: tuple[str, ...]
@@ -305,23 +407,254 @@ class Arm:
     def n_classes(self) -> int:
         return int(self.reference.shape[1])
 
-    def heldout_positions(self, fold: int) -> np.ndarray:
-        return np.flatnonzero(self.folds == fold)
+    def split_seed(self, seed: int | None) -> int:
+        """The seed of run seed ``seed``'s split: ``pool_seed`` unless the split is resampled."""
+        if seed is None or not self.config.resamples("split"):
+            return int(self.config.pool_seed)
+        return _sub_seed(self.config.pool_seed, SPLIT_STREAM, seed)
 
-    def calibration_positions(self, fold: int) -> np.ndarray:
-        return self.calibration[fold]
+    def split(self, seed: int | None = None) -> SeedSplit:
+        """The folds and calibration splits of seed ``seed`` (None: the reference split)."""
+        s = self.split_seed(seed)
+        if s == self.split_seed(None):
+            return SeedSplit(self.folds, self.calibration)
+        key = ("split", s)
+        if key not in self._memo:
+            self._memo[key] = draw_split(self.official, self.annotated, self.fold_groups, self.config, s)
+        return self._memo[key]
 
-    def train_positions(self, fold: int) -> np.ndarray:
-        """The items a fold-``fold`` model trains on: the other folds minus the calibration split."""
-        other = np.flatnonzero(self.folds != fold)
-        return np.setdiff1d(other, self.calibration[fold])
+    def folds_of(self, seed: int | None = None) -> np.ndarray:
+        return self.split(seed).folds
 
-    def watch_positions(self, fold: int) -> np.ndarray:
+    def heldout_positions(self, fold: int, seed: int | None = None) -> np.ndarray:
+        return np.flatnonzero(self.split(seed).folds == fold)
+
+    def calibration_positions(self, fold: int, seed: int | None = None) -> np.ndarray:
+        return self.split(seed).calibration[fold]
+
+    def train_positions(self, fold: int, seed: int | None = None) -> np.ndarray:
+        """The items a fold-``fold`` model of ``seed`` trains on: the other folds minus the calibration split."""
+        sp = self.split(seed)
+        return np.setdiff1d(np.flatnonzero(sp.folds != fold), sp.calibration[fold])
+
+    def watch_positions(self, fold: int, seed: int | None = None) -> np.ndarray:
         """Watched items of a fold-``fold`` run: its held-out fold, then its calibration split."""
-        return np.concatenate([self.heldout_positions(fold), self.calibration_positions(fold)])
+        return np.concatenate([self.heldout_positions(fold, seed), self.calibration_positions(fold, seed)])
 
+    # --------------------------------------------------------------- teachers
     def teacher_of(self, seed: int) -> int:
+        """The seed of the (big) teacher whose probabilities seed ``seed``'s ``synthetic`` targets use."""
+        if self.config.resamples("teacher"):
+            return _sub_seed(self.config.pool_seed, TEACHER_STREAM, seed)
         return int(seed) % self.config.n_teachers
+
+    def teacher_config(self, teacher_seed: int) -> TeacherConfig:
+        src = self.teacher_source
+        return _teacher_config(src.dataset, self.config, teacher_seed, src.exclude)
+
+    def prepare_teachers(self, seeds: Sequence[int], progress: bool = False) -> None:
+        """Train (batched, :func:`softlab.teachers.train_teachers`) or load the big teachers of
+        ``seeds`` and keep their probabilities on the pool."""
+        from softlab.teachers import teacher_probs, train_teachers
+
+        memo = self._memo.setdefault("teachers", {})
+        wanted = [t for t in dict.fromkeys(self.teacher_of(s) for s in seeds) if t not in memo]
+        if not wanted:
+            return
+        cfgs = [self.teacher_config(t) for t in wanted]
+        teachers = train_teachers(cfgs, progress=progress)
+        src = self.teacher_source
+        for t, tcfg, teacher in zip(wanted, cfgs, teachers):
+            if src.pool_positions is None:
+                assert src.pool_images is not None
+                probs = teacher.predict_proba(src.pool_images)
+            else:
+                probs = teacher_probs(tcfg.dataset, "test", tcfg, progress=progress)[src.pool_positions]
+            probs = np.asarray(probs, dtype=np.float32)
+            probs.setflags(write=False)
+            memo[t] = (probs, len(teacher.train_indices), len(tcfg.exclude))
+
+    def teacher_probs_of(self, seed: int) -> np.ndarray:
+        """(N, C) float32 out-of-sample probabilities of seed ``seed``'s teacher on the pool."""
+        t = self.teacher_of(seed)
+        if t not in self._memo.get("teachers", {}):
+            self.prepare_teachers([seed])
+        return self._memo["teachers"][t][0]
+
+    @property
+    def teacher_probs(self) -> np.ndarray:
+        """(n_teachers, N, C): the probabilities of the teachers prepared so far, in teacher-seed order."""
+        memo = self._memo.get("teachers", {})
+        return np.stack([memo[t][0] for t in sorted(memo)])
+
+    @property
+    def teacher_info(self) -> pd.DataFrame:
+        """One row per prepared (big) teacher: seed, training images, accuracy on the pool."""
+        memo = self._memo.get("teachers", {})
+        rows = []
+        for t in sorted(memo):
+            probs, n_train, n_excl = memo[t]
+            rows.append(
+                {
+                    "arm": self.name,
+                    "teacher": "big",
+                    "seed": t,
+                    "training images": n_train,
+                    "excluded images": n_excl,
+                    "accuracy on the pool (official)": float((probs.argmax(1) == self.official).mean()),
+                    "accuracy on labelled items (reference mode)": float(
+                        (probs[self.annotated].argmax(1) == self.reference.argmax(1)).mean()
+                    ),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    # --------------------------------------------------------------- own-data teachers
+    def own_data_parts(self, seed: int, fold: int) -> np.ndarray:
+        """(n_train,) part (``0..OWN_DATA_PARTS-1``) of each training item of run (seed, fold), in
+        :meth:`train_positions` order: stratified by official label and annotation group."""
+        train = self.train_positions(fold, seed)
+        return stratified_folds(
+            self.official[train],
+            OWN_DATA_PARTS,
+            _sub_seed(self.config.pool_seed, OWN_DATA_STREAM, seed, fold),
+            groups=self.fold_groups[train],
+        )
+
+    def _own_data_key(self, seed: int, fold: int) -> str:
+        from softlab.teachers import TEACHER_VERSION
+        from softlab.train import TRAINER_VERSION
+
+        tcfg = self.teacher_config(0)
+        return config_key(
+            {
+                "kind": "own-data-teacher",
+                "arm": self.config.key_dict(),
+                "data": data_versions(self.config),
+                "protocol_version": PROTOCOL_VERSION,
+                "teacher_version": TEACHER_VERSION,
+                "trainer": TRAINER_VERSION,
+                "teacher": {
+                    k: v for k, v in asdict(tcfg).items() if k not in ("seed", "exclude", "n_train", "dataset")
+                },
+                "parts": OWN_DATA_PARTS,
+                "seed": int(seed),
+                "fold": int(fold),
+            }
+        )
+
+    def prepare_own_data_teachers(self, seeds: Sequence[int], progress: bool = False) -> None:
+        """Cross-fitted own-data teacher probabilities of every (seed, fold) of ``seeds``: loaded
+        from the cache, or all missing ones trained in one batched call and cached (atomic files)."""
+        from softlab.paths import cache_dir
+        from softlab.teachers import model_config
+        from softlab.train import Member, TrainConfig, train_members
+
+        memo = self._memo.setdefault("own-data", {})
+        folder = cache_dir() / "own-data-teachers"
+        todo = []
+        for seed in seeds:
+            for fold in self.config.folds_to_run():
+                if (seed, fold) in memo:
+                    continue
+                path = folder / f"{self._own_data_key(seed, fold)}.npz"
+                if path.exists():
+                    memo[(seed, fold)] = load_npz(path)["probs"]
+                else:
+                    todo.append((seed, fold, path))
+        if not todo:
+            return
+        tcfg = self.teacher_config(0)
+        c, h, w = (int(v) for v in self.images.shape[1:])
+        mcfg = replace(model_config(tcfg), in_shape=(c, h, w))
+        train_cfg = TrainConfig(
+            model=mcfg,
+            epochs=tcfg.epochs,
+            batch_size=tcfg.batch_size,
+            lr=tcfg.lr,
+            weight_decay=tcfg.weight_decay,
+            record_dynamics=False,
+        )
+        onehot = np.eye(self.n_classes, dtype=np.float32)[self.official]
+        members, where = [], []
+        for seed, fold, path in todo:
+            train = self.train_positions(fold, seed)
+            parts = self.own_data_parts(seed, fold)
+            for part in range(OWN_DATA_PARTS):
+                members.append(
+                    Member(
+                        seed=_sub_seed(self.config.pool_seed, OWN_DATA_STREAM, seed, fold, part, 1),
+                        targets=onehot,
+                        train_idx=train[parts != part],
+                        name=f"{self.name}:own-data-teacher:seed{seed}:fold{fold}:part{part}",
+                        watch_idx=train[parts == part],
+                        record_dynamics=False,
+                    )
+                )
+                where.append((seed, fold, path, part))
+        if progress:
+            print(f"[{self.name}] training {len(members)} own-data teachers", flush=True)
+        results = train_members(self.images, members, train_cfg, progress=progress)
+        out: dict[tuple[int, int], np.ndarray] = {}
+        for (seed, fold, _path, part), res in zip(where, results):
+            if res.diverged or res.watch_probs is None:
+                raise RuntimeError(f"own-data teacher training failed: {res.message or res.name}")
+            probs = out.setdefault((seed, fold), np.zeros((len(self.train_positions(fold, seed)), self.n_classes)))
+            probs[self.own_data_parts(seed, fold) == part] = res.watch_probs
+        for seed, fold, path in todo:
+            p = out[(seed, fold)].astype(np.float32)
+            p /= p.sum(axis=1, keepdims=True)
+            atomic_save_npz(path, probs=p)
+            memo[(seed, fold)] = p
+
+    def own_data_probs(self, seed: int, fold: int) -> np.ndarray:
+        """(n_train, C) cross-fitted own-data teacher probabilities of run (seed, fold)'s training
+        items, in :meth:`train_positions` order."""
+        if (seed, fold) not in self._memo.get("own-data", {}):
+            self.prepare_own_data_teachers([seed])
+        return self._memo["own-data"][(seed, fold)]
+
+    def teacher_accuracies(self, seeds: Sequence[int]) -> pd.DataFrame:
+        """Both teachers of every run (seed, fold), side by side, on the run's own training items
+        (the items whose targets they make): the big teacher (trained on the disjoint split) and
+        the own-data teachers (cross-fitted on the run's training items). One row per (seed, fold,
+        teacher): ``teacher`` (``big``/``own-data``), ``training images`` (per teacher),
+        ``accuracy (official)`` and ``accuracy on labelled items (reference mode)``."""
+        rows = []
+        for seed in seeds:
+            for fold in self.config.folds_to_run():
+                train = self.train_positions(fold, seed)
+                ann = np.isin(train, self.annotated)
+                ref_mode = self.reference[np.searchsorted(self.annotated, train[ann])].argmax(1)
+                big = self.teacher_probs_of(seed)[train]  # prepares the teacher if needed
+                big_n = int(self._memo["teachers"][self.teacher_of(seed)][1])
+                for name, probs, n_train in (
+                    ("big", big, big_n),
+                    ("own-data", self.own_data_probs(seed, fold), len(train) * (OWN_DATA_PARTS - 1) // OWN_DATA_PARTS),
+                ):
+                    rows.append(
+                        {
+                            "arm": self.name,
+                            "seed": int(seed),
+                            "fold": int(fold),
+                            "teacher": name,
+                            "training images": int(n_train),
+                            "accuracy (official)": float((probs.argmax(1) == self.official[train]).mean()),
+                            "accuracy on labelled items (reference mode)": float(
+                                (probs[ann].argmax(1) == ref_mode).mean()
+                            ),
+                        }
+                    )
+        return pd.DataFrame(rows)
+
+    def prepare_seeds(self, seeds: Sequence[int], progress: bool = False) -> None:
+        """Everything the grid of ``seeds`` needs trained before its students: the big teachers
+        (if any condition is ``synthetic``) and the own-data teachers (if any is ``synthetic-own-data``)."""
+        shapes = {parse_condition(c)[1] for c in self.config.conditions}
+        if "synthetic" in shapes:
+            self.prepare_teachers(seeds, progress=progress)
+        if "synthetic-own-data" in shapes:
+            self.prepare_own_data_teachers(seeds, progress=progress)
 
     def reference_full(self) -> np.ndarray:
         """(N, C) reference distribution; NaN rows for unlabelled items."""
@@ -340,19 +673,26 @@ class Arm:
 
     # --------------------------------------------------------------- fold-clean conditions
     def _fold_labels(
-        self, fold: int, conditions: tuple[str, ...], teacher: int | None, shuffle_seed: int
+        self, seed: int, fold: int, conditions: tuple[str, ...], teacher: str | None, shuffle_seed: int
     ) -> LabelConditions:
-        key = ("labels", fold, conditions, teacher, shuffle_seed)
+        """Conditions of run (seed, fold); ``teacher``: None, ``"big"`` or ``"own-data"``. The
+        memo is keyed by what decides the targets (the split, the teacher, the shuffle), so
+        seeds that share them share one object."""
+        split_seed = self.split_seed(seed)
+        teacher_key = {None: None, "big": ("big", self.teacher_of(seed)), "own-data": ("own", seed)}[teacher]
+        key = ("labels", split_seed, fold, conditions, teacher_key, shuffle_seed)
         if key not in self._memo:
-            train = self.train_positions(fold)
+            train = self.train_positions(fold, seed)
             ann_in_train = np.flatnonzero(np.isin(train, self.annotated))
             ref = self.reference[np.searchsorted(self.annotated, train[ann_in_train])]
-            tprobs = None if teacher is None else self.teacher_probs[teacher][train]
+            tprobs = self.teacher_probs_of(seed)[train] if teacher == "big" else None
+            own = self.own_data_probs(seed, fold) if teacher == "own-data" else None
             self._memo[key] = build_conditions(
                 self.official[train],
                 ann_in_train,
                 ref,
                 teacher_probs=tprobs,
+                own_teacher_probs=own,
                 conditions=conditions,
                 seed=shuffle_seed,
                 human_kind="distribution",
@@ -362,15 +702,20 @@ class Arm:
     def fold_conditions(self, condition: str, seed: int, fold: int) -> LabelConditions:
         """The :class:`LabelConditions` (over the fold's training items, in
         :meth:`train_positions` order) that holds ``condition``'s targets for run (seed, fold).
-        Built from those items only; deterministic shapes are shared by all seeds of the fold."""
+        Built from those items only; deterministic shapes are shared by all seeds with the same split."""
         mode, shape = parse_condition(condition)
         if shape == "human-shuffled":
             return self._fold_labels(
-                fold, (f"{mode}/human-shuffled",), None, _sub_seed(self.config.label_seed, seed, fold)
+                seed, fold, (f"{mode}/human-shuffled",), None, _sub_seed(self.config.label_seed, seed, fold)
             )
         if shape == "synthetic":
-            return self._fold_labels(fold, ("original/synthetic", "human/synthetic"), self.teacher_of(seed), 0)
+            return self._fold_labels(seed, fold, ("original/synthetic", "human/synthetic"), "big", 0)
+        if shape == "synthetic-own-data":
+            return self._fold_labels(
+                seed, fold, ("original/synthetic-own-data", "human/synthetic-own-data"), "own-data", 0
+            )
         return self._fold_labels(
+            seed,
             fold,
             (
                 "original/hard",
@@ -389,47 +734,54 @@ class Arm:
     def targets(self, condition: str, seed: int, fold: int) -> np.ndarray:
         """(N, C) float32 targets of run (condition, seed, fold): the fold-clean targets on the
         training items; every other row is the one-hot official label (never trained on)."""
-        key = (
-            ("targets", condition, fold)
-            + ((seed,) if condition.endswith("human-shuffled") else ())
-            + ((self.teacher_of(seed),) if condition.endswith("/synthetic") else ())
-        )
+        lc = self.fold_conditions(condition, seed, fold)
+        key = ("targets", condition, id(lc))
         if key not in self._memo:
-            lc = self.fold_conditions(condition, seed, fold)
             full = np.eye(self.n_classes, dtype=np.float32)[self.official]
-            full[self.train_positions(fold)] = lc.target(condition)
+            full[self.train_positions(fold, seed)] = lc.target(condition)
             full.setflags(write=False)
-            self._memo[key] = full
-        return self._memo[key]
+            self._memo[key] = (lc, full)  # lc kept alive with its id
+        return self._memo[key][1]
 
     def fitted_table(self, seeds: Sequence[int] = (0,)) -> pd.DataFrame:
-        """Per fold (and teacher): the fitted ε (entropy- and mass-matched), T, and what they were
-        fitted on — every number from the fold's training items only."""
+        """Per seed and fold: the fitted ε (entropy- and mass-matched), T of the big and of the
+        own-data teacher, and what they were fitted on — every number from the run's training
+        items only. (Seeds sharing a split and teacher give equal rows.)"""
+        shapes = {parse_condition(c)[1] for c in self.config.conditions}
         rows = []
-        for fold in self.config.folds_to_run():
-            base = self.fold_conditions("human/hard", 0, fold).fitted
-            for t in sorted({self.teacher_of(s) for s in seeds}):
-                syn = self.fold_conditions("human/synthetic", t, fold).fitted
-                rows.append(
-                    {
-                        "arm": self.name,
-                        "fold": fold,
-                        "teacher": t,
-                        "training items": int(base["n_items"]),
-                        "labelled training items": int(base["n_annotated"]),
-                        "epsilon (entropy-matched)": base["smoothing_epsilon"],
-                        "epsilon (mass-matched)": base["smoothing_epsilon_mass"],
-                        "T (teacher)": syn["synthetic_temperature"],
-                        "mean reference entropy": base["human_mean_entropy"],
-                        "mode-shifted share": base["human_frac_mode_shifted"],
-                    }
-                )
+        for seed in seeds:
+            for fold in self.config.folds_to_run():
+                base = self.fold_conditions("human/hard", seed, fold).fitted
+                row = {
+                    "arm": self.name,
+                    "seed": int(seed),
+                    "fold": fold,
+                    "teacher": self.teacher_of(seed),
+                    "training items": int(base["n_items"]),
+                    "labelled training items": int(base["n_annotated"]),
+                    "epsilon (entropy-matched)": base["smoothing_epsilon"],
+                    "epsilon (mass-matched)": base["smoothing_epsilon_mass"],
+                    "T (teacher)": (
+                        self.fold_conditions("human/synthetic", seed, fold).fitted["synthetic_temperature"]
+                        if "synthetic" in shapes
+                        else float("nan")
+                    ),
+                    "T (own-data teacher)": (
+                        self.fold_conditions("human/synthetic-own-data", seed, fold).fitted["own_data_temperature"]
+                        if "synthetic-own-data" in shapes
+                        else float("nan")
+                    ),
+                    "mean reference entropy": base["human_mean_entropy"],
+                    "mode-shifted share": base["human_frac_mode_shifted"],
+                }
+                rows.append(row)
         return pd.DataFrame(rows)
 
     # --------------------------------------------------------------- strata
     def difficulty(self) -> np.ndarray:
         """(n,) ``easy``/``medium``/``hard`` of each annotated item: tertiles of the reference
-        entropy fitted on the training items of the item's own fold, applied to the item."""
+        entropy fitted on the training items of the item's own fold (reference split), applied
+        to the item."""
         from softlab.stats import difficulty_strata, tertile_thresholds
 
         key = ("difficulty",)
@@ -477,10 +829,10 @@ def _human_reference(cfg: ArmConfig) -> HumanLabels:
     return load_votes(cfg.votes, cfg.images, "test")
 
 
-def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
-    """Load the pool, its reference labels, teachers, folds and calibration splits."""
-    from softlab.teachers import teacher_probs, teacher_probs_on, train_teacher
-
+def prepare_arm(cfg: ArmConfig, progress: bool = False, seeds: Sequence[int] | None = None) -> Arm:
+    """Load the pool, its reference labels and the reference split (folds and calibration
+    splits); prepare the teachers of ``seeds`` (default: the shared teachers ``0 … n_teachers − 1``
+    of the fixed-teacher design, or seed 0's teacher when each seed draws its own), batched."""
     ds = cfg.dataset
     if ds == "synthetic-mnist":
         syn_cfg = SyntheticMnistConfig(**{"mnist_part": "generator-half", **cfg.synthetic})
@@ -498,8 +850,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
         dis = disjoint_sample(len(disjoint.labels), cfg.disjoint_size, cfg.pool_seed)
         mnist_train = load_images("mnist", "train")
         exclude = mnist_train_halves(mnist_train.labels)[0]  # the generator's half
-        teachers = [_teacher_config(ds, cfg, t, exclude) for t in range(cfg.n_teachers)]
-        tprobs = np.stack([teacher_probs_on(images_u8, t, progress=progress) for t in teachers])
+        source = TeacherSource("mnist", exclude, None, images_u8)
         classes = disjoint.classes
     else:
         image_ds = cfg.image_dataset
@@ -522,37 +873,14 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
         reference = soft_labels(counts)
         disjoint = load_images(image_ds, "train")
         dis = disjoint_sample(len(disjoint.labels), cfg.disjoint_size, cfg.pool_seed)
-        teachers = [_teacher_config(image_ds, cfg, t, dis) for t in range(cfg.n_teachers)]
-        tprobs = np.stack([teacher_probs(image_ds, "test", t, progress=progress)[pos] for t in teachers])
+        source = TeacherSource(image_ds, dis, pos.astype(np.int64), None)
         classes = test.classes
     from softlab.data import mode_shifted
 
     groups = np.full(len(official), 2, dtype=np.int64)  # 0: mode-shifted, 1: other annotated, 2: unannotated
     groups[annotated] = np.where(mode_shifted(reference, official[annotated]), 0, 1)
-    folds = stratified_folds(official, cfg.folds, cfg.pool_seed, groups=groups)
-    calibration = {}
-    for fold in range(cfg.folds):
-        train_folds = np.flatnonzero(folds != fold)
-        calibration[fold] = calibration_split(
-            official, annotated, train_folds, cfg.calibration_fraction, _sub_seed(cfg.pool_seed, 77, fold)
-        )
-    info = []
-    for t, tcfg in enumerate(teachers):
-        teacher = train_teacher(tcfg.dataset, tcfg, progress=progress)
-        info.append(
-            {
-                "arm": cfg.arm_name,
-                "teacher": t,
-                "seed": tcfg.seed,
-                "training images": len(teacher.train_indices),
-                "excluded images": len(tcfg.exclude),
-                "accuracy on the pool (official)": float((tprobs[t].argmax(1) == official).mean()),
-                "accuracy on labelled items (reference mode)": float(
-                    (tprobs[t][annotated].argmax(1) == reference.argmax(1)).mean()
-                ),
-            }
-        )
-    return Arm(
+    reference_split = draw_split(official, annotated, groups, cfg, cfg.pool_seed)
+    arm = Arm(
         cfg,
         _as_float(images_u8),
         official,
@@ -560,14 +888,18 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False) -> Arm:
         annotated,
         reference,
         REFERENCE_NAME[ds],
-        folds,
-        calibration,
-        tprobs.astype(np.float32),
-        pd.DataFrame(info),
+        reference_split.folds,
+        reference_split.calibration,
+        groups,
+        source,
         _as_float(disjoint.images[dis]),
         disjoint.labels[dis].astype(np.int64),
         classes,
     )
+    if seeds is None:
+        seeds = [0] if cfg.resamples("teacher") else list(range(cfg.n_teachers))
+    arm.prepare_teachers(seeds, progress=progress)
+    return arm
 
 
 def _as_float(images_u8: np.ndarray) -> np.ndarray:
@@ -681,10 +1013,11 @@ class GridResults:
         """Run ``index``'s number of held-out items and its watched positions (held-out fold, then
         calibration split), final probabilities and per-epoch probabilities on them."""
         fold = int(self.runs["fold"].iloc[index])
+        seed = int(self.runs["seed"].iloc[index])
         res = self.results[index]
         if res.watch_idx is None or res.watch_probs is None or res.watch_dynamics is None:
             raise ValueError(f"run {res.name!r} watched no items (grid members watch their held-out fold)")
-        n_held = len(self.arm.heldout_positions(fold))
+        n_held = len(self.arm.heldout_positions(fold, seed))
         return n_held, np.asarray(res.watch_idx), np.asarray(res.watch_probs), res.watch_dynamics
 
     def heldout(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -732,7 +1065,7 @@ class GridResults:
         res = self.results[self.index(condition, seed, fold)]
         if res.dynamics is None:
             raise ValueError(f"run {res.name} recorded no training dynamics (see records_training_dynamics)")
-        train_pos = self.arm.train_positions(fold)
+        train_pos = self.arm.train_positions(fold, seed)
         keep = np.isin(train_pos, self.arm.annotated)
         return res.dynamics[:, keep].astype(np.float32), train_pos[keep]
 
@@ -752,8 +1085,9 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
     Parameters used: ``arms, pool_size, mnist_pool_size, synthetic_items, synthetic_mode_shift,
     folds, run_folds, seeds, epochs, model, hidden, batch_size, lr, teacher_epochs,
     teacher_train_items, n_teachers, generator_epochs, generator_train_items, disjoint_size,
-    calibration_fraction, conditions, record_dynamics`` (0 means "all" for the sizes; an empty
-    ``conditions`` list means the default 11).
+    calibration_fraction, conditions, record_dynamics, resample`` (0 means "all" for the sizes; an
+    empty ``conditions`` list means :data:`DEFAULT_CONDITIONS`; ``resample`` defaults to all of
+    :data:`RESAMPLE_SOURCES`).
     """
     from softlab.models import ModelConfig
     from softlab.train import TrainConfig
@@ -790,6 +1124,7 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
         calibration_fraction=float(p.get("calibration_fraction", 0.1)),
         conditions=conditions,
         run_folds=int(p.get("run_folds", 0)),
+        resample=check_resample(p.get("resample", RESAMPLE_SOURCES)),
     )
     arms = {
         a: ArmConfig(a, pool_size=pools[a], synthetic=synthetic if a == "synthetic-mnist" else {}, **common)
@@ -858,8 +1193,8 @@ def grid_members(arm: Arm, seeds: Sequence[int], record_dynamics: bool = True) -
     rows, members = [], []
     for seed in seeds:
         for fold in arm.config.folds_to_run():
-            train_pos = arm.train_positions(fold)
-            watch = arm.watch_positions(fold)
+            train_pos = arm.train_positions(fold, seed)
+            watch = arm.watch_positions(fold, seed)
             for cond in arm.config.conditions:
                 mode, shape = parse_condition(cond)
                 meta = {"dataset": arm.name, "condition": cond, "seed": int(seed), "fold": int(fold)}
@@ -903,6 +1238,7 @@ def run_arm(
 
     store = store if store is not None else RunStore()
     train_cfg = for_images(train_cfg, arm.images.shape[1:])
+    arm.prepare_seeds(seeds, progress=progress)
     runs, members = grid_members(arm, seeds, record_dynamics=train_cfg.record_dynamics)
     train_key = train_cfg.key_dict()
     configs = [
@@ -955,7 +1291,175 @@ def run_arms(
     with open_executor(executor) as ex:
         return {
             name: run_arm(
-                prepare_arm(cfg, progress=progress), train_cfg, seeds, progress=progress, store=store, executor=ex
+                prepare_arm(cfg, progress=progress, seeds=seeds),
+                train_cfg,
+                seeds,
+                progress=progress,
+                store=store,
+                executor=ex,
             )
             for name, cfg in arm_configs.items()
         }
+
+
+# ----------------------------------------------------------------------------- where the variance comes from
+
+#: Conditions and (metric, stratum) pairs of the variance decomposition: held-out accuracy, and the
+#: claim-1 metric (debiased soft-reference calibration error on hard items) of ``human/human``.
+DECOMPOSITION_CONDITIONS: tuple[str, ...] = ("human/human", "human/synthetic")
+DECOMPOSITION_METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("accuracy", "all", DECOMPOSITION_CONDITIONS),
+    ("debiased_ce_soft", "hard", ("human/human",)),
+)
+
+
+def design_name(resample: Sequence[str]) -> str:
+    """``("init", "split")`` → ``"init+split"``."""
+    return "+".join(check_resample(resample))
+
+
+def nested_design_configs(cfg: ArmConfig, conditions: Sequence[str] = DECOMPOSITION_CONDITIONS) -> dict[str, ArmConfig]:
+    """The arm under each nested design of :data:`NESTED_DESIGNS`, with ``conditions`` only and
+    a single shared teacher where the teacher is not re-drawn (so that the smaller designs hold
+    the teacher fixed, not round-robin). The full design's runs are the book's own runs (same
+    cache keys)."""
+    from dataclasses import replace as _replace
+
+    out = {}
+    for design in NESTED_DESIGNS:
+        fields: dict[str, Any] = {"resample": design, "conditions": tuple(conditions), "run_folds": 0}
+        if "teacher" not in design:
+            fields["n_teachers"] = 1
+        out[design_name(design)] = _replace(cfg, **fields)
+    return out
+
+
+def run_nested_designs(
+    cfg: ArmConfig,
+    train_cfg: Any,
+    seeds: Sequence[int],
+    conditions: Sequence[str] = DECOMPOSITION_CONDITIONS,
+    progress: bool = False,
+    store: Any = None,
+    executor: Any = None,
+) -> dict[str, GridResults]:
+    """Train (or load) the arm's ``conditions`` for ``seeds`` under every nested design:
+    design name → its :class:`GridResults`."""
+    return {
+        name: run_arm(prepare_arm(c, progress=progress, seeds=seeds), train_cfg, seeds, progress, store, executor)
+        for name, c in nested_design_configs(cfg, conditions).items()
+    }
+
+
+def per_seed_metric(preds: Any, condition: str, metric: str, stratum: str) -> np.ndarray:
+    """(S,) ``metric`` (a name of ``softlab.inference.METRICS``) of ``condition`` on ``stratum``
+    in each seed's pooled out-of-fold predictions (``preds``: ``softlab.inference.ArmPredictions``)."""
+    from softlab.inference import METRICS
+
+    spec = METRICS[metric]
+    mask = np.asarray(preds.strata[stratum], dtype=bool)
+    arrays = {k: np.asarray(v)[:, mask] for k, v in preds.item_arrays.get(condition, {}).items()}
+    probs = np.asarray(preds.probs[condition])[:, mask]
+    return np.asarray(spec.function(probs, preds.official[mask], preds.reference[mask], arrays), dtype=np.float64)
+
+
+def variance_decomposition(
+    predictions: Mapping[str, Any],
+    metrics: Sequence[tuple[str, str, Sequence[str]]] = DECOMPOSITION_METRICS,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Share of the seed-to-seed variance due to each source (exploratory).
+
+    ``predictions``: design name (``"init"``, ``"init+split"``, ``"init+split+teacher"``) →
+    ``ArmPredictions`` of one arm under that design (:func:`run_nested_designs`, then
+    ``softlab.report.arm_predictions``). For every (metric, stratum, condition) of ``metrics``:
+    ``V_d`` = the across-seed variance (``ddof=1``) of the per-seed metric under design ``d``
+    (with a ``confidence`` chi-square interval on ``S − 1`` df); the source a design adds has
+    ``increment = V_d − V_{previous design}`` (``V_init`` for ``init``) and ``share = increment /
+    V_{full}``. Shares sum to 1; with few seeds an increment can be negative (sampling noise —
+    the intervals say how much). One row per (arm, condition, metric, stratum, design)."""
+    import scipy.stats as sps
+
+    order = [design_name(d) for d in NESTED_DESIGNS]
+    missing = [d for d in order if d not in predictions]
+    if missing:
+        raise ValueError(f"predictions: missing design(s) {missing}; expected one ArmPredictions per {order}")
+    rows = []
+    alpha = 1.0 - confidence
+    for metric, stratum, conditions in metrics:
+        for condition in conditions:
+            values = {d: per_seed_metric(predictions[d], condition, metric, stratum) for d in order}
+            variances = {d: float(np.var(v, ddof=1)) if len(v) > 1 else float("nan") for d, v in values.items()}
+            full = variances[order[-1]]
+            previous = 0.0
+            for d in order:
+                v, n = variances[d], len(values[d])
+                df = n - 1
+                lo = df * v / sps.chi2.ppf(1 - alpha / 2, df) if df > 0 else float("nan")
+                hi = df * v / sps.chi2.ppf(alpha / 2, df) if df > 0 else float("nan")
+                rows.append(
+                    {
+                        "arm": predictions[d].arm,
+                        "condition": condition,
+                        "metric": metric,
+                        "stratum": stratum,
+                        "design": d,
+                        "source": d.split("+")[-1],
+                        "seeds": n,
+                        "mean": float(np.mean(values[d])),
+                        "variance": v,
+                        "variance_ci_low": float(lo),
+                        "variance_ci_high": float(hi),
+                        "sd": float(np.sqrt(v)),
+                        "increment": v - previous,
+                        "share": (v - previous) / full if full > 0 else float("nan"),
+                    }
+                )
+                previous = v
+    return pd.DataFrame(rows)
+
+
+def stability_summary(
+    preds: Any,
+    condition: str = "human/human",
+    comparator: str = "human/synthetic",
+    metric: str = "accuracy",
+    stratum: str = "all",
+    target_ratio: float = 0.85,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Claim 2 on a many-seed pool (the ``stability`` set), in one row for chapter 4: seeds, the
+    across-seed SD of ``metric`` under both conditions, their variance ratio with the
+    Pitman–Morgan interval and p-value, the measured between-seed correlation ``rho``, the smallest
+    ratio detectable with 80% power at this seed count, and the seeds the test would need for
+    ``target_ratio`` at the measured ``rho`` (``softlab.inference.seeds_for_power``)."""
+    from softlab.inference import pitman_morgan, seeds_for_power, variance_ratio_mde
+
+    x = per_seed_metric(preds, condition, metric, stratum)
+    y = per_seed_metric(preds, comparator, metric, stratum)
+    pm = pitman_morgan(x, y, confidence)
+    rho = float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 else float("nan")
+    needed = seeds_for_power(target_ratio, rho) if np.isfinite(rho) and abs(rho) < 1 else -1
+    return pd.DataFrame(
+        [
+            {
+                "arm": preds.arm,
+                "condition": condition,
+                "comparator": comparator,
+                "metric": metric,
+                "stratum": stratum,
+                "seeds": len(x),
+                "mean_condition": float(np.mean(x)),
+                "mean_comparator": float(np.mean(y)),
+                "sd_condition": float(np.std(x, ddof=1)),
+                "sd_comparator": float(np.std(y, ddof=1)),
+                "variance_ratio": pm.ratio,
+                "ci_low": pm.ci_low,
+                "ci_high": pm.ci_high,
+                "p_value": pm.p_value,
+                "rho": rho,
+                "mde_ratio": variance_ratio_mde(len(x), rho) if np.isfinite(rho) else float("nan"),
+                "seeds_for_power": int(needed),
+            }
+        ]
+    )

@@ -34,6 +34,12 @@ towards ``y``, else the lowest class index — :func:`softlab.data.annotations.h
   fit is unique. If the target is outside what ``T ∈ [e^-12, e^12]`` reaches (e.g. every human
   label one-hot and teacher ties), ``T`` is clamped to the bound and the remaining gap is reported
   in ``fitted["synthetic_entropy_gap"]``.
+- ``synthetic-own-data`` (an extra shape) — the same tempering and the same entropy-matched fit
+  of ``T``, applied to **cross-fitted** probabilities of teachers that saw only the student's own
+  training items: the training items are split into parts, and each part is labelled by a
+  teacher trained on the other parts only (never on the item it labels;
+  ``softlab.experiment`` trains them). It separates the soft shape of ``synthetic`` from the
+  extra data its big teacher saw (≈8× the student's on Fashion-MNIST-H).
 - ``human-shuffled`` — the human distributions permuted (seeded, uniformly at random; items may
   keep their own) among annotated items of the same **group**: for the ``original`` mode the
   group is the official label ``y`` (grouping by the human mode there would leak the human mode
@@ -76,11 +82,59 @@ from softlab.validation import (
 Floats = NDArray[np.float64]
 
 MODES: tuple[str, ...] = ("original", "human")
-SHAPES: tuple[str, ...] = ("hard", "smooth", "synthetic", "human-shuffled", "human")
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """One label shape, in one line each: how its target is built (``target``), what is fitted on
+    the training items of a fold (``fitted``, empty: nothing), which input of
+    :func:`build_conditions` it needs besides the human labels (``needs``), and whether it is one of
+    the canonical grid's shapes (``canonical``) or a comparison-only extra."""
+
+    name: str
+    target: str
+    fitted: str = ""
+    needs: str = ""
+    canonical: bool = True
+
+
+#: The table of label shapes: the shape tuples below are read from it.
+SHAPE_SPECS: tuple[ShapeSpec, ...] = (
+    ShapeSpec("hard", "one-hot"),
+    ShapeSpec("smooth", "(1 - eps) onehot + eps / C", "eps: entropy-matched to the mean human entropy"),
+    ShapeSpec(
+        "synthetic",
+        "the big teacher's probabilities tempered softmax(log t / T)",
+        "T: entropy-matched to the mean human entropy",
+        "teacher_probs",
+    ),
+    ShapeSpec(
+        "human-shuffled",
+        "human distributions permuted within official-label (original) or human-mode (human) groups",
+        "the permutation, per (seed, fold)",
+    ),
+    ShapeSpec("human", "the item's own human distribution"),
+    ShapeSpec(
+        "smooth-mass",
+        "(1 - eps) onehot + eps / C",
+        "eps: mass-matched to the mean human off-mode mass",
+        canonical=False,
+    ),
+    ShapeSpec(
+        "synthetic-own-data",
+        "cross-fitted probabilities of teachers trained on the student's own training items, tempered",
+        "T: entropy-matched to the mean human entropy",
+        "own_teacher_probs",
+        canonical=False,
+    ),
+)
+SHAPES: tuple[str, ...] = tuple(s.name for s in SHAPE_SPECS if s.canonical)
 #: The 10 canonical mode × shape conditions.
 CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in SHAPES)
-#: Shapes outside the canonical grid (comparison only): mass-matched label smoothing.
-EXTRA_SHAPES: tuple[str, ...] = ("smooth-mass",)
+#: Shapes outside the canonical grid (comparison only): mass-matched label smoothing, the own-data teacher.
+EXTRA_SHAPES: tuple[str, ...] = tuple(s.name for s in SHAPE_SPECS if not s.canonical)
+#: Shapes made from teacher probabilities (each needs its own teacher input in :func:`build_conditions`).
+TEACHER_SHAPES: tuple[str, ...] = tuple(s.name for s in SHAPE_SPECS if s.needs)
 EXTRA_CONDITIONS: tuple[str, ...] = tuple(f"{mode}/{shape}" for mode in MODES for shape in EXTRA_SHAPES)
 ALL_CONDITIONS: tuple[str, ...] = CONDITIONS + EXTRA_CONDITIONS
 
@@ -326,7 +380,8 @@ class LabelConditions:
       ``original/human-shuffled``) and ``target_entropy[<condition>]`` (nats) per condition.
     - ``fitted``: ``smoothing_epsilon`` (entropy-matched), ``smoothing_epsilon_mass``
       (mass-matched), ``synthetic_temperature`` (NaN without a teacher),
-      ``synthetic_entropy_gap``, ``human_mean_entropy``, ``human_mean_off_mode_mass``,
+      ``synthetic_entropy_gap``, ``own_data_temperature`` and ``own_data_entropy_gap`` (the same
+      for ``synthetic-own-data``), ``human_mean_entropy``, ``human_mean_off_mode_mass``,
       ``human_frac_mode_shifted``, ``n_items``, ``n_annotated``, ``n_classes``, ``seed``.
     """
 
@@ -383,6 +438,7 @@ class LabelConditions:
                 "smooth": self.fitted.get("smoothing_epsilon", np.nan),
                 "smooth-mass": self.fitted.get("smoothing_epsilon_mass", np.nan),
                 "synthetic": self.fitted.get("synthetic_temperature", np.nan),
+                "synthetic-own-data": self.fitted.get("own_data_temperature", np.nan),
             }.get(shape, np.nan)
             rows.append(
                 {
@@ -415,6 +471,7 @@ def build_conditions(
     human_kind: HumanKind = "auto",
     entropy_tol: float = 1e-9,
     teacher_floor: float = TEACHER_FLOOR,
+    own_teacher_probs: np.ndarray | None = None,
 ) -> LabelConditions:
     """Build the training targets of the requested mode × shape conditions for every item.
 
@@ -435,6 +492,8 @@ def build_conditions(
     seed : seeds the two ``human-shuffled`` permutations (the only random choice).
     entropy_tol : tolerance (nats) of the temperature fit on the mean entropy (float64).
     teacher_floor : teacher probabilities are clipped below at this before the logarithm.
+    own_teacher_probs : like ``teacher_probs``, the cross-fitted probabilities of teachers trained
+        on the student's own training items only; required for ``synthetic-own-data``.
 
     ε and T are fitted on the annotated items given (see the module docstring for the formulas).
     To keep held-out labels out of training targets, pass the *training* items of a fold only
@@ -467,21 +526,23 @@ def build_conditions(
     y = off[items]
     m = human_mode(h, y)
 
-    teacher: np.ndarray | None = None
-    if teacher_probs is not None:
-        t = np.asarray(teacher_probs)
+    def teacher_rows(probs: np.ndarray | None, name: str, shape: str) -> np.ndarray | None:
+        if probs is None:
+            wanted = [n for n in names if parse_condition(n)[1] == shape]
+            if wanted:
+                raise ValueError(f"{name}: required for the {shape!r} shape (requested {wanted}); got None")
+            return None
+        t = np.asarray(probs)
         if t.ndim != 2 or t.shape[1] != n_classes or t.shape[0] not in (n_items, len(items)):
             raise ValueError(
-                f"teacher_probs: expected shape ({n_items}, {n_classes}) (all items) or "
+                f"{name}: expected shape ({n_items}, {n_classes}) (all items) or "
                 f"({len(items)}, {n_classes}) (annotated items), got {t.shape}"
             )
-        where = "teacher_probs" if t.shape[0] != n_items else "teacher_probs (rows of annotated_items)"
-        teacher = check_probability_rows(t[items] if t.shape[0] == n_items else t, where)
-    if teacher is None and any(parse_condition(n)[1] == "synthetic" for n in names):
-        raise ValueError(
-            "teacher_probs: required for the 'synthetic' shape "
-            f"(requested {[n for n in names if n.endswith('/synthetic')]}); got None"
-        )
+        where = name if t.shape[0] != n_items else f"{name} (rows of annotated_items)"
+        return check_probability_rows(t[items] if t.shape[0] == n_items else t, where)
+
+    teacher = teacher_rows(teacher_probs, "teacher_probs", "synthetic")
+    own_teacher = teacher_rows(own_teacher_probs, "own_teacher_probs", "synthetic-own-data")
 
     human_h = entropy(h)
     epsilon = fit_smoothing_epsilon_entropy(h)
@@ -489,6 +550,11 @@ def build_conditions(
     temperature, gap = (np.nan, np.nan)
     if teacher is not None:
         temperature, gap = fit_temperature(teacher, float(human_h.mean()), tol=entropy_tol, floor=teacher_floor)
+    own_temperature, own_gap = (np.nan, np.nan)
+    if own_teacher is not None:
+        own_temperature, own_gap = fit_temperature(
+            own_teacher, float(human_h.mean()), tol=entropy_tol, floor=teacher_floor
+        )
     # two independent permutations: within official-label groups (original row), within
     # human-mode groups (human row)
     shuffled_y, source_y = shuffle_within_groups(h, y, np.random.SeedSequence([int(seed), 0]))
@@ -508,6 +574,9 @@ def build_conditions(
             elif shape == "synthetic":
                 assert teacher is not None  # checked above: synthetic needs teacher_probs
                 shapes[key] = temper(teacher, temperature, teacher_floor)
+            elif shape == "synthetic-own-data":
+                assert own_teacher is not None  # checked above
+                shapes[key] = temper(own_teacher, own_temperature, teacher_floor)
             elif shape == "human-shuffled":
                 shapes[key] = shuffled_y if mode == "original" else shuffled_m
             else:
@@ -551,6 +620,8 @@ def build_conditions(
         "smoothing_epsilon_mass": epsilon_mass,
         "synthetic_temperature": float(temperature),
         "synthetic_entropy_gap": float(gap),
+        "own_data_temperature": float(own_temperature),
+        "own_data_entropy_gap": float(own_gap),
         "human_mean_entropy": float(human_h.mean()),
         "human_mean_off_mode_mass": float(off_mode_mass(h).mean()),
         "human_frac_mode_shifted": float((m != y).mean()),

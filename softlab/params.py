@@ -165,6 +165,12 @@ def _known_arms() -> tuple[str, ...]:
     return tuple(ARMS)
 
 
+def _resample_sources() -> tuple[str, ...]:
+    from softlab.experiment import RESAMPLE_SOURCES
+
+    return tuple(RESAMPLE_SOURCES)
+
+
 def _known_conditions() -> tuple[str, ...]:
     import softlab.labels
 
@@ -203,6 +209,7 @@ RULES: dict[str, Rule] = {
     "run_folds": integer(0, note="0 = all folds; at most folds"),
     "conditions": subset_of(_known_conditions, non_empty=False),
     "votes": Rule("dict", note="arm name -> votes table"),
+    "resample": subset_of(_resample_sources, non_empty=True),  # 'init' required: configs_from_params
 }
 
 

@@ -23,6 +23,7 @@ import seaborn as sns
 from matplotlib.colors import Normalize, to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
+from matplotlib.patches import Patch
 
 __all__ = [
     "COLUMN_WIDTH_IN",
@@ -43,6 +44,7 @@ __all__ = [
     "plot_metric_by_stratum",
     "plot_reliability",
     "plot_seed_spread",
+    "plot_variance_decomposition",
     "plot_verdicts",
     "set_style",
 ]
@@ -50,7 +52,15 @@ __all__ = [
 #: Width (inches) of a figure that fills the book's ~700 px content column at 100 dpi.
 COLUMN_WIDTH_IN: float = 7.0
 
-SHAPE_ORDER: tuple[str, ...] = ("hard", "smooth", "smooth-mass", "synthetic", "human-shuffled", "human")
+SHAPE_ORDER: tuple[str, ...] = (
+    "hard",
+    "smooth",
+    "smooth-mass",
+    "synthetic",
+    "synthetic-own-data",
+    "human-shuffled",
+    "human",
+)
 MODE_ORDER: tuple[str, ...] = ("original", "human")
 STRATUM_ORDER: tuple[str, ...] = ("all", "easy", "medium", "hard", "mode-shifted")
 SHAPE_COLOURS: dict[str, str] = {
@@ -58,6 +68,7 @@ SHAPE_COLOURS: dict[str, str] = {
     "smooth": "#1f77b4",
     "smooth-mass": "#17becf",
     "synthetic": "#ff7f0e",
+    "synthetic-own-data": "#b35806",
     "human-shuffled": "#9467bd",
     "human": "#2ca02c",
     "generator": "#8c564b",
@@ -784,4 +795,44 @@ def plot_condition_intervals(
         ]
         # above the panels: below them it would cover the shared x label
         fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=9)
+    return fig
+
+
+#: Colours of the variance sources of :func:`plot_variance_decomposition`.
+SOURCE_COLOURS: dict[str, str] = {"init": "#4d4d4d", "split": "#1f77b4", "teacher": "#ff7f0e"}
+
+
+def plot_variance_decomposition(table: pd.DataFrame) -> Figure:
+    """Where the seed-to-seed variance comes from: one horizontal bar per (arm, condition, metric)
+    of :func:`softlab.experiment.variance_decomposition`'s table, split into the shares of the
+    initialisation, the split and the teacher (a negative increment — sampling noise — is drawn
+    as 0 and marked with its value); the label gives the full design's standard deviation."""
+    _require(table, ["arm", "condition", "metric", "stratum", "source", "share", "sd", "seeds"], "table")
+    keys = list(dict.fromkeys(zip(table["arm"], table["condition"], table["metric"], table["stratum"])))
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.45 * len(keys) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    labels = []
+    for row, key in enumerate(keys):
+        part = table[
+            (table["arm"] == key[0])
+            & (table["condition"] == key[1])
+            & (table["metric"] == key[2])
+            & (table["stratum"] == key[3])
+        ]
+        left = 0.0
+        y = len(keys) - 1 - row
+        for r in _rows(part):
+            width = max(float(r.share), 0.0) if np.isfinite(r.share) else 0.0
+            ax.barh(y, width, left=left, color=SOURCE_COLOURS.get(str(r.source), "#bbbbbb"), edgecolor="white")
+            if np.isfinite(r.share) and r.share < 0:
+                ax.text(left, y, f" {r.source} {r.share:+.2f}", va="center", fontsize=8)
+            left += width
+        sd = float(part["sd"].iloc[-1])
+        labels.append(f"{key[0]} · {key[1]} · {key[2]} ({key[3]}), SD {sd:.3g}, {int(part['seeds'].iloc[-1])} seeds")
+    ax.set_yticks(np.arange(len(keys))[::-1])
+    ax.set_yticklabels(labels)
+    ax.set_xlim(0, max(1.0, ax.get_xlim()[1]))
+    ax.set_xlabel("share of the seed-to-seed variance (full re-run of the pipeline = 1)")
+    handles = [Patch(color=c, label=s) for s, c in SOURCE_COLOURS.items()]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)
     return fig

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ __all__ = [
     "teacher_probs",
     "teacher_probs_on",
     "train_teacher",
+    "train_teachers",
 ]
 
 #: Bumped whenever training or the models change (it enters every cache key).
@@ -211,31 +213,6 @@ def _as_input(images: np.ndarray) -> torch.Tensor:
     )
 
 
-def _train(
-    x: np.ndarray, y: np.ndarray, cfg: TeacherConfig, progress: bool = False
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train one teacher with the many-seed trainer (a single member, one-hot targets).
-
-    ``x`` float32 (n, 1, 28, 28) in [0, 1]; ``y`` int64 (n,). Returns the trained weights and
-    the mean training loss (nats) per epoch.
-    """
-    train_cfg = TrainConfig(
-        model=model_config(cfg),
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        record_dynamics=False,
-    )
-    targets = np.eye(N_CLASSES, dtype=np.float32)[y]
-    member = Member(seed=cfg.seed, targets=targets, train_idx=np.arange(len(y)), name=f"teacher-{cfg.dataset}")
-    (result,) = train_members(x, [member], train_cfg, progress=progress, keep_params=True)
-    if result.diverged:
-        raise RuntimeError(f"teacher training diverged: {result.message}")
-    assert result.params is not None
-    return result.params, {"train_loss_per_epoch": [float(v) for v in result.train_loss]}
-
-
 @dataclass
 class Teacher:
     """A trained teacher. ``train_indices`` are the items of ``config.dataset``/``train`` it saw."""
@@ -289,17 +266,72 @@ def train_teacher(
 ) -> Teacher:
     """The teacher of ``cfg`` on ``dataset`` (which overrides ``cfg.dataset``; None keeps it):
     loaded from :func:`teacher_dir` if cached, else trained on the ``train`` split and cached."""
-    cfg = _resolve(dataset, cfg)
-    cached = _load_teacher(cfg)
-    if cached is not None:
-        return cached
-    train = load_images(cfg.dataset, TRAIN_SPLIT)
-    idx = cfg.train_positions(len(train))
-    x = _as_input(train.images[idx]).numpy()
-    y = np.array(train.labels[idx], dtype=np.int64)
-    t0 = time.perf_counter()
-    with torch_threads(num_threads):
-        weights, history = _train(x, y, cfg, progress=progress)
+    (teacher,) = train_teachers([_resolve(dataset, cfg)], progress=progress, num_threads=num_threads)
+    return teacher
+
+
+def _batch_key(cfg: TeacherConfig) -> tuple[Any, ...]:
+    """What teachers trained in one batched computation must share (everything but the seed,
+    which decides each one's initial weights, batch order and subsample)."""
+    return (cfg.dataset, cfg.model, cfg.hidden, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay)
+
+
+def train_teachers(
+    cfgs: Sequence[TeacherConfig], progress: bool = False, num_threads: int | None = None
+) -> list[Teacher]:
+    """The teachers of ``cfgs`` (in order): cached ones are loaded; the missing ones are trained
+    **together**, as members of one ``softlab.train.train_members`` call per shared
+    architecture and training setting (:func:`_batch_key`), each on its own training positions
+    (:meth:`TeacherConfig.train_positions`) with its own seed, and cached one by one (every file
+    atomic, ``meta.json`` last). The trainer batches members without changing any member's
+    numbers, so a teacher is the same whether it was trained alone or with others."""
+    out: list[Teacher | None] = [_load_teacher(c) for c in cfgs]
+    missing: dict[tuple[Any, ...], list[int]] = {}
+    for i, (c, t) in enumerate(zip(cfgs, out)):
+        if t is None and not any(cfgs[j] == c for j in missing.get(_batch_key(c), [])):
+            missing.setdefault(_batch_key(c), []).append(i)
+    for idxs in missing.values():
+        group = [cfgs[i] for i in idxs]
+        train = load_images(group[0].dataset, TRAIN_SPLIT)
+        x = _as_input(train.images).numpy()
+        targets = np.eye(N_CLASSES, dtype=np.float32)[np.asarray(train.labels, dtype=np.int64)]
+        positions = [c.train_positions(len(train)) for c in group]
+        members = [
+            Member(seed=c.seed, targets=targets, train_idx=pos, name=f"teacher-{c.dataset}-seed{c.seed}")
+            for c, pos in zip(group, positions)
+        ]
+        first = group[0]
+        train_cfg = TrainConfig(
+            model=model_config(first),
+            epochs=first.epochs,
+            batch_size=first.batch_size,
+            lr=first.lr,
+            weight_decay=first.weight_decay,
+            record_dynamics=False,
+        )
+        t0 = time.perf_counter()
+        with torch_threads(num_threads):
+            results = train_members(x, members, train_cfg, progress=progress, keep_params=True)
+        seconds = (time.perf_counter() - t0) / len(group)
+        for i, c, pos, result in zip(idxs, group, positions, results):
+            if result.diverged:
+                raise RuntimeError(f"teacher training diverged: {result.message}")
+            assert result.params is not None
+            out[i] = _save_teacher(c, result.params, pos, [float(v) for v in result.train_loss], seconds, len(group))
+    for i, c in enumerate(cfgs):  # a configuration listed twice: the copy trained above
+        if out[i] is None:
+            out[i] = _load_teacher(c)
+    return [t for t in out if t is not None]
+
+
+def _save_teacher(
+    cfg: TeacherConfig,
+    weights: dict[str, np.ndarray],
+    idx: np.ndarray,
+    train_loss: list[float],
+    seconds: float,
+    batched_with: int,
+) -> Teacher:
     model = _make_model(cfg)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     model.eval()
@@ -308,9 +340,10 @@ def train_teacher(
         "dataset": cfg.dataset,
         "train_split": TRAIN_SPLIT,
         "n_train": len(idx),
-        "train_seconds": time.perf_counter() - t0,
+        "train_seconds": seconds,
+        "trained_with": batched_with,
         "torch": torch.__version__,
-        **history,
+        "train_loss_per_epoch": train_loss,
     }
     folder = teacher_dir(cfg)
     atomic_save_npz(

@@ -4,6 +4,7 @@ mode shifts, the paired grid, pooled out-of-fold predictions and the tables buil
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -83,39 +84,44 @@ def synthetic(smoke):
     return prepare_arm(smoke[0]["synthetic-mnist"])
 
 
-def _with_heldout_labels_changed(arm, fold: int, rng: np.random.Generator):
-    """A copy of ``arm`` whose annotated items in ``fold`` (held-out) and in the fold's
-    calibration split carry arbitrary other reference distributions."""
+def _with_heldout_labels_changed(arm, fold: int, seed: int, rng: np.random.Generator):
+    """A copy of ``arm`` whose annotated items in seed ``seed``'s ``fold`` (held-out) and in that
+    fold's calibration split carry arbitrary other reference distributions (the teachers
+    already prepared are kept: they never see the pool's labels)."""
     ref = arm.reference.copy()
-    hidden = np.isin(arm.annotated, np.concatenate([arm.heldout_positions(fold), arm.calibration_positions(fold)]))
+    watched = np.concatenate([arm.heldout_positions(fold, seed), arm.calibration_positions(fold, seed)])
+    hidden = np.isin(arm.annotated, watched)
     ref[hidden] = rng.dirichlet(np.full(ref.shape[1], 0.3), hidden.sum())
-    return dataclasses.replace(arm, reference=ref, _memo={}), hidden
+    memo = {k: v for k, v in arm._memo.items() if k == "teachers"}
+    return dataclasses.replace(arm, reference=ref, _memo=memo), hidden
 
 
 @pytest.mark.parametrize("arm_name", ["fashion", "mnist_arm", "synthetic"])
 def test_heldout_labels_never_reach_training_targets(arm_name, request):
     arm = request.getfixturevalue(arm_name)
     rng = np.random.default_rng(0)
+    conditions = [c for c in DEFAULT_CONDITIONS if not c.endswith("own-data")]  # own-data: its own test
     for fold in range(arm.config.folds):
-        changed, hidden = _with_heldout_labels_changed(arm, fold, rng)
-        assert hidden.any() and not np.array_equal(changed.reference, arm.reference)
-        train = arm.train_positions(fold)
-        for seed in (0, 1, 2):
-            for cond in DEFAULT_CONDITIONS:
+        for seed in (0, 1):
+            changed, hidden = _with_heldout_labels_changed(arm, fold, seed, rng)
+            assert hidden.any() and not np.array_equal(changed.reference, arm.reference)
+            train = arm.train_positions(fold, seed)
+            for cond in conditions:
                 a = arm.targets(cond, seed, fold)[train]
                 b = changed.targets(cond, seed, fold)[train]
                 assert np.array_equal(a, b), (cond, seed, fold)
-        # and the fold's fitted amounts of softness (ε, T) do not move either
-        pd_a, pd_b = arm.fitted_table([0, 1]), changed.fitted_table([0, 1])
-        num = pd_a.select_dtypes("number").columns
-        mine = pd_a["fold"] == fold
-        np.testing.assert_array_equal(pd_a.loc[mine, num].to_numpy(), pd_b.loc[mine, num].to_numpy())
+            # and the run's fitted amounts of softness (ε, T) do not move either
+            pd_a, pd_b = arm.fitted_table([seed]), changed.fitted_table([seed])
+            num = [c for c in pd_a.select_dtypes("number").columns if c != "T (own-data teacher)"]
+            mine = pd_a["fold"] == fold
+            np.testing.assert_array_equal(pd_a.loc[mine, num].to_numpy(), pd_b.loc[mine, num].to_numpy())
 
 
 def test_training_calibration_and_heldout_items_are_disjoint(fashion, mnist_arm):
-    for arm in (fashion, mnist_arm):
-        for fold in range(arm.config.folds):
-            train, cal, held = arm.train_positions(fold), arm.calibration_positions(fold), arm.heldout_positions(fold)
+    for arm, fold, seed in itertools.product((fashion, mnist_arm), range(2), (None, 0, 1)):
+        if True:
+            train, cal = arm.train_positions(fold, seed), arm.calibration_positions(fold, seed)
+            held = arm.heldout_positions(fold, seed)
             assert not np.intersect1d(train, cal).size and not np.intersect1d(train, held).size
             assert not np.intersect1d(cal, held).size
             assert len(train) + len(cal) + len(held) == arm.n_items
@@ -123,21 +129,126 @@ def test_training_calibration_and_heldout_items_are_disjoint(fashion, mnist_arm)
             assert abs(frac - arm.config.calibration_fraction) < 0.02
 
 
-def test_shuffled_permutation_changes_with_seed_and_fold(fashion):
+def test_fixed_design_shares_split_and_round_robin_teachers(fashion):
+    """``resample: [init]`` (the earlier design): every seed has the reference split, seed s uses
+    teacher s mod n_teachers, and deterministic shapes are one object for all seeds of a fold."""
+    fixed = prepare_arm(dataclasses.replace(fashion.config, resample=("init",)))
     fold = 0
-    a, b = fashion.targets("human/human-shuffled", 0, fold), fashion.targets("human/human-shuffled", 1, fold)
+    a, b = fixed.targets("human/human-shuffled", 0, fold), fixed.targets("human/human-shuffled", 1, fold)
     assert not np.array_equal(a, b)
-    # deterministic conditions are shared by all seeds of a fold
-    assert fashion.targets("human/smooth", 0, fold) is fashion.targets("human/smooth", 5, fold)
-    # the teacher of seed s is s mod n_teachers
-    n = fashion.config.n_teachers
-    assert np.array_equal(fashion.targets("human/synthetic", 0, fold), fashion.targets("human/synthetic", n, fold))
-    assert not np.array_equal(fashion.targets("human/synthetic", 0, fold), fashion.targets("human/synthetic", 1, fold))
+    assert fixed.targets("human/smooth", 0, fold) is fixed.targets("human/smooth", 5, fold)
+    np.testing.assert_array_equal(fixed.folds_of(3), fixed.folds_of(0))
+    n = fixed.config.n_teachers
+    assert [fixed.teacher_of(s) for s in range(2 * n)] == list(range(n)) * 2
+    assert np.array_equal(fixed.targets("human/synthetic", 0, fold), fixed.targets("human/synthetic", n, fold))
+    assert not np.array_equal(fixed.targets("human/synthetic", 0, fold), fixed.targets("human/synthetic", 1, fold))
+    assert "n_teachers" in fixed.config.key_dict() and "n_teachers" not in fashion.config.key_dict()
+
+
+def test_two_seeds_redraw_folds_calibration_and_teacher_and_conditions_of_a_seed_share_them(smoke, fashion):
+    """The pipeline is the unit: seeds 0 and 1 differ in folds, calibration split and teacher;
+    every condition of one seed trains on the same items, watches the same items, starts from the
+    same seed, and its synthetic targets come from that seed's own teacher."""
+    from softlab.labels import build_conditions
+
+    arm = fashion
+    s0, s1 = arm.split(0), arm.split(1)
+    assert not np.array_equal(s0.folds, s1.folds)
+    assert not np.array_equal(s0.folds, arm.folds)  # not the reference split either
+    for fold in range(arm.config.folds):
+        assert not np.array_equal(s0.calibration[fold], s1.calibration[fold])
+    assert arm.teacher_of(0) != arm.teacher_of(1)
+    assert not np.allclose(arm.teacher_probs_of(0), arm.teacher_probs_of(1))
+    # the split of a seed is stratified like the reference one
+    per_fold = np.bincount(s1.folds, minlength=arm.config.folds)
+    assert per_fold.max() - per_fold.min() <= 1
+    runs, members = grid_members(arm, [0, 1])
+    for (seed, fold), part in runs.groupby(["seed", "fold"]):
+        group = [members[i] for i in part.index]
+        assert {m.seed for m in group} == {seed}
+        for m in group:
+            np.testing.assert_array_equal(m.train_idx, arm.train_positions(fold, seed))
+            np.testing.assert_array_equal(m.watch_idx, arm.watch_positions(fold, seed))
+        train = arm.train_positions(fold, seed)
+        ann = np.flatnonzero(np.isin(train, arm.annotated))
+        ref = arm.reference[np.searchsorted(arm.annotated, train[ann])]
+        own = build_conditions(
+            arm.official[train],
+            ann,
+            ref,
+            arm.teacher_probs_of(seed)[train],
+            "human/synthetic",
+            human_kind="distribution",
+        )
+        syn = next(m for m in group if m.meta["condition"] == "human/synthetic")
+        np.testing.assert_array_equal(syn.targets[train], own.target("human/synthetic"))
+    train0 = {m.meta["fold"]: m.train_idx for m in members if m.seed == 0}
+    train1 = {m.meta["fold"]: m.train_idx for m in members if m.seed == 1}
+    assert any(not np.array_equal(train0[f], train1[f]) for f in train0)
+
+
+def test_resample_is_validated_with_the_parameter_named():
+    with pytest.raises(ValueError, match=r"resample: .*including 'init'"):
+        ArmConfig("fashion-mnist", resample=("split",))
+    with pytest.raises(ValueError, match="resample"):
+        ArmConfig("fashion-mnist", resample=("init", "teachers"))
+    with pytest.raises(ValueError, match="run_folds: 1 with resample"):
+        ArmConfig("fashion-mnist", run_folds=1)
+    assert ArmConfig("fashion-mnist", resample=["teacher", "init"]).resample == ("init", "teacher")
+    assert ArmConfig("fashion-mnist", run_folds=1, resample=("init", "teacher")).run_folds == 1
+
+
+def test_own_data_teachers_train_only_on_the_students_items_never_the_item_they_label(fashion, monkeypatch, tmp_path):
+    """Every own-data teacher of run (seed, fold) trains on part of that run's training items and
+    labels the rest of them; together the parts cover each training item exactly once."""
+    import softlab.train
+    from softlab.experiment import OWN_DATA_PARTS
+    from softlab.train import MemberResult
+
+    monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(tmp_path))
+    seen = []
+
+    def fake_train(x, members, cfg, **kwargs):
+        seen.extend(members)
+        return [
+            MemberResult(
+                name=m.name,
+                seed=m.seed,
+                meta=m.meta,
+                config={},
+                train_idx=m.train_idx,
+                eval_probs={},
+                dynamics=None,
+                train_loss=np.zeros(1),
+                watch_idx=m.watch_idx,
+                watch_probs=np.full((m.n_watch, 10), 0.1, np.float32),
+            )
+            for m in members
+        ]
+
+    monkeypatch.setattr(softlab.train, "train_members", fake_train)
+    arm = dataclasses.replace(fashion, _memo={})
+    arm.prepare_own_data_teachers([0, 1])
+    assert len(seen) == 2 * arm.config.folds * OWN_DATA_PARTS
+    for seed in (0, 1):
+        for fold in range(arm.config.folds):
+            train = arm.train_positions(fold, seed)
+            mine = [m for m in seen if f":seed{seed}:fold{fold}:" in m.name]
+            assert len(mine) == OWN_DATA_PARTS
+            labelled = np.concatenate([m.watch_idx for m in mine])
+            np.testing.assert_array_equal(np.sort(labelled), train)  # every training item once
+            for m in mine:
+                assert np.isin(m.train_idx, train).all() and not np.isin(m.watch_idx, m.train_idx).any()
+            assert arm.own_data_probs(seed, fold).shape == (len(train), 10)
+    # cached: a fresh arm loads them without training
+    seen.clear()
+    dataclasses.replace(fashion, _memo={}).prepare_own_data_teachers([0, 1])
+    assert seen == []
 
 
 def test_original_shuffled_targets_come_from_the_same_official_label(fashion):
     fold = 0
-    train = fashion.train_positions(fold)
+    train = fashion.train_positions(fold, 3)
     lc = fashion.fold_conditions("original/human-shuffled", 3, fold)
     src = lc.items["shuffled_from_official_group"].to_numpy().astype(np.int64)
     np.testing.assert_array_equal(fashion.official[train][src], fashion.official[train])
@@ -177,14 +288,17 @@ def test_teachers_never_see_the_disjoint_evaluation_sample_or_the_generator_half
 
     cfg = fashion.config
     dis = disjoint_sample(60000, cfg.disjoint_size, cfg.pool_seed)
-    for t in range(cfg.n_teachers):
-        teacher = train_teacher("fashion-mnist", _teacher_config("fashion-mnist", cfg, t, dis))
+    for seed in (0, 1):
+        teacher = train_teacher("fashion-mnist", _teacher_config("fashion-mnist", cfg, fashion.teacher_of(seed), dis))
         assert not np.isin(teacher.train_indices, dis).any()
     gen_half, teacher_half = mnist_train_halves(load_images("mnist", "train").labels)
     assert not np.intersect1d(gen_half, teacher_half).size and len(gen_half) + len(teacher_half) == 60000
     teacher = train_teacher("mnist", _teacher_config("synthetic-mnist", synthetic.config, 0, gen_half))
     assert np.isin(teacher.train_indices, teacher_half).all()
-    assert len(synthetic.teacher_info) == synthetic.config.n_teachers
+    info = synthetic.teacher_info  # one row per teacher prepared so far (seed 0's at least), by seed
+    assert synthetic.teacher_of(0) in set(info["seed"]) and info["seed"].is_unique
+    expected = synthetic.config.teacher.get("n_train") or len(teacher_half)
+    assert (info["training images"] == expected).all()
 
 
 def test_grid_is_paired_and_watches_heldout_and_calibration_items(smoke, fashion):
@@ -195,8 +309,8 @@ def test_grid_is_paired_and_watches_heldout_and_calibration_items(smoke, fashion
         idx = [members[i].train_idx for i in part.index]
         assert all(np.array_equal(idx[0], other) for other in idx[1:])
         assert {members[i].seed for i in part.index} == {seed}
-        assert not np.isin(fashion.heldout_positions(fold), idx[0]).any()
-        np.testing.assert_array_equal(members[part.index[0]].watch_idx, fashion.watch_positions(fold))
+        assert not np.isin(fashion.heldout_positions(fold, seed), idx[0]).any()
+        np.testing.assert_array_equal(members[part.index[0]].watch_idx, fashion.watch_positions(fold, seed))
 
 
 def test_cache_keys_differ_by_protocol_and_ignore_which_runs_exist(smoke):
@@ -204,7 +318,7 @@ def test_cache_keys_differ_by_protocol_and_ignore_which_runs_exist(smoke):
     cfg = arms["fashion-mnist"]
     a = member_key(cfg, train.key_dict(), "human/human", 0, 0)
     b = member_key(
-        dataclasses.replace(cfg, conditions=("human/human",), run_folds=1), train.key_dict(), "human/human", 0, 0
+        dataclasses.replace(cfg, conditions=("human/human",), run_folds=2), train.key_dict(), "human/human", 0, 0
     )
     assert a == b and a["protocol_version"] >= 2
     c = member_key(dataclasses.replace(cfg, calibration_fraction=0.2), train.key_dict(), "human/human", 0, 0)
@@ -383,3 +497,152 @@ def test_book_results_saved_by_two_writers_of_the_same_key_keep_the_first(tmp_pa
     (folder / "meta.json").unlink()  # an incomplete folder (a killed writer) is replaced
     save_book(second, folder)
     assert load_book(folder).meta["writer"] == 2
+
+
+# ----------------------------------------------------------------------------- variance decomposition
+
+
+def _predictions_with_accuracies(correct_per_seed, n_items=20, arm="toy"):
+    """ArmPredictions whose seed s is right on the first ``correct_per_seed[s]`` items (one-hot
+    predictions), for both decomposition conditions."""
+    from softlab.inference import ArmPredictions
+
+    official = np.arange(n_items) % 3
+    probs = np.zeros((len(correct_per_seed), n_items, 3), dtype=np.float32)
+    for s, k in enumerate(correct_per_seed):
+        pred = np.where(np.arange(n_items) < k, official, (official + 1) % 3)
+        probs[s, np.arange(n_items), pred] = 1.0
+    ref = np.eye(3)[official] * 0.8 + 0.2 / 3
+    mask = np.ones(n_items, dtype=bool)
+    return ArmPredictions(
+        arm=arm,
+        reference_name="human",
+        seeds=np.arange(len(correct_per_seed)),
+        official=official,
+        reference=ref,
+        strata={"all": mask, "hard": mask},
+        probs={"human/human": probs, "human/synthetic": probs[::-1].copy()},
+    )
+
+
+def test_variance_decomposition_shares_are_increments_of_nested_variances():
+    import statistics
+
+    from softlab.experiment import variance_decomposition
+
+    per_design = {"init": [10, 11, 10, 11], "init+split": [8, 12, 10, 11], "init+split+teacher": [5, 15, 9, 12]}
+    preds = {d: _predictions_with_accuracies(k) for d, k in per_design.items()}
+    table = variance_decomposition(preds, metrics=[("accuracy", "all", ["human/human"])])
+    assert list(table["design"]) == ["init", "init+split", "init+split+teacher"]
+    assert list(table["source"]) == ["init", "split", "teacher"]
+    var = {d: statistics.variance([k / 20 for k in ks]) for d, ks in per_design.items()}
+    np.testing.assert_allclose(table["variance"], [var["init"], var["init+split"], var["init+split+teacher"]])
+    full = var["init+split+teacher"]
+    np.testing.assert_allclose(
+        table["share"],
+        [var["init"] / full, (var["init+split"] - var["init"]) / full, (full - var["init+split"]) / full],
+    )
+    assert table["share"].sum() == pytest.approx(1.0)
+    assert (table["variance_ci_low"] < table["variance"]).all() and (
+        table["variance"] < table["variance_ci_high"]
+    ).all()
+    with pytest.raises(ValueError, match="missing design"):
+        variance_decomposition({"init": preds["init"]})
+
+
+def test_nested_designs_redraw_one_source_more_each(smoke, fashion):
+    """``init`` holds split and teacher fixed, ``init+split`` re-draws the split with one fixed
+    teacher, the full design also re-draws the teacher; human/human never uses a teacher, so its runs
+    under the last two designs are the same numbers."""
+    from softlab.experiment import nested_design_configs, run_nested_designs
+
+    cfgs = nested_design_configs(fashion.config)
+    assert [c.resample for c in cfgs.values()] == [("init",), ("init", "split"), ("init", "split", "teacher")]
+    assert cfgs["init"].n_teachers == 1 and cfgs["init+split"].n_teachers == 1
+    assert cfgs["init+split+teacher"].key_dict() == fashion.config.key_dict()  # the book's own runs
+    _, train, _ = smoke
+    grids = run_nested_designs(fashion.config, train, [0, 1])
+    init, split, full = (grids[d].arm for d in ("init", "init+split", "init+split+teacher"))
+    np.testing.assert_array_equal(init.folds_of(0), init.folds_of(1))
+    assert init.teacher_of(0) == init.teacher_of(1) == split.teacher_of(1)
+    assert not np.array_equal(split.folds_of(0), split.folds_of(1))
+    assert full.teacher_of(0) != full.teacher_of(1)
+    for seed in (0, 1):
+        a = grids["init+split"].results[grids["init+split"].index("human/human", seed, 0)]
+        b = grids["init+split+teacher"].results[grids["init+split+teacher"].index("human/human", seed, 0)]
+        np.testing.assert_array_equal(a.watch_probs, b.watch_probs)
+
+
+def test_variance_decomposition_figure_draws_one_bar_per_quantity():
+    from softlab.experiment import variance_decomposition
+    from softlab.plots import SOURCE_COLOURS, plot_variance_decomposition
+
+    per_design = {"init": [10, 11, 10, 11], "init+split": [8, 12, 10, 11], "init+split+teacher": [5, 15, 9, 12]}
+    table = variance_decomposition({d: _predictions_with_accuracies(k) for d, k in per_design.items()})
+    fig = plot_variance_decomposition(table)
+    ax = fig.axes[0]
+    assert len(ax.get_yticklabels()) == 3  # accuracy of two conditions, calibration of one
+    widths = [p.get_width() for p in ax.patches]
+    assert len(widths) == 9 and all(w >= 0 for w in widths)
+    colours = {p.get_facecolor()[:3] for p in ax.patches}
+    assert len(colours) == len(SOURCE_COLOURS)
+
+
+def test_teacher_accuracy_table_puts_both_teachers_of_a_run_side_by_side(fashion):
+    table = fashion.teacher_accuracies([0])
+    assert len(table) == 2 * fashion.config.folds and set(table["teacher"]) == {"big", "own-data"}
+    for fold in range(fashion.config.folds):
+        train = fashion.train_positions(fold, 0)
+        row = table[(table["fold"] == fold) & (table["teacher"] == "big")].iloc[0]
+        expected = (fashion.teacher_probs_of(0)[train].argmax(1) == fashion.official[train]).mean()
+        assert row["accuracy (official)"] == pytest.approx(expected)
+        own = table[(table["fold"] == fold) & (table["teacher"] == "own-data")].iloc[0]
+        assert own["training images"] < row["training images"]  # the big teacher saw far more data
+        assert 0.1 < own["accuracy (official)"] <= 1.0
+
+
+def test_resample_parameter_rule_names_the_parameter():
+    from softlab.params import ParameterError, check_ranges
+
+    check_ranges({"resample": ["init", "split"]})
+    with pytest.raises(ParameterError, match=r"parameter 'resample': .*unknown \['teachers'\]"):
+        check_ranges({"resample": ["init", "teachers"]})
+    with pytest.raises(ValueError, match="including 'init'"):
+        configs_from_params({**load_params("smoke"), "resample": ["split"]})
+    arms, _, _ = configs_from_params({**load_params("smoke"), "resample": ["init"]})
+    assert all(c.resample == ("init",) for c in arms.values())
+
+
+def test_stability_summary_matches_an_independent_variance_ratio():
+    from softlab.experiment import stability_summary
+    from softlab.inference import seeds_for_power
+
+    hh, hs = [10, 11, 10, 12, 9, 11, 10, 10], [8, 13, 9, 14, 7, 12, 10, 11]
+    preds = _predictions_with_accuracies(hh)
+    other = _predictions_with_accuracies(hs)
+    preds.probs["human/synthetic"] = other.probs["human/human"]
+    row = stability_summary(preds).iloc[0]
+    x, y = np.array(hh) / 20, np.array(hs) / 20
+    assert row["variance_ratio"] == pytest.approx(x.var(ddof=1) / y.var(ddof=1))
+    assert row["rho"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert row["ci_low"] < row["variance_ratio"] < row["ci_high"] and row["seeds"] == 8
+    assert row["seeds_for_power"] == seeds_for_power(0.85, row["rho"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_every_seeds_split_partitions_the_pool_like_the_reference_split(mnist_arm, seed):
+    """Whatever the seed: held-out folds partition the pool, each fold's training, calibration and
+    held-out items are disjoint and cover it, fold sizes and the annotated items' spread match the
+    reference split's (±1), and the calibration share is the configured one."""
+    arm, k = mnist_arm, mnist_arm.config.folds
+    folds = arm.folds_of(seed)
+    sizes, ref_sizes = np.bincount(folds, minlength=k), np.bincount(arm.folds, minlength=k)
+    assert sizes.max() - sizes.min() <= 1 and sorted(sizes) == sorted(ref_sizes)
+    per_fold = np.bincount(folds[arm.annotated], minlength=k)
+    assert per_fold.max() - per_fold.min() <= 1
+    for fold in range(k):
+        train, cal = arm.train_positions(fold, seed), arm.calibration_positions(fold, seed)
+        held = arm.heldout_positions(fold, seed)
+        assert len(np.union1d(np.union1d(train, cal), held)) == len(train) + len(cal) + len(held) == arm.n_items
+        assert abs(len(cal) / (len(cal) + len(train)) - arm.config.calibration_fraction) < 0.02

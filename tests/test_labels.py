@@ -39,7 +39,12 @@ def test_condition_names():
     assert {parse_condition(n) for n in CONDITIONS} == {(m, s) for m in L.MODES for s in L.SHAPES}
     assert parse_condition("human/human-shuffled") == ("human", "human-shuffled")
     assert parse_condition("human/smooth-mass") == ("human", "smooth-mass")
-    assert set(ALL_CONDITIONS) - set(CONDITIONS) == {"original/smooth-mass", "human/smooth-mass"}
+    assert set(ALL_CONDITIONS) - set(CONDITIONS) == {
+        "original/smooth-mass",
+        "human/smooth-mass",
+        "original/synthetic-own-data",
+        "human/synthetic-own-data",
+    }
     for bad in ("human", "human/soft", "Human/human", "original/hard/x", ""):
         with pytest.raises(ValueError, match=r"condition: unknown condition"):
             parse_condition(bad)
@@ -52,7 +57,9 @@ def test_hand_computed_single_item():
     # C = 3, y = 1, h = (0.5, 0.3, 0.2): human mode m = 0 (mode-shifted).
     h = np.array([[0.5, 0.3, 0.2]])
     teacher = np.array([[0.1, 0.2, 0.7]])
-    lc = build_conditions(np.array([1]), np.array([0]), h, teacher, conditions=ALL_CONDITIONS)
+    lc = build_conditions(
+        np.array([1]), np.array([0]), h, teacher, conditions=ALL_CONDITIONS, own_teacher_probs=teacher
+    )
     t = {n: lc.target(n)[0].astype(np.float64) for n in ALL_CONDITIONS}
     np.testing.assert_allclose(t["original/hard"], [0, 1, 0])
     np.testing.assert_allclose(t["human/hard"], [1, 0, 0])
@@ -213,7 +220,9 @@ def test_targets_are_distributions_with_required_argmax(problem):
 @given(problems())
 def test_fixed_points_and_two_entry_placement(problem):
     official, items, counts, teacher, seed = problem
-    lc = build_conditions(official, items, counts, teacher, seed=seed, conditions=ALL_CONDITIONS)
+    lc = build_conditions(
+        official, items, counts, teacher, seed=seed, conditions=ALL_CONDITIONS, own_teacher_probs=teacher
+    )
     c = counts.shape[1]
     h = (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
     y = official[items]
@@ -272,7 +281,8 @@ def test_place_mode_properties(shape, data):
 @given(problems())
 def test_softness_matching(problem):
     official, items, counts, teacher, seed = problem
-    lc = build_conditions(official, items, counts, teacher, seed=seed, conditions=ALL_CONDITIONS)
+    own = teacher[:, ::-1].copy()  # another teacher's probabilities
+    lc = build_conditions(official, items, counts, teacher, seed=seed, conditions=ALL_CONDITIONS, own_teacher_probs=own)
     h = counts / counts.sum(axis=1, keepdims=True)
     human_mass = (1 - h.max(axis=1)).mean()
     human_entropy = scipy_entropy(h, axis=1).mean()
@@ -291,6 +301,10 @@ def test_softness_matching(problem):
             assert achieved == pytest.approx(human_entropy, abs=F32_TOL)
         else:  # out of reach: clamped, and the reported gap is the real one
             assert achieved - human_entropy == pytest.approx(lc.fitted["synthetic_entropy_gap"], abs=F32_TOL)
+        own_t = lc.fitted["own_data_temperature"]
+        if np.exp(L.LOG_T_BOUNDS[0]) < own_t < np.exp(L.LOG_T_BOUNDS[1]):
+            own_synth = lc.annotated(f"{mode}/synthetic-own-data").astype(np.float64)
+            assert scipy_entropy(own_synth, axis=1).mean() == pytest.approx(human_entropy, abs=F32_TOL)
         # shuffled and own human shapes carry exactly the human amount of softness
         for shape in ("human", "human-shuffled"):
             q = lc.annotated(f"{mode}/{shape}").astype(np.float64)
@@ -417,7 +431,9 @@ def test_fashion_mnist_h_all_conditions():
     # teacher stand-in: seeded Dirichlet noise mixed with the official one-hot (no ties)
     rng = np.random.default_rng(0)
     teacher = (0.5 * rng.dirichlet(np.full(10, 0.3), 10000) + 0.5 * np.eye(10)[official]).astype(np.float32)
-    lc = build_conditions(official, fmh.items, fmh.counts, teacher, seed=0, conditions=ALL_CONDITIONS)
+    lc = build_conditions(
+        official, fmh.items, fmh.counts, teacher, seed=0, conditions=ALL_CONDITIONS, own_teacher_probs=teacher
+    )
     s = lc.summary()
     human_entropy = scipy_entropy(fmh.counts, axis=1).mean()
     human_mass = (1 - (fmh.counts / fmh.counts.sum(1, keepdims=True)).max(1)).mean()
@@ -436,3 +452,44 @@ def test_fashion_mnist_h_all_conditions():
     assert s.loc["human/human", "mean_tv_to_human"] == pytest.approx(0.0, abs=1e-6)
     assert lc.items["votes"].between(53, 79).all()
     assert lc.items["mode_shifted"].mean() == pytest.approx(0.1754, abs=1e-4)
+
+
+def test_own_data_shape_tempers_its_own_teacher_with_an_independently_fitted_temperature():
+    """``synthetic-own-data`` uses ``own_teacher_probs`` (never ``teacher_probs``), tempered with the T
+    whose mean entropy equals the mean human entropy (checked with scipy's brentq), then placed."""
+    rng = np.random.default_rng(3)
+    n, c = 40, 4
+    official = rng.integers(0, c, n)
+    items = np.arange(0, n, 2)
+    counts = rng.integers(0, 5, (len(items), c))
+    counts[:, 0] += 1
+    big, own = rng.dirichlet(np.full(c, 0.4), n), rng.dirichlet(np.full(c, 0.7), n)
+    lc = build_conditions(
+        official, items, counts, big, conditions=("human/synthetic", "human/synthetic-own-data"), own_teacher_probs=own
+    )
+    h = counts / counts.sum(axis=1, keepdims=True)
+    target = scipy_entropy(h, axis=1).mean()
+    log_own = np.log(own[items])
+    log_t = brentq(lambda lt: scipy_entropy(softmax(log_own / np.exp(lt), axis=1), axis=1).mean() - target, -12, 12)
+    assert lc.fitted["own_data_temperature"] == pytest.approx(np.exp(log_t), rel=1e-6)
+    expected = place_mode(softmax(log_own / np.exp(log_t), axis=1), lc.human_mode)
+    np.testing.assert_allclose(lc.annotated("human/synthetic-own-data"), expected, atol=1e-6)
+    assert not np.allclose(lc.annotated("human/synthetic-own-data"), lc.annotated("human/synthetic"))
+    assert lc.summary().loc["human/synthetic-own-data", "parameter"] == lc.fitted["own_data_temperature"]
+    with pytest.raises(ValueError, match=r"own_teacher_probs: required for the 'synthetic-own-data' shape"):
+        build_conditions(official, items, counts, big, conditions="human/synthetic-own-data")
+
+
+def test_shape_table_is_the_one_source_of_the_shape_names_and_their_inputs():
+    assert L.SHAPES == ("hard", "smooth", "synthetic", "human-shuffled", "human")
+    assert L.EXTRA_SHAPES == ("smooth-mass", "synthetic-own-data")
+    official, items = np.array([0, 1, 2, 1]), np.array([0, 1, 3])
+    counts = np.array([[3, 1, 0], [0, 2, 2], [1, 1, 2]])
+    probs = np.full((4, 3), 1 / 3)
+    for spec in L.SHAPE_SPECS:
+        cond = f"human/{spec.name}"
+        if spec.needs:  # the named input is required, and enough
+            with pytest.raises(ValueError, match=spec.needs):
+                build_conditions(official, items, counts, conditions=cond)
+        lc = build_conditions(official, items, counts, conditions=cond, **({spec.needs: probs} if spec.needs else {}))
+        assert lc.target(cond).shape == (4, 3)

@@ -32,15 +32,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     """A tiny MNIST teacher in a private cache, with a record of the data its training loop saw."""
     folder = tmp_path_factory.mktemp("teachers")
     seen: dict[str, torch.Tensor] = {}
-    real = teachers._train
+    real = teachers.train_members
 
-    def spy(x, y, cfg, progress=False):
-        seen["x"], seen["y"] = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
-        return real(x, y, cfg, progress)
+    def spy(x, members, cfg, **kwargs):
+        (member,) = members
+        idx = member.train_idx
+        seen["x"] = torch.from_numpy(x[idx].copy())
+        seen["y"] = torch.from_numpy(member.targets[idx].argmax(axis=1))
+        assert np.array_equal(member.targets[idx].max(axis=1), np.ones(len(idx), dtype=np.float32))  # one-hot
+        return real(x, members, cfg, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SOFTLAB_CACHE_DIR", str(folder))
-        mp.setattr(teachers, "_train", spy)
+        mp.setattr(teachers, "train_members", spy)
         teacher = train_teacher("mnist", TINY)
         probs = teacher_probs("mnist", "test", TINY)
     return folder, teacher, probs, seen
@@ -84,7 +88,7 @@ def test_cache_hit_returns_identical_probs_without_training(trained, use_cache, 
     assert teacher_dir(TINY) == folder / "teachers" / TINY.key()
     for name in ("weights.npz", "train_indices.npz", "meta.json", "logits_test.npz"):
         assert (teacher_dir(TINY) / name).exists(), name
-    forbid(teachers, "_train", "the teacher was retrained although it is cached")
+    forbid(teachers, "train_members", "the teacher was retrained although it is cached")
     assert np.array_equal(teacher_probs("mnist", "test", TINY), probs)
     # without the logits file, the cached weights recompute the same numbers, still without training
     (teacher_dir(TINY) / "logits_test.npz").unlink()
@@ -119,7 +123,7 @@ def test_different_seed_gives_a_different_teacher(trained, use_cache) -> None:
 def test_probs_on_generated_images(trained, use_cache, forbid) -> None:
     folder, teacher, _, _ = trained
     use_cache(folder)
-    forbid(teachers, "_train", "the teacher was retrained although it is cached")
+    forbid(teachers, "train_members", "the teacher was retrained although it is cached")
     images = load_images("mnist", "test").images[:50]
     p = teacher_probs_on(images, TINY)
     assert p.shape == (50, 10) and p.dtype == np.float32 and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
@@ -202,3 +206,31 @@ def test_synthetic_source_validation() -> None:
         synthetic_probs("mnist", source="smooth")
     with pytest.raises(ValueError, match="dataset"):
         synthetic_probs("fashion-mnist", source="cleanlab-cv")
+
+
+def test_teachers_trained_together_equal_teachers_trained_alone(use_cache, forbid, tmp_path, monkeypatch) -> None:
+    """``train_teachers`` trains the missing teachers of several seeds in one batched call; each is
+    the teacher it would have been alone (same weights), is cached, and a second call trains nothing."""
+    from softlab.teachers import train_teachers
+
+    cfgs = [TeacherConfig.tiny(seed=s, n_train=1000) for s in (3, 4)]
+    use_cache(tmp_path / "alone")
+    alone = [train_teacher("mnist", c) for c in cfgs]
+    use_cache(tmp_path / "together")
+    calls: list[int] = []
+    real = teachers.train_members
+
+    def count(x, members, cfg, **kwargs):
+        calls.append(len(members))
+        return real(x, members, cfg, **kwargs)
+
+    monkeypatch.setattr(teachers, "train_members", count)
+    together = train_teachers(cfgs + [cfgs[0]])  # a repeated configuration is trained once
+    assert calls == [2] and len(together) == 3
+    images = load_images("mnist", "test").images[:200]
+    for a, b in zip(alone, together):
+        assert np.array_equal(a.train_indices, b.train_indices)
+        np.testing.assert_allclose(a.logits(images), b.logits(images), atol=1e-5)
+    assert not np.allclose(together[0].logits(images), together[1].logits(images))
+    forbid(teachers, "train_members", "the teacher was retrained although it is cached")
+    assert all(t.from_cache for t in train_teachers(cfgs))
