@@ -629,6 +629,28 @@ class Book:
         """The notice of every skipped arm (:func:`skip_notice`), for the one page that would show it."""
         return "\n\n".join(skip_notice(a, r) for a, r in self.skipped.items())
 
+    def variance_decomposition(self, arms: Sequence[str] | None = None) -> pd.DataFrame:
+        """Where each verdict arm's seed-to-seed variance comes from (exploratory): the nested
+        designs (initialisation, + split, + teacher) trained or loaded
+        (:func:`softlab.experiment.run_nested_designs`) and decomposed
+        (:func:`softlab.experiment.variance_decomposition`); computed once per book."""
+        if "_decomposition" not in self.__dict__:
+            from softlab.experiment import run_nested_designs, variance_decomposition
+            from softlab.report import arm_predictions, run_temperatures
+
+            arm_configs, train_cfg, seeds = self.configs
+            chosen = arms or [a for a in ("fashion-mnist", "synthetic-mnist") if a in arm_configs]
+            frames = []
+            for arm in chosen:
+                if arm in self.skipped:
+                    continue
+                grids = run_nested_designs(arm_configs[arm], train_cfg, seeds, progress=self.progress)
+                frames.append(
+                    variance_decomposition({d: arm_predictions(g, run_temperatures(g)) for d, g in grids.items()})
+                )
+            self.__dict__["_decomposition"] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return self.__dict__["_decomposition"]
+
     def parameter_set(self, name: str) -> dict[str, Any]:
         """Another parameter set, complete (:func:`resolve_book_parameters`), e.g. ``stability``."""
         return resolve_book_parameters(name)

@@ -171,6 +171,11 @@ def _train_first(values: dict[str, Any], paths: list[Path], progress: bool) -> N
 
         print("[softlab run] training the runs the chapters read (cached runs load)", flush=True)
         book_results(values, progress=progress)
+        if any(_uses(p, ("book.variance_decomposition",)) for p in paths):
+            from softlab.chapter import Book
+
+            print("[softlab run] training the nested designs of the variance decomposition", flush=True)
+            Book({**values, "progress": progress}).variance_decomposition()
     elif any(_uses(p, ("book.prepared",)) for p in paths):
         from softlab.experiment import configs_from_params, prepare_arms
 
