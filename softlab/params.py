@@ -1,16 +1,17 @@
 """Named parameter sets for the notebooks.
 
 A parameter set is a YAML file ``params/<name>.yml`` holding a flat mapping of parameter
-names to values. Each notebook declares the parameters it reads, with defaults, in its cell
-tagged ``parameters``; a set may only name parameters that some notebook declares, and each
-value must have the type of that notebook default (ints are accepted where floats are
-declared). Validation happens before anything runs, and errors name the parameter.
+names to values. ``params/default.yml`` declares every parameter the notebooks read, with its
+default (a notebook's cell tagged ``parameters`` holds only the set's name and its overrides,
+:mod:`softlab.chapter`); a set may only name parameters that it declares, and each value must
+have the type of that default (ints are accepted where floats are declared). Validation happens
+before anything runs, and errors name the parameter.
 
 Beyond the type, each parameter listed in :data:`RULES` must lie in its range (``seeds >= 1``,
 ``folds >= 2``, ``lr > 0``, ``arms`` a non-empty list of known arms, sizes ``>= 0`` with 0
 meaning "all", ...), and the whole configuration must pass the checks the notebooks apply
 when they build their configs (:func:`softlab.experiment.configs_from_params`). **To add a
-parameter**: declare it in the notebooks' ``parameters`` cells, then add one line to
+parameter**: add it with its default to ``params/default.yml``, then add one line to
 :data:`RULES` (parameters without a rule still get the type check).
 
 Sets shipped: ``smoke`` (every notebook in seconds to a couple of minutes; used by the tests),
@@ -319,14 +320,6 @@ def load_params(name_or_path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _calls(notebook: Path, name: str) -> bool:
-    """Whether a code cell of ``notebook`` mentions ``name``."""
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
-    return any(cell.cell_type == "code" and name in cell.source for cell in nb.cells)
-
-
 def notebook_parameters(notebook: Path) -> dict[str, Any]:
     """The parameters a notebook declares (name -> default value), from its tagged cell."""
     import nbformat
@@ -389,33 +382,30 @@ def check_votes_tables(values: dict[str, Any]) -> None:
             raise ParameterError(f"parameter 'votes': arm {name!r}: {' '.join(str(exc).split())}") from None
 
 
+def declared_parameters() -> dict[str, Any]:
+    """Every parameter the notebooks read, with its default: ``params/default.yml`` (a notebook's
+    ``parameters`` cell holds only the set's name and its overrides; see :mod:`softlab.chapter`)."""
+    return load_params("default")
+
+
 def validate(params: dict[str, Any], notebooks: list[Path]) -> dict[Path, dict[str, Any]]:
     """Check names, types, ranges (:data:`RULES`) and the whole configuration against the
-    notebooks; return each notebook's parameters. Nothing runs when this raises."""
-    declared = {nb: notebook_parameters(nb) for nb in notebooks}
-    known: dict[str, Any] = {}
-    for decl in declared.values():
-        for k, v in decl.items():
-            known.setdefault(k, v)
+    parameters the notebooks read (:func:`declared_parameters`); return each notebook's
+    parameters. Nothing runs when this raises."""
+    known = declared_parameters()
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {unknown}; the notebooks declare: {sorted(known)}")
+        raise ParameterError(f"unknown parameter(s) {unknown}; the notebooks read: {sorted(known)}")
     for k, v in params.items():
-        for nb, decl in declared.items():
-            if k in decl and not _type_ok(v, decl[k]):
-                raise ParameterError(
-                    f"parameter {k!r}: got {v!r} ({type(v).__name__}); {nb.name} declares it as "
-                    f"{type(decl[k]).__name__} (default {decl[k]!r})"
-                )
+        if not _type_ok(v, known[k]):
+            raise ParameterError(
+                f"parameter {k!r}: got {v!r} ({type(v).__name__}); params/default.yml declares it as "
+                f"{type(known[k]).__name__} (default {known[k]!r})"
+            )
     check_ranges(params)
-    checked: set[str] = set()
-    for nb, decl in declared.items():  # each notebook runs with its defaults overridden by the set
-        merged = {**decl, **{k: v for k, v in params.items() if k in decl}}
-        if repr(sorted(merged.items())) not in checked and _calls(nb, "configs_from_params"):
-            checked.add(repr(sorted(merged.items())))
-            check_config(merged)
+    check_config({**known, **params})  # the notebooks run with the defaults overridden by the set
     check_votes_tables(params)
-    return {nb: {k: v for k, v in params.items() if k in decl} for nb, decl in declared.items()}
+    return {nb: dict(params) for nb in notebooks}
 
 
 def split_override(text: str) -> tuple[str, str]:

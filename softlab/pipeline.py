@@ -1,8 +1,10 @@
 """Execute the notebooks with papermill into ``book/`` and build the HTML book.
 
-``run_notebooks("smoke")`` validates the parameter set against every notebook's ``parameters``
-cell — names, types, ranges and the whole configuration (:func:`softlab.params.validate`) —
-*before* running anything, then executes ``notebooks/NN_*.ipynb`` in order into
+``run_notebooks("smoke")`` validates the parameter set against the parameters the notebooks read
+(``params/default.yml``) — names, types, ranges and the whole configuration
+(:func:`softlab.params.validate`) — *before* running anything, trains (or loads) the runs the
+chapters read with progress bars on stderr, then executes ``notebooks/NN_*.ipynb`` in order
+(each gets the set's name and its overrides, :func:`softlab.chapter.injected_parameters`) into
 ``book/NN_*.ipynb`` (written atomically: a failed run leaves the previous copy untouched and
 the failed copy beside it as ``book/failed-NN_*.ipynb``). ``build_book()`` runs Jupyter Book 1.x
 with warnings as errors.
@@ -14,15 +16,37 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
 
 from softlab.params import NOTEBOOKS_DIR, ParameterError, coerce_override, load_params, validate
 from softlab.paths import PROJECT_ROOT, cache_dir, check_writable
 
 BOOK_DIR = PROJECT_ROOT / "book"
 KERNEL = "python3"
+
+
+class _IpcKernelManager(AsyncKernelManager):
+    """The notebooks' kernel talks over local IPC sockets, not unencrypted TCP (ipykernel warns
+    about TCP without encryption on every start; nothing here needs a network port)."""
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc"
+
+    socket_root: str | None = None  # set per run (run_notebooks): removed when the run ends
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        # the socket files live in a folder of this kernel's own: jupyter_client's default path
+        # ("kernel-ipc-<n>" beside the process) is shared by two runs at once, and a client then
+        # reaches the other run's kernel ("Invalid Signature")
+        return os.path.join(tempfile.mkdtemp(prefix="kernel-", dir=self.socket_root), "kernel")
 
 
 class PipelineError(RuntimeError):
@@ -77,8 +101,12 @@ def run_notebooks(
     out_dir: Path = BOOK_DIR,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     progress: bool = True,
+    train_first: bool = True,
 ) -> list[Path]:
     """Validate everything, then execute the notebooks in order (see the module docstring).
+    With ``train_first`` the runs and results the notebooks read are computed (or loaded) in
+    this process before papermill starts, so training shows its progress bar on this process's
+    stderr and the notebooks load it from the cache (their outputs stay clean).
 
     Raises :class:`softlab.params.ParameterError` before anything runs for a bad parameter,
     and :class:`PipelineError` naming the notebook, cell and failed copy when a notebook fails.
@@ -87,21 +115,40 @@ def run_notebooks(
     from softlab.store import heal_result_folders
 
     heal_result_folders(cache_dir() / "book")  # a damaged book cache is recomputed, not failed on every run
+    if train_first and paths:
+        _train_first(per_notebook[paths[0]], paths, progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="softlab-kernels-") as sockets:
+        manager = type("_RunKernelManager", (_IpcKernelManager,), {"socket_root": sockets})
+        return _execute(paths, per_notebook, out_dir, notebooks_dir, progress, manager)
+
+
+def _execute(
+    paths: list[Path],
+    per_notebook: dict[Path, dict[str, Any]],
+    out_dir: Path,
+    notebooks_dir: Path,
+    progress: bool,
+    manager: type,
+) -> list[Path]:
     import papermill as pm
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from softlab.chapter import injected_parameters
+
     written = []
     for src in paths:
         dest = out_dir / src.name
         tmp = out_dir / f".{src.stem}.running.ipynb"
         start = time.time()
-        print(f"[softlab run] {src.name} with {per_notebook[src]}", flush=True)
+        injected = injected_parameters(per_notebook[src])
+        print(f"[softlab run] {src.name} with {injected}", flush=True)
         try:
             pm.execute_notebook(
                 str(src),
                 str(tmp),
-                parameters=per_notebook[src],
+                parameters=injected,
                 kernel_name=KERNEL,
+                kernel_manager_class=manager,
                 cwd=str(notebooks_dir),
                 progress_bar=progress,
             )
@@ -121,6 +168,38 @@ def run_notebooks(
         print(f"[softlab run] {src.name} done in {time.time() - start:.1f} s", flush=True)
         written.append(dest)
     return written
+
+
+def _uses(notebook: Path, names: tuple[str, ...]) -> bool:
+    """Whether a code cell of ``notebook`` mentions one of ``names``."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    return any(c.cell_type == "code" and any(n in c.source for n in names) for c in nb.cells)
+
+
+def _train_first(values: dict[str, Any], paths: list[Path], progress: bool) -> None:
+    """Compute (or load) what the notebooks read — every run and table when one of them shows
+    results, else the prepared arms — with progress bars on stderr (tqdm)."""
+    start = time.time()
+    if any(_uses(p, ("book.results", "book.verdicts")) for p in paths):
+        from softlab.report import book_results
+
+        print("[softlab run] training the runs the chapters read (cached runs load)", flush=True)
+        book_results(values, progress=progress)
+        if any(_uses(p, ("book.variance_decomposition",)) for p in paths):
+            from softlab.chapter import Book
+
+            print("[softlab run] training the nested designs of the variance decomposition", flush=True)
+            Book({**values, "progress": progress}).variance_decomposition()
+    elif any(_uses(p, ("book.prepared",)) for p in paths):
+        from softlab.experiment import configs_from_params, prepare_arms
+
+        print("[softlab run] preparing the arms the chapters read (cached teachers load)", flush=True)
+        prepare_arms(configs_from_params(values)[0], progress=progress)
+    else:
+        return
+    print(f"[softlab run] ready in {time.time() - start:.1f} s", flush=True)
 
 
 def _hide_injected_parameters(path: Path) -> None:

@@ -12,7 +12,8 @@ full strength and the ``original`` mode a lighter tint of the same hue, so the t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import textwrap
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import matplotlib as mpl
@@ -80,7 +81,8 @@ _ORIGINAL_TINT = 0.45  # fraction of white mixed into the hue for the "original"
 
 def set_style() -> None:
     """Apply the project's one style: seaborn white grid, 100 dpi, text ≥ 9 pt at the size the
-    book shows a :data:`COLUMN_WIDTH_IN`-wide figure."""
+    book shows a :data:`COLUMN_WIDTH_IN`-wide figure (notebooks draw at twice that density:
+    :func:`softlab.chapter.open_book`)."""
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.9)
     mpl.rcParams.update(
         {
@@ -293,20 +295,26 @@ def plot_metric_by_stratum(
     x: str = "stratum",
     hue: str = "condition",
     ylabel: str | None = None,
+    facet: str = "metric",
+    facet_names: Mapping[str, str] | None = None,
+    zero_line: bool | None = None,
 ) -> Figure:
-    """Point estimates with interval error bars per stratum and condition.
+    """Point estimates with interval error bars per stratum and condition, one panel per value of
+    ``facet`` (stacked, one per row; e.g. ``facet="dataset"``).
 
     ``summary`` has ``x``, ``hue``, ``estimate``, ``low``, ``high`` columns — e.g.
-    a per-stratum summary (``estimate``) or a paired-difference table
-    (pass ``estimate="difference"``). With a ``metric`` column holding several metrics, one panel
-    per metric. Conditions are dodged sideways within each stratum.
+    :func:`softlab.chapter.seed_intervals` of the tidy metric table. Conditions are dodged
+    sideways within each stratum; temperature-scaled twins (``+ts``) are open squares.
+    ``facet_names`` titles the panels (e.g. :data:`softlab.present.ARM_NAMES`); ``zero_line``
+    draws y = 0 (default: when the estimates change sign or ``estimate == "difference"``).
     """
     _require(summary, [x, hue, estimate, low, high], "summary")
-    metrics = list(pd.unique(summary["metric"])) if "metric" in summary.columns else [None]
+    facets = list(pd.unique(summary[facet])) if facet in summary.columns else [None]
     n_x = summary[x].nunique()
-    fig, axes = _grid(len(metrics), 3, (max(4.2, 1.2 * n_x), 3.0))
-    for ax, metric in zip(axes, metrics):
-        part = summary if metric is None else summary[summary["metric"] == metric]
+    fig = Figure(figsize=(max(COLUMN_WIDTH_IN, 1.2 * n_x), 2.6 * len(facets) + 0.9), layout="constrained")
+    axes = fig.subplots(len(facets), 1, squeeze=False)[:, 0]
+    for ax, fv in zip(axes, facets):
+        part = summary if fv is None else summary[summary[facet] == fv]
         xs = [s for s in STRATUM_ORDER if s in set(part[x])] + [s for s in pd.unique(part[x]) if s not in STRATUM_ORDER]
         hues = (
             order_conditions([str(h) for h in pd.unique(part[hue])])
@@ -329,30 +337,34 @@ def plot_metric_by_stratum(
                     hi.append(row[high])
             est_a, lo_a, hi_a = (np.asarray(v, dtype=np.float64) for v in (est, lo, hi))
             colour = condition_colour(str(hv)) if hue == "condition" else None
+            scaled = str(hv).endswith("+ts")
             ax.errorbar(
                 pos,
                 est_a,
-                yerr=np.clip(np.vstack([est_a - lo_a, hi_a - est_a]), 0.0, None),
-                fmt="o",
+                yerr=np.nan_to_num(np.clip(np.vstack([est_a - lo_a, hi_a - est_a]), 0.0, None)),
+                fmt="s" if scaled else "o",
+                mfc="white" if scaled else None,
                 ms=4,
                 capsize=2,
                 lw=1,
                 color=colour,
                 label=str(hv),
             )
-        if estimate == "difference":
-            ax.axhline(0.0, color="black", lw=0.8)
+        values = part[estimate].to_numpy(dtype=np.float64)
+        changes_sign = bool(np.nanmin(values) < 0 < np.nanmax(values)) if np.isfinite(values).any() else False
+        if zero_line if zero_line is not None else (estimate == "difference" or changes_sign):
+            ax.axhline(0.0, color="black", lw=0.6)
         ax.set_xticks(range(len(xs)))
         ax.set_xticklabels(xs)
-        ax.set_xlabel(x)
-        ax.set_ylabel(ylabel or (metric if metric is not None else estimate))
-        if metric is not None:
-            ax.set_title(str(metric))
+        ax.set_ylabel(ylabel or (str(fv) if facet == "metric" and fv is not None else estimate))
+        if fv is not None:
+            ax.set_title(str((facet_names or {}).get(str(fv), fv)))
+    axes[-1].set_xlabel(x)
     legend: dict[str, Any] = {}
-    for ax in axes[: len(metrics)]:
+    for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    fig.legend(list(legend.values()), list(legend.keys()), loc="outside right upper", fontsize=9)
+    fig.legend(list(legend.values()), list(legend.keys()), loc="outside lower center", ncols=3, fontsize=9)
     return fig
 
 
@@ -418,9 +430,8 @@ def plot_intervals(
     reference_line: float | None = 0.0,
     xlabel: str | None = None,
 ) -> Figure:
-    """Forest plot: one row per ``y`` value with its estimate and interval (e.g. the output of
-    a paired-difference table or a variance-ratio table with
-    ``estimate="ratio", reference_line=1``)."""
+    """Forest plot: one row per ``y`` value with its estimate and interval (for example paired
+    differences per condition; a ratio with ``estimate="ratio", reference_line=1``)."""
     _require(table, [y, estimate, low, high], "table")
     if table[y].duplicated().any():
         raise ValueError(f"table: several rows per {y!r}; filter to one metric/stratum first")
@@ -491,80 +502,104 @@ def plot_item_distributions(
     return fig
 
 
-def plot_verdicts(verdicts: pd.DataFrame, label: str = "label", url: str | None = None, limit: float = 12.0) -> Figure:
-    """Forest plot of tests in units of their pre-registered margin: one row per test, the
-    estimate and 95% interval divided by the smallest effect size of interest (so ±1 marks
-    the equivalence margin on every row), coloured and shaped by verdict.
+def plot_verdicts(
+    verdicts: pd.DataFrame,
+    label: str = "label",
+    url: str | None = None,
+    tooltip: str | None = "tooltip",
+    width: float = 4.6,
+) -> Figure:
+    """Forest plot of tests in their own units: one panel per ``panel`` value (its title; the
+    optional ``unit`` column is its x label, for example a relative difference in percent or a
+    difference of correlations), one row
+    per test with its estimate and 95% interval, the pre-registered margin as a grey band around
+    0, and colour and marker by verdict. The row's name is written above its interval, so the
+    intervals use the whole width (``width`` inches: readable on a phone).
 
-    ``verdicts`` needs ``label``, ``scaled_estimate``, ``scaled_low``, ``scaled_high`` and
-    ``verdict`` columns (:func:`softlab.present.scaled_effects` adds the scaled ones). With
-    ``url`` (a column of link targets), each row's label and marker link there in SVG output
-    (:class:`SvgFigure`). Intervals beyond ``±limit`` margins are cut and end in an arrow.
+    ``verdicts`` needs ``label``, ``panel``, ``estimate``, ``ci_low``, ``ci_high``, ``margin``
+    and ``verdict`` (:func:`softlab.chapter.forest_rows` builds them from the verdict table).
+    With ``url`` (a column of link targets) each row's name and marker link there in SVG output;
+    with ``tooltip`` (a column of text) each row shows it on hover (:class:`SvgFigure` turns the
+    row's group id ``row-<i>`` into an SVG ``<title>``).
     """
     from softlab.present import VERDICT_COLOURS, VERDICT_MARKERS, verdict_word
 
-    _require(verdicts, [label, "scaled_estimate", "scaled_low", "scaled_high", "verdict"], "verdicts")
+    _require(verdicts, [label, "panel", "estimate", "ci_low", "ci_high", "margin", "verdict"], "verdicts")
     rows = verdicts.reset_index(drop=True)
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.3 * len(rows) + 1.3), layout="constrained")
-    ax = fig.add_subplot()
-    pos = np.arange(len(rows))[::-1]
-    finite = rows[["scaled_low", "scaled_high", "scaled_estimate"]].to_numpy(dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    lim = min(max(2.0, float(np.abs(finite).max()) * 1.1) if finite.size else 2.0, limit)
-    ax.axvspan(-1, 1, color="#d9d9d9", alpha=0.5, lw=0)
-    ax.axvline(0.0, color="black", lw=0.8)
-    for p, row in zip(pos, _rows(rows)):
-        word = verdict_word(row.verdict)
-        colour = VERDICT_COLOURS.get(word, "#000000")
-        e, a, b = float(row.scaled_estimate), float(row.scaled_low), float(row.scaled_high)
-        link = str(getattr(row, url)) if url else None
-        if np.isfinite(a) and np.isfinite(b):
-            lo, hi = max(a, -lim), min(b, lim)
-            ax.plot([lo, hi], [p, p], color=colour, lw=1.8, solid_capstyle="butt")
-            for end, cut, edge in ((lo, a < -lim, "<"), (hi, b > lim, ">")):
-                ax.plot([end], [p], marker=edge if cut else "|", color=colour, ms=7 if cut else 8, mew=1.6)
-        if np.isfinite(e):
-            line = ax.plot(
-                [min(max(e, -lim), lim)],
-                [p],
-                marker=VERDICT_MARKERS.get(word, "o"),
-                ls="",
-                color=colour,
-                ms=7,
-                mec="white",
-                mew=0.6,
-            )[0]
+    panels = list(pd.unique(rows["panel"]))
+    heights = [0.62 * int((rows["panel"] == pv).sum()) + 0.75 for pv in panels]
+    fig = Figure(figsize=(width, sum(heights) + 0.5), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, pv in zip(axes, panels):
+        part = rows[rows["panel"] == pv]
+        pos = np.arange(len(part))[::-1].astype(float)
+        values = part[["ci_low", "ci_high", "estimate"]].to_numpy(dtype=np.float64)
+        margins = part["margin"].to_numpy(dtype=np.float64)
+        finite = np.concatenate(
+            [values[np.isfinite(values)], margins[np.isfinite(margins)], -margins[np.isfinite(margins)]]
+        )
+        lim = float(np.abs(finite).max()) * 1.15 if finite.size else 1.0
+        margin = float(np.nanmax(margins)) if np.isfinite(margins).any() else float("nan")
+        if np.isfinite(margin):
+            ax.axvspan(-margin, margin, color="#d9d9d9", alpha=0.6, lw=0)
+        ax.axvline(0.0, color="black", lw=0.8)
+        for p, (index, row) in zip(pos, part.iterrows()):
+            word = verdict_word(row["verdict"])
+            colour = VERDICT_COLOURS.get(word, "#000000")
+            gid = f"row-{index}"
+            link = str(row[url]) if url else None
+            e, a, b = float(row["estimate"]), float(row["ci_low"]), float(row["ci_high"])
+            hover = ax.axhspan(p - 0.45, p + 0.45, color="white", alpha=0.0, lw=0)
+            hover.set_gid(gid)
+            name = ax.text(
+                -lim,
+                p + 0.18,
+                str(row[label]),
+                ha="left",
+                va="bottom",
+                fontsize=9,
+                gid=gid + "-label",
+                bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 0.6},
+            )
             if link:
-                line.set_url(link)
-        else:
-            ax.text(0.0, p, "  not estimable", va="center", ha="left", fontsize=9, color=colour)
-    ax.set_yticks(pos)
-    ax.set_yticklabels([str(v) for v in rows[label]])
-    if url:
-        for tick, link in zip(ax.get_yticklabels(), rows[url]):
-            tick.set_url(str(link))
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel("effect in the claimed direction, in units of the pre-registered margin")
-    ax.text(0.01, 1.01, "◀ against the claim", transform=ax.transAxes, ha="left", va="bottom", fontsize=9)
-    ax.text(0.99, 1.01, "for the claim ▶", transform=ax.transAxes, ha="right", va="bottom", fontsize=9)
-    ax.text(
-        0.5,
-        1.01,
-        "grey band: within the margin",
-        transform=ax.transAxes,
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        color="#525252",
-    )
+                name.set_url(link)
+            if np.isfinite(a) and np.isfinite(b):
+                ax.plot([a, b], [p - 0.05, p - 0.05], color=colour, lw=1.8, solid_capstyle="butt", gid=gid + "-ci")
+                for end in (a, b):
+                    ax.plot([end], [p - 0.05], marker="|", color=colour, ms=8, mew=1.6)
+            if np.isfinite(e):
+                dot = ax.plot(
+                    [e],
+                    [p - 0.05],
+                    marker=VERDICT_MARKERS.get(word, "o"),
+                    ls="",
+                    color=colour,
+                    ms=7,
+                    mec="white",
+                    mew=0.6,
+                )[0]
+                dot.set_gid(gid + "-dot")
+                if link:
+                    dot.set_url(link)
+            else:
+                ax.text(0.0, p - 0.05, "  not estimable", va="center", ha="left", fontsize=9, color=colour)
+        ax.set_yticks([])
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-0.6, len(part) - 0.1)
+        ax.set_title(str(pv), fontsize=10, loc="left")
+        if "unit" in part.columns:
+            ax.set_xlabel(textwrap.fill(str(part["unit"].iloc[0]), 60), fontsize=9)
+        ax.grid(axis="y", visible=False)
     present = {verdict_word(x) for x in rows["verdict"]}
-    handles = [
+    handles: list[Any] = [
         mpl.lines.Line2D([], [], marker=VERDICT_MARKERS.get(v, "o"), ls="", color=c, mec="white", ms=7, label=v)
         for v, c in VERDICT_COLOURS.items()
         if v in present
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=max(len(handles), 1), fontsize=9)
+    handles.append(mpl.patches.Patch(color="#d9d9d9", label="within the margin"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=9)
+    if tooltip and tooltip in rows.columns:
+        fig.softlab_tooltips = {f"row-{i}": str(t) for i, t in zip(rows.index, rows[tooltip])}  # type: ignore[attr-defined]
     return fig
 
 
@@ -602,7 +637,16 @@ class SvgFigure:
             text,
             count=1,
         )
-        return re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + f"<title>{escape(self.alt)}</title>", text, count=1)
+        text = re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + f"<title>{escape(self.alt)}</title>", text, count=1)
+        # hover text: a group whose id has a tooltip gets it as its SVG <title> (plot_verdicts)
+        tooltips: dict[str, str] = getattr(self.fig, "softlab_tooltips", {})
+        for gid, tip in tooltips.items():
+            group = re.compile(rf'<g id="{re.escape(gid)}(?:-label|-ci|-dot)?"[^>]*>')
+            text = "".join(
+                part + (f"<title>{escape(tip)}</title>" if group.fullmatch(part) else "")
+                for part in re.split(rf"({group.pattern})", text)
+            )
+        return text
 
     def _repr_html_(self) -> str:
         return f'<div class="softlab-svg-figure">{self.svg()}</div>'
@@ -749,7 +793,8 @@ def plot_condition_intervals(
             )
             for k, kind in enumerate(kinds)
         ]
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9)
+        # above the panels: below them it would cover the shared x label
+        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=9)
     return fig
 
 

@@ -8,9 +8,12 @@ Regenerate after editing a notebook: `make expected`.
 
 from __future__ import annotations
 
+import ast
+
 import nbformat
 import pytest
 
+from softlab.chapter import resolve_book_parameters
 from softlab.params import load_params, notebook_parameters
 from softlab.paths import PROJECT_ROOT
 from softlab.pipeline import notebook_paths
@@ -45,18 +48,50 @@ def test_expected_matches_source_and_smoke_parameters(source):
     )
     injected = [c for c in expected.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1
-    smoke = load_params("smoke")
     namespace: dict = {}
     exec(injected[0].source, namespace)
-    declared = notebook_parameters(source)
-    assert {k: namespace[k] for k in declared if k in namespace} == {k: v for k, v in smoke.items() if k in declared}
+    assert resolve_book_parameters(namespace["params_name"], namespace["overrides"]) == {
+        **load_params("default"),
+        **load_params("smoke"),
+    }
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
-def test_parameter_cells_equal_the_default_set(source):
+def test_parameter_cells_name_the_default_set_and_nothing_else(source):
     """Opening a notebook in JupyterLab and pressing Run All reproduces the book's chapter: its
-    parameters cell holds exactly the values of params/default.yml."""
-    default = load_params("default")
-    declared = notebook_parameters(source)
-    assert declared == {k: v for k, v in default.items() if k in declared}
-    assert set(declared) == set(default), f"{source.name} declares {sorted(set(declared) ^ set(default))} differently"
+    parameters cell (at most 6 lines) names the `default` set with no overrides, so every default
+    comes from params/*.yml."""
+    cell = next(c for c in nbformat.read(source, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    assert len(cell.source.splitlines()) <= 6
+    assert notebook_parameters(source) == {"params_name": "default", "overrides": {}}
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_notebooks_import_no_private_names_from_softlab(source):
+    """The notebooks narrate with the package's public API: no `from softlab.x import _y`, no
+    `softlab.x._y`, no private module."""
+    for cell in nbformat.read(source, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("softlab"):
+                names = [(node.module or "").split("."), *[[a.name] for a in node.names]]
+                private = [n for part in names for n in part if n.startswith("_")]
+                assert not private, f"{source.name} imports {private} from {node.module}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not any(p.startswith("_") for p in alias.name.split(".")), f"{source.name}: {alias.name}"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                root = node.value
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                assert not (isinstance(root, ast.Name) and root.id in {"softlab", "plots"}), (
+                    f"{source.name} uses the private softlab name {node.attr}"
+                )
+
+
+def test_the_private_name_check_catches_an_import():
+    code = "from softlab.present import _pct, table"
+    imported = [a.name for n in ast.walk(ast.parse(code)) if isinstance(n, ast.ImportFrom) for a in n.names]
+    assert [n for n in imported if n.startswith("_")] == ["_pct"]

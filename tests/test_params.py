@@ -147,13 +147,15 @@ def test_yaml_errors_name_the_file_and_line(tmp_path):
 
 
 def test_only_one_notebook_accepts_a_set_written_for_all(tmp_path):
+    from softlab.chapter import injected_parameters
     from softlab.params import notebook_parameters
     from softlab.pipeline import resolve_parameters
 
     paths, per_notebook = resolve_parameters("smoke", {"seeds": "3"}, only=["01"])
     assert [p.name for p in paths] == ["01_data_annotation.ipynb"]
-    declared = notebook_parameters(paths[0])
-    expected = {k: v for k, v in {**load_params("smoke"), "seeds": 3}.items() if k in declared}
-    assert per_notebook[paths[0]] == expected and "params_name" in expected
+    assert per_notebook[paths[0]] == {**load_params("smoke"), "seeds": 3}
+    # what reaches the notebook: the set's name and the override, which open_book resolves back
+    assert injected_parameters(per_notebook[paths[0]]) == {"params_name": "smoke", "overrides": {"seeds": 3}}
+    assert set(notebook_parameters(paths[0])) == {"params_name", "overrides"}
     with pytest.raises(ParameterError, match="'seeds'"):
         resolve_parameters("smoke", {"seeds": "0"}, only=["01"])  # still checked, though 01 does not read it

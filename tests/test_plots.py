@@ -177,11 +177,15 @@ def test_seed_spread_plot(records, tmp_path):
 def verdict_table() -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "label": ["claim 1 · A", "claim 2 · A", "claim 3 · A"],
-            "scaled_estimate": [-8.0, 2.1, np.nan],
-            "scaled_low": [-30.0, -10.0, np.nan],
-            "scaled_high": [-2.9, 5.5, np.nan],
+            "label": ["A: human/human vs human/hard+ts", "A: human/human vs human/synthetic", "A: x vs y"],
+            "panel": ["Calibration on hard items", "Stability across seeds", "Confidence follows human uncertainty"],
+            "unit": ["calibration error: difference in % of the comparator", "variance: % difference", "ρ: difference"],
+            "estimate": [-80.0, 21.0, np.nan],
+            "ci_low": [-300.0, -100.0, np.nan],
+            "ci_high": [-29.0, 55.0, np.nan],
+            "margin": [10.0, 15.0, 0.05],
             "verdict": ["refuted", "inconclusive (n=3 < 10)", "inconclusive"],
+            "tooltip": ["claim 1: −80% [−300%, −29%]", "claim 2: +21%", "claim 3: not estimable"],
             "url": ["05_calibration.html#claim-1", "04_training.html#claim-2", "06_cartography.html#claim-3"],
         }
     )
@@ -196,17 +200,22 @@ def test_verdict_forest_links_every_row_in_svg(tmp_path):
     assert "<title>Forest plot of the primary tests</title>" in svg
     for url in verdict_table()["url"]:
         assert svg.count(f'xlink:href="{url}"') >= 1  # label (and marker, where estimable) link there
+    for tip in verdict_table()["tooltip"]:  # every row answers a hover with its numbers
+        assert svg.count(f"<title>{tip}</title>") >= 2, tip
+    for panel in verdict_table()["panel"]:  # one panel per claim, titled in words
+        assert panel in svg
     assert again._repr_png_().startswith(PNG_MAGIC)
     with pytest.raises(ValueError, match="alt"):
         P.SvgFigure(again.fig, alt=" ")
     fig = P.plot_verdicts(verdict_table(), url="url")
     legible(fig)
     render(fig, tmp_path / "verdicts.png")
-    ax = fig.axes[0]
-    top_down = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
-    assert [t.get_text() for t in top_down] == ["claim 1 · A", "claim 2 · A", "claim 3 · A"]
-    assert ax.get_xlim() == (-12.0, 12.0)  # the first row's interval (to -30) is cut and ends in an arrow
-    assert any(line.get_marker() == "<" for line in ax.get_lines())
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title(loc="left") for ax in axes] == list(verdict_table()["panel"])
+    names = [[t.get_text() for t in ax.texts if t.get_text().startswith("A:")] for ax in axes]
+    assert names == [[label] for label in verdict_table()["label"]]  # each row named above its interval
+    low, high = axes[0].get_xlim()  # the axis spans the whole interval, in the metric's own units
+    assert low <= -300.0 and high >= 10.0 and low == -high
 
 
 def test_condition_targets_heat_map(tmp_path):

@@ -20,7 +20,8 @@ run-in headings (rubrics) instead.
 3. **Prose doc-comments stay prose.** Napoleon reads the first line of an attribute's or module
 constant's doc-comment as ``type: description``, so ``#: The metric registry: name -> spec``
 became a "type" named "The metric registry" (a broken cross-reference). After napoleon, such a
-``:type:`` that is not a type name (it has spaces) is put back in front of its description.
+``:type:`` that is not a type name (it has spaces) is put back in front of its description (a
+property's first line alike, such as ``(n, C): the probabilities ...``).
 
 4. **Short names resolve.** A docstring may name a class or constant of another module by its
 short name (``HumanLabels``) or through a re-exporting package (``softlab.data.load_human``);
@@ -170,8 +171,9 @@ def _titles_to_rubrics(app: Sphinx, what: str, name: str, obj, options, lines: l
 
 
 def _prose_types_back(app: Sphinx, what: str, name: str, obj, options, lines: list[str]) -> None:
-    """Undo napoleon's ``type: description`` split of a prose doc-comment (see the module docstring)."""
-    if what not in ("data", "attribute"):
+    """Undo napoleon's ``type: description`` split of a prose doc-comment or property docstring
+    (see the module docstring)."""
+    if what not in ("data", "attribute", "property"):
         return
     for i, line in enumerate(lines):
         if line.startswith(":type: ") and " " in line[7:].strip():

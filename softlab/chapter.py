@@ -1,0 +1,684 @@
+"""One call sets up a chapter: ``book = open_book(params_name, overrides)`` — the parameters from
+``params/*.yml``, the results, the display names and the small computations several chapters share.
+
+A notebook's ``parameters`` cell holds only the set's name and its overrides — two
+assignments, ``params_name = "default"`` (a set in ``params/``) and ``overrides = {}`` (for
+example ``{"seeds": 3}``) — and its setup is ``book = open_book(params_name, overrides)``.
+``softlab run --params X --set k=v`` injects ``params_name = "X"`` and
+``overrides = {"k": v}`` (:func:`injected_parameters`), so the defaults live in ``params/*.yml``
+only.
+
+What lives here, once, instead of in several notebooks: the seed-level interval
+(:func:`seed_interval`, :func:`seed_intervals`), the pooled reliability bins against the primary
+test's soft reference (:func:`soft_reliability`), display names (:func:`condition_label` names a
+synthetic arm's conditions after its reference, ``generator/…``; :data:`METRIC_NAMES`, the one
+mapping of metric ids to plain names), the one-line run summary (:meth:`Book.setup_line`,
+listing the arms that actually ran) and the notice of a skipped arm, shown once and without
+machine paths (:func:`skip_notice`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from softlab.params import ParameterError, load_params
+from softlab.present import ARM_NAMES, METRIC_LABELS, fmt_number, run_description
+
+__all__ = [
+    "CLAIM_TOPICS",
+    "METRIC_NAMES",
+    "Book",
+    "DataMap",
+    "condition_label",
+    "data_map",
+    "data_map_frame",
+    "display_conditions",
+    "forest_rows",
+    "injected_parameters",
+    "key_results",
+    "metric_name",
+    "open_book",
+    "resolve_book_parameters",
+    "seed_interval",
+    "seed_intervals",
+    "skip_notice",
+    "soft_reliability",
+]
+
+#: The one mapping from metric ids to the plain names tables and figures show.
+METRIC_NAMES: dict[str, str] = {
+    **METRIC_LABELS,
+    "accuracy": "accuracy",
+    "accuracy_human_mode": "accuracy (reference mode)",
+    "kl_human": "KL divergence",
+    "js_human": "Jensen–Shannon divergence",
+    "tv_human": "total variation",
+    "entropy_calibration_error": "entropy gap |H(p) − H(h)|",
+    "entropy_spearman": "rank correlation of entropies",
+    "spearman_confidence_entropy": "ρ(confidence, reference entropy)",
+    "spearman_variability_entropy": "ρ(variability, reference entropy)",
+    "auroc_variability_ambiguous": "AUROC of variability for ambiguous items",
+}
+
+
+def metric_name(metric: str) -> str:
+    """The plain name of a metric id (:data:`METRIC_NAMES`; unknown ids are shown as they are)."""
+    return METRIC_NAMES.get(str(metric), str(metric))
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def resolve_book_parameters(params_name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The full parameter set a chapter runs with: ``params/default.yml`` (every parameter's
+    default), then the named set, then ``overrides``. A name that is not a set in ``params/``
+    (a set given as a file path to ``softlab run``) reads its values from ``overrides`` alone."""
+    values = dict(load_params("default"))
+    try:
+        values.update(load_params(params_name))
+    except ParameterError:
+        if not overrides:
+            raise
+    values.update(dict(overrides or {}))
+    values["params_name"] = str(values.get("params_name", params_name)) if overrides else str(params_name)
+    unknown = sorted(set(values) - set(load_params("default")))
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter(s) {unknown}; params/default.yml declares: {sorted(load_params('default'))}"
+        )
+    return values
+
+
+def injected_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``softlab run`` injects into a notebook for the full parameter set ``values``: the
+    set's name and the values that differ from it (everything, when the name is not a set in
+    ``params/``). :func:`resolve_book_parameters` of the result gives ``values`` back."""
+    name = str(values.get("params_name", "custom"))
+    base = dict(load_params("default"))
+    try:
+        base.update(load_params(name))
+    except ParameterError:
+        return {"params_name": name, "overrides": dict(values)}
+    return {"params_name": name, "overrides": {k: v for k, v in values.items() if k not in base or base[k] != v}}
+
+
+# --------------------------------------------------------------------------- display names
+
+
+def condition_label(condition: str, reference_name: str = "human") -> str:
+    """A condition as the book shows it: on an arm whose reference is not human (the synthetic
+    arm's ``generator``), ``human`` in the mode and in the shape is replaced by the reference's
+    name (``human/human`` → ``generator/generator``, ``human/synthetic+ts`` →
+    ``generator/synthetic+ts``). The internal condition id is unchanged."""
+    if reference_name == "human" or "/" not in str(condition):
+        return str(condition)
+    text, suffix = (str(condition)[:-3], "+ts") if str(condition).endswith("+ts") else (str(condition), "")
+    mode, shape = text.split("/", 1)
+    mode = reference_name if mode == "human" else mode
+    shape = re.sub(r"^human(?=$|-)", reference_name, shape)
+    return f"{mode}/{shape}{suffix}"
+
+
+#: The reference of each arm that is not human (every other arm's reference is human votes).
+REFERENCE_NAMES: dict[str, str] = {"synthetic-mnist": "generator"}
+
+
+def display_conditions(df: pd.DataFrame, column: str = "condition", arm: str | None = None) -> pd.DataFrame:
+    """``df`` with its ``column`` of condition ids renamed by :func:`condition_label`, per row's
+    ``dataset``/``arm`` column (or for the one ``arm`` given)."""
+    out = df.copy()
+    if arm is not None:
+        arms: Iterable[Any] = [arm] * len(out)
+    else:
+        arm_col = next((c for c in ("dataset", "arm") if c in out.columns), None)
+        arms = out[arm_col] if arm_col else ["?"] * len(out)
+    out[column] = [condition_label(c, REFERENCE_NAMES.get(str(a), "human")) for c, a in zip(out[column], arms)]
+    return out
+
+
+_PATH = re.compile(r"(?<![\w.])(?:~|/)(?:[\w.+@-]+/)*[\w.+@-]+/?")
+
+
+def skip_notice(arm: str, reason: str) -> str:
+    """One Markdown paragraph saying that ``arm`` was skipped and what to do, with every machine
+    path replaced by the setting that names it (``$SOFTLAB_DATA_DIR/…``) or its last part."""
+    from softlab.paths import cache_dir, data_dir
+
+    text = str(reason)
+    for root, name in ((data_dir(), "$SOFTLAB_DATA_DIR"), (cache_dir(), "$SOFTLAB_CACHE_DIR")):
+        text = text.replace(str(root), name)
+    text = text.replace(str(Path.home()), "~")
+    text = _PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text) if os.sep == "/" else text
+    return f"**The {ARM_NAMES.get(arm, arm)} arm was skipped here:** {text}"
+
+
+# --------------------------------------------------------------------------- shared computations
+
+
+def seed_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> pd.Series:
+    """Mean over seeds with a ``level`` *t* interval (NaN bounds for one seed):
+    ``estimate, ci_low, ci_high``."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean()) if v.size else float("nan")
+    if v.size > 1:
+        half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    else:
+        half = float("nan")
+    return pd.Series({"estimate": mean, "ci_low": mean - half, "ci_high": mean + half})
+
+
+def seed_intervals(frame: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
+    """:func:`seed_interval` of ``value`` per group of ``by`` (one row per group)."""
+    if frame.empty:
+        return pd.DataFrame(columns=[*by, "estimate", "ci_low", "ci_high"])
+    grouped = frame.groupby(list(by))[value]
+    return grouped.apply(lambda v: seed_interval(v.to_numpy())).unstack().reset_index()
+
+
+def soft_reliability(preds: Any, conditions: Sequence[str], stratum: str = "hard", n_bins: int = 15) -> pd.DataFrame:
+    """Reliability bins of the pooled out-of-fold predictions of ``conditions`` (all seeds pooled
+    per bin) against the **soft reference** — the primary calibration test's: the "accuracy" of
+    item *i* is ``h_i[ŷ_i]``, the chance that a random annotator agrees with the prediction.
+
+    ``preds`` is a :class:`softlab.inference.ArmPredictions`. Columns: ``condition, bin_lower,
+    bin_upper, mean_confidence, accuracy, count`` (input for :func:`softlab.plots.plot_reliability`).
+    """
+    mask = np.asarray(preds.strata[stratum], dtype=bool)
+    ref = np.asarray(preds.reference, dtype=np.float64)[mask]
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    rows = []
+    for cond in conditions:
+        if cond not in preds.probs:
+            continue
+        p = np.asarray(preds.probs[cond], dtype=np.float64)[:, mask]  # (S, I, C)
+        conf = p.max(axis=-1).ravel()
+        hit = np.take_along_axis(np.broadcast_to(ref, p.shape), p.argmax(axis=-1)[..., None], axis=-1).ravel()
+        which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+        for b in range(n_bins):
+            sel = which == b
+            n = int(sel.sum())
+            rows.append(
+                {
+                    "condition": cond,
+                    "bin_lower": edges[b],
+                    "bin_upper": edges[b + 1],
+                    "mean_confidence": float(conf[sel].mean()) if n else float("nan"),
+                    "accuracy": float(hit[sel].mean()) if n else float("nan"),
+                    "count": n,
+                }
+            )
+    return pd.DataFrame(rows, columns=["condition", "bin_lower", "bin_upper", "mean_confidence", "accuracy", "count"])
+
+
+# --------------------------------------------------------------------------- the answer, in natural units
+
+#: What each claim's primary tests test, in words (rows and panels are named by it).
+CLAIM_TOPICS: dict[int, str] = {
+    1: "Calibration on hard items",
+    2: "Stability across seeds",
+    3: "Confidence follows human uncertainty",
+    4: "Accuracy",
+}
+
+
+#: Words for the primary tests that share a claim and an arm (their ids otherwise, dashes as spaces).
+TEST_WORDS: dict[str, str] = {
+    "soft-calibration-hard-vs-best-ts": "raw vs the best +ts",
+    "soft-calibration-hard-both-scaled": "both temperature-scaled",
+    "heldout-max-probability-entropy-vs-synthetic": "maximum-probability confidence",
+    "synthetic-does-not-mirror": "synthetic labels do not mirror",
+}
+
+
+def _claim_topic(claim: Any) -> str:
+    try:
+        return CLAIM_TOPICS.get(int(claim), f"Claim {claim}")
+    except (TypeError, ValueError):
+        return f"Claim {claim}"
+
+
+def _latest_primary(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Every primary test of the latest claims version, co-primaries included
+    (:func:`softlab.present.primary_family`), in claim order; ``test_label`` adds the test's
+    name where a claim has several primary tests on one arm."""
+    from softlab.present import primary_family
+
+    part = primary_family(verdicts).copy()
+    if (
+        "family" not in part.columns
+        and "registered_version" in part.columns
+        and part["registered_version"].notna().any()
+    ):
+        part = part[part["registered_version"] == part["registered_version"].max()]
+    part = part.reset_index(drop=True)
+    if "test" in part.columns and len(part):
+        several = part.groupby([part["claim"].astype(str), part["arm"]])["test"].transform("nunique") > 1
+        part["test_label"] = [
+            f" ({TEST_WORDS.get(str(t), str(t).replace('-', ' '))})" if many else ""
+            for t, many in zip(part["test"], several)
+        ]
+        order = part["claim"].astype(str).map(lambda c: int(c) if c.isdigit() else 99)
+        part = part.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
+    else:
+        part["test_label"] = ""
+    return part
+
+
+def _is_relative(row: Any) -> bool:
+    scale = row.get("margin_scale")
+    if isinstance(scale, str) and scale:
+        return scale == "relative"
+    return str(row.get("kind", "")) == "variance_ratio"
+
+
+def _signed(x: float, digits: int = 2) -> str:
+    return "–" if not np.isfinite(x) else ("+" if x > 0 else "") + fmt_number(float(x), digits).replace("-", "−")
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return fmt_number(float(x), digits).replace("-", "−") if np.isfinite(float(x)) else "–"
+
+
+def _pct(x: float) -> str:
+    return "–" if not np.isfinite(x) else f"{_signed(100 * float(x), 2)}%"
+
+
+def _difference_text(row: Any) -> str:
+    """The effect with its 95% interval in the metric's units (a variance ratio as a ratio), and
+    for tests with a relative margin the relative difference in percent after it."""
+    if str(row.get("kind", "")) == "variance_ratio":
+        return f"ratio {_num(row['estimate'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+    text = f"{_signed(row['estimate'])} [{_signed(row['ci_low'])}, {_signed(row['ci_high'])}]"
+    if _is_relative(row) and np.isfinite(float(row.get("relative", np.nan))):
+        text += f" ({_pct(row['relative'])} [{_pct(row['relative_ci_low'])}, {_pct(row['relative_ci_high'])}])"
+    return text
+
+
+def _shown(condition: Any, arm: Any) -> str:
+    return condition_label(str(condition), REFERENCE_NAMES.get(str(arm), "human"))
+
+
+def _means_text(row: Any) -> str:
+    """``condition mean vs comparator mean`` (a bound test's comparator is its bound: no mean)."""
+    theirs = f" {_num(row['mean_comparator'], 3)}" if np.isfinite(float(row.get("mean_comparator", np.nan))) else ""
+    comparator = _shown(row["comparator"], row["arm"]).replace("|value|", "|ρ|").replace("<=", "≤")
+    return f"{_shown(row['condition'], row['arm'])} {_num(row['mean_condition'], 3)} vs {comparator}{theirs}"
+
+
+def key_results(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The front page's table: one row per primary test (the latest registered version), named
+    by what it tests, with both sides' means in the metric's own units, the difference with its
+    95% interval (and the relative difference where the margin is relative) and the verdict."""
+    from softlab.present import arm_name, fmt_p
+
+    rows = []
+    for _, row in _latest_primary(verdicts).iterrows():
+        rows.append(
+            {
+                "what is tested": f"{_claim_topic(row['claim'])}{row['test_label']} · {arm_name(row['arm'])}",
+                "condition vs comparator (means)": _means_text(row),
+                "difference [95% CI]": _difference_text(row),
+                "p (Holm)": fmt_p(row.get("p_adjusted")),
+                "verdict": row["verdict"],
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["what is tested", "condition vs comparator (means)", "difference [95% CI]", "p (Holm)", "verdict"],
+    )
+
+
+def forest_rows(verdicts: pd.DataFrame, url: Mapping[int, str] | None = None) -> pd.DataFrame:
+    """The rows :func:`softlab.plots.plot_verdicts` draws: every primary test in its metric's
+    own units (relative differences in percent), one panel per claim and metric, each row named
+    by its arm and comparison, with a hover text (test, means, estimate, interval, p, verdict)
+    and, with ``url`` (claim -> page#anchor), a link to its evidence."""
+    from softlab.present import arm_name, fmt_p
+
+    out = []
+    for _, row in _latest_primary(verdicts).iterrows():
+        relative = _is_relative(row)
+        ratio = str(row.get("kind", "")) == "variance_ratio"
+        scale = 100.0 if relative else 1.0
+        est, lo, hi = (
+            (row["relative"], row["relative_ci_low"], row["relative_ci_high"])
+            if relative
+            else (row["estimate"], row["ci_low"], row["ci_high"])
+        )
+        what = metric_name(str(row["metric"]))
+        unit = (
+            f"{'variance of ' + what + ' across seeds' if ratio else what}: difference in % of the comparator"
+            if relative
+            else f"{what}: difference"
+        )
+        topic = _claim_topic(row["claim"])
+        condition = _shown(row["condition"], row["arm"])
+        comparator = _shown(row["comparator"], row["arm"]).replace("|value|", "|ρ|").replace("<=", "≤")
+        tip = (
+            f"{topic}, {arm_name(row['arm'])}: {_means_text(row)}; difference {_difference_text(row)}; p (Holm) "
+            f"{fmt_p(row.get('p_adjusted'))}; verdict: {row['verdict']}"
+        )
+        out.append(
+            {
+                "claim": row["claim"],
+                "panel": topic,
+                "unit": unit,
+                "label": f"{arm_name(row['arm'])}: {condition} vs {comparator}{row['test_label']}",
+                "estimate": scale * float(est),
+                "ci_low": scale * float(min(lo, hi)),
+                "ci_high": scale * float(max(lo, hi)),
+                "margin": scale * float(row["margin"]) if np.isfinite(float(row["margin"])) else float("nan"),
+                "verdict": row["verdict"],
+                "tooltip": tip,
+                "url": (url or {}).get(int(row["claim"]), "") if str(row["claim"]).isdigit() else "",
+            }
+        )
+    return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------- the interactive data map
+
+
+def _png_data_uri(image: np.ndarray, scale: int = 4) -> str:
+    """A (H, W) or (C, H, W) image in [0, 1] as a ``data:image/png;base64,...`` URI."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    a = np.asarray(image, dtype=np.float64)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
+    pixels = np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _top(dist: np.ndarray, classes: Sequence[str], k: int = 3) -> str:
+    order = np.argsort(-dist, kind="stable")[:k]
+    return ", ".join(f"{classes[c]} {100 * dist[c]:.0f}%" for c in order if dist[c] >= 0.005)
+
+
+def data_map_frame(book: Book, arm: str, condition: str = "human/human", max_items: int = 1500) -> pd.DataFrame:
+    """One row per held-out item of ``arm`` (a seeded subset of at most ``max_items``): its
+    held-out cartography coordinates under ``condition`` (mean over seeds of the confidence in
+    the reference mode and of its variability over epochs), the reference entropy, the image as
+    a PNG data URI, and in words the reference distribution (the votes' shares) and the model's
+    predicted distribution (final probabilities, mean over seeds)."""
+    from softlab.data import entropy
+    from softlab.report import evaluated_items
+
+    preds = book.results.predictions[arm]
+    prepared = book.prepared[arm]
+    extras = preds.item_arrays.get(condition, {})
+    if "heldout_confidence" not in extras:
+        return pd.DataFrame()
+    pool = np.asarray(prepared.annotated)[evaluated_items(prepared)]
+    n = len(pool)
+    pick = np.sort(np.random.default_rng(0).choice(n, size=min(n, max_items), replace=False))
+    reference = np.asarray(preds.reference, dtype=np.float64)
+    predicted = np.asarray(preds.probs[condition], dtype=np.float64).mean(axis=0)
+    classes = list(prepared.classes)
+    return pd.DataFrame(
+        {
+            "item": pool[pick],
+            "confidence": np.asarray(extras["heldout_confidence"], dtype=np.float64).mean(axis=0)[pick],
+            "variability": np.asarray(extras["heldout_variability"], dtype=np.float64).mean(axis=0)[pick],
+            "entropy": entropy(reference[pick]),
+            "official": [classes[int(c)] for c in np.asarray(preds.official)[pick]],
+            "reference": [_top(reference[i], classes) for i in pick],
+            "predicted": [_top(predicted[i], classes) for i in pick],
+            "image": [_png_data_uri(prepared.images[int(p)]) for p in pool[pick]],
+        }
+    )
+
+
+class DataMap:
+    """An interactive data map (Bokeh, with BokehJS inline: it works offline): points at their
+    held-out cartography coordinates coloured by reference entropy; hovering one shows its image,
+    its reference distribution, the model's predicted distribution and its coordinates."""
+
+    def __init__(self, frame: pd.DataFrame, title: str, reference_name: str = "human"):
+        self.frame, self.title, self.reference_name = frame, title, reference_name
+
+    def figure(self) -> Any:
+        from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper  # type: ignore[attr-defined]
+        from bokeh.palettes import Viridis256
+        from bokeh.plotting import figure
+
+        source = ColumnDataSource(self.frame)
+        mapper = LinearColorMapper(
+            palette=Viridis256, low=float(self.frame["entropy"].min()), high=float(self.frame["entropy"].max())
+        )
+        fig = figure(
+            title=self.title,
+            x_axis_label="variability (SD over epochs)",
+            y_axis_label="confidence in the reference mode",
+            sizing_mode="stretch_width",
+            height=420,
+            tools="pan,wheel_zoom,box_zoom,reset",
+            toolbar_location="above",
+        )
+        fig.scatter(
+            "variability",
+            "confidence",
+            source=source,
+            size=6,
+            alpha=0.7,
+            color={"field": "entropy", "transform": mapper},
+            line_color=None,
+        )
+        who = "votes" if self.reference_name == "human" else self.reference_name
+        hover = HoverTool(
+            tooltips=f"""
+            <div class="softlab-datamap-tip" style="max-width: 240px">
+              <img src="@image" width="56" height="56" alt="item @item" style="image-rendering: pixelated">
+              <div><b>item @item</b> (official: @official)</div>
+              <div>{who}: @reference</div>
+              <div>model: @predicted</div>
+              <div>confidence @confidence{{0.00}}, variability @variability{{0.000}},
+                   entropy @entropy{{0.00}} nats</div>
+            </div>""",
+        )
+        fig.add_tools(hover)
+        fig.add_layout(ColorBar(color_mapper=mapper, title="reference entropy (nats)", width=8), "right")
+        return fig
+
+    def _repr_html_(self) -> str:
+        from bokeh.embed import components
+        from bokeh.resources import Resources
+
+        script, div = components(self.figure())
+        bokeh_js = Resources(mode="inline", components=["bokeh"]).render_js()  # offline: BokehJS in the page
+        return f'<div class="softlab-datamap">{bokeh_js}{script}{div}</div>'
+
+
+def data_map(book: Book, arm: str, condition: str = "human/human", max_items: int = 1500) -> DataMap | None:
+    """The interactive :class:`DataMap` of ``arm`` under ``condition`` (None when the run
+    recorded no held-out dynamics)."""
+    from softlab.present import arm_name
+
+    frame = data_map_frame(book, arm, condition, max_items)
+    if frame.empty:
+        return None
+    reference = REFERENCE_NAMES.get(arm, "human")
+    title = f"{arm_name(arm)}, {condition_label(condition, reference)}: held-out items ({len(frame)} shown)"
+    return DataMap(frame, title, reference)
+
+
+# --------------------------------------------------------------------------- the book object
+
+
+class Book:
+    """A chapter's view of one run: ``params`` (the full parameter set), ``results`` (the
+    cached :class:`softlab.report.BookResults`, computed on first use), ``prepared``/``skipped``
+    (the arms, for chapters that show data before training) and display helpers."""
+
+    def __init__(self, params: Mapping[str, Any]):
+        self.params: dict[str, Any] = dict(params)
+
+    @property
+    def name(self) -> str:
+        return str(self.params["params_name"])
+
+    @property
+    def progress(self) -> bool:
+        return bool(self.params.get("progress", False))
+
+    @cached_property
+    def results(self) -> Any:
+        from softlab.report import book_results
+
+        return book_results(self.params, progress=self.progress)
+
+    @property
+    def verdicts(self) -> pd.DataFrame:
+        return self.results.verdicts
+
+    @cached_property
+    def _arms(self) -> tuple[dict[str, Any], dict[str, str]]:
+        from softlab.experiment import configs_from_params, prepare_arms
+
+        arm_configs, _, _ = configs_from_params(self.params)
+        return prepare_arms(arm_configs, progress=self.progress)
+
+    @property
+    def prepared(self) -> dict[str, Any]:
+        """The prepared arms (teachers, folds, labels) by name, only those whose data is here."""
+        return self._arms[0]
+
+    @property
+    def configs(self) -> tuple[Any, Any, list[int]]:
+        """``(arm_configs, train_config, seeds)`` of :func:`softlab.experiment.configs_from_params`."""
+        from softlab.experiment import configs_from_params
+
+        arm_configs, train_cfg, seeds = configs_from_params(self.params)
+        return arm_configs, train_cfg, list(seeds)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Arms whose data is missing here, name to reason (from the results when they were
+        computed, else from preparing the arms, else from looking for their images)."""
+        if "results" in self.__dict__:
+            return dict(self.results.meta.get("skipped", {}))
+        if "_arms" in self.__dict__:
+            return dict(self._arms[1])
+        return self.missing_data()
+
+    def missing_data(self) -> dict[str, str]:
+        """Arms of the set whose images cannot be had here (CIFAR-10 offline) -> reason, found
+        without preparing any arm (what :func:`softlab.experiment.prepare_arms` would skip)."""
+        from softlab.data.cifar import DataUnavailable, load_cifar10
+
+        missing = {}
+        if "cifar10" in self.params.get("arms", []):
+            try:
+                load_cifar10("test")
+            except DataUnavailable as exc:
+                missing["cifar10"] = str(exc)
+        return missing
+
+    def ran_arms(self) -> list[str]:
+        """The arms that actually ran (the set's arms minus the skipped ones, plus votes arms)."""
+        skipped = self.skipped
+        arms = [a for a in self.params.get("arms", []) if a not in skipped]
+        return arms + [v for v in (self.params.get("votes") or {}) if v not in skipped]
+
+    def setup_line(self, accuracy: bool = False) -> str:
+        """One italic Markdown line: the parameter set, the arms that ran and the model and grid;
+        with ``accuracy``, each arm's held-out accuracy (the range of the conditions' means over
+        seeds, against the official label)."""
+        arms = ", ".join(ARM_NAMES.get(a, a) for a in self.ran_arms())
+        text = f"*Computed with the `{self.name}` parameter set: {arms}; {run_description(self.params)}"
+        if accuracy:
+            acc = self.heldout_accuracy()
+            if len(acc):
+                parts = [
+                    f"{ARM_NAMES.get(str(a), str(a))} {fmt_number(g.min(), 2)}–{fmt_number(g.max(), 2)}"
+                    for a, g in acc.groupby("dataset", sort=False)["value"]
+                ]
+                text += "; held-out accuracy " + ", ".join(parts)
+        return text + ".*"
+
+    def heldout_accuracy(self) -> pd.DataFrame:
+        """Mean over seeds of each raw condition's held-out accuracy (official label, all items):
+        ``dataset, condition, value``."""
+        m = self.results.metrics
+        part = m[
+            (m["split"] == "heldout")
+            & (m["stratum"] == "all")
+            & (m["metric"] == "accuracy")
+            & ~m["condition"].astype(str).str.endswith("+ts")
+        ]
+        return part.groupby(["dataset", "condition"], sort=False, as_index=False)["value"].mean()
+
+    def skip_notices(self) -> str:
+        """The notice of every skipped arm (:func:`skip_notice`), for the one page that would show it."""
+        return "\n\n".join(skip_notice(a, r) for a, r in self.skipped.items())
+
+    def variance_decomposition(self, arms: Sequence[str] | None = None) -> pd.DataFrame:
+        """Where each verdict arm's seed-to-seed variance comes from (exploratory): the nested
+        designs (initialisation, + split, + teacher) trained or loaded
+        (:func:`softlab.experiment.run_nested_designs`) and decomposed
+        (:func:`softlab.experiment.variance_decomposition`); computed once per book."""
+        if "_decomposition" not in self.__dict__:
+            from softlab.experiment import run_nested_designs, variance_decomposition
+            from softlab.report import arm_predictions, run_temperatures
+
+            arm_configs, train_cfg, seeds = self.configs
+            chosen = arms or [a for a in ("fashion-mnist", "synthetic-mnist") if a in arm_configs]
+            frames = []
+            for arm in chosen:
+                if arm in self.skipped:
+                    continue
+                grids = run_nested_designs(arm_configs[arm], train_cfg, seeds, progress=self.progress)
+                frames.append(
+                    variance_decomposition({d: arm_predictions(g, run_temperatures(g)) for d, g in grids.items()})
+                )
+            self.__dict__["_decomposition"] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return self.__dict__["_decomposition"]
+
+    def parameter_set(self, name: str) -> dict[str, Any]:
+        """Another parameter set, complete (:func:`resolve_book_parameters`), e.g. ``stability``."""
+        return resolve_book_parameters(name)
+
+    def fmt(self, x: Any, digits: int = 3) -> str:
+        """The book's one number format (:func:`softlab.present.fmt_number`)."""
+        return fmt_number(x, digits)
+
+
+def open_book(params_name: str = "default", overrides: Mapping[str, Any] | None = None) -> Book:
+    """Set up a chapter: resolve the parameters (:func:`resolve_book_parameters`), apply the
+    figure style, and return the :class:`Book` (results load on first use)."""
+    from softlab import plots
+
+    plots.set_style()
+    _retina_figures()
+    return Book(resolve_book_parameters(params_name, overrides))
+
+
+def _retina_figures() -> None:
+    """Inside a kernel, figures become PNGs at twice their display density (the output says
+    the display size, so the book shows them at their size, sharp on high-density screens)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook tools
+        return
+    if get_ipython() is None:
+        return
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("retina")  # type: ignore[no-untyped-call]

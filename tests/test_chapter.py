@@ -1,0 +1,146 @@
+"""softlab.chapter: a notebook's one setup call, and the computations and display names the
+chapters share (each checked against an independent reference)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from softlab import chapter as C
+from softlab.params import ParameterError, load_params
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(["smoke", "default", "stability"]),
+    seeds=st.integers(1, 50),
+    epochs=st.integers(1, 9),
+    lr=st.floats(1e-5, 0.1),
+    change=st.booleans(),
+)
+def test_what_softlab_run_injects_resolves_back_to_the_whole_set(name, seeds, epochs, lr, change):
+    values = {**load_params("default"), **load_params(name)}
+    if change:
+        values.update(seeds=seeds, epochs=epochs, lr=lr)
+    injected = C.injected_parameters(values)
+    assert set(injected) == {"params_name", "overrides"}
+    assert all(values[k] != {**load_params("default"), **load_params(name)}[k] for k in injected["overrides"])
+    assert C.resolve_book_parameters(injected["params_name"], injected["overrides"]) == values
+
+
+def test_a_set_given_as_a_file_travels_whole_and_unknown_names_are_refused():
+    values = {**load_params("default"), **load_params("smoke"), "params_name": "my-set"}
+    injected = C.injected_parameters(values)
+    assert injected["params_name"] == "my-set" and injected["overrides"] == values
+    assert C.resolve_book_parameters(**injected) == values
+    with pytest.raises(ParameterError, match="no file"):
+        C.resolve_book_parameters("my-set")
+    with pytest.raises(ParameterError, match=r"unknown parameter\(s\) \['sedes'\]"):
+        C.resolve_book_parameters("smoke", {"sedes": 3})
+
+
+@pytest.mark.parametrize(
+    ("condition", "reference", "shown"),
+    [
+        ("human/human", "generator", "generator/generator"),
+        ("human/synthetic+ts", "generator", "generator/synthetic+ts"),
+        ("original/human-shuffled", "generator", "original/generator-shuffled"),
+        ("original/hard", "generator", "original/hard"),
+        ("human/smooth-mass", "generator", "generator/smooth-mass"),
+        ("human/human", "human", "human/human"),
+    ],
+)
+def test_conditions_of_a_synthetic_arm_are_named_after_its_reference(condition, reference, shown):
+    assert C.condition_label(condition, reference) == shown
+
+
+def test_display_conditions_renames_per_row_and_keeps_other_columns():
+    df = pd.DataFrame({"dataset": ["fashion-mnist", "synthetic-mnist"], "condition": ["human/human"] * 2, "v": [1, 2]})
+    out = C.display_conditions(df)
+    assert list(out["condition"]) == ["human/human", "generator/generator"] and list(out["v"]) == [1, 2]
+    assert list(df["condition"]) == ["human/human"] * 2  # the internal ids are not touched
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-10, 10, allow_nan=False), min_size=2, max_size=30))
+def test_seed_interval_is_the_t_interval(values):
+    got = C.seed_interval(values)
+    v = np.asarray(values)
+    if v.std(ddof=1) == 0:
+        assert got["ci_low"] == pytest.approx(got["estimate"]) == pytest.approx(v.mean())
+        return
+    low, high = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    assert got["estimate"] == pytest.approx(v.mean())
+    assert got["ci_low"] == pytest.approx(low) and got["ci_high"] == pytest.approx(high)
+
+
+def test_seed_intervals_has_one_row_per_group():
+    df = pd.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "value": [1.0, 2.0, 3.0, 5.0, 5.0, 8.0]})
+    out = C.seed_intervals(df, ["arm"]).set_index("arm")
+    assert out.loc["a", "estimate"] == 2.0 and out.loc["b", "estimate"] == 6.0
+    assert C.seed_interval([4.0])["ci_low"] != C.seed_interval([4.0])["ci_low"]  # one seed: no interval (NaN)
+
+
+def test_soft_reliability_measures_agreement_with_the_soft_reference():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=(3, 40))  # 3 seeds, 40 items, 4 classes
+    reference = rng.dirichlet(np.ones(4), size=40)
+    hard = np.zeros(40, dtype=bool)
+    hard[::2] = True
+    preds = SimpleNamespace(probs={"a": probs}, reference=reference, strata={"hard": hard})
+    bins = C.soft_reliability(preds, ["a", "missing"], stratum="hard", n_bins=5)
+    assert set(bins["condition"]) == {"a"} and bins["count"].sum() == 3 * 20
+    # independent reference: pandas cut of every (seed, item) pair of the stratum
+    conf = probs[:, hard].max(-1).ravel()
+    agree = np.array([reference[hard][i, probs[s, hard][i].argmax()] for s in range(3) for i in range(20)])
+    cut = pd.cut(conf, np.linspace(0, 1, 6), include_lowest=True)
+    expected = pd.Series(agree).groupby(cut, observed=False).mean().to_numpy()
+    got = bins["accuracy"].to_numpy()
+    assert np.allclose(np.nan_to_num(got, nan=-1), np.nan_to_num(expected, nan=-1))
+
+
+def test_a_skipped_arms_notice_names_settings_not_machine_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("SOFTLAB_DATA_DIR", str(tmp_path / "data"))
+    reason = f"cifar10 images not available: put it in {tmp_path}/data/cifar10 or extract it in /srv/x/y/ then run it"
+    text = C.skip_notice("cifar10", reason)
+    assert str(tmp_path) not in text and "/srv/x" not in text
+    assert "$SOFTLAB_DATA_DIR/cifar10" in text and text.startswith("**The CIFAR-10H arm was skipped here:**")
+
+
+def verdict_row(**kw) -> dict:
+    row = {
+        "claim": 1, "arm": "synthetic-mnist", "primary": True, "metric": "debiased_ce_soft", "kind": "paired",
+        "condition": "human/human", "comparator": "human/hard+ts", "estimate": 0.0023, "ci_low": 0.001,
+        "ci_high": 0.004, "relative": 0.8, "relative_ci_low": 0.3, "relative_ci_high": 1.2, "margin": 0.1,
+        "margin_scale": "relative", "mean_condition": 0.0052, "mean_comparator": 0.0029, "p_adjusted": 0.01,
+        "verdict": "refuted",
+    }  # fmt: skip
+    return {**row, **kw}
+
+
+def test_key_results_show_both_means_and_the_difference_in_natural_units():
+    table = C.key_results(pd.DataFrame([verdict_row(), verdict_row(primary=False)]))
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["what is tested"] == "Calibration on hard items · synthetic MNIST"
+    assert row["condition vs comparator (means)"] == "generator/generator 0.0052 vs generator/hard+ts 0.0029"
+    assert row["difference [95% CI]"] == "+0.0023 [+0.001, +0.004] (+80% [+30%, +120%])"
+    assert row["verdict"] == "refuted"
+
+
+def test_forest_rows_are_in_percent_for_relative_margins_and_in_units_otherwise():
+    rows = C.forest_rows(
+        pd.DataFrame([verdict_row(), verdict_row(claim=3, margin_scale="absolute", margin=0.05, estimate=-0.03)]),
+        url={1: "05_calibration.html#claim-1"},
+    )
+    assert list(rows["estimate"]) == pytest.approx([80.0, -0.03])
+    assert list(rows["margin"]) == pytest.approx([10.0, 0.05])
+    assert rows.loc[0, "url"] == "05_calibration.html#claim-1" and rows.loc[1, "url"] == ""
+    assert "0.0052 vs generator/hard+ts 0.0029" in rows.loc[0, "tooltip"] and "refuted" in rows.loc[0, "tooltip"]
+    assert rows.loc[0, "label"] == "synthetic MNIST: generator/generator vs generator/hard+ts"
