@@ -1252,6 +1252,9 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
         batch_size=int(p["batch_size"]),
         lr=float(p["lr"]),
         record_dynamics=bool(p.get("record_dynamics", True)),
+        device=str(p.get("device", "auto")),
+        precision=str(p.get("precision", "float32")),  # type: ignore[arg-type]  # RULES checked it
+        compile_mode=str(p.get("compile_mode", "none")),  # type: ignore[arg-type]
     )
     return arms, train, list(range(int(p["seeds"])))
 

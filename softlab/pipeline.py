@@ -180,8 +180,10 @@ def _uses(notebook: Path, names: tuple[str, ...]) -> bool:
 
 def _train_first(values: dict[str, Any], paths: list[Path], progress: bool) -> None:
     """Compute (or load) what the notebooks read — every run and table when one of them shows
-    results, else the prepared arms — with progress bars on stderr (tqdm)."""
+    results, else the prepared arms; the robustness cells when chapter 8 runs — with progress
+    bars on stderr (tqdm)."""
     start = time.time()
+    did = False
     if any(_uses(p, ("book.results", "book.verdicts")) for p in paths):
         from softlab.report import book_results
 
@@ -192,14 +194,21 @@ def _train_first(values: dict[str, Any], paths: list[Path], progress: bool) -> N
 
             print("[softlab run] training the nested designs of the variance decomposition", flush=True)
             Book({**values, "progress": progress}).variance_decomposition()
+        did = True
     elif any(_uses(p, ("book.prepared",)) for p in paths):
         from softlab.experiment import configs_from_params, prepare_arms
 
         print("[softlab run] preparing the arms the chapters read (cached teachers load)", flush=True)
         prepare_arms(configs_from_params(values)[0], progress=progress)
-    else:
-        return
-    print(f"[softlab run] ready in {time.time() - start:.1f} s", flush=True)
+        did = True
+    if any(_uses(p, ("robustness_results(",)) for p in paths):
+        from softlab.robustness import robustness_results
+
+        print("[softlab run] training the robustness cells chapter 8 reads (cached cells load)", flush=True)
+        robustness_results(values, progress=progress)
+        did = True
+    if did:
+        print(f"[softlab run] ready in {time.time() - start:.1f} s", flush=True)
 
 
 def _hide_injected_parameters(path: Path) -> None:

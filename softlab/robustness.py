@@ -244,7 +244,7 @@ def primary_conditions(claims: Any, arm: str) -> tuple[str, ...]:
     for t in tests:
         if t.primary:
             names += [t.condition, *t.comparators]
-    out = [n.removesuffix("+ts") for n in names]
+    out = [n.removesuffix("+ts-official").removesuffix("+ts") for n in names]
     return tuple(dict.fromkeys(out))
 
 
@@ -326,6 +326,7 @@ def run_cell(
         predictions[name] = as_delivered(arm_predictions(grid, run_temperatures(grid)), cell.delivery)
         del grid
     verdicts = verdict_table(predictions, claims)
+    verdicts = verdicts[verdicts["family"] == "primary"]  # the latest version's primary tests (not v1's as registered)
     seconds = time.perf_counter() - t0
     rows = []
     for r in verdicts.to_dict("records"):
@@ -458,10 +459,10 @@ def _claim1_primary(table: pd.DataFrame) -> pd.DataFrame:
 def smallest_matching_budget(table: pd.DataFrame, arm: str = "fashion-mnist") -> Cell | None:
     """The cheapest budget cell (fewest votes in all: k × f, ``all`` counted as the most) at
     which human labels match or beat the best baseline on the claim-1 primary test (verdict
-    ``confirmed`` or ``equivalent``), or None."""
+    ``confirmed``, ``equivalent`` or ``negligible``: no worse by more than the margin), or None."""
     rows = _claim1_primary(table)
     rows = rows[(rows["arm"] == arm) & rows["family"].isin(["default", "budget"])]
-    ok = rows[rows["verdict"].isin(["confirmed", "equivalent"])]
+    ok = rows[rows["verdict"].isin(["confirmed", "equivalent", "negligible"])]
     if ok.empty:
         return None
     k = ok["votes_per_item"].replace(0, 10**6)

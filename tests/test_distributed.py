@@ -31,6 +31,7 @@ from softlab.distributed import (
     make_executor,
     plan_groups,
 )
+from softlab.experiment import DEFAULT_CONDITIONS
 from softlab.models import ModelConfig
 from softlab.paths import PROJECT_ROOT
 from softlab.store import COMPLETE_MARKER, RunStore
@@ -251,17 +252,20 @@ def test_dask_grid_equals_inprocess_grid_bit_for_bit(cluster, tmp_path):
     local = softlab_train(tmp_path / "inprocess")
     remote = softlab_train(tmp_path / "dask", "--dask", cluster.address)
     assert local["executor"] == "inprocess" and remote["executor"] == cluster.address
-    assert local["runs"] == remote["runs"] == remote["trained"] == "132"  # 3 arms × 2 seeds × 2 folds × 11
+    n_runs = 3 * 2 * 2 * len(DEFAULT_CONDITIONS)  # 3 arms × 2 seeds × 2 folds × the default conditions
+    assert local["runs"] == remote["runs"] == remote["trained"] == str(n_runs)
     new_tasks = set(cluster.task_runs()) - before
     assert len(new_tasks) == int(remote["tasks"]) == int(local["tasks"]) >= 3  # one task per batched group
-    assert_same_runs(tmp_path / "inprocess", tmp_path / "dask", 132)
+    assert_same_runs(tmp_path / "inprocess", tmp_path / "dask", n_runs)
     assert_clean(tmp_path / "dask")
 
 
 def test_killed_worker_task_is_rescheduled_and_every_run_stored_once(cluster, tmp_path):
     cluster.ensure_workers()
-    # 44 members, 5 per task → 9 tasks of about a second each on one thread
-    # one group key (no training dynamics), so 44 runs = 2 seeds × 2 folds × 11 conditions in ceil(44 / 5) tasks
+    # one group key (no training dynamics), so 2 seeds × 2 folds × the default conditions (48 runs)
+    # in ceil(48 / 5) = 10 tasks of about a second each on one thread
+    n_runs = 2 * 2 * len(DEFAULT_CONDITIONS)
+    n_tasks = -(-n_runs // 5)
     grid = ["--set", "arms=[fashion-mnist]", "epochs=40", "record_dynamics=false", "--members-per-task", "5"]
     before = set(cluster.task_runs())
     proc = softlab_train(tmp_path / "dask", "--dask", cluster.address, *grid, wait=False)
@@ -283,21 +287,22 @@ def test_killed_worker_task_is_rescheduled_and_every_run_stored_once(cluster, tm
     assert cluster.workers[victim].wait(timeout=10) == -signal.SIGKILL
     assert proc.returncode == 0, err[-4000:]
     summary = _summary(out)
-    assert summary["runs"] == summary["trained"] == "44" and summary["tasks"] == "9"
+    assert summary["runs"] == summary["trained"] == str(n_runs) and summary["tasks"] == str(n_tasks)
     runs = {k: v for k, v in cluster.task_runs().items() if k not in before}
-    assert len(runs) == 9
+    assert len(runs) == n_tasks
     assert max(runs.values()) >= 2, f"the killed worker's task should have been run again: {runs}"
     assert_clean(tmp_path / "dask")
-    assert len(RunStore(tmp_path / "dask").list_runs()) == 44  # each run once
+    assert len(RunStore(tmp_path / "dask").list_runs()) == n_runs  # each run once
     softlab_train(tmp_path / "inprocess", *grid)
-    assert_same_runs(tmp_path / "inprocess", tmp_path / "dask", 44)
+    assert_same_runs(tmp_path / "inprocess", tmp_path / "dask", n_runs)
 
 
 def test_only_missing_runs_are_submitted(cluster, tmp_path):
     cluster.ensure_workers()
     root = tmp_path / "runs"
     first = softlab_train(root, "--set", "arms=[fashion-mnist]", "seeds=1", "record_dynamics=false")
-    assert first["trained"] == "22"
+    per_seed = 2 * len(DEFAULT_CONDITIONS)  # 2 folds × the default conditions
+    assert first["trained"] == str(per_seed)
     stored = {
         p.name: (p / COMPLETE_MARKER).stat().st_mtime_ns
         for p in root.iterdir()
@@ -315,12 +320,12 @@ def test_only_missing_runs_are_submitted(cluster, tmp_path):
         "--dask",
         cluster.address,
     )
-    assert (second["runs"], second["trained"], second["loaded"]) == ("44", "22", "22")
+    assert (second["runs"], second["trained"], second["loaded"]) == tuple(map(str, (2 * per_seed, per_seed, per_seed)))
     new_tasks = set(cluster.task_runs()) - before
-    assert len(new_tasks) == int(second["tasks"]) == 3  # ceil(22 missing / 8); all 44 would be 6 tasks
+    assert len(new_tasks) == int(second["tasks"]) == -(-per_seed // 8)  # only the missing seed's runs, 8 per task
     for key, mtime in stored.items():  # the cached runs were neither retrained nor rewritten
         assert (root / key / COMPLETE_MARKER).stat().st_mtime_ns == mtime
-    assert len(RunStore(root)) == 44
+    assert len(RunStore(root)) == 2 * per_seed
     assert_clean(root)
 
 
@@ -441,7 +446,7 @@ def test_softlab_run_dask_reaches_the_notebook_kernels_environment(cluster, tmp_
     monkeypatch.setattr(softlab.pipeline, "run_notebooks", fake_run_notebooks)
     assert main(["run", "--params", "smoke", "--dask", cluster.address]) == 0
     assert seen["env"] == cluster.address and seen["child"]["executor"] == cluster.address
-    assert int(seen["child"]["tasks"]) >= 1 and seen["child"]["trained"] == "22"
+    assert int(seen["child"]["tasks"]) >= 1 and seen["child"]["trained"] == str(2 * len(DEFAULT_CONDITIONS))
     assert "SOFTLAB_DASK" not in os.environ  # restored afterwards
     assert main(["run", "--params", "smoke", "--dask", "local:0"]) == 2  # a user error: one line, status 2
     err = capsys.readouterr().err

@@ -60,7 +60,9 @@ def test_tiny_cpu_run_writes_every_promised_file_and_figure(tmp_path):
     assert (out / "bench_mlp_cnn.txt").read_text().count("cnn_samples_per_s=") == 1
     # the paper step (a tiny slice of the smoke set): runs, time, verdict table
     assert json.loads(figures["paper_slice"])["params_name"] == "gpu-run-tiny"
-    assert int(figures["paper_runs"]) == 22  # 11 conditions x 2 folds x 1 seed
+    from softlab.experiment import DEFAULT_CONDITIONS
+
+    assert int(figures["paper_runs"]) == len(DEFAULT_CONDITIONS) * 2  # conditions x 2 folds x 1 seed
     assert float(figures["paper_train_s"]) > 0
     verdicts = pd.read_parquet(out / "verdicts.parquet")
     assert len(verdicts) == int(figures["paper_verdict_rows"]) > 0 and "verdict" in verdicts.columns

@@ -28,8 +28,8 @@ def _code(nb) -> list[str]:
     ]
 
 
-def test_the_intro_six_chapters_and_the_findings_have_expected_copies():
-    assert [p.name[:2] for p in SOURCES] == ["00", "01", "02", "03", "04", "05", "06", "07"]
+def test_the_intro_six_chapters_the_findings_and_robustness_have_expected_copies():
+    assert [p.name[:2] for p in SOURCES] == ["00", "01", "02", "03", "04", "05", "06", "07", "08"]
     assert sorted(p.name for p in EXPECTED.glob("*.ipynb")) == [p.name for p in SOURCES]
 
 
