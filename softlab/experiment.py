@@ -716,7 +716,7 @@ class Arm:
         ``votes_per_item`` votes per item drawn without replacement from its counts (all of them
         when it is 0, or when the item has fewer), a fresh draw per seed
         (:func:`softlab.budgets.subsample_votes`). Evaluation never uses them: held-out items are
-        judged against the full :attr:`reference`."""
+        judged against the full ``reference``."""
         key = ("budget_votes", int(seed))
         if key not in self._memo:
             k = self.config.votes_per_item or None
@@ -735,7 +735,7 @@ class Arm:
 
     def training_reference(self, seed: int) -> np.ndarray:
         """(n, C) reference distributions the training targets of seed ``seed`` are built from:
-        the normalised :meth:`budget_votes` when ``votes_per_item`` is set, else :attr:`reference`."""
+        the normalised :meth:`budget_votes` when ``votes_per_item`` is set, else ``reference``."""
         if not self.config.votes_per_item:
             return self.reference
         return soft_labels(self.budget_votes(seed).astype(np.float64))
