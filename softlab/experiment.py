@@ -1,7 +1,8 @@
 """The research protocol (the book's "Protocol" section) for one dataset arm: pool, folds,
 calibration split, teachers, fold-clean label conditions, and the paired grid of runs.
 
-An **arm** is a dataset with a human-labelled (or generator-labelled) pool:
+An **arm** is a dataset with a human-labelled (or generator-labelled) pool; the built-in arms are
+the rows of :data:`softlab.arms.ARM_SPECS` (their facts in one line each), described here:
 
 - ``fashion-mnist``: the 10,000 test images, all labelled by Fashion-MNIST-H (optionally a
   stratified subsample, ``pool_size``); the disjoint split is the 60k training split.
