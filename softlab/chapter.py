@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from softlab.arms import arm_spec, reference_names, verdict_arms
 from softlab.params import ParameterError, load_params
 from softlab.present import ARM_NAMES, METRIC_LABELS, fmt_number, run_description
 
@@ -127,8 +128,9 @@ def condition_label(condition: str, reference_name: str = "human") -> str:
     return f"{mode}/{shape}{suffix}"
 
 
-#: The reference of each arm that is not human (every other arm's reference is human votes).
-REFERENCE_NAMES: dict[str, str] = {"synthetic-mnist": "generator"}
+#: The reference of each arm that is not human (every other arm's reference is human votes), from
+#: :data:`softlab.arms.ARM_SPECS`.
+REFERENCE_NAMES: dict[str, str] = {arm: name for arm, name in reference_names().items() if name != "human"}
 
 
 def display_conditions(df: pd.DataFrame, column: str = "condition", arm: str | None = None) -> pd.DataFrame:
@@ -581,14 +583,17 @@ class Book:
     def missing_data(self) -> dict[str, str]:
         """Arms of the set whose images cannot be had here (CIFAR-10 offline) -> reason, found
         without preparing any arm (what :func:`softlab.experiment.prepare_arms` would skip)."""
-        from softlab.data.cifar import DataUnavailable, load_cifar10
+        from softlab.data import load_images
+        from softlab.data.cifar import DataUnavailable
 
         missing = {}
-        if "cifar10" in self.params.get("arms", []):
-            try:
-                load_cifar10("test")
-            except DataUnavailable as exc:
-                missing["cifar10"] = str(exc)
+        for arm in self.params.get("arms", []):
+            spec = arm_spec(arm)
+            if spec.optional_images:
+                try:
+                    load_images(spec.images, "test")
+                except DataUnavailable as exc:
+                    missing[arm] = str(exc)
         return missing
 
     def ran_arms(self) -> list[str]:
@@ -639,7 +644,7 @@ class Book:
             from softlab.report import arm_predictions, run_temperatures
 
             arm_configs, train_cfg, seeds = self.configs
-            chosen = arms or [a for a in ("fashion-mnist", "synthetic-mnist") if a in arm_configs]
+            chosen = arms or [a for a in verdict_arms() if a in arm_configs]
             frames = []
             for arm in chosen:
                 if arm in self.skipped:

@@ -1,7 +1,8 @@
 """The research protocol (the book's "Protocol" section) for one dataset arm: pool, folds,
 calibration split, teachers, fold-clean label conditions, and the paired grid of runs.
 
-An **arm** is a dataset with a human-labelled (or generator-labelled) pool:
+An **arm** is a dataset with a human-labelled (or generator-labelled) pool; the built-in arms are
+the rows of :data:`softlab.arms.ARM_SPECS` (their facts in one line each), described here:
 
 - ``fashion-mnist``: the 10,000 test images, all labelled by Fashion-MNIST-H (optionally a
   stratified subsample, ``pool_size``); the disjoint split is the 60k training split.
@@ -80,13 +81,23 @@ Protocol of one arm
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from softlab.arms import ARMS as ARMS  # re-exported: the built-in arms are the rows of softlab.arms.ARM_SPECS
+from softlab.arms import (
+    VOTES_POOL_PARAMETER,
+    ArmSpec,
+    arm_key_fields,
+    arm_spec,
+    forced_teacher_model,
+    human_images,
+    known_arms,
+)
 from softlab.budgets import (
     BUDGETS_VERSION,
     annotated_mask,
@@ -110,17 +121,8 @@ if TYPE_CHECKING:  # pragma: no cover  (torch-side modules are imported where th
     from softlab.teachers import TeacherConfig
     from softlab.train import MemberResult, TrainConfig
 
-ARMS = ("fashion-mnist", "mnist", "synthetic-mnist", "cifar10")
 #: Arms whose reference comes from a votes table (``ArmConfig.votes``).
 VOTES = "votes"
-VOTES_IMAGES = ("mnist", "fashion-mnist", "cifar10")
-REFERENCE_NAME = {
-    "fashion-mnist": "human",
-    "mnist": "human",
-    "synthetic-mnist": "generator",
-    "cifar10": "human",
-    VOTES: "human",
-}
 #: The conditions trained by default: the 10 canonical ones, mass-matched smoothing and the
 #: own-data teacher at the human mode.
 DEFAULT_CONDITIONS: tuple[str, ...] = CONDITIONS + ("human/smooth-mass", "human/synthetic-own-data")
@@ -175,14 +177,14 @@ class ArmConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resample", check_resample(self.resample))
-        if self.dataset not in ARMS + (VOTES,):
-            raise ValueError(f"dataset: expected one of {ARMS + (VOTES,)}, got {self.dataset!r}")
+        if self.dataset not in known_arms() + (VOTES,):
+            raise ValueError(f"dataset: expected one of {known_arms() + (VOTES,)}, got {self.dataset!r}")
         if self.dataset == VOTES:
             if not self.votes:
                 raise ValueError(f"votes: arm {self.name or VOTES!r} needs the path of a votes table")
-            if self.images not in VOTES_IMAGES:
+            if self.images not in human_images():
                 raise ValueError(
-                    f"images: arm {self.name or VOTES!r}: expected one of {VOTES_IMAGES} (the data set "
+                    f"images: arm {self.name or VOTES!r}: expected one of {human_images()} (the data set "
                     f"whose test split the votes label), got {self.images!r}"
                 )
             if not self.name:
@@ -193,7 +195,7 @@ class ArmConfig:
             raise ValueError(f"pool_size: expected 0 (all) or a positive size, got {self.pool_size}")
         if self.disjoint_size < 0:
             raise ValueError(f"disjoint_size: expected 0 (all) or a positive size, got {self.disjoint_size}")
-        if self.disjoint_size == 0 and self.dataset != "synthetic-mnist":
+        if self.disjoint_size == 0 and self.teachers_on_disjoint:
             raise ValueError(
                 f"disjoint_size: 0 (all) is not possible for the {self.dataset} arm, whose teachers train "
                 "on the part of the disjoint split outside the evaluation sample; give a size"
@@ -219,11 +221,36 @@ class ArmConfig:
         check_votes_per_item(self.votes_per_item or None)
         check_annotated_fraction(self.annotated_fraction)
         needs_votes = self.votes_per_item > 0 or any(c in DELIVERY_CONDITIONS for c in self.conditions)
-        if needs_votes and self.dataset == "synthetic-mnist":
+        if needs_votes and not self.takes_votes_budgets:
             raise ValueError(
-                "votes_per_item / human/sampled: the synthetic-mnist arm's reference is the generator's "
+                f"votes_per_item / human/sampled: the {self.dataset} arm's reference is the {self.reference_name}'s "
                 "distribution, not votes; use them on an arm with vote counts (fashion-mnist, cifar10, votes)"
             )
+
+    @property
+    def spec(self) -> ArmSpec | None:
+        """The arm's row of :data:`softlab.arms.ARM_SPECS` (None for a votes arm, which has none)."""
+        return None if self.dataset == VOTES else arm_spec(self.dataset)
+
+    @property
+    def reference_name(self) -> str:
+        """What the arm's reference is called (``human`` or ``generator``)."""
+        return "human" if self.spec is None else self.spec.reference_name
+
+    @property
+    def generated(self) -> bool:
+        """Whether the pool is generated with its reference (the synthetic generator)."""
+        return self.spec is not None and self.spec.generated
+
+    @property
+    def teachers_on_disjoint(self) -> bool:
+        """Whether the teachers train on the disjoint split outside its evaluation sample."""
+        return self.spec is None or self.spec.teachers == "disjoint"
+
+    @property
+    def takes_votes_budgets(self) -> bool:
+        """Whether the annotation budgets apply: the reference is made of votes (a votes arm's is)."""
+        return self.spec is None or self.spec.votes_budgets
 
     @property
     def budgeted(self) -> bool:
@@ -240,7 +267,7 @@ class ArmConfig:
     @property
     def image_dataset(self) -> str:
         """The data set the pool's images come from."""
-        return {"synthetic-mnist": "mnist", VOTES: self.images}.get(self.dataset, self.dataset)
+        return self.images if self.spec is None else self.spec.images
 
     def key_dict(self) -> dict[str, Any]:
         """The fields that decide a run's numbers (``conditions`` and ``run_folds`` only say
@@ -252,11 +279,10 @@ class ArmConfig:
         for extra in ("votes", "images"):  # votes arms: the table's content enters data_versions
             if not d[extra]:
                 d.pop(extra)
-        if self.dataset != "synthetic-mnist":
-            d.pop("synthetic")
-            d.pop("synthetic_mode_shift")
-        if self.dataset != "mnist":
-            d.pop("mturk_neither")
+        own = () if self.spec is None else self.spec.key_fields
+        for only_some_arms in arm_key_fields():  # e.g. the generator's settings: synthetic-mnist only
+            if only_some_arms not in own:
+                d.pop(only_some_arms)
         if "teacher" in self.resample:
             d.pop("n_teachers")  # one teacher per seed
         if not self.votes_per_item:  # the default (all votes) keeps every earlier run's key
@@ -912,19 +938,26 @@ def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray
 
     base = cfg.image_dataset
     fields = {k: v for k, v in cfg.teacher.items() if k not in ("seed", "exclude", "dataset")}
-    if base == "cifar10":
-        fields["model"] = "cnn"  # an MLP throws away the spatial structure colour images need
+    forced = forced_teacher_model(base)  # cifar10: a CNN (an MLP throws away colour images' spatial structure)
+    if forced:
+        fields["model"] = forced
     return TeacherConfig(**fields, dataset=base, seed=seed, exclude=tuple(int(i) for i in exclude))
+
+
+#: The loader of each human reference source (:attr:`softlab.arms.ArmSpec.reference`): the arm's
+#: configuration -> its ``HumanLabels`` over the test split. (The ``generator`` reference is made
+#: with its pool, in :func:`prepare_arm`.)
+REFERENCE_LOADERS: dict[str, Callable[[ArmConfig], HumanLabels]] = {
+    "fashion-mnist-h": lambda cfg: load_human("fashion-mnist-h"),
+    "mnist-mturk": lambda cfg: load_human("mnist-mturk", neither=cfg.mturk_neither),
+    "cifar10h": lambda cfg: load_cifar10h(),
+}
 
 
 def _human_reference(cfg: ArmConfig) -> HumanLabels:
     """The human labels of a human-reference arm, as ``HumanLabels`` over the test split."""
-    if cfg.dataset == "fashion-mnist":
-        return load_human("fashion-mnist-h")
-    if cfg.dataset == "mnist":
-        return load_human("mnist-mturk", neither=cfg.mturk_neither)
-    if cfg.dataset == "cifar10":
-        return load_cifar10h()
+    if cfg.spec is not None:
+        return REFERENCE_LOADERS[cfg.spec.reference](cfg)
     from softlab.data.votes import load_votes
 
     return load_votes(cfg.votes, cfg.images, "test")
@@ -934,8 +967,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False, seeds: Sequence[int] | N
     """Load the pool, its reference labels and the reference split (folds and calibration
     splits); prepare the teachers of ``seeds`` (default: the shared teachers ``0 … n_teachers − 1``
     of the fixed-teacher design, or seed 0's teacher when each seed draws its own), batched."""
-    ds = cfg.dataset
-    if ds == "synthetic-mnist":
+    if cfg.generated:
         syn_cfg = SyntheticMnistConfig(**{"mnist_part": "generator-half", **cfg.synthetic})
         syn = generate_synthetic_mnist(syn_cfg, progress=progress)
         official_all = official_with_mode_shifts(
@@ -953,6 +985,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False, seeds: Sequence[int] | N
         exclude = mnist_train_halves(mnist_train.labels)[0]  # the generator's half
         source = TeacherSource("mnist", exclude, None, images_u8)
         classes = disjoint.classes
+        vote_counts = None  # the generator's distributions are not votes
     else:
         image_ds = cfg.image_dataset
         test = load_images(image_ds, "test")
@@ -989,7 +1022,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False, seeds: Sequence[int] | N
         item_ids,
         annotated,
         reference,
-        REFERENCE_NAME[ds],
+        cfg.reference_name,
         reference_split.folds,
         reference_split.calibration,
         groups,
@@ -997,7 +1030,7 @@ def prepare_arm(cfg: ArmConfig, progress: bool = False, seeds: Sequence[int] | N
         _as_float(disjoint.images[dis]),
         disjoint.labels[dis].astype(np.int64),
         classes,
-        counts=None if ds == "synthetic-mnist" else vote_counts,
+        counts=vote_counts,
     )
     if seeds is None:
         seeds = [0] if cfg.resamples("teacher") else list(range(cfg.n_teachers))
@@ -1045,13 +1078,8 @@ def data_versions(cfg: ArmConfig | str) -> dict[str, Any]:
         out: dict[str, Any] = {"images": dict(CIFAR10.md5)}
     else:
         out = {"images": DATASETS[images].md5}
-    human = {
-        "fashion-mnist": "fashion-mnist-h/fmh_counts.csv",
-        "mnist": "mnist-label-errors/mnist_mturk.json",
-        "cifar10": "cifar-10h/cifar10h-counts.npy",
-    }
-    if cfg.dataset in human:
-        out["human"] = HUMAN_FILES[human[cfg.dataset]].sha256
+    if cfg.spec is not None and cfg.spec.reference_file:
+        out["human"] = HUMAN_FILES[cfg.spec.reference_file].sha256
     if cfg.dataset == VOTES:
         out["votes_sha256"] = sha256_file(cfg.votes)
     return out
@@ -1202,21 +1230,10 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
         "epochs": int(p["teacher_epochs"]),
         "n_train": int(p["teacher_train_items"]) or None,
     }
-    synthetic = {
-        "n_items": int(p["synthetic_items"]),
-        "epochs": int(p["generator_epochs"]),
-        "train_items": int(p["generator_train_items"]) or None,
-    }
-    pools = {
-        "fashion-mnist": int(p["pool_size"]),
-        "mnist": int(p["mnist_pool_size"]),
-        "synthetic-mnist": 0,
-        "cifar10": int(p["pool_size"]),
-    }
-    unknown = [a for a in p["arms"] if a not in ARMS]
+    unknown = [a for a in p["arms"] if a not in known_arms()]
     if unknown:
         raise ValueError(
-            f"arms: unknown arm(s) {unknown}; expected some of {ARMS} (votes tables: the `votes` parameter)"
+            f"arms: unknown arm(s) {unknown}; expected some of {known_arms()} (votes tables: the `votes` parameter)"
         )
     conditions = tuple(p.get("conditions") or DEFAULT_CONDITIONS)
     common: dict[str, Any] = dict(
@@ -1234,18 +1251,10 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
         "votes_per_item": int(p.get("votes_per_item", 0)),
         "annotated_fraction": float(p.get("annotated_fraction", 1.0)),
     }
-    arms = {
-        a: ArmConfig(
-            a,
-            pool_size=pools[a],
-            synthetic=synthetic if a == "synthetic-mnist" else {},
-            **common,
-            **({} if a == "synthetic-mnist" else budget),
-        )
-        for a in p["arms"]
-    }
+    arms = {a: _builtin_arm_config(arm_spec(a), p, common, budget) for a in p["arms"]}
     for name, spec in (p.get("votes") or {}).items():
-        arms[str(name)] = votes_arm_config(str(name), spec, {**common, **budget}, pool_size=int(p["mnist_pool_size"]))
+        pool_size = int(p[VOTES_POOL_PARAMETER])
+        arms[str(name)] = votes_arm_config(str(name), spec, {**common, **budget}, pool_size=pool_size)
     train = TrainConfig(
         ModelConfig(kind=p["model"], hidden=int(p["hidden"])),
         epochs=int(p["epochs"]),
@@ -1257,6 +1266,29 @@ def configs_from_params(p: Mapping[str, Any]) -> tuple[dict[str, ArmConfig], Tra
         compile_mode=str(p.get("compile_mode", "none")),  # type: ignore[arg-type]
     )
     return arms, train, list(range(int(p["seeds"])))
+
+
+def _builtin_arm_config(
+    spec: ArmSpec, p: Mapping[str, Any], common: Mapping[str, Any], budget: Mapping[str, Any]
+) -> ArmConfig:
+    """The :class:`ArmConfig` of the built-in arm ``spec`` from parameter set ``p``: its pool sized
+    by its ``pool_parameter`` (a generated pool: the generator's item count, the whole of it kept),
+    the annotation budgets only where its reference is made of votes."""
+    size = int(p[spec.pool_parameter])
+    synthetic: dict[str, Any] = {}
+    if spec.generated:
+        synthetic = {
+            "n_items": size,
+            "epochs": int(p["generator_epochs"]),
+            "train_items": int(p["generator_train_items"]) or None,
+        }
+    return ArmConfig(
+        spec.name,
+        pool_size=0 if spec.generated else size,
+        synthetic=synthetic,
+        **common,
+        **(budget if spec.votes_budgets else {}),
+    )
 
 
 def records_training_dynamics(condition: str, seed: int, seeds: Sequence[int]) -> bool:
@@ -1272,7 +1304,7 @@ def votes_arm_config(name: str, spec: Any, common: Mapping[str, Any], pool_size:
     (``dataset`` is accepted for ``images``), optionally ``pool_size``."""
     from pathlib import Path
 
-    if name in ARMS:
+    if name in known_arms():
         raise ValueError(f"votes: arm name {name!r} is a built-in arm; choose another name")
     if isinstance(spec, (str, Path)):
         spec = {"path": str(spec)}

@@ -188,9 +188,9 @@ def subset_of(choices: Choices, non_empty: bool = True) -> Rule:
 
 
 def _known_arms() -> tuple[str, ...]:
-    from softlab.experiment import ARMS
+    from softlab.arms import known_arms
 
-    return tuple(ARMS)
+    return known_arms()
 
 
 def _resample_sources() -> tuple[str, ...]:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from softlab.arms import display_names
+
 __all__ = [
     "ARM_NAMES",
     "CLAIM_CHAPTERS",
@@ -64,13 +66,9 @@ VERDICT_MARKERS: dict[str, str] = {
     "descriptive": "^",
 }
 
-#: How the book names its arms in prose (unknown arms, e.g. votes arms, keep their own name).
-ARM_NAMES: dict[str, str] = {
-    "fashion-mnist": "Fashion-MNIST-H",
-    "mnist": "MNIST MTurk",
-    "synthetic-mnist": "synthetic MNIST",
-    "cifar10": "CIFAR-10H",
-}
+#: How the book names its arms in prose (each row's ``display_name`` in :data:`softlab.arms.ARM_SPECS`;
+#: unknown arms, e.g. votes arms, keep their own name).
+ARM_NAMES: dict[str, str] = display_names()
 
 #: Plain names of the metrics the pre-registered tests use.
 METRIC_LABELS: dict[str, str] = {
