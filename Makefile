@@ -21,7 +21,7 @@ TEST_CACHE := $(CURDIR)/.cache/test
 
 test: lint data
 	rm -rf $(TEST_CACHE)
-	SOFTLAB_CACHE_DIR=$(TEST_CACHE) $(PY) -m pytest -n 2 --dist loadfile $(NBVAL) $(PYTEST_ARGS)
+	SOFTLAB_CACHE_DIR=$(TEST_CACHE) $(PY) -m pytest -n 2 --dist loadfile --durations=15 $(NBVAL) $(PYTEST_ARGS)
 
 # Gates before any test runs (configuration in pyproject.toml; .pre-commit-config.yaml runs the
 # same ruff checks and strips notebook outputs at commit time).
