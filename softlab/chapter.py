@@ -32,12 +32,13 @@ import pandas as pd
 from softlab.params import ParameterError, load_params
 from softlab.present import (
     ARM_NAMES,
-    METRIC_LABELS,
+    METRIC_NAMES,
     REFERENCE_NAMES,
     arm_title,
     arm_titles,
     condition_label,
     fmt_number,
+    metric_name,
     run_description,
     shown_condition,
 )
@@ -66,27 +67,6 @@ __all__ = [
     "skip_notice",
     "soft_reliability",
 ]
-
-#: The one mapping from metric ids to the plain names tables and figures show.
-METRIC_NAMES: dict[str, str] = {
-    **METRIC_LABELS,
-    "accuracy": "accuracy",
-    "accuracy_human_mode": "accuracy (reference mode)",
-    "kl_human": "KL divergence",
-    "js_human": "Jensen–Shannon divergence",
-    "tv_human": "total variation",
-    "entropy_calibration_error": "entropy gap |H(p) − H(h)|",
-    "entropy_spearman": "rank correlation of entropies",
-    "spearman_confidence_entropy": "ρ(confidence, reference entropy)",
-    "spearman_variability_entropy": "ρ(variability, reference entropy)",
-    "auroc_variability_ambiguous": "AUROC of variability for ambiguous items",
-}
-
-
-def metric_name(metric: str) -> str:
-    """The plain name of a metric id (:data:`METRIC_NAMES`; unknown ids are shown as they are)."""
-    return METRIC_NAMES.get(str(metric), str(metric))
-
 
 # --------------------------------------------------------------------------- parameters
 

@@ -23,6 +23,7 @@ __all__ = [
     "CLAIM_CHAPTERS",
     "CLAIM_STATEMENTS",
     "METRIC_LABELS",
+    "METRIC_NAMES",
     "REFERENCE_NAMES",
     "VERDICT_COLOURS",
     "VERDICT_MARKERS",
@@ -38,6 +39,7 @@ __all__ = [
     "csv_link",
     "fmt_number",
     "fmt_p",
+    "metric_name",
     "param_line",
     "parse_number",
     "registered_vs_amended",
@@ -96,6 +98,27 @@ METRIC_LABELS: dict[str, str] = {
     "spearman_variability_entropy": "Spearman correlation of held-out variability with reference entropy",
     "auroc_variability_ambiguous": "AUROC of held-out variability for ambiguous items",
 }
+
+#: The one mapping from metric ids to the plain names tables and figures show.
+METRIC_NAMES: dict[str, str] = {
+    **METRIC_LABELS,
+    "accuracy": "accuracy",
+    "accuracy_human_mode": "accuracy (reference mode)",
+    "kl_human": "KL divergence",
+    "js_human": "Jensen–Shannon divergence",
+    "tv_human": "total variation",
+    "entropy_calibration_error": "entropy gap |H(p) − H(h)|",
+    "entropy_spearman": "rank correlation of entropies",
+    "spearman_confidence_entropy": "ρ(confidence, reference entropy)",
+    "spearman_variability_entropy": "ρ(variability, reference entropy)",
+    "auroc_variability_ambiguous": "AUROC of variability for ambiguous items",
+}
+
+
+def metric_name(metric: str) -> str:
+    """The plain name of a metric id (:data:`METRIC_NAMES`; unknown ids are shown as they are)."""
+    return METRIC_NAMES.get(str(metric), str(metric))
+
 
 CLAIM_STATEMENTS: dict[int, str] = {
     1: "human soft labels improve calibration on difficult items",
@@ -445,7 +468,7 @@ def claim_rows(verdicts: pd.DataFrame, claim: Any | None, primary: bool = True) 
     rows = []
     for row in _rows(part):
         varies = int(kinds.get(str(row.claim), 1)) > 1
-        prefix = f"{row.metric} ({row.stratum}): " if varies else ""
+        prefix = f"{metric_name(str(row.metric))} ({row.stratum}): " if varies else ""
         rows.append(
             {
                 where: row.arm if claim is not None else f"{row.claim} · {row.arm}",
