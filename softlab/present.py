@@ -229,18 +229,19 @@ def shown_condition(condition: Any, arm: Any) -> str:
     return condition_label(str(condition), REFERENCE_NAMES.get(str(arm), "human"))
 
 
-def arm_title(arm: str) -> str:
+def arm_title(arm: str, sep: str = " ") -> str:
     """An arm's name for a panel or a column that lists the ids of every arm's conditions at
     once (shared axis labels, one legend): for an arm whose reference is not human it says what
-    ``human`` stands for there (``synthetic MNIST (“human” = generator)``)."""
+    ``human`` stands for there (``synthetic MNIST (“human” = generator)``; ``sep="\\n"`` puts the
+    note on a line of its own, for a narrow panel title)."""
     reference = REFERENCE_NAMES.get(str(arm))
-    return arm_name(arm) if reference is None else f"{arm_name(arm)} (“human” = {reference})"
+    return arm_name(arm) if reference is None else f"{arm_name(arm)}{sep}(“human” = {reference})"
 
 
-def arm_titles(arms: Iterable[str] | None = None) -> dict[str, str]:
+def arm_titles(arms: Iterable[str] | None = None, sep: str = " ") -> dict[str, str]:
     """:func:`arm_title` of ``arms`` (default: every arm the book names), e.g. for a figure's
-    ``facet_names``."""
-    return {str(a): arm_title(str(a)) for a in (arms if arms is not None else [*ARM_NAMES, *REFERENCE_NAMES])}
+    ``facet_names`` (with ``sep="\\n"``) or a table's arm columns."""
+    return {str(a): arm_title(str(a), sep) for a in (arms if arms is not None else [*ARM_NAMES, *REFERENCE_NAMES])}
 
 
 def _breakable(text: str) -> str:
