@@ -822,9 +822,21 @@ def plot_variance_decomposition(table: pd.DataFrame) -> Figure:
     as 0 and marked with its value); the label gives the full design's standard deviation."""
     _require(table, ["arm", "condition", "metric", "stratum", "source", "share", "sd", "seeds"], "table")
     keys = list(dict.fromkeys(zip(table["arm"], table["condition"], table["metric"], table["stratum"])))
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.45 * len(keys) + 1.2), layout="constrained")
-    ax = fig.add_subplot()
+    # labels in words are long (a metric's plain name): arm · condition, then the metric, then the
+    # SD on lines of their own, so the bars keep the column's width
     labels = []
+    for key in keys:
+        part = table[(table["arm"] == key[0]) & (table["condition"] == key[1]) & (table["metric"] == key[2])]
+        part = part[part["stratum"] == key[3]]
+        lines = [
+            f"{key[0]} · {key[1]}",
+            *textwrap.wrap(f"{key[2]} ({key[3]})", 34),
+            f"SD {fmt_number(float(part['sd'].iloc[-1]))}, {int(part['seeds'].iloc[-1])} seeds",
+        ]
+        labels.append("\n".join(lines))
+    n_lines = sum(label.count("\n") + 1 for label in labels)
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.19 * n_lines + 0.25 * len(keys) + 1.3), layout="constrained")
+    ax = fig.add_subplot()
     for row, key in enumerate(keys):
         part = table[
             (table["arm"] == key[0])
@@ -839,17 +851,13 @@ def plot_variance_decomposition(table: pd.DataFrame) -> Figure:
             ax.barh(y, width, left=left, color=SOURCE_COLOURS.get(str(r.source), "#bbbbbb"), edgecolor="white")
             if np.isfinite(r.share) and r.share < 0:
                 ax.text(
-                    left, y, f" {r.source} {fmt_number(r.share, 2, sign=True, percent=True)}", va="center", fontsize=8
+                    left, y, f" {r.source} {fmt_number(r.share, 2, sign=True, percent=True)}", va="center", fontsize=9
                 )
             left += width
-        sd = float(part["sd"].iloc[-1])
-        labels.append(
-            f"{key[0]} · {key[1]} · {key[2]} ({key[3]}), SD {fmt_number(sd)}, {int(part['seeds'].iloc[-1])} seeds"
-        )
     ax.set_yticks(np.arange(len(keys))[::-1])
     ax.set_yticklabels(labels)
     ax.set_xlim(0, max(1.0, ax.get_xlim()[1]))
-    ax.set_xlabel("share of the seed-to-seed variance (full re-run of the pipeline = 1)")
+    ax.set_xlabel("share of the seed-to-seed variance\n(a full re-run of the pipeline = 1)")
     handles = [Patch(color=c, label=s) for s, c in SOURCE_COLOURS.items()]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)
+    fig.legend(handles=handles, loc="outside lower center", ncols=3)
     return fig
