@@ -29,19 +29,34 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from softlab.arms import arm_spec, reference_names, verdict_arms
+from softlab.arms import arm_spec, verdict_arms
 from softlab.params import ParameterError, load_params
-from softlab.present import ARM_NAMES, METRIC_LABELS, fmt_number, run_description
+from softlab.present import (
+    ARM_NAMES,
+    METRIC_NAMES,
+    REFERENCE_NAMES,
+    arm_title,
+    arm_titles,
+    condition_label,
+    fmt_number,
+    metric_name,
+    run_description,
+    shown_condition,
+)
 
 __all__ = [
     "CLAIM_TOPICS",
     "METRIC_NAMES",
+    "REFERENCE_NAMES",
     "Book",
     "DataMap",
+    "arm_title",
+    "arm_titles",
     "condition_label",
     "data_map",
     "data_map_frame",
     "display_conditions",
+    "for_display",
     "forest_rows",
     "injected_parameters",
     "key_results",
@@ -53,27 +68,6 @@ __all__ = [
     "skip_notice",
     "soft_reliability",
 ]
-
-#: The one mapping from metric ids to the plain names tables and figures show.
-METRIC_NAMES: dict[str, str] = {
-    **METRIC_LABELS,
-    "accuracy": "accuracy",
-    "accuracy_human_mode": "accuracy (reference mode)",
-    "kl_human": "KL divergence",
-    "js_human": "Jensen–Shannon divergence",
-    "tv_human": "total variation",
-    "entropy_calibration_error": "entropy gap |H(p) − H(h)|",
-    "entropy_spearman": "rank correlation of entropies",
-    "spearman_confidence_entropy": "ρ(confidence, reference entropy)",
-    "spearman_variability_entropy": "ρ(variability, reference entropy)",
-    "auroc_variability_ambiguous": "AUROC of variability for ambiguous items",
-}
-
-
-def metric_name(metric: str) -> str:
-    """The plain name of a metric id (:data:`METRIC_NAMES`; unknown ids are shown as they are)."""
-    return METRIC_NAMES.get(str(metric), str(metric))
-
 
 # --------------------------------------------------------------------------- parameters
 
@@ -114,25 +108,6 @@ def injected_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- display names
 
 
-def condition_label(condition: str, reference_name: str = "human") -> str:
-    """A condition as the book shows it: on an arm whose reference is not human (the synthetic
-    arm's ``generator``), ``human`` in the mode and in the shape is replaced by the reference's
-    name (``human/human`` → ``generator/generator``, ``human/synthetic+ts`` →
-    ``generator/synthetic+ts``). The internal condition id is unchanged."""
-    if reference_name == "human" or "/" not in str(condition):
-        return str(condition)
-    text, suffix = (str(condition)[:-3], "+ts") if str(condition).endswith("+ts") else (str(condition), "")
-    mode, shape = text.split("/", 1)
-    mode = reference_name if mode == "human" else mode
-    shape = re.sub(r"^human(?=$|-)", reference_name, shape)
-    return f"{mode}/{shape}{suffix}"
-
-
-#: The reference of each arm that is not human (every other arm's reference is human votes), from
-#: :data:`softlab.arms.ARM_SPECS`.
-REFERENCE_NAMES: dict[str, str] = {arm: name for arm, name in reference_names().items() if name != "human"}
-
-
 def display_conditions(df: pd.DataFrame, column: str = "condition", arm: str | None = None) -> pd.DataFrame:
     """``df`` with its ``column`` of condition ids renamed by :func:`condition_label`, per row's
     ``dataset``/``arm`` column (or for the one ``arm`` given)."""
@@ -143,6 +118,26 @@ def display_conditions(df: pd.DataFrame, column: str = "condition", arm: str | N
         arm_col = next((c for c in ("dataset", "arm") if c in out.columns), None)
         arms = out[arm_col] if arm_col else ["?"] * len(out)
     out[column] = [condition_label(c, REFERENCE_NAMES.get(str(a), "human")) for c, a in zip(out[column], arms)]
+    return out
+
+
+def for_display(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as a table or figure shows it: conditions named per arm (:func:`display_conditions`,
+    for a ``condition`` column and, where present, a ``comparator`` column), arm ids
+    (``dataset``/``arm``) by their book names and metric ids by their plain names
+    (:func:`metric_name`). The data's own ids are not touched (a copy is returned)."""
+    from softlab.present import arm_name
+
+    out = df.copy()
+    arm_col = next((c for c in ("dataset", "arm") if c in out.columns), None)
+    for column in ("condition", "comparator"):
+        if column in out.columns:
+            arms: Iterable[Any] = out[arm_col] if arm_col else ["?"] * len(out)
+            out[column] = [shown_condition(c, a) for c, a in zip(out[column], arms)]
+    if arm_col:
+        out[arm_col] = [arm_name(str(a)) for a in out[arm_col]]
+    if "metric" in out.columns:
+        out["metric"] = [metric_name(str(m)) for m in out["metric"]]
     return out
 
 
@@ -283,16 +278,16 @@ def _is_relative(row: Any) -> bool:
     return str(row.get("kind", "")) == "variance_ratio"
 
 
-def _signed(x: float, digits: int = 2) -> str:
-    return "–" if not np.isfinite(x) else ("+" if x > 0 else "") + fmt_number(float(x), digits).replace("-", "−")
+def _signed(x: float) -> str:
+    return fmt_number(float(x), sign=True)
 
 
-def _num(x: float, digits: int = 2) -> str:
-    return fmt_number(float(x), digits).replace("-", "−") if np.isfinite(float(x)) else "–"
+def _num(x: float) -> str:
+    return fmt_number(float(x))
 
 
 def _pct(x: float) -> str:
-    return "–" if not np.isfinite(x) else f"{_signed(100 * float(x), 2)}%"
+    return fmt_number(float(x), sign=True, percent=True)
 
 
 def _difference_text(row: Any) -> str:
@@ -307,14 +302,14 @@ def _difference_text(row: Any) -> str:
 
 
 def _shown(condition: Any, arm: Any) -> str:
-    return condition_label(str(condition), REFERENCE_NAMES.get(str(arm), "human"))
+    return shown_condition(condition, arm)
 
 
 def _means_text(row: Any) -> str:
     """``condition mean vs comparator mean`` (a bound test's comparator is its bound: no mean)."""
-    theirs = f" {_num(row['mean_comparator'], 3)}" if np.isfinite(float(row.get("mean_comparator", np.nan))) else ""
+    theirs = f" {_num(row['mean_comparator'])}" if np.isfinite(float(row.get("mean_comparator", np.nan))) else ""
     comparator = _shown(row["comparator"], row["arm"]).replace("|value|", "|ρ|").replace("<=", "≤")
-    return f"{_shown(row['condition'], row['arm'])} {_num(row['mean_condition'], 3)} vs {comparator}{theirs}"
+    return f"{_shown(row['condition'], row['arm'])} {_num(row['mean_condition'])} vs {comparator}{theirs}"
 
 
 def key_results(verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -411,7 +406,7 @@ def _png_data_uri(image: np.ndarray, scale: int = 4) -> str:
 
 def _top(dist: np.ndarray, classes: Sequence[str], k: int = 3) -> str:
     order = np.argsort(-dist, kind="stable")[:k]
-    return ", ".join(f"{classes[c]} {100 * dist[c]:.0f}%" for c in order if dist[c] >= 0.005)
+    return ", ".join(f"{classes[c]} {fmt_number(float(dist[c]), 2, percent=True)}" for c in order if dist[c] >= 0.005)
 
 
 def data_map_frame(book: Book, arm: str, condition: str = "human/human", max_items: int = 1500) -> pd.DataFrame:
@@ -523,6 +518,10 @@ def data_map(book: Book, arm: str, condition: str = "human/human", max_items: in
 
 # --------------------------------------------------------------------------- the book object
 
+#: Measured cost of one seed of the ``stability`` set on the 2-core machine (teachers and
+#: students, both conditions, 2 folds): 30 seeds in 263 s, 2026-12-03 (``params/stability.yml``).
+STABILITY_SECONDS_PER_SEED: float = 263.0 / 30.0
+
 
 class Book:
     """A chapter's view of one run: ``params`` (the full parameter set), ``results`` (the
@@ -612,7 +611,7 @@ class Book:
             acc = self.heldout_accuracy()
             if len(acc):
                 parts = [
-                    f"{ARM_NAMES.get(str(a), str(a))} {fmt_number(g.min(), 2)}–{fmt_number(g.max(), 2)}"
+                    f"{ARM_NAMES.get(str(a), str(a))} {fmt_number(g.min())}–{fmt_number(g.max())}"
                     for a, g in acc.groupby("dataset", sort=False)["value"]
                 ]
                 text += "; held-out accuracy " + ", ".join(parts)
@@ -656,13 +655,38 @@ class Book:
             self.__dict__["_decomposition"] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return self.__dict__["_decomposition"]
 
+    def stability(self, name: str = "stability") -> pd.DataFrame | None:
+        """Claim 2 on the many-seed ``stability`` set (:func:`softlab.experiment.stability_summary`,
+        one row per arm) when that set's book tables are in the cache here, else None. Only the
+        cache is read (:func:`softlab.report.cached_book_results`): nothing of the 1,100-seed set is
+        trained, not even its teachers."""
+        from softlab.experiment import stability_summary
+        from softlab.report import cached_book_results
+
+        params = self.parameter_set(name)
+        results = cached_book_results(params)
+        if results is None:
+            return None
+        conditions = list(params.get("conditions") or ["human/human", "human/synthetic"])
+        condition, comparator = (conditions + ["human/synthetic"])[:2]
+        frames = [
+            stability_summary(preds, condition=condition, comparator=comparator)
+            for preds in results.predictions.values()
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+    def stability_hours(self, name: str = "stability") -> float:
+        """The estimated wall time of ``softlab run --params <name>`` from a cold cache on the
+        2-core reference machine, in hours: its seeds × :data:`STABILITY_SECONDS_PER_SEED`."""
+        return int(self.parameter_set(name)["seeds"]) * STABILITY_SECONDS_PER_SEED / 3600.0
+
     def parameter_set(self, name: str) -> dict[str, Any]:
         """Another parameter set, complete (:func:`resolve_book_parameters`), e.g. ``stability``."""
         return resolve_book_parameters(name)
 
-    def fmt(self, x: Any, digits: int = 3) -> str:
+    def fmt(self, x: Any, digits: int = 3, *, sign: bool = False, percent: bool = False) -> str:
         """The book's one number format (:func:`softlab.present.fmt_number`)."""
-        return fmt_number(x, digits)
+        return fmt_number(x, digits, sign=sign, percent=percent)
 
 
 def open_book(params_name: str = "default", overrides: Mapping[str, Any] | None = None) -> Book:

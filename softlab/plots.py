@@ -25,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import Patch
 
+from softlab.present import fmt_number
+
 __all__ = [
     "COLUMN_WIDTH_IN",
     "MODE_ORDER",
@@ -60,6 +62,7 @@ SHAPE_ORDER: tuple[str, ...] = (
     "synthetic-own-data",
     "human-shuffled",
     "human",
+    "sampled",
 )
 MODE_ORDER: tuple[str, ...] = ("original", "human")
 STRATUM_ORDER: tuple[str, ...] = ("all", "easy", "medium", "hard", "mode-shifted")
@@ -71,6 +74,9 @@ SHAPE_COLOURS: dict[str, str] = {
     "synthetic-own-data": "#b35806",
     "human-shuffled": "#9467bd",
     "human": "#2ca02c",
+    # human/sampled: the human votes delivered one sampled vote per item per epoch (chapter 8); a
+    # teal apart from the human green (ΔE ≥ 20 from every other condition and verdict colour)
+    "sampled": "#1b9e77",
     "generator": "#8c564b",
 }
 # Colours for shapes this module does not know (e.g. a votes arm's own shape): none of them close
@@ -175,7 +181,11 @@ def _grid(n: int, max_cols: int, size: tuple[float, float]) -> tuple[Figure, np.
 
 
 def plot_reliability(
-    table: pd.DataFrame, facet: str = "condition", max_cols: int = 5, title: str | None = None
+    table: pd.DataFrame,
+    facet: str = "condition",
+    max_cols: int = 5,
+    title: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Figure:
     """Reliability diagrams, one panel per value of ``facet``.
 
@@ -183,7 +193,8 @@ def plot_reliability(
     column (e.g. :func:`softlab.evaluation.reliability_frame`). Rows of several runs in one panel
     are pooled per bin (count-weighted). Bars show accuracy per bin, red outlines the gap to the
     mean confidence; the dashed diagonal is perfect calibration. Panel titles give the pooled ECE
-    ``Σ_b (n_b/N)|acc_b − conf_b|``.
+    ``Σ_b (n_b/N)|acc_b − conf_b|``. ``names`` maps facet values to the titles shown (e.g. a
+    synthetic arm's conditions named after its reference); colours follow the values themselves.
     """
     _require(table, ["bin_lower", "bin_upper", "mean_confidence", "accuracy", "count", facet], "table")
     values = _facet_values(table, facet)
@@ -214,7 +225,7 @@ def plot_reliability(
         ax.plot([0, 1], [0, 1], ls="--", color="black", lw=0.8)
         n = g["count"].sum()
         pooled_ece = float(np.abs(g["hit_sum"] - g["conf_sum"]).sum() / n) if n else float("nan")
-        ax.set_title(f"{val}\nECE {pooled_ece:.3f} (n={int(n)})")
+        ax.set_title(f"{(names or {}).get(str(val), val)}\nECE {fmt_number(pooled_ece)} (n={fmt_number(int(n))})")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
@@ -374,13 +385,15 @@ def plot_seed_spread(
     by: str = "condition",
     average_folds: bool = True,
     xlabel: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Figure:
     """Spread of a metric across seeds: a horizontal box and the individual seeds per ``by``
     value (one row each, in :func:`order_conditions` order, so labels never collide).
 
     ``df`` is the tidy metric table (columns ``seed``, ``value``, ``by``; ``fold`` and ``metric``
     optional). Pick one ``metric`` when the table has several. With ``average_folds`` each seed's
-    value is its mean over folds, so one point is one seed.
+    value is its mean over folds, so one point is one seed. ``names`` maps ``by`` values to the
+    row labels shown (colours and order follow the values themselves).
     """
     _require(df, ["seed", "value", by], "df")
     if "metric" in df.columns:
@@ -416,7 +429,7 @@ def plot_seed_spread(
     for p, vals in zip(pos, groups):
         ax.scatter(vals, p + rng.uniform(-0.15, 0.15, size=vals.size), s=10, color="black", zorder=3)
     ax.set_yticks(pos)
-    ax.set_yticklabels([str(v) for v in order])
+    ax.set_yticklabels([(names or {}).get(str(v), str(v)) for v in order])
     ax.set_xlabel(xlabel or metric or "value")
     return fig
 
@@ -809,9 +822,21 @@ def plot_variance_decomposition(table: pd.DataFrame) -> Figure:
     as 0 and marked with its value); the label gives the full design's standard deviation."""
     _require(table, ["arm", "condition", "metric", "stratum", "source", "share", "sd", "seeds"], "table")
     keys = list(dict.fromkeys(zip(table["arm"], table["condition"], table["metric"], table["stratum"])))
-    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.45 * len(keys) + 1.2), layout="constrained")
-    ax = fig.add_subplot()
+    # labels in words are long (a metric's plain name): arm · condition, then the metric, then the
+    # SD on lines of their own, so the bars keep the column's width
     labels = []
+    for key in keys:
+        part = table[(table["arm"] == key[0]) & (table["condition"] == key[1]) & (table["metric"] == key[2])]
+        part = part[part["stratum"] == key[3]]
+        lines = [
+            f"{key[0]} · {key[1]}",
+            *textwrap.wrap(f"{key[2]} ({key[3]})", 34),
+            f"SD {fmt_number(float(part['sd'].iloc[-1]))}, {int(part['seeds'].iloc[-1])} seeds",
+        ]
+        labels.append("\n".join(lines))
+    n_lines = sum(label.count("\n") + 1 for label in labels)
+    fig = Figure(figsize=(COLUMN_WIDTH_IN, 0.19 * n_lines + 0.25 * len(keys) + 1.3), layout="constrained")
+    ax = fig.add_subplot()
     for row, key in enumerate(keys):
         part = table[
             (table["arm"] == key[0])
@@ -825,14 +850,14 @@ def plot_variance_decomposition(table: pd.DataFrame) -> Figure:
             width = max(float(r.share), 0.0) if np.isfinite(r.share) else 0.0
             ax.barh(y, width, left=left, color=SOURCE_COLOURS.get(str(r.source), "#bbbbbb"), edgecolor="white")
             if np.isfinite(r.share) and r.share < 0:
-                ax.text(left, y, f" {r.source} {r.share:+.2f}", va="center", fontsize=8)
+                ax.text(
+                    left, y, f" {r.source} {fmt_number(r.share, 2, sign=True, percent=True)}", va="center", fontsize=9
+                )
             left += width
-        sd = float(part["sd"].iloc[-1])
-        labels.append(f"{key[0]} · {key[1]} · {key[2]} ({key[3]}), SD {sd:.3g}, {int(part['seeds'].iloc[-1])} seeds")
     ax.set_yticks(np.arange(len(keys))[::-1])
     ax.set_yticklabels(labels)
     ax.set_xlim(0, max(1.0, ax.get_xlim()[1]))
-    ax.set_xlabel("share of the seed-to-seed variance (full re-run of the pipeline = 1)")
+    ax.set_xlabel("share of the seed-to-seed variance\n(a full re-run of the pipeline = 1)")
     handles = [Patch(color=c, label=s) for s, c in SOURCE_COLOURS.items()]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)
+    fig.legend(handles=handles, loc="outside lower center", ncols=3)
     return fig

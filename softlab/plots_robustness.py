@@ -20,20 +20,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from softlab.present import VERDICT_COLOURS, VERDICT_MARKERS, fmt_number
+
 __all__ = ["VERDICT_COLOURS", "plot_budget_curves", "plot_specification_curve"]
 
-#: One colour per verdict (grey for anything without a verdict of its own).
-VERDICT_COLOURS: dict[str, str] = {
-    "confirmed": "#2ca02c",
-    "refuted": "#d62728",
-    "negligible": "#bcbd22",
-    "equivalent": "#1f77b4",
-    "inconclusive": "#7f7f7f",
-    "descriptive": "#7f7f7f",
-}
+#: The deliveries in the colours of their conditions (``softlab.plots.SHAPE_COLOURS``: ``human`` for
+#: the soft ``human/human`` target, ``sampled`` for ``human/sampled``; a test checks they match).
 DELIVERY_STYLE: dict[str, dict[str, str]] = {
-    "soft": {"color": "#1f77b4", "marker": "o"},
-    "sampled": {"color": "#ff7f0e", "marker": "s"},
+    "soft": {"color": "#2ca02c", "marker": "o"},
+    "sampled": {"color": "#1b9e77", "marker": "s"},
 }
 _SETTINGS = ("model", "epochs", "lr", "hidden", "votes_per_item", "annotated_fraction", "delivery")
 _SETTING_LABELS = ("model", "epochs", "lr", "width", "votes k", "fraction f", "delivery")
@@ -53,7 +48,7 @@ def _setting_text(setting: str, value: object) -> str:
     if setting == "votes_per_item":
         return "all" if value == 0 else str(value)
     if setting == "annotated_fraction":
-        return f"{float(value):.0%}"  # type: ignore[arg-type]
+        return fmt_number(float(value), percent=True)  # type: ignore[arg-type]
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -83,7 +78,10 @@ def plot_specification_curve(
         ax.axhline(0, color="0.5", lw=0.8)
         for i, r in enumerate(part.to_dict("records")):
             colour = VERDICT_COLOURS.get(str(r["verdict"]), "#7f7f7f")
-            ax.errorbar(x[i], est[i], yerr=[[est[i] - lo[i]], [hi[i] - est[i]]], fmt="o", color=colour, ms=5, capsize=2)
+            marker = VERDICT_MARKERS.get(str(r["verdict"]), "o")
+            ax.errorbar(
+                x[i], est[i], yerr=[[est[i] - lo[i]], [hi[i] - est[i]]], fmt=marker, color=colour, ms=5, capsize=2
+            )
             if r["family"] == "default":
                 ax.plot(x[i], est[i], "o", mfc="none", mec="black", ms=10)
         ax.set_title(str(test), fontsize=9)
@@ -108,7 +106,9 @@ def plot_specification_curve(
         strip.set_xlim(-0.6, max(len(part) - 0.4, 0.4))
         strip.set_xticks([])
     handles = [
-        ax.plot([], [], "o", color=c, label=v)[0] for v, c in VERDICT_COLOURS.items() if v in set(rows["verdict"])
+        ax.plot([], [], VERDICT_MARKERS.get(v, "o"), ls="", color=c, label=v)[0]
+        for v, c in VERDICT_COLOURS.items()
+        if v in set(rows["verdict"])
     ]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
@@ -117,7 +117,10 @@ def plot_specification_curve(
 
 def _budget_axis(part: pd.DataFrame, factor: str) -> tuple[np.ndarray, list[str]]:
     values = sorted(part[factor].unique(), key=lambda v: (v == 0, v) if factor == "votes_per_item" else (False, v))
-    labels = [("all" if v == 0 else f"{v:g}") if factor == "votes_per_item" else f"{v:.0%}" for v in values]
+    labels = [
+        ("all" if v == 0 else f"{v:g}") if factor == "votes_per_item" else fmt_number(float(v), percent=True)
+        for v in values
+    ]
     return np.asarray(values), labels
 
 

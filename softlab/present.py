@@ -11,34 +11,43 @@ percentages where asked, and ``–`` for missing values. Verdicts are coloured w
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from softlab.arms import display_names
+from softlab.arms import display_names, reference_names
 
 __all__ = [
     "ARM_NAMES",
     "CLAIM_CHAPTERS",
     "CLAIM_STATEMENTS",
     "METRIC_LABELS",
+    "METRIC_NAMES",
+    "REFERENCE_NAMES",
     "VERDICT_COLOURS",
     "VERDICT_MARKERS",
     "HtmlSnippet",
     "arm_name",
+    "arm_title",
+    "arm_titles",
     "claim_headline",
     "claim_rows",
     "claim_sentence",
     "claim_sentences",
+    "condition_label",
     "csv_link",
     "fmt_number",
     "fmt_p",
+    "metric_name",
     "param_line",
+    "parse_number",
     "registered_vs_amended",
     "run_description",
     "scaled_effects",
+    "shown_condition",
     "table",
     "values_text",
     "verdict_word",
@@ -88,6 +97,27 @@ METRIC_LABELS: dict[str, str] = {
     "auroc_variability_ambiguous": "AUROC of held-out variability for ambiguous items",
 }
 
+#: The one mapping from metric ids to the plain names tables and figures show.
+METRIC_NAMES: dict[str, str] = {
+    **METRIC_LABELS,
+    "accuracy": "accuracy",
+    "accuracy_human_mode": "accuracy (reference mode)",
+    "kl_human": "KL divergence",
+    "js_human": "Jensen–Shannon divergence",
+    "tv_human": "total variation",
+    "entropy_calibration_error": "entropy gap |H(p) − H(h)|",
+    "entropy_spearman": "rank correlation of entropies",
+    "spearman_confidence_entropy": "ρ(confidence, reference entropy)",
+    "spearman_variability_entropy": "ρ(variability, reference entropy)",
+    "auroc_variability_ambiguous": "AUROC of variability for ambiguous items",
+}
+
+
+def metric_name(metric: str) -> str:
+    """The plain name of a metric id (:data:`METRIC_NAMES`; unknown ids are shown as they are)."""
+    return METRIC_NAMES.get(str(metric), str(metric))
+
+
 CLAIM_STATEMENTS: dict[int, str] = {
     1: "human soft labels improve calibration on difficult items",
     2: "human soft labels make training more stable across seeds",
@@ -108,24 +138,52 @@ CLAIM_CHAPTERS: dict[int, tuple[str, str]] = {
 _THIN_SPACE = "\u202f"  # narrow no-break space: "10 000" never breaks across lines
 
 
-def fmt_number(x: Any, digits: int = 3) -> str:
-    """``x`` with ``digits`` significant figures in positional notation (``0.000123``, ``1.23``,
-    ``1230``); integers as integers (thousands separated by a narrow no-break space from 10 000
-    on); NaN/None as ``–``."""
+MINUS = "\u2212"  # the minus sign (not the hyphen): "−0.028", "−12%"
+
+
+def fmt_number(x: Any, digits: int = 3, *, sign: bool = False, percent: bool = False) -> str:
+    """The book's one number format, used by every table, sentence and caption: ``x`` with
+    ``digits`` significant figures in positional notation (``0.000123``, ``1.23``, ``1230``,
+    trailing zeros dropped); integers as integers (thousands separated by a narrow no-break space
+    from 10 000 on); negative values with the minus sign ``−``; NaN/None as ``–``.
+
+    ``percent``: ``x`` is a share, printed in percent (``0.1234`` → ``12.3%``). ``sign``: positive
+    values get a ``+`` (differences and effects: ``+0.0023``, ``+79.9%``; zero stays ``0``).
+    The conventions: 3 significant figures for values, estimates and their intervals; 2 for
+    p-values (:func:`fmt_p`), minimum detectable effects and variance ratios in prose."""
     if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
         return "–"
     if isinstance(x, (bool, np.bool_)):
         return str(bool(x))
-    if isinstance(x, (int, np.integer)):
-        return f"{int(x):,}".replace(",", _THIN_SPACE) if abs(int(x)) >= 10000 else str(int(x))
-    if isinstance(x, (float, np.floating)):
-        v = float(x)
+    suffix = "%" if percent else ""
+    if isinstance(x, (int, np.integer)) and not percent:
+        v_int = int(x)
+        text = f"{abs(v_int):,}".replace(",", _THIN_SPACE) if abs(v_int) >= 10000 else str(abs(v_int))
+        return _signed_text(text, v_int, sign)
+    if isinstance(x, (int, np.integer, float, np.floating)):
+        v = float(x) * (100.0 if percent else 1.0)
         if v == 0:
-            return "0"
+            return "0" + suffix
         if abs(v) >= 10**digits:
-            return f"{v:,.0f}".replace(",", _THIN_SPACE)
-        return np.format_float_positional(v, precision=digits, unique=False, fractional=False, trim="-")
+            text = f"{abs(v):,.0f}".replace(",", _THIN_SPACE)
+        else:
+            text = np.format_float_positional(abs(v), precision=digits, unique=False, fractional=False, trim="-")
+        return _signed_text(text + suffix, v, sign)
     return str(x)
+
+
+def _signed_text(magnitude: str, value: float, sign: bool) -> str:
+    if value < 0:
+        return MINUS + magnitude
+    return ("+" if sign and value > 0 else "") + magnitude
+
+
+def parse_number(text: str) -> float:
+    """The value of a :func:`fmt_number` text (``"−1.23"``, ``"+12.3%"`` → 0.123, ``"1 234"``)."""
+    t = str(text).replace(MINUS, "-").replace(_THIN_SPACE, "").strip()
+    if t.endswith("%"):
+        return float(t[:-1]) / 100.0
+    return float(t)
 
 
 def fmt_p(p: Any) -> str:
@@ -143,6 +201,46 @@ def verdict_word(v: Any) -> str:
 def arm_name(arm: str) -> str:
     """The book's name of an arm (:data:`ARM_NAMES`; other arms keep their own name)."""
     return ARM_NAMES.get(str(arm), str(arm))
+
+
+#: The reference of each arm whose reference is not human votes (every other arm's is), from
+#: :data:`softlab.arms.ARM_SPECS`.
+REFERENCE_NAMES: dict[str, str] = {arm: name for arm, name in reference_names().items() if name != "human"}
+
+
+def condition_label(condition: str, reference_name: str = "human") -> str:
+    """A condition as the book shows it: on an arm whose reference is not human (the synthetic
+    arm's ``generator``), ``human`` in the mode and in the shape is replaced by the reference's
+    name (``human/human`` → ``generator/generator``, ``human/synthetic+ts`` →
+    ``generator/synthetic+ts``). Display only: the condition id in the data is unchanged."""
+    text = str(condition)
+    if reference_name == "human" or "/" not in text:
+        return text
+    suffix = next((s for s in ("+ts-official", "+ts") if text.endswith(s)), "")
+    mode, shape = text[: len(text) - len(suffix)].split("/", 1)
+    mode = reference_name if mode == "human" else mode
+    shape = re.sub(r"^human(?=$|-)", reference_name, shape)
+    return f"{mode}/{shape}{suffix}"
+
+
+def shown_condition(condition: Any, arm: Any) -> str:
+    """``condition`` as shown on ``arm`` (:func:`condition_label` with the arm's reference)."""
+    return condition_label(str(condition), REFERENCE_NAMES.get(str(arm), "human"))
+
+
+def arm_title(arm: str, sep: str = " ") -> str:
+    """An arm's name for a panel or a column that lists the ids of every arm's conditions at
+    once (shared axis labels, one legend): for an arm whose reference is not human it says what
+    ``human`` stands for there (``synthetic MNIST (“human” = generator)``; ``sep="\\n"`` puts the
+    note on a line of its own, for a narrow panel title)."""
+    reference = REFERENCE_NAMES.get(str(arm))
+    return arm_name(arm) if reference is None else f"{arm_name(arm)}{sep}(“human” = {reference})"
+
+
+def arm_titles(arms: Iterable[str] | None = None, sep: str = " ") -> dict[str, str]:
+    """:func:`arm_title` of ``arms`` (default: every arm the book names), e.g. for a figure's
+    ``facet_names`` (with ``sep="\\n"``) or a table's arm columns."""
+    return {str(a): arm_title(str(a), sep) for a in (arms if arms is not None else [*ARM_NAMES, *REFERENCE_NAMES])}
 
 
 def _breakable(text: str) -> str:
@@ -183,7 +281,7 @@ def table(
         return _breakable(fmt_number(v, d))
 
     def pct(v: Any) -> str:
-        return "–" if pd.isna(v) else f"{100 * float(v):.1f}%"
+        return "–" if pd.isna(v) else fmt_number(float(v), digits, percent=True)
 
     fmt: dict[Any, Any] = {c: pct if c in percent else number for c in shown.columns}
     styler = shown.style.format(fmt).hide(axis="index").set_uuid(uuid)
@@ -305,11 +403,8 @@ def scaled_effects(verdicts: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pct(v: float) -> str:
-    """A signed percentage with three significant figures (``+79.9%``, ``-0.963%``, ``+134%``)."""
-    if not np.isfinite(v):
-        return "–"
-    text = fmt_number(100 * abs(float(v)))
-    return ("-" if v < 0 else "+") + text + "%"
+    """A signed percentage with three significant figures (``+79.9%``, ``−0.963%``, ``+134%``)."""
+    return fmt_number(float(v), sign=True, percent=True)
 
 
 def _is_bound(row: Any) -> bool:
@@ -332,7 +427,9 @@ def _estimate_text(row: Any) -> str:
         return f"{fmt_number(row.estimate)} [{fmt_number(row.ci_low)}, {fmt_number(row.ci_high)}]"
     if _margin_scale(row) == "relative" and np.isfinite(row.relative):
         return f"{_pct(row.relative)} [{_pct(row.relative_ci_low)}, {_pct(row.relative_ci_high)}]"
-    return f"{_abs_text(row.estimate)} [{_abs_text(row.ci_low)}, {_abs_text(row.ci_high)}]"
+    if _is_bound(row):  # a bound test's own value, not a difference
+        return f"{_abs_text(row.estimate)} [{_abs_text(row.ci_low)}, {_abs_text(row.ci_high)}]"
+    return f"{_diff_text(row.estimate)} [{_diff_text(row.ci_low)}, {_diff_text(row.ci_high)}]"
 
 
 def _mde_text(row: Any) -> str:
@@ -340,7 +437,7 @@ def _mde_text(row: Any) -> str:
         return fmt_number(row.mde, 2)
     if _margin_scale(row) == "relative":
         rel = getattr(row, "mde_relative", math.nan)
-        return "–" if not np.isfinite(rel) else f"{fmt_number(100 * abs(rel), 2)}%"
+        return "–" if not np.isfinite(rel) else fmt_number(abs(rel), 2, percent=True)
     return fmt_number(row.mde, 2)
 
 
@@ -371,11 +468,12 @@ def claim_rows(verdicts: pd.DataFrame, claim: Any | None, primary: bool = True) 
     rows = []
     for row in _rows(part):
         varies = int(kinds.get(str(row.claim), 1)) > 1
-        prefix = f"{row.metric} ({row.stratum}): " if varies else ""
+        prefix = f"{metric_name(str(row.metric))} ({row.stratum}): " if varies else ""
         rows.append(
             {
                 where: row.arm if claim is not None else f"{row.claim} · {row.arm}",
-                "comparison": f"{prefix}{row.condition} vs {row.comparator}",
+                "comparison": f"{prefix}{shown_condition(row.condition, row.arm)} vs "
+                f"{shown_condition(row.comparator, row.arm)}",
                 "values": values_text(row),
                 "estimate [95% CI]": _estimate_text(row),
                 "p (Holm)": fmt_p(row.p_adjusted),
@@ -394,6 +492,11 @@ def _interval(row: Any, relative: bool) -> tuple[float, float, float]:
 
 def _abs_text(v: float) -> str:
     return fmt_number(0.0 if abs(v) < 1e-9 else v)
+
+
+def _diff_text(v: float) -> str:
+    """A difference: signed (``+0.0023``, ``−0.028``); float noise below 1e-9 is ``0``."""
+    return fmt_number(0.0 if abs(v) < 1e-9 else v, sign=True)
 
 
 def _best_of_note(row: Any) -> str:
@@ -423,7 +526,8 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
             parts.append(
                 f"on {arm} {_abs_text(row.estimate)} ({ci})"
                 if same
-                else f"on {arm} the {metric}{where} of `{row.condition}` itself is {_abs_text(row.estimate)} "
+                else f"on {arm} the {metric}{where} of `{shown_condition(row.condition, row.arm)}` itself is "
+                f"{_abs_text(row.estimate)} "
                 f"({ci}; {bound})"
             )
             first = first if same else row
@@ -444,8 +548,9 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
                 )
             else:
                 parts.append(
-                    f"on {arm} the across-seed variance of {metric}{where} under `{row.condition}` is "
-                    f"{fmt_number(row.estimate, 2)} times that under `{row.comparator}` "
+                    f"on {arm} the across-seed variance of {metric}{where} under "
+                    f"`{shown_condition(row.condition, row.arm)}` is {fmt_number(row.estimate, 2)} times that "
+                    f"under `{shown_condition(row.comparator, row.arm)}` "
                     f"({_best_of_note(row)}{ci}; {mde})"
                 )
             first = first if same else row
@@ -455,16 +560,16 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
         if not np.isfinite(est):
             parts.append(f"on {arm} the difference could not be estimated ({int(row.seeds)} seeds)")
             continue
-        size = f"{fmt_number(100 * abs(est))}%" if relative else _abs_text(abs(est))
+        size = fmt_number(abs(est), percent=True) if relative else _abs_text(abs(est))
         side = "higher" if est > 0 else "lower"
         ci = (
             f"95% CI {_pct(lo)} to {_pct(hi)}"
             if relative
-            else f"95% CI of the difference {_abs_text(lo)} to {_abs_text(hi)}"
+            else f"95% CI of the difference {_diff_text(lo)} to {_diff_text(hi)}"
         )
         margin = float(row.margin) if row.margin is not None and np.isfinite(row.margin) else math.nan
         if np.isfinite(margin) and abs(est) < margin:
-            margin_text = f"{fmt_number(100 * margin)}%" if relative else fmt_number(margin)
+            margin_text = fmt_number(margin, percent=True) if relative else fmt_number(margin)
             ci += (
                 "; also below the margin"
                 if same
@@ -474,8 +579,8 @@ def _effect_phrases(rows: pd.DataFrame) -> str:
             parts.append(f"on {arm} {size} {side} ({ci})")
         else:
             parts.append(
-                f"on {arm} the {metric}{where} is {size} {side} under `{row.condition}` than under "
-                f"`{row.comparator}` ({_best_of_note(row)}{ci})"
+                f"on {arm} the {metric}{where} is {size} {side} under `{shown_condition(row.condition, row.arm)}` "
+                f"than under `{shown_condition(row.comparator, row.arm)}` ({_best_of_note(row)}{ci})"
             )
         first = first if same else row
     return "; ".join(parts)
@@ -526,12 +631,14 @@ def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
         values = " and ".join(f"{_abs_text(r.estimate)} ({arm_name(r.arm)})" for r in _rows(primary))
         return (
             f"{_verdict_head(primary)}: the {METRIC_LABELS.get(str(first.metric), str(first.metric))} of "
-            f"`{first.condition}` is {values}, against a bound of ±{fmt_number(first.margin)}."
+            f"`{shown_condition(first.condition, first.arm)}` is {values}, "
+            f"against a bound of ±{fmt_number(first.margin)}."
         )
     metric = METRIC_LABELS.get(str(first.metric), str(first.metric))
     where = "" if str(first.stratum) == "all" else f" on {first.stratum} items"
     pool = [c for c in str(getattr(first, "comparator_set", "") or "").split(", ") if c]
-    comparators = list(dict.fromkeys(primary["comparator"]))
+    # named as on the sentence's first arm (its subject; the tables name each arm's own)
+    comparators = list(dict.fromkeys(shown_condition(c, first.arm) for c in primary["comparator"]))
     against = " or ".join(f"`{c}`" for c in comparators)
     if len(pool) > 1:
         against = f"the best of {len(pool)} pre-registered baselines ({against})"
@@ -544,7 +651,7 @@ def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
         )
         return (
             f"{_verdict_head(primary)}: the across-seed variance of {metric}{where} under "
-            f"`{first.condition}` is {' and '.join(sizes)} times that under {against} "
+            f"`{shown_condition(first.condition, first.arm)}` is {' and '.join(sizes)} times that under {against} "
             f"(95% intervals {cis})."
         )
     parts, sides = [], []
@@ -554,7 +661,7 @@ def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
         if not np.isfinite(est):
             continue
         sides.append("higher" if est > 0 else "lower")
-        size = f"{fmt_number(100 * abs(est))}%" if relative else _abs_text(abs(est))
+        size = fmt_number(abs(est), percent=True) if relative else _abs_text(abs(est))
         parts.append((size, arm_name(r.arm), sides[-1]))
     if not parts:
         return f"{_verdict_head(primary)}: the difference could not be estimated."
@@ -562,7 +669,8 @@ def claim_headline(verdicts: pd.DataFrame, claim: Any) -> str:
     effect = " and ".join(f"{size} ({arm})" if same_side else f"{size} {side} ({arm})" for size, arm, side in parts)
     side = f" {sides[0]}" if same_side else ""
     return (
-        f"{_verdict_head(primary)}: the {metric}{where} is {effect}{side} under `{first.condition}` than "
+        f"{_verdict_head(primary)}: the {metric}{where} is {effect}{side} under "
+        f"`{shown_condition(first.condition, first.arm)}` than "
         f"under {against}."
     )
 

@@ -477,9 +477,19 @@ class BookResults:
 DATA_MAP_CONDITIONS = ("original/hard", "human/hard", "human/synthetic", "human/human-shuffled", "human/human")
 
 
-NOT_ANALYSIS: tuple[str, ...] = ("cli.py", "pipeline.py", "plots.py", "present.py", "annotate/", "__main__.py")
+NOT_ANALYSIS: tuple[str, ...] = (
+    "cli.py",
+    "pipeline.py",
+    "chapter.py",
+    "plots.py",
+    "plots_robustness.py",
+    "present.py",
+    "annotate/",
+    "__main__.py",
+)
 """Paths (relative to the package) whose code never reaches a cached table: the command line, the
-notebook runner, figures, page text and the annotation app. Everything else is hashed."""
+notebook runner, a chapter's setup, figures, page text and the annotation app (all above
+:mod:`softlab.report` in the layers, so no cached table can import them). Everything else is hashed."""
 
 
 def analysis_sources(root: Path | None = None) -> list[Path]:
@@ -725,6 +735,21 @@ def metrics_path(params_name: str) -> Path:
 
 def verdicts_path(params_name: str) -> Path:
     return results_dir() / params_name / "verdicts.parquet"
+
+
+def cached_book_results(params: Mapping[str, Any]) -> BookResults | None:
+    """The :class:`BookResults` of a parameter set when they are in the cache for this
+    configuration and analysis code, else None: nothing is trained, prepared or computed (a page
+    may show a set, such as the 1,100-seed ``stability`` set, only where it was run here)."""
+    from softlab.experiment import configs_from_params
+
+    arm_configs, train_cfg, seeds = configs_from_params(params)
+    folder = cache_dir() / "book" / book_key(arm_configs, train_cfg, seeds, int(params.get("n_boot", 2000)))
+    if not (folder / "meta.json").exists():
+        return None
+    results = load_book(folder)
+    results.params_name = str(params.get("params_name", "custom"))
+    return results
 
 
 def book_results(params: Mapping[str, Any], progress: bool = False, store: Any = None) -> BookResults:

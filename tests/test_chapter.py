@@ -144,3 +144,70 @@ def test_forest_rows_are_in_percent_for_relative_margins_and_in_units_otherwise(
     assert rows.loc[0, "url"] == "05_calibration.html#claim-1" and rows.loc[1, "url"] == ""
     assert "0.0052 vs generator/hard+ts 0.0029" in rows.loc[0, "tooltip"] and "refuted" in rows.loc[0, "tooltip"]
     assert rows.loc[0, "label"] == "synthetic MNIST: generator/generator vs generator/hard+ts"
+
+
+def _accuracy_predictions(correct_per_seed, arm="fashion-mnist", n_items=20):
+    """ArmPredictions whose seed s is right on the first ``correct_per_seed[s]`` items under
+    ``human/human`` and, in reverse seed order, under ``human/synthetic``."""
+    from softlab.inference import ArmPredictions
+
+    official = np.arange(n_items) % 3
+    probs = np.zeros((len(correct_per_seed), n_items, 3), dtype=np.float32)
+    for s, k in enumerate(correct_per_seed):
+        probs[s, np.arange(n_items), np.where(np.arange(n_items) < k, official, (official + 1) % 3)] = 1.0
+    mask = np.ones(n_items, dtype=bool)
+    return ArmPredictions(
+        arm=arm, reference_name="human", seeds=np.arange(len(correct_per_seed)), official=official,
+        reference=np.eye(3)[official] * 0.8 + 0.2 / 3, strata={"all": mask, "hard": mask},
+        probs={"human/human": probs, "human/synthetic": probs[::-1].copy()},
+    )  # fmt: skip
+
+
+def test_the_stability_result_comes_from_the_cache_only(monkeypatch):
+    import softlab.experiment as E
+    import softlab.report as R
+
+    def never(*args, **kwargs):
+        raise AssertionError("the stability set must not be trained or prepared by a chapter")
+
+    for name in ("run_arm", "run_arms", "prepare_arm", "prepare_arms"):
+        monkeypatch.setattr(E, name, never)
+    monkeypatch.setattr(R, "compute_book", never)
+    book = C.Book(C.resolve_book_parameters("smoke"))
+    asked = []
+    monkeypatch.setattr(R, "cached_book_results", lambda params: asked.append(params["seeds"]))
+    assert book.stability() is None and asked == [load_params("stability")["seeds"]]
+    correct = [10, 11, 10, 12, 9, 11, 10, 10]
+    cached = SimpleNamespace(predictions={"fashion-mnist": _accuracy_predictions(correct)})
+    monkeypatch.setattr(R, "cached_book_results", lambda params: cached)
+    row = book.stability().iloc[0]
+    x = np.array(correct) / 20
+    assert row["variance_ratio"] == pytest.approx(x.var(ddof=1) / x[::-1].var(ddof=1))
+    assert row["seeds"] == 8 and row["condition"] == "human/human" and row["comparator"] == "human/synthetic"
+    assert book.stability_hours() == pytest.approx(load_params("stability")["seeds"] * 263 / 30 / 3600)
+
+
+def test_cached_book_results_is_none_for_a_set_never_computed(monkeypatch, tmp_path):
+    import softlab.report as R
+
+    monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(R, "compute_book", lambda *a, **k: pytest.fail("must not compute"))
+    assert R.cached_book_results(C.resolve_book_parameters("stability")) is None
+
+
+def test_for_display_names_arms_metrics_and_each_arms_conditions():
+    df = pd.DataFrame(
+        {
+            "arm": ["fashion-mnist", "synthetic-mnist"],
+            "condition": ["human/human", "human/human"],
+            "comparator": ["human/synthetic", "human/synthetic+ts"],
+            "metric": ["accuracy", "debiased_ce_soft"],
+            "v": [1.0, 2.0],
+        }
+    )
+    out = C.for_display(df)
+    assert list(out["arm"]) == ["Fashion-MNIST-H", "synthetic MNIST"]
+    assert list(out["condition"]) == ["human/human", "generator/generator"]
+    assert list(out["comparator"]) == ["human/synthetic", "generator/synthetic+ts"]
+    assert list(out["metric"]) == ["accuracy", C.metric_name("debiased_ce_soft")] and list(out["v"]) == [1.0, 2.0]
+    assert list(df["arm"]) == ["fashion-mnist", "synthetic-mnist"]  # the ids in the data stay

@@ -266,3 +266,28 @@ def test_seed_spread_is_one_labelled_row_per_condition(records, tmp_path):
     top_down = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
     assert [t.get_text() for t in top_down] == P.order_conditions(CONDITIONS[:4])  # first condition on top
     assert ax.get_xlabel() == "held-out accuracy"
+
+
+def test_chapter_8_draws_the_deliveries_and_verdicts_in_the_books_colours():
+    from softlab import plots_robustness as PRB
+
+    assert PRB.DELIVERY_STYLE["soft"]["color"] == P.condition_colour("human/human")
+    assert PRB.DELIVERY_STYLE["sampled"]["color"] == P.condition_colour("human/sampled")
+    assert P.condition_colour("human/sampled") not in _FALLBACK_AND_KNOWN(exclude="human/sampled")
+    assert PRB.VERDICT_COLOURS == PR.VERDICT_COLOURS  # one verdict colour per verdict in the whole book
+
+
+def _FALLBACK_AND_KNOWN(exclude: str) -> set[str]:
+    known = {P.condition_colour(f"{m}/{s}") for m in P.MODE_ORDER for s in (*P.SHAPE_ORDER, "generator")}
+    return (known - {P.condition_colour(exclude)}) | set(P._FALLBACK)
+
+
+def test_row_names_are_display_names_while_colours_follow_the_ids():
+    df = pd.DataFrame({"condition": ["human/human"] * 3 + ["human/synthetic"] * 3, "seed": [0, 1, 2] * 2,
+                       "value": [0.8, 0.81, 0.79, 0.7, 0.72, 0.71]})  # fmt: skip
+    names = {"human/human": "generator/generator", "human/synthetic": "generator/synthetic"}
+    ax = P.plot_seed_spread(df, names=names).axes[0]
+    top_down = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in top_down] == ["generator/synthetic", "generator/generator"]
+    faces = [matplotlib.colors.to_hex(b.get_facecolor()[:3]) for b in ax.patches]
+    assert faces == [P.condition_colour("human/synthetic"), P.condition_colour("human/human")]

@@ -136,14 +136,26 @@ def test_fmt_number_is_positional_with_three_significant_figures():
     assert PR.fmt_number(12000) == "12\u202f000" and PR.fmt_number(9999) == "9999"
     assert PR.fmt_number(float("nan")) == PR.fmt_number(None) == "–"
     assert PR.fmt_number(0.0) == "0"
+    assert PR.fmt_number(-0.0275) == "\u22120.0275"  # the minus sign, not a hyphen
+
+
+def test_fmt_number_is_the_one_format_for_signs_and_percentages():
+    assert PR.fmt_number(0.0023, sign=True) == "+0.0023" and PR.fmt_number(-0.028, sign=True) == "\u22120.028"
+    assert PR.fmt_number(0.0, sign=True) == "0"  # no sign on zero
+    assert PR.fmt_number(0.1234, percent=True) == "12.3%" and PR.fmt_number(1.0, percent=True) == "100%"
+    assert PR.fmt_number(0.799, sign=True, percent=True) == "+79.9%"
+    assert PR.fmt_number(-1.184, sign=True, percent=True) == "\u2212118%"
+    assert PR.fmt_number(0.55, 2, percent=True) == "55%" and PR.fmt_number(float("nan"), percent=True) == "–"
+    assert PR.fmt_number(-12000) == "\u221212\u202f000"
+    assert PR.parse_number("\u221212.3%") == pytest.approx(-0.123)
 
 
 @given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False).filter(lambda v: v == 0 or abs(v) > 1e-12))
 def test_fmt_number_never_uses_e_notation_and_keeps_the_value(v):
     text = PR.fmt_number(v)
-    assert "e" not in text.lower()
+    assert "e" not in text.lower() and "-" not in text
     if v != 0 and abs(v) < 1000:
-        assert float(text) == pytest.approx(v, rel=5e-3)  # three significant figures
+        assert PR.parse_number(text) == pytest.approx(v, rel=5e-3)  # three significant figures
 
 
 def test_fmt_p():
@@ -164,7 +176,7 @@ def test_table_html_is_narrow_typed_and_stable():
     html = PR.table(df, percent=["share"], uuid="x").to_html()
     assert html == PR.table(df, percent=["share"], uuid="x").to_html()  # byte-stable
     assert ">0<" in html and "9.7" not in html  # float noise below 1e-6 shows as 0
-    assert "0.334" in html and "82.5%" in html and "100.0%" in html
+    assert "0.334" in html and "82.5%" in html and "100%" in html
     assert "human/<wbr>human" in html  # long names may wrap after "/"
     assert PR.VERDICT_COLOURS["refuted"] in html and PR.VERDICT_COLOURS["inconclusive"] in html
     assert "white-space: nowrap" in html
@@ -181,6 +193,8 @@ def test_claim_rows_match_text_claims_and_show_each_test_in_its_own_scale():
     assert c1["p (Holm)"].tolist() == ["< 0.001", "0.015"]
     assert c1["MDE"].tolist() == ["55%", "16%"]
     assert c1["comparison"].iloc[0] == "human/human vs human/synthetic+ts"
+    # the synthetic arm's reference is the generator: no human labelled those images
+    assert c1["comparison"].iloc[1] == "generator/generator vs generator/synthetic+ts"
     c2 = PR.claim_rows(v, "2")
     assert c2["estimate [95% CI]"].iloc[0] == "0.683 [0.177, 2.63]"  # the variance ratio itself
     assert c2["MDE"].iloc[0] == "0.088"
@@ -188,7 +202,7 @@ def test_claim_rows_match_text_claims_and_show_each_test_in_its_own_scale():
     assert len(every) == 4 and every["claim · arm"].iloc[-1] == "3 · fashion-mnist"
     assert len(every.columns) == 7
     exploratory = PR.claim_rows(v, 3, primary=False)
-    assert exploratory["estimate [95% CI]"].iloc[0] == "0 [-0.01, 0.01]"  # 1e-12 is noise
+    assert exploratory["estimate [95% CI]"].iloc[0] == "0 [\u22120.01, +0.01]"  # 1e-12 is noise; differences signed
 
 
 def test_claim_sentences_are_plain_and_carry_the_numbers():
@@ -289,3 +303,16 @@ def test_the_primary_family_includes_co_primaries():
     v.loc[1, "primary"] = False  # a co-primary: in the family, without the headline flag
     assert PR.primary_family_size(v) == int((v["family"] == "primary").sum()) == 4
     assert len(PR.primary_family(v)) == 4 and int(v["primary"].sum()) == 3
+
+
+def test_conditions_are_named_after_each_arms_reference_in_sentences_and_titles():
+    v = verdict_rows()
+    v.loc[1, "comparator_set"] = ""  # the synthetic arm's test named in full, not "same as the first arm"
+    v.loc[1, "metric"] = "ece_soft"
+    one = PR.claim_sentence(v, 1)
+    assert "under `generator/generator` than under `generator/synthetic+ts`" in one
+    assert "under `human/human` than under `human/synthetic+ts`" in one  # Fashion-MNIST-H keeps its names
+    assert PR.shown_condition("human/hard+ts-official", "synthetic-mnist") == "generator/hard+ts-official"
+    assert PR.shown_condition("human/sampled", "fashion-mnist") == "human/sampled"
+    assert PR.arm_title("synthetic-mnist") == "synthetic MNIST (“human” = generator)"
+    assert PR.arm_title("fashion-mnist") == "Fashion-MNIST-H"
