@@ -864,7 +864,7 @@ def _big_body(base: str) -> bool:
 # --------------------------------------------------------------------------- main
 
 
-def run(fast: bool) -> Tally:
+def run(fast: bool, only: list[str] | None = None) -> Tally:
     t = Tally()
     with tempfile.TemporaryDirectory(prefix="softlab-faults-") as tmp:
         work = Path(tmp)
@@ -879,6 +879,8 @@ def run(fast: bool) -> Tally:
             ("annotation", lambda: annotation_faults(t, fast, work / "annotate")),
         ]
         for name, step in steps:
+            if only and name.split()[0] not in only:
+                continue
             (work / name).mkdir(exist_ok=True)
             for sub in ("inputs", "caches", "interrupt", "whole", "data", "annotate"):
                 (work / sub).mkdir(exist_ok=True)
@@ -895,8 +897,19 @@ def run(fast: bool) -> Tally:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fast", action="store_true", help="a few cases of each kind (what the tests run)")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=["inputs", "caches", "interruptions", "whole", "data", "dask", "annotation"],
+        help="these steps only (to look into a failure; the figures then cover only them)",
+    )
     args = ap.parse_args(argv)
-    t = run(args.fast)
+    # a shell starts a background job (`faults.py &`) with SIGINT ignored, and an ignored signal
+    # stays ignored in every process it starts: the SIGINT cases then interrupted nothing (the
+    # first long run with whole runs found it). A handler of our own is reset to the default in
+    # each child, whose Python then turns SIGINT into KeyboardInterrupt as after a Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    t = run(args.fast, args.only)
     for failure in t.failures:
         print(f"[faults] FAILED {failure}", file=sys.stderr)
     print(t.line(), flush=True)

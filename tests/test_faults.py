@@ -644,6 +644,7 @@ def _stored_runs(root: Path) -> dict[str, tuple]:
     return runs
 
 
+@pytest.mark.slow  # three `softlab train` processes: 74 s on 2 shared, busy cores
 def test_softlab_train_killed_mid_run_then_rerun_stores_exactly_the_uninterrupted_runs(tmp_path):
     """kill -9 of a real `softlab train` as soon as its first run is stored: every run folder it
     left is complete, the re-run trains only the missing runs, meets nothing damaged, and the
