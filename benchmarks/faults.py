@@ -441,10 +441,18 @@ def _end_group(pgid: int) -> int:
     return 1
 
 
+TIMING = ("seconds", "batch_members", "created_unix")
+"""What two runs of the same configuration legitimately differ in: wall time, batch size (a
+re-run trains what is missing in batches of its own) and creation time (``result.json``; the
+robustness table's ``seconds`` column). The first long run with whole runs counted them as
+different results."""
+
+
 def _frame_digest(path: Path) -> str:
     import pandas as pd
 
     df = pd.read_parquet(path)
+    df = df.drop(columns=[c for c in TIMING if c in df.columns])
     h = json.dumps([list(map(str, df.columns)), [str(t) for t in df.dtypes]]).encode()
     return _digest([h, pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes()])
 
@@ -457,9 +465,9 @@ def _digest(parts: list[bytes]) -> str:
 
 def _run_digest(folder: Path) -> str:
     """A stored run's numbers and description (its arrays as arrays: the zip's timestamps differ
-    between two writes; ``seconds`` and ``batch_members`` are timing, not results)."""
+    between two writes; :data:`TIMING` left out)."""
     result = json.loads((folder / "result.json").read_text())
-    for timing in ("seconds", "batch_members"):
+    for timing in TIMING:
         result.pop(timing, None)
     parts = [(folder / "config.json").read_bytes(), json.dumps(result, sort_keys=True).encode()]
     with np.load(folder / "arrays.npz", allow_pickle=False) as z:
