@@ -17,10 +17,19 @@ What it does (``--fast``: a few of each, seconds to a minute; default: the long 
   then a re-run: the results equal an uninterrupted run's and no partial file is read; two such
   processes at once on one cache: both finish with identical results; a read-only (unwritable)
   cache is one line;
+- **whole runs** (long profile only, most of its time): ``softlab run --params smoke`` (training,
+  results and every notebook, in a copy of the project so this checkout's ``book/`` is never
+  written) uninterrupted; then 3 ``kill -9`` and 2 SIGINT (Ctrl-C, to the process group) at points
+  drawn by a seeded RNG, each attempt resuming the one before, and a last re-run: nothing partial
+  left after any interruption, no damaged file met, and ``results/smoke/*.parquet``, every stored
+  run and every cached book table equal the uninterrupted run's; then two runs at once on one
+  cache, results folder and ``book/``: both finish, the same results;
 - **data files**: a flipped byte and a truncation in each verified image file, on a copy of the
   data folder (``SOFTLAB_DATA_DIR``; ``~/.cache/softlab/data`` is never touched): refused naming
   the file and both checksums;
 - **Dask**: a scheduler address nobody answers at: one line within ``SOFTLAB_DASK_TIMEOUT``;
+  (long profile) a worker SIGKILLed mid-task on a loopback cluster: the task runs again, every
+  run is stored once, the numbers equal an in-process run's;
 - **annotation app**: N concurrent writers, the server killed with ``kill -9`` mid-load and
   restarted, every unacknowledged answer resent with its submission id: 0 lost, 0 duplicated;
   a 50 MB body refused before it is read.
@@ -364,6 +373,249 @@ def interruptions(t: Tally, fast: bool, work: Path) -> None:
     )
 
 
+# --------------------------------------------------------------------------- whole runs
+
+RUN_SET = "smoke"
+RUN_STARTUP_S = 10.0
+"""Seconds a ``softlab run`` spends importing and validating before it does any work (2 shared
+cores): each interruption point is drawn in the work that follows."""
+ORPHAN_WAIT_S = 20.0
+"""How long the processes a killed run started (its notebook kernel) get to notice and exit."""
+
+
+def _project_copy(dest: Path) -> Path:
+    """The package, notebooks and parameter sets copied to ``dest``: ``softlab run`` writes its
+    notebooks into ``<project>/book``, so the runs here write into the copy, never into this
+    checkout's ``book/``."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+    for name in ("softlab", "notebooks", "params"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    return dest
+
+
+def _softlab_run(project: Path, scenario: Path, log: str) -> subprocess.Popen[str]:
+    """``softlab run --params smoke`` of the copy in ``project``, with the cache and results
+    folders of ``scenario``, in a session of its own (so its kernel can be found and signalled);
+    its output goes to ``scenario/<log>.out`` / ``.err``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(project),
+        "SOFTLAB_CACHE_DIR": str(scenario / "cache"),
+        "SOFTLAB_RESULTS_DIR": str(scenario / "results"),
+    }
+    scenario.mkdir(parents=True, exist_ok=True)
+    with open(scenario / f"{log}.out", "w") as out, open(scenario / f"{log}.err", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "softlab.cli", "run", "--params", RUN_SET],
+            stdout=out,
+            stderr=err,
+            text=True,
+            env=env,
+            cwd=project,
+            start_new_session=True,
+        )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _end_group(pgid: int) -> int:
+    """Wait for every process of the group to exit (a kernel notices its parent died); SIGKILL
+    what is left after ``ORPHAN_WAIT_S``. Returns 1 when something had to be killed."""
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not _group_alive(pgid):
+        return 0
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    while _group_alive(pgid):
+        time.sleep(0.1)
+    return 1
+
+
+TIMING = ("seconds", "batch_members", "created_unix")
+"""What two runs of the same configuration legitimately differ in: wall time, batch size (a
+re-run trains what is missing in batches of its own) and creation time (``result.json``; the
+robustness table's ``seconds`` column). The first long run with whole runs counted them as
+different results."""
+
+
+def _frame_digest(path: Path) -> str:
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    df = df.drop(columns=[c for c in TIMING if c in df.columns])
+    h = json.dumps([list(map(str, df.columns)), [str(t) for t in df.dtypes]]).encode()
+    return _digest([h, pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes()])
+
+
+def _digest(parts: list[bytes]) -> str:
+    from softlab.io import sha256_bytes
+
+    return sha256_bytes(b"".join(sha256_bytes(p).encode() for p in parts))
+
+
+def _run_digest(folder: Path) -> str:
+    """A stored run's numbers and description (its arrays as arrays: the zip's timestamps differ
+    between two writes; :data:`TIMING` left out)."""
+    result = json.loads((folder / "result.json").read_text())
+    for timing in TIMING:
+        result.pop(timing, None)
+    parts = [(folder / "config.json").read_bytes(), json.dumps(result, sort_keys=True).encode()]
+    with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+        for name in sorted(z.files):
+            a = z[name]
+            parts += [f"{name} {a.dtype} {a.shape}".encode(), np.ascontiguousarray(a).tobytes()]
+    return _digest(parts)
+
+
+def _whole_run_state(scenario: Path) -> dict[str, str]:
+    """Everything a run leaves that later runs read, by name: every results table
+    (``results/<set>/*.parquet``), every stored run (``cache/runs/<key>``) and every cached book
+    folder's tables (``cache/book/<key>``), each as a digest of its contents. A file that cannot
+    be read is recorded as such (a partial file would show up here)."""
+    state: dict[str, str] = {}
+    entries = [(p, "results") for p in sorted((scenario / "results" / RUN_SET).glob("*.parquet"))]
+    runs = scenario / "cache" / "runs"
+    if runs.is_dir():
+        entries += [(p, "run") for p in sorted(runs.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    book = scenario / "cache" / "book"
+    if book.is_dir():
+        for folder in sorted(p for p in book.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if ".tmp" not in folder.name:
+                entries += [(p, "book") for p in sorted(folder.glob("*.parquet"))]
+    for path, kind in entries:
+        name = f"{kind} {path.relative_to(scenario)}"
+        try:
+            state[name] = _run_digest(path) if kind == "run" else _frame_digest(path)
+        except Exception as exc:
+            state[name] = f"unreadable: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+    return state
+
+
+def _state_differences(got: dict[str, str], reference: dict[str, str], partial: bool) -> str:
+    """What in ``got`` differs from the uninterrupted run's state ("" when nothing). With
+    ``partial`` (after an interruption) entries may be missing, but each one present must be whole
+    and equal to the reference's."""
+    wrong = [k for k in got if got[k] != reference.get(k)]
+    missing = [] if partial else [k for k in reference if k not in got]
+    if not wrong and not missing:
+        return ""
+    return f"{len(wrong)} different ({', '.join(wrong[:3])}) and {len(missing)} missing ({', '.join(missing[:3])})"
+
+
+def _read_log(scenario: Path, log: str) -> tuple[str, str]:
+    return (scenario / f"{log}.out").read_text(errors="replace"), (scenario / f"{log}.err").read_text(errors="replace")
+
+
+def _complete_run(project: Path, scenario: Path, log: str) -> tuple[int, str, str]:
+    proc = _softlab_run(project, scenario, log)
+    status = proc.wait(timeout=3600)
+    _end_group(proc.pid)
+    return (status, *_read_log(scenario, log))
+
+
+def whole_runs(t: Tally, fast: bool, work: Path) -> None:
+    """``softlab run --params smoke`` (training, results and every notebook) uninterrupted once;
+    then, on a fresh cache, run again and again, each attempt interrupted (``kill -9`` of the
+    run's process, or SIGINT to its process group as Ctrl-C sends it) at a point drawn by a
+    seeded RNG, the last attempt left to finish: after every interruption each results table,
+    stored run and cached book table present is whole and equal to the uninterrupted run's, the
+    next attempt meets no damaged file, and the final state equals the uninterrupted run's. Then
+    two runs at once on one fresh cache and results folder: both finish, the same state.
+    Minutes: the long profile only (``tests/test_faults.py`` kills a small ``softlab train``)."""
+    if fast:
+        return
+    project = _project_copy(work / "project")
+    start = time.monotonic()
+    status, out, err = _complete_run(project, work / "reference", "run")
+    took = time.monotonic() - start
+    reference = _whole_run_state(work / "reference")
+    print(f"[faults] uninterrupted softlab run --params {RUN_SET}: {took:.0f} s", file=sys.stderr, flush=True)
+    if status != 0 or "Traceback" in err:
+        t.failures.append(f"whole run: the uninterrupted run failed (status {status}): {err.strip()[-300:]}")
+        t.n["tracebacks"] += int("Traceback" in err)
+        return
+
+    rng = random.Random(25)
+    kinds = [signal.SIGKILL] * 3 + [signal.SIGINT] * 2
+    rng.shuffle(kinds)
+    # points in the run's work (fractions of the uninterrupted run's time after start-up),
+    # each attempt killed that much further into it than the one before
+    points = sorted(rng.uniform(0.05, 0.95) for _ in kinds)
+    work_s = max(took - RUN_STARTUP_S, 1.0)
+    chain = work / "interrupted"
+    orphans = 0
+    done = 0.0
+    checked: list[tuple[str, list[str]]] = []
+    for k, (sig, point) in enumerate(zip(kinds, points)):
+        delay = RUN_STARTUP_S + max(point - done, 0.02) * work_s
+        done = point
+        name = f"{signal.Signals(sig).name} {delay:.0f} s into attempt {k + 1} of softlab run --params {RUN_SET}"
+        proc = _softlab_run(project, chain, f"attempt{k}")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=delay)
+        if proc.poll() is not None:  # finished first: nothing was interrupted, nothing counted
+            orphans += _end_group(proc.pid)
+            print(f"[faults] {name}: the attempt finished before the signal", file=sys.stderr, flush=True)
+            continue
+        if sig == signal.SIGKILL:
+            proc.kill()  # the run's own process only: its kernel is left to notice
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        status = proc.wait(timeout=600)
+        orphans += _end_group(proc.pid)
+        _, err = _read_log(chain, f"attempt{k}")
+        problems = _traceback(err)
+        if sig == signal.SIGINT and (status != 130 or err.strip().splitlines()[-1:] != ["softlab run: interrupted"]):
+            problems.append(f"SIGINT: status {status}, stderr ends {err.strip()[-200:]!r}")
+        left = _state_differences(_whole_run_state(chain), reference, partial=True)
+        if left:
+            problems.append(f"partial or different files left: {left}")
+        checked.append((name, problems))
+    status, out, err = _complete_run(project, chain, "final")
+    after = _traceback(err)
+    if status != 0:
+        after.append(f"the re-run failed with status {status}: {err.strip()[-300:]}")
+    damaged = [ln for ln in (out + err).splitlines() if "damaged" in ln.lower()]
+    if damaged:
+        after.append(f"the re-run met damaged files: {damaged[:2]}")
+    final = _state_differences(_whole_run_state(chain), reference, partial=False)
+    if final:
+        after.append(f"the re-run's results differ from the uninterrupted run's: {final}")
+    for name, problems in checked:  # survived: nothing partial left, and the re-run gave the same results
+        t.fault(f"{name}, then re-run", not problems and not after, "; ".join(problems + after))
+    print(f"[faults] whole-run interruptions: {orphans} process(es) outlived a killed run by {ORPHAN_WAIT_S:.0f} s",
+          file=sys.stderr, flush=True)  # fmt: skip
+
+    together = work / "together"
+    procs = [_softlab_run(project, together, f"run{k}") for k in range(2)]
+    statuses = [p.wait(timeout=3600) for p in procs]
+    for p in procs:
+        _end_group(p.pid)
+    problems = [f"statuses {statuses}"] if statuses != [0, 0] else []
+    for k in range(2):
+        err = _read_log(together, f"run{k}")[1]
+        problems += _traceback(err) or ([err.strip()[-300:]] if statuses[k] else [])
+    same = _state_differences(_whole_run_state(together), reference, partial=False)
+    if same:
+        problems.append(f"results differ from one run's: {same}")
+    t.fault("two softlab runs at once on one cache and results folder", not problems, "; ".join(problems))
+
+
+def _traceback(err: str) -> list[str]:
+    """``[the traceback's end]`` when ``err`` holds one (counted in ``tracebacks``), else ``[]``."""
+    return [f"Traceback on stderr: {err[err.index('Traceback') :].strip()[-400:]}"] if "Traceback" in err else []
+
+
 # --------------------------------------------------------------------------- data files
 
 
@@ -415,7 +667,7 @@ def _flipped(data: bytes) -> bytes:
 # --------------------------------------------------------------------------- Dask
 
 
-def dask_faults(t: Tally, fast: bool) -> None:
+def dask_faults(t: Tally, fast: bool, work: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -458,6 +710,43 @@ def dask_faults(t: Tally, fast: bool) -> None:
         proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no Dask scheduler answered" in proc.stderr,
         proc.stderr.strip()[-300:] + f" ({took:.0f} s)",
     )
+    dask_worker_killed(t, work)
+
+
+def dask_worker_killed(t: Tally, work: Path) -> None:
+    """A Dask worker SIGKILLed while it trains a task of a ``softlab train --dask`` run (the
+    loopback cluster and the run of ``tests/test_distributed.py``, one definition of both): the
+    run completes, the task is run again, every run is stored exactly once, nothing partial is
+    left, and the numbers equal an in-process run's."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_distributed as td
+
+    problems: list[str] = []
+    work.mkdir(parents=True, exist_ok=True)
+    cluster = td.LoopbackCluster(work)
+    try:
+        got = td.train_killing_a_worker(cluster, work / "dask-runs")
+        problems += _traceback(got["stderr"])
+        if got["victim"] is None or got["victim_status"] != -signal.SIGKILL:
+            problems.append(f"no worker was killed mid-task (victim {got['victim']}, status {got['victim_status']})")
+        if got["returncode"] != 0:
+            problems.append(f"the run failed with status {got['returncode']}: {got['stderr'].strip()[-300:]}")
+        else:
+            summary, runs = got["summary"], got["task_runs"]
+            if not summary["runs"] == summary["trained"] == str(got["n_runs"]) or len(runs) != got["n_tasks"]:
+                problems.append(f"runs/tasks: {summary} {runs}")
+            if not runs or max(runs.values()) < 2:
+                problems.append(f"the killed worker's task was not run again: {runs}")
+            td.assert_clean(work / "dask-runs")
+            if len(td.RunStore(work / "dask-runs").list_runs()) != got["n_runs"]:
+                problems.append("not every run stored exactly once")
+            td.softlab_train(work / "inprocess-runs", *td.KILLED_WORKER_GRID)
+            td.assert_same_runs(work / "inprocess-runs", work / "dask-runs", got["n_runs"])
+    except AssertionError as exc:
+        problems.append(" ".join(str(exc).split())[:400])
+    finally:
+        cluster.close()
+    t.fault("dask worker killed mid-run", not problems, "; ".join(problems))
 
 
 # --------------------------------------------------------------------------- annotation app
@@ -583,7 +872,7 @@ def _big_body(base: str) -> bool:
 # --------------------------------------------------------------------------- main
 
 
-def run(fast: bool) -> Tally:
+def run(fast: bool, only: list[str] | None = None) -> Tally:
     t = Tally()
     with tempfile.TemporaryDirectory(prefix="softlab-faults-") as tmp:
         work = Path(tmp)
@@ -592,13 +881,16 @@ def run(fast: bool) -> Tally:
             ("inputs", lambda: hostile_inputs(t, fast, work / "inputs")),
             ("caches", lambda: cache_faults(t, fast, work / "caches")),
             ("interruptions", lambda: interruptions(t, fast, work / "interrupt")),
+            ("whole runs", lambda: whole_runs(t, fast, work / "whole")),
             ("data", lambda: data_faults(t, fast, work / "data")),
-            ("dask", lambda: dask_faults(t, fast)),
+            ("dask", lambda: dask_faults(t, fast, work / "dask")),
             ("annotation", lambda: annotation_faults(t, fast, work / "annotate")),
         ]
         for name, step in steps:
+            if only and name.split()[0] not in only:
+                continue
             (work / name).mkdir(exist_ok=True)
-            for sub in ("inputs", "caches", "interrupt", "data", "annotate"):
+            for sub in ("inputs", "caches", "interrupt", "whole", "data", "annotate"):
                 (work / sub).mkdir(exist_ok=True)
             start = time.monotonic()
             try:
@@ -613,8 +905,19 @@ def run(fast: bool) -> Tally:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fast", action="store_true", help="a few cases of each kind (what the tests run)")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=["inputs", "caches", "interruptions", "whole", "data", "dask", "annotation"],
+        help="these steps only (to look into a failure; the figures then cover only them)",
+    )
     args = ap.parse_args(argv)
-    t = run(args.fast)
+    # a shell starts a background job (`faults.py &`) with SIGINT ignored, and an ignored signal
+    # stays ignored in every process it starts: the SIGINT cases then interrupted nothing (the
+    # first long run with whole runs found it). A handler of our own is reset to the default in
+    # each child, whose Python then turns SIGINT into KeyboardInterrupt as after a Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    t = run(args.fast, args.only)
     for failure in t.failures:
         print(f"[faults] FAILED {failure}", file=sys.stderr)
     print(t.line(), flush=True)

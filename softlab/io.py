@@ -15,10 +15,13 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 
 @contextmanager
@@ -113,6 +116,29 @@ def load_cached_npz(path: str | os.PathLike[str], required: Sequence[str] = ()) 
         quarantine_file(path, why)  # os.rename moves a folder as well as a file
         return None
     return arrays
+
+
+def load_cached_parquet(path: str | os.PathLike[str], columns: Sequence[str] | None = None) -> pd.DataFrame | None:
+    """A cached table, or None when there is none to use: missing, or damaged (empty, truncated, a
+    flipped byte, a folder where the file should be, or columns other than ``columns``). A damaged
+    entry is quarantined (:func:`quarantine_file`), so the caller recomputes it instead of failing
+    on every rerun."""
+    import pandas as pd
+
+    path = Path(path)
+    if not os.path.lexists(path):
+        return None
+    try:
+        table = pd.read_parquet(path)
+        if columns is not None and list(table.columns) != list(columns):
+            raise ValueError(f"columns {list(table.columns)[:4]}..., expected {list(columns)[:4]}...")
+    except FileNotFoundError:  # removed meanwhile by another process
+        return None
+    except Exception as exc:  # any reader error: the entry is unusable and is recomputed
+        why = "a folder where a file should be" if path.is_dir() else " ".join(str(exc).split())[:200]
+        quarantine_file(path, why or type(exc).__name__)
+        return None
+    return table
 
 
 def intact_npz(*paths: str | os.PathLike[str]) -> bool:

@@ -13,6 +13,7 @@ with warnings as errors.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -138,7 +139,9 @@ def _execute(
     written = []
     for src in paths:
         dest = out_dir / src.name
-        tmp = out_dir / f".{src.stem}.running.ipynb"
+        # a name of this run's own: two runs at once into one book/ wrote the same ".NN.running"
+        # file, and one of them then renamed away, or read, the other's half-written notebook
+        tmp = out_dir / f".{src.stem}.running.{os.getpid()}.{secrets.token_hex(4)}.ipynb"
         start = time.time()
         injected = injected_parameters(per_notebook[src])
         print(f"[softlab run] {src.name} with {injected}", flush=True)
@@ -162,6 +165,9 @@ def _execute(
                     f"{' '.join(str(exc.evalue).split())}; the executed copy with the traceback "
                     f"is {failed}"
                 ) from exc
+            raise
+        except BaseException:  # Ctrl-C: the partial copy is nobody's
+            tmp.unlink(missing_ok=True)
             raise
         _hide_injected_parameters(tmp)
         os.replace(tmp, dest)

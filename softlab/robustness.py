@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from softlab.io import atomic_path, config_key
+from softlab.io import atomic_path, config_key, load_cached_parquet
 from softlab.labels import DELIVERY_CONDITIONS
 from softlab.paths import cache_dir, results_dir
 
@@ -404,8 +404,9 @@ def robustness_table(
     folder = Path(cache) if cache is not None else cache_dir() / "robustness"
     for i, cell in enumerate(todo):
         path = folder / f"{_cell_key(cell, params, spec, claims)}.parquet"
-        if path.exists():
-            parts.append(pd.read_parquet(path))
+        cached = load_cached_parquet(path, columns=COLUMNS)  # a damaged entry is quarantined: recomputed
+        if cached is not None:
+            parts.append(cached)
             continue
         if progress:
             print(f"[robustness] cell {i + 1}/{len(todo)}: {cell.name}", flush=True)

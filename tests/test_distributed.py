@@ -260,15 +260,22 @@ def test_dask_grid_equals_inprocess_grid_bit_for_bit(cluster, tmp_path):
     assert_clean(tmp_path / "dask")
 
 
-def test_killed_worker_task_is_rescheduled_and_every_run_stored_once(cluster, tmp_path):
+#: The grid a worker is killed in: one group key (no training dynamics), so 2 seeds × 2 folds × the
+#: default conditions (48 runs) in ceil(48 / 5) = 10 tasks of about a second each on one thread.
+KILLED_WORKER_GRID = ("--set", "arms=[fashion-mnist]", "epochs=40", "record_dynamics=false", "--members-per-task", "5")
+
+
+def train_killing_a_worker(cluster: LoopbackCluster, root: Path) -> dict:
+    """`softlab train` of :data:`KILLED_WORKER_GRID` on the cluster into ``root``, one worker
+    SIGKILLed as soon as a training task of this run is seen running on it. Returns what happened:
+    ``victim`` (its name, or None when no task was seen), ``victim_status``, ``returncode``,
+    ``stderr``, ``summary`` (the `[softlab train]` line), ``task_runs`` (task key → times sent to a
+    worker, this run's tasks only), ``n_runs`` and ``n_tasks`` (expected). Also used by
+    ``benchmarks/faults.py`` (its long profile counts this fault)."""
     cluster.ensure_workers()
-    # one group key (no training dynamics), so 2 seeds × 2 folds × the default conditions (48 runs)
-    # in ceil(48 / 5) = 10 tasks of about a second each on one thread
     n_runs = 2 * 2 * len(DEFAULT_CONDITIONS)
-    n_tasks = -(-n_runs // 5)
-    grid = ["--set", "arms=[fashion-mnist]", "epochs=40", "record_dynamics=false", "--members-per-task", "5"]
     before = set(cluster.task_runs())
-    proc = softlab_train(tmp_path / "dask", "--dask", cluster.address, *grid, wait=False)
+    proc = softlab_train(root, "--dask", cluster.address, *KILLED_WORKER_GRID, wait=False)
     victim = None
     try:
         deadline = time.time() + RUN_TIMEOUT_S
@@ -283,17 +290,30 @@ def test_killed_worker_task_is_rescheduled_and_every_run_stored_once(cluster, tm
         out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
     finally:
         _stop(proc)
-    assert victim is not None, "no training task was seen running"
-    assert cluster.workers[victim].wait(timeout=10) == -signal.SIGKILL
-    assert proc.returncode == 0, err[-4000:]
-    summary = _summary(out)
+    return {
+        "victim": victim,
+        "victim_status": None if victim is None else cluster.workers[victim].wait(timeout=10),
+        "returncode": proc.returncode,
+        "stderr": err,
+        "summary": _summary(out) if proc.returncode == 0 else {},
+        "task_runs": {k: v for k, v in cluster.task_runs().items() if k not in before},
+        "n_runs": n_runs,
+        "n_tasks": -(-n_runs // 5),
+    }
+
+
+def test_killed_worker_task_is_rescheduled_and_every_run_stored_once(cluster, tmp_path):
+    got = train_killing_a_worker(cluster, tmp_path / "dask")
+    n_runs, n_tasks, summary, runs = got["n_runs"], got["n_tasks"], got["summary"], got["task_runs"]
+    assert got["victim"] is not None, "no training task was seen running"
+    assert got["victim_status"] == -signal.SIGKILL
+    assert got["returncode"] == 0, got["stderr"][-4000:]
     assert summary["runs"] == summary["trained"] == str(n_runs) and summary["tasks"] == str(n_tasks)
-    runs = {k: v for k, v in cluster.task_runs().items() if k not in before}
     assert len(runs) == n_tasks
     assert max(runs.values()) >= 2, f"the killed worker's task should have been run again: {runs}"
     assert_clean(tmp_path / "dask")
     assert len(RunStore(tmp_path / "dask").list_runs()) == n_runs  # each run once
-    softlab_train(tmp_path / "inprocess", *grid)
+    softlab_train(tmp_path / "inprocess", *KILLED_WORKER_GRID)
     assert_same_runs(tmp_path / "inprocess", tmp_path / "dask", n_runs)
 
 

@@ -528,6 +528,41 @@ def test_damaged_book_cache_folder_is_quarantined_and_recomputed_not_failed_on_e
     assert heal_result_folders(tmp_path) == []  # the intact one is never touched
 
 
+@pytest.mark.parametrize("damage", ["empty", "truncated", "folder"])
+def test_damaged_robustness_cell_cache_is_quarantined_and_recomputed_not_a_parquet_traceback(
+    tmp_path, monkeypatch, damage
+):
+    """Found reading the caches for issue 25: a cached robustness cell was read with a bare
+    ``pd.read_parquet``, so a damaged one stopped every later `softlab run` with an ArrowInvalid."""
+    import pandas as pd
+
+    import softlab.robustness as R
+    from softlab.params import load_params
+
+    params = load_params("smoke")
+    cells = R.grid_cells(R.parse_grid(params["robustness"]), params)[:1]
+    rows = pd.DataFrame({c: [f"{c}-value"] for c in R.COLUMNS})
+    computed: list[str] = []
+    monkeypatch.setattr(R, "run_cell", lambda cell, *a, **k: computed.append(cell.name) or rows)
+    first = R.robustness_table(params, cells=cells, cache=tmp_path)
+    (path,) = tmp_path.glob("*.parquet")
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-40])
+    else:
+        path.unlink()
+        path.mkdir()
+    with pytest.warns(DamagedCacheWarning, match=r"\.parquet is damaged .*moved to .*\.quarantine"):
+        again = R.robustness_table(params, cells=cells, cache=tmp_path)
+    pd.testing.assert_frame_equal(again, first)
+    assert len(computed) == 2 and path.is_file() and len(list((tmp_path / ".quarantine").iterdir())) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pd.testing.assert_frame_equal(R.robustness_table(params, cells=cells, cache=tmp_path), first)
+    assert len(computed) == 2  # the rewritten entry is loaded
+
+
 # ------------------------------------------------ the fault-injection script, fast profile (issue 25)
 
 
@@ -559,6 +594,146 @@ def test_fault_injection_script_fast_profile_survives_everything():
     assert figures["tracebacks"] == "0" and figures["answers_lost"] == "0" and figures["answers_duplicated"] == "0"
     assert figures["faults_survived"] == figures["faults_injected"] and int(figures["faults_injected"]) >= 20
     assert int(figures["refused_cleanly"]) + int(figures["round_trips_exact"]) == int(figures["inputs_tried"])
+
+
+# ------------------------------------------------ a whole `softlab train` killed mid-run (issue 25; the long
+# profile of benchmarks/faults.py interrupts whole `softlab run --params smoke` runs)
+
+TINY_GRID = ("--set", "arms=[fashion-mnist]", "seeds=1", "folds=2", "epochs=1", "pool_size=200")
+
+
+def _softlab_train(runs: Path, cache: Path, *extra: str):
+    import os
+    import subprocess
+    import sys
+
+    from softlab.paths import PROJECT_ROOT
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "SOFTLAB_CACHE_DIR": str(cache),
+        "SOFTLAB_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [sys.executable, "-m", "softlab.cli", "train", "--params", "smoke", "--runs-dir", str(runs), "--no-progress"]
+    return subprocess.Popen(
+        [*cmd, *TINY_GRID, *extra], env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _stored_runs(root: Path) -> dict[str, tuple]:
+    """Every stored run's description and numbers (timing and batch size aside: a re-run trains
+    what is missing in batches of its own)."""
+    from softlab.store import RunStore
+
+    store = RunStore(root)
+    runs = {}
+    for key in store:
+        r = store.load_key(key)
+        arrays = [r.train_idx, r.train_loss, r.dynamics, *(r.eval_probs[k] for k in sorted(r.eval_probs))]
+        runs[key] = (
+            r.name,
+            r.seed,
+            r.meta,
+            r.config,
+            r.diverged,
+            sorted(r.eval_probs),
+            [None if a is None else a.tobytes() for a in arrays],
+        )
+    return runs
+
+
+@pytest.mark.slow  # three `softlab train` processes: 74 s on 2 shared, busy cores
+def test_softlab_train_killed_mid_run_then_rerun_stores_exactly_the_uninterrupted_runs(tmp_path):
+    """kill -9 of a real `softlab train` as soon as its first run is stored: every run folder it
+    left is complete, the re-run trains only the missing runs, meets nothing damaged, and the
+    store then holds the uninterrupted run's runs, number for number."""
+    import shutil
+    import signal
+    import time
+
+    from softlab.store import COMPLETE_MARKER, RunStore
+
+    cache = tmp_path / "cache"  # the teachers are shared; each run store is its own
+    proc = _softlab_train(tmp_path / "reference", cache)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    reference = _stored_runs(tmp_path / "reference")
+    assert len(reference) >= 8
+
+    root = tmp_path / "interrupted"
+    proc = _softlab_train(root, cache, "--members-per-task", "1")  # a run stored at a time, so it dies mid-grid
+    deadline = time.monotonic() + 300
+    while not any(root.glob(f"*/{COMPLETE_MARKER}")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert 1 <= len(folders) < len(reference), "killed before or after the grid, not in the middle of it"
+    inspect = shutil.copytree(root, tmp_path / "inspected")  # opening a store tidies it: look at a copy
+    for folder in folders:  # nothing partial where a reader looks: each folder whole and the reference's
+        assert (folder / COMPLETE_MARKER).is_file() and RunStore(inspect).verify(folder.name) is None
+    before = _stored_runs(inspect)
+    assert len(before) == len(folders) and all(before[k] == reference[k] for k in before)
+
+    proc = _softlab_train(root, cache)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "damaged" not in (out + err).lower() and "Traceback" not in err
+    summary = dict(re.findall(r"(\w+)=(\S+)", out.strip().splitlines()[-1]))
+    assert (summary["loaded"], summary["trained"]) == (str(len(before)), str(len(reference) - len(before)))
+    store = RunStore(root)
+    assert store.tmp_dirs() == [] and store.quarantined() == []  # the killed writer's leftovers are gone
+    assert _stored_runs(root) == reference
+
+
+def test_two_runs_at_once_into_one_book_folder_each_write_a_temporary_notebook_of_their_own(tmp_path, monkeypatch):
+    """Found by faults.py's long profile (two `softlab run` at once): both runs executed into the
+    same ``book/.NN.running.ipynb``; the first to finish renamed it into place (perhaps half
+    written by the other) and the second then failed on a missing file."""
+    import threading
+    import time
+
+    import nbformat
+    import papermill
+
+    from softlab.params import load_params
+    from softlab.pipeline import _execute
+
+    src = tmp_path / "notebooks" / "01_x.ipynb"
+    src.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), src)
+    both_started = threading.Barrier(2, timeout=30)
+
+    def execute_notebook(input_path, output_path, parameters, **kw):  # papermill writes as it goes
+        nb = nbformat.read(input_path, as_version=4)
+        nb.metadata["run"] = threading.current_thread().name
+        nbformat.write(nb, output_path)
+        both_started.wait()  # both runs are executing now
+        time.sleep(0.2)
+        nbformat.write(nb, output_path)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    values = dict(load_params("smoke"))
+    failures: list[BaseException] = []
+
+    def one_run() -> None:
+        try:
+            _execute([src], {src: values}, tmp_path / "book", src.parent, False, object)
+        except BaseException as exc:
+            failures.append(exc)
+
+    (tmp_path / "book").mkdir()
+    runs = [threading.Thread(target=one_run, name=f"run{k}") for k in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(60)
+    assert failures == []
+    assert nbformat.read(tmp_path / "book" / "01_x.ipynb", as_version=4).metadata["run"] in ("run0", "run1")
+    assert sorted(p.name for p in (tmp_path / "book").iterdir()) == ["01_x.ipynb"]  # no temporary file left
 
 
 def test_switching_the_data_folder_in_a_process_verifies_the_new_folders_files(tmp_path, monkeypatch):
