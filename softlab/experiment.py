@@ -944,7 +944,7 @@ def _teacher_config(dataset: str, cfg: ArmConfig, seed: int, exclude: np.ndarray
     return TeacherConfig(**fields, dataset=base, seed=seed, exclude=tuple(int(i) for i in exclude))
 
 
-#: The loader of each human reference source (:attr:`softlab.arms.ArmSpec.reference`): the arm's
+#: The loader of each human reference source (the ``reference`` field of ``softlab.arms.ArmSpec``): the arm's
 #: configuration -> its ``HumanLabels`` over the test split. (The ``generator`` reference is made
 #: with its pool, in :func:`prepare_arm`.)
 REFERENCE_LOADERS: dict[str, Callable[[ArmConfig], HumanLabels]] = {
