@@ -1085,12 +1085,26 @@ def data_versions(cfg: ArmConfig | str) -> dict[str, Any]:
     return out
 
 
+#: Conditions whose targets no annotation budget changes: ``original/hard`` trains on the official
+#: labels of every training item whatever votes were collected (a budget's items without votes
+#: train on ``original/hard`` too). Every other condition takes its mode, its fitted ε or T, or its
+#: shuffle from the (sub)sampled votes.
+BUDGET_FREE_CONDITIONS: tuple[str, ...] = ("original/hard",)
+
+
 def member_key(
     arm_cfg: ArmConfig, train_key: dict[str, Any], condition: str, seed: int, fold: int, training_dynamics: bool = True
 ) -> dict[str, Any]:
     """The full configuration of one run (its cache key): data and label versions, the arm's
     protocol settings, condition, seed, fold, model and hyper-parameters, and whether its
-    training dynamics are stored. (The store adds the trainer version.)"""
+    training dynamics are stored. (The store adds the trainer version.) A condition whose
+    targets no annotation budget changes (:data:`BUDGET_FREE_CONDITIONS`) keys as in the
+    unbudgeted arm, so budget cells load those runs from the book's cache instead of training
+    bit-identical copies."""
+    if condition in BUDGET_FREE_CONDITIONS and arm_cfg.budgeted:
+        from dataclasses import replace as _replace
+
+        arm_cfg = _replace(arm_cfg, votes_per_item=0, annotated_fraction=1.0)
     return {
         "arm": arm_cfg.key_dict(),
         "data": data_versions(arm_cfg),

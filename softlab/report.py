@@ -752,6 +752,25 @@ def cached_book_results(params: Mapping[str, Any]) -> BookResults | None:
     return results
 
 
+def cached_book_table(params: Mapping[str, Any], name: str) -> pd.DataFrame | None:
+    """One table of :class:`BookResults` (a name of ``BookResults.TABLES``) of a parameter set
+    when its results are in the cache, else None; reads only that table's file (a chapter shown
+    before training, such as chapter 2's fitted ε and T, takes it from there instead of building
+    every seed's conditions again)."""
+    from softlab.experiment import configs_from_params
+
+    if name not in BookResults.TABLES:
+        raise ValueError(f"cached_book_table: unknown table {name!r}; expected one of {list(BookResults.TABLES)}")
+    arm_configs, train_cfg, seeds = configs_from_params(params)
+    folder = cache_dir() / "book" / book_key(arm_configs, train_cfg, seeds, int(params.get("n_boot", 2000)))
+    if not (folder / "meta.json").exists():
+        return None
+    try:  # a damaged folder is healed by the next run (softlab.store.heal_result_folders), not here
+        return pd.read_parquet(folder / f"{name}.parquet")
+    except Exception:
+        return None
+
+
 def book_results(params: Mapping[str, Any], progress: bool = False, store: Any = None) -> BookResults:
     """The :class:`BookResults` of a notebook parameter set (``params_name`` and the
     parameters of :func:`softlab.experiment.configs_from_params`, plus ``n_boot``): loaded from

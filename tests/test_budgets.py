@@ -302,6 +302,31 @@ def test_budgets_enter_run_keys_and_the_default_keeps_earlier_keys():
     assert len(keys) == 6
 
 
+def test_budget_free_conditions_share_the_unbudgeted_run():
+    """original/hard trains on official labels whatever the budget: a budget cell's original/hard
+    run has the unbudgeted arm's targets and cache key (so it is loaded, not retrained), while
+    every vote-derived condition keys by its budget."""
+    from softlab.experiment import BUDGET_FREE_CONDITIONS, member_key
+
+    assert BUDGET_FREE_CONDITIONS == ("original/hard",)
+    base = _toy_arm()
+    for budget in (
+        {"votes_per_item": 1},
+        {"annotated_fraction": 0.25},
+        {"votes_per_item": 3, "annotated_fraction": 0.5},
+    ):
+        arm = _toy_arm(**budget)
+        for seed, fold in ((0, 0), (1, 1)):
+            np.testing.assert_array_equal(
+                arm.targets("original/hard", seed, fold), base.targets("original/hard", seed, fold)
+            )
+            assert member_key(arm.config, {}, "original/hard", seed, fold) == member_key(
+                base.config, {}, "original/hard", seed, fold
+            )
+            for cond in ("human/hard", "human/smooth", "human/human", "human/sampled"):
+                assert member_key(arm.config, {}, cond, seed, fold) != member_key(base.config, {}, cond, seed, fold)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

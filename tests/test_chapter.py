@@ -211,3 +211,50 @@ def test_for_display_names_arms_metrics_and_each_arms_conditions():
     assert list(out["comparator"]) == ["human/synthetic", "generator/synthetic+ts"]
     assert list(out["metric"]) == ["accuracy", C.metric_name("debiased_ce_soft")] and list(out["v"]) == [1.0, 2.0]
     assert list(df["arm"]) == ["fashion-mnist", "synthetic-mnist"]  # the ids in the data stay
+
+
+def test_the_variance_decomposition_is_computed_once_then_read_from_the_cache(monkeypatch, tmp_path):
+    """`softlab run` computes the nested designs' table before papermill starts; chapter 4 then
+    reads it from the cache instead of loading the nested runs again."""
+    import softlab.experiment as E
+    import softlab.report as R
+
+    monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def nested(cfg, *args, **kwargs):
+        calls.append(cfg.arm_name)
+        return {"init": "grid"}
+
+    monkeypatch.setattr(E, "run_nested_designs", nested)
+    monkeypatch.setattr(R, "run_temperatures", lambda grid: None)
+    monkeypatch.setattr(R, "arm_predictions", lambda grid, temps: grid)
+    monkeypatch.setattr(E, "variance_decomposition", lambda preds: pd.DataFrame({"source": ["init"], "share": [1.0]}))
+    params = C.resolve_book_parameters("smoke")
+    first = C.Book(params).variance_decomposition()
+    assert len(calls) >= 1 and list(first["source"]) == ["init"] * len(calls)
+    n = len(calls)
+    again = C.Book(params).variance_decomposition()
+    assert len(calls) == n  # nothing trained or loaded the second time
+    pd.testing.assert_frame_equal(again, first)
+    other = C.Book({**params, "seeds": int(params["seeds"]) + 1}).variance_decomposition()
+    assert len(calls) == 2 * n and len(other) == len(first)  # another configuration: computed afresh
+
+
+def test_fitted_values_come_from_the_cached_results_when_computed(monkeypatch, tmp_path):
+    import softlab.report as R
+
+    monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(tmp_path))
+    params = C.resolve_book_parameters("smoke")
+    assert R.cached_book_table(params, "fitted") is None  # never computed here
+    with pytest.raises(ValueError, match="unknown table"):
+        R.cached_book_table(params, "nope")
+    cached = pd.DataFrame({"arm": ["fashion-mnist"], "fold": [0]})
+    monkeypatch.setattr(R, "cached_book_table", lambda p, name: cached if name == "fitted" else None)
+    book = C.Book(params)
+    book.__dict__["_arms"] = ({}, {})  # preparing an arm would fail: nothing is prepared
+    assert book.fitted_table() is cached
+    monkeypatch.setattr(R, "cached_book_table", lambda p, name: None)
+    fake_arm = SimpleNamespace(fitted_table=lambda seeds: pd.DataFrame({"arm": ["a"] * len(seeds)}))
+    book.__dict__["_arms"] = ({"a": fake_arm}, {})
+    assert len(book.fitted_table()) == len(book.configs[2])
