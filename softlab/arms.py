@@ -42,7 +42,9 @@ class ArmSpec:
     (``votes_per_item``, ``annotated_fraction``, ``human/sampled``) apply — only to references made
     of votes. ``key_fields``: :class:`~softlab.experiment.ArmConfig` fields that enter the run key
     of this arm only. ``optional_images``: its images may be unavailable here (then the arm is
-    skipped with a one-line reason, never an error).
+    skipped with a one-line reason, never an error). ``heldout_items``: what the held-out items
+    are, where they are not a sample of the data set (the book says so beside their accuracy and
+    adds the accuracy on the disjoint evaluation sample of ordinary test images).
     """
 
     name: str
@@ -58,6 +60,7 @@ class ArmSpec:
     reference_file: str = ""
     key_fields: tuple[str, ...] = ()
     optional_images: bool = False
+    heldout_items: str = ""
 
     @property
     def reference_name(self) -> str:
@@ -90,6 +93,7 @@ ARM_SPECS: tuple[ArmSpec, ...] = (
         pool_parameter="mnist_pool_size",
         reference_file="mnist-label-errors/mnist_mturk.json",
         key_fields=("mturk_neither",),
+        heldout_items="its 100 suspected label errors",
     ),
     ArmSpec(
         "synthetic-mnist",

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from softlab.arms import arm_spec, verdict_arms
+from softlab.arms import arm_spec, known_arms, verdict_arms
 from softlab.params import ParameterError, load_params
 from softlab.present import (
     ARM_NAMES,
@@ -610,19 +610,28 @@ class Book:
         if accuracy:
             acc = self.heldout_accuracy()
             if len(acc):
-                parts = [
-                    f"{ARM_NAMES.get(str(a), str(a))} {fmt_number(g.min())}–{fmt_number(g.max())}"
-                    for a, g in acc.groupby("dataset", sort=False)["value"]
-                ]
+                disjoint = self.heldout_accuracy(split="disjoint")
+                parts = []
+                for a, g in acc.groupby("dataset", sort=False)["value"]:
+                    part = f"{ARM_NAMES.get(str(a), str(a))} {fmt_number(g.min())}–{fmt_number(g.max())}"
+                    items = arm_spec(str(a)).heldout_items if str(a) in known_arms() else ""
+                    d = disjoint.loc[disjoint["dataset"] == a, "value"]
+                    if items and len(d):  # not a sample of the data set: say so, and show ordinary images too
+                        part += (
+                            f" on {items} ({fmt_number(d.min())}–{fmt_number(d.max())} on ordinary test images,"
+                            " the disjoint sample)"
+                        )
+                    parts.append(part)
                 text += "; held-out accuracy " + ", ".join(parts)
         return text + ".*"
 
-    def heldout_accuracy(self) -> pd.DataFrame:
-        """Mean over seeds of each raw condition's held-out accuracy (official label, all items):
-        ``dataset, condition, value``."""
+    def heldout_accuracy(self, split: str = "heldout") -> pd.DataFrame:
+        """Mean over seeds of each raw condition's accuracy against the official label on all
+        items of ``split`` (``heldout``: the pooled out-of-fold predictions; ``disjoint``: the
+        disjoint evaluation sample): ``dataset, condition, value``."""
         m = self.results.metrics
         part = m[
-            (m["split"] == "heldout")
+            (m["split"] == split)
             & (m["stratum"] == "all")
             & (m["metric"] == "accuracy")
             & ~m["condition"].astype(str).str.endswith("+ts")
@@ -681,23 +690,18 @@ class Book:
 
     def stability(self, name: str = "stability") -> pd.DataFrame | None:
         """Claim 2 on the many-seed ``stability`` set (:func:`softlab.experiment.stability_summary`,
-        one row per arm) when that set's book tables are in the cache here, else None. Only the
-        cache is read (:func:`softlab.report.cached_book_results`): nothing of the 1,100-seed set is
-        trained, not even its teachers."""
-        from softlab.experiment import stability_summary
+        one row per arm): computed from that set's book tables when they are in the cache here
+        (``source`` "computed here"), else the result recorded in ``recorded/<name>.csv`` with
+        its provenance (``source`` "recorded"; :func:`record_stability` writes it), else None.
+        Nothing of the 1,100-seed set is trained, not even its teachers."""
         from softlab.report import cached_book_results
 
         params = self.parameter_set(name)
         results = cached_book_results(params)
-        if results is None:
-            return None
-        conditions = list(params.get("conditions") or ["human/human", "human/synthetic"])
-        condition, comparator = (conditions + ["human/synthetic"])[:2]
-        frames = [
-            stability_summary(preds, condition=condition, comparator=comparator)
-            for preds in results.predictions.values()
-        ]
-        return pd.concat(frames, ignore_index=True) if frames else None
+        if results is not None:
+            table = stability_table(results, params)
+            return None if table is None else table.assign(source="computed here")
+        return load_recorded(name)
 
     def stability_hours(self, name: str = "stability") -> float:
         """The estimated wall time of ``softlab run --params <name>`` from a cold cache on the
@@ -711,6 +715,60 @@ class Book:
     def fmt(self, x: Any, digits: int = 3, *, sign: bool = False, percent: bool = False) -> str:
         """The book's one number format (:func:`softlab.present.fmt_number`)."""
         return fmt_number(x, digits, sign=sign, percent=percent)
+
+
+def stability_table(results: Any, params: Mapping[str, Any]) -> pd.DataFrame | None:
+    """:func:`softlab.experiment.stability_summary` of every arm of a set's book results, for its
+    first two conditions (default ``human/human`` against ``human/synthetic``)."""
+    from softlab.experiment import stability_summary
+
+    conditions = list(params.get("conditions") or ["human/human", "human/synthetic"])
+    condition, comparator = (conditions + ["human/synthetic"])[:2]
+    frames = [
+        stability_summary(preds, condition=condition, comparator=comparator) for preds in results.predictions.values()
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+#: Provenance columns of a recorded result (``recorded/<name>.csv``), after the result's own.
+RECORDED_COLUMNS: tuple[str, ...] = ("recorded_on", "commit", "command", "wall_seconds", "machine")
+
+
+def load_recorded(name: str) -> pd.DataFrame | None:
+    """The recorded result ``recorded/<name>.csv`` (:func:`softlab.paths.recorded_dir`) with
+    ``source`` "recorded", or None when there is none. A file without the provenance columns is
+    refused with a one-line error naming it."""
+    from softlab.paths import recorded_dir
+
+    path = recorded_dir() / f"{name}.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    missing = [c for c in RECORDED_COLUMNS if c not in table.columns]
+    if missing or table.empty:
+        raise ValueError(
+            f"{path}: a recorded result needs rows and the columns {list(RECORDED_COLUMNS)}; missing {missing}"
+        )
+    return table.assign(source="recorded")
+
+
+def record_stability(name: str, results: Any, params: Mapping[str, Any], provenance: Mapping[str, Any]) -> Path:
+    """Write the stability result of ``results`` (the set's book results) with ``provenance`` (the
+    values of :data:`RECORDED_COLUMNS`) to ``recorded/<name>.csv`` atomically; returns the path."""
+    from softlab.io import atomic_path
+    from softlab.paths import recorded_dir
+
+    missing = [c for c in RECORDED_COLUMNS if c not in provenance]
+    if missing:
+        raise ValueError(f"record_stability: provenance lacks {missing}")
+    table = stability_table(results, params)
+    if table is None:
+        raise ValueError(f"record_stability: the {name!r} set's results hold no arm")
+    table = table.assign(**{c: provenance[c] for c in RECORDED_COLUMNS})
+    path = recorded_dir() / f"{name}.csv"
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return path
 
 
 def open_book(params_name: str = "default", overrides: Mapping[str, Any] | None = None) -> Book:

@@ -42,6 +42,14 @@ def human_dirs() -> list[Path]:
     return dirs
 
 
+def recorded_dir() -> Path:
+    """Results of long runs recorded with their provenance and tracked in git (``recorded/``):
+    a chapter shows one where this machine's cache does not hold the run (the 1,100-seed
+    ``stability`` set takes about an hour on 2 cores, too long for the book's 20 minutes)."""
+    env = os.environ.get("SOFTLAB_RECORDED_DIR")
+    return Path(env).expanduser() if env else PROJECT_ROOT / "recorded"
+
+
 def results_dir() -> Path:
     env = os.environ.get("SOFTLAB_RESULTS_DIR")
     return Path(env).expanduser() if env else PROJECT_ROOT / "results"

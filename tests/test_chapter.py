@@ -163,9 +163,11 @@ def _accuracy_predictions(correct_per_seed, arm="fashion-mnist", n_items=20):
     )  # fmt: skip
 
 
-def test_the_stability_result_comes_from_the_cache_only(monkeypatch):
+def test_the_stability_result_comes_from_the_cache_only(monkeypatch, tmp_path):
     import softlab.experiment as E
     import softlab.report as R
+
+    monkeypatch.setenv("SOFTLAB_RECORDED_DIR", str(tmp_path / "none"))  # no recorded result either
 
     def never(*args, **kwargs):
         raise AssertionError("the stability set must not be trained or prepared by a chapter")
@@ -184,6 +186,7 @@ def test_the_stability_result_comes_from_the_cache_only(monkeypatch):
     x = np.array(correct) / 20
     assert row["variance_ratio"] == pytest.approx(x.var(ddof=1) / x[::-1].var(ddof=1))
     assert row["seeds"] == 8 and row["condition"] == "human/human" and row["comparator"] == "human/synthetic"
+    assert row["source"] == "computed here"
     assert book.stability_hours() == pytest.approx(load_params("stability")["seeds"] * 263 / 30 / 3600)
 
 
@@ -258,3 +261,42 @@ def test_fitted_values_come_from_the_cached_results_when_computed(monkeypatch, t
     fake_arm = SimpleNamespace(fitted_table=lambda seeds: pd.DataFrame({"arm": ["a"] * len(seeds)}))
     book.__dict__["_arms"] = ({"a": fake_arm}, {})
     assert len(book.fitted_table()) == len(book.configs[2])
+
+
+def test_a_recorded_stability_result_is_shown_with_its_provenance_when_the_cache_lacks_it(monkeypatch, tmp_path):
+    import softlab.report as R
+
+    monkeypatch.setenv("SOFTLAB_RECORDED_DIR", str(tmp_path))
+    monkeypatch.setattr(R, "cached_book_results", lambda params: None)
+    params = C.resolve_book_parameters("stability")
+    correct = [10, 11, 10, 12, 9, 11, 10, 10]
+    results = SimpleNamespace(predictions={"fashion-mnist": _accuracy_predictions(correct)})
+    provenance = {"recorded_on": "2026-12-07", "commit": "abc1234", "command": "python x.py", "wall_seconds": 60.0,
+                  "machine": "2 cores"}  # fmt: skip
+    with pytest.raises(ValueError, match="provenance lacks"):
+        C.record_stability("stability", results, params, {"commit": "x"})
+    path = C.record_stability("stability", results, params, provenance)
+    assert path == tmp_path / "stability.csv"
+    row = C.Book(C.resolve_book_parameters("smoke")).stability().iloc[0]
+    x = np.array(correct) / 20
+    assert row["source"] == "recorded" and row["commit"] == "abc1234" and row["seeds"] == 8
+    assert row["variance_ratio"] == pytest.approx(x.var(ddof=1) / x[::-1].var(ddof=1))
+    path.write_text("arm,seeds\nfashion-mnist,8\n")  # provenance columns missing: refused, naming the file
+    with pytest.raises(ValueError, match=r"stability\.csv"):
+        C.Book(params).stability()
+
+
+def test_the_setup_line_says_when_held_out_items_are_not_a_sample():
+    """MNIST MTurk's held-out items are its 100 suspected label errors: their accuracy against the
+    official label is low by design, so the line says so and adds ordinary test images' accuracy."""
+    rows = []
+    for arm, heldout, disjoint in (("fashion-mnist", 0.8, 0.79), ("mnist", 0.19, 0.86)):
+        for split, value in (("heldout", heldout), ("disjoint", disjoint)):
+            rows.append({"dataset": arm, "condition": "human/human", "split": split, "stratum": "all",
+                         "metric": "accuracy", "value": value})  # fmt: skip
+    book = C.Book({**C.resolve_book_parameters("smoke"), "arms": ["fashion-mnist", "mnist"]})
+    book.__dict__["results"] = SimpleNamespace(metrics=pd.DataFrame(rows), meta={"skipped": {}})
+    line = book.setup_line(accuracy=True)
+    assert "MNIST MTurk 0.19–0.19 on its 100 suspected label errors (0.86–0.86 on ordinary test images" in line
+    assert "Fashion-MNIST-H 0.8–0.8;" in line or "Fashion-MNIST-H 0.8–0.8," in line
+    assert line.count("ordinary test images") == 1
