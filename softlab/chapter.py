@@ -731,7 +731,7 @@ def stability_table(results: Any, params: Mapping[str, Any]) -> pd.DataFrame | N
 
 
 #: Provenance columns of a recorded result (``recorded/<name>.csv``), after the result's own.
-RECORDED_COLUMNS: tuple[str, ...] = ("recorded_on", "commit", "command", "wall_seconds", "machine")
+RECORDED_COLUMNS: tuple[str, ...] = ("recorded_on", "commit", "command", "wall_seconds", "training", "machine")
 
 
 def load_recorded(name: str) -> pd.DataFrame | None:
@@ -752,18 +752,18 @@ def load_recorded(name: str) -> pd.DataFrame | None:
     return table.assign(source="recorded")
 
 
-def record_stability(name: str, results: Any, params: Mapping[str, Any], provenance: Mapping[str, Any]) -> Path:
-    """Write the stability result of ``results`` (the set's book results) with ``provenance`` (the
-    values of :data:`RECORDED_COLUMNS`) to ``recorded/<name>.csv`` atomically; returns the path."""
+def record_stability(name: str, table: pd.DataFrame, provenance: Mapping[str, Any]) -> Path:
+    """Write a stability result ``table`` (rows of :func:`softlab.experiment.stability_summary`,
+    e.g. from :func:`softlab.report.stability_from_runs`) with ``provenance`` (the values of
+    :data:`RECORDED_COLUMNS`) to ``recorded/<name>.csv`` atomically; returns the path."""
     from softlab.io import atomic_path
     from softlab.paths import recorded_dir
 
     missing = [c for c in RECORDED_COLUMNS if c not in provenance]
     if missing:
         raise ValueError(f"record_stability: provenance lacks {missing}")
-    table = stability_table(results, params)
-    if table is None:
-        raise ValueError(f"record_stability: the {name!r} set's results hold no arm")
+    if table is None or table.empty:
+        raise ValueError(f"record_stability: the {name!r} set's result holds no arm")
     table = table.assign(**{c: provenance[c] for c in RECORDED_COLUMNS})
     path = recorded_dir() / f"{name}.csv"
     with atomic_path(path) as tmp:

@@ -1603,17 +1603,40 @@ def stability_summary(
     Pitman–Morgan interval and p-value, the measured between-seed correlation ``rho``, the smallest
     ratio detectable with 80% power at this seed count, and the seeds the test would need for
     ``target_ratio`` at the measured ``rho`` (``softlab.inference.seeds_for_power``)."""
-    from softlab.inference import pitman_morgan, seeds_for_power, variance_ratio_mde
-
     x = per_seed_metric(preds, condition, metric, stratum)
     y = per_seed_metric(preds, comparator, metric, stratum)
+    return stability_summary_of(
+        preds.arm, x, y, condition, comparator, metric, stratum, target_ratio=target_ratio, confidence=confidence
+    )
+
+
+def stability_summary_of(
+    arm: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    condition: str = "human/human",
+    comparator: str = "human/synthetic",
+    metric: str = "accuracy",
+    stratum: str = "all",
+    target_ratio: float = 0.85,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """:func:`stability_summary` from the per-seed values ``x`` (condition) and ``y`` (comparator)
+    of ``arm``, paired by seed (a pool read in chunks of seeds: :func:`softlab.report.chunked_predictions`)."""
+    from softlab.inference import pitman_morgan, seeds_for_power, variance_ratio_mde
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(
+            f"stability_summary_of: x and y must be per-seed vectors of one length, got {x.shape}, {y.shape}"
+        )
     pm = pitman_morgan(x, y, confidence)
     rho = float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 else float("nan")
     needed = seeds_for_power(target_ratio, rho) if np.isfinite(rho) and abs(rho) < 1 else -1
     return pd.DataFrame(
         [
             {
-                "arm": preds.arm,
+                "arm": arm,
                 "condition": condition,
                 "comparator": comparator,
                 "metric": metric,

@@ -40,7 +40,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,6 +194,58 @@ def _disjoint_probs(grid: GridResults) -> dict[str, np.ndarray]:
                 stack[si, fi] = grid.results[grid.index(cond, seed, fold)].eval_probs["disjoint"]
         out[cond] = stack
     return out
+
+
+def chunked_predictions(
+    arm_cfg: ArmConfig,
+    train_cfg: TrainConfig,
+    seeds: Sequence[int],
+    chunk: int = 100,
+    progress: bool = False,
+    store: RunStore | None = None,
+) -> Iterator[ArmPredictions]:
+    """The :func:`arm_predictions` of ``seeds`` in chunks of ``chunk`` seeds, each from a freshly
+    prepared arm and its runs (loaded from the run cache, trained where missing), so that a
+    many-seed pool is read in bounded memory: all 1,100 seeds of the ``stability`` set at once
+    (every table of the book) grew past the 24 GB of the 2-core machine. Runs of a seed do not
+    depend on the other seeds of the list, so the chunks load exactly the runs one call would —
+    except that the first seed of a set records training dynamics, hence ``record_dynamics``
+    must be off. Per-seed values computed from the chunks and concatenated in order equal those
+    from one :class:`~softlab.inference.ArmPredictions` of every seed."""
+    if chunk < 1:
+        raise ValueError(f"chunk: expected a positive number of seeds, got {chunk}")
+    if train_cfg.record_dynamics:
+        raise ValueError(
+            "chunked_predictions: needs record_dynamics false (a set's first seed records training "
+            "dynamics, so chunks would key their first seeds differently)"
+        )
+    for start in range(0, len(seeds), chunk):
+        part = [int(s) for s in seeds[start : start + chunk]]
+        arm = prepare_arm(arm_cfg, progress=progress, seeds=part)
+        grid = run_arm(arm, train_cfg, part, progress=progress, store=store)
+        preds = arm_predictions(grid, run_temperatures(grid))
+        del grid, arm
+        yield preds
+
+
+def stability_from_runs(params: Mapping[str, Any], chunk: int = 100, progress: bool = False) -> pd.DataFrame:
+    """Claim 2 on a many-seed set (:func:`softlab.experiment.stability_summary_of`, one row per
+    arm), from its runs read in chunks of seeds (:func:`chunked_predictions`): the per-seed
+    held-out accuracy of the set's first two conditions (default ``human/human`` against
+    ``human/synthetic``). Trains what the run cache lacks."""
+    from softlab.experiment import configs_from_params, per_seed_metric, stability_summary_of
+
+    arm_configs, train_cfg, seeds = configs_from_params(params)
+    conditions = list(params.get("conditions") or ["human/human", "human/synthetic"])
+    condition, comparator = (conditions + ["human/synthetic"])[:2]
+    rows = []
+    for name, cfg in arm_configs.items():
+        xs, ys = [], []
+        for preds in chunked_predictions(cfg, train_cfg, seeds, chunk=chunk, progress=progress):
+            xs.append(per_seed_metric(preds, condition, "accuracy", "all"))
+            ys.append(per_seed_metric(preds, comparator, "accuracy", "all"))
+        rows.append(stability_summary_of(name, np.concatenate(xs), np.concatenate(ys), condition, comparator))
+    return pd.concat(rows, ignore_index=True)
 
 
 def heldout_records(preds: ArmPredictions) -> list[RunPredictions]:

@@ -272,10 +272,11 @@ def test_a_recorded_stability_result_is_shown_with_its_provenance_when_the_cache
     correct = [10, 11, 10, 12, 9, 11, 10, 10]
     results = SimpleNamespace(predictions={"fashion-mnist": _accuracy_predictions(correct)})
     provenance = {"recorded_on": "2026-12-07", "commit": "abc1234", "command": "python x.py", "wall_seconds": 60.0,
-                  "machine": "2 cores"}  # fmt: skip
+                  "training": "trained by this invocation", "machine": "2 cores"}  # fmt: skip
+    table = C.stability_table(results, params)
     with pytest.raises(ValueError, match="provenance lacks"):
-        C.record_stability("stability", results, params, {"commit": "x"})
-    path = C.record_stability("stability", results, params, provenance)
+        C.record_stability("stability", table, {"commit": "x"})
+    path = C.record_stability("stability", table, provenance)
     assert path == tmp_path / "stability.csv"
     row = C.Book(C.resolve_book_parameters("smoke")).stability().iloc[0]
     x = np.array(correct) / 20

@@ -40,3 +40,27 @@ def test_stability_shaped_set_runs_every_notebook(tmp_path, monkeypatch):
     claim2 = verdicts[verdicts["primary"] & (verdicts["claim"].astype(str) == "2")]
     assert list(claim2["arm"]) == ["fashion-mnist"] and int(claim2["seeds"].iloc[0]) == 3
     assert (claim2["verdict"] == "inconclusive").all()  # fewer than 10 seeds: never more than inconclusive
+
+
+def test_the_stability_result_read_in_chunks_of_seeds_equals_the_whole_pool(tmp_path, monkeypatch):
+    """The 1,100-seed set is read a chunk of seeds at a time (all at once outgrew 24 GB); the
+    per-seed values, and so the summary, must equal those of one pool of every seed."""
+    from softlab.chapter import resolve_book_parameters
+    from softlab.experiment import configs_from_params, prepare_arm, run_arm, stability_summary
+    from softlab.report import arm_predictions, chunked_predictions, run_temperatures, stability_from_runs
+
+    monkeypatch.setenv("SOFTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    stability = load_params("stability")
+    shape = {k: stability[k] for k in ("arms", "conditions", "run_folds", "record_dynamics", "folds")}
+    params = resolve_book_parameters("smoke", {**shape, "seeds": 5})
+    arm_cfgs, train_cfg, seeds = configs_from_params(params)
+    cfg = arm_cfgs["fashion-mnist"]
+    grid = run_arm(prepare_arm(cfg, seeds=seeds), train_cfg, seeds)
+    whole = stability_summary(arm_predictions(grid, run_temperatures(grid)))
+    chunked = stability_from_runs(params, chunk=2)  # chunks of 2, 2 and 1 seeds, runs loaded from the cache
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert int(chunked["seeds"].iloc[0]) == 5
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="record_dynamics"):
+        next(chunked_predictions(cfg, replace(train_cfg, record_dynamics=True), seeds))
