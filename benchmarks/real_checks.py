@@ -188,21 +188,29 @@ def real_coverage(pool: Pool, claim: str, seed: int = 0, n_boot: int = 500) -> C
     return Coverage(covered / blocks, blocks, float(truth), float(truth_se))
 
 
-def pool_from_runs(params_name: str, seeds: int | None, progress: bool) -> Pool:
-    """Train (or load from the cache) the set's Fashion-MNIST-H runs of both conditions."""
-    from softlab.experiment import configs_from_params, prepare_arm, run_arm
+def pool_from_runs(params_name: str, seeds: int | None, progress: bool, chunk: int = 100) -> Pool:
+    """Train (or load from the cache) the set's Fashion-MNIST-H runs of both conditions, read
+    ``chunk`` seeds at a time (``softlab.report.chunked_predictions``: all 1,100 seeds of the
+    stability set at once do not fit in 24 GB); the per-seed tables are concatenated in seed order."""
+    from softlab.experiment import configs_from_params
     from softlab.params import load_params
-    from softlab.report import arm_predictions, run_temperatures
+    from softlab.report import chunked_predictions
 
     p = load_params(params_name)
     p["conditions"] = [CONDITION, COMPARATOR]
     p["arms"] = ["fashion-mnist"]
+    p["record_dynamics"] = False  # the pool needs held-out predictions only (the stability set records none)
     if seeds is not None:
         p["seeds"] = seeds
     arms, train, seed_list = configs_from_params(p)
-    arm = prepare_arm(arms["fashion-mnist"], progress=progress, seeds=seed_list)
-    grid = run_arm(arm, train, seed_list, progress=progress)
-    return pool_from_predictions(arm_predictions(grid, run_temperatures(grid)))
+    parts = [
+        pool_from_predictions(preds)
+        for preds in chunked_predictions(arms["fashion-mnist"], train, seed_list, chunk, progress)
+    ]
+    return Pool(
+        {c: np.concatenate([part.claim1[c] for part in parts]) for c in parts[0].claim1},
+        {c: np.concatenate([part.claim2[c] for part in parts]) for c in parts[0].claim2},
+    )
 
 
 def report(pool: Pool, books: int, t0: float) -> dict[str, float]:

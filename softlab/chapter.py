@@ -518,9 +518,10 @@ def data_map(book: Book, arm: str, condition: str = "human/human", max_items: in
 
 # --------------------------------------------------------------------------- the book object
 
-#: Measured cost of one seed of the ``stability`` set on the 2-core machine (teachers and
-#: students, both conditions, 2 folds): 30 seeds in 263 s, 2026-12-03 (``params/stability.yml``).
-STABILITY_SECONDS_PER_SEED: float = 263.0 / 30.0
+#: Measured cost of one seed of the ``stability`` set on the quiet 2-core machine (its teacher and
+#: students, both conditions, 2 folds): all 1,100 seeds trained from a cold cache in 1,684 s,
+#: 2026-12-07 (``params/stability.yml``; 30 seeds took 263 s on the shared machine of 2026-12-03).
+STABILITY_SECONDS_PER_SEED: float = 1684.0 / 1100.0
 
 
 class Book:

@@ -187,7 +187,7 @@ def test_the_stability_result_comes_from_the_cache_only(monkeypatch, tmp_path):
     assert row["variance_ratio"] == pytest.approx(x.var(ddof=1) / x[::-1].var(ddof=1))
     assert row["seeds"] == 8 and row["condition"] == "human/human" and row["comparator"] == "human/synthetic"
     assert row["source"] == "computed here"
-    assert book.stability_hours() == pytest.approx(load_params("stability")["seeds"] * 263 / 30 / 3600)
+    assert book.stability_hours() == pytest.approx(load_params("stability")["seeds"] * 1684 / 1100 / 3600)
 
 
 def test_cached_book_results_is_none_for_a_set_never_computed(monkeypatch, tmp_path):
