@@ -704,6 +704,38 @@ class Book:
             return None if table is None else table.assign(source="computed here")
         return load_recorded(name)
 
+    def stability_sentence(self, name: str = "stability") -> str:
+        """One Markdown paragraph for the findings page: claim 2 on the many-seed set
+        (:meth:`stability`), its design, where the result comes from, and that it is shown beside
+        the book's verdict, not in its family; empty when the set was neither computed nor recorded."""
+        from softlab.present import fmt_p
+
+        table = self.stability(name)
+        if table is None or table.empty:
+            return ""
+        p = self.parameter_set(name)
+        r = table.iloc[0]
+        where = (
+            "computed here"
+            if r["source"] != "recorded"
+            else f"recorded on {r['recorded_on']} at commit `{r['commit']}`, `recorded/{name}.csv`"
+        )
+        n = fmt_number(int(r["seeds"]))
+        teacher, book_teacher = (fmt_number(int(x["teacher_train_items"])) for x in (p, self.params))
+        ratio, low, high = (fmt_number(float(r[k]), 2) for k in ("variance_ratio", "ci_low", "ci_high"))
+        sd_c, sd_k, mean_c, mean_k = (
+            fmt_number(float(r[k])) for k in ("sd_condition", "sd_comparator", "mean_condition", "mean_comparator")
+        )
+        return (
+            f"**Claim 2 with the power to decide it.** The `{name}` set ({n} seeds, each a full re-run of the "
+            f"pipeline; {p['folds']} folds and teachers on {teacher} images, against this book's "
+            f"{self.params['folds']} folds and {book_teacher}; {where}) finds the across-seed variance of held-out "
+            f"accuracy under `{r['condition']}` {ratio} times that under `{r['comparator']}` (95% CI {low} to "
+            f"{high}, Pitman–Morgan p {fmt_p(float(r['p_value']))}; SD {sd_c} against {sd_k}, at mean accuracy "
+            f"{mean_c} against {mean_k}). It is a separate design, shown beside the book's verdict, not in its "
+            f"family of tests."
+        )
+
     def stability_hours(self, name: str = "stability") -> float:
         """The estimated wall time of ``softlab run --params <name>`` from a cold cache on the
         2-core reference machine, in hours: its seeds × :data:`STABILITY_SECONDS_PER_SEED`."""

@@ -301,3 +301,19 @@ def test_the_setup_line_says_when_held_out_items_are_not_a_sample():
     assert "MNIST MTurk 0.19–0.19 on its 100 suspected label errors (0.86–0.86 on ordinary test images" in line
     assert "Fashion-MNIST-H 0.8–0.8;" in line or "Fashion-MNIST-H 0.8–0.8," in line
     assert line.count("ordinary test images") == 1
+
+
+def test_the_findings_sentence_on_the_stability_set_names_its_source_and_design(monkeypatch):
+    book = C.Book(C.resolve_book_parameters("smoke"))
+    monkeypatch.setattr(C.Book, "stability", lambda self, name="stability": None)
+    assert book.stability_sentence() == ""
+    row = {"seeds": 1100, "condition": "human/human", "comparator": "human/synthetic", "variance_ratio": 0.533,
+           "ci_low": 0.476, "ci_high": 0.598, "p_value": 1e-26, "sd_condition": 0.008, "sd_comparator": 0.0109,
+           "mean_condition": 0.74, "mean_comparator": 0.764, "source": "recorded", "recorded_on": "2026-12-07",
+           "commit": "abc1234"}  # fmt: skip
+    monkeypatch.setattr(C.Book, "stability", lambda self, name="stability": pd.DataFrame([row]))
+    text = book.stability_sentence()
+    assert (
+        "0.53 times" in text and "95% CI 0.48 to 0.6" in text and "recorded on 2026-12-07 at commit `abc1234`" in text
+    )
+    assert "not in its family" in text
