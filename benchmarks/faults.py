@@ -60,7 +60,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -607,8 +607,26 @@ def whole_runs(t: Tally, fast: bool, work: Path) -> None:
         problems += _traceback(err) or ([err.strip()[-300:]] if statuses[k] else [])
     same = _state_differences(_whole_run_state(together), reference, partial=False)
     if same:
-        problems.append(f"results differ from one run's: {same}")
+        problems.append(f"results differ from one run's: {same}{_kept(work, ('reference', 'together'))}")
     t.fault("two softlab runs at once on one cache and results folder", not problems, "; ".join(problems))
+
+
+def _kept(work: Path, scenarios: Sequence[str]) -> str:
+    """With ``SOFTLAB_FAULTS_KEEP=<folder>``: the results tables, book caches and logs of
+    ``scenarios`` copied there for a post-mortem (the work folder is removed at the end); the
+    text names the folder ("" without the variable)."""
+    keep = os.environ.get("SOFTLAB_FAULTS_KEEP")
+    if not keep:
+        return ""
+    for name in scenarios:
+        src, dest = work / name, Path(keep) / name
+        for part in ("results", "cache/book"):
+            if (src / part).is_dir():
+                shutil.copytree(src / part, dest / part, dirs_exist_ok=True)
+        for log in src.glob("*.err"):
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(log, dest / log.name)
+    return f" (kept in {keep})"
 
 
 def _traceback(err: str) -> list[str]:

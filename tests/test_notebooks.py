@@ -95,3 +95,25 @@ def test_the_private_name_check_catches_an_import():
     code = "from softlab.present import _pct, table"
     imported = [a.name for n in ast.walk(ast.parse(code)) if isinstance(n, ast.ImportFrom) for a in n.names]
     assert [n for n in imported if n.startswith("_")] == ["_pct"]
+
+
+def test_ctrl_c_leaves_no_heartbeat_traceback_and_other_thread_errors_still_show(monkeypatch):
+    """Ctrl-C mid-notebook: the kernel client's heartbeat thread failed on its closed socket and
+    printed a zmq traceback (benchmarks/faults.py); that one error is dropped, no other."""
+    import threading
+
+    import zmq
+    from jupyter_client.channels import HBChannel
+
+    import softlab.pipeline as P
+
+    seen = []
+    monkeypatch.setattr(P, "_PREVIOUS_EXCEPTHOOK", seen.append)
+    heartbeat = HBChannel.__new__(HBChannel)  # the thread object only: nothing is started
+    closed = zmq.ZMQError(zmq.ENOTSOCK)
+    P._quiet_closed_heartbeat(threading.ExceptHookArgs([zmq.ZMQError, closed, None, heartbeat]))
+    assert seen == []
+    other = threading.Thread(target=lambda: None)
+    for args in ([zmq.ZMQError, closed, None, other], [ValueError, ValueError("x"), None, heartbeat]):
+        P._quiet_closed_heartbeat(threading.ExceptHookArgs(args))
+    assert len(seen) == 2
