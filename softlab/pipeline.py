@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,22 +49,25 @@ class _IpcKernelManager(AsyncKernelManager):
         # reaches the other run's kernel ("Invalid Signature")
         return os.path.join(tempfile.mkdtemp(prefix="kernel-", dir=self.socket_root), "kernel")
 
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        """Start the kernel with its process's own stderr in a log file of the run
+        (:func:`kernel_log_dir`), not on the user's terminal: a cell's output reaches the notebook
+        over the kernel's sockets, so that stream holds only the kernel's own log — and Ctrl-C
+        during a notebook made it print a zmq traceback ("Exception in message handler … Socket
+        operation on non-socket") while the client shut it down (found by benchmarks/faults.py)."""
+        if "stderr" in kw:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        folder = kernel_log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}.log"
+        with open(folder / name, "ab") as log:  # the kernel keeps its own copy of the descriptor
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
 
-def _quiet_closed_heartbeat(args: threading.ExceptHookArgs) -> None:
-    """``threading.excepthook`` of ``softlab run``: drops the ``zmq.ZMQError`` that the kernel
-    client's heartbeat thread (jupyter_client's ``HBChannel``) raises when the client closes its
-    socket under it — Ctrl-C in the middle of a notebook printed "Socket operation on
-    non-socket" as a traceback after "softlab run: interrupted" (found by benchmarks/faults.py).
-    Every other exception of every other thread goes to the previous hook."""
-    import zmq
-    from jupyter_client.channels import HBChannel
 
-    if isinstance(args.thread, HBChannel) and args.exc_type is not None and issubclass(args.exc_type, zmq.ZMQError):
-        return
-    _PREVIOUS_EXCEPTHOOK(args)
-
-
-_PREVIOUS_EXCEPTHOOK = threading.excepthook
+def kernel_log_dir() -> Path:
+    """Where the notebooks' kernels write their own stderr: ``cache_dir()/kernel-logs``."""
+    return cache_dir() / "kernel-logs"
 
 
 class PipelineError(RuntimeError):
@@ -137,7 +139,6 @@ def run_notebooks(
     if train_first and paths:
         _train_first(per_notebook[paths[0]], paths, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
-    threading.excepthook = _quiet_closed_heartbeat  # for the rest of the process: the thread may fail after we return
     with tempfile.TemporaryDirectory(prefix="softlab-kernels-") as sockets:
         manager = type("_RunKernelManager", (_IpcKernelManager,), {"socket_root": sockets})
         return _execute(paths, per_notebook, out_dir, notebooks_dir, progress, manager)
