@@ -70,7 +70,7 @@ from softlab.models import (
 from softlab.runtime import resolve_device, tune_cpu_allocator
 from softlab.validation import check_probability_rows, field_error
 
-TRAINER_VERSION = "1"
+TRAINER_VERSION = "2"  # 2: per-member fused updates of unaligned parameters (FUSED_ALIGN)
 """Bump whenever a change alters trained numbers: it is part of every cached run's key."""
 
 OptimizerName = Literal["adam", "sgd"]
@@ -85,6 +85,14 @@ COMPILE_MODES: tuple[str, ...] = ("none", "default", "reduce-overhead", "max-aut
 
 
 USE_FUSED_OPTIMIZER = True
+
+#: The fused optimizer kernels run a vector loop over each tensor (in chunks aligned to 16 floats)
+#: and a scalar loop over its last ``numel % vector width`` elements, and the two round
+#: differently. A stacked parameter whose per-member size is not a multiple of 16 (the output
+#: layer's bias: 10) would put a member's elements in the scalar loop or not depending on how many
+#: members share the tensor; such parameters are updated one member-view at a time, as for M = 1,
+#: so a member's numbers do not depend on its batch companions.
+FUSED_ALIGN = 16
 """Use PyTorch's fused optimizer kernels when present (False: plain tensor arithmetic)."""
 
 
@@ -465,7 +473,9 @@ class _StackedOptimizer:
 
         for name, p in self.params.items():
             assert p.grad is not None
-            for i in [None] if members is None else members:
+            whole = members is None and (p[0].numel() % FUSED_ALIGN == 0 or p.shape[0] == 1)
+            views: Sequence[int | None] = [None] if whole else (range(p.shape[0]) if members is None else members)
+            for i in views:
                 params.append(select(p.detach(), i))
                 grads.append(select(p.grad, i))
                 for j, s in enumerate(self.state[name]):
@@ -570,9 +580,14 @@ def _default_max_members(cfg: TrainConfig, device: torch.device) -> int:
     return 32 if cfg.model.kind == "cnn" else 128
 
 
-def _eval_chunk(cfg: TrainConfig, n_members: int) -> int:
-    budget = 4096 if cfg.model.kind == "cnn" else 16384
-    return max(64, budget // n_members)
+#: Rows of one evaluation chunk. Fixed, not scaled by the number of members: a matrix product's
+#: kernel (and so a member's last bits) can change with its row count, and a member's numbers
+#: must not depend on how many companions it was batched with (`--members-per-task`, cache reuse).
+EVAL_CHUNK_ROWS = {"cnn": 128, "mlp": 512}
+
+
+def _eval_chunk(cfg: TrainConfig) -> int:
+    return EVAL_CHUNK_ROWS[cfg.model.kind]
 
 
 def _gather_images(cfg: TrainConfig, x_dev: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -598,7 +613,7 @@ def _predict(
     Writes into ``out`` (M, n, C) (any dtype / device).
     """
     n_members = out.shape[0]
-    chunk = _eval_chunk(cfg, n_members)
+    chunk = _eval_chunk(cfg)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         if index is not None:

@@ -645,12 +645,6 @@ def _stored_runs(root: Path) -> dict[str, tuple]:
 
 
 @pytest.mark.slow  # three `softlab train` processes: 74 s on 2 shared, busy cores
-@pytest.mark.xfail(
-    reason="open defect (2026-12-07): on this session's CPU (AVX-512, no AMX) a run trained one member per task "
-    "(--members-per-task 1) differs bitwise from the same run trained in a batch (seen on a "
-    "human/synthetic-own-data run); it fails at d0ab18c too, so the trainer's batching is not bit-exact on every CPU",
-    strict=False,
-)
 def test_softlab_train_killed_mid_run_then_rerun_stores_exactly_the_uninterrupted_runs(tmp_path):
     """kill -9 of a real `softlab train` as soon as its first run is stored: every run folder it
     left is complete, the re-run trains only the missing runs, meets nothing damaged, and the
