@@ -13,6 +13,7 @@ member-sample; the table says how many it ran.
     python benchmarks/bench_trainer.py --models cnn --members 1 8 32 --n-train 4096 --epochs 2
     python benchmarks/bench_trainer.py --device cuda --members 1 64 256
     python benchmarks/bench_trainer.py --models cnn --members 8 --precision float32 bfloat16 --repeats 3
+    python benchmarks/bench_trainer.py --models cnn --members 8 --n-train 2048 --epochs 1 --breakdown
 
 Options of the batched trainer (``--precision float32 bfloat16``, ``--compile none default``) are
 each checked against float32 eager on a fixed seed (``<model>_<option>_max_abs_prob_diff_vs_fp32=``);
@@ -26,6 +27,7 @@ for the fastest measured option (named by ``<model>_headline_option=``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import sys
@@ -38,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import torch
 
-from softlab.models import ModelConfig, count_params
+from softlab.models import ModelConfig, conv_channels, count_params
 from softlab.runtime import resolve_device, tune_cpu_allocator
 from softlab.train import COMPILE_MODES, PRECISIONS, Member, TrainConfig, train_members, train_single_reference
 
@@ -117,6 +119,61 @@ def check_against_fp32(x: np.ndarray, cfg: TrainConfig, n_total: int, n_items: i
     return float(max(np.abs(a.eval_probs["eval"] - b.eval_probs["eval"]).max() for a, b in zip(ref, got)))
 
 
+def train_flops_per_sample(model: ModelConfig) -> float:
+    """Floating-point operations of one training sample-step (multiply-add = 2) in the convolutions
+    and matrix products: forward, ∂weights, and ∂inputs for every layer but the first (the images
+    need no gradient). Pooling, activations, the loss and the optimizer are not counted."""
+    c, h, w = model.in_shape
+    layers: list[float] = []  # forward FLOPs of each layer, in order
+    if model.kind == "cnn":
+        for c_out in conv_channels(model):
+            layers.append(2.0 * h * w * c_out * c * 9)
+            c, h, w = c_out, h // 2, w // 2
+        widths = [c * h * w, model.hidden, model.n_classes]
+    else:
+        widths = [c * h * w, *([model.hidden] * model.depth), model.n_classes]
+    layers += [2.0 * a * b for a, b in itertools.pairwise(widths)]
+    return float(sum(layers) * 3 - layers[0])
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matrix-product speed (n×n by n×n, best of ``repeats``), in GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+#: Where a training step's time goes: a profiler op name's first matching pattern names its part.
+STEP_PARTS = (
+    ("convolution", ("convolution",)),
+    ("matrix products", ("bmm", "addmm", "aten::mm", "matmul")),
+    ("pooling", ("max_pool",)),
+    ("zero-fill", ("fill_", "zero_")),
+    ("optimizer", ("_fused_adam", "_fused_sgd")),
+)
+
+
+def step_breakdown(x: np.ndarray, members: list[Member], cfg: TrainConfig) -> tuple[dict[str, float], float]:
+    """Self time (s) of each of :data:`STEP_PARTS` (the rest as ``other``) in one profiled
+    ``train_members`` call, and that call's wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        train_members(x, members, cfg, progress=False)
+        wall = time.perf_counter() - t0
+    parts = {name: 0.0 for name, _ in STEP_PARTS} | {"other": 0.0}
+    for event in prof.key_averages():
+        part = next((name for name, pats in STEP_PARTS if any(p in event.key for p in pats)), "other")
+        parts[part] += event.self_cpu_time_total / 1e6
+    return parts, wall
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: n-train 1024, 1 epoch, naive-max 4")
@@ -161,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         help="option label (fp32, bf16, fp32_compile …) of the headline lines; default: the fastest measured",
     )
     ap.add_argument("--check-items", type=int, default=512, help="training items of the check against fp32")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also profile one fp32 run at --target-members: where the step's time goes, the machine's "
+        "sgemm speed, and the throughput bound the convolutions alone set",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.n_train, args.epochs, args.naive_max = 1024, 1, 4
@@ -252,10 +315,34 @@ def main(argv: list[str] | None = None) -> int:
             figures.append(f"{kind}_headline_members={args.target_members}")
             figures.append(f"{kind}_batched_over_naive={at_target[head] / naive_rate:.2f}")
             figures.append(f"{kind}_samples_per_s={at_target[head]:.0f}")
+            flops = train_flops_per_sample(model)
+            figures.append(f"{kind}_gflop_per_sample_step={flops / 1e9:.4f}")
+            figures.append(f"{kind}_achieved_gflops={at_target[head] * flops / 1e9:.1f}")
+        if args.breakdown:
+            figures += breakdown_figures(kind, x, base, n_total, args)
     print(f"load_average_after={' '.join(f'{v:.2f}' for v in load_average())}")
     for line in figures:
         print(line)
     return 0
+
+
+def breakdown_figures(kind: str, x: np.ndarray, base: TrainConfig, n_total: int, args: argparse.Namespace) -> list[str]:
+    """Print where one fp32 run's time goes (at --target-members) and return its figures:
+    ``<model>_share_<part>=``, ``<model>_convolution_bound_samples_per_s=`` (the throughput if
+    everything but the convolutions took no time) and ``cpu_sgemm_gflops=``."""
+    members = make_members(args.target_members, n_total, args.n_train, base.model.n_classes)
+    parts, wall = step_breakdown(x, members, base)
+    total = sum(parts.values())
+    samples = args.target_members * args.n_train * args.epochs
+    print(
+        f"{kind} fp32, {args.target_members} members, profiled run {wall:.2f} s: "
+        + ", ".join(f"{name} {sec / total:.0%}" for name, sec in parts.items())
+    )
+    out = [f"{kind}_share_{name.replace(' ', '_').replace('-', '_')}={sec / total:.3f}" for name, sec in parts.items()]
+    if parts["convolution"] > 0:
+        out.append(f"{kind}_convolution_bound_samples_per_s={samples / parts['convolution']:.0f}")
+    out.append(f"cpu_sgemm_gflops={sgemm_gflops():.0f}")
+    return out
 
 
 def wcfg_for(cfg: TrainConfig) -> TrainConfig:
