@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from softlab.chapter import record_stability, resolve_book_parameters
+from softlab.chapter import record_result, resolve_book_parameters
 from softlab.report import stability_from_runs
 
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.getloadavg()[0]:.1f} at the end"
         ),
     }
-    path = record_stability(args.params, table, provenance)
+    path = record_result(args.params, table, provenance)
     print(f"recorded={path}")
     return 0
 

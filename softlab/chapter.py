@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -693,7 +693,7 @@ class Book:
         """Claim 2 on the many-seed ``stability`` set (:func:`softlab.experiment.stability_summary`,
         one row per arm): computed from that set's book tables when they are in the cache here
         (``source`` "computed here"), else the result recorded in ``recorded/<name>.csv`` with
-        its provenance (``source`` "recorded"; :func:`record_stability` writes it), else None.
+        its provenance (``source`` "recorded"; :func:`record_result` writes it), else None.
         Nothing of the 1,100-seed set is trained, not even its teachers."""
         from softlab.report import cached_book_results
 
@@ -741,6 +741,42 @@ class Book:
         2-core reference machine, in hours: its seeds × :data:`STABILITY_SECONDS_PER_SEED`."""
         return int(self.parameter_set(name)["seeds"]) * STABILITY_SECONDS_PER_SEED / 3600.0
 
+    def robustness_grid(self, name: str = "robustness") -> ShownGrid:
+        """The grid chapter 8 and the findings page show (:class:`ShownGrid`). This set's own cells
+        are always computed or loaded first (and written to ``results/<set>/robustness.parquet``);
+        shown is the full ``name`` set's grid where it was
+        computed here (``results/<name>/robustness.parquet``), else the one recorded in
+        ``recorded/<name>.csv`` (:func:`record_result`), else this set's own slice."""
+        from softlab.robustness import COLUMNS, load_full_grid, robustness_results
+
+        own_grid = robustness_results(self.params)
+        own = str(self.params["params_name"])
+        if own == name:
+            return ShownGrid(own_grid, own, f"The full `{name}` grid, computed by this run.", "computed by this run")
+        full = load_full_grid(name)
+        if full is not None:
+            where = f"computed on this machine (`results/{name}/robustness.parquet`)"
+            return ShownGrid(full, name, f"The full `{name}` grid, {where}.", "computed on this machine")
+        recorded = load_recorded(name)
+        if recorded is not None:
+            where = recorded_provenance(dict(recorded.iloc[0].items()), name)
+            # CSV reads the claim numbers back as integers: the grid's text columns as the table has them
+            text = [c for c in COLUMNS if c in GRID_TEXT_COLUMNS]
+            return ShownGrid(
+                recorded[list(COLUMNS)].astype(dict.fromkeys(text, str)),
+                name,
+                f"The full `{name}` grid, {where}. This machine has not computed it, so the page shows the "
+                f"recorded grid; `softlab run --params {name}` recomputes it here.",
+                f"recorded on {recorded.iloc[0]['recorded_on']}",
+            )
+        return ShownGrid(
+            own_grid,
+            own,
+            f"This parameter set's slice of the grid (`{own}`); `softlab run --params {name}` computes the "
+            'full grid (the README\'s "Notebooks and parameter sets" gives its measured time).',
+            "this set's slice",
+        )
+
     def parameter_set(self, name: str) -> dict[str, Any]:
         """Another parameter set, complete (:func:`resolve_book_parameters`), e.g. ``stability``."""
         return resolve_book_parameters(name)
@@ -785,23 +821,56 @@ def load_recorded(name: str) -> pd.DataFrame | None:
     return table.assign(source="recorded")
 
 
-def record_stability(name: str, table: pd.DataFrame, provenance: Mapping[str, Any]) -> Path:
-    """Write a stability result ``table`` (rows of :func:`softlab.experiment.stability_summary`,
-    e.g. from :func:`softlab.report.stability_from_runs`) with ``provenance`` (the values of
+#: Columns of the robustness grid (:data:`softlab.robustness.COLUMNS`) that hold text.
+GRID_TEXT_COLUMNS = ("cell", "family", "model", "delivery", "arm", "claim", "test", "metric", "kind", "verdict")
+
+
+def record_result(name: str, table: pd.DataFrame, provenance: Mapping[str, Any]) -> Path:
+    """Write a long run's result ``table`` (the stability summary of
+    :func:`softlab.report.stability_from_runs`, the robustness grid of
+    :func:`softlab.robustness.robustness_table`) with ``provenance`` (the values of
     :data:`RECORDED_COLUMNS`) to ``recorded/<name>.csv`` atomically; returns the path."""
     from softlab.io import atomic_path
     from softlab.paths import recorded_dir
 
     missing = [c for c in RECORDED_COLUMNS if c not in provenance]
     if missing:
-        raise ValueError(f"record_stability: provenance lacks {missing}")
+        raise ValueError(f"record_result: provenance lacks {missing}")
     if table is None or table.empty:
-        raise ValueError(f"record_stability: the {name!r} set's result holds no arm")
+        raise ValueError(f"record_result: the {name!r} result holds no rows")
     table = table.assign(**{c: provenance[c] for c in RECORDED_COLUMNS})
     path = recorded_dir() / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
     return path
+
+
+def fmt_duration(seconds: float) -> str:
+    """``95 s``, ``28 min 04 s``, ``1 h 42 min``: a wall time as the book states it."""
+    s = round(float(seconds))
+    if s < 120:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def recorded_provenance(row: Mapping[Any, Any], name: str) -> str:
+    """One sentence of a recorded result's provenance (a row of :func:`load_recorded`)."""
+    return (
+        f"recorded on {row['recorded_on']} at commit `{row['commit']}` with `{row['command']}` "
+        f"({fmt_duration(float(row['wall_seconds']))}; {row['machine']}; {row['training']}), in `recorded/{name}.csv`"
+    )
+
+
+class ShownGrid(NamedTuple):
+    """The robustness grid a page shows (:meth:`Book.robustness_grid`)."""
+
+    table: pd.DataFrame  #: rows of :data:`softlab.robustness.COLUMNS`
+    name: str  #: the parameter set whose grid it is
+    source: str  #: one sentence: where it comes from (computed here, recorded with provenance, a slice)
+    origin: str  #: the same in a few words, e.g. "recorded on 2026-12-07"
 
 
 def open_book(params_name: str = "default", overrides: Mapping[str, Any] | None = None) -> Book:

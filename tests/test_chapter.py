@@ -275,8 +275,8 @@ def test_a_recorded_stability_result_is_shown_with_its_provenance_when_the_cache
                   "training": "trained by this invocation", "machine": "2 cores"}  # fmt: skip
     table = C.stability_table(results, params)
     with pytest.raises(ValueError, match="provenance lacks"):
-        C.record_stability("stability", table, {"commit": "x"})
-    path = C.record_stability("stability", table, provenance)
+        C.record_result("stability", table, {"commit": "x"})
+    path = C.record_result("stability", table, provenance)
     assert path == tmp_path / "stability.csv"
     row = C.Book(C.resolve_book_parameters("smoke")).stability().iloc[0]
     x = np.array(correct) / 20
@@ -285,6 +285,48 @@ def test_a_recorded_stability_result_is_shown_with_its_provenance_when_the_cache
     path.write_text("arm,seeds\nfashion-mnist,8\n")  # provenance columns missing: refused, naming the file
     with pytest.raises(ValueError, match=r"stability\.csv"):
         C.Book(params).stability()
+
+
+def test_chapter_8_shows_the_full_grid_computed_here_else_the_recorded_one_else_its_own_slice(monkeypatch, tmp_path):
+    import softlab.robustness as RB
+
+    monkeypatch.setenv("SOFTLAB_RECORDED_DIR", str(tmp_path / "recorded"))
+    monkeypatch.setenv("SOFTLAB_RESULTS_DIR", str(tmp_path / "results"))
+    rng = np.random.default_rng(0)
+    full = pd.DataFrame({c: [f"{c}-{i}" for i in range(3)] for c in RB.COLUMNS})
+    for c in ("estimate", "ci_low", "ci_high", "seconds"):
+        full[c] = rng.random(3)
+    full["claim"] = ["1", "2", "3a"]
+    full["epochs"] = [6, 20, 6]
+    slice_ = full.iloc[:1].assign(cell="slice")
+    monkeypatch.setattr(RB, "robustness_results", lambda params, **kw: slice_)
+    book = C.Book(C.resolve_book_parameters("smoke"))
+
+    grid, name, where, origin = book.robustness_grid()  # nothing computed or recorded: this set's slice
+    assert grid is slice_ and name == "smoke" and "slice" in where and origin == "this set's slice"
+
+    provenance = {"recorded_on": "2026-12-07", "commit": "abc1234", "command": "softlab run --params robustness",
+                  "wall_seconds": 6120.0, "training": "cold cache", "machine": "2 cores"}  # fmt: skip
+    C.record_result("robustness", full, provenance)
+    grid, name, where, origin = book.robustness_grid()
+    assert name == "robustness" and "recorded on 2026-12-07 at commit `abc1234`" in where and "1 h 42 min" in where
+    assert origin == "recorded on 2026-12-07"
+    pd.testing.assert_frame_equal(grid, full[list(RB.COLUMNS)].astype(dict.fromkeys(C.GRID_TEXT_COLUMNS, str)))
+    assert list(grid["claim"]) == ["1", "2", "3a"] and grid["epochs"].dtype.kind == "i"
+
+    RB.write_robustness(full, RB.robustness_path("robustness"))  # computed here: wins over the record
+    grid, name, where, _ = book.robustness_grid()
+    assert name == "robustness" and "computed on this machine" in where
+    pd.testing.assert_frame_equal(grid, full)
+    # the robustness set itself shows its own grid, not a copy of it
+    own = C.Book(C.resolve_book_parameters("robustness")).robustness_grid()
+    assert own[0] is slice_ and own[1] == "robustness" and "computed by this run" in own[2]
+
+
+def test_durations_read_as_the_book_states_them():
+    assert [C.fmt_duration(s) for s in (59.6, 95, 1684, 6120, 3600)] == [
+        "60 s", "95 s", "28 min 04 s", "1 h 42 min", "1 h 00 min"
+    ]  # fmt: skip
 
 
 def test_the_setup_line_says_when_held_out_items_are_not_a_sample():
