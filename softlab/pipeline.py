@@ -204,6 +204,11 @@ def _uses(notebook: Path, names: tuple[str, ...]) -> bool:
     return any(c.cell_type == "code" and any(n in c.source for n in names) for c in nb.cells)
 
 
+#: Calls in a notebook's code that read the robustness grid: `softlab run` then computes its cells
+#: first, with progress bars on the terminal (inside a kernel they would run silently).
+ROBUSTNESS_CALLS = ("robustness_results(", "robustness_grid(")
+
+
 def _train_first(values: dict[str, Any], paths: list[Path], progress: bool) -> None:
     """Compute (or load) what the notebooks read — every run and table when one of them shows
     results, else the prepared arms; the robustness cells when chapter 8 runs — with progress
@@ -227,7 +232,7 @@ def _train_first(values: dict[str, Any], paths: list[Path], progress: bool) -> N
         print("[softlab run] preparing the arms the chapters read (cached teachers load)", flush=True)
         prepare_arms(configs_from_params(values)[0], progress=progress)
         did = True
-    if any(_uses(p, ("robustness_results(",)) for p in paths):
+    if any(_uses(p, ROBUSTNESS_CALLS) for p in paths):
         from softlab.robustness import robustness_results
 
         print("[softlab run] training the robustness cells chapter 8 reads (cached cells load)", flush=True)

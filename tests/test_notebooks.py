@@ -118,3 +118,12 @@ def test_the_kernels_own_stderr_goes_to_a_log_file_not_the_terminal(monkeypatch,
     logs = list(P.kernel_log_dir().glob("*.log"))
     assert P.kernel_log_dir() == tmp_path / "kernel-logs" and len(logs) == 1
     assert logs[0].read_bytes() == b"kernel log line\n" and got["stderr"].name == str(logs[0])
+
+
+def test_softlab_run_computes_the_robustness_cells_first_for_the_chapters_that_show_them():
+    """`softlab run` trains what the notebooks read before executing them; a chapter reading the grid
+    through a call the trigger does not know would train 30 cells silently inside its kernel."""
+    from softlab.pipeline import ROBUSTNESS_CALLS, _uses
+
+    readers = [p.name for p in sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb")) if _uses(p, ROBUSTNESS_CALLS)]
+    assert readers == ["07_findings.ipynb", "08_robustness.ipynb"]
