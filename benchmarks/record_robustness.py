@@ -7,7 +7,9 @@ chapter 8 and the findings page show where this machine has not computed the gri
 
 Reads ``results/robustness/robustness.parquet``, which ``softlab run --params robustness`` writes,
 and records it with the wall time and the description of the run that computed it (this script
-computes nothing; the grid takes hours on 2 cores). Prints the recorded rows' verdicts per cell.
+computes nothing; the grid takes hours on 2 cores). With ``--partial`` it records the cells found
+in the results cache instead (a grid still being computed; the chapter names the missing cells).
+Prints the recorded rows' verdicts per cell.
 """
 
 from __future__ import annotations
@@ -22,8 +24,27 @@ from pathlib import Path
 import pandas as pd
 from record_stability import _commit
 
-from softlab.chapter import record_result
-from softlab.robustness import COLUMNS, robustness_path
+from softlab.chapter import record_result, resolve_book_parameters
+from softlab.inference import load_claims
+from softlab.io import load_cached_parquet
+from softlab.paths import cache_dir
+from softlab.robustness import COLUMNS, _cell_key, grid_cells, parse_grid, robustness_path
+
+
+def cached_cells(params_name: str) -> tuple[pd.DataFrame | None, list[str]]:
+    """The grid's cells found in the results cache (rows of COLUMNS, grid order) and the names of
+    those not there; nothing is computed."""
+    params = resolve_book_parameters(params_name)
+    spec, claims = parse_grid(params.get("robustness")), load_claims()
+    parts, missing = [], []
+    for cell in grid_cells(spec, params):
+        path = cache_dir() / "robustness" / f"{_cell_key(cell, params, spec, claims)}.parquet"
+        table = load_cached_parquet(path, columns=COLUMNS)
+        if table is None:
+            missing.append(cell.name)
+        else:
+            parts.append(table)
+    return (pd.concat(parts, ignore_index=True)[list(COLUMNS)] if parts else None), missing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,12 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--training", required=True, help="how that run trained: cache state, machine load (as is)")
     ap.add_argument("--commit", default="", help="the commit it ran at (default: this checkout's HEAD)")
+    ap.add_argument("--partial", action="store_true", help="record the cells in the results cache (some may lack)")
     args = ap.parse_args(argv)
     path = robustness_path(args.params)
-    if not path.is_file():
-        print(f"{path}: missing; run `softlab run --params {args.params}` first", file=sys.stderr)
+    if args.partial:
+        found, missing = cached_cells(args.params)
+        if found is None:
+            print(f"no cell of the {args.params!r} grid is in the results cache ({cache_dir()})", file=sys.stderr)
+            return 2
+        table = found
+        print(f"missing_cells={len(missing)}: " + "; ".join(missing))
+    elif not path.is_file():
+        print(f"{path}: missing; run `softlab run --params {args.params}` first (or pass --partial)", file=sys.stderr)
         return 2
-    table = pd.read_parquet(path)
+    else:
+        table = pd.read_parquet(path)
     if list(table.columns) != list(COLUMNS):
         print(f"{path}: expected the columns {list(COLUMNS)}, got {list(table.columns)}", file=sys.stderr)
         return 2

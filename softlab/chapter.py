@@ -744,31 +744,18 @@ class Book:
     def robustness_grid(self, name: str = "robustness") -> ShownGrid:
         """The grid chapter 8 and the findings page show (:class:`ShownGrid`). This set's own cells
         are always computed or loaded first (and written to ``results/<set>/robustness.parquet``);
-        shown is the full ``name`` set's grid where it was
-        computed here (``results/<name>/robustness.parquet``), else the one recorded in
-        ``recorded/<name>.csv`` (:func:`record_result`), else this set's own slice."""
-        from softlab.robustness import COLUMNS, load_full_grid, robustness_results
+        shown is the ``name`` set's grid where it was computed here
+        (``results/<name>/robustness.parquet``), else the one recorded in ``recorded/<name>.csv``
+        (:func:`record_result`), else this set's own slice."""
+        from softlab.robustness import robustness_results
 
         own_grid = robustness_results(self.params)
         own = str(self.params["params_name"])
         if own == name:
             return ShownGrid(own_grid, own, f"The full `{name}` grid, computed by this run.", "computed by this run")
-        full = load_full_grid(name)
-        if full is not None:
-            where = f"computed on this machine (`results/{name}/robustness.parquet`)"
-            return ShownGrid(full, name, f"The full `{name}` grid, {where}.", "computed on this machine")
-        recorded = load_recorded(name)
-        if recorded is not None:
-            where = recorded_provenance(dict(recorded.iloc[0].items()), name)
-            # CSV reads the claim numbers back as integers: the grid's text columns as the table has them
-            text = [c for c in COLUMNS if c in GRID_TEXT_COLUMNS]
-            return ShownGrid(
-                recorded[list(COLUMNS)].astype(dict.fromkeys(text, str)),
-                name,
-                f"The full `{name}` grid, {where}. This machine has not computed it, so the page shows the "
-                f"recorded grid; `softlab run --params {name}` recomputes it here.",
-                f"recorded on {recorded.iloc[0]['recorded_on']}",
-            )
+        shown = self._other_grid(name)
+        if shown is not None:
+            return shown
         return ShownGrid(
             own_grid,
             own,
@@ -776,6 +763,37 @@ class Book:
             'full grid (the README\'s "Notebooks and parameter sets" gives its measured time).',
             "this set's slice",
         )
+
+    def _other_grid(self, name: str) -> ShownGrid | None:
+        """The ``name`` set's grid computed here, else recorded, else None; a grid that lacks some
+        of the set's cells says how many it holds and names the missing ones."""
+        from softlab.robustness import COLUMNS, grid_cells, load_full_grid, parse_grid
+
+        table = load_full_grid(name)
+        if table is not None:
+            where, origin, note = f"computed on this machine (`results/{name}/robustness.parquet`)", "computed here", ""
+        else:
+            recorded = load_recorded(name)
+            if recorded is None:
+                return None
+            # CSV reads the claim numbers back as integers: the grid's text columns as the table has them
+            text = [c for c in COLUMNS if c in GRID_TEXT_COLUMNS]
+            table = recorded[list(COLUMNS)].astype(dict.fromkeys(text, str))
+            where = recorded_provenance(dict(recorded.iloc[0].items()), name)
+            origin = f"recorded on {recorded.iloc[0]['recorded_on']}"
+            note = (
+                " This machine has not computed it, so the page shows the recorded grid; "
+                f"`softlab run --params {name}` recomputes it here."
+            )
+        p = self.parameter_set(name)
+        expected = [c.name for c in grid_cells(parse_grid(p.get("robustness")), p)]
+        missing = [c for c in expected if c not in set(table["cell"])]
+        count = ""
+        if missing:
+            held = f"{len(expected) - len(missing)} of {len(expected)} cells"
+            count = f" It holds {held}; not yet computed: " + ", ".join(f"`{c}`" for c in missing) + "."
+            origin += f", {held}"
+        return ShownGrid(table, name, f"The `{name}` grid, {where}.{count}{note}", origin)
 
     def parameter_set(self, name: str) -> dict[str, Any]:
         """Another parameter set, complete (:func:`resolve_book_parameters`), e.g. ``stability``."""

@@ -292,12 +292,16 @@ def test_chapter_8_shows_the_full_grid_computed_here_else_the_recorded_one_else_
 
     monkeypatch.setenv("SOFTLAB_RECORDED_DIR", str(tmp_path / "recorded"))
     monkeypatch.setenv("SOFTLAB_RESULTS_DIR", str(tmp_path / "results"))
+    robust = C.resolve_book_parameters("robustness")
+    names = [c.name for c in RB.grid_cells(RB.parse_grid(robust["robustness"]), robust)]
+    n = len(names)
     rng = np.random.default_rng(0)
-    full = pd.DataFrame({c: [f"{c}-{i}" for i in range(3)] for c in RB.COLUMNS})
+    full = pd.DataFrame({c: [f"{c}-{i}" for i in range(n)] for c in RB.COLUMNS})
     for c in ("estimate", "ci_low", "ci_high", "seconds"):
-        full[c] = rng.random(3)
-    full["claim"] = ["1", "2", "3a"]
-    full["epochs"] = [6, 20, 6]
+        full[c] = rng.random(n)
+    full["cell"] = names
+    full["claim"] = (["1", "2", "3a"] * n)[:n]
+    full["epochs"] = 6
     slice_ = full.iloc[:1].assign(cell="slice")
     monkeypatch.setattr(RB, "robustness_results", lambda params, **kw: slice_)
     book = C.Book(C.resolve_book_parameters("smoke"))
@@ -307,19 +311,23 @@ def test_chapter_8_shows_the_full_grid_computed_here_else_the_recorded_one_else_
 
     provenance = {"recorded_on": "2026-12-07", "commit": "abc1234", "command": "softlab run --params robustness",
                   "wall_seconds": 6120.0, "training": "cold cache", "machine": "2 cores"}  # fmt: skip
-    C.record_result("robustness", full, provenance)
+    C.record_result("robustness", full.iloc[:-1], provenance)  # one cell short
     grid, name, where, origin = book.robustness_grid()
     assert name == "robustness" and "recorded on 2026-12-07 at commit `abc1234`" in where and "1 h 42 min" in where
-    assert origin == "recorded on 2026-12-07"
+    assert f"It holds {n - 1} of {n} cells; not yet computed: `{names[-1]}`." in where
+    assert origin == f"recorded on 2026-12-07, {n - 1} of {n} cells"
+    C.record_result("robustness", full, provenance)
+    grid, name, where, origin = book.robustness_grid()
+    assert origin == "recorded on 2026-12-07" and "not yet computed" not in where
     pd.testing.assert_frame_equal(grid, full[list(RB.COLUMNS)].astype(dict.fromkeys(C.GRID_TEXT_COLUMNS, str)))
-    assert list(grid["claim"]) == ["1", "2", "3a"] and grid["epochs"].dtype.kind == "i"
+    assert list(grid["claim"][:3]) == ["1", "2", "3a"] and grid["epochs"].dtype.kind == "i"
 
     RB.write_robustness(full, RB.robustness_path("robustness"))  # computed here: wins over the record
-    grid, name, where, _ = book.robustness_grid()
-    assert name == "robustness" and "computed on this machine" in where
+    grid, name, where, origin = book.robustness_grid()
+    assert name == "robustness" and "computed on this machine" in where and origin == "computed here"
     pd.testing.assert_frame_equal(grid, full)
     # the robustness set itself shows its own grid, not a copy of it
-    own = C.Book(C.resolve_book_parameters("robustness")).robustness_grid()
+    own = C.Book(robust).robustness_grid()
     assert own[0] is slice_ and own[1] == "robustness" and "computed by this run" in own[2]
 
 
