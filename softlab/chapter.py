@@ -50,6 +50,7 @@ __all__ = [
     "REFERENCE_NAMES",
     "Book",
     "DataMap",
+    "ShownGrid",
     "arm_title",
     "arm_titles",
     "condition_label",
@@ -62,7 +63,9 @@ __all__ = [
     "key_results",
     "metric_name",
     "open_book",
+    "record_result",
     "resolve_book_parameters",
+    "robustness_findings",
     "seed_interval",
     "seed_intervals",
     "skip_notice",
@@ -837,6 +840,37 @@ def load_recorded(name: str) -> pd.DataFrame | None:
             f"{path}: a recorded result needs rows and the columns {list(RECORDED_COLUMNS)}; missing {missing}"
         )
     return table.assign(source="recorded")
+
+
+def robustness_findings(table: pd.DataFrame, arm: str = "fashion-mnist") -> str:
+    """The findings sentence on a robustness grid: :func:`softlab.robustness.findings_sentence`'s
+    account of the specification cells, then the smallest budget at which human labels match or
+    beat the best baseline *per claim-1 test*. The primary and the co-primary can disagree (at one
+    vote per item, temperature-scaled human labels can match the best baseline while unscaled ones
+    do not), and one budget "on claim 1" would not say which test it came from."""
+    from softlab.robustness import findings_sentence, smallest_matching_budget
+
+    whole = findings_sentence(table)
+    rows = table[(table["claim"].astype(str) == "1") & (table["arm"] == arm)] if len(table) else table
+    tests = list(dict.fromkeys(rows["test"])) if len(rows) else []
+    if not tests:
+        return whole
+    parts = []
+    for test in tests:
+        best = smallest_matching_budget(table[table["test"] == test], arm)
+        if best is None:
+            parts.append(f"`{test}`, at no budget tried")
+        else:
+            k = "all" if best.votes_per_item == 0 else str(best.votes_per_item)
+            parts.append(
+                f"`{test}`, at {k} vote(s) per item on {best.annotated_fraction:.0%} of the training items "
+                f"({best.delivery} delivery)"
+            )
+    head = whole.split("; ", 1)[0]
+    return (
+        f"{head}; the smallest budget at which human labels match or beat the best baseline on calibration "
+        f"of hard items (claim 1), per test: " + "; ".join(parts) + "."
+    )
 
 
 #: Columns of the robustness grid (:data:`softlab.robustness.COLUMNS`) that hold text.

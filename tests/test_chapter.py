@@ -367,3 +367,27 @@ def test_the_findings_sentence_on_the_stability_set_names_its_source_and_design(
         "0.53 times" in text and "95% CI 0.48 to 0.6" in text and "recorded on 2026-12-07 at commit `abc1234`" in text
     )
     assert "not in its family" in text
+
+
+def test_the_grid_sentence_gives_the_smallest_matching_budget_per_claim_1_test():
+    """At one vote per item the co-primary (both sides scaled) can match while the primary does
+    not: a single budget "on claim 1" would hide which test it came from."""
+    from softlab.robustness import COLUMNS
+
+    def rows(cell, family, k, verdicts):
+        base = {**dict.fromkeys(COLUMNS), "cell": cell, "family": family, "model": "mlp", "epochs": 6}
+        base |= {"lr": 1e-3, "hidden": 128, "votes_per_item": k, "annotated_fraction": 1.0, "delivery": "soft"}
+        return [{**base, "arm": "fashion-mnist", "claim": c, "test": t, "verdict": v} for (c, t), v in verdicts.items()]
+
+    primary, co = ("1", "cal-vs-best-ts"), ("1", "cal-both-scaled")
+    table = pd.DataFrame(
+        rows("d", "default", 0, {primary: "inconclusive", co: "inconclusive"})
+        + rows("k1", "budget", 1, {primary: "refuted", co: "equivalent"})
+        + rows("k3", "budget", 3, {primary: "refuted", co: "refuted"}),
+        columns=list(COLUMNS),
+    )
+    text = C.robustness_findings(table)
+    assert "`cal-vs-best-ts`, at no budget tried" in text
+    assert "`cal-both-scaled`, at 1 vote(s) per item on 100% of the training items (soft delivery)" in text
+    assert text.startswith("This slice of the grid varies no model setting")
+    assert C.robustness_findings(table.iloc[:0]) == "The robustness grid has not been run for this parameter set."
