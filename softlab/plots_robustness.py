@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from softlab.present import VERDICT_COLOURS, VERDICT_MARKERS, fmt_number
 
@@ -52,66 +53,108 @@ def _setting_text(setting: str, value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _strip_rows(rows: pd.DataFrame, base: pd.Series | None) -> list[tuple[str, object]]:
+    """The (setting, value) pairs a strip marks: every value that differs from the default cell,
+    in the order of :data:`_SETTINGS` and, within one, sorted (all values without a default)."""
+    out: list[tuple[str, object]] = []
+    for setting in _SETTINGS:
+        values = [v for v in pd.unique(rows[setting]) if base is None or v != base[setting]]
+        key = (lambda v: (v == 0, v)) if setting == "votes_per_item" else (lambda v: (False, v))
+        out += [(setting, v) for v in sorted(values, key=key)]
+    return out
+
+
+def _strip_label(setting: str, value: object) -> str:
+    label = dict(zip(_SETTINGS, _SETTING_LABELS, strict=True))[setting]
+    if setting in ("model", "delivery"):
+        return f"{value} {label}"
+    return f"{label} = {_setting_text(setting, value)}"
+
+
 def plot_specification_curve(
     table: pd.DataFrame,
     arm: str = "fashion-mnist",
     tests: Sequence[str] | None = None,
     families: Sequence[str] = ("default", "specification", "budget"),
+    columns: int = 2,
 ) -> Figure:
-    """One column per primary test: the cells of ``families`` sorted by relative effect (percent,
-    with its 95% interval), the marker's colour the cell's verdict, the default cell ringed; below,
-    a strip with each cell's settings (model, epochs, learning rate, width, votes per item,
-    annotated fraction, delivery), in bold black where they differ from the default cell, grey where equal."""
+    """One panel per primary test, ``columns`` panels to a row: the cells of ``families`` sorted by
+    effect with its 95% interval, the marker's colour the cell's verdict, the default cell ringed.
+    Differences and ratios are shown as relative effects (percent of the comparator's mean; variance
+    ratio − 1), a bound test on its own scale with the registered bound shaded. Below each panel, a
+    strip marks with a dot every setting in which a cell differs from the default cell (model,
+    epochs, learning rate, width, votes per item, annotated fraction, delivery): the default cell's
+    column is empty, as in Simonsohn, Simmons & Nelson's (2020) specification curves."""
+    if columns < 1:
+        raise ValueError(f"columns: expected a positive number of panels per row, got {columns}")
     rows = table[(table["arm"] == arm) & table["family"].isin(list(families))]
     names = list(dict.fromkeys(rows["test"])) if tests is None else list(tests)
     n = max(len(names), 1)
-    fig = Figure(figsize=(3.6 * n, 5.2), layout="constrained")
-    grid = fig.add_gridspec(2, n, height_ratios=(3, 2))
+    cols = min(columns, n)
+    lines = (n + cols - 1) // cols
     default = rows[rows["family"] == "default"]
     base = default.iloc[0] if len(default) else None
+    marks = _strip_rows(rows, base)
+    strip_height = 0.3 + 0.16 * max(len(marks), 1)
+    fig = Figure(figsize=(4.1 * cols, lines * (2.4 + strip_height) + 0.4), layout="constrained")
+    grid = fig.add_gridspec(2 * lines, cols, height_ratios=[2.4, strip_height] * lines)
     for j, test in enumerate(names):
-        ax = fig.add_subplot(grid[0, j])
-        strip = fig.add_subplot(grid[1, j], sharex=ax)
-        part = rows[rows["test"] == test].sort_values("relative", kind="stable").reset_index(drop=True)
-        est, lo, hi = _effect(part)
+        line, col = divmod(j, cols)
+        ax = fig.add_subplot(grid[2 * line, col])
+        strip = fig.add_subplot(grid[2 * line + 1, col], sharex=ax)
+        part = rows[rows["test"] == test]
+        bound = bool(len(part)) and str(part["kind"].iloc[0]) == "bound"
+        key = "estimate" if bound else "relative"
+        part = part.sort_values(key, kind="stable").reset_index(drop=True)
+        if bound:
+            est, lo, hi = (part[c].to_numpy(float) for c in ("estimate", "ci_low", "ci_high"))
+            margin = float(part["margin"].iloc[0])
+            ax.axhspan(-margin, margin, color="0.92", lw=0)
+            ax.set_ylabel(f"estimate (bound ±{margin:g} shaded)", fontsize=8)
+        else:
+            est, lo, hi = _effect(part)
+            ax.set_ylabel("effect vs comparator (%)", fontsize=8)
         x = np.arange(len(part))
         ax.axhline(0, color="0.5", lw=0.8)
         for i, r in enumerate(part.to_dict("records")):
             colour = VERDICT_COLOURS.get(str(r["verdict"]), "#7f7f7f")
             marker = VERDICT_MARKERS.get(str(r["verdict"]), "o")
             ax.errorbar(
-                x[i], est[i], yerr=[[est[i] - lo[i]], [hi[i] - est[i]]], fmt=marker, color=colour, ms=5, capsize=2
+                x[i], est[i], yerr=[[est[i] - lo[i]], [hi[i] - est[i]]], fmt=marker, color=colour, ms=4, capsize=2
             )
             if r["family"] == "default":
-                ax.plot(x[i], est[i], "o", mfc="none", mec="black", ms=10)
+                ax.plot(x[i], est[i], "o", mfc="none", mec="black", ms=9)
+        if not np.isfinite(est).any():
+            ax.text(
+                0.5,
+                0.5,
+                "no estimate in these cells\n(too few seeds?)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+                color="0.4",
+            )
         ax.set_title(str(test), fontsize=9)
-        ax.set_ylabel("effect vs comparator (%)" if j == 0 else "")
-        ax.tick_params(labelbottom=False)
-        for k, setting in enumerate(_SETTINGS):
-            for i, r in enumerate(part.to_dict("records")):
-                differs = base is not None and r[setting] != base[setting]
-                strip.text(
-                    x[i],
-                    k,
-                    _setting_text(setting, r[setting]),
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    fontweight="bold" if differs else "normal",
-                    color="black" if differs else "0.55",
-                )
-        labels = _SETTING_LABELS if j == 0 else [""] * len(_SETTINGS)
-        strip.set_yticks(range(len(_SETTINGS)), labels, fontsize=7)
-        strip.set_ylim(len(_SETTINGS) - 0.5, -0.5)
+        ax.tick_params(labelbottom=False, labelsize=7)
+        for k, (setting, value) in enumerate(marks):
+            on = x[(part[setting] == value).to_numpy()]
+            strip.plot(on, np.full(len(on), k), "o", color="black", ms=2.5, ls="")
+            strip.axhline(k, color="0.9", lw=0.5, zorder=0)
+        strip.set_yticks(range(len(marks)), [_strip_label(s, v) for s, v in marks] if col == 0 else [])
+        strip.tick_params(axis="y", labelsize=7, length=0)
+        strip.set_ylim(len(marks) - 0.5, -0.5)
         strip.set_xlim(-0.6, max(len(part) - 0.4, 0.4))
         strip.set_xticks([])
+        for side in ("top", "right"):
+            strip.spines[side].set_visible(False)
     handles = [
-        ax.plot([], [], VERDICT_MARKERS.get(v, "o"), ls="", color=c, label=v)[0]
+        Line2D([], [], marker=VERDICT_MARKERS.get(v, "o"), ls="", color=c, label=v)
         for v, c in VERDICT_COLOURS.items()
         if v in set(rows["verdict"])
     ]
-    if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="black", ms=9, label="default cell"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     return fig
 
 

@@ -211,6 +211,38 @@ def test_figures_draw_from_the_table(smoke_grid):
     plot_budget_curves(one_cell)  # a table with no budget cells still draws (empty panels say so)
 
 
+def test_specification_curve_shows_every_cell_and_marks_its_differences(smoke_grid):
+    """Each panel draws one finite point per cell (the bound test on its own scale, not a blank
+    panel of undefined relative effects); each strip puts one dot per setting in which a cell
+    differs from the default cell; the figure stays the width of a book column, however many tests."""
+    from softlab.plots_robustness import _SETTINGS, plot_specification_curve
+
+    _, cells, table, _, _ = smoke_grid
+    fig = plot_specification_curve(table)
+    assert fig.get_size_inches()[0] <= 8.5
+    default = table[table["family"] == "default"].iloc[0]
+    differing = sum(
+        int((table[table["cell"] == c.name].iloc[0][list(_SETTINGS)] != default[list(_SETTINGS)]).sum()) for c in cells
+    )
+    curves, strips = fig.axes[0::2], fig.axes[1::2]
+    assert len(curves) == table["test"].nunique()
+    assert table.loc[table["kind"] == "bound", "estimate"].notna().any()  # the case a relative scale blanked
+    for ax, strip in zip(curves, strips, strict=True):
+        ys = np.array([float(c.lines[0].get_ydata()[0]) for c in ax.containers])
+        part = table[table["test"] == ax.get_title()]
+        bound = part["kind"].iloc[0] == "bound"
+        shown = part["estimate"].to_numpy(float) if bound else 100 * part["relative"].to_numpy(float)  # percent
+        assert len(ys) == len(cells), ax.get_title()
+        np.testing.assert_array_equal(np.sort(ys[np.isfinite(ys)]), np.sort(shown[np.isfinite(shown)]))
+        if not np.isfinite(ys).any():  # e.g. a variance ratio at 2 seeds: the panel says why it is empty
+            assert any("no estimate" in t.get_text() for t in ax.texts), ax.get_title()
+        dots = sum(len(line.get_xdata()) for line in strip.lines if line.get_marker() == "o")
+        assert dots == differing, ax.get_title()
+    assert plot_specification_curve(table, columns=1).get_size_inches()[0] <= 8.5
+    with pytest.raises(ValueError, match="columns"):
+        plot_specification_curve(table, columns=0)
+
+
 def test_cells_are_named_by_their_settings():
     c = Cell("", "budget", "mlp", 6, 1e-3, 128, 3, 0.25, "sampled")
     params = {"model": "mlp", "epochs": 6, "lr": 1e-3, "hidden": 128}
