@@ -8,7 +8,13 @@ chapter 8 and the findings page show where this machine has not computed the gri
 Reads ``results/robustness/robustness.parquet``, which ``softlab run --params robustness`` writes,
 and records it with the wall time and the description of the run that computed it (this script
 computes nothing; the grid takes hours on 2 cores). With ``--partial`` it records the cells found
-in the results cache instead (a grid still being computed; the chapter names the missing cells).
+in the results cache instead (a grid still being computed; the chapter names the missing cells);
+``--partial --keep-recorded`` also keeps the rows already recorded for cells not in the cache, each
+with the provenance of the run that computed it (a grid computed over several runs or machines:
+the chapter names each run and its cells).
+
+    .venv/bin/python benchmarks/record_robustness.py --partial --keep-recorded --wall-seconds 5800 \
+        --command "robustness_table(params, cells=[cell]) for the CNN cells" --training "cold cache, ..."
 Prints the recorded rows' verdicts per cell.
 """
 
@@ -24,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 from record_stability import _commit
 
-from softlab.chapter import record_result, resolve_book_parameters
+from softlab.chapter import load_recorded, record_result, resolve_book_parameters
 from softlab.inference import load_claims
 from softlab.io import load_cached_parquet
 from softlab.paths import cache_dir
@@ -47,6 +53,15 @@ def cached_cells(params_name: str) -> tuple[pd.DataFrame | None, list[str]]:
     return (pd.concat(parts, ignore_index=True)[list(COLUMNS)] if parts else None), missing
 
 
+def recorded_rows(params_name: str, cells: list[str]) -> pd.DataFrame | None:
+    """The rows of ``cells`` in the set's recorded grid, with their provenance columns, or None."""
+    recorded = load_recorded(params_name)
+    if recorded is None:
+        return None
+    rows = recorded[recorded["cell"].isin(cells)].drop(columns="source")
+    return rows if len(rows) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="robustness")
@@ -61,10 +76,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--training", required=True, help="how that run trained: cache state, machine load (as is)")
     ap.add_argument("--commit", default="", help="the commit it ran at (default: this checkout's HEAD)")
     ap.add_argument("--partial", action="store_true", help="record the cells in the results cache (some may lack)")
+    ap.add_argument(
+        "--keep-recorded",
+        action="store_true",
+        help="with --partial: keep the rows of cells already in recorded/<set>.csv, with their own provenance, "
+        "for cells not in the results cache (a grid computed over several runs or machines)",
+    )
     args = ap.parse_args(argv)
     path = robustness_path(args.params)
+    if args.keep_recorded and not args.partial:
+        ap.error("--keep-recorded needs --partial")
+    kept = None
     if args.partial:
         found, missing = cached_cells(args.params)
+        if args.keep_recorded:
+            kept = recorded_rows(args.params, missing)
+            if kept is not None:
+                missing = [c for c in missing if c not in set(kept["cell"])]
+                print(f"kept_recorded_cells={kept['cell'].nunique()}")
         if found is None:
             print(f"no cell of the {args.params!r} grid is in the results cache ({cache_dir()})", file=sys.stderr)
             return 2
@@ -87,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "training": args.training,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
-    out = record_result(args.params, table, provenance)
+    params = resolve_book_parameters(args.params)
+    order = [c.name for c in grid_cells(parse_grid(params.get("robustness")), params)]
+    out = record_result(args.params, table, provenance, kept=kept, order=order)
+    table = pd.read_csv(out)
     print(f"cells={table['cell'].nunique()} rows={len(table)} recorded={out}")
     summary = table.pivot_table(index="cell", columns="test", values="verdict", aggfunc="first")
     print(summary.to_string())

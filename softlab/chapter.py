@@ -782,8 +782,19 @@ class Book:
             # CSV reads the claim numbers back as integers: the grid's text columns as the table has them
             text = [c for c in COLUMNS if c in GRID_TEXT_COLUMNS]
             table = recorded[list(COLUMNS)].astype(dict.fromkeys(text, str))
-            where = recorded_provenance(dict(recorded.iloc[0].items()), name)
-            origin = f"recorded on {recorded.iloc[0]['recorded_on']}"
+            runs = recorded.drop_duplicates(list(RECORDED_COLUMNS))
+            if len(runs) == 1:
+                where = recorded_provenance(dict(runs.iloc[0].items()), name)
+            else:  # a grid computed over several runs: each run with the cells it computed
+                parts = []
+                for r in runs.to_dict("records"):
+                    mine = (recorded[list(RECORDED_COLUMNS)] == pd.Series(r)[list(RECORDED_COLUMNS)]).all(axis=1)
+                    cells = recorded.loc[mine, "cell"].nunique()
+                    parts.append(
+                        f"{cells} {'cell' if cells == 1 else 'cells'} {recorded_provenance(r, name, file=False)}"
+                    )
+                where = f"recorded in `recorded/{name}.csv` from {len(runs)} runs: " + "; ".join(parts)
+            origin = "recorded on " + ", ".join(dict.fromkeys(str(d) for d in runs["recorded_on"]))
             note = (
                 " This machine has not computed it, so the page shows the recorded grid; "
                 f"`softlab run --params {name}` recomputes it here."
@@ -877,11 +888,21 @@ def robustness_findings(table: pd.DataFrame, arm: str = "fashion-mnist") -> str:
 GRID_TEXT_COLUMNS = ("cell", "family", "model", "delivery", "arm", "claim", "test", "metric", "kind", "verdict")
 
 
-def record_result(name: str, table: pd.DataFrame, provenance: Mapping[str, Any]) -> Path:
+def record_result(
+    name: str,
+    table: pd.DataFrame,
+    provenance: Mapping[str, Any],
+    kept: pd.DataFrame | None = None,
+    order: Sequence[str] | None = None,
+) -> Path:
     """Write a long run's result ``table`` (the stability summary of
     :func:`softlab.report.stability_from_runs`, the robustness grid of
     :func:`softlab.robustness.robustness_table`) with ``provenance`` (the values of
-    :data:`RECORDED_COLUMNS`) to ``recorded/<name>.csv`` atomically; returns the path."""
+    :data:`RECORDED_COLUMNS`) to ``recorded/<name>.csv`` atomically; returns the path.
+
+    ``kept``: rows recorded earlier, with their own provenance columns, written beside the new
+    ones (a grid computed over several runs: each row keeps the run that computed it). ``order``:
+    the ``cell`` names in the order the rows are written (the grid's); other rows go last."""
     from softlab.io import atomic_path
     from softlab.paths import recorded_dir
 
@@ -891,6 +912,17 @@ def record_result(name: str, table: pd.DataFrame, provenance: Mapping[str, Any])
     if table is None or table.empty:
         raise ValueError(f"record_result: the {name!r} result holds no rows")
     table = table.assign(**{c: provenance[c] for c in RECORDED_COLUMNS})
+    if kept is not None and len(kept):
+        if list(kept.columns) != list(table.columns):
+            raise ValueError(
+                f"record_result: kept rows need the columns {list(table.columns)}, got {list(kept.columns)}"
+            )
+        if "cell" in table.columns and set(kept["cell"]) & set(table["cell"]):
+            raise ValueError("record_result: a kept row's cell is also in the new rows; keep one of them")
+        table = pd.concat([table, kept], ignore_index=True)
+    if order is not None and "cell" in table.columns:
+        rank = {c: i for i, c in enumerate(order)}
+        table = table.sort_values("cell", key=lambda c: c.map(rank).fillna(len(rank)), kind="stable")
     path = recorded_dir() / f"{name}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -908,11 +940,13 @@ def fmt_duration(seconds: float) -> str:
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
-def recorded_provenance(row: Mapping[Any, Any], name: str) -> str:
-    """One sentence of a recorded result's provenance (a row of :func:`load_recorded`)."""
+def recorded_provenance(row: Mapping[Any, Any], name: str, file: bool = True) -> str:
+    """One sentence of a recorded result's provenance (a row of :func:`load_recorded`); ``file``
+    adds where it is recorded."""
     return (
         f"recorded on {row['recorded_on']} at commit `{row['commit']}` with `{row['command']}` "
-        f"({fmt_duration(float(row['wall_seconds']))}; {row['machine']}; {row['training']}), in `recorded/{name}.csv`"
+        f"({fmt_duration(float(row['wall_seconds']))}; {row['machine']}; {row['training']})"
+        + (f", in `recorded/{name}.csv`" if file else "")
     )
 
 

@@ -316,6 +316,16 @@ def test_chapter_8_shows_the_full_grid_computed_here_else_the_recorded_one_else_
     assert name == "robustness" and "recorded on 2026-12-07 at commit `abc1234`" in where and "1 h 42 min" in where
     assert f"It holds {n - 1} of {n} cells; not yet computed: `{names[-1]}`." in where
     assert origin == f"recorded on 2026-12-07, {n - 1} of {n} cells"
+    later = provenance | {"recorded_on": "2026-12-08", "commit": "def5678", "wall_seconds": 3000.0}
+    kept = C.load_recorded("robustness").drop(columns="source")
+    C.record_result("robustness", full.iloc[-1:], later, kept=kept, order=names)  # the missing cell, later
+    grid, name, where, origin = book.robustness_grid()
+    assert origin == "recorded on 2026-12-07, 2026-12-08" and "not yet computed" not in where
+    assert f"from 2 runs: {n - 1} cells recorded on 2026-12-07 at commit `abc1234`" in where
+    assert "; 1 cell recorded on 2026-12-08 at commit `def5678`" in where and "50 min 00 s" in where
+    assert list(grid["cell"]) == names  # in the grid's order, not in the order recorded
+    with pytest.raises(ValueError, match="also in the new rows"):
+        C.record_result("robustness", full.iloc[-1:], later, kept=C.load_recorded("robustness").drop(columns="source"))
     C.record_result("robustness", full, provenance)
     grid, name, where, origin = book.robustness_grid()
     assert origin == "recorded on 2026-12-07" and "not yet computed" not in where
