@@ -14,6 +14,7 @@ without pyplot's global state.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -167,25 +168,34 @@ def _budget_axis(part: pd.DataFrame, factor: str) -> tuple[np.ndarray, list[str]
     return np.asarray(values), labels
 
 
+def _primary_test(rows: pd.DataFrame, claim: str) -> pd.DataFrame:
+    """The rows of a claim's first primary test with a relative effect (claim 1: calibration on
+    hard items against the best temperature-scaled baseline; claim 3: the held-out correlation
+    against the synthetic model, not the bound test, which has no comparator)."""
+    part = rows[(rows["claim"].astype(str) == claim) & (rows["kind"].astype(str) != "bound")]
+    if part.empty:
+        return part
+    return part[part["test"] == part["test"].iloc[0]]
+
+
 def plot_budget_curves(table: pd.DataFrame, arm: str = "fashion-mnist") -> Figure:
-    """Two rows (against votes per item k at f = 100%; against the annotated fraction f at the
-    smallest k the grid varies it at) × three panels: claim 1's primary effect (relative, %, 95%
-    interval; 0 = the best temperature-scaled baseline), held-out accuracy (the hard-label model's
-    as a dashed line) and claim 3's primary effect; soft and sampled delivery as two series."""
+    """Two rows (against votes per item k at f = 100%; against the annotated fraction f, one line
+    per k the grid varies it at: k = all solid, a small k dashed with open markers) × three panels:
+    claim 1's primary effect (relative, %, 95% interval; 0 = the best temperature-scaled baseline),
+    held-out accuracy (the hard-label model's as a dashed line) and claim 3's primary effect; soft
+    and sampled delivery in two colours. Each line joins one point per budget, in budget order."""
     rows = table[(table["arm"] == arm) & table["family"].isin(["default", "budget"])]
-    fig = Figure(figsize=(10.5, 6.0), layout="constrained")
+    fig = Figure(figsize=(10.5, 6.4), layout="constrained")
     axes = fig.subplots(2, 3)
-    claim1 = rows[rows["claim"].astype(str) == "1"]
-    claim3 = rows[rows["claim"].astype(str) == "3"]
+    claim1, claim3 = _primary_test(rows, "1"), _primary_test(rows, "3")
     k_rows = rows["annotated_fraction"] == 1.0
-    by_k = rows[k_rows]
-    fraction_k = rows.loc[~k_rows, "votes_per_item"]
-    f_votes = int(fraction_k.iloc[0]) if len(fraction_k) else 0
-    by_f = rows[rows["votes_per_item"] == f_votes]
-    for r, (factor, sel, label) in enumerate(
+    f_votes = sorted(rows.loc[~k_rows, "votes_per_item"].unique(), key=lambda v: (v != 0, v))  # k = all first
+    by_f = rows[rows["votes_per_item"].isin(f_votes)]
+    f_label = ", ".join("all" if v == 0 else f"{v:g}" for v in f_votes) or "all"
+    for r, (factor, sel, label, lines) in enumerate(
         (
-            ("votes_per_item", by_k, "votes per item k (f = 100%)"),
-            ("annotated_fraction", by_f, f"annotated fraction f (k = {'all' if f_votes == 0 else f_votes})"),
+            ("votes_per_item", rows[k_rows], "votes per item k (f = 100%)", [None]),
+            ("annotated_fraction", by_f, f"annotated fraction f (k = {f_label})", f_votes or [None]),
         )
     ):
         values, ticks = _budget_axis(sel, factor) if len(sel) else (np.asarray([]), [])
@@ -202,27 +212,42 @@ def plot_budget_curves(table: pd.DataFrame, arm: str = "fashion-mnist") -> Figur
                 part = part.drop_duplicates(["cell"])
             if part.empty:
                 ax.text(0.5, 0.5, "not in this grid", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-            for d, (delivery, style) in enumerate(DELIVERY_STYLE.items()):
-                series = part[part["delivery"] == delivery].sort_values(factor)
+            n_series = len(DELIVERY_STYLE) * len(lines)
+            for d, ((delivery, style), k) in enumerate(itertools.product(DELIVERY_STYLE.items(), lines)):
+                series = part[part["delivery"] == delivery]
+                if k is not None:
+                    series = series[series["votes_per_item"] == k]
+                series = series.assign(_pos=series[factor].map(pos)).sort_values("_pos", kind="stable")
                 if series.empty:
                     continue
-                x = np.array([pos[v] for v in series[factor]]) + (d - 0.5) * 0.12
+                x = series["_pos"].to_numpy(float) + (d - (n_series - 1) / 2) * 0.1
+                small_k = k not in (None, 0)
+                look = dict(style, ls="--" if small_k else "-", mfc="none" if small_k else style["color"])
+                name = delivery + ("" if k is None or len(lines) == 1 else f", k={'all' if k == 0 else f'{k:g}'}")
                 if column == "relative":
                     est, lo, hi = _effect(series)
-                    ax.errorbar(x, est, yerr=[est - lo, hi - est], capsize=2, label=delivery, **style)
+                    ax.errorbar(x, est, yerr=[est - lo, hi - est], capsize=2, label=name, **look)
                 else:
-                    ax.plot(x, series[column].to_numpy(float), label=delivery, **style)
+                    ax.plot(x, series[column].to_numpy(float), label=name, **look)
             if column == "relative":
                 ax.axhline(0, color="black", lw=0.9, ls="--", label="best baseline" if c == 0 else "comparator")
+                if len(part):
+                    ax.set_title(str(part["test"].iloc[0]), fontsize=8)
             else:
-                hard = part.drop_duplicates(["cell"]).sort_values(factor)
+                hard = part.drop_duplicates([factor])  # the hard-label model does not see the votes
+                hard = hard.assign(_pos=hard[factor].map(pos)).sort_values("_pos", kind="stable")
                 if len(hard):
-                    hard_x = [pos[v] for v in hard[factor]]
-                    hard_y = hard["heldout_accuracy_hard"].to_numpy(float)
-                    ax.plot(hard_x, hard_y, "k--", lw=0.9, label="original/hard")
+                    ax.plot(
+                        hard["_pos"],
+                        hard["heldout_accuracy_hard"].to_numpy(float),
+                        "k--",
+                        lw=0.9,
+                        label="original/hard",
+                    )
             ax.set_xticks(range(len(values)), ticks)
             ax.set_xlabel(label, fontsize=8)
             ax.set_ylabel(ylabel, fontsize=8)
-            if r == 0:
-                ax.legend(fontsize=7, frameon=False)
+            ax.tick_params(labelsize=7)
+            if r == 0 or len(lines) > 1:
+                ax.legend(fontsize=6.5, frameon=False)
     return fig

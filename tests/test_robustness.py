@@ -243,6 +243,39 @@ def test_specification_curve_shows_every_cell_and_marks_its_differences(smoke_gr
         plot_specification_curve(table, columns=0)
 
 
+def _recorded_grid() -> pd.DataFrame:
+    from softlab.chapter import GRID_TEXT_COLUMNS, load_recorded
+
+    recorded = load_recorded("robustness")
+    if recorded is None:
+        pytest.skip("recorded/robustness.csv is not in this checkout")
+    text = [c for c in COLUMNS if c in GRID_TEXT_COLUMNS]
+    return recorded[list(COLUMNS)].astype(dict.fromkeys(text, str))
+
+
+def test_budget_curves_join_one_point_per_budget_in_budget_order(smoke_grid):
+    """Every line runs left to right with one point per budget: one claim-1 test per panel (the
+    grid has two claim-1 primaries: mixing them zigzagged), k = all drawn last, not first, and the
+    fraction curves one line per k the grid varies f at."""
+    from matplotlib.lines import Line2D
+
+    from softlab.plots_robustness import plot_budget_curves
+
+    for table in (smoke_grid[2], _recorded_grid()):
+        fig = plot_budget_curves(table)
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                x = np.asarray(line.get_xdata(), float)
+                if isinstance(line, Line2D) and len(x) > 1 and line.get_linestyle() != "None":
+                    assert (np.diff(x) > 0).all(), (ax.get_xlabel(), line.get_label(), x)
+    grid = _recorded_grid()
+    fig = plot_budget_curves(grid)
+    bottom_left = fig.axes[3]
+    labels = {t.get_text() for t in bottom_left.get_legend().get_texts()}
+    assert {"soft, k=all", "soft, k=3", "sampled, k=all", "sampled, k=3"} <= labels
+    assert fig.axes[0].get_title() == "soft-calibration-hard-vs-best-ts"
+
+
 def test_cells_are_named_by_their_settings():
     c = Cell("", "budget", "mlp", 6, 1e-3, 128, 3, 0.25, "sampled")
     params = {"model": "mlp", "epochs": 6, "lr": 1e-3, "hidden": 128}
