@@ -9,8 +9,8 @@ Reads ``results/robustness/robustness.parquet``, which ``softlab run --params ro
 and records it with the wall time and the description of the run that computed it (this script
 computes nothing; the grid takes hours on 2 cores). With ``--partial`` it records the cells found
 in the results cache instead (a grid still being computed; the chapter names the missing cells);
-``--partial --keep-recorded`` also keeps the rows already recorded for cells not in the cache, each
-with the provenance of the run that computed it (a grid computed over several runs or machines:
+``--partial --keep-recorded`` keeps every cell already recorded, with the provenance of the run that
+computed it, and adds from the cache only the cells not yet recorded (a grid computed over several runs or machines:
 the chapter names each run and its cells).
 
     .venv/bin/python benchmarks/record_robustness.py --partial --keep-recorded --wall-seconds 5800 \
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--keep-recorded",
         action="store_true",
-        help="with --partial: keep the rows of cells already in recorded/<set>.csv, with their own provenance, "
-        "for cells not in the results cache (a grid computed over several runs or machines)",
+        help="with --partial: keep every cell already in recorded/<set>.csv, with its own provenance, and add "
+        "from the results cache only the cells not yet recorded (a grid computed over several runs or machines)",
     )
     args = ap.parse_args(argv)
     path = robustness_path(args.params)
@@ -89,13 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     kept = None
     if args.partial:
         found, missing = cached_cells(args.params)
-        if args.keep_recorded:
-            kept = recorded_rows(args.params, missing)
+        if args.keep_recorded:  # every cell already recorded keeps its row and provenance
+            recorded = load_recorded(args.params)
+            done = sorted(set(recorded["cell"])) if recorded is not None else []
+            kept = recorded_rows(args.params, done)
             if kept is not None:
                 missing = [c for c in missing if c not in set(kept["cell"])]
                 print(f"kept_recorded_cells={kept['cell'].nunique()}")
+            if found is not None:
+                found = found[~found["cell"].isin(done)]
+                found = found if len(found) else None
         if found is None:
-            print(f"no cell of the {args.params!r} grid is in the results cache ({cache_dir()})", file=sys.stderr)
+            print(f"no new cell of the {args.params!r} grid is in the results cache ({cache_dir()})", file=sys.stderr)
             return 2
         table = found
         print(f"missing_cells={len(missing)}: " + "; ".join(missing))
