@@ -53,15 +53,6 @@ def cached_cells(params_name: str) -> tuple[pd.DataFrame | None, list[str]]:
     return (pd.concat(parts, ignore_index=True)[list(COLUMNS)] if parts else None), missing
 
 
-def recorded_rows(params_name: str, cells: list[str]) -> pd.DataFrame | None:
-    """The rows of ``cells`` in the set's recorded grid, with their provenance columns, or None."""
-    recorded = load_recorded(params_name)
-    if recorded is None:
-        return None
-    rows = recorded[recorded["cell"].isin(cells)].drop(columns="source")
-    return rows if len(rows) else None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="robustness")
@@ -91,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         found, missing = cached_cells(args.params)
         if args.keep_recorded:  # every cell already recorded keeps its row and provenance
             recorded = load_recorded(args.params)
-            done = sorted(set(recorded["cell"])) if recorded is not None else []
-            kept = recorded_rows(args.params, done)
+            kept = recorded.drop(columns="source") if recorded is not None else None
+            done = set(kept["cell"]) if kept is not None else set()
             if kept is not None:
                 missing = [c for c in missing if c not in set(kept["cell"])]
                 print(f"kept_recorded_cells={kept['cell'].nunique()}")

@@ -297,3 +297,27 @@ def test_robustness_set_is_the_default_set_plus_the_full_grid():
     default, full = load_params("default"), load_params("robustness")
     drop = ("params_name", "robustness")
     assert {k: v for k, v in full.items() if k not in drop} == {k: v for k, v in default.items() if k not in drop}
+
+
+def test_record_robustness_keep_recorded_adds_only_new_cells_and_keeps_their_provenance(monkeypatch, tmp_path):
+    """`record_robustness.py --partial --keep-recorded`: cells already recorded keep their rows and
+    provenance even when the cache holds them too; only cells not yet recorded get the new run's."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import record_robustness as RR
+
+    from softlab.chapter import load_recorded, record_result
+
+    monkeypatch.setenv("SOFTLAB_RECORDED_DIR", str(tmp_path))
+    rows = pd.DataFrame({c: ["x", "x"] for c in COLUMNS}).assign(cell=["old cell", "new cell"])
+    old = {"recorded_on": "2026-12-07", "commit": "aaa", "command": "c", "wall_seconds": 1.0}
+    old |= {"training": "t", "machine": "m"}
+    record_result("robustness", rows.iloc[:1], old)
+    monkeypatch.setattr(RR, "cached_cells", lambda name: (rows, []))  # the cache holds both cells
+    argv = ["--partial", "--keep-recorded", "--wall-seconds", "2", "--training", "t2", "--commit", "bbb"]
+    assert RR.main(argv) == 0
+    got = load_recorded("robustness").set_index("cell")
+    assert sorted(got.index) == ["new cell", "old cell"]
+    assert got.loc["old cell", "commit"] == "aaa" and got.loc["new cell", "commit"] == "bbb"
