@@ -14,8 +14,10 @@ member-sample; the table says how many it ran.
     python benchmarks/bench_trainer.py --device cuda --members 1 64 256
     python benchmarks/bench_trainer.py --models cnn --members 8 --precision float32 bfloat16 --repeats 3
     python benchmarks/bench_trainer.py --models cnn --members 8 --n-train 2048 --epochs 1 --breakdown
+    python benchmarks/bench_trainer.py --models cnn --members 8 --precision float32 bfloat16 --cpu-workers 1 2
 
-Options of the batched trainer (``--precision float32 bfloat16``, ``--compile none default``) are
+Options of the batched trainer (``--precision float32 bfloat16``, ``--compile none default``,
+``--cpu-workers 1 2``) are
 each checked against float32 eager on a fixed seed (``<model>_<option>_max_abs_prob_diff_vs_fp32=``);
 the naive baseline is always float32 eager, the path the book ran with. The last lines are
 ``key=value`` figures: ``<model>_samples_per_s_<members>[_<option>]=``,
@@ -97,21 +99,23 @@ def bf16_supported() -> bool:
         return False
 
 
-def option_name(precision: str, compile_mode: str) -> str:
-    """``fp32``, ``bf16``, ``fp32_compile``, ``bf16_compile-max-autotune`` …: the label of a measured option."""
+def option_name(precision: str, compile_mode: str, cpu_workers: int = 1) -> str:
+    """``fp32``, ``bf16``, ``fp32_compile``, ``bf16_compile-max-autotune``, ``bf16_w2`` …: the label
+    of a measured option (``_w<n>``: ``TrainConfig.cpu_workers`` = n)."""
     short = {"float32": "fp32", "bfloat16": "bf16"}[precision]
-    return (
+    label = (
         short
         if compile_mode == "none"
         else f"{short}_compile" + ("" if compile_mode == "default" else f"-{compile_mode}")
     )
+    return label if cpu_workers == 1 else f"{label}_w{cpu_workers}"
 
 
 def check_against_fp32(x: np.ndarray, cfg: TrainConfig, n_total: int, n_items: int = 512) -> float:
     """Max |p_option − p_fp32| over the eval probabilities of 2 members trained on a fixed seed
     (``n_items`` training items each, 2 epochs)."""
     members = make_members(2, n_total, n_items, cfg.model.n_classes, seed=3)
-    ref_cfg = replace(cfg, precision="float32", compile_mode="none", epochs=2, record_dynamics=False)
+    ref_cfg = replace(cfg, precision="float32", compile_mode="none", cpu_workers=1, epochs=2, record_dynamics=False)
     opt_cfg = replace(cfg, epochs=2, record_dynamics=False)
     ev = {"eval": x[:256]}
     ref = train_members(x, members, ref_cfg, eval_sets=ev, progress=False)
@@ -207,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         help="torch.compile modes of the batched step to measure ('none' = eager)",
     )
     ap.add_argument(
+        "--cpu-workers",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="TrainConfig.cpu_workers values to measure: groups trained side by side in threads, "
+        "each on threads/workers intra-op threads (1 = one group at a time on all threads)",
+    )
+    ap.add_argument(
         "--target-members",
         type=int,
         default=8,
@@ -252,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     n_total = max(args.n_train * 2, 2048)
     x = np.random.default_rng(1).random((n_total, 1, 28, 28), dtype=np.float32)
-    options = [(p, c) for p in args.precision for c in args.compile]
+    options = [(p, c, w) for p in args.precision for c in args.compile for w in args.cpu_workers]
     figures: list[str] = []
     for kind in args.models:
         model = ModelConfig(kind)
@@ -266,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         time_naive(x, warm[:1], wcfg)
         n_naive = min(max(args.members), args.naive_max)
         naive_members = make_members(n_naive, n_total, args.n_train, model.n_classes)
-        cfgs = {option_name(p, c): replace(base, precision=p, compile_mode=c) for p, c in options}
+        cfgs = {option_name(p, c, w): replace(base, precision=p, compile_mode=c, cpu_workers=w) for p, c, w in options}
         for label, cfg in cfgs.items():
             if label != "fp32":
                 diff = check_against_fp32(x, cfg, n_total, args.check_items)

@@ -15,10 +15,29 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["THREADS_ENV", "env_torch_threads", "resolve_device", "torch_threads", "tune_cpu_allocator"]
+__all__ = [
+    "CPU_WORKERS_ENV",
+    "THREADS_ENV",
+    "env_cpu_workers",
+    "env_torch_threads",
+    "resolve_device",
+    "torch_threads",
+    "tune_cpu_allocator",
+]
 
 
 THREADS_ENV = "SOFTLAB_TORCH_THREADS"
+CPU_WORKERS_ENV = "SOFTLAB_CPU_WORKERS"
+
+
+def _env_positive_int(name: str, default: int, what: str) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    value = int(text) if text.isascii() and text.isdigit() else 0  # plain ASCII digits only
+    if value < 1:
+        raise ValueError(f"${name}: expected a positive integer ({what}), got {text!r}")
+    return value
 
 
 def env_torch_threads(default: int) -> int:
@@ -26,13 +45,14 @@ def env_torch_threads(default: int) -> int:
 
     Raises ``ValueError`` naming the variable when it holds anything else (``abc``, ``0``, ``-2``).
     """
-    text = os.environ.get(THREADS_ENV, "").strip()
-    if not text:
-        return default
-    value = int(text) if text.isascii() and text.isdigit() else 0  # plain ASCII digits only
-    if value < 1:
-        raise ValueError(f"${THREADS_ENV}: expected a positive integer (torch threads), got {text!r}")
-    return value
+    return _env_positive_int(THREADS_ENV, default, "torch threads")
+
+
+def env_cpu_workers(default: int = 1) -> int:
+    """``$SOFTLAB_CPU_WORKERS`` (batched groups trained side by side on CPU, see
+    ``softlab.train.TrainConfig.cpu_workers``) as a positive int, or ``default`` when unset or
+    empty; ``ValueError`` naming the variable for anything else."""
+    return _env_positive_int(CPU_WORKERS_ENV, default, "CPU training workers")
 
 
 @contextmanager

@@ -47,8 +47,10 @@ and without this every step would map them fresh and re-fault them from the kern
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -67,7 +69,7 @@ from softlab.models import (
     stack_params,
     stacked_forward,
 )
-from softlab.runtime import resolve_device, tune_cpu_allocator
+from softlab.runtime import env_cpu_workers, resolve_device, tune_cpu_allocator
 from softlab.validation import check_probability_rows, field_error
 
 TRAINER_VERSION = "2"  # 2: per-member fused updates of unaligned parameters (FUSED_ALIGN)
@@ -111,7 +113,16 @@ class TrainConfig:
     record_dynamics: keep per-epoch probabilities on training items (``dynamics_dtype``).
     device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` …
     max_members_per_batch: members per batched computation (None: 32 CNN / 128 MLP on CPU,
-    256 on GPU). Execution settings (device, max_members_per_batch) do not enter ``key_dict``.
+    256 on GPU).
+    cpu_workers: batched groups trained at once on CPU, each in its own thread with
+    ``torch.get_num_threads() // cpu_workers`` intra-op threads (None: ``$SOFTLAB_CPU_WORKERS``,
+    else 1 — one group after another, every group on all threads). With more than one, the members are cut into at least
+    ``cpu_workers`` groups of near-equal size. Small convolutions and pooling do not keep two
+    threads busy inside one operation; two single-threaded groups side by side do
+    (``benchmarks/bench_trainer.py --cpu-workers 1 2`` measures it). A member's numbers agree
+    with the one-worker run to float tolerance (its group size and thread count change the
+    kernels' summation order, as ``max_members_per_batch`` does); ignored on GPU.
+    Execution settings (device, max_members_per_batch, cpu_workers) do not enter ``key_dict``.
     precision: ``"float32"`` (default) or ``"bfloat16"``: the forward pass (training and
     prediction) runs under ``torch.autocast(device, bfloat16)``; parameters, optimizer state,
     loss and gradients' accumulation stay float32 (mixed precision). Changes the numbers
@@ -139,6 +150,7 @@ class TrainConfig:
     device: str = "auto"
     max_members_per_batch: int | None = None
     precision: PrecisionName = "float32"
+    cpu_workers: int | None = None
     compile_mode: CompileMode = "none"
 
     def __post_init__(self) -> None:
@@ -164,6 +176,9 @@ class TrainConfig:
             raise field_error(self, "dynamics_dtype", "'float16' or 'float32'")
         if self.max_members_per_batch is not None and self.max_members_per_batch < 1:
             raise field_error(self, "max_members_per_batch", "None or >= 1")
+        workers = self.cpu_workers
+        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+            raise field_error(self, "cpu_workers", "None or a positive int")
         if self.precision not in PRECISIONS:
             raise field_error(self, "precision", " or ".join(repr(p) for p in PRECISIONS))
         if self.compile_mode not in COMPILE_MODES:
@@ -179,7 +194,7 @@ class TrainConfig:
         d["model"] = self.model.to_dict()
         d["step_milestones"] = list(self.step_milestones)
         d["betas"] = list(self.betas)
-        for execution_only in ("device", "max_members_per_batch"):
+        for execution_only in ("device", "max_members_per_batch", "cpu_workers"):
             d.pop(execution_only)
         # numeric settings added later: in the key only when not the default (old keys unchanged)
         for name, default in (("precision", "float32"), ("compile_mode", "none")):
@@ -898,17 +913,38 @@ def _train_group(
     return _pack_results(g, watch_final, eval_probs, seconds, keep_params, stacklevel=4)
 
 
-def plan_batches(members: Sequence[Member], max_members: int) -> list[list[int]]:
+def plan_batches(members: Sequence[Member], max_members: int, parts: int = 1) -> list[list[int]]:
     """Member indices grouped by (training-subset size, number of watched items, whether
-    dynamics are recorded), then cut into batches of ≤ max_members (in first-appearance order)."""
+    dynamics are recorded), then cut into batches of ≤ max_members (in first-appearance order).
+
+    ``parts`` > 1 (``TrainConfig.cpu_workers``): each such set is cut into a multiple of ``parts``
+    consecutive batches of near-equal size (still ≤ max_members), so that ``parts`` workers get
+    equal work; ``parts == 1`` keeps full batches and one short last batch.
+    """
     by_size: dict[tuple[int, int, bool], list[int]] = {}
     for i, m in enumerate(members):
         by_size.setdefault((len(m.train_idx), m.n_watch, bool(m.record_dynamics)), []).append(i)
     batches = []
     for idx in by_size.values():
-        for a in range(0, len(idx), max_members):
-            batches.append(idx[a : a + max_members])
+        if parts == 1:
+            for a in range(0, len(idx), max_members):
+                batches.append(idx[a : a + max_members])
+            continue
+        n_batches = parts * math.ceil(len(idx) / (max_members * parts))
+        batches += [list(map(int, chunk)) for chunk in np.array_split(np.array(idx), n_batches) if len(chunk)]
     return batches
+
+
+class _LockedBar:
+    """A progress bar that worker threads may advance at once (``tqdm.update`` is not atomic)."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+        self._lock = threading.Lock()
+
+    def update(self, n: int = 1) -> None:
+        with self._lock:
+            self._bar.update(n)
 
 
 def train_members(
@@ -933,7 +969,9 @@ def train_members(
         tune_cpu_allocator()
     x_dev = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     eval_dev = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in eval_sets.items()}
-    batches = plan_batches(members, _default_max_members(cfg, device))
+    workers = (cfg.cpu_workers or env_cpu_workers()) if device.type == "cpu" else 1
+    batches = plan_batches(members, _default_max_members(cfg, device), parts=workers)
+    workers = min(workers, len(batches))
     total_steps = sum(steps_per_epoch(len(members[b[0]].train_idx), cfg.batch_size) * cfg.epochs for b in batches)
     bar = None
     if progress:
@@ -941,16 +979,47 @@ def train_members(
 
         bar = tqdm(total=total_steps, desc=f"train {len(members)} members", unit="step", leave=False)
     results: list[MemberResult | None] = [None] * len(members)
+
+    def train(batch: list[int], group_bar: Any) -> list[MemberResult]:
+        return _train_group(x_dev, [members[i] for i in batch], cfg, eval_dev, device, group_bar, keep_params)
+
     try:
-        for batch in batches:
-            for i, r in zip(
-                batch, _train_group(x_dev, [members[i] for i in batch], cfg, eval_dev, device, bar, keep_params)
-            ):
-                results[i] = r
+        if workers == 1:
+            for batch in batches:
+                for i, r in zip(batch, train(batch, bar)):
+                    results[i] = r
+        else:
+            for batch, group in zip(batches, _train_in_threads(train, batches, workers, bar)):
+                for i, r in zip(batch, group):
+                    results[i] = r
     finally:
         if bar is not None:
             bar.close()
     return [r for r in results if r is not None]
+
+
+def _train_in_threads(
+    train: Callable[[list[int], Any], list[MemberResult]], batches: list[list[int]], workers: int, bar: Any
+) -> list[list[MemberResult]]:
+    """``train(batch, bar)`` for every batch, ``workers`` at a time in threads (PyTorch's kernels
+    release the GIL), each thread with ``1/workers`` of the intra-op threads; results in order.
+
+    The intra-op thread count is process-wide: it is lowered for the call and restored after.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))
+    shared_bar = _LockedBar(bar) if bar is not None else None
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="softlab-train") as pool:
+            futures = [pool.submit(train, batch, shared_bar) for batch in batches]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- plain reference

@@ -119,3 +119,14 @@ def test_thread_count_from_the_environment(monkeypatch):
     assert R.env_torch_threads(default=7) == 7
     monkeypatch.delenv("SOFTLAB_TORCH_THREADS")
     assert R.env_torch_threads(default=7) == 7
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-2", "1.5"])
+def test_cpu_workers_from_the_environment(monkeypatch, bad):
+    monkeypatch.setenv("SOFTLAB_CPU_WORKERS", " 2 ")
+    assert R.env_cpu_workers() == 2
+    monkeypatch.delenv("SOFTLAB_CPU_WORKERS")
+    assert R.env_cpu_workers() == 1
+    monkeypatch.setenv("SOFTLAB_CPU_WORKERS", bad)
+    with pytest.raises(ValueError, match=r"^\$SOFTLAB_CPU_WORKERS: expected a positive integer"):
+        R.env_cpu_workers()

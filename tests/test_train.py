@@ -201,6 +201,76 @@ def test_a_cnn_members_result_does_not_depend_on_its_batch_companions(data):
     np.testing.assert_allclose(together[1].train_loss, alone.train_loss, rtol=1e-6)
 
 
+def test_plan_batches_cuts_each_set_into_equal_batches_for_the_workers():
+    members = [Member(i, np.zeros((10, 2), np.float32), np.arange(5 if i < 10 else 3)) for i in range(13)]
+    # one worker: full batches, then a short one (the grouping every cached number was made with)
+    assert plan_batches(members, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [10, 11, 12]]
+    # two workers: a multiple of 2 batches per set, of near-equal size, none above the maximum
+    two = plan_batches(members, 4, parts=2)
+    assert two == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9], [10, 11], [12]]
+    assert sorted(i for b in two for i in b) == list(range(13))
+    assert plan_batches(members[:1], 4, parts=2) == [[0]]
+
+
+def test_cpu_workers_train_groups_side_by_side_with_the_same_numbers(data, monkeypatch):
+    """Two groups in two threads, each on half the intra-op threads: every member agrees with the
+    one-worker run to the float tolerance of a different group size (the CNN companions test's),
+    is bitwise repeatable, and the process's thread count comes back."""
+    cfg = TrainConfig(ModelConfig("cnn", width=4, hidden=16), epochs=2, batch_size=100, record_dynamics=False)
+    members = _members(data, 300) + [Member(2, data["soft"], np.arange(100, 400), "soft-s2")]
+    threads = torch.get_num_threads()
+    seen: list[tuple[int, int]] = []
+    real = T._train_group
+
+    def spy(x_dev, group, *args, **kwargs):
+        seen.append((len(group), torch.get_num_threads()))
+        return real(x_dev, group, *args, **kwargs)
+
+    monkeypatch.setattr(T, "_train_group", spy)
+    one = train_members(data["x"], members, replace(cfg, cpu_workers=1), {"e": data["eval"]}, progress=False)
+    assert seen == [(4, threads)]
+    seen.clear()
+    two = train_members(data["x"], members, replace(cfg, cpu_workers=2), {"e": data["eval"]}, progress=True)
+    assert sorted(seen) == [(2, max(1, threads // 2))] * 2
+    assert torch.get_num_threads() == threads
+    again = train_members(data["x"], members, replace(cfg, cpu_workers=2), {"e": data["eval"]}, progress=False)
+    for m, a, b, c in zip(members, one, two, again):
+        assert a.name == b.name == m.name and b.batch_members == 2
+        np.testing.assert_allclose(b.eval_probs["e"], a.eval_probs["e"], atol=1e-6, err_msg=m.name)
+        np.testing.assert_allclose(b.train_loss, a.train_loss, rtol=1e-6, err_msg=m.name)
+        np.testing.assert_array_equal(b.eval_probs["e"], c.eval_probs["e"], err_msg=m.name)
+    # the environment sets the default; an explicit value wins
+    monkeypatch.setenv("SOFTLAB_CPU_WORKERS", "2")
+    seen.clear()
+    train_members(data["x"], members, cfg, progress=False)
+    assert len(seen) == 2
+    seen.clear()
+    train_members(data["x"], members, replace(cfg, cpu_workers=1), progress=False)
+    assert len(seen) == 1
+
+
+def test_a_failing_group_in_a_worker_thread_reaches_the_caller_and_threads_come_back(data, monkeypatch):
+    cfg = TrainConfig(ModelConfig("mlp", hidden=8), epochs=1, batch_size=100, record_dynamics=False, cpu_workers=2)
+    threads = torch.get_num_threads()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("group failed")
+
+    monkeypatch.setattr(T, "_train_group", boom)
+    with pytest.raises(RuntimeError, match="group failed"):
+        train_members(data["x"], _members(data, 300), cfg, progress=False)
+    assert torch.get_num_threads() == threads
+
+
+def test_cpu_workers_is_an_execution_setting():
+    cfg = TrainConfig(ModelConfig("cnn"), epochs=1, cpu_workers=2)
+    assert "cpu_workers" not in cfg.key_dict()
+    assert cfg.key_dict() == replace(cfg, cpu_workers=None).key_dict()
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match=r"TrainConfig\.cpu_workers: expected None or a positive int"):
+            TrainConfig(ModelConfig("cnn"), epochs=1, cpu_workers=bad)
+
+
 def test_training_is_deterministic_on_cpu(data):
     cfg = TrainConfig(ModelConfig("cnn", width=4, hidden=16, dropout=0.3), epochs=2, batch_size=64, device="cpu")
     members = _members(data, 256)
