@@ -53,7 +53,7 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -69,7 +69,7 @@ from softlab.models import (
     stack_params,
     stacked_forward,
 )
-from softlab.runtime import env_cpu_workers, resolve_device, tune_cpu_allocator
+from softlab.runtime import env_cpu_workers, resolve_device, torch_threads, tune_cpu_allocator
 from softlab.validation import check_probability_rows, field_error
 
 TRAINER_VERSION = "2"  # 2: per-member fused updates of unaligned parameters (FUSED_ALIGN)
@@ -116,12 +116,12 @@ class TrainConfig:
     256 on GPU).
     cpu_workers: batched groups trained at once on CPU, each in its own thread with
     ``torch.get_num_threads() // cpu_workers`` intra-op threads (None: ``$SOFTLAB_CPU_WORKERS``,
-    else 1 — one group after another, every group on all threads). With more than one, the members are cut into at least
-    ``cpu_workers`` groups of near-equal size. Small convolutions and pooling do not keep two
-    threads busy inside one operation; two single-threaded groups side by side do
-    (``benchmarks/bench_trainer.py --cpu-workers 1 2`` measures it). A member's numbers agree
-    with the one-worker run to float tolerance (its group size and thread count change the
-    kernels' summation order, as ``max_members_per_batch`` does); ignored on GPU.
+    else 1 — one group after another, every group on all threads). With more than one, the
+    members are cut into at least ``cpu_workers`` groups of near-equal size. Small convolutions
+    and pooling do not keep two threads busy inside one operation; two single-threaded groups
+    side by side do (``benchmarks/bench_trainer.py --cpu-workers 1 2`` measures it). A member's
+    numbers agree with the one-worker run to float tolerance (its group size and thread count
+    change the kernels' summation order, as ``max_members_per_batch`` does); ignored on GPU.
     Execution settings (device, max_members_per_batch, cpu_workers) do not enter ``key_dict``.
     precision: ``"float32"`` (default) or ``"bfloat16"``: the forward pass (training and
     prediction) runs under ``torch.autocast(device, bfloat16)``; parameters, optimizer state,
@@ -985,13 +985,12 @@ def train_members(
 
     try:
         if workers == 1:
-            for batch in batches:
-                for i, r in zip(batch, train(batch, bar)):
-                    results[i] = r
+            groups: Iterable[list[MemberResult]] = (train(batch, bar) for batch in batches)
         else:
-            for batch, group in zip(batches, _train_in_threads(train, batches, workers, bar)):
-                for i, r in zip(batch, group):
-                    results[i] = r
+            groups = _train_in_threads(train, batches, workers, bar)
+        for batch, group in zip(batches, groups):
+            for i, r in zip(batch, group):
+                results[i] = r
     finally:
         if bar is not None:
             bar.close()
@@ -1006,20 +1005,18 @@ def _train_in_threads(
 
     The intra-op thread count is process-wide: it is lowered for the call and restored after.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // workers))
     shared_bar = _LockedBar(bar) if bar is not None else None
-    try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="softlab-train") as pool:
-            futures = [pool.submit(train, batch, shared_bar) for batch in batches]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-    finally:
-        torch.set_num_threads(threads)
+    with (
+        torch_threads(max(1, torch.get_num_threads() // workers)),
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="softlab-train") as pool,
+    ):
+        futures = [pool.submit(train, batch, shared_bar) for batch in batches]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()  # the groups not yet started; the running ones finish before the pool closes
+            raise
 
 
 # ----------------------------------------------------------------------------- plain reference

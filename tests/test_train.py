@@ -4,6 +4,7 @@ divergence handling, schedules and input validation."""
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -221,9 +222,12 @@ def test_cpu_workers_train_groups_side_by_side_with_the_same_numbers(data, monke
     threads = torch.get_num_threads()
     seen: list[tuple[int, int]] = []
     real = T._train_group
+    side_by_side = threading.Barrier(2, timeout=60)  # broken unless two groups are in training at once
 
     def spy(x_dev, group, *args, **kwargs):
         seen.append((len(group), torch.get_num_threads()))
+        if threading.current_thread() is not threading.main_thread():
+            side_by_side.wait()
         return real(x_dev, group, *args, **kwargs)
 
     monkeypatch.setattr(T, "_train_group", spy)
