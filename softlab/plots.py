@@ -623,21 +623,28 @@ class SvgFigure:
 
     Matplotlib's SVG writer is made deterministic (fixed ids, no date), so re-executing a
     notebook gives the same markup.
+
+    ``narrow``: the same content laid out for a phone (one column of panels, say). The page then
+    holds both and ``book/_static/softlab.css`` shows the one that fits the screen (``narrow``
+    below 577 px); its ids are salted apart so that the two drawings never share an id. The PNG
+    (outside HTML) is always ``fig``.
     """
 
-    def __init__(self, fig: Figure, alt: str, salt: str = "softlab"):
+    def __init__(self, fig: Figure, alt: str, salt: str = "softlab", narrow: Figure | None = None):
         if not alt.strip():
             raise ValueError("alt: a figure needs a non-empty text alternative")
-        self.fig, self.alt, self.salt = fig, alt.strip(), salt
+        self.fig, self.alt, self.salt, self.narrow = fig, alt.strip(), salt, narrow
 
-    def svg(self) -> str:
+    def svg(self, fig: Figure | None = None) -> str:
+        """The inline SVG of ``fig`` (default: the main figure)."""
         import io
         import re
         from html import escape
 
+        fig = self.fig if fig is None else fig
         buf = io.StringIO()
         with mpl.rc_context({"svg.hashsalt": self.salt, "svg.fonttype": "none", "svg.id": self.salt}):
-            self.fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+            fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
         text = buf.getvalue()
         text = text[text.index("<svg") :]  # drop the XML prolog and doctype: this goes inside HTML
         label = escape(self.alt, quote=True)
@@ -652,7 +659,7 @@ class SvgFigure:
         )
         text = re.sub(r"(<svg[^>]*>)", lambda m: m.group(1) + f"<title>{escape(self.alt)}</title>", text, count=1)
         # hover text: a group whose id has a tooltip gets it as its SVG <title> (plot_verdicts)
-        tooltips: dict[str, str] = getattr(self.fig, "softlab_tooltips", {})
+        tooltips: dict[str, str] = getattr(fig, "softlab_tooltips", {})
         for gid, tip in tooltips.items():
             group = re.compile(rf'<g id="{re.escape(gid)}(?:-label|-ci|-dot)?"[^>]*>')
             text = "".join(
@@ -662,7 +669,13 @@ class SvgFigure:
         return text
 
     def _repr_html_(self) -> str:
-        return f'<div class="softlab-svg-figure">{self.svg()}</div>'
+        if self.narrow is None:
+            return f'<div class="softlab-svg-figure">{self.svg()}</div>'
+        return (
+            '<div class="softlab-svg-figure softlab-responsive">'
+            f'<div class="softlab-wide">{self.svg()}</div>'
+            f'<div class="softlab-narrow">{_suffix_ids(self.svg(self.narrow), "-narrow")}</div></div>'
+        )
 
     def _repr_png_(self) -> bytes:
         import io
@@ -670,6 +683,23 @@ class SvgFigure:
         buf = io.BytesIO()
         self.fig.savefig(buf, format="png")
         return buf.getvalue()
+
+
+def _suffix_ids(svg: str, suffix: str) -> str:
+    """``svg`` with ``suffix`` appended to every id it defines and to every reference to one
+    (``url(#id)``, ``href="#id"``), so that two drawings can share a page without sharing an id
+    (matplotlib numbers its groups ``figure_1``, ``axes_1`` … the same way in every figure)."""
+    import re
+
+    ids = set(re.findall(r' id="([^"]+)"', svg))
+
+    def ref(m: re.Match[str]) -> str:
+        name = m.group(2)
+        return f"{m.group(1)}{name}{suffix if name in ids else ''}{m.group(3)}"
+
+    svg = re.sub(r'( id=")([^"]+)(")', lambda m: f"{m.group(1)}{m.group(2)}{suffix}{m.group(3)}", svg)
+    svg = re.sub(r"(url\(#)([^)]+)(\))", ref, svg)
+    return re.sub(r'(href="#)([^"]+)(")', ref, svg)
 
 
 def plot_image_grid(

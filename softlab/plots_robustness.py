@@ -155,7 +155,10 @@ def plot_specification_curve(
         if v in set(rows["verdict"])
     ]
     handles.append(Line2D([], [], marker="o", ls="", mfc="none", mec="black", ms=9, label="default cell"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    # one row of verdicts under a wide figure; under one column (a phone) two to a row, so that the
+    # legend does not widen the figure beyond its panels
+    ncol = len(handles) if cols > 1 else min(len(handles), 2)
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
     return fig
 
 
@@ -178,15 +181,23 @@ def _primary_test(rows: pd.DataFrame, claim: str) -> pd.DataFrame:
     return part[part["test"] == part["test"].iloc[0]]
 
 
-def plot_budget_curves(table: pd.DataFrame, arm: str = "fashion-mnist") -> Figure:
+def plot_budget_curves(table: pd.DataFrame, arm: str = "fashion-mnist", columns: int = 3) -> Figure:
     """Two rows (against votes per item k at f = 100%; against the annotated fraction f, one line
     per k the grid varies it at: k = all solid, a small k dashed with open markers) × three panels:
     claim 1's primary effect (relative, %, 95% interval; 0 = the best temperature-scaled baseline),
     held-out accuracy (the hard-label model's as a dashed line) and claim 3's primary effect; soft
-    and sampled delivery in two colours. Each line joins one point per budget, in budget order."""
+    and sampled delivery in two colours. Each line joins one point per budget, in budget order.
+    ``columns`` panels to a row, in that order (3: the two rows above; 1: one column of six, for a
+    phone's screen)."""
+    if columns < 1:
+        raise ValueError(f"columns: expected a positive number of panels per row, got {columns}")
     rows = table[(table["arm"] == arm) & table["family"].isin(["default", "budget"])]
-    fig = Figure(figsize=(10.5, 6.4), layout="constrained")
-    axes = fig.subplots(2, 3)
+    cols = min(columns, 6)
+    lines_of_panels = (6 + cols - 1) // cols
+    fig = Figure(figsize=(3.5 * cols, 3.2 * lines_of_panels), layout="constrained")
+    grid = fig.subplots(lines_of_panels, cols, squeeze=False).ravel()
+    for spare in grid[6:]:
+        spare.set_visible(False)
     claim1, claim3 = _primary_test(rows, "1"), _primary_test(rows, "3")
     k_rows = rows["annotated_fraction"] == 1.0
     f_votes = sorted(rows.loc[~k_rows, "votes_per_item"].unique(), key=lambda v: (v != 0, v))  # k = all first
@@ -206,7 +217,7 @@ def plot_budget_curves(table: pd.DataFrame, arm: str = "fashion-mnist") -> Figur
             (claim3, "claim 3 effect (%)", "relative"),
         )
         for c, (source, ylabel, column) in enumerate(panels):
-            ax = axes[r, c]
+            ax = grid[3 * r + c]
             part = source[source.index.isin(sel.index)]
             if column == "heldout_accuracy":
                 part = part.drop_duplicates(["cell"])

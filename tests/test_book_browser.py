@@ -290,3 +290,50 @@ def test_the_data_map_shows_an_items_tooltip_on_hover(served_book: tuple[str, Pa
     for part in ("item", "votes:", "model:", "confidence", "variability"):
         assert part in tip_text, f"the tooltip lacks {part!r}: {tip_text!r}"
     assert (src or "").startswith("data:image/png;base64,"), "the tooltip shows no image of the item"
+
+
+FIGURE_TEXT_JS = """() => {
+  const shown = el => !!el && el.getClientRects().length > 0;
+  const smallest = svg => {
+    let px = Infinity;
+    for (const t of svg.querySelectorAll('text')) {
+      if (!t.textContent.trim() || !shown(t)) continue;
+      const m = t.getScreenCTM();
+      px = Math.min(px, parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b));
+    }
+    return px;
+  };
+  return [...document.querySelectorAll('.softlab-responsive')].map(fig => {
+    const wide = fig.querySelector(':scope > .softlab-wide'), narrow = fig.querySelector(':scope > .softlab-narrow');
+    const on = [wide, narrow].find(shown);
+    return {label: (fig.querySelector('svg').getAttribute('aria-label') || '').slice(0, 40),
+            wide: shown(wide), narrow: shown(narrow),
+            smallest: on ? smallest(on.querySelector('svg')) : null,
+            width: on ? on.querySelector('svg').getBoundingClientRect().width : null};
+  });
+}"""
+MIN_TEXT_PX = 8.0  # the smallest text a figure may show on a phone, in CSS pixels
+
+
+@pytest.mark.parametrize("device", sorted(VIEWPORTS))
+def test_chapter_8_shows_each_figure_in_the_layout_that_fits(served_book: tuple[str, Path], device: str) -> None:
+    """Chapter 8's specification curve and budget curves are drawn twice (plots.SvgFigure(narrow=...)):
+    the laptop shows the wide layout only, the phone the one-column layout only, and on the phone
+    no text of the figure is smaller than MIN_TEXT_PX (the wide layout, scaled to the phone's
+    column, would shrink its 7-point labels to about 4 px)."""
+    base, _ = served_book
+    with sync_api.sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport=VIEWPORTS[device])
+            page.goto(base + "book/08_robustness.html", wait_until="load")
+            figures = page.evaluate(FIGURE_TEXT_JS)
+        finally:
+            browser.close()
+    assert len(figures) == 2, figures  # the specification curve and the budget curves
+    for fig in figures:
+        if device == "phone":
+            assert fig["narrow"] and not fig["wide"], fig
+            assert fig["smallest"] >= MIN_TEXT_PX, f"text of {fig['smallest']:.1f} px on a phone: {fig}"
+        else:
+            assert fig["wide"] and not fig["narrow"], fig

@@ -128,6 +128,46 @@ def legible(fig: Figure) -> None:
             assert "\\n" not in text.get_text(), text.get_text()
 
 
+def test_a_figure_drawn_twice_holds_both_layouts_with_ids_apart():
+    """SvgFigure(narrow=...): the HTML holds the wide drawing, then the phone's, each an accessible
+    SVG named by the same alt text, with no id shared between the two (a clip path of one drawing
+    would otherwise clip the other); the PNG is the wide one; without ``narrow`` the markup is as before."""
+    import re
+
+    P.set_style()
+    wide, narrow = P.plot_verdicts(verdict_table(), url="url"), P.plot_verdicts(verdict_table(), url="url")
+    narrow.set_size_inches(4.0, wide.get_size_inches()[1] * 1.5)
+    both = P.SvgFigure(wide, alt="Forest plot", salt="forest", narrow=narrow)
+    html = both._repr_html_()
+    assert html.startswith('<div class="softlab-svg-figure softlab-responsive"><div class="softlab-wide"><svg')
+    wide_part, narrow_part = html.split('<div class="softlab-narrow">')
+    assert wide_part.count("<svg ") == 1 and narrow_part.count("<svg ") == 1
+    assert 'id="forest-narrow"' in narrow_part and 'id="forest"' in wide_part  # each salted by its own name
+    for part in (wide_part, narrow_part):
+        assert 'role="img"' in part and 'aria-label="Forest plot"' in part
+    ids = [re.findall(r' id="([^"]+)"', part) for part in (wide_part, narrow_part)]
+    assert ids[0] and ids[1] and not set(ids[0]) & set(ids[1])
+    for ref in re.findall(r'url\(#([^)]+)\)|href="#([^"]+)"', narrow_part):  # what it points at is its own
+        assert "".join(ref) in ids[1], ref
+    assert re.findall(r"clip-path=", narrow_part)  # (there are references to check)
+    widths = [int(re.search(r"width: min\(100%, (\d+)px\)", part).group(1)) for part in (wide_part, narrow_part)]
+    assert widths[1] < widths[0]  # each drawing at its own size: the phone's is the narrower
+    assert both._repr_png_().startswith(PNG_MAGIC)
+    single = P.SvgFigure(P.plot_verdicts(verdict_table(), url="url"), alt="Forest plot", salt="forest")
+    again = P.SvgFigure(P.plot_verdicts(verdict_table(), url="url"), alt="Forest plot", salt="forest")
+    assert single._repr_html_() == f'<div class="softlab-svg-figure">{again.svg()}</div>'
+
+
+def test_the_book_css_shows_the_layout_that_fits_the_screen():
+    from softlab.paths import PROJECT_ROOT
+
+    css = (PROJECT_ROOT / "book" / "_static" / "softlab.css").read_text()
+    assert ".softlab-responsive .softlab-narrow { display: none; }" in css
+    phone = css[css.rindex("@media (max-width: 576px)") :]
+    assert ".softlab-responsive .softlab-wide { display: none; }" in phone
+    assert ".softlab-responsive .softlab-narrow { display: block; }" in phone
+
+
 def test_reliability_plot(records, tmp_path):
     table = E.reliability_frame(records, n_bins=10)
     fig = P.plot_reliability(table, title="toy")

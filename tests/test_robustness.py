@@ -207,6 +207,15 @@ def test_figures_draw_from_the_table(smoke_grid):
     assert len(fig.axes) == 2 * table["test"].nunique()  # a curve and a settings strip per test
     fig = plot_budget_curves(table)
     assert len(fig.axes) == 6
+    phone = plot_budget_curves(table, columns=1)  # the same six panels, one to a row
+    assert [ax.get_xlabel() for ax in phone.axes] == [ax.get_xlabel() for ax in fig.axes]
+    assert [ax.get_ylabel() for ax in phone.axes] == [ax.get_ylabel() for ax in fig.axes]
+    assert {ax.get_subplotspec().colspan.start for ax in phone.axes} == {0}
+    assert phone.get_size_inches()[0] <= 4.1 < fig.get_size_inches()[0]
+    four = plot_budget_curves(table, columns=4)  # a last row with spare places: they stay empty
+    assert sum(ax.get_visible() for ax in four.axes) == 6 and len(four.axes) == 8
+    with pytest.raises(ValueError, match="columns"):
+        plot_budget_curves(table, columns=0)
     one_cell = table[table["family"] == "default"]
     plot_budget_curves(one_cell)  # a table with no budget cells still draws (empty panels say so)
 
@@ -238,7 +247,11 @@ def test_specification_curve_shows_every_cell_and_marks_its_differences(smoke_gr
             assert any("no estimate" in t.get_text() for t in ax.texts), ax.get_title()
         dots = sum(len(line.get_xdata()) for line in strip.lines if line.get_marker() == "o")
         assert dots == differing, ax.get_title()
-    assert plot_specification_curve(table, columns=1).get_size_inches()[0] <= 8.5
+    phone = plot_specification_curve(table, columns=1)
+    assert phone.get_size_inches()[0] <= 4.1
+    phone.draw_without_rendering()  # lays it out, as saving does
+    drawn = phone.get_tightbbox().width  # what the book shows (savefig.bbox "tight"), in inches
+    assert drawn <= 4.2, f"the one-column curve is drawn {drawn:.2f} in wide: the legend widens it"
     with pytest.raises(ValueError, match="columns"):
         plot_specification_curve(table, columns=0)
 
