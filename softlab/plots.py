@@ -540,7 +540,14 @@ def plot_verdicts(
     _require(verdicts, [label, "panel", "estimate", "ci_low", "ci_high", "margin", "verdict"], "verdicts")
     rows = verdicts.reset_index(drop=True)
     panels = list(pd.unique(rows["panel"]))
-    heights = [0.62 * int((rows["panel"] == pv).sum()) + 0.75 for pv in panels]
+    # a row's name is wrapped to the panel's width and kept out of the layout: a long name left to
+    # constrained layout shrinks the panel to nothing (the 80–90-character names of the book's tests
+    # did: "axes sizes collapsed to zero", intervals drawn 0.4 in wide in a 7.8 in figure)
+    chars = max(20, int((width - 0.4) * 72 / (0.56 * 9)))  # 9-pt characters per line, with room to spare
+    names = [textwrap.fill(str(x), chars, break_on_hyphens=False) for x in rows[label]]
+    line_count = [n.count("\n") + 1 for n in names]
+    row_height = {pv: 0.62 + 0.2 * (max(c for c, q in zip(line_count, rows["panel"]) if q == pv) - 1) for pv in panels}
+    heights = [row_height[pv] * int((rows["panel"] == pv).sum()) + 0.75 for pv in panels]
     fig = Figure(figsize=(width, sum(heights) + 0.5), layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
     for ax, pv in zip(axes, panels):
@@ -567,12 +574,13 @@ def plot_verdicts(
             name = ax.text(
                 -lim,
                 p + 0.18,
-                str(row[label]),
+                names[index],
                 ha="left",
                 va="bottom",
                 fontsize=9,
                 gid=gid + "-label",
                 bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 0.6},
+                in_layout=False,
             )
             if link:
                 name.set_url(link)

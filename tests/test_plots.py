@@ -128,6 +128,38 @@ def legible(fig: Figure) -> None:
             assert "\\n" not in text.get_text(), text.get_text()
 
 
+def test_verdict_forest_keeps_its_panels_wide_with_the_books_long_row_names():
+    """The book's rows are named in 50–92 characters ("synthetic MNIST: generator/generator+ts vs
+    generator/synthetic+ts (both temperature-scaled)"), longer than the figure is wide: each name
+    is wrapped inside its panel, the panels keep the figure's width (they once collapsed to 8% of
+    it, the intervals 0.4 in wide), and the figure is drawn at the width it asks for."""
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    P.set_style()
+    long_names = verdict_table().assign(
+        label=[
+            "synthetic MNIST: generator/generator+ts vs generator/synthetic+ts (both temperature-scaled)",
+            "Fashion-MNIST-H: human/human vs human/synthetic (maximum-probability confidence)",
+            "A: x vs y",
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied because axes sizes collapsed"
+        fig = P.plot_verdicts(long_names, url="url")
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        assert ax.bbox.width >= 0.85 * fig.bbox.width, (ax.get_title(loc="left"), ax.bbox.width, fig.bbox.width)
+        for text in ax.texts:
+            box = text.get_window_extent(renderer)
+            assert ax.bbox.x0 - 1 <= box.x0 and box.x1 <= ax.bbox.x1 + 1, text.get_text()
+    assert fig.get_tightbbox(renderer).width <= fig.get_size_inches()[0] + 0.05
+    assert any("\n" in t.get_text() for ax in fig.axes for t in ax.texts)  # the long names wrapped
+
+
 def test_a_figure_drawn_twice_holds_both_layouts_with_ids_apart():
     """SvgFigure(narrow=...): the HTML holds the wide drawing, then the phone's, each an accessible
     SVG named by the same alt text, with no id shared between the two (a clip path of one drawing
