@@ -310,7 +310,11 @@ FIGURE_TEXT_JS = """() => {
     label: (fig.querySelector('svg').getAttribute('aria-label') || '').slice(0, 50),
     wide: shown(fig.querySelector(':scope > .softlab-wide')),
     narrow: shown(fig.querySelector(':scope > .softlab-narrow'))}));
-  return {figures, responsive};
+  const images = [...main.querySelectorAll('.cell_output img, figure img')].filter(shown)
+    .filter(img => !(img.getAttribute('src') || '').startsWith('data:'))
+    .map(img => ({src: img.getAttribute('src'), link: img.closest('a') ? img.closest('a').getAttribute('href') : null,
+                  scale: img.getBoundingClientRect().width / (img.naturalWidth / 2)}));
+  return {figures, responsive, images};
 }"""
 MIN_TEXT_PX = 8.0  # the smallest text an inline SVG figure may show on a phone, in CSS pixels
 
@@ -321,7 +325,10 @@ def test_inline_figures_fit_the_screen_with_text_that_can_be_read(served_book: t
     8's curves): on the phone none shows text smaller than MIN_TEXT_PX once scaled to the column
     (the forest plot's long row names once collapsed its panels and drew it 7.8 in wide: 5.5 px;
     chapter 8's wide layouts would show 4.2 and 3.0 px). Chapter 8's two figures are drawn twice
-    (plots.SvgFigure(narrow=...)): the laptop shows the wide layout only, the phone the one-column one."""
+    (plots.SvgFigure(narrow=...)): the laptop shows the wide layout only, the phone the one-column one.
+    Every PNG figure (drawn for a laptop's column, shown at about half its size on the phone, its
+    labels near 6 px) stays a link to its own file (Sphinx's image reference), so that a tap opens
+    it at full size."""
     base, _ = served_book
     problems: list[str] = []
     with sync_api.sync_playwright() as pw:
@@ -343,6 +350,11 @@ def test_inline_figures_fit_the_screen_with_text_that_can_be_read(served_book: t
                     f" of {r['label']!r}"
                     for r in seen["responsive"]
                     if {"wide": r["wide"], "narrow": r["narrow"]} != wanted
+                ]
+                problems += [  # a figure shown small opens at full size when tapped
+                    f"{rel}: figure {img['src']} shown at {img['scale']:.2f} of its size is not a link to itself"
+                    for img in seen["images"]
+                    if img["link"] != img["src"]
                 ]
                 if rel == "book/08_robustness.html" and len(seen["responsive"]) != 2:
                     problems.append(f"{rel}: expected 2 figures drawn twice, found {len(seen['responsive'])}")
