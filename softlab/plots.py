@@ -634,8 +634,8 @@ class SvgFigure:
 
     ``narrow``: the same content laid out for a phone (one column of panels, say). The page then
     holds both and ``book/_static/softlab.css`` shows the one that fits the screen (``narrow``
-    below 577 px); its ids are salted apart so that the two drawings never share an id. The PNG
-    (outside HTML) is always ``fig``.
+    below 577 px); its ids get the suffix ``-narrow`` (:func:`_suffix_ids`), so that the two
+    drawings never share an id. The PNG (outside HTML) is always ``fig``.
     """
 
     def __init__(self, fig: Figure, alt: str, salt: str = "softlab", narrow: Figure | None = None):
